@@ -1,0 +1,42 @@
+//! Chat input of spamscope: everything between bytes from a platform and
+//! [`ChatEvent`] values, plus the text normaliser used by similarity work.
+//!
+//! Parts:
+//! - [`irc`]: IRCv3 line grammar (tags, prefix, command, params).
+//! - [`twitch`]: Twitch IRC commands to chat events.
+//! - [`youtube`]: YouTube innertube live-chat actions to chat events.
+//! - [`chat_downloader`]: chat-downloader's normalised JSON to chat events.
+//! - [`format`]: recognising a file's format from its content and parsing it.
+//! - [`normalize`]: NFKC, case folding, invisible and confusable folding,
+//!   repeated-token compression, grapheme lengths.
+//! - [`replay`]: reading files into one timestamp-ordered event sequence with
+//!   speed control.
+//! - [`stats`]: counts per event kind (`spamscope replay --stats`).
+//!
+//! Everything except [`replay::read_files`] is pure: no IO.
+
+pub mod chat_downloader;
+pub mod format;
+pub mod irc;
+pub mod normalize;
+pub mod replay;
+pub mod stats;
+pub mod twitch;
+pub mod youtube;
+
+pub use spamscope_proto::v1::ChatEvent;
+
+/// Why one line or item could not be turned into an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct ParseError {
+    pub reason: String,
+}
+
+impl ParseError {
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Text normaliser for similarity work.
+//!
+//! [`normalize`] turns a chat message into the form two copies of the same
+//! spam share even when a spammer dodges duplicate filters:
+//! 1. Unicode NFKC (full-width and styled letters become plain ones);
+//! 2. invisible characters removed: zero-width space/joiners, bidi marks,
+//!    word joiners (U+200B..U+200F, U+2060..U+206F), variation selectors, the
+//!    tag block U+E0000..U+E0FFF (Twitch chatters append U+E0000), Hangul
+//!    fillers, soft hyphen, BOM, other control characters;
+//! 3. case folding, then confusable folding to the Unicode TR39 skeleton
+//!    (the `unicode-security` crate), so `M0XY`, `MOXY` and `ＭＯＸＹ` agree;
+//! 4. whitespace collapsed, runs of one character capped at two
+//!    (`LOOOOOL` → `lool`);
+//! 5. repeated tokens compressed: consecutive duplicates collapse and a
+//!    message that repeats one phrase N times becomes the phrase once.
+//!
+//! [`grapheme_len`] counts user-perceived characters, not bytes, ignoring
+//! invisible ones.
+
+use std::sync::LazyLock;
+
+use unicode_normalization::UnicodeNormalization;
+use unicode_security::confusable_detection::skeleton;
+use unicode_segmentation::UnicodeSegmentation;
+
+/// Characters that render as nothing and are used to make copies look
+/// different to exact-match filters.
+pub fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}'
+        | '\u{3164}' | '\u{FEFF}' | '\u{FFA0}'
+        | '\u{FE00}'..='\u{FE0F}'
+        | '\u{FFF0}'..='\u{FFF8}'
+        | '\u{1BCA0}'..='\u{1BCA3}'
+        | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0000}'..='\u{E0FFF}'
+    ) || (c.is_control() && !c.is_whitespace())
+}
+
+/// Blank-looking characters that separate words like a space does.
+fn is_space(c: char) -> bool {
+    c.is_whitespace() || c == '\u{2800}'
+}
+
+/// Number of visible grapheme clusters (what a reader counts as characters).
+pub fn grapheme_len(text: &str) -> usize {
+    if text.is_ascii() {
+        return text.bytes().filter(|b| !b.is_ascii_control()).count();
+    }
+    text.graphemes(true)
+        .filter(|g| g.chars().any(|c| !is_invisible(c)))
+        .count()
+}
+
+/// Removes invisible characters, keeping everything else as it is.
+pub fn strip_invisible(text: &str) -> String {
+    text.chars().filter(|&c| !is_invisible(c)).collect()
+}
+
+/// Skeleton of each ASCII character after lower-casing, lower-cased again
+/// (for example '0' → "o", '1' → "l", 'm' → "rn"). Computed once from the
+/// same function the non-ASCII path uses, so both paths agree.
+static ASCII_FOLD: LazyLock<Vec<String>> = LazyLock::new(|| {
+    (0u8..128)
+        .map(|b| {
+            let lower = (b as char).to_ascii_lowercase().to_string();
+            skeleton(&lower).flat_map(char::to_lowercase).collect()
+        })
+        .collect()
+});
+
+/// The similarity form of `text` (see the module doc).
+pub fn normalize(text: &str) -> String {
+    let mut folded = String::with_capacity(text.len());
+    if text.is_ascii() {
+        let table = &*ASCII_FOLD;
+        for b in text.bytes() {
+            let c = b as char;
+            if is_space(c) {
+                folded.push(' ');
+            } else if !c.is_ascii_control() {
+                folded.push_str(&table[b as usize]);
+            }
+        }
+    } else {
+        let mut visible = String::with_capacity(text.len());
+        for c in text.nfkc() {
+            if is_space(c) {
+                visible.push(' ');
+            } else if !is_invisible(c) {
+                visible.extend(c.to_lowercase());
+            }
+        }
+        for c in skeleton(&visible).flat_map(char::to_lowercase).nfc() {
+            folded.push(if is_space(c) { ' ' } else { c });
+        }
+    }
+    compress(&folded)
+}
+
+/// Caps character runs at two, collapses whitespace and repeated tokens.
+fn compress(folded: &str) -> String {
+    let mut tokens: Vec<String> = Vec::new();
+    for word in folded.split(' ').filter(|w| !w.is_empty()) {
+        let mut t = String::with_capacity(word.len());
+        let (mut prev, mut run) = ('\0', 0);
+        for c in word.chars() {
+            run = if c == prev { run + 1 } else { 1 };
+            prev = c;
+            if run <= 2 {
+                t.push(c);
+            }
+        }
+        if tokens.last() != Some(&t) {
+            tokens.push(t);
+        }
+    }
+    let period = smallest_period(&tokens);
+    tokens.truncate(period);
+    tokens.join(" ")
+}
+
+/// The length of the shortest prefix of which `tokens` is a repetition
+/// (the last repetition may be cut short), or `tokens.len()`.
+fn smallest_period(tokens: &[String]) -> usize {
+    let n = tokens.len();
+    (1..n)
+        .find(|&p| n >= 2 * p && (p..n).all(|i| tokens[i] == tokens[i % p]))
+        .unwrap_or(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn youtube_zero_width_prefix_folds() {
+        // The chilledcow copypasta, with and without the leading U+200B.
+        let plain = "SPAM🧀THIS🧀CHEESE🧀FOR🧀GOOD🧀LUCK";
+        let dodged = "\u{200b}\u{200b}SPAM🧀THIS🧀CHEESE🧀FOR🧀GOOD🧀LUCK";
+        assert_ne!(plain, dodged);
+        assert_eq!(normalize(plain), normalize(dodged));
+        assert_eq!(grapheme_len(plain), grapheme_len(dodged));
+    }
+
+    #[test]
+    fn twitch_tag_character_suffix_folds() {
+        // xqcow chatters append " U+E0000" to repeat a message.
+        assert_eq!(normalize("forsenE \u{E0000}"), normalize("forsenE"));
+        assert_eq!(normalize("LULW \u{E0000}"), "lulw");
+    }
+
+    #[test]
+    fn repeated_phrases_compress() {
+        let flood = "DEVIL MAY CRY 5 gachiBASS ".repeat(13);
+        assert_eq!(normalize(&flood), normalize("DEVIL MAY CRY 5 gachiBASS"));
+        assert_eq!(normalize("pepeD pepeD pepeD"), normalize("pepeD"));
+        assert_eq!(normalize("a b a b a"), normalize("a b"));
+        assert_ne!(normalize("a b c"), normalize("a b"));
+    }
+
+    #[test]
+    fn confusables_case_and_width() {
+        assert_eq!(normalize("WHERES M0XY"), normalize("wheres moxy"));
+        assert_eq!(normalize("ＦＲＥＥ ＣＯＩＮＳ"), normalize("free coins"));
+        // Cyrillic а/е/о look like Latin a/e/o.
+        assert_eq!(normalize("frее соins"), normalize("free coins"));
+        assert_eq!(normalize("LOOOOOOL"), normalize("loool"));
+        assert_eq!(normalize("  spaced\t\tout  "), normalize("spaced out"));
+    }
+
+    #[test]
+    fn emoji_variation_selectors_fold() {
+        assert_eq!(normalize("❤️ TECHNO"), normalize("❤ techno"));
+    }
+
+    #[test]
+    fn lengths_are_graphemes_not_bytes() {
+        assert_eq!(grapheme_len("テスト"), 3);
+        assert_eq!(grapheme_len("👨‍👩‍👧 ok"), 4);
+        assert_eq!(grapheme_len("e\u{301}"), 1);
+        assert_eq!(grapheme_len("LULW \u{E0000}"), 5);
+        assert_eq!(grapheme_len("ab\u{200b}"), 2);
+    }
+
+    #[test]
+    fn ascii_and_unicode_paths_agree() {
+        for s in ["Hello W0rld", "m|lk 1234", "SPAM THIS"] {
+            let forced: String = format!("{s}\u{200b}");
+            assert_eq!(normalize(s), normalize(&forced), "{s}");
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! Replay source: chat files → one event sequence in timestamp order.
+//!
+//! Each file's format is recognised from its content. Events of all files are
+//! merged by timestamp (ties keep file order, so a deletion stays after the
+//! message it follows in its file), and every stream ends with a
+//! `StreamEnded` event right after its last event, as a live chat that
+//! closes would. [`Pacer`] spaces events out in real time or N× real time.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use spamscope_proto::v1::{ChatEvent, StreamEnded, chat_event::Kind};
+
+use crate::format::{self, FormatError, Malformed, ParsedFile};
+use crate::youtube::StreamContext;
+
+/// One input file, parsed.
+#[derive(Debug)]
+pub struct ReplayFile {
+    pub path: PathBuf,
+    pub parsed: ParsedFile,
+}
+
+/// An input that cannot be replayed at all (unreadable, unknown format).
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Format { path: PathBuf, source: FormatError },
+}
+
+/// The stream a YouTube file without ids belongs to: its file name up to the
+/// first dot (`chilledcow-2020-11.chat-downloader.json` → `chilledcow-2020-11`).
+pub fn stream_context_for(path: &Path) -> StreamContext {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("stream");
+    let stem = name.split('.').next().filter(|s| !s.is_empty()).unwrap_or(name);
+    StreamContext {
+        video_id: stem.to_owned(),
+        channel_id: String::new(),
+    }
+}
+
+/// Reads and parses one file.
+pub fn read_file(path: &Path) -> Result<ReplayFile, ReadError> {
+    let bytes = std::fs::read(path).map_err(|source| ReadError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let parsed = format::parse_bytes(&bytes, &stream_context_for(path)).map_err(|source| {
+        ReadError::Format {
+            path: path.to_owned(),
+            source,
+        }
+    })?;
+    Ok(ReplayFile {
+        path: path.to_owned(),
+        parsed,
+    })
+}
+
+/// Reads every file; the first file that cannot be replayed is the error.
+pub fn read_files<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<ReplayFile>, ReadError> {
+    paths.iter().map(|p| read_file(p.as_ref())).collect()
+}
+
+/// Malformed lines of all files, with the file they came from.
+pub fn malformed<'a>(files: &'a [ReplayFile]) -> impl Iterator<Item = (&'a Path, &'a Malformed)> {
+    files
+        .iter()
+        .flat_map(|f| f.parsed.malformed.iter().map(move |m| (f.path.as_path(), m)))
+}
+
+/// Merges the files' events into timestamp order and appends a
+/// `StreamEnded` after each stream's last event.
+pub fn merge(files: Vec<ReplayFile>) -> Vec<ChatEvent> {
+    let mut all: Vec<ChatEvent> = files.into_iter().flat_map(|f| f.parsed.events).collect();
+    // Stable: equal timestamps keep their order within and across files.
+    all.sort_by_key(|e| e.ts_ms);
+    let mut last_index: HashMap<(i32, &str), usize> = HashMap::new();
+    for (i, ev) in all.iter().enumerate() {
+        last_index.insert((ev.platform, ev.stream_id.as_str()), i);
+    }
+    let mut ends_after: Vec<usize> = last_index.values().copied().collect();
+    ends_after.sort_unstable();
+    let ends: Vec<ChatEvent> = ends_after.iter().map(|&i| stream_ended(&all[i])).collect();
+    let mut out = Vec::with_capacity(all.len() + ends.len());
+    let mut ends = ends_after.into_iter().zip(ends).peekable();
+    for (i, ev) in all.into_iter().enumerate() {
+        out.push(ev);
+        while let Some((_, end)) = ends.next_if(|(at, _)| *at == i) {
+            out.push(end);
+        }
+    }
+    out
+}
+
+/// The `StreamEnded` event that closes `last`'s stream at `last`'s time.
+pub fn stream_ended(last: &ChatEvent) -> ChatEvent {
+    ChatEvent {
+        platform: last.platform,
+        stream_id: last.stream_id.clone(),
+        channel_id: last.channel_id.clone(),
+        event_id: format!("end:{}", last.stream_key()),
+        ts_ms: last.ts_ms,
+        kind: Some(Kind::StreamEnded(StreamEnded {
+            reason: "replay ended".into(),
+        })),
+    }
+}
+
+/// How fast a replay runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Speed {
+    /// As fast as the consumer takes events.
+    Max,
+    /// N× real time (1.0 = real time).
+    Factor(f64),
+}
+
+impl std::str::FromStr for Speed {
+    type Err = String;
+    /// `0` or `max` → as fast as possible; `1` → real time; `10` → 10×.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("max") {
+            return Ok(Speed::Max);
+        }
+        let f: f64 = s
+            .trim_end_matches(['x', 'X'])
+            .parse()
+            .map_err(|_| format!("speed must be a number or \"max\", not {s:?}"))?;
+        if !f.is_finite() || f < 0.0 {
+            return Err(format!("speed must be finite and not negative, not {s}"));
+        }
+        Ok(if f == 0.0 { Speed::Max } else { Speed::Factor(f) })
+    }
+}
+
+/// Spaces events out so that event time advances `speed`× as fast as wall
+/// time. Pure: the caller passes `now` and sleeps for what it returns.
+#[derive(Debug)]
+pub struct Pacer {
+    speed: Speed,
+    origin: Option<(i64, Instant)>,
+}
+
+impl Pacer {
+    pub fn new(speed: Speed) -> Self {
+        Self {
+            speed,
+            origin: None,
+        }
+    }
+
+    /// How long to wait before emitting an event stamped `ts_ms`.
+    pub fn delay(&mut self, ts_ms: i64, now: Instant) -> Duration {
+        let Speed::Factor(f) = self.speed else {
+            return Duration::ZERO;
+        };
+        let (ts0, t0) = *self.origin.get_or_insert((ts_ms, now));
+        let event_elapsed_ms = (ts_ms - ts0).max(0) as f64 / f;
+        let due = t0 + Duration::from_secs_f64(event_elapsed_ms / 1000.0);
+        due.saturating_duration_since(now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spamscope_proto::v1::{ChatMessage, Platform};
+
+    fn msg(stream: &str, ts: i64, id: &str) -> ChatEvent {
+        ChatEvent {
+            platform: Platform::Twitch as i32,
+            stream_id: stream.into(),
+            event_id: id.into(),
+            ts_ms: ts,
+            kind: Some(Kind::Message(ChatMessage::default())),
+            ..ChatEvent::default()
+        }
+    }
+
+    fn file(events: Vec<ChatEvent>) -> ReplayFile {
+        ReplayFile {
+            path: PathBuf::from("x"),
+            parsed: ParsedFile {
+                events,
+                ..ParsedFile::default()
+            },
+        }
+    }
+
+    #[test]
+    fn merges_in_timestamp_order_and_ends_each_stream() {
+        let out = merge(vec![
+            file(vec![msg("a", 10, "a1"), msg("a", 5, "a0"), msg("a", 30, "a2")]),
+            file(vec![msg("b", 7, "b0"), msg("b", 20, "b1")]),
+        ]);
+        let ids: Vec<&str> = out.iter().map(|e| e.event_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["a0", "b0", "a1", "b1", "end:twitch.b", "a2", "end:twitch.a"]
+        );
+        assert!(out.windows(2).all(|w| w[0].ts_ms <= w[1].ts_ms));
+    }
+
+    #[test]
+    fn speed_parsing() {
+        assert_eq!("0".parse::<Speed>(), Ok(Speed::Max));
+        assert_eq!("max".parse::<Speed>(), Ok(Speed::Max));
+        assert_eq!("10x".parse::<Speed>(), Ok(Speed::Factor(10.0)));
+        assert!("-1".parse::<Speed>().is_err());
+        assert!("fast".parse::<Speed>().is_err());
+    }
+
+    #[test]
+    fn pacer_scales_event_time() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(Speed::Factor(10.0));
+        assert_eq!(p.delay(1_000, t0), Duration::ZERO);
+        assert_eq!(p.delay(11_000, t0), Duration::from_secs(1));
+        assert_eq!(p.delay(11_000, t0 + Duration::from_secs(2)), Duration::ZERO);
+        let mut max = Pacer::new(Speed::Max);
+        assert_eq!(max.delay(1_000_000, t0), Duration::ZERO);
+    }
+
+    #[test]
+    fn stream_context_from_file_name() {
+        let c = stream_context_for(Path::new("/x/chilledcow-2020-11.chat-downloader.json"));
+        assert_eq!(c.video_id, "chilledcow-2020-11");
+    }
+}

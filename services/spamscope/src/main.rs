@@ -1,0 +1,42 @@
+//! `spamscope`: the one command line of the project.
+//!
+//! Thin binary: parses flags, runs the subcommand, maps errors to exit codes
+//! (64 bad usage or config, 65 bad input data, 1 anything else).
+
+#![forbid(unsafe_code)]
+
+mod cmd;
+mod exit;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "spamscope", version, about = "Find and compress spam in live-stream chat")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Replay chat files (Twitch IRC, YouTube innertube, chat-downloader JSON).
+    Replay(cmd::replay::Args),
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::USAGE } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    let result = match cli.command {
+        Command::Replay(args) => cmd::replay::run(args),
+    };
+    if let Err(e) = result {
+        eprintln!("spamscope: {e:#}");
+        std::process::exit(exit::code_for(&e));
+    }
+}
