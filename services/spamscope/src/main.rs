@@ -11,7 +11,11 @@ mod exit;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "spamscope", version, about = "Find and compress spam in live-stream chat")]
+#[command(
+    name = "spamscope",
+    version,
+    about = "Find and compress spam in live-stream chat"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -189,9 +189,13 @@ mod tests {
         let v = json!({"action_type": "add_chat_item", "message_type": "text_message", "id": "i",
             "timestamp": 1_607_054_357_301_894_i64, "author": "ChilledCow", "author_id": "UC1",
             "author_badges": ["Verified", "Owner", "Member (10 months)"], "message": "hi"});
-        let ev = parse_item(&v, &StreamContext::default(), 0).unwrap().unwrap();
+        let ev = parse_item(&v, &StreamContext::default(), 0)
+            .unwrap()
+            .unwrap();
         assert_eq!(ev.ts_ms, 1_607_054_357_301);
-        let Some(Kind::Message(m)) = ev.kind else { panic!() };
+        let Some(Kind::Message(m)) = ev.kind else {
+            panic!()
+        };
         let a = m.author.unwrap();
         assert_eq!(a.user_id, "UC1");
         let r = a.roles.unwrap();
@@ -204,8 +208,12 @@ mod tests {
         let v = json!({"message_type": "paid_message", "id": "p", "timestamp": 5_000,
             "author": {"name": "n", "id": "UC2", "badges": [{"title": "Moderator"}]},
             "money": {"amount": 5.0, "currency": "USD", "text": "$5.00"}, "message": "thanks"});
-        let ev = parse_item(&v, &StreamContext::default(), 0).unwrap().unwrap();
-        let Some(Kind::Support(s)) = ev.kind else { panic!() };
+        let ev = parse_item(&v, &StreamContext::default(), 0)
+            .unwrap()
+            .unwrap();
+        let Some(Kind::Support(s)) = ev.kind else {
+            panic!()
+        };
         assert_eq!((s.amount_micros, s.currency.as_str()), (5_000_000, "USD"));
         assert!(s.author.unwrap().roles.unwrap().moderator);
     }
@@ -213,7 +221,9 @@ mod tests {
     #[test]
     fn author_removal_and_bad_timestamp() {
         let v = json!({"message_type": "mark_chat_items_by_author_as_deleted_action", "author_id": "UC3"});
-        let ev = parse_item(&v, &StreamContext::default(), 77).unwrap().unwrap();
+        let ev = parse_item(&v, &StreamContext::default(), 77)
+            .unwrap()
+            .unwrap();
         assert_eq!(ev.ts_ms, 77);
         let bad = json!({"message_type": "text_message", "id": "x", "timestamp": "soon"});
         assert!(parse_item(&bad, &StreamContext::default(), 0).is_err());

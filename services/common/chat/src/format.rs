@@ -146,7 +146,9 @@ fn parse_json(bytes: &[u8], ctx: &StreamContext) -> Result<ParsedFile, FormatErr
             }
             let parsed = items.iter().flatten().filter(|r| r.is_ok()).count();
             if parsed == 0 || !bytes.contains(&b'\n') {
-                return Err(FormatError::Unrecognised(format!("invalid JSON: {whole_err}")));
+                return Err(FormatError::Unrecognised(format!(
+                    "invalid JSON: {whole_err}"
+                )));
             }
             let mut out = ParsedFile::default();
             let mut last_ts = 0;
@@ -160,7 +162,8 @@ fn parse_json(bytes: &[u8], ctx: &StreamContext) -> Result<ParsedFile, FormatErr
                     Some(Ok(v)) => {
                         let format = item_format(&v);
                         out.format = out.format.or(format);
-                        let r = parse_one(&v, format.unwrap_or(Format::ChatDownloader), ctx, last_ts);
+                        let r =
+                            parse_one(&v, format.unwrap_or(Format::ChatDownloader), ctx, last_ts);
                         if let Ok(Some(ev)) = &r {
                             last_ts = ev.ts_ms;
                         }
@@ -204,7 +207,10 @@ fn item_format(v: &Value) -> Option<Format> {
     {
         return Some(Format::InnertubeActions);
     }
-    if obj.keys().any(|k| k.starts_with("liveChat") && k.ends_with("Renderer")) {
+    if obj
+        .keys()
+        .any(|k| k.starts_with("liveChat") && k.ends_with("Renderer"))
+    {
         return Some(Format::InnertubeRenderer);
     }
     None
@@ -229,58 +235,57 @@ fn parse_one(
 
 fn parse_json_value(v: &Value, ctx: &StreamContext) -> Result<ParsedFile, FormatError> {
     // Unwrap the containers innertube and recent-messages use.
-    let (items, format): (Vec<&Value>, Format) = if let Some(messages) =
-        v.get("messages").and_then(Value::as_array)
-    {
-        (messages.iter().collect(), Format::RecentMessages)
-    } else if let Some(actions) = v
-        .pointer("/continuationContents/liveChatContinuation/actions")
-        .or_else(|| v.pointer("/contents/liveChatRenderer/actions"))
-        .or_else(|| v.get("actions"))
-        .and_then(Value::as_array)
-    {
-        (flatten_replay(actions), Format::InnertubeActions)
-    } else if let Some(arr) = v.as_array() {
-        let format = arr
-            .iter()
-            .find_map(item_format)
-            .or_else(|| {
-                arr.iter()
-                    .any(|x| x.as_str().is_some_and(|s| s.starts_with(['@', ':'])))
-                    .then_some(Format::RecentMessages)
-            })
-            .ok_or_else(|| {
-                FormatError::Unrecognised(
+    let (items, format): (Vec<&Value>, Format) =
+        if let Some(messages) = v.get("messages").and_then(Value::as_array) {
+            (messages.iter().collect(), Format::RecentMessages)
+        } else if let Some(actions) = v
+            .pointer("/continuationContents/liveChatContinuation/actions")
+            .or_else(|| v.pointer("/contents/liveChatRenderer/actions"))
+            .or_else(|| v.get("actions"))
+            .and_then(Value::as_array)
+        {
+            (flatten_replay(actions), Format::InnertubeActions)
+        } else if let Some(arr) = v.as_array() {
+            let format = arr
+                .iter()
+                .find_map(item_format)
+                .or_else(|| {
+                    arr.iter()
+                        .any(|x| x.as_str().is_some_and(|s| s.starts_with(['@', ':'])))
+                        .then_some(Format::RecentMessages)
+                })
+                .ok_or_else(|| {
+                    FormatError::Unrecognised(
                     "a JSON array of neither chat-downloader items, innertube actions nor IRC lines"
                         .into(),
                 )
-            })?;
-        let items = if format == Format::InnertubeActions {
-            flatten_replay(arr)
+                })?;
+            let items = if format == Format::InnertubeActions {
+                flatten_replay(arr)
+            } else {
+                arr.iter().collect()
+            };
+            (items, format)
+        } else if let Some(format) = item_format(v) {
+            (vec![v], format)
+        } else if v.get("authorName").is_some() && v.get("timestampUsec").is_some() {
+            // A bare renderer body without its name (as some tools dump items).
+            let name = if v.get("purchaseAmountText").is_some() {
+                "liveChatPaidMessageRenderer"
+            } else {
+                "liveChatTextMessageRenderer"
+            };
+            let mut out = ParsedFile {
+                format: Some(Format::InnertubeRenderer),
+                ..ParsedFile::default()
+            };
+            push(&mut out, 1, youtube::parse_renderer(name, v, ctx));
+            return Ok(out);
         } else {
-            arr.iter().collect()
+            return Err(FormatError::Unrecognised(
+                "a JSON object that is no known chat container".into(),
+            ));
         };
-        (items, format)
-    } else if let Some(format) = item_format(v) {
-        (vec![v], format)
-    } else if v.get("authorName").is_some() && v.get("timestampUsec").is_some() {
-        // A bare renderer body without its name (as some tools dump items).
-        let name = if v.get("purchaseAmountText").is_some() {
-            "liveChatPaidMessageRenderer"
-        } else {
-            "liveChatTextMessageRenderer"
-        };
-        let mut out = ParsedFile {
-            format: Some(Format::InnertubeRenderer),
-            ..ParsedFile::default()
-        };
-        push(&mut out, 1, youtube::parse_renderer(name, v, ctx));
-        return Ok(out);
-    } else {
-        return Err(FormatError::Unrecognised(
-            "a JSON object that is no known chat container".into(),
-        ));
-    };
     let mut out = ParsedFile {
         format: Some(format),
         ..ParsedFile::default()
@@ -303,7 +308,10 @@ fn parse_json_value(v: &Value, ctx: &StreamContext) -> Result<ParsedFile, Format
 fn flatten_replay(actions: &[Value]) -> Vec<&Value> {
     let mut out = Vec::with_capacity(actions.len());
     for a in actions {
-        match a.pointer("/replayChatItemAction/actions").and_then(Value::as_array) {
+        match a
+            .pointer("/replayChatItemAction/actions")
+            .and_then(Value::as_array)
+        {
             Some(inner) => out.extend(inner.iter()),
             None => out.push(a),
         }

@@ -59,7 +59,8 @@ impl<'a> IrcLine<'a> {
             Some((c, r)) => (c, Some(r)),
             None => (rest, None),
         };
-        let valid_command = (!command.is_empty() && command.bytes().all(|b| b.is_ascii_alphabetic()))
+        let valid_command = (!command.is_empty()
+            && command.bytes().all(|b| b.is_ascii_alphabetic()))
             || (command.len() == 3 && command.bytes().all(|b| b.is_ascii_digit()));
         if !valid_command {
             return Err(ParseError::new(format!("invalid command {command:?}")));
@@ -91,11 +92,13 @@ impl<'a> IrcLine<'a> {
     /// The raw (still escaped) value of tag `key`; `Some("")` for a tag
     /// present without a value.
     pub fn raw_tag(&self, key: &str) -> Option<&'a str> {
-        self.tags?.split(';').find_map(|kv| match kv.split_once('=') {
-            Some((k, v)) if k == key => Some(v),
-            None if kv == key => Some(""),
-            _ => None,
-        })
+        self.tags?
+            .split(';')
+            .find_map(|kv| match kv.split_once('=') {
+                Some((k, v)) if k == key => Some(v),
+                None if kv == key => Some(""),
+                _ => None,
+            })
     }
 
     /// The unescaped value of tag `key`.
@@ -111,7 +114,10 @@ impl<'a> IrcLine<'a> {
     /// The nick of a `nick!user@host` prefix.
     pub fn nick(&self) -> Option<&'a str> {
         let p = self.prefix?;
-        p.split_once('!').map(|(n, _)| n).or(Some(p)).filter(|n| !n.is_empty())
+        p.split_once('!')
+            .map(|(n, _)| n)
+            .or(Some(p))
+            .filter(|n| !n.is_empty())
     }
 
     /// Parameter `i`, if present.
@@ -152,7 +158,8 @@ mod tests {
 
     #[test]
     fn splits_tags_prefix_command_params() {
-        let l = IrcLine::parse("@a=1;b=x\\sy;c :nick!nick@host PRIVMSG #chan :hello world").unwrap();
+        let l =
+            IrcLine::parse("@a=1;b=x\\sy;c :nick!nick@host PRIVMSG #chan :hello world").unwrap();
         assert_eq!(l.raw_tag("a"), Some("1"));
         assert_eq!(l.tag("b").as_deref(), Some("x y"));
         assert_eq!(l.raw_tag("c"), Some(""));
@@ -164,7 +171,10 @@ mod tests {
 
     #[test]
     fn unescapes_every_sequence() {
-        assert_eq!(unescape_tag_value(r"a\:b\sc\\d\re\nf\xg\"), "a;b c\\d\re\nfxg");
+        assert_eq!(
+            unescape_tag_value(r"a\:b\sc\\d\re\nf\xg\"),
+            "a;b c\\d\re\nfxg"
+        );
         assert!(matches!(unescape_tag_value("plain"), Cow::Borrowed(_)));
     }
 

@@ -68,7 +68,7 @@ static ASCII_FOLD: LazyLock<Vec<String>> = LazyLock::new(|| {
     (0u8..128)
         .map(|b| {
             let lower = (b as char).to_ascii_lowercase().to_string();
-            skeleton(&lower).flat_map(char::to_lowercase).collect()
+            fold_confusables(&lower)
         })
         .collect()
 });
@@ -95,11 +95,29 @@ pub fn normalize(text: &str) -> String {
                 visible.extend(c.to_lowercase());
             }
         }
-        for c in skeleton(&visible).flat_map(char::to_lowercase).nfc() {
+        for c in fold_confusables(&visible).chars() {
             folded.push(if is_space(c) { ' ' } else { c });
         }
     }
     compress(&folded)
+}
+
+/// Skeleton, lower case, NFKC, repeated until nothing changes: a skeleton
+/// can hold compatibility characters ('%' → "°/₀") whose own fold differs.
+fn fold_confusables(s: &str) -> String {
+    let mut cur: String = s.to_owned();
+    for _ in 0..4 {
+        let next: String = skeleton(&cur)
+            .flat_map(char::to_lowercase)
+            .nfkc()
+            .filter(|&c| !is_invisible(c))
+            .collect();
+        if next == cur {
+            break;
+        }
+        cur = next;
+    }
+    cur
 }
 
 /// Caps character runs at two, collapses whitespace and repeated tokens.

@@ -37,8 +37,15 @@ pub enum ReadError {
 /// The stream a YouTube file without ids belongs to: its file name up to the
 /// first dot (`chilledcow-2020-11.chat-downloader.json` → `chilledcow-2020-11`).
 pub fn stream_context_for(path: &Path) -> StreamContext {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("stream");
-    let stem = name.split('.').next().filter(|s| !s.is_empty()).unwrap_or(name);
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("stream");
+    let stem = name
+        .split('.')
+        .next()
+        .filter(|s| !s.is_empty())
+        .unwrap_or(name);
     StreamContext {
         video_id: stem.to_owned(),
         channel_id: String::new(),
@@ -69,10 +76,13 @@ pub fn read_files<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<ReplayFile>, ReadEr
 }
 
 /// Malformed lines of all files, with the file they came from.
-pub fn malformed<'a>(files: &'a [ReplayFile]) -> impl Iterator<Item = (&'a Path, &'a Malformed)> {
-    files
-        .iter()
-        .flat_map(|f| f.parsed.malformed.iter().map(move |m| (f.path.as_path(), m)))
+pub fn malformed(files: &[ReplayFile]) -> impl Iterator<Item = (&Path, &Malformed)> {
+    files.iter().flat_map(|f| {
+        f.parsed
+            .malformed
+            .iter()
+            .map(move |m| (f.path.as_path(), m))
+    })
 }
 
 /// Merges the files' events into timestamp order and appends a
@@ -136,7 +146,11 @@ impl std::str::FromStr for Speed {
         if !f.is_finite() || f < 0.0 {
             return Err(format!("speed must be finite and not negative, not {s}"));
         }
-        Ok(if f == 0.0 { Speed::Max } else { Speed::Factor(f) })
+        Ok(if f == 0.0 {
+            Speed::Max
+        } else {
+            Speed::Factor(f)
+        })
     }
 }
 
@@ -197,7 +211,11 @@ mod tests {
     #[test]
     fn merges_in_timestamp_order_and_ends_each_stream() {
         let out = merge(vec![
-            file(vec![msg("a", 10, "a1"), msg("a", 5, "a0"), msg("a", 30, "a2")]),
+            file(vec![
+                msg("a", 10, "a1"),
+                msg("a", 5, "a0"),
+                msg("a", 30, "a2"),
+            ]),
             file(vec![msg("b", 7, "b0"), msg("b", 20, "b1")]),
         ]);
         let ids: Vec<&str> = out.iter().map(|e| e.event_id.as_str()).collect();

@@ -58,7 +58,11 @@ impl StatsBuilder {
                     s.supports += 1;
                 }
                 if let Some(a) = &m.author {
-                    let who = if a.user_id.is_empty() { &a.login } else { &a.user_id };
+                    let who = if a.user_id.is_empty() {
+                        &a.login
+                    } else {
+                        &a.user_id
+                    };
                     self.users.insert((ev.platform, who.clone()));
                 }
             }

@@ -40,7 +40,10 @@ pub fn parse_line(line: &str) -> Result<Option<ChatEvent>, ParseError> {
         .or_else(|| irc.raw_tag("rm-received-ts"))
         .and_then(|v| v.parse::<i64>().ok())
         .unwrap_or(0);
-    let channel_id = irc.tag("room-id").map(|c| c.into_owned()).unwrap_or_default();
+    let channel_id = irc
+        .tag("room-id")
+        .map(|c| c.into_owned())
+        .unwrap_or_default();
     let event_id = match irc.tag_nonempty("id") {
         Some(id) => id.into_owned(),
         // CLEARCHAT / ROOMSTATE carry no id: derive a stable one so that two
@@ -65,17 +68,36 @@ pub fn parse_line(line: &str) -> Result<Option<ChatEvent>, ParseError> {
 
 /// Commands Twitch sends that carry no chat event (matched case-insensitively).
 const SKIPPED_COMMANDS: &[&str] = &[
-    "PING", "PONG", "JOIN", "PART", "USERSTATE", "GLOBALUSERSTATE", "NOTICE", "WHISPER",
-    "RECONNECT", "CAP", "HOSTTARGET", "MODE", "NAMES", "PASS", "NICK",
+    "PING",
+    "PONG",
+    "JOIN",
+    "PART",
+    "USERSTATE",
+    "GLOBALUSERSTATE",
+    "NOTICE",
+    "WHISPER",
+    "RECONNECT",
+    "CAP",
+    "HOSTTARGET",
+    "MODE",
+    "NAMES",
+    "PASS",
+    "NICK",
 ];
 
 /// True for commands Twitch IRC is known to send, chat or not.
 pub fn is_known_command(command: &str) -> bool {
     (command.len() == 3 && command.bytes().all(|b| b.is_ascii_digit()))
-        || ["PRIVMSG", "CLEARCHAT", "CLEARMSG", "ROOMSTATE", "USERNOTICE"]
-            .iter()
-            .chain(SKIPPED_COMMANDS)
-            .any(|k| k.eq_ignore_ascii_case(command))
+        || [
+            "PRIVMSG",
+            "CLEARCHAT",
+            "CLEARMSG",
+            "ROOMSTATE",
+            "USERNOTICE",
+        ]
+        .iter()
+        .chain(SKIPPED_COMMANDS)
+        .any(|k| k.eq_ignore_ascii_case(command))
 }
 
 fn author(irc: &IrcLine<'_>) -> Author {
@@ -90,7 +112,10 @@ fn author(irc: &IrcLine<'_>) -> Author {
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| login.clone());
     Author {
-        user_id: irc.tag("user-id").map(|u| u.into_owned()).unwrap_or_default(),
+        user_id: irc
+            .tag("user-id")
+            .map(|u| u.into_owned())
+            .unwrap_or_default(),
         login,
         display_name,
         roles: Some(roles(irc)),
@@ -137,10 +162,16 @@ fn emotes(irc: &IrcLine<'_>, text: &str) -> Vec<EmoteRange> {
     let len = text.chars().count() as u32;
     let mut out = Vec::new();
     for group in raw.split('/') {
-        let Some((id, ranges)) = group.split_once(':') else { continue };
+        let Some((id, ranges)) = group.split_once(':') else {
+            continue;
+        };
         for range in ranges.split(',') {
-            let Some((a, b)) = range.split_once('-') else { continue };
-            let (Ok(start), Ok(last)) = (a.parse::<u32>(), b.parse::<u32>()) else { continue };
+            let Some((a, b)) = range.split_once('-') else {
+                continue;
+            };
+            let (Ok(start), Ok(last)) = (a.parse::<u32>(), b.parse::<u32>()) else {
+                continue;
+            };
             if start <= last && last < len {
                 out.push(EmoteRange {
                     emote_id: id.to_owned(),
@@ -162,24 +193,29 @@ fn privmsg(irc: &IrcLine<'_>) -> Result<Kind, ParseError> {
         Some(t) => (t.strip_suffix('\u{1}').unwrap_or(t), true),
         None => (raw_text, false),
     };
-    let reply_parent = irc.tag_nonempty("reply-parent-msg-id").map(|id| ReplyParent {
-        message_id: id.into_owned(),
-        user_login: irc
-            .tag("reply-parent-user-login")
-            .map(|l| l.into_owned())
-            .unwrap_or_default(),
-        text: irc
-            .tag("reply-parent-msg-body")
-            .map(|l| l.into_owned())
-            .unwrap_or_default(),
-    });
+    let reply_parent = irc
+        .tag_nonempty("reply-parent-msg-id")
+        .map(|id| ReplyParent {
+            message_id: id.into_owned(),
+            user_login: irc
+                .tag("reply-parent-user-login")
+                .map(|l| l.into_owned())
+                .unwrap_or_default(),
+            text: irc
+                .tag("reply-parent-msg-body")
+                .map(|l| l.into_owned())
+                .unwrap_or_default(),
+        });
     Ok(Kind::Message(ChatMessage {
         author: Some(author(irc)),
         text: text.to_owned(),
         emotes: emotes(irc, text),
         action,
         reply_parent,
-        bits: irc.raw_tag("bits").and_then(|b| b.parse().ok()).unwrap_or(0),
+        bits: irc
+            .raw_tag("bits")
+            .and_then(|b| b.parse().ok())
+            .unwrap_or(0),
     }))
 }
 
@@ -192,7 +228,10 @@ fn clearchat(irc: &IrcLine<'_>) -> Kind {
         .map(|u| u.into_owned())
         .unwrap_or_default();
     let user_login = login.to_ascii_lowercase();
-    match irc.raw_tag("ban-duration").and_then(|d| d.parse::<u32>().ok()) {
+    match irc
+        .raw_tag("ban-duration")
+        .and_then(|d| d.parse::<u32>().ok())
+    {
         Some(duration_s) => Kind::UserTimedOut(UserTimedOut {
             user_id,
             user_login,
@@ -235,8 +274,15 @@ fn roomstate(irc: &IrcLine<'_>) -> RoomState {
 }
 
 fn usernotice(irc: &IrcLine<'_>) -> Kind {
-    let msg_id = irc.tag("msg-id").map(|m| m.into_owned()).unwrap_or_default();
-    let num = |k: &str| irc.raw_tag(k).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
+    let msg_id = irc
+        .tag("msg-id")
+        .map(|m| m.into_owned())
+        .unwrap_or_default();
+    let num = |k: &str| {
+        irc.raw_tag(k)
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
     let text = irc.param(1).unwrap_or("").to_owned();
     let support = |kind: SupportKind| Support {
         author: Some(author(irc)),
@@ -271,7 +317,10 @@ fn usernotice(irc: &IrcLine<'_>) -> Kind {
             author: Some(author(irc)),
             notice_kind: msg_id.clone(),
             text,
-            system_text: irc.tag("system-msg").map(|s| s.into_owned()).unwrap_or_default(),
+            system_text: irc
+                .tag("system-msg")
+                .map(|s| s.into_owned())
+                .unwrap_or_default(),
             viewer_count: num("msg-param-viewerCount"),
         }),
     }
@@ -292,7 +341,9 @@ mod tests {
         );
         assert_eq!(ev.stream_id, "pajlada");
         assert_eq!(ev.ts_ms, 1_594_555_275_886);
-        let Some(Kind::Message(m)) = ev.kind else { panic!("not a message") };
+        let Some(Kind::Message(m)) = ev.kind else {
+            panic!("not a message")
+        };
         assert!(m.action);
         assert_eq!(m.text, "Kappa Keepo Kappa");
         let roles = m.author.unwrap().roles.unwrap();
@@ -304,19 +355,24 @@ mod tests {
 
     #[test]
     fn out_of_range_emotes_are_dropped_not_the_message() {
-        let ev = parse(
-            "@badges=;emotes=25:41-45;id=x;tmi-sent-ts=1 :a!a@a PRIVMSG #c :short text",
-        );
-        let Some(Kind::Message(m)) = ev.kind else { panic!() };
+        let ev = parse("@badges=;emotes=25:41-45;id=x;tmi-sent-ts=1 :a!a@a PRIVMSG #c :short text");
+        let Some(Kind::Message(m)) = ev.kind else {
+            panic!()
+        };
         assert!(m.emotes.is_empty());
         assert_eq!(m.text, "short text");
     }
 
     #[test]
     fn clearchat_timeout_ban_and_clear() {
-        let to = parse("@ban-duration=150;room-id=1;target-user-id=9;tmi-sent-ts=5 :tmi.twitch.tv CLEARCHAT #x :Onche");
-        assert!(matches!(to.kind, Some(Kind::UserTimedOut(UserTimedOut { duration_s: 150, ref user_login, .. })) if user_login == "onche"));
-        let ban = parse("@room-id=1;target-user-id=9;tmi-sent-ts=5 :tmi.twitch.tv CLEARCHAT #x :onche");
+        let to = parse(
+            "@ban-duration=150;room-id=1;target-user-id=9;tmi-sent-ts=5 :tmi.twitch.tv CLEARCHAT #x :Onche",
+        );
+        assert!(
+            matches!(to.kind, Some(Kind::UserTimedOut(UserTimedOut { duration_s: 150, ref user_login, .. })) if user_login == "onche")
+        );
+        let ban =
+            parse("@room-id=1;target-user-id=9;tmi-sent-ts=5 :tmi.twitch.tv CLEARCHAT #x :onche");
         assert!(matches!(ban.kind, Some(Kind::UserBanned(_))));
         let clear = parse("@room-id=1;tmi-sent-ts=5 :tmi.twitch.tv CLEARCHAT #x");
         assert!(matches!(clear.kind, Some(Kind::ChatCleared(_))));
@@ -326,7 +382,9 @@ mod tests {
     #[test]
     fn roomstate_partial_leaves_fields_unset() {
         let ev = parse("@room-id=1;slow=5 :tmi.twitch.tv ROOMSTATE #r");
-        let Some(Kind::RoomState(rs)) = ev.kind else { panic!() };
+        let Some(Kind::RoomState(rs)) = ev.kind else {
+            panic!()
+        };
         assert_eq!(rs.slow_mode_s, Some(5));
         assert_eq!(rs.emote_only, None);
     }

@@ -62,14 +62,16 @@ pub fn parse_action(
                 return parse_item(item, ctx);
             }
             "replaceChatItemAction" => {
-                let item = body
-                    .get("replacementItem")
-                    .ok_or_else(|| ParseError::new("replaceChatItemAction without replacementItem"))?;
+                let item = body.get("replacementItem").ok_or_else(|| {
+                    ParseError::new("replaceChatItemAction without replacementItem")
+                })?;
                 return parse_item(item, ctx);
             }
             "markChatItemAsDeletedAction" => Kind::MessageDeleted(MessageDeleted {
                 target_message_id: str_at(body, &["targetItemId"])
-                    .ok_or_else(|| ParseError::new("markChatItemAsDeletedAction without targetItemId"))?
+                    .ok_or_else(|| {
+                        ParseError::new("markChatItemAsDeletedAction without targetItemId")
+                    })?
                     .to_owned(),
                 ..MessageDeleted::default()
             }),
@@ -174,7 +176,9 @@ pub fn parse_renderer(
                 .unwrap_or(1);
             let mut a = author(header);
             if a.user_id.is_empty() {
-                a.user_id = str_at(r, &["authorExternalChannelId"]).unwrap_or("").to_owned();
+                a.user_id = str_at(r, &["authorExternalChannelId"])
+                    .unwrap_or("")
+                    .to_owned();
             }
             Kind::Support(Support {
                 author: Some(a),
@@ -188,7 +192,7 @@ pub fn parse_renderer(
             let amount_text = r
                 .pointer("/text/runs")
                 .and_then(Value::as_array)
-                .and_then(|runs| runs.iter().filter_map(|x| x.get("text")?.as_str()).last())
+                .and_then(|runs| runs.iter().rev().find_map(|x| x.get("text")?.as_str()))
                 .unwrap_or("")
                 .to_owned();
             let (amount_micros, currency) = parse_amount(&amount_text);
@@ -237,14 +241,20 @@ pub fn runs_text(v: Option<&Value>) -> (String, Vec<EmoteRange>) {
     if let Some(s) = v.get("simpleText").and_then(Value::as_str) {
         return (s.to_owned(), emotes);
     }
-    let runs = v.get("runs").and_then(Value::as_array).map_or(&[][..], |r| r.as_slice());
+    let runs = v
+        .get("runs")
+        .and_then(Value::as_array)
+        .map_or(&[][..], |r| r.as_slice());
     let mut chars = 0u32;
     for run in runs {
         if let Some(t) = run.get("text").and_then(Value::as_str) {
             text.push_str(t);
             chars += t.chars().count() as u32;
         } else if let Some(emoji) = run.get("emoji") {
-            let custom = emoji.get("isCustomEmoji").and_then(Value::as_bool).unwrap_or(false);
+            let custom = emoji
+                .get("isCustomEmoji")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
             let shortcut = emoji
                 .pointer("/shortcuts/0")
                 .and_then(Value::as_str)
@@ -276,7 +286,12 @@ fn author(r: &Value) -> Author {
         .unwrap_or("")
         .to_owned();
     let mut roles = Roles::default();
-    for badge in r.get("authorBadges").and_then(Value::as_array).into_iter().flatten() {
+    for badge in r
+        .get("authorBadges")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let b = badge.get("liveChatAuthorBadgeRenderer").unwrap_or(badge);
         let icon = b.pointer("/icon/iconType").and_then(Value::as_str);
         let tooltip = b.get("tooltip").and_then(Value::as_str).unwrap_or("");
@@ -292,7 +307,9 @@ fn author(r: &Value) -> Author {
         }
     }
     Author {
-        user_id: str_at(r, &["authorExternalChannelId"]).unwrap_or("").to_owned(),
+        user_id: str_at(r, &["authorExternalChannelId"])
+            .unwrap_or("")
+            .to_owned(),
         login: name.clone(),
         display_name: name,
         roles: Some(roles),
@@ -386,7 +403,10 @@ pub fn parse_amount(text: &str) -> (i64, String) {
 }
 
 fn mode_change(r: &Value) -> Option<RoomState> {
-    let icon = r.pointer("/icon/iconType").and_then(Value::as_str).unwrap_or("");
+    let icon = r
+        .pointer("/icon/iconType")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let (title, _) = runs_text(r.get("text"));
     let (sub, _) = runs_text(r.get("subtext"));
     let on = !title.to_lowercase().contains(" off");
@@ -437,9 +457,13 @@ mod tests {
     #[test]
     fn deletion_without_timestamp_uses_fallback() {
         let v: Value = serde_json::json!({"markChatItemAsDeletedAction": {"targetItemId": "abc"}});
-        let ev = parse_action(&v, &StreamContext::default(), 42).unwrap().unwrap();
+        let ev = parse_action(&v, &StreamContext::default(), 42)
+            .unwrap()
+            .unwrap();
         assert_eq!(ev.ts_ms, 42);
-        assert!(matches!(ev.kind, Some(Kind::MessageDeleted(ref d)) if d.target_message_id == "abc"));
+        assert!(
+            matches!(ev.kind, Some(Kind::MessageDeleted(ref d)) if d.target_message_id == "abc")
+        );
     }
 
     #[test]
@@ -454,8 +478,16 @@ mod tests {
             "id": "m", "timestampUsec": "1608166198038851", "icon": {"iconType": "SLOW_MODE"},
             "text": {"runs": [{"text": "Slow mode is on"}]},
             "subtext": {"runs": [{"text": "Send a message every "}, {"text": "60 seconds"}]}}}}});
-        let ev = parse_action(&v, &StreamContext::default(), 0).unwrap().unwrap();
+        let ev = parse_action(&v, &StreamContext::default(), 0)
+            .unwrap()
+            .unwrap();
         assert_eq!(ev.ts_ms, 1_608_166_198_038);
-        assert!(matches!(ev.kind, Some(Kind::RoomState(RoomState { slow_mode_s: Some(60), .. }))));
+        assert!(matches!(
+            ev.kind,
+            Some(Kind::RoomState(RoomState {
+                slow_mode_s: Some(60),
+                ..
+            }))
+        ));
     }
 }
