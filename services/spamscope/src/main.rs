@@ -23,8 +23,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Replay chat files (Twitch IRC, YouTube innertube, chat-downloader JSON).
+    /// Replay chat files through the detector (Twitch IRC, YouTube innertube,
+    /// chat-downloader JSON), or count what they hold with --stats.
     Replay(cmd::replay::Args),
+    /// Measure the detector on real data: labelled comments or moderated chat.
+    Eval(cmd::eval::Args),
+    /// Train the message score model on labelled CSV files.
+    Train(cmd::train::Args),
 }
 
 fn main() {
@@ -38,6 +43,8 @@ fn main() {
     };
     let result = match cli.command {
         Command::Replay(args) => cmd::replay::run(args),
+        Command::Eval(args) => cmd::eval::run(args),
+        Command::Train(args) => cmd::train::run(args),
     };
     if let Err(e) = result {
         eprintln!("spamscope: {e:#}");

@@ -1,3 +1,6 @@
 //! One module per subcommand.
 
+pub mod eval;
+pub mod params;
 pub mod replay;
+pub mod train;

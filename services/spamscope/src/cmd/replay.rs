@@ -1,28 +1,45 @@
-//! `spamscope replay`: read chat files and report on them.
+//! `spamscope replay`: run the detector over chat files, or count what they
+//! hold (`--stats`).
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Result;
-use spamscope_chat::replay::{self, ReplayFile};
+use indicatif::{ProgressBar, ProgressStyle};
+use spamscope_chat::replay::{self, Pacer, ReplayFile, Speed};
 use spamscope_chat::stats::{Stats, StatsBuilder};
+use spamscope_detect::{Detector, ScoreModel, json};
+use spamscope_proto::v1::{DetectorOutput, detector_output::Kind};
 
+use crate::cmd::params::ParamsArgs;
 use crate::exit::Exit;
 
 /// How many malformed lines are reported one by one on stderr.
 const MALFORMED_REPORTED: usize = 5;
+/// Replays shorter than this get no progress bar.
+const PROGRESS_MIN_EVENTS: usize = 20_000;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Chat files; the format of each is recognised from its content.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
-    /// Print counts per event kind, users, malformed lines and the time span.
+    /// Only count events per kind, users, malformed lines and the time span.
     #[arg(long)]
     pub stats: bool,
-    /// Machine-readable output (one JSON object).
+    /// One JSON object per line (with --stats: exactly one object).
     #[arg(long)]
     pub json: bool,
+    /// Also print the spam score of every message (kind "message_score").
+    #[arg(long)]
+    pub scores: bool,
+    /// Replay speed: 0 or "max" as fast as possible, 1 real time, N for N×.
+    #[arg(long, default_value = "max")]
+    pub speed: Speed,
+    #[command(flatten)]
+    pub params: ParamsArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -32,20 +49,78 @@ pub fn run(args: Args) -> Result<()> {
         (m + f.parsed.malformed.len() as u64, s + f.parsed.skipped)
     });
     let events = replay::merge(files);
-    if !args.stats {
-        return Err(Exit::usage(
-            "replay without --stats needs the detector, which is not built yet",
-        ));
+    if args.stats {
+        return print_stats_of(&events, malformed, skipped, args.json);
     }
-    let mut b = StatsBuilder::default();
+    let layer = args.params.layer()?;
+    let mut detector = Detector::new(Arc::new(ScoreModel::bundled())).with_scores(args.scores);
+    let mut out: Vec<DetectorOutput> = Vec::new();
+    detector
+        .set_default_params(layer, &mut out)
+        .map_err(|e| Exit::usage(e.to_string()))?;
+
+    let progress = if events.len() >= PROGRESS_MIN_EVENTS {
+        let pb = ProgressBar::new(events.len() as u64);
+        pb.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} events {per_sec} eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        pb
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut summary = Summary::default();
+    let mut pacer = Pacer::new(args.speed);
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::new(stdout.lock());
+    let started = Instant::now();
     for ev in &events {
+        let wait = pacer.delay(ev.ts_ms, Instant::now());
+        if !wait.is_zero() {
+            w.flush()?;
+            std::thread::sleep(wait);
+        }
+        out.clear();
+        detector.handle(ev, &mut out);
+        summary.messages += u64::from(matches!(
+            ev.kind,
+            Some(spamscope_proto::v1::chat_event::Kind::Message(_))
+        ));
+        for o in &out {
+            summary.note(o);
+            if args.json {
+                serde_json::to_writer(&mut w, &json::to_json(o))?;
+                writeln!(w)?;
+            } else if !matches!(o.kind, Some(Kind::MessageScore(_))) {
+                progress.suspend(|| print_row(&mut w, o))?;
+            }
+        }
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    let elapsed = started.elapsed();
+    if !args.json {
+        summary.print(&mut w, &detector, events.len(), elapsed)?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+fn print_stats_of(
+    events: &[spamscope_proto::v1::ChatEvent],
+    malformed: u64,
+    skipped: u64,
+    as_json: bool,
+) -> Result<()> {
+    let mut b = StatsBuilder::default();
+    for ev in events {
         b.add(ev);
     }
     b.add_malformed(malformed);
     b.add_skipped(skipped);
     let stats = b.finish();
     let mut out = std::io::stdout().lock();
-    if args.json {
+    if as_json {
         serde_json::to_writer(&mut out, &stats)?;
         writeln!(out)?;
     } else {
@@ -70,6 +145,133 @@ pub fn report_malformed(files: &[ReplayFile]) {
             "... and {} more malformed lines (counted, skipped)",
             all.len() - MALFORMED_REPORTED
         );
+    }
+}
+
+/// `HH:MM:SS` (UTC) of a millisecond timestamp.
+fn clock(ms: i64) -> String {
+    let s = ms.div_euclid(1000).rem_euclid(86_400);
+    format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    let mut t: String = s.chars().take(n).collect();
+    if s.chars().count() > n {
+        t.push('…');
+    }
+    t.replace(['\n', '\r'], " ")
+}
+
+fn print_row(w: &mut impl Write, o: &DetectorOutput) -> std::io::Result<()> {
+    match &o.kind {
+        Some(Kind::SpamEvent(e)) => writeln!(
+            w,
+            "{}  SPAM EVENT  {:<24} #{:<4} {:<6} count {:>5}  users {:>4}  {:?}",
+            clock(e.last_seen_ms),
+            truncate(&e.stream_id, 24),
+            e.event_id,
+            json::state_name(e.state),
+            e.count,
+            e.unique_users,
+            truncate(&e.text, 60)
+        ),
+        Some(Kind::Decision(d)) => {
+            let evidence: Vec<String> = d
+                .triggers
+                .iter()
+                .map(|t| {
+                    let mut s = format!("{} {:.0} (threshold {:.0})", t.name, t.observed, t.threshold);
+                    if !t.detail.is_empty() {
+                        s.push_str(&format!(" [{}]", t.detail));
+                    }
+                    s
+                })
+                .collect();
+            let who = if d.user_login.is_empty() { &d.user_id } else { &d.user_login };
+            writeln!(
+                w,
+                "{}  FLAGGED     {:<24} {:<20} {}",
+                clock(d.at_ms),
+                truncate(&d.stream_id, 24),
+                truncate(who, 20),
+                evidence.join(", ")
+            )
+        }
+        _ => Ok(()),
+    }
+}
+
+#[derive(Debug, Default)]
+struct Summary {
+    messages: u64,
+    decisions: u64,
+    /// Final state of each spam event, by (stream, event id).
+    events: std::collections::BTreeMap<(String, u64), spamscope_proto::v1::SpamEvent>,
+    triggers: std::collections::BTreeMap<String, u64>,
+}
+
+impl Summary {
+    fn note(&mut self, o: &DetectorOutput) {
+        match &o.kind {
+            Some(Kind::SpamEvent(e)) => {
+                self.events.insert((e.stream_id.clone(), e.event_id), e.clone());
+            }
+            Some(Kind::Decision(d)) => {
+                self.decisions += 1;
+                for t in &d.triggers {
+                    *self.triggers.entry(t.name.clone()).or_default() += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn print(
+        &self,
+        w: &mut impl Write,
+        d: &Detector,
+        events: usize,
+        elapsed: std::time::Duration,
+    ) -> std::io::Result<()> {
+        let spam_messages: u64 = self.events.values().map(|e| e.count).sum();
+        writeln!(w)?;
+        writeln!(w, "summary")?;
+        writeln!(w, "  events replayed        {events} in {:.2} s", elapsed.as_secs_f64())?;
+        writeln!(w, "  chat messages          {}", self.messages)?;
+        writeln!(
+            w,
+            "  spam events            {} ({} messages compressed into them)",
+            self.events.len(),
+            spam_messages
+        )?;
+        writeln!(w, "  users flagged          {}", self.decisions)?;
+        for (t, n) in &self.triggers {
+            writeln!(w, "    {t:<22} {n}")?;
+        }
+        for (stream, c) in d.ended_streams() {
+            if c.unknown_deletions > 0 {
+                writeln!(
+                    w,
+                    "  {stream}: {} deletions of messages sent before the log starts (author unknown)",
+                    c.unknown_deletions
+                )?;
+            }
+        }
+        let mut top: Vec<&spamscope_proto::v1::SpamEvent> = self.events.values().collect();
+        top.sort_by(|a, b| b.count.cmp(&a.count).then(a.event_id.cmp(&b.event_id)));
+        writeln!(w, "  largest spam events")?;
+        for e in top.iter().take(10) {
+            writeln!(
+                w,
+                "    {:<22} {:>5} msgs {:>4} users  {}  {:?}",
+                truncate(&e.stream_id, 22),
+                e.count,
+                e.unique_users,
+                e.fingerprint,
+                truncate(&e.text, 50)
+            )?;
+        }
+        Ok(())
     }
 }
 

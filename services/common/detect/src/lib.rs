@@ -1,0 +1,225 @@
+//! The spamscope detection core. Pure: chat events (and, for quiet live
+//! streams, a clock) in, outputs out; no tokio, no IO.
+//!
+//! Parts:
+//! - [`params`]: [`DetectorParams`] with every default in one place,
+//!   layered defaults → channel → stream, validated.
+//! - [`clusters`]: groups of similar messages (exact hash, then MinHash LSH)
+//!   and their promotion to spam events.
+//! - [`user`]: per-user state, exemptions and suspicion triggers.
+//! - [`stream`]: [`StreamDetector`], the detector of one stream.
+//! - [`snapshot`]: a stream detector to versioned protobuf bytes and back.
+//! - [`score`]: the message spam score model (train, load, score).
+//! - [`eval`]: moderation and labelled-comment evaluation.
+//! - [`json`]: outputs as JSON objects (the CLI's `--json` lines).
+//! - [`Detector`]: one detector instance per stream, created on first event
+//!   and dropped when the stream ends.
+
+pub mod clusters;
+pub mod eval;
+pub mod json;
+pub mod params;
+pub mod score;
+pub mod snapshot;
+pub mod stream;
+pub mod user;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+pub use params::{CompiledParams, DetectorParams, ParamsError};
+pub use score::ScoreModel;
+use serde_json::Value;
+use spamscope_proto::v1::{ChatEvent, DetectorOutput, Platform, chat_event::Kind};
+pub use stream::StreamDetector;
+
+/// Every stream's detector, keyed by stream key (`<platform>.<id>`), with
+/// params layered defaults → channel → stream.
+#[derive(Debug)]
+pub struct Detector {
+    streams: HashMap<String, StreamDetector>,
+    defaults: Value,
+    channel_params: HashMap<String, Value>,
+    stream_params: HashMap<String, Value>,
+    compiled: HashMap<String, Arc<CompiledParams>>,
+    model: Arc<ScoreModel>,
+    emit_scores: bool,
+    /// Counters of streams that ended, kept for summaries.
+    ended: BTreeMap<String, stream::StreamCounters>,
+}
+
+impl Detector {
+    pub fn new(model: Arc<ScoreModel>) -> Self {
+        Self {
+            streams: HashMap::new(),
+            defaults: Value::Null,
+            channel_params: HashMap::new(),
+            stream_params: HashMap::new(),
+            compiled: HashMap::new(),
+            model,
+            emit_scores: false,
+            ended: BTreeMap::new(),
+        }
+    }
+
+    pub fn with_scores(mut self, on: bool) -> Self {
+        self.emit_scores = on;
+        self
+    }
+
+    /// Overrides of the defaults for every stream (a JSON object of
+    /// [`DetectorParams`] keys).
+    pub fn set_default_params(
+        &mut self,
+        layer: Value,
+        out: &mut Vec<DetectorOutput>,
+    ) -> Result<(), ParamsError> {
+        DetectorParams::layered(&[&layer])?;
+        self.defaults = layer;
+        self.refresh(|_| true, out)
+    }
+
+    /// Overrides for one channel (`<platform>.<channel id or login>`).
+    pub fn set_channel_params(
+        &mut self,
+        channel: &str,
+        layer: Value,
+        out: &mut Vec<DetectorOutput>,
+    ) -> Result<(), ParamsError> {
+        DetectorParams::layered(&[&self.defaults, &layer])?;
+        self.channel_params.insert(channel.to_owned(), layer);
+        let channel = channel.to_owned();
+        self.refresh(|d| channel_key(d) == channel, out)
+    }
+
+    /// Overrides for one stream (`<platform>.<stream id>`).
+    pub fn set_stream_params(
+        &mut self,
+        stream: &str,
+        layer: Value,
+        out: &mut Vec<DetectorOutput>,
+    ) -> Result<(), ParamsError> {
+        self.stream_params.insert(stream.to_owned(), layer);
+        let stream = stream.to_owned();
+        self.refresh(|d| stream_key(d) == stream, out)
+    }
+
+    fn params_for(
+        &mut self,
+        platform: Platform,
+        stream_id: &str,
+        channel: &str,
+    ) -> Result<Arc<CompiledParams>, ParamsError> {
+        let skey = format!("{}.{}", platform.key(), stream_id);
+        if let Some(p) = self.compiled.get(&skey) {
+            return Ok(Arc::clone(p));
+        }
+        let ckey = format!("{}.{}", platform.key(), channel);
+        let null = Value::Null;
+        let layers = [
+            &self.defaults,
+            self.channel_params.get(&ckey).unwrap_or(&null),
+            self.stream_params.get(&skey).unwrap_or(&null),
+        ];
+        let p = CompiledParams::new(DetectorParams::layered(&layers)?)?;
+        self.compiled.insert(skey, Arc::clone(&p));
+        Ok(p)
+    }
+
+    fn refresh(
+        &mut self,
+        affected: impl Fn(&StreamDetector) -> bool,
+        out: &mut Vec<DetectorOutput>,
+    ) -> Result<(), ParamsError> {
+        self.compiled.clear();
+        let mut keys: Vec<String> = self
+            .streams
+            .iter()
+            .filter(|(_, d)| affected(d))
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.sort();
+        for k in keys {
+            let Some(d) = self.streams.get(&k) else { continue };
+            let (platform, sid, chan) = (d.platform(), d.stream_id().to_owned(), channel_of(d));
+            let p = self.params_for(platform, &sid, &chan)?;
+            if let Some(d) = self.streams.get_mut(&k) {
+                d.set_params(p, out);
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles one event; a stream's detector is created on its first
+    /// event and dropped after its `StreamEnded`.
+    pub fn handle(&mut self, ev: &ChatEvent, out: &mut Vec<DetectorOutput>) {
+        let key = ev.stream_key();
+        if !self.streams.contains_key(&key) {
+            if matches!(ev.kind, Some(Kind::StreamEnded(_))) {
+                return;
+            }
+            let chan = channel_name(ev.platform(), &ev.stream_id, &ev.channel_id);
+            let params = self
+                .params_for(ev.platform(), &ev.stream_id, &chan)
+                .unwrap_or_else(|_| CompiledParams::defaults());
+            let d = StreamDetector::new(ev.platform(), &ev.stream_id, params, Arc::clone(&self.model))
+                .with_scores(self.emit_scores);
+            self.streams.insert(key.clone(), d);
+        }
+        if let Some(d) = self.streams.get_mut(&key) {
+            d.handle(ev, out);
+        }
+        if matches!(ev.kind, Some(Kind::StreamEnded(_)))
+            && let Some(d) = self.streams.remove(&key)
+        {
+            self.ended.insert(key, d.counters().clone());
+        }
+    }
+
+    /// Advances every stream's clock (live streams that went quiet).
+    pub fn advance_to(&mut self, now_ms: i64, out: &mut Vec<DetectorOutput>) {
+        let mut keys: Vec<&String> = self.streams.keys().collect();
+        keys.sort();
+        let keys: Vec<String> = keys.into_iter().cloned().collect();
+        for k in keys {
+            if let Some(d) = self.streams.get_mut(&k) {
+                d.advance_to(now_ms, out);
+            }
+        }
+    }
+
+    pub fn stream(&self, key: &str) -> Option<&StreamDetector> {
+        self.streams.get(key)
+    }
+
+    pub fn streams(&self) -> impl Iterator<Item = &StreamDetector> {
+        self.streams.values()
+    }
+
+    /// Counters of the streams that ended.
+    pub fn ended_streams(&self) -> &BTreeMap<String, stream::StreamCounters> {
+        &self.ended
+    }
+}
+
+fn stream_key(d: &StreamDetector) -> String {
+    format!("{}.{}", d.platform().key(), d.stream_id())
+}
+
+fn channel_of(d: &StreamDetector) -> String {
+    channel_name(d.platform(), d.stream_id(), &d.channel_id)
+}
+
+/// The channel a stream belongs to, as channel params are keyed: the login
+/// on Twitch (a channel is its one stream), the channel id on YouTube.
+pub fn channel_name(platform: Platform, stream_id: &str, channel_id: &str) -> String {
+    if platform == Platform::Twitch || channel_id.is_empty() {
+        stream_id.to_owned()
+    } else {
+        channel_id.to_owned()
+    }
+}
+
+fn channel_key(d: &StreamDetector) -> String {
+    format!("{}.{}", d.platform().key(), channel_of(d))
+}
