@@ -320,7 +320,11 @@ impl Clusters {
         let mut forget: Vec<u64> = self
             .clusters
             .values()
-            .filter(|c| !c.is_active_event() && !c.dirty && now_ms.saturating_sub(c.last_seen_ms) >= idle)
+            .filter(|c| {
+                !c.is_active_event()
+                    && !(c.promoted && c.dirty)
+                    && now_ms.saturating_sub(c.last_seen_ms) >= idle
+            })
             .map(|c| c.id)
             .collect();
         let over = self.clusters.len().saturating_sub(forget.len()).saturating_sub(max as usize);
