@@ -18,10 +18,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use gaoya::minhash::{MinHashIndex, MinHasher, MinHasher32};
 use spamscope_proto::v1::SpamEventState;
 
-/// Signature length = bands × rows. 6 bands of 4 rows put the LSH
-/// candidate threshold near a Jaccard similarity of 0.64.
-pub const BANDS: usize = 6;
-pub const ROWS: usize = 4;
+/// Signature length = bands × rows. 8 bands of 3 rows put the LSH
+/// candidate threshold, (1/8)^(1/3), at a Jaccard similarity of 0.5.
+pub const BANDS: usize = 8;
+pub const ROWS: usize = 3;
 const NUM_HASHES: usize = BANDS * ROWS;
 /// Seed of the hash family: part of the snapshot format, never change it.
 const SEED: u64 = 0x5eed_5ca9_e000_0001;
@@ -229,7 +229,9 @@ impl Clusters {
         }
         c.dirty = true;
         let mut promoted_now = false;
-        if !c.promoted && c.unique_users() >= u64::from(min_users) && c.count >= u64::from(min_count)
+        if !c.promoted
+            && c.unique_users() >= u64::from(min_users)
+            && c.count >= u64::from(min_count)
         {
             promoted_now = true;
             c.promoted = true;
@@ -327,7 +329,11 @@ impl Clusters {
             })
             .map(|c| c.id)
             .collect();
-        let over = self.clusters.len().saturating_sub(forget.len()).saturating_sub(max as usize);
+        let over = self
+            .clusters
+            .len()
+            .saturating_sub(forget.len())
+            .saturating_sub(max as usize);
         if over > 0 {
             // Oldest first; active spam events are kept as long as possible.
             let mut rest: Vec<(bool, i64, u64)> = self
@@ -433,7 +439,10 @@ mod tests {
         let ev = c.get(ids[0]).unwrap();
         assert_eq!(ev.count, 5);
         assert_eq!(ev.unique_users(), 5);
-        assert_eq!(ev.fingerprint, format!("{:016x}", stable_hash(&normalize(texts[0]))));
+        assert_eq!(
+            ev.fingerprint,
+            format!("{:016x}", stable_hash(&normalize(texts[0])))
+        );
     }
 
     #[test]

@@ -68,22 +68,32 @@ fn moderated_users(events: &[ChatEvent]) -> (HashMap<(String, u64), (String, i64
             }
             Some(Kind::MessageDeleted(d)) => {
                 if !d.user_login.is_empty() {
-                    act(user_key(ev.platform(), &d.user_id, &d.user_login), &d.user_login, ev.ts_ms);
+                    act(
+                        user_key(ev.platform(), &d.user_id, &d.user_login),
+                        &d.user_login,
+                        ev.ts_ms,
+                    );
                 } else if let Some((key, name)) = authors.get(&d.target_message_id) {
                     act(*key, &name.clone(), ev.ts_ms);
                 } else {
                     unattributed += 1;
                 }
             }
-            Some(Kind::UserTimedOut(t)) => {
-                act(user_key(ev.platform(), &t.user_id, &t.user_login), &t.user_login, ev.ts_ms)
-            }
-            Some(Kind::UserBanned(b)) => {
-                act(user_key(ev.platform(), &b.user_id, &b.user_login), &b.user_login, ev.ts_ms)
-            }
-            Some(Kind::UserMessagesRemoved(r)) => {
-                act(user_key(ev.platform(), &r.user_id, ""), &r.user_id, ev.ts_ms)
-            }
+            Some(Kind::UserTimedOut(t)) => act(
+                user_key(ev.platform(), &t.user_id, &t.user_login),
+                &t.user_login,
+                ev.ts_ms,
+            ),
+            Some(Kind::UserBanned(b)) => act(
+                user_key(ev.platform(), &b.user_id, &b.user_login),
+                &b.user_login,
+                ev.ts_ms,
+            ),
+            Some(Kind::UserMessagesRemoved(r)) => act(
+                user_key(ev.platform(), &r.user_id, ""),
+                &r.user_id,
+                ev.ts_ms,
+            ),
             _ => {}
         }
     }
@@ -183,7 +193,11 @@ fn ratio(a: usize, b: usize) -> f64 {
 }
 
 fn f1(p: f64, r: f64) -> f64 {
-    if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) }
+    if p + r == 0.0 {
+        0.0
+    } else {
+        2.0 * p * r / (p + r)
+    }
 }
 
 fn median(v: &mut [f64]) -> Option<f64> {

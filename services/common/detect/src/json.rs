@@ -6,7 +6,11 @@ use serde_json::{Value, json};
 use spamscope_proto::v1::{DetectorOutput, Platform, SpamEventState, detector_output::Kind};
 
 fn stream(platform: i32, id: &str) -> String {
-    format!("{}.{}", Platform::try_from(platform).unwrap_or_default().key(), id)
+    format!(
+        "{}.{}",
+        Platform::try_from(platform).unwrap_or_default().key(),
+        id
+    )
 }
 
 /// Lower-case state name: `active` or `ended`.

@@ -140,7 +140,9 @@ impl Detector {
             .collect();
         keys.sort();
         for k in keys {
-            let Some(d) = self.streams.get(&k) else { continue };
+            let Some(d) = self.streams.get(&k) else {
+                continue;
+            };
             let (platform, sid, chan) = (d.platform(), d.stream_id().to_owned(), channel_of(d));
             let p = self.params_for(platform, &sid, &chan)?;
             if let Some(d) = self.streams.get_mut(&k) {
@@ -162,8 +164,13 @@ impl Detector {
             let params = self
                 .params_for(ev.platform(), &ev.stream_id, &chan)
                 .unwrap_or_else(|_| CompiledParams::defaults());
-            let d = StreamDetector::new(ev.platform(), &ev.stream_id, params, Arc::clone(&self.model))
-                .with_scores(self.emit_scores);
+            let d = StreamDetector::new(
+                ev.platform(),
+                &ev.stream_id,
+                params,
+                Arc::clone(&self.model),
+            )
+            .with_scores(self.emit_scores);
             self.streams.insert(key.clone(), d);
         }
         if let Some(d) = self.streams.get_mut(&key) {

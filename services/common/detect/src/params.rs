@@ -59,6 +59,12 @@ pub struct DetectorParams {
     /// ...counting only messages of at least this many graphemes (saying
     /// "lol" with the crowd is not suspicious; pasting a copypasta is).
     pub spam_trigger_min_graphemes: u32,
+    /// Flag when one message repeats a unit this many times (its length over
+    /// the length of its normalised form, where repeats are compressed):
+    /// emoji floods, emote walls...
+    pub max_repetition: f64,
+    /// ...for messages of at least this many graphemes.
+    pub repetition_min_graphemes: u32,
     /// Case-insensitive regular expressions matched against the normalised
     /// message text.
     pub blacklist: Vec<String>,
@@ -113,12 +119,14 @@ impl Default for DetectorParams {
             min_avg_delay_ms: 1_500,
             min_messages_for_delay: 4,
             slow_mode_factor: 1.2,
-            max_similar_messages: 3,
-            max_spam_event_messages: 2,
-            spam_trigger_min_graphemes: 12,
+            max_similar_messages: 8,
+            max_spam_event_messages: 3,
+            spam_trigger_min_graphemes: 20,
+            max_repetition: 4.0,
+            repetition_min_graphemes: 8,
             blacklist: Vec::new(),
             name_blacklist: Vec::new(),
-            similarity_threshold: 0.6,
+            similarity_threshold: 0.5,
             spam_min_users: 3,
             spam_min_count: 5,
             spam_quiet_ms: 60_000,
@@ -193,6 +201,9 @@ impl DetectorParams {
         if !(self.slow_mode_factor.is_finite() && self.slow_mode_factor >= 0.0) {
             return Err(invalid("slow_mode_factor", "must be finite and >= 0"));
         }
+        if !(self.max_repetition.is_finite() && self.max_repetition >= 0.0) {
+            return Err(invalid("max_repetition", "must be finite and >= 0"));
+        }
         if !(0.0..=1.0).contains(&self.score_event_weight) {
             return Err(invalid("score_event_weight", "must be in [0, 1]"));
         }
@@ -205,7 +216,11 @@ impl DetectorParams {
         for (name, v, max) in [
             ("max_users", self.max_users, 10_000_000),
             ("max_clusters", self.max_clusters, 1_000_000),
-            ("max_tracked_message_ids", self.max_tracked_message_ids, 10_000_000),
+            (
+                "max_tracked_message_ids",
+                self.max_tracked_message_ids,
+                10_000_000,
+            ),
         ] {
             if v == 0 || v > max {
                 return Err(invalid(name, format!("must be between 1 and {max}")));

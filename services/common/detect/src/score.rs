@@ -76,9 +76,11 @@ pub fn features(text: &str) -> Vec<(u32, f32)> {
     }
     // Content signals on the original text.
     let lower = text.to_lowercase();
-    let link = ["http", "www.", ".com", "bit.ly", ".ly/", "://", ".net", ".org"]
-        .iter()
-        .any(|p| lower.contains(p));
+    let link = [
+        "http", "www.", ".com", "bit.ly", ".ly/", "://", ".net", ".org",
+    ]
+    .iter()
+    .any(|p| lower.contains(p));
     add("s:link", if link { 1.0 } else { 0.0 });
     let letters = text.chars().filter(|c| c.is_alphabetic()).count().max(1);
     let caps = text.chars().filter(|c| c.is_uppercase()).count();
@@ -160,7 +162,11 @@ impl ScoreModel {
             let lr = 0.2 / (1.0 + epoch as f32 * 0.3);
             for &k in &order {
                 let y = if rows[k].1 { 1.0 } else { 0.0 };
-                let z = bias + feats[k].iter().map(|&(i, v)| w[i as usize] * v).sum::<f32>();
+                let z = bias
+                    + feats[k]
+                        .iter()
+                        .map(|&(i, v)| w[i as usize] * v)
+                        .sum::<f32>();
                 let g = sigmoid(z) - y;
                 bias -= lr * g;
                 for &(i, v) in &feats[k] {
@@ -249,7 +255,8 @@ mod tests {
     fn bundled_model_loads_and_separates_obvious_cases() {
         let m = ScoreModel::bundled();
         assert_eq!(m.trained_on.len(), 3);
-        let spam = m.content_probability("Check out my channel!! subscribe please http://bit.ly/free");
+        let spam =
+            m.content_probability("Check out my channel!! subscribe please http://bit.ly/free");
         let ham = m.content_probability("this song reminds me of summer");
         assert!(spam > 0.5 && ham < 0.5, "spam {spam}, ham {ham}");
     }
@@ -265,7 +272,10 @@ mod tests {
         let a = ScoreModel::train(&rows, vec![]);
         let b = ScoreModel::train(&rows, vec![]);
         assert_eq!(a.to_json(), b.to_json());
-        assert!(a.content_probability("subscribe to my page") > a.content_probability("love this video"));
+        assert!(
+            a.content_probability("subscribe to my page")
+                > a.content_probability("love this video")
+        );
     }
 
     #[test]
@@ -276,8 +286,14 @@ mod tests {
 
     #[test]
     fn csv_rows_and_bad_class() {
-        let rows = read_labelled(b"COMMENT_ID,AUTHOR,DATE,CONTENT,CLASS\na,b,c,\"hi, there\",0\nd,e,f,buy,1\n").unwrap();
-        assert_eq!(rows, vec![("hi, there".to_owned(), false), ("buy".to_owned(), true)]);
+        let rows = read_labelled(
+            b"COMMENT_ID,AUTHOR,DATE,CONTENT,CLASS\na,b,c,\"hi, there\",0\nd,e,f,buy,1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            rows,
+            vec![("hi, there".to_owned(), false), ("buy".to_owned(), true)]
+        );
         assert!(read_labelled(b"CONTENT,CLASS\nx,maybe\n").is_err());
     }
 }

@@ -57,6 +57,7 @@ impl StreamDetector {
                 blacklist_hits: u.blacklist_hits,
                 blacklist_detail: u.blacklist_detail.clone(),
                 prev_ts_ms: u.prev_ts_ms,
+                max_repetition: u.max_repetition,
             })
             .collect();
         users.sort_unstable_by_key(|u| u.key);
@@ -134,10 +135,14 @@ impl StreamDetector {
             return Err(SnapshotError::Version(s.version));
         }
         if s.message_ids.len() != s.message_users.len() {
-            return Err(SnapshotError::Inconsistent("message ids and users differ in length"));
+            return Err(SnapshotError::Inconsistent(
+                "message ids and users differ in length",
+            ));
         }
         if s.gap_histogram.len() != GAP_BUCKETS {
-            return Err(SnapshotError::Inconsistent("gap histogram has the wrong size"));
+            return Err(SnapshotError::Inconsistent(
+                "gap histogram has the wrong size",
+            ));
         }
         let platform = Platform::try_from(s.platform).unwrap_or(Platform::Unspecified);
         let mut d = StreamDetector::new(platform, &s.stream_id, params, model);
@@ -155,7 +160,9 @@ impl StreamDetector {
             .into_iter()
             .map(|u| {
                 if u.recent_clusters.len() != u.recent_cluster_counts.len() {
-                    return Err(SnapshotError::Inconsistent("user recent groups differ in length"));
+                    return Err(SnapshotError::Inconsistent(
+                        "user recent groups differ in length",
+                    ));
                 }
                 let state = UserState {
                     user_id: u.user_id,
@@ -180,6 +187,7 @@ impl StreamDetector {
                     spam_event_messages: u.spam_event_messages,
                     blacklist_hits: u.blacklist_hits,
                     blacklist_detail: u.blacklist_detail,
+                    max_repetition: u.max_repetition,
                 };
                 Ok((u.key, state))
             })

@@ -170,7 +170,9 @@ impl StreamDetector {
                 let key = if !d.user_login.is_empty() || !d.user_id.is_empty() {
                     Some(user_key(self.platform, &d.user_id, &d.user_login))
                 } else {
-                    self.message_index.get(&stable_hash(&d.target_message_id)).copied()
+                    self.message_index
+                        .get(&stable_hash(&d.target_message_id))
+                        .copied()
                 };
                 match key.and_then(|k| self.users.get_mut(&k).map(|u| (k, u))) {
                     Some((k, u)) => {
@@ -283,6 +285,10 @@ impl StreamDetector {
         u.first_ts_ms = u.first_ts_ms.min(ts);
         u.last_ts_ms = u.last_ts_ms.max(ts);
         u.last_seen_ms = u.last_seen_ms.max(ts);
+        if graphemes >= u64::from(p.repetition_min_graphemes) {
+            let ratio = graphemes as f32 / grapheme_len(&normalized).max(1) as f32;
+            u.max_repetition = u.max_repetition.max(ratio);
+        }
 
         let params = Arc::clone(&self.params);
         if !params.blacklist.is_empty()
@@ -292,7 +298,11 @@ impl StreamDetector {
             u.blacklist_detail = format!("text: {}", params.params.blacklist[i]);
         }
         if is_new && !params.name_blacklist.is_empty() {
-            let name = format!("{} {}", normalize(&author.login), normalize(&author.display_name));
+            let name = format!(
+                "{} {}",
+                normalize(&author.login),
+                normalize(&author.display_name)
+            );
             if let Some(i) = params.name_blacklist.matches(&name).iter().next() {
                 u.blacklist_hits += 1;
                 u.blacklist_detail = format!("name: {}", params.params.name_blacklist[i]);
@@ -365,7 +375,9 @@ impl StreamDetector {
         let threshold = self.delay_threshold_ms();
         let (slow, inferred) = self.slow_mode();
         let p = &self.params.params;
-        let Some(u) = self.users.get_mut(&key) else { return };
+        let Some(u) = self.users.get_mut(&key) else {
+            return;
+        };
         if u.flagged || u.exempt(p) {
             return;
         }
@@ -428,8 +440,11 @@ impl StreamDetector {
             .retain(|_, u| now_ms.saturating_sub(u.last_seen_ms) < idle);
         let over = self.users.len().saturating_sub(p.max_users as usize);
         if over > 0 {
-            let mut by_age: Vec<(i64, u64)> =
-                self.users.iter().map(|(k, u)| (u.last_seen_ms, *k)).collect();
+            let mut by_age: Vec<(i64, u64)> = self
+                .users
+                .iter()
+                .map(|(k, u)| (u.last_seen_ms, *k))
+                .collect();
             by_age.sort_unstable();
             for (_, k) in by_age.into_iter().take(over) {
                 self.users.remove(&k);
@@ -438,7 +453,9 @@ impl StreamDetector {
     }
 
     fn emit_event(&mut self, id: u64, out: &mut Vec<DetectorOutput>) {
-        let Some(c) = self.clusters.mark_emitted(id) else { return };
+        let Some(c) = self.clusters.mark_emitted(id) else {
+            return;
+        };
         out.push(DetectorOutput {
             kind: Some(detector_output::Kind::SpamEvent(SpamEvent {
                 platform: self.platform as i32,

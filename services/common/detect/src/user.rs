@@ -67,6 +67,9 @@ pub struct UserState {
     pub spam_event_messages: u32,
     pub blacklist_hits: u32,
     pub blacklist_detail: String,
+    /// Largest repetition ratio of one message (graphemes / graphemes of
+    /// the normalised form).
+    pub max_repetition: f32,
 }
 
 impl UserState {
@@ -161,7 +164,12 @@ impl UserState {
             && let Some(avg) = self.avg_graphemes()
             && avg >= f64::from(p.max_avg_length)
         {
-            fire("avg_length", avg, f64::from(p.max_avg_length), String::new());
+            fire(
+                "avg_length",
+                avg,
+                f64::from(p.max_avg_length),
+                String::new(),
+            );
         }
         if delay_threshold_ms > 0.0
             && self.messages >= p.min_messages_for_delay.max(2)
@@ -187,13 +195,26 @@ impl UserState {
                 String::new(),
             );
         }
+        if p.max_repetition > 0.0 && f64::from(self.max_repetition) >= p.max_repetition {
+            fire(
+                "repetitive_message",
+                f64::from(self.max_repetition),
+                p.max_repetition,
+                String::new(),
+            );
+        }
         if self.blacklist_hits > 0 {
             let name = if self.blacklist_detail.starts_with("name:") {
                 "blacklisted_name"
             } else {
                 "blacklisted_text"
             };
-            fire(name, f64::from(self.blacklist_hits), 1.0, self.blacklist_detail.clone());
+            fire(
+                name,
+                f64::from(self.blacklist_hits),
+                1.0,
+                self.blacklist_detail.clone(),
+            );
         }
         out
     }
@@ -222,13 +243,30 @@ mod tests {
     fn delay_trigger_respects_min_messages_and_threshold() {
         let p = DetectorParams::default();
         let fast = user(p.min_messages_for_delay, 0, 1_000);
-        assert!(fast.triggers(&p, 1_500.0).iter().any(|t| t.name == "avg_delay"));
+        assert!(
+            fast.triggers(&p, 1_500.0)
+                .iter()
+                .any(|t| t.name == "avg_delay")
+        );
         let few = user(p.min_messages_for_delay - 1, 0, 100);
-        assert!(!few.triggers(&p, 1_500.0).iter().any(|t| t.name == "avg_delay"));
+        assert!(
+            !few.triggers(&p, 1_500.0)
+                .iter()
+                .any(|t| t.name == "avg_delay")
+        );
         // Slow mode raised the threshold: the same user now fires at 40 s.
         let slow = user(p.min_messages_for_delay, 0, 3 * 31_000);
-        assert!(slow.triggers(&p, 36_000.0).iter().any(|t| t.name == "avg_delay"));
-        assert!(!slow.triggers(&p, 1_500.0).iter().any(|t| t.name == "avg_delay"));
+        assert!(
+            slow.triggers(&p, 36_000.0)
+                .iter()
+                .any(|t| t.name == "avg_delay")
+        );
+        assert!(
+            !slow
+                .triggers(&p, 1_500.0)
+                .iter()
+                .any(|t| t.name == "avg_delay")
+        );
     }
 
     #[test]
@@ -240,7 +278,10 @@ mod tests {
             member_months: 2,
             ..Roles::default()
         });
-        assert!(!u.exempt(&p), "a two-month subscriber is not exempt by default");
+        assert!(
+            !u.exempt(&p),
+            "a two-month subscriber is not exempt by default"
+        );
         p.member_exempt_min_months = 0;
         assert!(u.exempt(&p));
         p.exempt_members = false;

@@ -92,8 +92,10 @@ fn labelled(args: &Args, model: &ScoreModel) -> Result<serde_json::Map<String, V
                     path.display()
                 )));
             }
-            let train_rows: Vec<(String, bool)> =
-                others.iter().flat_map(|(_, _, r)| r.iter().cloned()).collect();
+            let train_rows: Vec<(String, bool)> = others
+                .iter()
+                .flat_map(|(_, _, r)| r.iter().cloned())
+                .collect();
             let names: Vec<TrainedOn> = others
                 .iter()
                 .map(|(p, b, r)| TrainedOn {
@@ -166,14 +168,23 @@ fn moderation(args: &Args, model: ScoreModel) -> Result<Value> {
             r.precision,
             r.recall,
             r.f1,
-            r.lead_time_median_s
-                .map_or("-".to_owned(), |s| format!("{s:.1} s (positive: flagged before the moderators acted)"))
+            r.lead_time_median_s.map_or("-".to_owned(), |s| format!(
+                "{s:.1} s (positive: flagged before the moderators acted)"
+            ))
         );
-        println!("spam events {}  deletions of unknown messages {}", r.spam_events, r.unattributed_deletions);
+        println!(
+            "spam events {}  deletions of unknown messages {}",
+            r.spam_events, r.unattributed_deletions
+        );
         if !r.unacted_flags.is_empty() {
             println!("flagged, no moderator action:");
             for f in &r.unacted_flags {
-                println!("  {:<28} {:<24} {}", f.stream, f.user, f.triggers.join(", "));
+                println!(
+                    "  {:<28} {:<24} {}",
+                    f.stream,
+                    f.user,
+                    f.triggers.join(", ")
+                );
             }
         }
         if !r.missed.is_empty() {

@@ -154,7 +154,9 @@ fn clock(ms: i64) -> String {
     format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
 }
 
+/// Visible text cut to `n` chars, for the table.
 fn truncate(s: &str, n: usize) -> String {
+    let s = spamscope_chat::normalize::strip_invisible(s);
     let mut t: String = s.chars().take(n).collect();
     if s.chars().count() > n {
         t.push('…');
@@ -166,7 +168,7 @@ fn print_row(w: &mut impl Write, o: &DetectorOutput) -> std::io::Result<()> {
     match &o.kind {
         Some(Kind::SpamEvent(e)) => writeln!(
             w,
-            "{}  SPAM EVENT  {:<24} #{:<4} {:<6} count {:>5}  users {:>4}  {:?}",
+            "{}  SPAM EVENT  {:<24} #{:<4} {:<6} count {:>5}  users {:>4}  \"{}\"",
             clock(e.last_seen_ms),
             truncate(&e.stream_id, 24),
             e.event_id,
@@ -180,14 +182,21 @@ fn print_row(w: &mut impl Write, o: &DetectorOutput) -> std::io::Result<()> {
                 .triggers
                 .iter()
                 .map(|t| {
-                    let mut s = format!("{} {:.0} (threshold {:.0})", t.name, t.observed, t.threshold);
+                    let mut s = format!(
+                        "{} {:.0} (threshold {:.0})",
+                        t.name, t.observed, t.threshold
+                    );
                     if !t.detail.is_empty() {
                         s.push_str(&format!(" [{}]", t.detail));
                     }
                     s
                 })
                 .collect();
-            let who = if d.user_login.is_empty() { &d.user_id } else { &d.user_login };
+            let who = if d.user_login.is_empty() {
+                &d.user_id
+            } else {
+                &d.user_login
+            };
             writeln!(
                 w,
                 "{}  FLAGGED     {:<24} {:<20} {}",
@@ -214,7 +223,8 @@ impl Summary {
     fn note(&mut self, o: &DetectorOutput) {
         match &o.kind {
             Some(Kind::SpamEvent(e)) => {
-                self.events.insert((e.stream_id.clone(), e.event_id), e.clone());
+                self.events
+                    .insert((e.stream_id.clone(), e.event_id), e.clone());
             }
             Some(Kind::Decision(d)) => {
                 self.decisions += 1;
@@ -236,7 +246,11 @@ impl Summary {
         let spam_messages: u64 = self.events.values().map(|e| e.count).sum();
         writeln!(w)?;
         writeln!(w, "summary")?;
-        writeln!(w, "  events replayed        {events} in {:.2} s", elapsed.as_secs_f64())?;
+        writeln!(
+            w,
+            "  events replayed        {events} in {:.2} s",
+            elapsed.as_secs_f64()
+        )?;
         writeln!(w, "  chat messages          {}", self.messages)?;
         writeln!(
             w,
@@ -263,7 +277,7 @@ impl Summary {
         for e in top.iter().take(10) {
             writeln!(
                 w,
-                "    {:<22} {:>5} msgs {:>4} users  {}  {:?}",
+                "    {:<22} {:>5} msgs {:>4} users  {}  \"{}\"",
                 truncate(&e.stream_id, 22),
                 e.count,
                 e.unique_users,

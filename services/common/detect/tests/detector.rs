@@ -1,0 +1,521 @@
+//! The detector on the real logs and on generated event sequences.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use serde_json::json;
+use spamscope_chat::replay;
+use spamscope_detect::{CompiledParams, Detector, DetectorParams, ScoreModel, StreamDetector};
+use spamscope_proto::v1::{
+    Author, ChatEvent, ChatMessage, DetectorOutput, MessageDeleted, Platform, Roles, RoomState,
+    SpamEvent, SpamEventState, UserTimedOut, chat_event::Kind, detector_output,
+};
+
+fn testdata(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../testdata")
+        .join(rel)
+}
+
+fn events_of(rel: &str) -> Vec<ChatEvent> {
+    replay::merge(vec![replay::read_file(&testdata(rel)).unwrap()])
+}
+
+fn model() -> Arc<ScoreModel> {
+    Arc::new(ScoreModel::bundled())
+}
+
+fn run(events: &[ChatEvent]) -> Vec<DetectorOutput> {
+    let mut d = Detector::new(model()).with_scores(true);
+    let mut out = Vec::new();
+    for ev in events {
+        d.handle(ev, &mut out);
+    }
+    out
+}
+
+/// The last update of every spam event that ended (an event can end, resume
+/// and end again; it keeps its id).
+fn final_events(out: &[DetectorOutput]) -> Vec<SpamEvent> {
+    let mut last = std::collections::BTreeMap::new();
+    for o in out {
+        if let Some(detector_output::Kind::SpamEvent(e)) = &o.kind {
+            last.insert((e.stream_id.clone(), e.event_id), e.clone());
+        }
+    }
+    last.into_values()
+        .filter(|e| e.state == SpamEventState::Ended as i32)
+        .collect()
+}
+
+#[test]
+fn youtube_cheese_copypasta_is_one_spam_event_with_zero_width_variants_merged() {
+    let events = events_of("youtube/chilledcow-2020-11.chat-downloader.json");
+    let canonical = "SPAM🧀THIS🧀CHEESE🧀FOR🧀GOOD🧀LUCK";
+    let (mut plain, mut zw) = (0, 0);
+    for ev in &events {
+        if let Some(Kind::Message(m)) = &ev.kind {
+            if m.text == canonical {
+                plain += 1;
+            } else if m.text.trim_start_matches('\u{200b}') == canonical {
+                zw += 1;
+            }
+        }
+    }
+    assert!(
+        plain > 10 && zw > 10,
+        "both variants are in the log: {plain} plain, {zw} zero-width"
+    );
+    let finals = final_events(&run(&events));
+    let cheese: Vec<&SpamEvent> = finals
+        .iter()
+        .filter(|e| e.text.trim_start_matches('\u{200b}') == canonical)
+        .collect();
+    assert_eq!(cheese.len(), 1, "one event for the copypasta: {cheese:#?}");
+    let e = cheese[0];
+    assert!(
+        e.count >= (plain + zw) as u64,
+        "count {} < {} copies",
+        e.count,
+        plain + zw
+    );
+    assert!(e.unique_users >= 20);
+    assert!(e.first_seen_ms < e.last_seen_ms);
+    assert_eq!(e.fingerprint.len(), 16);
+}
+
+#[test]
+fn twitch_copypasta_waves_become_spam_events() {
+    let events = events_of("twitch/xqcow-2019-09-15.irc");
+    let finals = final_events(&run(&events));
+    assert!(finals.len() >= 20, "{} events", finals.len());
+    let feels = finals
+        .iter()
+        .filter(|e| e.text.contains("FeelsGoodMan Clap"))
+        .max_by_key(|e| e.count)
+        .expect("the FeelsGoodMan Clap wave");
+    assert!(feels.unique_users >= 50, "{feels:?}");
+    // "LULW" is also sent as "LULW U+E0000" to dodge Twitch's duplicate
+    // filter; both are one event.
+    let dodged = events.iter().any(|e| matches!(&e.kind, Some(Kind::Message(m)) if m.text.starts_with("LULW") && m.text.contains('\u{E0000}')));
+    assert!(dodged);
+    let lulw: Vec<&SpamEvent> = finals
+        .iter()
+        .filter(|e| spamscope_chat::normalize::normalize(&e.text) == "lulw")
+        .collect();
+    assert_eq!(lulw.len(), 1, "{lulw:#?}");
+    assert!(lulw[0].unique_users >= 100);
+}
+
+#[test]
+fn fingerprints_agree_across_channels() {
+    // The same copypasta in two streams gets the same fingerprint.
+    let mut events = Vec::new();
+    for (stream, offset) in [("a", 0), ("b", 7)] {
+        for u in 0..6 {
+            events.push(msg(
+                stream,
+                &format!("u{u}"),
+                offset + u as i64 * 1000,
+                if u % 2 == 0 {
+                    "FREE SKINS at sk1ns dot gg"
+                } else {
+                    "\u{200b}free skins at SK1NS dot gg"
+                },
+            ));
+        }
+        events.push(end(stream, 100_000));
+    }
+    events.sort_by_key(|e| e.ts_ms);
+    let finals = final_events(&run(&events));
+    assert_eq!(finals.len(), 2);
+    assert_eq!(finals[0].fingerprint, finals[1].fingerprint);
+    assert_ne!(finals[0].stream_id, finals[1].stream_id);
+}
+
+#[test]
+fn replay_is_deterministic() {
+    let events = events_of("twitch/xqcow-2019-09-15.irc");
+    assert_eq!(run(&events), run(&events));
+}
+
+#[test]
+fn every_message_gets_a_score_in_unit_range() {
+    let events = events_of("youtube/chilledcow-2020-11.chat-downloader.json");
+    let messages = events
+        .iter()
+        .filter(|e| matches!(e.kind, Some(Kind::Message(_))))
+        .count();
+    let scores: Vec<f64> = run(&events)
+        .iter()
+        .filter_map(|o| match &o.kind {
+            Some(detector_output::Kind::MessageScore(s)) => Some(s.score),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(scores.len(), messages);
+    assert!(scores.iter().all(|s| (0.0..=1.0).contains(s)));
+}
+
+fn author(login: &str, roles: Roles) -> Author {
+    Author {
+        user_id: format!("id-{login}"),
+        login: login.into(),
+        display_name: login.into(),
+        roles: Some(roles),
+    }
+}
+
+fn msg(stream: &str, login: &str, ts: i64, text: &str) -> ChatEvent {
+    msg_with(stream, login, ts, text, Roles::default())
+}
+
+fn msg_with(stream: &str, login: &str, ts: i64, text: &str, roles: Roles) -> ChatEvent {
+    ChatEvent {
+        platform: Platform::Twitch as i32,
+        stream_id: stream.into(),
+        channel_id: String::new(),
+        event_id: format!("{stream}-{login}-{ts}"),
+        ts_ms: ts,
+        kind: Some(Kind::Message(ChatMessage {
+            author: Some(author(login, roles)),
+            text: text.into(),
+            ..ChatMessage::default()
+        })),
+    }
+}
+
+fn end(stream: &str, ts: i64) -> ChatEvent {
+    ChatEvent {
+        platform: Platform::Twitch as i32,
+        stream_id: stream.into(),
+        event_id: format!("end-{stream}"),
+        ts_ms: ts,
+        kind: Some(Kind::StreamEnded(Default::default())),
+        ..ChatEvent::default()
+    }
+}
+
+fn decisions(out: &[DetectorOutput]) -> Vec<(String, Vec<String>)> {
+    out.iter()
+        .filter_map(|o| match &o.kind {
+            Some(detector_output::Kind::Decision(d)) => Some((
+                d.user_login.clone(),
+                d.triggers.iter().map(|t| t.name.clone()).collect(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn stream_detector(params: serde_json::Value) -> StreamDetector {
+    let p = CompiledParams::new(DetectorParams::layered(&[&params]).unwrap()).unwrap();
+    StreamDetector::new(Platform::Twitch, "c", p, model())
+}
+
+#[test]
+fn triggers_carry_evidence_and_flags_are_not_lost() {
+    let mut d = stream_detector(json!({}));
+    let mut out = Vec::new();
+    let long = "a very long message ".repeat(10);
+    d.handle(&msg("c", "talker", 1_000, &long), &mut out);
+    let Some(detector_output::Kind::Decision(dec)) = &out[0].kind else {
+        panic!("{out:?}")
+    };
+    let t = dec
+        .triggers
+        .iter()
+        .find(|t| t.name == "avg_length")
+        .unwrap();
+    assert!(t.observed >= t.threshold);
+    assert_eq!(t.threshold, 150.0);
+    out.clear();
+    // A timeout after the flag does not flag twice, and does not unflag.
+    d.handle(
+        &ChatEvent {
+            kind: Some(Kind::UserTimedOut(UserTimedOut {
+                user_login: "talker".into(),
+                duration_s: 10,
+                ..Default::default()
+            })),
+            ..msg("c", "x", 2_000, "")
+        },
+        &mut out,
+    );
+    d.handle(&msg("c", "talker", 3_000, "short"), &mut out);
+    assert!(decisions(&out).is_empty());
+}
+
+#[test]
+fn exempt_users_are_never_flagged_and_exemptions_are_params() {
+    let long = "b".repeat(20) + " " + &"c ".repeat(100);
+    let modr = Roles {
+        moderator: true,
+        ..Roles::default()
+    };
+    let mut d = stream_detector(json!({}));
+    let mut out = Vec::new();
+    d.handle(&msg_with("c", "mod", 1_000, &long, modr.clone()), &mut out);
+    assert!(decisions(&out).is_empty());
+    let mut d = stream_detector(json!({"exempt_moderators": false}));
+    d.handle(&msg_with("c", "mod", 1_000, &long, modr), &mut out);
+    assert_eq!(decisions(&out).len(), 1);
+}
+
+#[test]
+fn macro_spam_delay_with_out_of_order_messages_and_slow_mode() {
+    let mut d = stream_detector(json!({}));
+    let mut out = Vec::new();
+    // Out of order: 3 s, 1 s, 2 s, 0 s → mean gap 1 s, no panic.
+    for ts in [3_000, 1_000, 2_000, 0] {
+        d.handle(&msg("c", "bot", ts + 10_000, &format!("m{ts}")), &mut out);
+    }
+    let got = decisions(&out);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].1.contains(&"avg_delay".to_owned()));
+
+    // With 30 s slow mode announced, a user posting every 31 s is macro
+    // spamming at the limit.
+    let mut d = stream_detector(json!({}));
+    let mut out = Vec::new();
+    d.handle(
+        &ChatEvent {
+            kind: Some(Kind::RoomState(RoomState {
+                slow_mode_s: Some(30),
+                ..Default::default()
+            })),
+            ..msg("c", "x", 0, "")
+        },
+        &mut out,
+    );
+    for i in 0..4 {
+        d.handle(
+            &msg(
+                "c",
+                "steady",
+                1_000 + i * 31_000,
+                &format!("message number {i}"),
+            ),
+            &mut out,
+        );
+    }
+    let got = decisions(&out);
+    assert_eq!(got.len(), 1, "{got:?}");
+    let Some(detector_output::Kind::Decision(dec)) = &out
+        .iter()
+        .find(|o| matches!(o.kind, Some(detector_output::Kind::Decision(_))))
+        .unwrap()
+        .kind
+    else {
+        panic!()
+    };
+    assert_eq!((dec.slow_mode_s, dec.slow_mode_inferred), (30, false));
+}
+
+#[test]
+fn slow_mode_is_inferred_from_the_chat() {
+    let mut d = stream_detector(json!({}));
+    let mut out = Vec::new();
+    // 40 users each posting every 12 s or more: a 10 s slow mode.
+    for round in 0..3 {
+        for u in 0..40 {
+            let ts = round * 12_000 + u * 7 + i64::from(round % 2) * 500;
+            d.handle(
+                &msg("c", &format!("u{u}"), ts, &format!("hello {u} {round}")),
+                &mut out,
+            );
+        }
+    }
+    let (secs, inferred) = d.slow_mode();
+    assert!(inferred);
+    assert!((10..=13).contains(&secs), "{secs}");
+}
+
+#[test]
+fn unknown_deletions_are_counted_not_dropped() {
+    let mut d = stream_detector(json!({}));
+    let mut out = Vec::new();
+    d.handle(&msg("c", "a", 1_000, "hi"), &mut out);
+    let del = |target: &str| ChatEvent {
+        kind: Some(Kind::MessageDeleted(MessageDeleted {
+            target_message_id: target.into(),
+            ..Default::default()
+        })),
+        ..msg("c", "x", 2_000, "")
+    };
+    d.handle(&del("never-seen"), &mut out);
+    assert_eq!(d.counters().unknown_deletions, 1);
+    // A known message's deletion counts against its author.
+    d.handle(&del("c-a-1000"), &mut out);
+    assert_eq!(d.counters().unknown_deletions, 1);
+    assert!(
+        decisions(&out)
+            .iter()
+            .any(|(u, t)| u == "a" && t.contains(&"deleted_messages".to_owned()))
+    );
+}
+
+#[test]
+fn params_change_re_evaluates_the_stream() {
+    let mut det = Detector::new(model());
+    let mut out = Vec::new();
+    for i in 0..3 {
+        det.handle(
+            &msg(
+                "c",
+                "chatty",
+                i * 10_000,
+                &"medium length message ".repeat(4),
+            ),
+            &mut out,
+        );
+    }
+    assert!(decisions(&out).is_empty());
+    det.set_stream_params("twitch.c", json!({"max_avg_length": 50}), &mut out)
+        .unwrap();
+    let got = decisions(&out);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1, vec!["avg_length".to_owned()]);
+    // Invalid values are refused with the key named.
+    let err = det
+        .set_default_params(json!({"tick_ms": 5}), &mut out)
+        .unwrap_err();
+    assert!(err.to_string().contains("tick_ms"));
+}
+
+#[test]
+fn state_is_bounded() {
+    let mut d = stream_detector(
+        json!({"max_users": 100, "max_clusters": 50, "max_tracked_message_ids": 200}),
+    );
+    let mut out = Vec::new();
+    for i in 0..5_000i64 {
+        d.handle(
+            &msg(
+                "c",
+                &format!("user{i}"),
+                i * 100,
+                &format!("unique text number {i} {}", i * 7919),
+            ),
+            &mut out,
+        );
+    }
+    // Bounds are enforced on every tick (10 s of event time = 100 events).
+    assert!(d.tracked_users() <= 100 + 100, "{}", d.tracked_users());
+    assert!(d.tracked_groups() <= 50 + 100, "{}", d.tracked_groups());
+}
+
+#[test]
+fn ticks_follow_event_time_at_one_second() {
+    let mut d = stream_detector(json!({"tick_ms": 1000, "spam_quiet_ms": 5000}));
+    let mut out = Vec::new();
+    for u in 0..6 {
+        d.handle(
+            &msg(
+                "c",
+                &format!("u{u}"),
+                100 + u * 10,
+                "join my discord server now",
+            ),
+            &mut out,
+        );
+    }
+    assert!(final_events(&out).is_empty());
+    d.advance_to(1_500, &mut out);
+    assert!(out.iter().any(|o| matches!(&o.kind, Some(detector_output::Kind::SpamEvent(e)) if e.state == SpamEventState::Active as i32)));
+    d.advance_to(7_000, &mut out);
+    assert_eq!(final_events(&out).len(), 1);
+}
+
+#[test]
+fn real_log_snapshot_at_several_points_restores_exactly() {
+    let events = events_of("youtube/chilledcow-2020-11.chat-downloader.json");
+    let whole = run_stream(&events, None);
+    for split in [1, events.len() / 3, events.len() / 2, events.len() - 2] {
+        assert_eq!(run_stream(&events, Some(split)), whole, "split at {split}");
+    }
+}
+
+fn run_stream(events: &[ChatEvent], split: Option<usize>) -> Vec<DetectorOutput> {
+    let params = CompiledParams::defaults();
+    let first = &events[0];
+    let mut d = StreamDetector::new(
+        first.platform(),
+        &first.stream_id,
+        Arc::clone(&params),
+        model(),
+    )
+    .with_scores(true);
+    let mut out = Vec::new();
+    for (i, ev) in events.iter().enumerate() {
+        if Some(i) == split {
+            let bytes = d.to_bytes();
+            d = StreamDetector::from_bytes(&bytes, Arc::clone(&params), model())
+                .unwrap()
+                .with_scores(true);
+        }
+        d.handle(ev, &mut out);
+    }
+    out
+}
+
+fn arb_event() -> impl Strategy<Value = (u8, u8, i64, u8)> {
+    // (kind, user, time step, text choice)
+    (0u8..10, 0u8..12, -3_000i64..20_000, 0u8..6)
+}
+
+fn build(seq: &[(u8, u8, i64, u8)]) -> Vec<ChatEvent> {
+    const TEXTS: [&str; 6] = [
+        "SPAM THIS CHEESE FOR GOOD LUCK",
+        "\u{200b}spam this cheese for good luck",
+        "hello there",
+        "LUL LUL LUL LUL LUL LUL LUL LUL",
+        "follow me on sk1ns dot gg for free stuff right now",
+        "ok",
+    ];
+    let mut ts = 1_600_000_000_000i64;
+    seq.iter()
+        .enumerate()
+        .map(|(i, &(kind, user, step, text))| {
+            ts += step;
+            let login = format!("user{user}");
+            let mut ev = msg("s", &login, ts, TEXTS[text as usize]);
+            ev.event_id = format!("e{i}");
+            ev.kind = match kind {
+                0 => Some(Kind::MessageDeleted(MessageDeleted {
+                    target_message_id: format!("e{}", i / 2),
+                    ..Default::default()
+                })),
+                1 => Some(Kind::UserTimedOut(UserTimedOut {
+                    user_login: login,
+                    duration_s: 60,
+                    ..Default::default()
+                })),
+                2 => Some(Kind::RoomState(RoomState {
+                    slow_mode_s: Some(u32::from(user)),
+                    ..Default::default()
+                })),
+                3 if user == 0 => Some(Kind::StreamEnded(Default::default())),
+                _ => ev.kind,
+            };
+            ev
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// For any event sequence and split point: run to the split, snapshot,
+    /// restore into a fresh instance, continue; the outputs equal the
+    /// uninterrupted run's.
+    #[test]
+    fn snapshot_restore_is_invisible(seq in proptest::collection::vec(arb_event(), 1..120), split in 0usize..120) {
+        let events = build(&seq);
+        let split = split % events.len();
+        prop_assert_eq!(run_stream(&events, Some(split)), run_stream(&events, None));
+    }
+}
