@@ -147,3 +147,133 @@ fn bad_flags_exit_64() {
     let out = spamscope(&["replay", "--no-such-flag", "x"]);
     assert_eq!(out.status.code(), Some(64));
 }
+
+fn json_lines(out: &Output) -> Vec<Value> {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn replay_json_prints_spam_events_and_decisions_with_their_keys() {
+    let p = repo("testdata/youtube/chilledcow-2020-11.chat-downloader.json");
+    let lines = json_lines(&spamscope(&["replay", "--json", p.to_str().unwrap()]));
+    let events: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "spam_event").collect();
+    let decisions: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "decision").collect();
+    assert!(!events.is_empty() && !decisions.is_empty());
+    assert_eq!(
+        events.len() + decisions.len(),
+        lines.len(),
+        "only the two kinds without --scores"
+    );
+    for e in &events {
+        for k in [
+            "stream",
+            "fingerprint",
+            "text",
+            "count",
+            "unique_users",
+            "first_seen_ms",
+            "last_seen_ms",
+            "state",
+        ] {
+            assert!(e.get(k).is_some(), "spam_event without {k}: {e}");
+        }
+        assert!(e["state"] == "active" || e["state"] == "ended");
+    }
+    for d in &decisions {
+        for k in ["stream", "user", "triggers", "at_ms"] {
+            assert!(d.get(k).is_some(), "decision without {k}: {d}");
+        }
+        let t = &d["triggers"][0];
+        assert!(
+            t["name"].is_string() && t["observed"].is_number() && t["threshold"].is_number(),
+            "{t}"
+        );
+    }
+    // The copypasta wave, with and without its zero-width prefix, is one event.
+    let cheese: std::collections::BTreeSet<String> = events
+        .iter()
+        .filter(|e| {
+            e["text"].as_str().unwrap().trim_start_matches('\u{200b}')
+                == "SPAM🧀THIS🧀CHEESE🧀FOR🧀GOOD🧀LUCK"
+        })
+        .map(|e| e["fingerprint"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(cheese.len(), 1, "{cheese:?}");
+}
+
+#[test]
+fn replay_table_ends_with_a_summary() {
+    let p = repo("testdata/twitch/xqcow-2019-09-15.irc");
+    let out = spamscope(&["replay", p.to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("SPAM EVENT") && text.contains("FLAGGED"));
+    assert!(text.contains("summary") && text.contains("largest spam events"));
+}
+
+#[test]
+fn eval_moderation_and_labelled_report_json() {
+    let p = repo("testdata/twitch/xqcow-2019-09-15.irc");
+    let out = spamscope(&["eval", "--json", "--moderation", p.to_str().unwrap()]);
+    let r = &json_lines(&out)[0];
+    for k in ["precision", "recall", "f1", "lead_time_median_s"] {
+        assert!(r.get(k).is_some(), "missing {k}: {r}");
+    }
+    assert_eq!(r["moderated_users"], 25);
+    // Better than the seed detector (precision 0.06, recall 0.12).
+    assert!(
+        r["precision"].as_f64().unwrap() > 0.06 && r["recall"].as_f64().unwrap() > 0.12,
+        "{r}"
+    );
+
+    let csvs: Vec<String> = ["psy", "katyperry", "lmfao"]
+        .iter()
+        .map(|v| {
+            repo(&format!("testdata/labeled/youtube-spam-{v}.csv"))
+                .display()
+                .to_string()
+        })
+        .collect();
+    let mut args = vec!["eval", "--json", "--labeled"];
+    args.extend(csvs.iter().map(String::as_str));
+    let r = &json_lines(&spamscope(&args))[0];
+    // Every file is scored by a model that never saw it.
+    for f in r["files"].as_array().unwrap() {
+        assert!(
+            f["scored_by"]
+                .as_str()
+                .unwrap()
+                .starts_with("cross-validated"),
+            "{f}"
+        );
+    }
+    assert!(r["f1"].as_f64().unwrap() >= 0.90, "{r}");
+
+    // One file the bundled model was trained on, alone: refused.
+    let out = spamscope(&["eval", "--labeled", &csvs[0]]);
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[test]
+fn bad_params_exit_64_naming_the_key() {
+    let p = repo("testdata/twitch/xqcow-2019-09-15.irc");
+    let out = spamscope(&[
+        "replay",
+        "--param",
+        "similarity_threshold=7",
+        p.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("similarity_threshold"));
+    let out = spamscope(&["replay", "--param", "no_such_key=1", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_key"));
+}

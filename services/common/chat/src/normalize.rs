@@ -17,6 +17,8 @@
 //! [`grapheme_len`] counts user-perceived characters, not bytes, ignoring
 //! invisible ones.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use unicode_normalization::UnicodeNormalization;
@@ -61,17 +63,18 @@ pub fn strip_invisible(text: &str) -> String {
     text.chars().filter(|&c| !is_invisible(c)).collect()
 }
 
-/// Skeleton of each ASCII character after lower-casing, lower-cased again
-/// (for example '0' → "o", '1' → "l", 'm' → "rn"). Computed once from the
-/// same function the non-ASCII path uses, so both paths agree.
-static ASCII_FOLD: LazyLock<Vec<String>> = LazyLock::new(|| {
-    (0u8..128)
-        .map(|b| {
-            let lower = (b as char).to_ascii_lowercase().to_string();
-            fold_confusables(&lower)
-        })
-        .collect()
-});
+/// Fold of each ASCII character (for example '0' → "o", '1' → "l",
+/// 'm' → "rn"), computed once by the same [`fold_char`] the non-ASCII path
+/// uses, so both paths agree.
+static ASCII_FOLD: LazyLock<Vec<String>> =
+    LazyLock::new(|| (0u8..128).map(|b| fold_char_uncached(b as char)).collect());
+
+/// Entries of the per-thread cache of folded non-ASCII characters.
+const FOLD_CACHE_MAX: usize = 1 << 16;
+
+thread_local! {
+    static FOLD_CACHE: RefCell<HashMap<char, Box<str>>> = RefCell::new(HashMap::new());
+}
 
 /// The similarity form of `text` (see the module doc).
 pub fn normalize(text: &str) -> String {
@@ -87,30 +90,46 @@ pub fn normalize(text: &str) -> String {
             }
         }
     } else {
-        let mut visible = String::with_capacity(text.len());
-        for c in text.nfkc() {
-            if is_space(c) {
-                visible.push(' ');
-            } else if !is_invisible(c) {
-                visible.extend(c.to_lowercase());
+        let table = &*ASCII_FOLD;
+        FOLD_CACHE.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if cache.len() > FOLD_CACHE_MAX {
+                cache.clear();
             }
-        }
-        for c in fold_confusables(&visible).chars() {
-            folded.push(if is_space(c) { ' ' } else { c });
+            for c in text.nfkc() {
+                if is_space(c) {
+                    folded.push(' ');
+                } else if c.is_ascii() {
+                    folded.push_str(&table[c as usize]);
+                } else if !is_invisible(c) {
+                    let f = cache
+                        .entry(c)
+                        .or_insert_with(|| fold_char_uncached(c).into_boxed_str());
+                    folded.push_str(f);
+                }
+            }
+        });
+        // A folded combining mark may now compose with the character before.
+        if !unicode_normalization::is_nfc(&folded) {
+            folded = folded.nfc().collect();
         }
     }
     compress(&folded)
 }
 
-/// Skeleton, lower case, NFKC, repeated until nothing changes: a skeleton
-/// can hold compatibility characters ('%' → "°/₀") whose own fold differs.
-fn fold_confusables(s: &str) -> String {
-    let mut cur: String = s.to_owned();
+/// Lower case, TR39 skeleton, lower case, NFKC, invisibles dropped,
+/// repeated until nothing changes: a skeleton can hold compatibility
+/// characters ('%' → "°/₀") whose own fold differs. The skeleton is a
+/// character-wise mapping of the decomposed text, so folding one character
+/// at a time (and caching it) gives the same result as folding a string.
+fn fold_char_uncached(c: char) -> String {
+    let mut cur: String = c.to_lowercase().collect();
     for _ in 0..4 {
         let next: String = skeleton(&cur)
             .flat_map(char::to_lowercase)
             .nfkc()
             .filter(|&c| !is_invisible(c))
+            .map(|c| if is_space(c) { ' ' } else { c })
             .collect();
         if next == cur {
             break;
@@ -122,29 +141,37 @@ fn fold_confusables(s: &str) -> String {
 
 /// Caps character runs at two, collapses whitespace and repeated tokens.
 fn compress(folded: &str) -> String {
-    let mut tokens: Vec<String> = Vec::new();
-    for word in folded.split(' ').filter(|w| !w.is_empty()) {
-        let mut t = String::with_capacity(word.len());
-        let (mut prev, mut run) = ('\0', 0);
-        for c in word.chars() {
-            run = if c == prev { run + 1 } else { 1 };
-            prev = c;
-            if run <= 2 {
-                t.push(c);
-            }
+    let mut capped = String::with_capacity(folded.len());
+    let (mut prev, mut run) = ('\0', 0);
+    for c in folded.chars() {
+        if c == ' ' && (capped.is_empty() || capped.ends_with(' ')) {
+            continue;
         }
+        run = if c == prev { run + 1 } else { 1 };
+        prev = c;
+        if run <= 2 || c == ' ' {
+            capped.push(c);
+        }
+    }
+    if capped.ends_with(' ') {
+        capped.pop();
+    }
+    let mut tokens: Vec<&str> = Vec::with_capacity(16);
+    for t in capped.split(' ') {
         if tokens.last() != Some(&t) {
             tokens.push(t);
         }
     }
     let period = smallest_period(&tokens);
-    tokens.truncate(period);
-    tokens.join(" ")
+    if period == tokens.len() && tokens.len() == capped.split(' ').count() {
+        return capped;
+    }
+    tokens[..period].join(" ")
 }
 
 /// The length of the shortest prefix of which `tokens` is a repetition
 /// (the last repetition may be cut short), or `tokens.len()`.
-fn smallest_period(tokens: &[String]) -> usize {
+fn smallest_period(tokens: &[&str]) -> usize {
     let n = tokens.len();
     (1..n)
         .find(|&p| n >= 2 * p && (p..n).all(|i| tokens[i] == tokens[i % p]))

@@ -13,7 +13,9 @@
 //!
 //! A group with enough messages from enough users is a spam event.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use gaoya::minhash::{MinHashIndex, MinHasher, MinHasher32};
 use spamscope_proto::v1::SpamEventState;
@@ -86,7 +88,7 @@ pub struct Cluster {
     pub id: u64,
     pub signature: Signature,
     pub variants: Vec<Variant>,
-    pub users: HashSet<u64>,
+    pub users: FxHashSet<u64>,
     pub users_overflow: u64,
     pub count: u64,
     pub first_seen_ms: i64,
@@ -134,7 +136,7 @@ pub struct Assignment {
 /// All groups of one stream.
 pub struct Clusters {
     pub clusters: BTreeMap<u64, Cluster>,
-    exact: HashMap<u64, u64>,
+    exact: FxHashMap<u64, u64>,
     index: MinHashIndex<u32, u64>,
     pub next_id: u64,
 }
@@ -152,8 +154,10 @@ impl Default for Clusters {
     fn default() -> Self {
         Self {
             clusters: BTreeMap::new(),
-            exact: HashMap::new(),
-            index: MinHashIndex::new(BANDS, ROWS, 0.0),
+            exact: FxHashMap::default(),
+            // Small start: most streams are quiet, and the default
+            // constructor reserves room for thousands of entries per band.
+            index: MinHashIndex::new_with_capacity(BANDS, ROWS, 0.0, 16, 0.0),
             next_id: 1,
         }
     }
@@ -274,7 +278,7 @@ impl Clusters {
                 id,
                 signature: sig,
                 variants: Vec::new(),
-                users: HashSet::new(),
+                users: FxHashSet::default(),
                 users_overflow: 0,
                 count: 0,
                 first_seen_ms: i64::MAX,

@@ -46,6 +46,7 @@ pub struct Detector {
     emit_scores: bool,
     /// Counters of streams that ended, kept for summaries.
     ended: BTreeMap<String, stream::StreamCounters>,
+    key_buf: String,
 }
 
 impl Detector {
@@ -59,6 +60,7 @@ impl Detector {
             model,
             emit_scores: false,
             ended: BTreeMap::new(),
+            key_buf: String::new(),
         }
     }
 
@@ -155,31 +157,33 @@ impl Detector {
     /// Handles one event; a stream's detector is created on its first
     /// event and dropped after its `StreamEnded`.
     pub fn handle(&mut self, ev: &ChatEvent, out: &mut Vec<DetectorOutput>) {
-        let key = ev.stream_key();
-        if !self.streams.contains_key(&key) {
-            if matches!(ev.kind, Some(Kind::StreamEnded(_))) {
-                return;
+        use std::fmt::Write as _;
+        // One reused buffer: no key allocation per event.
+        self.key_buf.clear();
+        let _ = write!(self.key_buf, "{}.{}", ev.platform().key(), ev.stream_id);
+        let ended = matches!(ev.kind, Some(Kind::StreamEnded(_)));
+        match self.streams.get_mut(self.key_buf.as_str()) {
+            Some(d) => d.handle(ev, out),
+            None if ended => return,
+            None => {
+                let chan = channel_name(ev.platform(), &ev.stream_id, &ev.channel_id);
+                let params = self
+                    .params_for(ev.platform(), &ev.stream_id, &chan)
+                    .unwrap_or_else(|_| CompiledParams::defaults());
+                let mut d = StreamDetector::new(
+                    ev.platform(),
+                    &ev.stream_id,
+                    params,
+                    Arc::clone(&self.model),
+                )
+                .with_scores(self.emit_scores);
+                d.handle(ev, out);
+                self.streams.insert(self.key_buf.clone(), d);
             }
-            let chan = channel_name(ev.platform(), &ev.stream_id, &ev.channel_id);
-            let params = self
-                .params_for(ev.platform(), &ev.stream_id, &chan)
-                .unwrap_or_else(|_| CompiledParams::defaults());
-            let d = StreamDetector::new(
-                ev.platform(),
-                &ev.stream_id,
-                params,
-                Arc::clone(&self.model),
-            )
-            .with_scores(self.emit_scores);
-            self.streams.insert(key.clone(), d);
         }
-        if let Some(d) = self.streams.get_mut(&key) {
-            d.handle(ev, out);
-        }
-        if matches!(ev.kind, Some(Kind::StreamEnded(_)))
-            && let Some(d) = self.streams.remove(&key)
-        {
-            self.ended.insert(key, d.counters().clone());
+        if ended && let Some(d) = self.streams.remove(self.key_buf.as_str()) {
+            self.ended
+                .insert(self.key_buf.clone(), d.counters().clone());
         }
     }
 

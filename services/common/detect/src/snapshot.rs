@@ -4,7 +4,9 @@
 //! Params and the score model are not in the snapshot: the owner supplies
 //! them on restore.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 
 use prost::Message;
@@ -191,7 +193,7 @@ impl StreamDetector {
                 };
                 Ok((u.key, state))
             })
-            .collect::<Result<HashMap<_, _>, _>>()?;
+            .collect::<Result<FxHashMap<_, _>, _>>()?;
         let mut clusters = Clusters::default();
         for c in s.clusters {
             clusters.restore(Cluster {
@@ -206,7 +208,7 @@ impl StreamDetector {
                         count: v.count,
                     })
                     .collect(),
-                users: c.users.into_iter().collect::<HashSet<u64>>(),
+                users: c.users.into_iter().collect::<FxHashSet<u64>>(),
                 users_overflow: c.users_overflow,
                 count: c.count,
                 first_seen_ms: c.first_seen_ms,

@@ -5,12 +5,13 @@
 //! seen (the watermark) drives ticks, so a replay gives the same outputs at
 //! any speed. Events may arrive out of order; nothing assumes they don't.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, LazyLock};
 
+use rustc_hash::FxHashMap;
 use spamscope_chat::normalize::{grapheme_len, normalize};
 use spamscope_proto::v1::{
-    ChatEvent, ChatMessage, Decision, DetectorOutput, MessageScore, Platform, SpamEvent,
+    Author, ChatEvent, ChatMessage, Decision, DetectorOutput, MessageScore, Platform, SpamEvent,
     chat_event::Kind, detector_output,
 };
 
@@ -47,11 +48,11 @@ pub struct StreamDetector {
     /// Largest event time seen; `i64::MIN` before the first event.
     pub(crate) watermark_ms: i64,
     pub(crate) next_tick_ms: i64,
-    pub(crate) users: HashMap<u64, UserState>,
+    pub(crate) users: FxHashMap<u64, UserState>,
     pub(crate) clusters: Clusters,
     /// Recent message ids (hashed) and their authors, oldest first.
     pub(crate) message_ids: VecDeque<(u64, u64)>,
-    pub(crate) message_index: HashMap<u64, u64>,
+    pub(crate) message_index: FxHashMap<u64, u64>,
     /// Slow mode announced by the platform (Twitch ROOMSTATE, YouTube mode
     /// change); `None` until one arrives.
     pub(crate) slow_mode_s: Option<u32>,
@@ -86,10 +87,10 @@ impl StreamDetector {
             emit_scores: false,
             watermark_ms: i64::MIN,
             next_tick_ms: i64::MIN,
-            users: HashMap::new(),
+            users: FxHashMap::default(),
             clusters: Clusters::default(),
             message_ids: VecDeque::new(),
-            message_index: HashMap::new(),
+            message_index: FxHashMap::default(),
             slow_mode_s: None,
             gap_histogram: vec![0; GAP_BUCKETS],
             counters: StreamCounters::default(),
@@ -238,7 +239,8 @@ impl StreamDetector {
     fn on_message(&mut self, ev: &ChatEvent, m: &ChatMessage, out: &mut Vec<DetectorOutput>) {
         let ts = ev.ts_ms;
         let p = &self.params.params;
-        let author = m.author.clone().unwrap_or_default();
+        let no_author = Author::default();
+        let author = m.author.as_ref().unwrap_or(&no_author);
         let key = user_key(self.platform, &author.user_id, &author.login);
         let normalized = normalize(&m.text);
         let norm_hash = stable_hash(&normalized);
@@ -361,7 +363,7 @@ impl StreamDetector {
                     platform: self.platform as i32,
                     stream_id: self.stream_id.clone(),
                     message_id: ev.event_id.clone(),
-                    user_login: author.login,
+                    user_login: author.login.clone(),
                     score,
                     spam_event_id: if a.in_active_event { a.cluster } else { 0 },
                     ts_ms: ts,
