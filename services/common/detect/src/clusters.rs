@@ -114,6 +114,11 @@ impl Cluster {
         self.promoted && self.state == SpamEventState::Active
     }
 
+    /// A spam event with an update not emitted yet.
+    pub fn has_pending_update(&self) -> bool {
+        self.promoted && self.dirty
+    }
+
     fn dominant(&self) -> Option<&Variant> {
         // Most frequent; ties go to the first seen (lowest index).
         self.variants
@@ -319,7 +324,7 @@ impl Clusters {
                 c.state = SpamEventState::Ended;
                 c.dirty = true;
             }
-            if c.promoted && c.dirty {
+            if c.has_pending_update() {
                 emit.push(c.id);
             }
         }
@@ -328,7 +333,7 @@ impl Clusters {
             .values()
             .filter(|c| {
                 !c.is_active_event()
-                    && !(c.promoted && c.dirty)
+                    && !c.has_pending_update()
                     && now_ms.saturating_sub(c.last_seen_ms) >= idle
             })
             .map(|c| c.id)
@@ -343,7 +348,7 @@ impl Clusters {
             let mut rest: Vec<(bool, i64, u64)> = self
                 .clusters
                 .values()
-                .filter(|c| !forget.contains(&c.id) && !(c.promoted && c.dirty))
+                .filter(|c| !forget.contains(&c.id) && !c.has_pending_update())
                 .map(|c| (c.is_active_event(), c.last_seen_ms, c.id))
                 .collect();
             rest.sort_unstable();

@@ -47,10 +47,14 @@ pub struct ModerationReport {
     pub spam_events: usize,
 }
 
-/// Users moderators acted on, by (stream, user key), with the first time.
-fn moderated_users(events: &[ChatEvent]) -> (HashMap<(String, u64), (String, i64)>, usize) {
+/// (stream key, user key) → (name, time of the first moderator action).
+type Acted = HashMap<(String, u64), (String, i64)>;
+
+/// Users moderators acted on, with the first time, and the number of
+/// deletions whose author is unknown.
+fn moderated_users(events: &[ChatEvent]) -> (Acted, usize) {
     let mut authors: HashMap<String, (u64, String)> = HashMap::new();
-    let mut acted: HashMap<(String, u64), (String, i64)> = HashMap::new();
+    let mut acted: Acted = HashMap::new();
     let mut unattributed = 0;
     for ev in events {
         let stream = ev.stream_key();

@@ -258,7 +258,7 @@ fn exempt_users_are_never_flagged_and_exemptions_are_params() {
     };
     let mut d = stream_detector(json!({}));
     let mut out = Vec::new();
-    d.handle(&msg_with("c", "mod", 1_000, &long, modr.clone()), &mut out);
+    d.handle(&msg_with("c", "mod", 1_000, &long, modr), &mut out);
     assert!(decisions(&out).is_empty());
     let mut d = stream_detector(json!({"exempt_moderators": false}));
     d.handle(&msg_with("c", "mod", 1_000, &long, modr), &mut out);
@@ -322,7 +322,7 @@ fn slow_mode_is_inferred_from_the_chat() {
     // 40 users each posting every 12 s or more: a 10 s slow mode.
     for round in 0..3 {
         for u in 0..40 {
-            let ts = round * 12_000 + u * 7 + i64::from(round % 2) * 500;
+            let ts = round * 12_000 + u * 7 + (round % 2) * 500;
             d.handle(
                 &msg("c", &format!("u{u}"), ts, &format!("hello {u} {round}")),
                 &mut out,

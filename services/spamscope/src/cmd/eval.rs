@@ -12,7 +12,7 @@ use spamscope_detect::score::{ScoreModel, TrainedOn, content_hash};
 
 use crate::cmd::params::ParamsArgs;
 use crate::cmd::replay::{read, report_malformed};
-use crate::cmd::train::read_labelled;
+use crate::cmd::train::{LabelledFile, read_labelled};
 use crate::exit::Exit;
 
 #[derive(Debug, clap::Args)]
@@ -76,13 +76,13 @@ fn labelled(args: &Args, model: &ScoreModel) -> Result<serde_json::Map<String, V
     let data = read_labelled(&args.labeled)?;
     let mut pooled: Vec<(f64, bool)> = Vec::new();
     let mut per_file = Vec::new();
-    for (i, (path, bytes, rows)) in data.iter().enumerate() {
+    for (i, LabelledFile { path, bytes, rows }) in data.iter().enumerate() {
         let (scorer, how) = if model.was_trained_on(bytes) {
             // Never evaluate on training data: train on the other files.
-            let others: Vec<&(PathBuf, Vec<u8>, Vec<(String, bool)>)> = data
+            let others: Vec<&LabelledFile> = data
                 .iter()
                 .enumerate()
-                .filter(|(j, (_, b, _))| *j != i && content_hash(b) != content_hash(bytes))
+                .filter(|(j, d)| *j != i && content_hash(&d.bytes) != content_hash(bytes))
                 .map(|(_, d)| d)
                 .collect();
             if others.is_empty() {
@@ -92,16 +92,14 @@ fn labelled(args: &Args, model: &ScoreModel) -> Result<serde_json::Map<String, V
                     path.display()
                 )));
             }
-            let train_rows: Vec<(String, bool)> = others
-                .iter()
-                .flat_map(|(_, _, r)| r.iter().cloned())
-                .collect();
+            let train_rows: Vec<(String, bool)> =
+                others.iter().flat_map(|d| d.rows.iter().cloned()).collect();
             let names: Vec<TrainedOn> = others
                 .iter()
-                .map(|(p, b, r)| TrainedOn {
-                    file: p.display().to_string(),
-                    content_hash: content_hash(b),
-                    rows: r.len(),
+                .map(|d| TrainedOn {
+                    file: d.path.display().to_string(),
+                    content_hash: content_hash(&d.bytes),
+                    rows: d.rows.len(),
                 })
                 .collect();
             (

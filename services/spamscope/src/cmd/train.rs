@@ -17,8 +17,16 @@ pub struct Args {
     pub out: PathBuf,
 }
 
+/// One labelled CSV file: its path, bytes (for the content hash) and rows.
+#[derive(Debug)]
+pub struct LabelledFile {
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+    pub rows: Vec<(String, bool)>,
+}
+
 /// Reads labelled rows of every file, with what the model records of each.
-pub fn read_labelled(files: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<u8>, Vec<(String, bool)>)>> {
+pub fn read_labelled(files: &[PathBuf]) -> Result<Vec<LabelledFile>> {
     files
         .iter()
         .map(|p| {
@@ -29,7 +37,11 @@ pub fn read_labelled(files: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<u8>, Vec<(St
             if rows.is_empty() {
                 return Err(Exit::data(format!("{}: no labelled rows", p.display())));
             }
-            Ok((p.clone(), bytes, rows))
+            Ok(LabelledFile {
+                path: p.clone(),
+                bytes,
+                rows,
+            })
         })
         .collect()
 }
@@ -38,7 +50,12 @@ pub fn run(args: Args) -> Result<()> {
     let data = read_labelled(&args.files)?;
     let mut rows = Vec::new();
     let mut trained_on = Vec::new();
-    for (path, bytes, r) in &data {
+    for LabelledFile {
+        path,
+        bytes,
+        rows: r,
+    } in &data
+    {
         trained_on.push(TrainedOn {
             file: path
                 .file_name()
