@@ -4,7 +4,7 @@ CARGO ?= cargo
 SPAMSCOPE := target/release/spamscope
 DATA := testdata/twitch/xqcow-2019-09-15.irc testdata/youtube/chilledcow-2020-11.chat-downloader.json
 
-.PHONY: run test lint fmt bench eval build clean
+.PHONY: run test lint fmt bench eval model build clean
 
 ## run: replay the bundled real chat through the detector and print spam events and decisions
 run: build
@@ -22,9 +22,14 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## bench: criterion benchmarks of the detector core on the real logs
+## bench: detector throughput (criterion) and bytes of state per user and per stream
 bench:
-	$(CARGO) bench -p spamscope-detect
+	$(CARGO) bench -p spamscope-detect --bench detector
+	$(CARGO) bench -p spamscope-detect --bench state_size
+
+## model: retrain the bundled message score model on the labelled CSV files
+model: build
+	$(SPAMSCOPE) train --out services/common/detect/model/score-model.json testdata/labeled/*.csv
 
 ## eval: moderation and labelled-comment evaluation on the bundled data
 eval: build

@@ -22,6 +22,8 @@ use crate::clusters::stable_hash;
 const DIM_BITS: u32 = 18;
 const DIM: u32 = 1 << DIM_BITS;
 const MODEL_VERSION: u32 = 1;
+/// Weights below this magnitude are not kept in the model file.
+pub const PRUNE_BELOW: f32 = 0.02;
 
 /// The model bundled with the binary (trained on the three labelled CSV
 /// files in `testdata/labeled/` by `make model`).
@@ -142,7 +144,9 @@ impl ScoreModel {
         sigmoid(z)
     }
 
-    /// Trains on `(text, is_spam)` rows. Deterministic.
+    /// Trains on `(text, is_spam)` rows. Deterministic. Weights smaller
+    /// than [`PRUNE_BELOW`] are dropped and the rest rounded to 3 decimals,
+    /// which keeps the bundled model file small at no measured cost in F1.
     pub fn train(rows: &[(String, bool)], trained_on: Vec<TrainedOn>) -> Self {
         const EPOCHS: usize = 12;
         const L2: f32 = 1e-5;
@@ -178,18 +182,18 @@ impl ScoreModel {
         let weights = w
             .iter()
             .enumerate()
-            .filter(|(_, x)| x.abs() >= 1e-3)
-            .map(|(i, x)| (i as u32, (x * 10_000.0).round() / 10_000.0))
+            .filter(|(_, x)| x.abs() >= PRUNE_BELOW)
+            .map(|(i, x)| (i as u32, (x * 1_000.0).round() / 1_000.0))
             .collect();
-        let mut m = ScoreModel {
+        let m = ScoreModel {
             version: MODEL_VERSION,
             bias,
             weights,
             trained_on,
             dense: Vec::new(),
         };
-        m.dense = w;
-        m
+        // Score with exactly what the file will hold.
+        Self::from_json(&m.to_json()).unwrap_or(m)
     }
 
     /// True if the model was trained on a file with these bytes.
