@@ -282,18 +282,30 @@ fn bad_params_exit_64_naming_the_key() {
 fn bundled_model_is_what_make_model_trains() {
     let csvs: Vec<String> = ["katyperry", "lmfao", "psy"]
         .iter()
-        .map(|v| repo(&format!("testdata/labeled/youtube-spam-{v}.csv")).display().to_string())
+        .map(|v| {
+            repo(&format!("testdata/labeled/youtube-spam-{v}.csv"))
+                .display()
+                .to_string()
+        })
         .collect();
-    let out_path = std::env::temp_dir().join(format!("spamscope-model-{}.json", std::process::id()));
+    let out_path =
+        std::env::temp_dir().join(format!("spamscope-model-{}.json", std::process::id()));
     let mut args = vec!["train", "--out", out_path.to_str().unwrap()];
     args.extend(csvs.iter().map(String::as_str));
     let out = spamscope(&args);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let trained: Value = serde_json::from_slice(&std::fs::read(&out_path).unwrap()).unwrap();
     let bundled: Value = serde_json::from_slice(
         &std::fs::read(repo("services/common/detect/model/score-model.json")).unwrap(),
     )
     .unwrap();
-    assert_eq!(trained["weights"], bundled["weights"], "run `make model` and commit the result");
+    assert_eq!(
+        trained["weights"], bundled["weights"],
+        "run `make model` and commit the result"
+    );
     assert_eq!(trained["trained_on"].as_array().unwrap().len(), 3);
 }
