@@ -1,0 +1,246 @@
+//! spamscope on NATS JetStream.
+//!
+//! Parts:
+//! - [`subjects`]: every subject and stream name, in one place.
+//! - [`BusConfig`] / [`Bus`]: connect, create or update the CHAT, SPAM and
+//!   DLQ streams (retention by age and size, duplicate window), publish with
+//!   `Nats-Msg-Id` so JetStream drops duplicates, and dead-letter payloads
+//!   that do not decode.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, message::PublishMessage as Publish, stream};
+use bytes::Bytes;
+
+pub mod subjects {
+    //! Subject and stream names. Nothing else in the code base spells them.
+
+    pub const CHAT_STREAM: &str = "CHAT";
+    pub const SPAM_STREAM: &str = "SPAM";
+    pub const DLQ_STREAM: &str = "DLQ";
+
+    /// Header holding why a message was dead-lettered.
+    pub const REASON_HEADER: &str = "Spamscope-Reason";
+    /// Header holding the subject a dead letter was first published on.
+    pub const ORIGINAL_SUBJECT_HEADER: &str = "Spamscope-Original-Subject";
+    /// Header holding the owner epoch of a detector output.
+    pub const EPOCH_HEADER: &str = "Spamscope-Epoch";
+    /// Header holding the replica that produced a detector output.
+    pub const REPLICA_HEADER: &str = "Spamscope-Replica";
+
+    /// A subject token: NATS forbids '.', '*', '>' and whitespace in one.
+    pub fn token(s: &str) -> String {
+        let t: String = s
+            .chars()
+            .map(|c| if c == '.' || c == '*' || c == '>' || c.is_whitespace() { '_' } else { c })
+            .collect();
+        if t.is_empty() { "_".to_owned() } else { t }
+    }
+
+    /// `chat.<shard>.<platform>.<id>`
+    pub fn chat(shard: u32, platform: &str, id: &str) -> String {
+        format!("chat.{shard}.{}.{}", token(platform), token(id))
+    }
+
+    /// Every chat subject of one shard.
+    pub fn chat_shard(shard: u32) -> String {
+        format!("chat.{shard}.>")
+    }
+
+    /// `spam.<shard>.<platform>.<id>`
+    pub fn spam(shard: u32, platform: &str, id: &str) -> String {
+        format!("spam.{shard}.{}.{}", token(platform), token(id))
+    }
+
+    /// Every output subject (all shards).
+    pub const SPAM_ALL: &str = "spam.>";
+    /// Outputs of one stream, any shard.
+    pub fn spam_stream(platform: &str, id: &str) -> String {
+        format!("spam.*.{}.{}", token(platform), token(id))
+    }
+
+    /// Close/Open requests to one detector replica.
+    pub fn ctl_detector(replica: &str) -> String {
+        format!("ctl.detector.{}", token(replica))
+    }
+
+    /// Dead letters from one origin (`chat`, `spam`, ...).
+    pub fn dlq(origin: &str) -> String {
+        format!("dlq.{}", token(origin))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Connect {
+        url: String,
+        source: async_nats::ConnectError,
+    },
+    #[error("JetStream stream {stream}: {reason}")]
+    Stream { stream: String, reason: String },
+    #[error("publish to {subject}: {reason}")]
+    Publish { subject: String, reason: String },
+}
+
+/// Retention of the streams.
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    pub url: String,
+    pub chat_max_age: Duration,
+    pub chat_max_bytes: i64,
+    pub spam_max_age: Duration,
+    pub spam_max_bytes: i64,
+    /// JetStream drops a message whose `Nats-Msg-Id` it saw within this.
+    pub duplicate_window: Duration,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".into(),
+            chat_max_age: Duration::from_secs(24 * 3600),
+            chat_max_bytes: 8 << 30,
+            spam_max_age: Duration::from_secs(7 * 24 * 3600),
+            spam_max_bytes: 8 << 30,
+            duplicate_window: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+/// A NATS connection with its JetStream context.
+#[derive(Debug, Clone)]
+pub struct Bus {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+}
+
+impl Bus {
+    /// Connects (retrying until the server answers) and reconnects forever
+    /// after a disconnect.
+    pub async fn connect(url: &str, name: &str) -> Result<Self, BusError> {
+        let client = async_nats::ConnectOptions::new()
+            .name(name)
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(|source| BusError::Connect {
+                url: url.to_owned(),
+                source,
+            })?;
+        let js = jetstream::new(client.clone());
+        Ok(Self { client, js })
+    }
+
+    /// Creates the streams, or updates their retention to `cfg`.
+    pub async fn ensure_streams(&self, cfg: &BusConfig) -> Result<(), BusError> {
+        let streams = [
+            (subjects::CHAT_STREAM, "chat.>", cfg.chat_max_age, cfg.chat_max_bytes),
+            (subjects::SPAM_STREAM, subjects::SPAM_ALL, cfg.spam_max_age, cfg.spam_max_bytes),
+            (subjects::DLQ_STREAM, "dlq.>", cfg.spam_max_age, 1 << 30),
+        ];
+        for (name, subject, max_age, max_bytes) in streams {
+            let config = stream::Config {
+                name: name.to_owned(),
+                subjects: vec![subject.to_owned()],
+                max_age,
+                max_bytes,
+                duplicate_window: cfg.duplicate_window.min(max_age),
+                storage: stream::StorageType::File,
+                ..Default::default()
+            };
+            let err = |e: &dyn std::fmt::Display| BusError::Stream {
+                stream: name.to_owned(),
+                reason: e.to_string(),
+            };
+            self.js
+                .get_or_create_stream(config.clone())
+                .await
+                .map_err(|e| err(&e))?;
+            self.js.update_stream(config).await.map_err(|e| err(&e))?;
+        }
+        Ok(())
+    }
+
+    /// Publishes to JetStream with a message id and waits for the ack.
+    /// Returns false when JetStream reported the message as a duplicate.
+    pub async fn publish(
+        &self,
+        subject: String,
+        msg_id: &str,
+        headers: HeaderMap,
+        payload: Bytes,
+    ) -> Result<bool, BusError> {
+        let ack = self
+            .js
+            .send_publish(
+                subject.clone(),
+                Publish::build()
+                    .payload(payload)
+                    .headers(headers)
+                    .message_id(msg_id),
+            )
+            .await
+            .map_err(|e| BusError::Publish {
+                subject: subject.clone(),
+                reason: e.to_string(),
+            })?
+            .await
+            .map_err(|e| BusError::Publish {
+                subject,
+                reason: e.to_string(),
+            })?;
+        Ok(!ack.duplicate)
+    }
+
+    /// Sends a payload that could not be used to `dlq.<origin>`, with the
+    /// reason and the original subject in headers.
+    pub async fn dead_letter(
+        &self,
+        origin: &str,
+        original_subject: &str,
+        reason: &str,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(subjects::REASON_HEADER, one_line(reason).as_str());
+        headers.insert(subjects::ORIGINAL_SUBJECT_HEADER, original_subject);
+        let subject = subjects::dlq(origin);
+        let ack = self
+            .js
+            .send_publish(subject.clone(), Publish::build().payload(payload).headers(headers))
+            .await
+            .map_err(|e| BusError::Publish {
+                subject: subject.clone(),
+                reason: e.to_string(),
+            })?;
+        ack.await.map_err(|e| BusError::Publish {
+            subject,
+            reason: e.to_string(),
+        })?;
+        Ok(())
+    }
+}
+
+/// Header values are one line.
+fn one_line(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { ' ' } else { c }).take(500).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subjects::*;
+
+    #[test]
+    fn subjects_escape_dots_and_wildcards() {
+        assert_eq!(chat(3, "twitch", "xqcow"), "chat.3.twitch.xqcow");
+        assert_eq!(chat(3, "youtube", "a.b*c>d e"), "chat.3.youtube.a_b_c_d_e");
+        assert_eq!(spam(0, "twitch", ""), "spam.0.twitch._");
+        assert_eq!(chat_shard(12), "chat.12.>");
+        assert_eq!(dlq("chat"), "dlq.chat");
+        assert_eq!(ctl_detector("detector-0"), "ctl.detector.detector-0");
+    }
+}

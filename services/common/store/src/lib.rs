@@ -1,0 +1,417 @@
+//! Cluster state shared by the router and the detector replicas.
+//!
+//! Two implementations of one interface ([`Store`]):
+//! - Redis (cluster mode): every key starts with a configurable prefix
+//!   (default `spamscope:`). Membership is a key per replica with a TTL that
+//!   heartbeats renew; shard owners are a hash `shard → "owner epoch"`;
+//!   leadership is a key with a TTL; writes of owners and checkpoints are
+//!   fenced in Lua, so a router that lost the lock, or a replica that lost a
+//!   shard, cannot overwrite newer state.
+//! - Memory (standalone, one process): the same semantics in a mutex.
+//!
+//! Keys: `shards`, `replica:<id>`, `owners`, `leader`, `checkpoint:<shard>`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error(
+        "this cluster was created with {recorded} shards, this process is configured with {configured}; \
+         refusing to start (shard count is fixed per cluster)"
+    )]
+    ShardMismatch { recorded: u32, configured: u32 },
+    #[error("stored value of {key} is not valid: {value:?}")]
+    Corrupt { key: String, value: String },
+}
+
+/// Owner of one shard at one epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub replica: String,
+    pub epoch: u64,
+}
+
+impl Owner {
+    fn encode(&self) -> String {
+        format!("{} {}", self.replica, self.epoch)
+    }
+
+    fn decode(key: &str, v: &str) -> Result<Self, StoreError> {
+        let corrupt = || StoreError::Corrupt {
+            key: key.to_owned(),
+            value: v.to_owned(),
+        };
+        let (r, e) = v.rsplit_once(' ').ok_or_else(corrupt)?;
+        Ok(Owner {
+            replica: r.to_owned(),
+            epoch: e.parse().map_err(|_| corrupt())?,
+        })
+    }
+}
+
+#[derive(Clone)]
+pub enum Store {
+    Redis(RedisStore),
+    Memory(Arc<Mutex<MemoryState>>),
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Store::Redis(r) => write!(f, "Store::Redis(prefix {:?})", r.prefix),
+            Store::Memory(_) => f.write_str("Store::Memory"),
+        }
+    }
+}
+
+#[derive(Clone)]
+#[allow(missing_debug_implementations)] // ConnectionManager has no Debug; Store's Debug covers it
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+#[derive(Debug, Default)]
+pub struct MemoryState {
+    shards: Option<u32>,
+    replicas: HashMap<String, Instant>,
+    owners: BTreeMap<u32, Owner>,
+    leader: Option<(String, Instant)>,
+    checkpoints: HashMap<u32, Vec<u8>>,
+}
+
+/// Sets the owner only while `leader` holds the lock.
+const SET_OWNER: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return 1";
+
+/// Takes the lock if free, or renews it if held by ARGV[1].
+const LEAD: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur == false or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0";
+
+/// Releases the lock only if held by ARGV[1].
+const RESIGN: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1";
+
+/// Writes a checkpoint only while the owners table says ARGV[2] owns shard
+/// ARGV[1] at exactly this epoch.
+const SAVE_CHECKPOINT: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[2], ARGV[3])
+return 1";
+
+impl Store {
+    /// Redis at `url`, or the embedded store when `url` is `None`.
+    pub async fn open(url: Option<&str>, prefix: &str) -> Result<Self, StoreError> {
+        match url {
+            None => Ok(Store::Memory(Arc::default())),
+            Some(url) => {
+                let client = redis::Client::open(url)?;
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(5)))
+                    .set_response_timeout(Some(Duration::from_secs(5)))
+                    .set_number_of_retries(6);
+                let conn = ConnectionManager::new_with_config(client, config).await?;
+                Ok(Store::Redis(RedisStore {
+                    conn,
+                    prefix: prefix.to_owned(),
+                }))
+            }
+        }
+    }
+
+    fn mem(m: &Arc<Mutex<MemoryState>>) -> std::sync::MutexGuard<'_, MemoryState> {
+        // A poisoned lock only means another task panicked mid-update of
+        // plain data; the data is still usable.
+        m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records the shard count at first start; refuses a different one.
+    pub async fn ensure_shards(&self, shards: u32) -> Result<u32, StoreError> {
+        let recorded = match self {
+            Store::Memory(m) => *Self::mem(m).shards.get_or_insert(shards),
+            Store::Redis(r) => {
+                let key = r.key("shards");
+                let mut c = r.conn.clone();
+                let _: bool = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(shards)
+                    .arg("NX")
+                    .query_async::<Option<String>>(&mut c)
+                    .await?
+                    .is_some();
+                let v: String = c.get(&key).await?;
+                v.parse().map_err(|_| StoreError::Corrupt { key, value: v })?
+            }
+        };
+        if recorded != shards {
+            return Err(StoreError::ShardMismatch {
+                recorded,
+                configured: shards,
+            });
+        }
+        Ok(recorded)
+    }
+
+    /// Renews the membership of `replica` for `ttl`.
+    pub async fn heartbeat(&self, replica: &str, ttl: Duration) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                Self::mem(m)
+                    .replicas
+                    .insert(replica.to_owned(), Instant::now() + ttl);
+            }
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let _: () = c
+                    .pset_ex(r.key(&format!("replica:{replica}")), "1", ttl.as_millis() as u64)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Leaves the membership now (clean shutdown).
+    pub async fn deregister(&self, replica: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                Self::mem(m).replicas.remove(replica);
+            }
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let _: () = c.del(r.key(&format!("replica:{replica}"))).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Replicas whose heartbeat has not expired, sorted.
+    pub async fn live_replicas(&self) -> Result<Vec<String>, StoreError> {
+        let mut out = match self {
+            Store::Memory(m) => {
+                let now = Instant::now();
+                let mut g = Self::mem(m);
+                g.replicas.retain(|_, until| *until > now);
+                g.replicas.keys().cloned().collect::<Vec<_>>()
+            }
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let pattern = r.key("replica:*");
+                let prefix = r.key("replica:");
+                let mut keys: Vec<String> = Vec::new();
+                let mut cursor: u64 = 0;
+                loop {
+                    let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(500)
+                        .query_async(&mut c)
+                        .await?;
+                    keys.extend(batch);
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+                keys.into_iter()
+                    .filter_map(|k| k.strip_prefix(&prefix).map(str::to_owned))
+                    .collect()
+            }
+        };
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// The owner of every shard that has one.
+    pub async fn owners(&self) -> Result<BTreeMap<u32, Owner>, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(Self::mem(m).owners.clone()),
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let key = r.key("owners");
+                let raw: HashMap<String, String> = c.hgetall(&key).await?;
+                let mut out = BTreeMap::new();
+                for (shard, v) in raw {
+                    let s: u32 = shard.parse().map_err(|_| StoreError::Corrupt {
+                        key: key.clone(),
+                        value: shard.clone(),
+                    })?;
+                    out.insert(s, Owner::decode(&key, &v)?);
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Takes or renews the router lock for `ttl`; true while `id` leads.
+    pub async fn lead(&self, id: &str, ttl: Duration) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(m) => {
+                let mut g = Self::mem(m);
+                let now = Instant::now();
+                let free = g
+                    .leader
+                    .as_ref()
+                    .is_none_or(|(holder, until)| holder == id || *until <= now);
+                if free {
+                    g.leader = Some((id.to_owned(), now + ttl));
+                }
+                Ok(free)
+            }
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let ok: i32 = redis::Script::new(LEAD)
+                    .key(r.key("leader"))
+                    .arg(id)
+                    .arg(ttl.as_millis() as u64)
+                    .invoke_async(&mut c)
+                    .await?;
+                Ok(ok == 1)
+            }
+        }
+    }
+
+    /// Gives the router lock up (clean shutdown of the leader).
+    pub async fn resign(&self, id: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                let mut g = Self::mem(m);
+                if g.leader.as_ref().is_some_and(|(h, _)| h == id) {
+                    g.leader = None;
+                }
+                Ok(())
+            }
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let _: i32 = redis::Script::new(RESIGN)
+                    .key(r.key("leader"))
+                    .arg(id)
+                    .invoke_async(&mut c)
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Records `owner` for `shard`, only while `leader` holds the lock.
+    pub async fn set_owner(&self, shard: u32, owner: &Owner, leader: &str) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(m) => {
+                let mut g = Self::mem(m);
+                if g.leader.as_ref().is_none_or(|(h, _)| h != leader) {
+                    return Ok(false);
+                }
+                g.owners.insert(shard, owner.clone());
+                Ok(true)
+            }
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let ok: i32 = redis::Script::new(SET_OWNER)
+                    .key(r.key("leader"))
+                    .key(r.key("owners"))
+                    .arg(leader)
+                    .arg(shard)
+                    .arg(owner.encode())
+                    .invoke_async(&mut c)
+                    .await?;
+                Ok(ok == 1)
+            }
+        }
+    }
+
+    /// Writes the checkpoint of `shard`, only while `owner` owns it at its
+    /// epoch. False means the write was fenced: the caller lost the shard.
+    pub async fn save_checkpoint(&self, shard: u32, owner: &Owner, bytes: &[u8]) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(m) => {
+                let mut g = Self::mem(m);
+                if g.owners.get(&shard) != Some(owner) {
+                    return Ok(false);
+                }
+                g.checkpoints.insert(shard, bytes.to_vec());
+                Ok(true)
+            }
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let ok: i32 = redis::Script::new(SAVE_CHECKPOINT)
+                    .key(r.key("owners"))
+                    .key(r.key(&format!("checkpoint:{shard}")))
+                    .arg(shard)
+                    .arg(owner.encode())
+                    .arg(bytes)
+                    .invoke_async(&mut c)
+                    .await?;
+                Ok(ok == 1)
+            }
+        }
+    }
+
+    pub async fn load_checkpoint(&self, shard: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(Self::mem(m).checkpoints.get(&shard).cloned()),
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                Ok(c.get(r.key(&format!("checkpoint:{shard}"))).await?)
+            }
+        }
+    }
+
+    /// Round trip to the store (readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        if let Store::Redis(r) = self {
+            let mut c = r.conn.clone();
+            let _: String = redis::cmd("PING").query_async(&mut c).await?;
+        }
+        Ok(())
+    }
+}
+
+impl RedisStore {
+    fn key(&self, k: &str) -> String {
+        format!("{}{k}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_store_fences_owners_and_checkpoints() {
+        let s = Store::open(None, "").await.unwrap();
+        assert_eq!(s.ensure_shards(8).await.unwrap(), 8);
+        assert!(matches!(s.ensure_shards(16).await, Err(StoreError::ShardMismatch { recorded: 8, configured: 16 })));
+        assert!(s.lead("r1", Duration::from_secs(5)).await.unwrap());
+        assert!(!s.lead("r2", Duration::from_secs(5)).await.unwrap());
+        let a = Owner { replica: "d0".into(), epoch: 1 };
+        assert!(s.set_owner(3, &a, "r1").await.unwrap());
+        assert!(!s.set_owner(3, &a, "r2").await.unwrap(), "not the leader");
+        assert!(s.save_checkpoint(3, &a, b"x").await.unwrap());
+        let b = Owner { replica: "d1".into(), epoch: 2 };
+        assert!(s.set_owner(3, &b, "r1").await.unwrap());
+        assert!(!s.save_checkpoint(3, &a, b"stale").await.unwrap(), "stale owner fenced");
+        assert_eq!(s.load_checkpoint(3).await.unwrap().as_deref(), Some(&b"x"[..]));
+        s.heartbeat("d0", Duration::from_millis(50)).await.unwrap();
+        s.heartbeat("d1", Duration::from_secs(5)).await.unwrap();
+        assert_eq!(s.live_replicas().await.unwrap(), vec!["d0", "d1"]);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(s.live_replicas().await.unwrap(), vec!["d1"]);
+    }
+}
