@@ -30,6 +30,14 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Train the message score model on labelled CSV files.
     Train(cmd::train::Args),
+    /// Ingest role: publish chat to NATS JetStream by shard.
+    Ingest(cmd::cluster::IngestArgs),
+    /// Router role: place shards on detector replicas.
+    Router(cmd::cluster::RouterArgs),
+    /// Detector replica role: detect spam on the shards this replica owns.
+    Detector(cmd::cluster::DetectorArgs),
+    /// Every role in one process (starts nats-server when no --nats-url).
+    Standalone(cmd::cluster::StandaloneArgs),
 }
 
 fn main() {
@@ -45,6 +53,10 @@ fn main() {
         Command::Replay(args) => cmd::replay::run(args),
         Command::Eval(args) => cmd::eval::run(args),
         Command::Train(args) => cmd::train::run(args),
+        Command::Ingest(args) => cmd::cluster::ingest(args),
+        Command::Router(args) => cmd::cluster::router(args),
+        Command::Detector(args) => cmd::cluster::detector(args),
+        Command::Standalone(args) => cmd::cluster::standalone(args),
     };
     if let Err(e) = result {
         eprintln!("spamscope: {e:#}");

@@ -33,7 +33,13 @@ pub mod subjects {
     pub fn token(s: &str) -> String {
         let t: String = s
             .chars()
-            .map(|c| if c == '.' || c == '*' || c == '>' || c.is_whitespace() { '_' } else { c })
+            .map(|c| {
+                if c == '.' || c == '*' || c == '>' || c.is_whitespace() {
+                    '_'
+                } else {
+                    c
+                }
+            })
             .collect();
         if t.is_empty() { "_".to_owned() } else { t }
     }
@@ -138,8 +144,18 @@ impl Bus {
     /// Creates the streams, or updates their retention to `cfg`.
     pub async fn ensure_streams(&self, cfg: &BusConfig) -> Result<(), BusError> {
         let streams = [
-            (subjects::CHAT_STREAM, "chat.>", cfg.chat_max_age, cfg.chat_max_bytes),
-            (subjects::SPAM_STREAM, subjects::SPAM_ALL, cfg.spam_max_age, cfg.spam_max_bytes),
+            (
+                subjects::CHAT_STREAM,
+                "chat.>",
+                cfg.chat_max_age,
+                cfg.chat_max_bytes,
+            ),
+            (
+                subjects::SPAM_STREAM,
+                subjects::SPAM_ALL,
+                cfg.spam_max_age,
+                cfg.spam_max_bytes,
+            ),
             (subjects::DLQ_STREAM, "dlq.>", cfg.spam_max_age, 1 << 30),
         ];
         for (name, subject, max_age, max_bytes) in streams {
@@ -211,7 +227,10 @@ impl Bus {
         let subject = subjects::dlq(origin);
         let ack = self
             .js
-            .send_publish(subject.clone(), Publish::build().payload(payload).headers(headers))
+            .send_publish(
+                subject.clone(),
+                Publish::build().payload(payload).headers(headers),
+            )
             .await
             .map_err(|e| BusError::Publish {
                 subject: subject.clone(),
@@ -227,7 +246,10 @@ impl Bus {
 
 /// Header values are one line.
 fn one_line(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { ' ' } else { c }).take(500).collect()
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(500)
+        .collect()
 }
 
 #[cfg(test)]

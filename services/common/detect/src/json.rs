@@ -23,6 +23,14 @@ pub fn state_name(state: i32) -> &'static str {
 }
 
 pub fn to_json(o: &DetectorOutput) -> Value {
+    let mut v = body(o);
+    if let Value::Object(m) = &mut v {
+        m.insert("key".into(), Value::String(crate::output_key(o)));
+    }
+    v
+}
+
+fn body(o: &DetectorOutput) -> Value {
     match &o.kind {
         Some(Kind::SpamEvent(e)) => json!({
             "kind": "spam_event",

@@ -211,6 +211,68 @@ impl Detector {
     pub fn ended_streams(&self) -> &BTreeMap<String, stream::StreamCounters> {
         &self.ended
     }
+
+    /// Snapshots of every live stream, in stream-key order.
+    pub fn snapshot_streams(&self) -> Vec<spamscope_proto::v1::DetectorSnapshot> {
+        let mut keys: Vec<&String> = self.streams.keys().collect();
+        keys.sort();
+        keys.into_iter()
+            .filter_map(|k| self.streams.get(k))
+            .map(StreamDetector::snapshot)
+            .collect()
+    }
+
+    /// Puts back streams from [`Detector::snapshot_streams`], with the
+    /// params this detector would give them.
+    pub fn restore_streams(
+        &mut self,
+        snapshots: Vec<spamscope_proto::v1::DetectorSnapshot>,
+    ) -> Result<(), snapshot::SnapshotError> {
+        for s in snapshots {
+            let platform = Platform::try_from(s.platform).unwrap_or_default();
+            let chan = channel_name(platform, &s.stream_id, &s.channel_id);
+            let params = self
+                .params_for(platform, &s.stream_id, &chan)
+                .unwrap_or_else(|_| CompiledParams::defaults());
+            let key = format!("{}.{}", platform.key(), s.stream_id);
+            let d = StreamDetector::restore(s, params, Arc::clone(&self.model))?
+                .with_scores(self.emit_scores);
+            self.streams.insert(key, d);
+        }
+        Ok(())
+    }
+}
+
+/// Idempotency key of an output, derived from its content so that every
+/// replica (and an in-process replay) computes the same key for the same
+/// output: `<stream>/event/<id>/<version>`, `<stream>/decision/<user>`,
+/// `<stream>/score/<message id>`.
+pub fn output_key(o: &DetectorOutput) -> String {
+    use spamscope_proto::v1::detector_output::Kind as O;
+    let stream =
+        |p: i32, id: &str| format!("{}.{}", Platform::try_from(p).unwrap_or_default().key(), id);
+    match &o.kind {
+        Some(O::SpamEvent(e)) => format!(
+            "{}/event/{}/{}",
+            stream(e.platform, &e.stream_id),
+            e.event_id,
+            e.version
+        ),
+        Some(O::Decision(d)) => {
+            let user = if d.user_id.is_empty() {
+                &d.user_login
+            } else {
+                &d.user_id
+            };
+            format!("{}/decision/{user}", stream(d.platform, &d.stream_id))
+        }
+        Some(O::MessageScore(s)) => format!(
+            "{}/score/{}",
+            stream(s.platform, &s.stream_id),
+            s.message_id
+        ),
+        None => String::new(),
+    }
 }
 
 fn stream_key(d: &StreamDetector) -> String {

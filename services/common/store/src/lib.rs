@@ -155,7 +155,8 @@ impl Store {
                     .await?
                     .is_some();
                 let v: String = c.get(&key).await?;
-                v.parse().map_err(|_| StoreError::Corrupt { key, value: v })?
+                v.parse()
+                    .map_err(|_| StoreError::Corrupt { key, value: v })?
             }
         };
         if recorded != shards {
@@ -178,7 +179,11 @@ impl Store {
             Store::Redis(r) => {
                 let mut c = r.conn.clone();
                 let _: () = c
-                    .pset_ex(r.key(&format!("replica:{replica}")), "1", ttl.as_millis() as u64)
+                    .pset_ex(
+                        r.key(&format!("replica:{replica}")),
+                        "1",
+                        ttl.as_millis() as u64,
+                    )
                     .await?;
             }
         }
@@ -311,7 +316,12 @@ impl Store {
     }
 
     /// Records `owner` for `shard`, only while `leader` holds the lock.
-    pub async fn set_owner(&self, shard: u32, owner: &Owner, leader: &str) -> Result<bool, StoreError> {
+    pub async fn set_owner(
+        &self,
+        shard: u32,
+        owner: &Owner,
+        leader: &str,
+    ) -> Result<bool, StoreError> {
         match self {
             Store::Memory(m) => {
                 let mut g = Self::mem(m);
@@ -338,7 +348,12 @@ impl Store {
 
     /// Writes the checkpoint of `shard`, only while `owner` owns it at its
     /// epoch. False means the write was fenced: the caller lost the shard.
-    pub async fn save_checkpoint(&self, shard: u32, owner: &Owner, bytes: &[u8]) -> Result<bool, StoreError> {
+    pub async fn save_checkpoint(
+        &self,
+        shard: u32,
+        owner: &Owner,
+        bytes: &[u8],
+    ) -> Result<bool, StoreError> {
         match self {
             Store::Memory(m) => {
                 let mut g = Self::mem(m);
@@ -397,17 +412,35 @@ mod tests {
     async fn memory_store_fences_owners_and_checkpoints() {
         let s = Store::open(None, "").await.unwrap();
         assert_eq!(s.ensure_shards(8).await.unwrap(), 8);
-        assert!(matches!(s.ensure_shards(16).await, Err(StoreError::ShardMismatch { recorded: 8, configured: 16 })));
+        assert!(matches!(
+            s.ensure_shards(16).await,
+            Err(StoreError::ShardMismatch {
+                recorded: 8,
+                configured: 16
+            })
+        ));
         assert!(s.lead("r1", Duration::from_secs(5)).await.unwrap());
         assert!(!s.lead("r2", Duration::from_secs(5)).await.unwrap());
-        let a = Owner { replica: "d0".into(), epoch: 1 };
+        let a = Owner {
+            replica: "d0".into(),
+            epoch: 1,
+        };
         assert!(s.set_owner(3, &a, "r1").await.unwrap());
         assert!(!s.set_owner(3, &a, "r2").await.unwrap(), "not the leader");
         assert!(s.save_checkpoint(3, &a, b"x").await.unwrap());
-        let b = Owner { replica: "d1".into(), epoch: 2 };
+        let b = Owner {
+            replica: "d1".into(),
+            epoch: 2,
+        };
         assert!(s.set_owner(3, &b, "r1").await.unwrap());
-        assert!(!s.save_checkpoint(3, &a, b"stale").await.unwrap(), "stale owner fenced");
-        assert_eq!(s.load_checkpoint(3).await.unwrap().as_deref(), Some(&b"x"[..]));
+        assert!(
+            !s.save_checkpoint(3, &a, b"stale").await.unwrap(),
+            "stale owner fenced"
+        );
+        assert_eq!(
+            s.load_checkpoint(3).await.unwrap().as_deref(),
+            Some(&b"x"[..])
+        );
         s.heartbeat("d0", Duration::from_millis(50)).await.unwrap();
         s.heartbeat("d1", Duration::from_secs(5)).await.unwrap();
         assert_eq!(s.live_replicas().await.unwrap(), vec!["d0", "d1"]);

@@ -164,7 +164,7 @@ fn truncate(s: &str, n: usize) -> String {
     t.replace(['\n', '\r'], " ")
 }
 
-fn print_row(w: &mut impl Write, o: &DetectorOutput) -> std::io::Result<()> {
+pub fn print_row(w: &mut impl Write, o: &DetectorOutput) -> std::io::Result<()> {
     match &o.kind {
         Some(Kind::SpamEvent(e)) => writeln!(
             w,

@@ -1,0 +1,340 @@
+//! The detector replica role.
+//!
+//! Parts:
+//! - [`run`]: membership heartbeats, the control endpoint
+//!   (`ctl.detector.<replica>`: Close / Open), reconciliation with the
+//!   owners table, and the ordered shutdown (deregister, hand every shard
+//!   over, exit).
+//! - `shard`: one task per owned shard: an ordered JetStream consumer on
+//!   `chat.<shard>.>` starting after the shard's checkpoint, the detection
+//!   core, outputs to `spam.<shard>...` with their idempotency key as
+//!   `Nats-Msg-Id`, periodic checkpoints fenced by owner epoch.
+
+mod shard;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use prost::Message;
+use spamscope_bus::{Bus, subjects};
+use spamscope_detect::ScoreModel;
+use spamscope_proto::v1::{ShardCommand, ShardCommandReply, ShardOp};
+use spamscope_runtime::Health;
+use spamscope_store::{Owner, Store};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use shard::ShardCmd;
+
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    pub replica_id: String,
+    pub shards: u32,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_ttl: Duration,
+    /// Checkpoint a shard after this many events...
+    pub checkpoint_every_events: u64,
+    /// ...or this long after its last checkpoint if it changed.
+    pub checkpoint_interval: Duration,
+    pub reconcile_interval: Duration,
+    /// On shutdown, wait this long for the router to move every shard away
+    /// before closing the rest locally.
+    pub handover_timeout: Duration,
+    /// Detector params layer over the defaults.
+    pub params: serde_json::Value,
+    /// Publish a score for every message too.
+    pub emit_scores: bool,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> Self {
+        Self {
+            replica_id: "detector-0".into(),
+            shards: 64,
+            heartbeat_interval: Duration::from_millis(1000),
+            heartbeat_ttl: Duration::from_millis(5000),
+            checkpoint_every_events: 5_000,
+            checkpoint_interval: Duration::from_secs(5),
+            reconcile_interval: Duration::from_millis(1000),
+            handover_timeout: Duration::from_secs(30),
+            params: serde_json::Value::Null,
+            emit_scores: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("store: {0}")]
+    Store(#[from] spamscope_store::StoreError),
+    #[error("nats: {0}")]
+    Nats(String),
+    #[error("params: {0}")]
+    Params(#[from] spamscope_detect::ParamsError),
+}
+
+/// Counters of a replica.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub events: AtomicU64,
+    pub outputs: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub checkpoints: AtomicU64,
+}
+
+struct Running {
+    epoch: u64,
+    cmds: mpsc::Sender<ShardCmd>,
+    done: CancellationToken,
+}
+
+pub(crate) struct Ctx {
+    pub cfg: ReplicaConfig,
+    pub bus: Bus,
+    pub store: Store,
+    pub model: Arc<ScoreModel>,
+    pub counters: Arc<Counters>,
+    running: Mutex<HashMap<u32, Running>>,
+}
+
+/// Runs the replica until `shutdown`, then hands its shards over and
+/// returns.
+pub async fn run(
+    cfg: ReplicaConfig,
+    bus: Bus,
+    store: Store,
+    health: Health,
+    counters: Arc<Counters>,
+    shutdown: CancellationToken,
+) -> Result<(), ReplicaError> {
+    // Validate params before joining the cluster.
+    spamscope_detect::DetectorParams::layered(&[&cfg.params])?;
+    store.ensure_shards(cfg.shards).await?;
+    let ctx = Arc::new(Ctx {
+        cfg: cfg.clone(),
+        bus: bus.clone(),
+        store: store.clone(),
+        model: Arc::new(ScoreModel::bundled()),
+        counters,
+        running: Mutex::new(HashMap::new()),
+    });
+    let control = bus
+        .client
+        .subscribe(subjects::ctl_detector(&cfg.replica_id))
+        .await
+        .map_err(|e| ReplicaError::Nats(e.to_string()))?;
+    store.heartbeat(&cfg.replica_id, cfg.heartbeat_ttl).await?;
+    health.set_ready(true);
+    info!(replica = %cfg.replica_id, "detector replica joined");
+
+    // Control requests are served until the very end (the router sends
+    // Close during the hand-over after deregistration).
+    let control_stop = CancellationToken::new();
+    let control_task = tokio::spawn(serve_control(
+        Arc::clone(&ctx),
+        control,
+        control_stop.clone(),
+    ));
+
+    let leaving = CancellationToken::new();
+    let mut heartbeat = tokio::time::interval(cfg.heartbeat_interval);
+    let mut reconcile = tokio::time::interval(cfg.reconcile_interval);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = heartbeat.tick() => {
+                match store.heartbeat(&cfg.replica_id, cfg.heartbeat_ttl).await {
+                    Ok(()) => health.set_ready(true),
+                    Err(e) => { health.set_ready(false); warn!(error = %e, "heartbeat failed"); }
+                }
+            }
+            _ = reconcile.tick() => {
+                if let Err(e) = reconcile_once(&ctx, &leaving).await {
+                    warn!(error = %e, "reconcile failed");
+                }
+            }
+        }
+    }
+
+    // Ordered shutdown: leave the membership, let the router move every
+    // shard away (it sends Close), then close what is left locally.
+    leaving.cancel();
+    info!(replica = %cfg.replica_id, "leaving: handing shards over");
+    if let Err(e) = store.deregister(&cfg.replica_id).await {
+        warn!(error = %e, "deregister failed");
+    }
+    let deadline = tokio::time::Instant::now() + cfg.handover_timeout;
+    while tokio::time::Instant::now() < deadline && !ctx.running.lock().await.is_empty() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rest: Vec<u32> = ctx.running.lock().await.keys().copied().collect();
+    for shard in rest {
+        let _ = close_shard(&ctx, shard).await;
+    }
+    control_stop.cancel();
+    let _ = control_task.await;
+    health.set_ready(false);
+    info!(replica = %cfg.replica_id, "detector replica left");
+    Ok(())
+}
+
+/// Opens the shards the owners table gives this replica and stops the ones
+/// it no longer has.
+async fn reconcile_once(ctx: &Arc<Ctx>, leaving: &CancellationToken) -> Result<(), ReplicaError> {
+    let owners = ctx.store.owners().await?;
+    let me = &ctx.cfg.replica_id;
+    let running: Vec<(u32, u64)> = ctx
+        .running
+        .lock()
+        .await
+        .iter()
+        .map(|(s, r)| (*s, r.epoch))
+        .collect();
+    for (shard, epoch) in running {
+        let still_mine = owners
+            .get(&shard)
+            .is_some_and(|o| &o.replica == me && o.epoch == epoch);
+        if !still_mine {
+            warn!(
+                shard,
+                epoch, "shard lost to another owner; stopping without checkpoint"
+            );
+            stop_shard(ctx, shard).await;
+        }
+    }
+    if leaving.is_cancelled() {
+        return Ok(());
+    }
+    for (shard, owner) in owners {
+        if &owner.replica == me && shard < ctx.cfg.shards {
+            open_shard(ctx, shard, owner.epoch).await;
+        }
+    }
+    Ok(())
+}
+
+async fn open_shard(ctx: &Arc<Ctx>, shard: u32, epoch: u64) {
+    let mut running = ctx.running.lock().await;
+    if let Some(r) = running.get(&shard) {
+        if r.epoch == epoch && !r.done.is_cancelled() {
+            return;
+        }
+        let _ = r.cmds.try_send(ShardCmd::Stop);
+    }
+    let (tx, rx) = mpsc::channel(4);
+    let done = CancellationToken::new();
+    let owner = Owner {
+        replica: ctx.cfg.replica_id.clone(),
+        epoch,
+    };
+    tokio::spawn(shard::run(Arc::clone(ctx), shard, owner, rx, done.clone()));
+    running.insert(
+        shard,
+        Running {
+            epoch,
+            cmds: tx,
+            done,
+        },
+    );
+    info!(shard, epoch, "shard opened");
+}
+
+/// Stops a shard without a checkpoint (it belongs to someone else now).
+async fn stop_shard(ctx: &Arc<Ctx>, shard: u32) {
+    if let Some(r) = ctx.running.lock().await.remove(&shard) {
+        let _ = r.cmds.send(ShardCmd::Stop).await;
+    }
+}
+
+/// Stops a shard after a final checkpoint; returns its last sequence.
+async fn close_shard(ctx: &Arc<Ctx>, shard: u32) -> Result<u64, String> {
+    let Some(r) = ctx.running.lock().await.remove(&shard) else {
+        return Ok(0);
+    };
+    let (tx, rx) = oneshot::channel();
+    if r.cmds.send(ShardCmd::Close(tx)).await.is_err() {
+        return Err("shard task already ended".into());
+    }
+    let res = rx
+        .await
+        .map_err(|_| "shard task ended before replying".to_owned())?;
+    if res.is_ok() {
+        info!(shard, "shard closed");
+    }
+    res
+}
+
+async fn serve_control(ctx: Arc<Ctx>, mut sub: async_nats::Subscriber, stop: CancellationToken) {
+    loop {
+        let msg = tokio::select! {
+            _ = stop.cancelled() => return,
+            m = sub.next() => match m { Some(m) => m, None => return },
+        };
+        let Some(reply_to) = msg.reply.clone() else {
+            continue;
+        };
+        let reply = match ShardCommand::decode(msg.payload.clone()) {
+            Err(e) => ShardCommandReply {
+                ok: false,
+                error: format!("undecodable command: {e}"),
+                last_sequence: 0,
+            },
+            Ok(cmd) => handle_command(&ctx, cmd).await,
+        };
+        let _ = ctx
+            .bus
+            .client
+            .publish(reply_to, Bytes::from(reply.encode_to_vec()))
+            .await;
+    }
+}
+
+async fn handle_command(ctx: &Arc<Ctx>, cmd: ShardCommand) -> ShardCommandReply {
+    let fail = |e: String| ShardCommandReply {
+        ok: false,
+        error: e,
+        last_sequence: 0,
+    };
+    match cmd.op() {
+        ShardOp::Close => match close_shard(ctx, cmd.shard).await {
+            Ok(seq) => ShardCommandReply {
+                ok: true,
+                error: String::new(),
+                last_sequence: seq,
+            },
+            Err(e) => fail(e),
+        },
+        ShardOp::Open => {
+            // Only what the owners table says: a stale Open is refused.
+            match ctx.store.owners().await {
+                Ok(owners) => match owners.get(&cmd.shard) {
+                    Some(o) if o.replica == ctx.cfg.replica_id && o.epoch == cmd.epoch => {
+                        open_shard(ctx, cmd.shard, cmd.epoch).await;
+                        ShardCommandReply {
+                            ok: true,
+                            ..Default::default()
+                        }
+                    }
+                    other => fail(format!("owners table disagrees: {other:?}")),
+                },
+                Err(e) => fail(e.to_string()),
+            }
+        }
+        ShardOp::Unspecified => fail("unknown operation".into()),
+    }
+}
+
+impl Ctx {
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub(crate) fn inc(&self, c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,278 @@
+//! One owned shard: consume, detect, publish, checkpoint.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::consumer::pull::OrderedConfig;
+use async_nats::jetstream::context::PublishAckFuture;
+use async_nats::jetstream::message::PublishMessage;
+use bytes::Bytes;
+use futures::StreamExt;
+use prost::Message;
+use spamscope_bus::subjects;
+use spamscope_detect::{Detector, output_key};
+use spamscope_proto::v1::{ChatEvent, DetectorOutput, Platform, ShardSnapshot, detector_output};
+use spamscope_store::Owner;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::Ctx;
+
+/// Version of the shard checkpoint layout.
+const CHECKPOINT_VERSION: u32 = 1;
+
+#[derive(Debug)]
+pub enum ShardCmd {
+    /// Flush, checkpoint, reply with the last sequence, stop.
+    Close(oneshot::Sender<Result<u64, String>>),
+    /// Stop now, no checkpoint (the shard has another owner).
+    Stop,
+}
+
+struct State {
+    detector: Detector,
+    last_seq: u64,
+    since_checkpoint: u64,
+    acks: Vec<(String, PublishAckFuture)>,
+}
+
+pub(crate) async fn run(
+    ctx: Arc<Ctx>,
+    shard: u32,
+    owner: Owner,
+    mut cmds: mpsc::Receiver<ShardCmd>,
+    done: CancellationToken,
+) {
+    let _done = done.drop_guard();
+    let mut st = match load(&ctx, shard).await {
+        Ok(st) => st,
+        Err(e) => {
+            error!(shard, error = %e, "cannot load checkpoint; shard not opened");
+            return;
+        }
+    };
+    let deliver_policy = if st.last_seq == 0 {
+        DeliverPolicy::All
+    } else {
+        DeliverPolicy::ByStartSequence {
+            start_sequence: st.last_seq + 1,
+        }
+    };
+    let messages = async {
+        let stream = ctx
+            .bus
+            .js
+            .get_stream(subjects::CHAT_STREAM)
+            .await
+            .map_err(|e| e.to_string())?;
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                filter_subject: subjects::chat_shard(shard),
+                deliver_policy,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        consumer.messages().await.map_err(|e| e.to_string())
+    }
+    .await;
+    let mut messages = match messages {
+        Ok(m) => m,
+        Err(e) => {
+            error!(shard, error = %e, "cannot consume shard");
+            return;
+        }
+    };
+    info!(
+        shard,
+        epoch = owner.epoch,
+        after = st.last_seq,
+        "consuming shard"
+    );
+    let mut timer = tokio::time::interval(ctx.cfg.checkpoint_interval);
+    timer.tick().await;
+    let mut out: Vec<DetectorOutput> = Vec::new();
+    loop {
+        tokio::select! {
+            biased;
+            cmd = cmds.recv() => match cmd {
+                Some(ShardCmd::Close(reply)) => {
+                    let r = checkpoint(&ctx, shard, &owner, &mut st).await;
+                    let _ = reply.send(r.map(|()| st.last_seq));
+                    return;
+                }
+                Some(ShardCmd::Stop) | None => return,
+            },
+            msg = messages.next() => {
+                let msg = match msg {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => { warn!(shard, error = %e, "consumer error; continuing"); continue; }
+                    None => { warn!(shard, "consumer ended"); return; }
+                };
+                let seq = match msg.info() {
+                    Ok(i) => i.stream_sequence,
+                    Err(e) => { warn!(shard, error = %e, "message without sequence"); continue; }
+                };
+                if seq <= st.last_seq {
+                    continue;
+                }
+                match ChatEvent::decode(msg.payload.clone()) {
+                    Ok(ev) => {
+                        out.clear();
+                        st.detector.handle(&ev, &mut out);
+                        ctx.inc(&ctx.counters().events, 1);
+                        if let Err(e) = publish(&ctx, shard, &owner, &out, &mut st).await {
+                            warn!(shard, error = %e, "publish failed; will retry from the checkpoint");
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        ctx.inc(&ctx.counters().dead_letters, 1);
+                        let reason = format!("not a spamscope.v1.ChatEvent: {e}");
+                        if let Err(e) = ctx.bus.dead_letter("chat", msg.subject.as_str(), &reason, msg.payload.clone()).await {
+                            warn!(shard, error = %e, "dead letter failed");
+                        }
+                    }
+                }
+                st.last_seq = seq;
+                st.since_checkpoint += 1;
+                if st.since_checkpoint >= ctx.cfg.checkpoint_every_events
+                    && checkpoint(&ctx, shard, &owner, &mut st).await.is_err()
+                {
+                    return;
+                }
+            }
+            _ = timer.tick() => {
+                if st.since_checkpoint > 0 && checkpoint(&ctx, shard, &owner, &mut st).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn load(ctx: &Ctx, shard: u32) -> Result<State, String> {
+    let mut detector = Detector::new(Arc::clone(&ctx.model)).with_scores(ctx.cfg.emit_scores);
+    let mut ignore = Vec::new();
+    detector
+        .set_default_params(ctx.cfg.params.clone(), &mut ignore)
+        .map_err(|e| e.to_string())?;
+    let mut last_seq = 0;
+    if let Some(bytes) = ctx
+        .store
+        .load_checkpoint(shard)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        let snap = ShardSnapshot::decode(bytes.as_slice())
+            .map_err(|e| format!("checkpoint does not decode: {e}"))?;
+        if snap.version != CHECKPOINT_VERSION {
+            return Err(format!(
+                "checkpoint version {} (this build reads {CHECKPOINT_VERSION})",
+                snap.version
+            ));
+        }
+        detector
+            .restore_streams(snap.streams)
+            .map_err(|e| e.to_string())?;
+        last_seq = snap.last_sequence;
+    }
+    Ok(State {
+        detector,
+        last_seq,
+        since_checkpoint: 0,
+        acks: Vec::new(),
+    })
+}
+
+async fn publish(
+    ctx: &Ctx,
+    shard: u32,
+    owner: &Owner,
+    out: &[DetectorOutput],
+    st: &mut State,
+) -> Result<(), String> {
+    for o in out {
+        let (platform, stream_id) = match &o.kind {
+            Some(detector_output::Kind::SpamEvent(e)) => (e.platform, e.stream_id.as_str()),
+            Some(detector_output::Kind::Decision(d)) => (d.platform, d.stream_id.as_str()),
+            Some(detector_output::Kind::MessageScore(s)) => (s.platform, s.stream_id.as_str()),
+            None => continue,
+        };
+        let platform = Platform::try_from(platform).unwrap_or_default().key();
+        let subject = subjects::spam(shard, platform, stream_id);
+        let mut headers = HeaderMap::new();
+        headers.insert(subjects::EPOCH_HEADER, owner.epoch.to_string().as_str());
+        headers.insert(subjects::REPLICA_HEADER, owner.replica.as_str());
+        let publish = PublishMessage::build()
+            .payload(Bytes::from(o.encode_to_vec()))
+            .headers(headers)
+            .message_id(output_key(o));
+        let ack = ctx
+            .bus
+            .js
+            .send_publish(subject.clone(), publish)
+            .await
+            .map_err(|e| e.to_string())?;
+        st.acks.push((subject, ack));
+        ctx.inc(&ctx.counters().outputs, 1);
+    }
+    if st.acks.len() >= 256 {
+        settle(st).await?;
+    }
+    Ok(())
+}
+
+/// Waits for every pending output ack.
+async fn settle(st: &mut State) -> Result<(), String> {
+    for (subject, ack) in st.acks.drain(..) {
+        ack.await.map_err(|e| format!("{subject}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Writes the shard checkpoint after every output is acknowledged. An error
+/// means the shard must stop (fenced: someone else owns it, or the outputs
+/// could not be delivered).
+async fn checkpoint(ctx: &Ctx, shard: u32, owner: &Owner, st: &mut State) -> Result<(), String> {
+    settle(st).await?;
+    let snap = ShardSnapshot {
+        version: CHECKPOINT_VERSION,
+        shard,
+        epoch: owner.epoch,
+        owner: owner.replica.clone(),
+        last_sequence: st.last_seq,
+        streams: st.detector.snapshot_streams(),
+        written_at_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_millis() as i64,
+    };
+    match ctx
+        .store
+        .save_checkpoint(shard, owner, &snap.encode_to_vec())
+        .await
+    {
+        Ok(true) => {
+            st.since_checkpoint = 0;
+            ctx.inc(&ctx.counters().checkpoints, 1);
+            Ok(())
+        }
+        Ok(false) => {
+            warn!(
+                shard,
+                epoch = owner.epoch,
+                "checkpoint fenced: shard has a newer owner"
+            );
+            Err("fenced".into())
+        }
+        Err(e) => {
+            warn!(shard, error = %e, "checkpoint failed");
+            // Keep going: the next checkpoint retries; a crash replays more.
+            Ok(())
+        }
+    }
+}

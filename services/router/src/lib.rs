@@ -1,0 +1,236 @@
+//! The router role (placement controller).
+//!
+//! One active instance, behind a lock with a TTL in the store; standbys wait
+//! for it. Every round the leader reads the live detector replicas
+//! (heartbeats with a TTL), places the shards on a consistent-hash ring with
+//! virtual nodes, and moves only the shards whose owner changes: `Close` to
+//! the old owner if it is alive (it stops, checkpoints and replies), then the
+//! owner is recorded at epoch + 1 (a write fenced by the lock), then `Open`
+//! to the new owner. A replica that stopped heartbeating gets no `Close`: its
+//! shards reopen elsewhere from their last checkpoint. The router is not in
+//! the data path.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::stream::{self, StreamExt};
+use prost::Message;
+use spamscope_bus::{Bus, subjects};
+use spamscope_proto::v1::{ShardCommand, ShardCommandReply, ShardOp};
+use spamscope_routing::placement;
+use spamscope_runtime::Health;
+use spamscope_store::{Owner, Store};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    pub id: String,
+    pub shards: u32,
+    pub vnodes: usize,
+    pub interval: Duration,
+    pub lock_ttl: Duration,
+    /// How long a Close or Open may take.
+    pub command_timeout: Duration,
+    /// Moves in flight at once.
+    pub parallel_moves: usize,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            id: "router-0".into(),
+            shards: spamscope_routing::DEFAULT_SHARDS,
+            vnodes: spamscope_routing::DEFAULT_VNODES,
+            interval: Duration::from_millis(500),
+            lock_ttl: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(10),
+            parallel_moves: 16,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error("store: {0}")]
+    Store(#[from] spamscope_store::StoreError),
+}
+
+/// Runs until `shutdown`; resigns the lock on the way out.
+pub async fn run(
+    cfg: RouterConfig,
+    bus: Bus,
+    store: Store,
+    health: Health,
+    shutdown: CancellationToken,
+) -> Result<(), RouterError> {
+    store.ensure_shards(cfg.shards).await?;
+    health.set_ready(true);
+    let mut tick = tokio::time::interval(cfg.interval);
+    let mut leading = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        match store.lead(&cfg.id, cfg.lock_ttl).await {
+            Ok(true) => {
+                if !leading {
+                    info!(router = %cfg.id, "router is leader");
+                    leading = true;
+                }
+                if let Err(e) = round(&cfg, &bus, &store).await {
+                    warn!(error = %e, "placement round failed");
+                }
+            }
+            Ok(false) => {
+                if leading {
+                    warn!(router = %cfg.id, "router lost the lock");
+                }
+                leading = false;
+            }
+            Err(e) => {
+                health.set_ready(false);
+                warn!(error = %e, "cannot reach the store");
+                continue;
+            }
+        }
+        health.set_ready(true);
+    }
+    if leading {
+        let _ = store.resign(&cfg.id).await;
+    }
+    Ok(())
+}
+
+/// One placement round: moves the shards whose owner should change.
+pub async fn round(cfg: &RouterConfig, bus: &Bus, store: &Store) -> Result<usize, RouterError> {
+    let live = store.live_replicas().await?;
+    let Some(desired) = placement(&live, cfg.shards, cfg.vnodes) else {
+        // Nobody to place on: keep the owners; shards resume when a replica
+        // comes back.
+        return Ok(0);
+    };
+    let owners = store.owners().await?;
+    let moves: Vec<(u32, Option<Owner>, String)> = desired
+        .into_iter()
+        .enumerate()
+        .filter_map(|(s, want)| {
+            let s = s as u32;
+            let cur = owners.get(&s).cloned();
+            (cur.as_ref().map(|c| &c.replica) != Some(&want)).then_some((s, cur, want))
+        })
+        .collect();
+    if moves.is_empty() {
+        return Ok(0);
+    }
+    let started = Instant::now();
+    let n = moves.len();
+    let results: Vec<bool> = stream::iter(moves)
+        .map(|(s, cur, want)| move_shard(cfg, bus, store, &live, s, cur, want))
+        .buffer_unordered(cfg.parallel_moves.max(1))
+        .collect()
+        .await;
+    let moved = results.iter().filter(|ok| **ok).count();
+    info!(
+        moved,
+        planned = n,
+        ms = started.elapsed().as_millis() as u64,
+        "shards moved"
+    );
+    Ok(moved)
+}
+
+async fn move_shard(
+    cfg: &RouterConfig,
+    bus: &Bus,
+    store: &Store,
+    live: &[String],
+    shard: u32,
+    cur: Option<Owner>,
+    want: String,
+) -> bool {
+    let epoch = cur.as_ref().map_or(0, |c| c.epoch);
+    if let Some(c) = &cur
+        && live.contains(&c.replica)
+    {
+        match command(
+            bus,
+            &c.replica,
+            ShardOp::Close,
+            shard,
+            c.epoch,
+            cfg.command_timeout,
+        )
+        .await
+        {
+            Ok(_) => {}
+            Err(e) => {
+                // The old owner may still be consuming: do not create a
+                // second owner; try again next round.
+                warn!(shard, from = %c.replica, error = %e, "close failed; move postponed");
+                return false;
+            }
+        }
+    }
+    let next = Owner {
+        replica: want.clone(),
+        epoch: epoch + 1,
+    };
+    match store.set_owner(shard, &next, &cfg.id).await {
+        Ok(true) => {}
+        Ok(false) => {
+            warn!(shard, "lost the router lock; move abandoned");
+            return false;
+        }
+        Err(e) => {
+            warn!(shard, error = %e, "cannot record the owner");
+            return false;
+        }
+    }
+    if let Err(e) = command(
+        bus,
+        &want,
+        ShardOp::Open,
+        shard,
+        next.epoch,
+        cfg.command_timeout,
+    )
+    .await
+    {
+        // The replica's reconciliation opens it anyway.
+        warn!(shard, to = %want, error = %e, "open not acknowledged");
+    }
+    true
+}
+
+/// Close / Open over NATS request/reply.
+pub async fn command(
+    bus: &Bus,
+    replica: &str,
+    op: ShardOp,
+    shard: u32,
+    epoch: u64,
+    timeout: Duration,
+) -> Result<ShardCommandReply, String> {
+    let cmd = ShardCommand {
+        op: op as i32,
+        shard,
+        epoch,
+        leader_token: 0,
+    };
+    let req = bus.client.request(
+        subjects::ctl_detector(replica),
+        Bytes::from(cmd.encode_to_vec()),
+    );
+    let msg = tokio::time::timeout(timeout, req)
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let reply = ShardCommandReply::decode(msg.payload).map_err(|e| e.to_string())?;
+    if reply.ok {
+        Ok(reply)
+    } else {
+        Err(reply.error)
+    }
+}

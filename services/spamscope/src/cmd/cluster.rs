@@ -1,0 +1,327 @@
+//! The service roles: `ingest`, `router`, `detector` and `standalone`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use spamscope_bus::{Bus, BusConfig};
+use spamscope_chat::replay::{self, Speed};
+use spamscope_runtime::{Health, serve_health, shutdown_on_signals};
+use spamscope_store::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::cmd::params::ParamsArgs;
+use crate::cmd::replay::{read, report_malformed};
+use crate::exit::Exit;
+
+/// Flags every role shares.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// NATS server (JetStream enabled).
+    #[arg(long, env = "SPAMSCOPE_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Redis for membership, shard owners and checkpoints.
+    #[arg(long, env = "SPAMSCOPE_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key.
+    #[arg(long, env = "SPAMSCOPE_REDIS_PREFIX", default_value = "spamscope:")]
+    pub redis_prefix: String,
+    /// Shards of the cluster; fixed at first start (recorded in Redis).
+    #[arg(long, env = "SPAMSCOPE_SHARDS", default_value_t = spamscope_routing::DEFAULT_SHARDS,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub shards: u32,
+    /// Where /healthz and /readyz are served (port 0: any free port).
+    #[arg(long, env = "SPAMSCOPE_HEALTH_LISTEN", default_value = "127.0.0.1:0")]
+    pub health_listen: SocketAddr,
+    /// Retention of the CHAT stream, in seconds.
+    #[arg(long, default_value_t = 24 * 3600)]
+    pub chat_max_age_s: u64,
+    /// Retention of the SPAM stream, in seconds.
+    #[arg(long, default_value_t = 7 * 24 * 3600)]
+    pub spam_max_age_s: u64,
+    /// JetStream duplicate window, in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub duplicate_window_s: u64,
+}
+
+impl ClusterArgs {
+    fn bus_config(&self, url: &str) -> BusConfig {
+        BusConfig {
+            url: url.to_owned(),
+            chat_max_age: Duration::from_secs(self.chat_max_age_s),
+            spam_max_age: Duration::from_secs(self.spam_max_age_s),
+            duplicate_window: Duration::from_secs(self.duplicate_window_s),
+            ..BusConfig::default()
+        }
+    }
+
+    fn nats_url(&self) -> Result<String> {
+        self.nats_url.clone().ok_or_else(|| {
+            Exit::usage("--nats-url (or SPAMSCOPE_NATS_URL) is required for this role")
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Source {
+    /// Recorded chat files.
+    Replay,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IngestArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[arg(long, value_enum, default_value = "replay")]
+    pub source: Source,
+    /// Replay speed: 0 or max as fast as the bus takes them, 1 real time.
+    #[arg(long, default_value = "max")]
+    pub speed: Speed,
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RouterArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Id of this router instance (standbys take over on its lock expiry).
+    #[arg(long, env = "SPAMSCOPE_ROUTER_ID", default_value = "router-0")]
+    pub router_id: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DetectorArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Stable id of this replica (a StatefulSet pod name).
+    #[arg(long, env = "SPAMSCOPE_REPLICA_ID")]
+    pub replica_id: String,
+    /// Publish a spam score for every message too.
+    #[arg(long)]
+    pub scores: bool,
+    /// Checkpoint each shard after this many events.
+    #[arg(long, default_value_t = 5000)]
+    pub checkpoint_events: u64,
+    /// Heartbeat TTL in milliseconds: a replica silent this long is dropped.
+    #[arg(long, default_value_t = 5000)]
+    pub heartbeat_ttl_ms: u64,
+    /// On SIGTERM, how long to wait for the hand-over, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub handover_timeout_s: u64,
+    #[command(flatten)]
+    pub params: ParamsArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StandaloneArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Chat files to replay into the pipeline.
+    #[arg(long = "replay", value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    #[arg(long, default_value = "1")]
+    pub speed: Speed,
+    /// Stop once the replay is done and its outputs are out.
+    #[arg(long)]
+    pub exit_when_done: bool,
+    #[command(flatten)]
+    pub params: ParamsArgs,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")
+}
+
+async fn start_health(addr: SocketAddr, health: Health, shutdown: CancellationToken) -> Result<()> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| Exit::usage(format!("--health-listen {addr}: {e}")))?;
+    let bound = listener.local_addr()?;
+    info!(%bound, "health endpoints on /healthz and /readyz");
+    eprintln!("health: http://{bound}/healthz");
+    tokio::spawn(serve_health(listener, health, shutdown));
+    Ok(())
+}
+
+async fn connect(cluster: &ClusterArgs, url: &str, name: &str) -> Result<(Bus, Store)> {
+    let bus = Bus::connect(url, name).await?;
+    bus.ensure_streams(&cluster.bus_config(url)).await?;
+    let store = Store::open(cluster.redis_url.as_deref(), &cluster.redis_prefix).await?;
+    store
+        .ensure_shards(cluster.shards)
+        .await
+        .map_err(|e| Exit::usage(e.to_string()))?;
+    Ok((bus, store))
+}
+
+pub fn ingest(args: IngestArgs) -> Result<()> {
+    let files = read(&args.files)?;
+    report_malformed(&files);
+    let events = replay::merge(files);
+    let url = args.cluster.nats_url()?;
+    runtime()?.block_on(async move {
+        spamscope_runtime::init_logging();
+        let shutdown = CancellationToken::new();
+        shutdown_on_signals(shutdown.clone());
+        let health = Health::default();
+        start_health(args.cluster.health_listen, health.clone(), shutdown.clone()).await?;
+        let (bus, _store) = connect(&args.cluster, &url, "spamscope-ingest").await?;
+        health.set_ready(true);
+        let Source::Replay = args.source;
+        let report = spamscope_ingest::publish_events(
+            &bus,
+            &events,
+            args.cluster.shards,
+            args.speed,
+            &shutdown,
+        )
+        .await?;
+        bus.client.flush().await.ok();
+        eprintln!(
+            "ingest: published {} events ({} duplicates dropped by JetStream){}",
+            report.published,
+            report.duplicates,
+            if report.interrupted {
+                ", interrupted"
+            } else {
+                ""
+            }
+        );
+        shutdown.cancel();
+        Ok(())
+    })
+}
+
+pub fn router(args: RouterArgs) -> Result<()> {
+    let url = args.cluster.nats_url()?;
+    runtime()?.block_on(async move {
+        spamscope_runtime::init_logging();
+        let shutdown = CancellationToken::new();
+        shutdown_on_signals(shutdown.clone());
+        let health = Health::default();
+        start_health(args.cluster.health_listen, health.clone(), shutdown.clone()).await?;
+        let (bus, store) = connect(&args.cluster, &url, "spamscope-router").await?;
+        let cfg = spamscope_router::RouterConfig {
+            id: args.router_id,
+            shards: args.cluster.shards,
+            ..Default::default()
+        };
+        spamscope_router::run(cfg, bus, store, health, shutdown).await?;
+        Ok(())
+    })
+}
+
+pub fn detector(args: DetectorArgs) -> Result<()> {
+    let url = args.cluster.nats_url()?;
+    let params = args.params.layer()?;
+    runtime()?.block_on(async move {
+        spamscope_runtime::init_logging();
+        let shutdown = CancellationToken::new();
+        shutdown_on_signals(shutdown.clone());
+        let health = Health::default();
+        start_health(args.cluster.health_listen, health.clone(), shutdown.clone()).await?;
+        let (bus, store) = connect(&args.cluster, &url, "spamscope-detector").await?;
+        let cfg = spamscope_detector::ReplicaConfig {
+            replica_id: args.replica_id,
+            shards: args.cluster.shards,
+            checkpoint_every_events: args.checkpoint_events,
+            heartbeat_ttl: Duration::from_millis(args.heartbeat_ttl_ms),
+            heartbeat_interval: Duration::from_millis((args.heartbeat_ttl_ms / 4).max(100)),
+            handover_timeout: Duration::from_secs(args.handover_timeout_s),
+            params,
+            emit_scores: args.scores,
+            ..Default::default()
+        };
+        spamscope_detector::run(cfg, bus, store, health, Arc::default(), shutdown).await?;
+        Ok(())
+    })
+}
+
+pub fn standalone(args: StandaloneArgs) -> Result<()> {
+    let files = read(&args.files)?;
+    report_malformed(&files);
+    let events = replay::merge(files);
+    let params = args.params.layer()?;
+    runtime()?.block_on(async move {
+        spamscope_runtime::init_logging();
+        let shutdown = CancellationToken::new();
+        shutdown_on_signals(shutdown.clone());
+        let health = Health::default();
+        start_health(args.cluster.health_listen, health.clone(), shutdown.clone()).await?;
+        // A local nats-server when none is given.
+        let (_nats, url) = match &args.cluster.nats_url {
+            Some(u) => (None, u.clone()),
+            None => {
+                let n = crate::cmd::local_nats::LocalNats::start().await?;
+                let url = n.url();
+                (Some(n), url)
+            }
+        };
+        let (bus, store) = connect(&args.cluster, &url, "spamscope-standalone").await?;
+        let replica_id = "standalone-0".to_owned();
+        let detector_cfg = spamscope_detector::ReplicaConfig {
+            replica_id: replica_id.clone(),
+            shards: args.cluster.shards,
+            handover_timeout: Duration::ZERO,
+            params,
+            ..Default::default()
+        };
+        let router_cfg = spamscope_router::RouterConfig {
+            id: "standalone-router".into(),
+            shards: args.cluster.shards,
+            ..Default::default()
+        };
+        let counters: Arc<spamscope_detector::Counters> = Arc::default();
+        let roles = CancellationToken::new();
+        let det = tokio::spawn(spamscope_detector::run(
+            detector_cfg,
+            bus.clone(),
+            store.clone(),
+            health.clone(),
+            Arc::clone(&counters),
+            roles.clone(),
+        ));
+        let rou = tokio::spawn(spamscope_router::run(
+            router_cfg,
+            bus.clone(),
+            store.clone(),
+            Health::default(),
+            roles.clone(),
+        ));
+        let printer = tokio::spawn(crate::cmd::print::print_outputs(bus.clone(), roles.clone()));
+        let ingest = spamscope_ingest::publish_events(
+            &bus,
+            &events,
+            args.cluster.shards,
+            args.speed,
+            &shutdown,
+        )
+        .await?;
+        eprintln!("standalone: replay published {} events", ingest.published);
+        if args.exit_when_done {
+            // Done when the detector has seen every event and is quiet.
+            let expected = ingest.published - ingest.duplicates;
+            while counters.events.load(std::sync::atomic::Ordering::Relaxed) < expected
+                && !shutdown.is_cancelled()
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        } else {
+            shutdown.cancelled().await;
+        }
+        roles.cancel();
+        let _ = det.await;
+        let _ = rou.await;
+        let _ = printer.await;
+        Ok(())
+    })
+}
