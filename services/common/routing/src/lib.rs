@@ -8,6 +8,7 @@
 //!   1/N of the shards and every process computes the same owners.
 
 use consistent_hash_ring::RingBuilder;
+use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 /// Default number of shards of a cluster.
 pub const DEFAULT_SHARDS: u32 = 64;
@@ -30,7 +31,10 @@ pub fn placement(replicas: &[String], shards: u32, vnodes: usize) -> Option<Vec<
     let mut ids: Vec<&String> = replicas.iter().collect();
     ids.sort();
     ids.dedup();
-    let ring = RingBuilder::default()
+    // xxh3 rather than the ring's default FNV: FNV mixes short, similar
+    // ids ("detector-0", "detector-1") and keys poorly, which leaves some
+    // replicas with a small fraction of the shards. xxh3 is stable too.
+    let ring = RingBuilder::new(Xxh3DefaultBuilder)
         .vnodes(vnodes.max(1))
         .nodes_iter(ids.into_iter().cloned())
         .build();
@@ -101,6 +105,16 @@ mod tests {
             let k = (seed as usize) % n.max(1);
             a.rotate_left(k);
             prop_assert_eq!(placement(&a, 64, DEFAULT_VNODES), placement(&b, 64, DEFAULT_VNODES));
+        }
+
+        #[test]
+        fn shards_spread_evenly(n in 2usize..8) {
+            let p = placement(&ids(n), 256, DEFAULT_VNODES).unwrap();
+            let fair = 256.0 / n as f64;
+            for id in ids(n) {
+                let got = p.iter().filter(|o| **o == id).count() as f64;
+                prop_assert!(got > fair * 0.5 && got < fair * 1.6, "{id}: {got} of 256 (fair {fair})");
+            }
         }
 
         #[test]

@@ -1,0 +1,375 @@
+//! Test harness: real `nats-server` and `redis-server` processes on random
+//! loopback ports (killed on drop), `spamscope` role processes, and readers
+//! of what the pipeline published.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::Value;
+
+pub fn repo(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel)
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh directory under the temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!(
+            "spamscope-test-{tag}-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn wait_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    panic!("{what} did not listen on {port}");
+}
+
+/// A `nats-server -js` with its own store directory.
+pub struct Nats {
+    pub port: u16,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl Nats {
+    pub fn start() -> Self {
+        let mut n = Nats {
+            port: free_port(),
+            dir: TempDir::new("nats"),
+            child: None,
+        };
+        n.spawn();
+        n
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("nats-server")
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&self.dir.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server on PATH (Debian package nats-server)");
+        self.child = Some(child);
+        wait_port(self.port, "nats-server");
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills and starts again on the same port and store directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        std::thread::sleep(Duration::from_millis(300));
+        self.spawn();
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `redis-server` that keeps nothing on disk.
+pub struct Redis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub fn start() -> Self {
+        let mut r = Redis {
+            port: free_port(),
+            child: None,
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH (Debian package redis-server)");
+        self.child = Some(child);
+        wait_port(self.port, "redis-server");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Kills and starts again on the same port (its data is gone: Redis
+    /// keeps nothing on disk here).
+    pub fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        self.spawn();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A `spamscope` process; its stderr goes to a log file kept for failures.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, args: &[&str], logs: &Path) -> Self {
+        let log = logs.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_spamscope"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Proc {
+            name: name.to_owned(),
+            child,
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status();
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Cluster flags for a role.
+pub fn cluster_args(nats: &Nats, redis: &Redis, shards: u32) -> Vec<String> {
+    vec![
+        "--nats-url".into(),
+        nats.url(),
+        "--redis-url".into(),
+        redis.url(),
+        "--shards".into(),
+        shards.to_string(),
+    ]
+}
+
+/// The outputs of `spamscope replay --json FILE...` in one process, by key
+/// (message scores excluded).
+pub fn replay_outputs(files: &[PathBuf]) -> BTreeMap<String, Value> {
+    let mut args = vec!["replay".to_owned(), "--json".to_owned()];
+    args.extend(files.iter().map(|f| f.display().to_string()));
+    let out = Command::new(env!("CARGO_BIN_EXE_spamscope"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|v| (v["key"].as_str().unwrap().to_owned(), v))
+        .collect()
+}
+
+/// Every message on a JetStream stream, from the start: (subject, headers,
+/// payload).
+pub async fn read_stream(
+    url: &str,
+    stream: &str,
+) -> Vec<(String, Option<async_nats::HeaderMap>, bytes::Bytes)> {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut s = js.get_stream(stream).await.unwrap();
+    let last = s.info().await.unwrap().state.last_sequence;
+    if last == 0 {
+        return Vec::new();
+    }
+    let consumer = s
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .unwrap();
+    let mut msgs = consumer.messages().await.unwrap();
+    let mut out = Vec::new();
+    while let Some(Ok(m)) = msgs.next().await {
+        let seq = m.info().unwrap().stream_sequence;
+        out.push((m.subject.to_string(), m.headers.clone(), m.payload.clone()));
+        if seq >= last {
+            break;
+        }
+    }
+    out
+}
+
+/// Detector outputs published on SPAM, as replay-style JSON by key (scores
+/// excluded); also returns how many messages carried a key seen before.
+pub async fn pipeline_outputs(url: &str) -> (BTreeMap<String, Value>, usize) {
+    use prost::Message;
+    let mut out = BTreeMap::new();
+    let mut dups = 0;
+    for (_, _, payload) in read_stream(url, "SPAM").await {
+        let o = spamscope_proto::v1::DetectorOutput::decode(payload).unwrap();
+        if matches!(
+            o.kind,
+            Some(spamscope_proto::v1::detector_output::Kind::MessageScore(_))
+        ) {
+            continue;
+        }
+        let v = spamscope_detect::json::to_json(&o);
+        let key = v["key"].as_str().unwrap().to_owned();
+        if let Some(prev) = out.insert(key, v.clone()) {
+            assert_eq!(prev, v, "two outputs with one key and different content");
+            dups += 1;
+        }
+    }
+    (out, dups)
+}
+
+/// Waits until the pipeline's outputs equal `expected`, or panics with the
+/// difference (and the logs) after `timeout`.
+pub async fn await_outputs(
+    url: &str,
+    expected: &BTreeMap<String, Value>,
+    timeout: Duration,
+    procs: &[&Proc],
+) -> usize {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (got, dups) = pipeline_outputs(url).await;
+        if &got == expected {
+            return dups;
+        }
+        if Instant::now() > deadline {
+            let missing: Vec<&String> = expected
+                .keys()
+                .filter(|k| !got.contains_key(*k))
+                .take(10)
+                .collect();
+            let extra: Vec<&String> = got
+                .keys()
+                .filter(|k| !expected.contains_key(*k))
+                .take(10)
+                .collect();
+            let differ: Vec<&String> = expected
+                .iter()
+                .filter(|(k, v)| got.get(*k).is_some_and(|g| g != *v))
+                .map(|(k, _)| k)
+                .take(5)
+                .collect();
+            for p in procs {
+                eprintln!("==== {} ====\n{}", p.name, tail(&p.log_text(), 40));
+            }
+            if let Some(k) = differ.first() {
+                eprintln!("expected {k}: {}\n     got {k}: {}", expected[*k], got[*k]);
+            }
+            panic!(
+                "pipeline outputs differ from the in-process replay: {} expected, {} got; missing {missing:?}; extra {extra:?}; different {differ:?}",
+                expected.len(),
+                got.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
