@@ -373,3 +373,74 @@ pub fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+/// A local IRC server speaking enough of Twitch's protocol for a client:
+/// acknowledges CAP, welcomes after NICK, answers PING, and on
+/// `JOIN #<channel>` replays the recorded lines of that channel.
+pub struct FakeIrc {
+    pub port: u16,
+    pub joins: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl FakeIrc {
+    pub fn start(recorded: Vec<String>) -> Self {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let joins = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let joins2 = joins.clone();
+        let recorded = std::sync::Arc::new(recorded);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let recorded = recorded.clone();
+                let joins = joins2.clone();
+                std::thread::spawn(move || {
+                    let mut w = conn.try_clone().unwrap();
+                    let r = BufReader::new(conn);
+                    let mut nick = "justinfan".to_owned();
+                    for line in r.lines() {
+                        let Ok(line) = line else { return };
+                        let line = line.trim_end().to_owned();
+                        let mut send = |s: &str| w.write_all(format!("{s}\r\n").as_bytes()).is_ok();
+                        if line.starts_with("CAP REQ") {
+                            let caps = line.split_once(':').map_or("", |x| x.1);
+                            send(&format!(":tmi.twitch.tv CAP * ACK :{caps}"));
+                        } else if let Some(n) = line.strip_prefix("NICK ") {
+                            nick = n.to_owned();
+                            send(&format!(":tmi.twitch.tv 001 {nick} :Welcome, GLHF!"));
+                        } else if let Some(rest) = line.strip_prefix("PING") {
+                            send(&format!(":tmi.twitch.tv PONG tmi.twitch.tv{rest}"));
+                        } else if let Some(chans) = line.strip_prefix("JOIN ") {
+                            for ch in chans.split(',') {
+                                joins.lock().unwrap().push(ch.to_owned());
+                                send(&format!(":{nick}!{nick}@{nick}.tmi.twitch.tv JOIN {ch}"));
+                                send(&format!(
+                                    "@emote-only=0;followers-only=-1;r9k=0;room-id=1;slow=0;subs-only=0 :tmi.twitch.tv ROOMSTATE {ch}"
+                                ));
+                                for l in recorded.iter().filter(|l| {
+                                    l.contains(&format!(" {ch} ")) || l.ends_with(&format!(" {ch}"))
+                                }) {
+                                    if !send(l) {
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        FakeIrc { port, joins }
+    }
+}
+
+/// Messages in a JetStream stream now.
+pub async fn stream_len(url: &str, stream: &str) -> u64 {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    match js.get_stream(stream).await {
+        Ok(mut s) => s.info().await.unwrap().state.messages,
+        Err(_) => 0, // not created yet
+    }
+}

@@ -3,7 +3,9 @@
 //! so two ingest replicas of the same chat do not double it.
 //!
 //! Parts: [`publish_events`] (any event sequence, paced), used by the replay
-//! source (files through `spamscope_chat::replay`).
+//! source (files through `spamscope_chat::replay`); [`twitch`]: live Twitch chat.
+
+pub mod twitch;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

@@ -66,10 +66,12 @@ impl ClusterArgs {
     }
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Source {
     /// Recorded chat files.
     Replay,
+    /// Live Twitch chat (IRC over TLS).
+    Twitch,
 }
 
 #[derive(Debug, clap::Args)]
@@ -81,8 +83,76 @@ pub struct IngestArgs {
     /// Replay speed: 0 or max as fast as the bus takes them, 1 real time.
     #[arg(long, default_value = "max")]
     pub speed: Speed,
-    #[arg(required = true, value_name = "FILE")]
+    /// Files to replay (--source replay).
+    #[arg(value_name = "FILE")]
     pub files: Vec<PathBuf>,
+    /// Twitch channel to read (repeatable; --source twitch).
+    #[arg(long = "channel", value_name = "LOGIN")]
+    pub channels: Vec<String>,
+    /// File with one Twitch channel login per line (# comments allowed).
+    #[arg(long, value_name = "FILE")]
+    pub channels_file: Option<PathBuf>,
+    /// Twitch login for an authenticated connection (anonymous without).
+    #[arg(long, env = "SPAMSCOPE_TWITCH_LOGIN")]
+    pub twitch_login: Option<String>,
+    /// File holding the OAuth token for --twitch-login (or set
+    /// SPAMSCOPE_TWITCH_TOKEN); never given on the command line.
+    #[arg(long, value_name = "FILE")]
+    pub twitch_token_file: Option<PathBuf>,
+    /// JOINs per 10 seconds.
+    #[arg(long, default_value_t = 20)]
+    pub joins_per_10s: usize,
+    /// Plain-TCP IRC server HOST:PORT instead of irc.chat.twitch.tv over TLS
+    /// (tests and proxies).
+    #[arg(long, hide = true)]
+    pub twitch_server: Option<String>,
+}
+
+impl IngestArgs {
+    fn twitch_config(&self) -> Result<spamscope_ingest::twitch::TwitchConfig> {
+        let mut channels = self.channels.clone();
+        if let Some(path) = &self.channels_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Exit::usage(format!("--channels-file {}: {e}", path.display())))?;
+            channels.extend(
+                text.lines()
+                    .map(|l| l.split('#').next().unwrap_or("").trim())
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned),
+            );
+        }
+        if channels.is_empty() {
+            return Err(Exit::usage(
+                "--source twitch needs --channel or --channels-file",
+            ));
+        }
+        let credentials = match &self.twitch_login {
+            None => None,
+            Some(login) => {
+                let token = match &self.twitch_token_file {
+                    Some(p) => std::fs::read_to_string(p)
+                        .map_err(|e| {
+                            Exit::usage(format!("--twitch-token-file {}: {e}", p.display()))
+                        })?
+                        .trim()
+                        .to_owned(),
+                    None => std::env::var("SPAMSCOPE_TWITCH_TOKEN").map_err(|_| {
+                        Exit::usage(
+                            "--twitch-login needs SPAMSCOPE_TWITCH_TOKEN or --twitch-token-file",
+                        )
+                    })?,
+                };
+                Some((login.clone(), token))
+            }
+        };
+        Ok(spamscope_ingest::twitch::TwitchConfig {
+            channels,
+            credentials,
+            joins_per_window: self.joins_per_10s,
+            join_window: Duration::from_secs(10),
+            server: self.twitch_server.clone(),
+        })
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -163,9 +233,21 @@ async fn connect(cluster: &ClusterArgs, url: &str, name: &str) -> Result<(Bus, S
 }
 
 pub fn ingest(args: IngestArgs) -> Result<()> {
-    let files = read(&args.files)?;
-    report_malformed(&files);
-    let events = replay::merge(files);
+    let events = match args.source {
+        Source::Replay => {
+            if args.files.is_empty() {
+                return Err(Exit::usage("--source replay needs FILE arguments"));
+            }
+            let files = read(&args.files)?;
+            report_malformed(&files);
+            replay::merge(files)
+        }
+        Source::Twitch => Vec::new(),
+    };
+    let twitch = match args.source {
+        Source::Twitch => Some(args.twitch_config()?),
+        Source::Replay => None,
+    };
     let url = args.cluster.nats_url()?;
     runtime()?.block_on(async move {
         spamscope_runtime::init_logging();
@@ -175,15 +257,21 @@ pub fn ingest(args: IngestArgs) -> Result<()> {
         start_health(args.cluster.health_listen, health.clone(), shutdown.clone()).await?;
         let (bus, _store) = connect(&args.cluster, &url, "spamscope-ingest").await?;
         health.set_ready(true);
-        let Source::Replay = args.source;
-        let report = spamscope_ingest::publish_events(
-            &bus,
-            &events,
-            args.cluster.shards,
-            args.speed,
-            &shutdown,
-        )
-        .await?;
+        let report = match twitch {
+            Some(cfg) => {
+                spamscope_ingest::twitch::run(&bus, cfg, args.cluster.shards, &shutdown).await?
+            }
+            None => {
+                spamscope_ingest::publish_events(
+                    &bus,
+                    &events,
+                    args.cluster.shards,
+                    args.speed,
+                    &shutdown,
+                )
+                .await?
+            }
+        };
         bus.client.flush().await.ok();
         eprintln!(
             "ingest: published {} events ({} duplicates dropped by JetStream){}",

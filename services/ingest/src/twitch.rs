@@ -1,0 +1,239 @@
+//! Live Twitch chat through the twitch-irc crate.
+//!
+//! Anonymous read-only login by default (`justinfan`), an OAuth token when
+//! given. Channels are joined at a limited rate (default 20 per 10 s, Twitch's
+//! limit for normal accounts); the crate reconnects with backoff and rejoins
+//! by itself. Every raw line the client receives (PRIVMSG, CLEARCHAT,
+//! CLEARMSG, ROOMSTATE, USERNOTICE, ...) goes through the same parser as
+//! recorded logs, so live and replayed chat produce the same events.
+//!
+//! Production uses the crate's TLS transport to irc.chat.twitch.tv:6697.
+//! [`PlainTransport`] connects to another address over plain TCP: for tests
+//! (a local server replaying recorded chat) and for IRC proxies.
+
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use either::Either;
+use futures::{SinkExt, Stream, StreamExt};
+use prost::Message;
+use spamscope_bus::{Bus, subjects};
+use spamscope_chat::twitch::parse_line;
+use spamscope_proto::v1::ChatEvent;
+use spamscope_routing::shard_of;
+use tokio_util::codec::{FramedRead, FramedWrite, LinesCodec};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use twitch_irc::login::StaticLoginCredentials;
+use twitch_irc::message::{AsRawIRC, IRCMessage, IRCParseError};
+use twitch_irc::transport::Transport;
+use twitch_irc::{ClientConfig, SecureTCPTransport, TwitchIRCClient};
+
+use crate::{IngestError, IngestReport, chat_msg_id};
+
+#[derive(Debug, Clone)]
+pub struct TwitchConfig {
+    /// Channel logins to join.
+    pub channels: Vec<String>,
+    /// Login and OAuth token; anonymous when `None`.
+    pub credentials: Option<(String, String)>,
+    /// JOINs allowed per `join_window`.
+    pub joins_per_window: usize,
+    pub join_window: Duration,
+    /// Plain-TCP server instead of irc.chat.twitch.tv over TLS.
+    pub server: Option<String>,
+}
+
+impl Default for TwitchConfig {
+    fn default() -> Self {
+        Self {
+            channels: Vec::new(),
+            credentials: None,
+            joins_per_window: 20,
+            join_window: Duration::from_secs(10),
+            server: None,
+        }
+    }
+}
+
+/// Reads the chat of `cfg.channels` until `shutdown`, publishing every event.
+pub async fn run(
+    bus: &Bus,
+    cfg: TwitchConfig,
+    shards: u32,
+    shutdown: &CancellationToken,
+) -> Result<IngestReport, IngestError> {
+    match &cfg.server {
+        None => run_with::<SecureTCPTransport>(bus, cfg, shards, shutdown).await,
+        Some(addr) => {
+            // The transport trait takes no arguments: the address is set
+            // once per process.
+            let _ = PLAIN_SERVER.set(addr.clone());
+            run_with::<PlainTransport>(bus, cfg, shards, shutdown).await
+        }
+    }
+}
+
+async fn run_with<T: Transport>(
+    bus: &Bus,
+    cfg: TwitchConfig,
+    shards: u32,
+    shutdown: &CancellationToken,
+) -> Result<IngestReport, IngestError> {
+    let login = match &cfg.credentials {
+        Some((login, token)) => {
+            let token = token.strip_prefix("oauth:").unwrap_or(token).to_owned();
+            StaticLoginCredentials::new(login.clone(), Some(token))
+        }
+        None => StaticLoginCredentials::anonymous(),
+    };
+    let (mut incoming, client) =
+        TwitchIRCClient::<T, StaticLoginCredentials>::new(ClientConfig::new_simple(login));
+    // Rate-limited JOINs, in the background.
+    let joiner = {
+        let client = client.clone();
+        let channels = cfg.channels.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            for (i, ch) in channels.iter().enumerate() {
+                if i > 0 && i % cfg.joins_per_window.max(1) == 0 {
+                    tokio::select! {
+                        _ = tokio::time::sleep(cfg.join_window) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                }
+                let login = ch.trim().trim_start_matches('#').to_lowercase();
+                if let Err(e) = client.join(login.clone()) {
+                    warn!(channel = %login, error = %e, "not a valid channel login");
+                }
+            }
+        })
+    };
+    info!(channels = cfg.channels.len(), "reading Twitch chat");
+    let mut report = IngestReport::default();
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            m = incoming.recv() => match m { Some(m) => m, None => break },
+        };
+        let raw = msg.source().as_raw_irc();
+        match parse_line(&raw) {
+            Ok(Some(ev)) => publish_one(bus, &ev, shards, shutdown, &mut report).await?,
+            Ok(None) => {}
+            Err(e) => {
+                let reason = format!("unparsable IRC line: {e}");
+                if let Err(e) = bus
+                    .dead_letter("ingest", "twitch", &reason, Bytes::from(raw))
+                    .await
+                {
+                    warn!(error = %e, "dead letter failed");
+                }
+            }
+        }
+    }
+    joiner.abort();
+    Ok(report)
+}
+
+/// Publishes one event and waits for its ack, retrying (same message id)
+/// until it lands or `shutdown`.
+pub async fn publish_one(
+    bus: &Bus,
+    ev: &ChatEvent,
+    shards: u32,
+    shutdown: &CancellationToken,
+    report: &mut IngestReport,
+) -> Result<(), IngestError> {
+    let subject = subjects::chat(
+        shard_of(&ev.stream_key(), shards),
+        ev.platform().key(),
+        &ev.stream_id,
+    );
+    let payload = Bytes::from(ev.encode_to_vec());
+    let id = chat_msg_id(ev);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match bus
+            .publish(subject.clone(), &id, HeaderMap::new(), payload.clone())
+            .await
+        {
+            Ok(fresh) => {
+                report.published += 1;
+                report.duplicates += u64::from(!fresh);
+                return Ok(());
+            }
+            Err(e) => {
+                warn!(error = %e, "publish failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.cancelled() => { report.interrupted = true; return Ok(()); }
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+static PLAIN_SERVER: OnceLock<String> = OnceLock::new();
+
+type Incoming = futures::stream::Fuse<
+    Pin<
+        Box<
+            dyn Stream<Item = Result<IRCMessage, Either<std::io::Error, IRCParseError>>>
+                + Send
+                + Sync,
+        >,
+    >,
+>;
+type Outgoing = Pin<Box<dyn futures::Sink<IRCMessage, Error = std::io::Error> + Send + Sync>>;
+
+/// IRC over plain TCP to the address given with `--twitch-server`.
+pub struct PlainTransport {
+    incoming: Incoming,
+    outgoing: Outgoing,
+}
+
+impl std::fmt::Debug for PlainTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PlainTransport")
+    }
+}
+
+#[async_trait::async_trait]
+impl Transport for PlainTransport {
+    type ConnectError = std::io::Error;
+    type IncomingError = std::io::Error;
+    type OutgoingError = std::io::Error;
+    type Incoming = Incoming;
+    type Outgoing = Outgoing;
+
+    async fn new() -> Result<Self, Self::ConnectError> {
+        let addr = PLAIN_SERVER
+            .get()
+            .ok_or_else(|| std::io::Error::other("no plain IRC server address set"))?;
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let (r, w) = stream.into_split();
+        let lines = FramedRead::new(r, LinesCodec::new_with_max_length(64 * 1024));
+        let incoming: Pin<Box<dyn Stream<Item = _> + Send + Sync>> =
+            Box::pin(lines.map(|l| match l {
+                Ok(line) => IRCMessage::parse(line.trim_end_matches('\r')).map_err(Either::Right),
+                Err(e) => Err(Either::Left(std::io::Error::other(e))),
+            }));
+        let sink = SinkExt::<String>::sink_map_err(
+            FramedWrite::new(w, LinesCodec::new()),
+            std::io::Error::other,
+        )
+        .with(|m: IRCMessage| async move { Ok::<String, std::io::Error>(m.as_raw_irc() + "\r") });
+        Ok(PlainTransport {
+            incoming: incoming.fuse(),
+            outgoing: Box::pin(sink),
+        })
+    }
+
+    fn split(self) -> (Self::Incoming, Self::Outgoing) {
+        (self.incoming, self.outgoing)
+    }
+}
