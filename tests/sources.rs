@@ -87,3 +87,116 @@ async fn twitch_source_publishes_the_recorded_channel() {
         .count();
     assert_eq!(timeouts, 57);
 }
+
+/// A local YouTube: the live-chat page and `get_live_chat` serving the
+/// recorded innertube actions in pages, each with its next continuation.
+async fn fake_youtube(
+    pages: Vec<Vec<serde_json::Value>>,
+    timeout_ms: u64,
+) -> (
+    u16,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, Instant)>>>,
+) {
+    use axum::routing::{get, post};
+    let polls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let pages = std::sync::Arc::new(pages);
+    let p2 = polls.clone();
+    let app = axum::Router::new()
+        .route(
+            "/live_chat",
+            get(|| async {
+                axum::response::Html(
+                    r#"<html><script>ytcfg.set({"INNERTUBE_API_KEY":"test-key","INNERTUBE_CONTEXT_CLIENT_VERSION":"2.20201209"});</script>
+                    <script>window["ytInitialData"] = {"contents":{"liveChatRenderer":{"continuations":[{"invalidationContinuationData":{"continuation":"page-0","timeoutMs":100}}]}}};</script></html>"#,
+                )
+            }),
+        )
+        .route(
+            "/youtubei/v1/live_chat/get_live_chat",
+            post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+                let pages = pages.clone();
+                let polls = p2.clone();
+                async move {
+                    let token = body["continuation"].as_str().unwrap_or("").to_owned();
+                    assert_eq!(body["context"]["client"]["clientName"], "WEB");
+                    polls.lock().unwrap().push((token.clone(), Instant::now()));
+                    let i: usize = token.trim_start_matches("page-").parse().unwrap_or(usize::MAX);
+                    let actions = pages.get(i).cloned().unwrap_or_default();
+                    let mut cont = serde_json::json!({"actions": actions});
+                    if i + 1 < pages.len() {
+                        cont["continuations"] = serde_json::json!([{"timedContinuationData": {"continuation": format!("page-{}", i + 1), "timeoutMs": timeout_ms}}]);
+                    }
+                    axum::Json(serde_json::json!({"continuationContents": {"liveChatContinuation": cont}}))
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (port, polls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn youtube_source_follows_continuations_at_the_servers_pace() {
+    let recorded: Vec<serde_json::Value> = serde_json::from_slice(
+        &std::fs::read(repo(
+            "testdata/youtube/innertube-responses/comment-all-response.json",
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let pages: Vec<Vec<serde_json::Value>> = recorded.chunks(20).map(<[_]>::to_vec).collect();
+    let n_pages = pages.len();
+    let (port, polls) = fake_youtube(pages, 700).await;
+    let nats = Nats::start();
+    let redis = Redis::start();
+    let logs = TempDir::new("logs");
+    let mut args: Vec<String> = vec![
+        "ingest".into(),
+        "--source".into(),
+        "youtube".into(),
+        "--video".into(),
+        "jfKfPfyJRdk".into(),
+    ];
+    args.extend(cluster_args(&nats, &redis, 16));
+    args.push("--youtube-base-url".into());
+    args.push(format!("http://127.0.0.1:{port}"));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut ingest = Proc::spawn("ingest-youtube", &refs, &logs.0);
+    // The chat closes after the last page: ingest ends by itself.
+    let status = ingest
+        .wait(Duration::from_secs(60))
+        .expect("ingest ends when the chat closes");
+    assert!(status.success(), "{}", ingest.log_text());
+
+    let polls = polls.lock().unwrap().clone();
+    let tokens: Vec<&str> = polls.iter().map(|(t, _)| t.as_str()).collect();
+    let expected: Vec<String> = (0..n_pages).map(|i| format!("page-{i}")).collect();
+    assert_eq!(
+        tokens, expected,
+        "continuations followed in order, each once"
+    );
+    for w in polls.windows(2) {
+        let gap = w[1].1 - w[0].1;
+        assert!(
+            gap >= Duration::from_millis(650),
+            "polled again after {gap:?}, the server asked for 700 ms"
+        );
+    }
+    let chat = read_stream(&nats.url(), "CHAT").await;
+    let events: Vec<spamscope_proto::v1::ChatEvent> = chat
+        .iter()
+        .map(|(_, _, p)| spamscope_proto::v1::ChatEvent::decode(p.clone()).unwrap())
+        .collect();
+    use spamscope_proto::v1::chat_event::Kind;
+    let messages = events
+        .iter()
+        .filter(|e| matches!(e.kind, Some(Kind::Message(_))))
+        .count();
+    assert_eq!(messages, 65, "the 65 messages of the recorded response");
+    assert!(events.iter().all(|e| e.stream_id == "jfKfPfyJRdk"));
+    assert!(matches!(
+        events.last().unwrap().kind,
+        Some(Kind::StreamEnded(_))
+    ));
+}

@@ -3,9 +3,10 @@
 //! so two ingest replicas of the same chat do not double it.
 //!
 //! Parts: [`publish_events`] (any event sequence, paced), used by the replay
-//! source (files through `spamscope_chat::replay`); [`twitch`]: live Twitch chat.
+//! source (files through `spamscope_chat::replay`); [`twitch`]: live Twitch chat; [`youtube`]: live YouTube chat.
 
 pub mod twitch;
+pub mod youtube;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -27,6 +28,8 @@ const IN_FLIGHT: usize = 512;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
+    #[error("source: {0}")]
+    Source(String),
     #[error("publish to {subject}: {reason}")]
     Publish { subject: String, reason: String },
 }

@@ -72,6 +72,8 @@ pub enum Source {
     Replay,
     /// Live Twitch chat (IRC over TLS).
     Twitch,
+    /// Live YouTube chat (innertube polling).
+    Youtube,
 }
 
 #[derive(Debug, clap::Args)]
@@ -106,6 +108,12 @@ pub struct IngestArgs {
     /// (tests and proxies).
     #[arg(long, hide = true)]
     pub twitch_server: Option<String>,
+    /// YouTube video id of a live stream (repeatable; --source youtube).
+    #[arg(long = "video", value_name = "ID")]
+    pub videos: Vec<String>,
+    /// Base URL of YouTube (tests point it at a local server).
+    #[arg(long, hide = true, default_value = "https://www.youtube.com")]
+    pub youtube_base_url: String,
 }
 
 impl IngestArgs {
@@ -242,12 +250,21 @@ pub fn ingest(args: IngestArgs) -> Result<()> {
             report_malformed(&files);
             replay::merge(files)
         }
-        Source::Twitch => Vec::new(),
+        Source::Twitch | Source::Youtube => Vec::new(),
     };
+    if args.source == Source::Youtube && args.videos.is_empty() {
+        return Err(Exit::usage("--source youtube needs --video"));
+    }
     let twitch = match args.source {
         Source::Twitch => Some(args.twitch_config()?),
-        Source::Replay => None,
+        Source::Replay | Source::Youtube => None,
     };
+    let youtube =
+        (args.source == Source::Youtube).then(|| spamscope_ingest::youtube::YoutubeConfig {
+            video_ids: args.videos.clone(),
+            base_url: args.youtube_base_url.trim_end_matches('/').to_owned(),
+            ..Default::default()
+        });
     let url = args.cluster.nats_url()?;
     runtime()?.block_on(async move {
         spamscope_runtime::init_logging();
@@ -257,11 +274,14 @@ pub fn ingest(args: IngestArgs) -> Result<()> {
         start_health(args.cluster.health_listen, health.clone(), shutdown.clone()).await?;
         let (bus, _store) = connect(&args.cluster, &url, "spamscope-ingest").await?;
         health.set_ready(true);
-        let report = match twitch {
-            Some(cfg) => {
+        let report = match (twitch, youtube) {
+            (Some(cfg), _) => {
                 spamscope_ingest::twitch::run(&bus, cfg, args.cluster.shards, &shutdown).await?
             }
-            None => {
+            (None, Some(cfg)) => {
+                spamscope_ingest::youtube::run(&bus, cfg, args.cluster.shards, &shutdown).await?
+            }
+            (None, None) => {
                 spamscope_ingest::publish_events(
                     &bus,
                     &events,
