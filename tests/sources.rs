@@ -200,3 +200,106 @@ async fn youtube_source_follows_continuations_at_the_servers_pace() {
         Some(Kind::StreamEnded(_))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twitch_top_channels_come_from_helix() {
+    use axum::routing::{get, post};
+    // Twitch's token and streams endpoints, answered as Twitch documents them.
+    let app = axum::Router::new()
+        .route(
+            "/auth/token",
+            post(|| async {
+                axum::Json(serde_json::json!({"access_token": "jostpf5q0uzmxmkba9iyug38kjtgh", "expires_in": 5011271, "token_type": "bearer"}))
+            }),
+        )
+        .route(
+            "/helix/streams",
+            get(|headers: axum::http::HeaderMap| async move {
+                assert_eq!(headers["client-id"], "test-client");
+                assert_eq!(headers["authorization"], "Bearer jostpf5q0uzmxmkba9iyug38kjtgh");
+                let stream = |id: &str, login: &str, viewers: u64| serde_json::json!({
+                    "id": id, "user_id": format!("1{id}"), "user_login": login, "user_name": login,
+                    "game_id": "32982", "game_name": "Grand Theft Auto V", "type": "live", "title": "title",
+                    "tags": ["English"], "viewer_count": viewers, "started_at": "2021-03-10T03:18:11Z",
+                    "language": "en", "thumbnail_url": "https://static-cdn.jtvnw.net/previews-ttv/live_user_x-{width}x{height}.jpg",
+                    "tag_ids": [], "is_mature": false
+                });
+                axum::Json(serde_json::json!({
+                    "data": [stream("40952121085", "xqcow", 70000), stream("40952121086", "pajlada", 900), stream("40952121087", "forsen", 800)],
+                    "pagination": {}
+                }))
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let helix_port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let recorded: Vec<String> =
+        std::fs::read_to_string(repo("testdata/twitch/xqcow-2019-09-15.irc"))
+            .unwrap()
+            .lines()
+            .take(200)
+            .map(str::to_owned)
+            .collect();
+    let irc = FakeIrc::start(recorded);
+    let nats = Nats::start();
+    let redis = Redis::start();
+    let logs = TempDir::new("logs");
+    let mut args: Vec<String> = vec![
+        "ingest".into(),
+        "--source".into(),
+        "twitch".into(),
+        "--helix-top".into(),
+        "2".into(),
+    ];
+    args.extend(cluster_args(&nats, &redis, 16));
+    args.push("--twitch-server".into());
+    args.push(format!("127.0.0.1:{}", irc.port));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let log = logs.0.join("ingest-helix.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_spamscope"))
+        .args(&refs)
+        .env("SPAMSCOPE_TWITCH_CLIENT_ID", "test-client")
+        .env("SPAMSCOPE_TWITCH_CLIENT_SECRET", "test-secret")
+        .env(
+            "TWITCH_OAUTH2_URL",
+            format!("http://127.0.0.1:{helix_port}/auth/"),
+        )
+        .env(
+            "TWITCH_HELIX_URL",
+            format!("http://127.0.0.1:{helix_port}/helix/"),
+        )
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let joined: BTreeSet<String> = irc.joins.lock().unwrap().iter().cloned().collect();
+        if joined.len() >= 2 {
+            assert_eq!(
+                joined,
+                BTreeSet::from(["#xqcow".to_owned(), "#pajlada".to_owned()]),
+                "the top 2, not the third"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no joins: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stream_len(&nats.url(), "CHAT").await < 200 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !log_text.contains("test-secret"),
+        "the secret never reaches the logs"
+    );
+}

@@ -45,6 +45,61 @@ pub struct TwitchConfig {
     pub join_window: Duration,
     /// Plain-TCP server instead of irc.chat.twitch.tv over TLS.
     pub server: Option<String>,
+    /// Also read the top live channels from the Helix API.
+    pub helix: Option<HelixConfig>,
+}
+
+/// The top N live channels by viewers, from Helix (app access token from a
+/// client id and secret), refreshed every `refresh`.
+#[derive(Clone)]
+pub struct HelixConfig {
+    pub client_id: String,
+    pub client_secret: String,
+    pub top: usize,
+    pub refresh: Duration,
+}
+
+impl std::fmt::Debug for HelixConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret.
+        f.debug_struct("HelixConfig")
+            .field("client_id", &self.client_id)
+            .field("top", &self.top)
+            .field("refresh", &self.refresh)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Logins of the top `cfg.top` live channels.
+pub async fn top_channels(cfg: &HelixConfig) -> Result<Vec<String>, IngestError> {
+    use twitch_api::helix::streams::GetStreamsRequest;
+    use twitch_oauth2::{AppAccessToken, ClientId, ClientSecret};
+    let http = reqwest::Client::new();
+    let err = |e: &dyn std::fmt::Display| IngestError::Source(format!("helix: {e}"));
+    let token = AppAccessToken::get_app_access_token(
+        &http,
+        ClientId::new(cfg.client_id.clone()),
+        ClientSecret::new(cfg.client_secret.clone()),
+        vec![],
+    )
+    .await
+    .map_err(|e| err(&e))?;
+    let helix: twitch_api::HelixClient<reqwest::Client> =
+        twitch_api::HelixClient::with_client(http);
+    let mut out = Vec::new();
+    let mut cursor = None;
+    while out.len() < cfg.top {
+        let mut req = GetStreamsRequest::default().first(100);
+        req.after = cursor.take().map(std::borrow::Cow::Owned);
+        let resp = helix.req_get(req, &token).await.map_err(|e| err(&e))?;
+        out.extend(resp.data.iter().map(|s| s.user_login.to_string()));
+        match resp.pagination_data.cursor {
+            Some(c) if !resp.data.is_empty() => cursor = Some(c),
+            _ => break,
+        }
+    }
+    out.truncate(cfg.top);
+    Ok(out)
 }
 
 impl Default for TwitchConfig {
@@ -55,6 +110,7 @@ impl Default for TwitchConfig {
             joins_per_window: 20,
             join_window: Duration::from_secs(10),
             server: None,
+            helix: None,
         }
     }
 }
@@ -92,22 +148,52 @@ async fn run_with<T: Transport>(
     };
     let (mut incoming, client) =
         TwitchIRCClient::<T, StaticLoginCredentials>::new(ClientConfig::new_simple(login));
-    // Rate-limited JOINs, in the background.
+    // The wanted channels, grown at most `joins_per_window` at a time; with
+    // Helix, the top channels are refetched every `refresh` and channels that
+    // left the top are parted.
     let joiner = {
         let client = client.clone();
-        let channels = cfg.channels.clone();
+        let cfg = cfg.clone();
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            for (i, ch) in channels.iter().enumerate() {
-                if i > 0 && i % cfg.joins_per_window.max(1) == 0 {
+            let fixed: Vec<String> = cfg.channels.iter().map(|c| normalize_login(c)).collect();
+            let mut wanted: std::collections::HashSet<String> = std::collections::HashSet::new();
+            loop {
+                let mut target = fixed.clone();
+                if let Some(h) = &cfg.helix {
+                    match top_channels(h).await {
+                        Ok(top) => {
+                            info!(channels = top.len(), "top live channels from Helix");
+                            target.extend(top.iter().map(|c| normalize_login(c)));
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "cannot list top channels; keeping the current ones")
+                        }
+                    }
+                }
+                target.sort();
+                target.dedup();
+                // Part the channels that left the list, then join the new ones.
+                wanted.retain(|c| target.contains(c));
+                let fresh: Vec<String> =
+                    target.into_iter().filter(|c| !wanted.contains(c)).collect();
+                for batch in fresh.chunks(cfg.joins_per_window.max(1)) {
+                    wanted.extend(batch.iter().cloned());
+                    if let Err(e) = client.set_wanted_channels(wanted.clone()) {
+                        warn!(error = %e, "invalid channel login in the list");
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(cfg.join_window) => {}
                         _ = stop.cancelled() => return,
                     }
                 }
-                let login = ch.trim().trim_start_matches('#').to_lowercase();
-                if let Err(e) = client.join(login.clone()) {
-                    warn!(channel = %login, error = %e, "not a valid channel login");
+                if let Err(e) = client.set_wanted_channels(wanted.clone()) {
+                    warn!(error = %e, "invalid channel login in the list");
+                }
+                let Some(h) = &cfg.helix else { return };
+                tokio::select! {
+                    _ = tokio::time::sleep(h.refresh) => {}
+                    _ = stop.cancelled() => return,
                 }
             }
         })
@@ -136,6 +222,10 @@ async fn run_with<T: Transport>(
     }
     joiner.abort();
     Ok(report)
+}
+
+fn normalize_login(c: &str) -> String {
+    c.trim().trim_start_matches('#').to_lowercase()
 }
 
 /// Publishes one event and waits for its ack, retrying (same message id)

@@ -104,6 +104,19 @@ pub struct IngestArgs {
     /// JOINs per 10 seconds.
     #[arg(long, default_value_t = 20)]
     pub joins_per_10s: usize,
+    /// Also read the top N live channels (Helix API; needs
+    /// SPAMSCOPE_TWITCH_CLIENT_ID and SPAMSCOPE_TWITCH_CLIENT_SECRET or
+    /// --twitch-client-secret-file).
+    #[arg(long, value_name = "N")]
+    pub helix_top: Option<usize>,
+    /// How often the top channels are refetched, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub helix_refresh_s: u64,
+    #[arg(long, env = "SPAMSCOPE_TWITCH_CLIENT_ID")]
+    pub twitch_client_id: Option<String>,
+    /// File holding the Helix client secret.
+    #[arg(long, value_name = "FILE")]
+    pub twitch_client_secret_file: Option<PathBuf>,
     /// Plain-TCP IRC server HOST:PORT instead of irc.chat.twitch.tv over TLS
     /// (tests and proxies).
     #[arg(long, hide = true)]
@@ -129,9 +142,37 @@ impl IngestArgs {
                     .map(str::to_owned),
             );
         }
-        if channels.is_empty() {
+        let helix = match self.helix_top {
+            None => None,
+            Some(top) => {
+                let client_id = self
+                    .twitch_client_id
+                    .clone()
+                    .ok_or_else(|| Exit::usage("--helix-top needs SPAMSCOPE_TWITCH_CLIENT_ID"))?;
+                let client_secret = match &self.twitch_client_secret_file {
+                    Some(p) => std::fs::read_to_string(p)
+                        .map_err(|e| {
+                            Exit::usage(format!("--twitch-client-secret-file {}: {e}", p.display()))
+                        })?
+                        .trim()
+                        .to_owned(),
+                    None => std::env::var("SPAMSCOPE_TWITCH_CLIENT_SECRET").map_err(|_| {
+                        Exit::usage(
+                            "--helix-top needs SPAMSCOPE_TWITCH_CLIENT_SECRET or --twitch-client-secret-file",
+                        )
+                    })?,
+                };
+                Some(spamscope_ingest::twitch::HelixConfig {
+                    client_id,
+                    client_secret,
+                    top,
+                    refresh: Duration::from_secs(self.helix_refresh_s.max(60)),
+                })
+            }
+        };
+        if channels.is_empty() && helix.is_none() {
             return Err(Exit::usage(
-                "--source twitch needs --channel or --channels-file",
+                "--source twitch needs --channel, --channels-file or --helix-top",
             ));
         }
         let credentials = match &self.twitch_login {
@@ -159,6 +200,7 @@ impl IngestArgs {
             joins_per_window: self.joins_per_10s,
             join_window: Duration::from_secs(10),
             server: self.twitch_server.clone(),
+            helix,
         })
     }
 }
