@@ -80,6 +80,15 @@ pub async fn publish_events(
                         _ = shutdown.cancelled() => return Ok(true),
                     }
                 }
+                // One unacknowledged publish per stream: a publish that
+                // fails is resent before anything after it in its stream,
+                // so every stream keeps its order through NATS failures.
+                // Different streams still go out together.
+                while in_flight.iter().any(|(i, _)| {
+                    events[*i].stream_id == ev.stream_id && events[*i].platform == ev.platform
+                }) {
+                    settle(&mut in_flight, &mut report).await?;
+                }
                 let ack = send(bus, ev, shards).await.map_err(|e| (next, e))?;
                 in_flight.push_back((next, ack));
                 next += 1;
