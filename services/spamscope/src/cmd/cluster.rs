@@ -43,6 +43,12 @@ pub struct ClusterArgs {
     /// Retention of the SPAM stream, in seconds.
     #[arg(long, default_value_t = 7 * 24 * 3600)]
     pub spam_max_age_s: u64,
+    /// Size limit of the CHAT stream, in bytes (oldest dropped first).
+    #[arg(long, default_value_t = 8 << 30)]
+    pub chat_max_bytes: i64,
+    /// Size limit of the SPAM stream, in bytes.
+    #[arg(long, default_value_t = 8 << 30)]
+    pub spam_max_bytes: i64,
     /// JetStream duplicate window, in seconds.
     #[arg(long, default_value_t = 600)]
     pub duplicate_window_s: u64,
@@ -54,6 +60,8 @@ impl ClusterArgs {
             url: url.to_owned(),
             chat_max_age: Duration::from_secs(self.chat_max_age_s),
             spam_max_age: Duration::from_secs(self.spam_max_age_s),
+            chat_max_bytes: self.chat_max_bytes,
+            spam_max_bytes: self.spam_max_bytes,
             duplicate_window: Duration::from_secs(self.duplicate_window_s),
             ..BusConfig::default()
         }
