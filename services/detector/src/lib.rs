@@ -128,6 +128,11 @@ pub async fn run(
         .subscribe(subjects::ctl_detector(&cfg.replica_id))
         .await
         .map_err(|e| ReplicaError::Nats(e.to_string()))?;
+    let mut params_changes = bus
+        .client
+        .subscribe(subjects::CTL_PARAMS)
+        .await
+        .map_err(|e| ReplicaError::Nats(e.to_string()))?;
     store.heartbeat(&cfg.replica_id, cfg.heartbeat_ttl).await?;
     health.set_ready(true);
     info!(replica = %cfg.replica_id, "detector replica joined");
@@ -156,6 +161,17 @@ pub async fn run(
             _ = reconcile.tick() => {
                 if let Err(e) = reconcile_once(&ctx, &leaving).await {
                     warn!(error = %e, "reconcile failed");
+                }
+            }
+            Some(_) = params_changes.next() => {
+                match store.all_params().await {
+                    Ok(all) => {
+                        for r in ctx.running.lock().await.values() {
+                            let _ = r.cmds.send(ShardCmd::Params(all.clone())).await;
+                        }
+                        info!(scopes = all.len(), "detector params applied");
+                    }
+                    Err(e) => warn!(error = %e, "cannot read params"),
                 }
             }
         }

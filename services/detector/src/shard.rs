@@ -30,11 +30,14 @@ pub enum ShardCmd {
     Close(oneshot::Sender<Result<u64, String>>),
     /// Stop now, no checkpoint (the shard has another owner).
     Stop,
+    /// Apply these params overrides (scope → JSON object).
+    Params(std::collections::BTreeMap<String, String>),
 }
 
 struct State {
     detector: Detector,
     last_seq: u64,
+    pending: u64,
     since_checkpoint: u64,
     acks: Vec<(String, PublishAckFuture)>,
 }
@@ -104,6 +107,13 @@ pub(crate) async fn run(
                     let _ = reply.send(r.map(|()| st.last_seq));
                     return;
                 }
+                Some(ShardCmd::Params(all)) => {
+                    let caused = apply_params(&mut st.detector, &all, shard);
+                    if let Err(e) = publish(&ctx, shard, &owner, &caused, &mut st).await {
+                        warn!(shard, error = %e, "publish failed; will retry from the checkpoint");
+                        return;
+                    }
+                }
                 Some(ShardCmd::Stop) | None => return,
             },
             msg = messages.next() => {
@@ -113,7 +123,7 @@ pub(crate) async fn run(
                     None => { warn!(shard, "consumer ended"); return; }
                 };
                 let seq = match msg.info() {
-                    Ok(i) => i.stream_sequence,
+                    Ok(i) => { st.pending = i.pending; i.stream_sequence }
                     Err(e) => { warn!(shard, error = %e, "message without sequence"); continue; }
                 };
                 if seq <= st.last_seq {
@@ -154,6 +164,39 @@ pub(crate) async fn run(
     }
 }
 
+/// Applies params overrides: "" is the cluster default layer; any other
+/// scope (`<platform>.<channel>` or `<platform>.<stream>`) is applied at the
+/// channel and the stream level.
+fn apply_params(
+    d: &mut Detector,
+    all: &std::collections::BTreeMap<String, String>,
+    shard: u32,
+) -> Vec<DetectorOutput> {
+    let mut out = Vec::new();
+    for (scope, json) in all {
+        let layer: serde_json::Value = match serde_json::from_str(json) {
+            Ok(v) => v,
+            Err(e) => {
+                warn!(shard, scope = %scope, error = %e, "stored params are not JSON; ignored");
+                continue;
+            }
+        };
+        let r = if scope.is_empty() {
+            d.set_default_params(layer, &mut out)
+        } else {
+            d.set_channel_params(scope, layer.clone(), &mut out)
+                .and_then(|()| d.set_stream_params(scope, layer, &mut out))
+        };
+        if let Err(e) = r {
+            warn!(shard, scope = %scope, error = %e, "params refused");
+        }
+    }
+    // Users the new params catch are flagged now; their decisions are
+    // keyed by content, so a replica replaying the shard later publishes
+    // the same keys.
+    out
+}
+
 async fn load(ctx: &Ctx, shard: u32) -> Result<State, String> {
     let mut detector = Detector::new(Arc::clone(&ctx.model)).with_scores(ctx.cfg.emit_scores);
     let mut ignore = Vec::new();
@@ -180,9 +223,17 @@ async fn load(ctx: &Ctx, shard: u32) -> Result<State, String> {
             .map_err(|e| e.to_string())?;
         last_seq = snap.last_sequence;
     }
+    match ctx.store.all_params().await {
+        Ok(all) => {
+            // Restored users were evaluated under these params already.
+            let _ = apply_params(&mut detector, &all, shard);
+        }
+        Err(e) => warn!(shard, error = %e, "cannot read params; using the defaults"),
+    }
     Ok(State {
         detector,
         last_seq,
+        pending: 0,
         since_checkpoint: 0,
         acks: Vec::new(),
     })
@@ -259,6 +310,13 @@ async fn checkpoint(ctx: &Ctx, shard: u32, owner: &Owner, st: &mut State) -> Res
         Ok(true) => {
             st.since_checkpoint = 0;
             ctx.inc(&ctx.counters().checkpoints, 1);
+            let progress = spamscope_store::Progress {
+                last_sequence: st.last_seq,
+                pending: st.pending,
+            };
+            if let Err(e) = ctx.store.set_progress(shard, progress).await {
+                warn!(shard, error = %e, "cannot record progress");
+            }
             Ok(())
         }
         Ok(false) => {

@@ -36,6 +36,8 @@ enum Command {
     Router(cmd::cluster::RouterArgs),
     /// Detector replica role: detect spam on the shards this replica owns.
     Detector(cmd::cluster::DetectorArgs),
+    /// Gateway role: gRPC / gRPC-web API and web UI, with the history writer.
+    Gateway(cmd::cluster::GatewayRoleArgs),
     /// Every role in one process (starts nats-server when no --nats-url).
     Standalone(cmd::cluster::StandaloneArgs),
 }
@@ -56,6 +58,7 @@ fn main() {
         Command::Ingest(args) => cmd::cluster::ingest(args),
         Command::Router(args) => cmd::cluster::router(args),
         Command::Detector(args) => cmd::cluster::detector(args),
+        Command::Gateway(args) => cmd::cluster::gateway(args),
         Command::Standalone(args) => cmd::cluster::standalone(args),
     };
     if let Err(e) = result {

@@ -71,6 +71,9 @@ pub mod subjects {
         format!("ctl.detector.{}", token(replica))
     }
 
+    /// Announces that detector params changed (the payload is the scope).
+    pub const CTL_PARAMS: &str = "ctl.params";
+
     /// Dead letters from one origin (`chat`, `spam`, ...).
     pub fn dlq(origin: &str) -> String {
         format!("dlq.{}", token(origin))

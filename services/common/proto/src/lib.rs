@@ -13,6 +13,9 @@ pub mod v1 {
 
 pub use prost::Message;
 
+/// Encoded `FileDescriptorSet` of every proto (for gRPC server reflection).
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
+
 impl v1::Platform {
     /// Short lower-case name used in stream keys and NATS subjects.
     pub fn key(self) -> &'static str {

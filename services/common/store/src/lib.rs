@@ -9,7 +9,8 @@
 //!   shard, cannot overwrite newer state.
 //! - Memory (standalone, one process): the same semantics in a mutex.
 //!
-//! Keys: `shards`, `replica:<id>`, `owners`, `leader`, `checkpoint:<shard>`.
+//! Keys: `shards`, `replica:<id>`, `owners`, `leader`, `checkpoint:<shard>`,
+//! `params` (scope → JSON), `progress` (shard → last sequence and pending).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -85,6 +86,16 @@ pub struct MemoryState {
     owners: BTreeMap<u32, Owner>,
     leader: Option<(String, Instant)>,
     checkpoints: HashMap<u32, Vec<u8>>,
+    params: BTreeMap<String, String>,
+    progress: BTreeMap<u32, Progress>,
+}
+
+/// How far the owner of a shard has consumed CHAT.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub last_sequence: u64,
+    /// Messages of the shard still to process.
+    pub pending: u64,
 }
 
 /// Sets the owner only while `leader` holds the lock.
@@ -384,6 +395,75 @@ impl Store {
             Store::Redis(r) => {
                 let mut c = r.conn.clone();
                 Ok(c.get(r.key(&format!("checkpoint:{shard}"))).await?)
+            }
+        }
+    }
+
+    /// Detector params overrides by scope ("" = cluster defaults).
+    pub async fn all_params(&self) -> Result<BTreeMap<String, String>, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(Self::mem(m).params.clone()),
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let raw: HashMap<String, String> = c.hgetall(r.key("params")).await?;
+                Ok(raw.into_iter().collect())
+            }
+        }
+    }
+
+    pub async fn set_params(&self, scope: &str, json: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                Self::mem(m)
+                    .params
+                    .insert(scope.to_owned(), json.to_owned());
+            }
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let _: () = c.hset(r.key("params"), scope, json).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn set_progress(&self, shard: u32, p: Progress) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                Self::mem(m).progress.insert(shard, p);
+            }
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let _: () = c
+                    .hset(
+                        r.key("progress"),
+                        shard,
+                        format!("{} {}", p.last_sequence, p.pending),
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn progress(&self) -> Result<BTreeMap<u32, Progress>, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(Self::mem(m).progress.clone()),
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let raw: HashMap<String, String> = c.hgetall(r.key("progress")).await?;
+                Ok(raw
+                    .into_iter()
+                    .filter_map(|(k, v)| {
+                        let (a, b) = v.split_once(' ')?;
+                        Some((
+                            k.parse().ok()?,
+                            Progress {
+                                last_sequence: a.parse().ok()?,
+                                pending: b.parse().ok()?,
+                            },
+                        ))
+                    })
+                    .collect())
             }
         }
     }

@@ -245,10 +245,165 @@ pub struct DetectorArgs {
     pub params: ParamsArgs,
 }
 
+/// Flags of the gateway and its history store.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayArgs {
+    /// Where the gRPC / gRPC-web API and the web UI are served.
+    #[arg(long, env = "SPAMSCOPE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The history store file (embedded; created if missing).
+    #[arg(
+        long,
+        env = "SPAMSCOPE_HISTORY_PATH",
+        default_value = "spamscope-history.redb"
+    )]
+    pub history_path: PathBuf,
+    /// Drop history older than this many days (0 = keep forever).
+    #[arg(long, default_value_t = 30)]
+    pub history_ttl_days: u64,
+    /// The built web UI (`make ui` builds web/dist).
+    #[arg(long, env = "SPAMSCOPE_UI_DIR", default_value = "web/dist")]
+    pub ui_dir: PathBuf,
+    /// File holding the admin token that SetParams requires (or set
+    /// SPAMSCOPE_ADMIN_TOKEN); without one, params are read-only.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+impl GatewayArgs {
+    fn admin_token(&self) -> Result<Option<String>> {
+        if let Some(p) = &self.admin_token_file {
+            let t = std::fs::read_to_string(p)
+                .map_err(|e| Exit::usage(format!("--admin-token-file {}: {e}", p.display())))?
+                .trim()
+                .to_owned();
+            if t.len() < 16 {
+                return Err(Exit::usage(
+                    "--admin-token-file: the token must have at least 16 characters",
+                ));
+            }
+            return Ok(Some(t));
+        }
+        Ok(std::env::var("SPAMSCOPE_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty()))
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GatewayRoleArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+/// Starts the history writer and the gateway on `bus`/`store`; returns the
+/// address served.
+async fn start_gateway(
+    args: &GatewayArgs,
+    shards: u32,
+    bus: &Bus,
+    store: &Store,
+    stop: CancellationToken,
+) -> Result<(SocketAddr, Vec<tokio::task::JoinHandle<()>>)> {
+    let history = Arc::new(
+        spamscope_history::HistoryStore::open(&args.history_path).map_err(|e| {
+            Exit::usage(format!(
+                "--history-path {}: {e}",
+                args.history_path.display()
+            ))
+        })?,
+    );
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| Exit::usage(format!("--listen {}: {e}", args.listen)))?;
+    let addr = listener.local_addr()?;
+    let writer_cfg = spamscope_history_writer::WriterConfig {
+        ttl: (args.history_ttl_days > 0)
+            .then(|| Duration::from_secs(args.history_ttl_days * 86_400)),
+        ..Default::default()
+    };
+    let writer = tokio::spawn({
+        let (bus, history, stop) = (bus.clone(), Arc::clone(&history), stop.clone());
+        async move {
+            if let Err(e) = spamscope_history_writer::run(
+                writer_cfg,
+                bus,
+                history,
+                Health::default(),
+                Arc::default(),
+                stop,
+            )
+            .await
+            {
+                tracing::error!(error = %e, "history writer stopped");
+            }
+        }
+    });
+    let gateway = spamscope_gateway::Gateway {
+        bus: bus.clone(),
+        store: store.clone(),
+        history,
+        live: spamscope_gateway::Live::default(),
+        shards,
+        admin_token: args.admin_token()?,
+    };
+    let ui = args
+        .ui_dir
+        .join("index.html")
+        .exists()
+        .then(|| args.ui_dir.clone());
+    if ui.is_none() {
+        eprintln!(
+            "gateway: no web UI at {} (run `make ui`); serving the API only",
+            args.ui_dir.display()
+        );
+    }
+    let server = tokio::spawn(async move {
+        if let Err(e) = spamscope_gateway::serve(listener, gateway, ui, stop).await {
+            tracing::error!(error = %e, "gateway stopped");
+        }
+    });
+    Ok((addr, vec![writer, server]))
+}
+
+pub fn gateway(args: GatewayRoleArgs) -> Result<()> {
+    let url = args.cluster.nats_url()?;
+    args.gateway.admin_token()?;
+    runtime()?.block_on(async move {
+        spamscope_runtime::init_logging();
+        let shutdown = CancellationToken::new();
+        shutdown_on_signals(shutdown.clone());
+        let health = Health::default();
+        start_health(args.cluster.health_listen, health.clone(), shutdown.clone()).await?;
+        let (bus, store) = connect(&args.cluster, &url, "spamscope-gateway").await?;
+        let (addr, tasks) = start_gateway(
+            &args.gateway,
+            args.cluster.shards,
+            &bus,
+            &store,
+            shutdown.clone(),
+        )
+        .await?;
+        health.set_ready(true);
+        eprintln!("gateway: http://{addr}/ (gRPC and gRPC-web on the same port)");
+        for t in tasks {
+            let _ = t.await;
+        }
+        Ok(())
+    })
+}
+
 #[derive(Debug, clap::Args)]
 pub struct StandaloneArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+    /// Do not serve the gateway and UI; print outputs only.
+    #[arg(long)]
+    pub no_gateway: bool,
     /// Chat files to replay into the pipeline.
     #[arg(long = "replay", value_name = "FILE")]
     pub files: Vec<PathBuf>,
@@ -406,7 +561,10 @@ pub fn detector(args: DetectorArgs) -> Result<()> {
 pub fn standalone(args: StandaloneArgs) -> Result<()> {
     let files = read(&args.files)?;
     report_malformed(&files);
-    let events = replay::merge(files);
+    // Each file replays on its own clock, so logs recorded years apart play
+    // side by side.
+    let per_file: Vec<Vec<spamscope_proto::v1::ChatEvent>> =
+        files.into_iter().map(|f| replay::merge(vec![f])).collect();
     let params = args.params.layer()?;
     runtime()?.block_on(async move {
         spamscope_runtime::init_logging();
@@ -455,14 +613,33 @@ pub fn standalone(args: StandaloneArgs) -> Result<()> {
             roles.clone(),
         ));
         let printer = tokio::spawn(crate::cmd::print::print_outputs(bus.clone(), roles.clone()));
-        let ingest = spamscope_ingest::publish_events(
-            &bus,
-            &events,
-            args.cluster.shards,
-            args.speed,
-            &shutdown,
-        )
-        .await?;
+        let mut gateway_tasks = Vec::new();
+        if !args.no_gateway {
+            let (addr, tasks) = start_gateway(
+                &args.gateway,
+                args.cluster.shards,
+                &bus,
+                &store,
+                roles.clone(),
+            )
+            .await?;
+            gateway_tasks = tasks;
+            eprintln!("standalone: web UI and API on http://{addr}/");
+        }
+        let mut replays = Vec::new();
+        for events in per_file {
+            let (bus, stop) = (bus.clone(), shutdown.clone());
+            let (shards, speed) = (args.cluster.shards, args.speed);
+            replays.push(tokio::spawn(async move {
+                spamscope_ingest::publish_events(&bus, &events, shards, speed, &stop).await
+            }));
+        }
+        let mut ingest = spamscope_ingest::IngestReport::default();
+        for r in replays {
+            let r = r.await.context("replay task")??;
+            ingest.published += r.published;
+            ingest.duplicates += r.duplicates;
+        }
         eprintln!("standalone: replay published {} events", ingest.published);
         if args.exit_when_done {
             // Done when the detector has seen every event and is quiet.
@@ -480,6 +657,9 @@ pub fn standalone(args: StandaloneArgs) -> Result<()> {
         let _ = det.await;
         let _ = rou.await;
         let _ = printer.await;
+        for t in gateway_tasks {
+            let _ = t.await;
+        }
         Ok(())
     })
 }

@@ -1,0 +1,492 @@
+//! The gateway role: `spamscope.v1.Gateway` over gRPC and gRPC-web, gRPC
+//! health checking and server reflection, and the web UI, on one port.
+//!
+//! Parts:
+//! - [`Gateway`]: the service. Live views subscribe to NATS, history queries
+//!   read the history store, params and cluster status read the state store.
+//! - `live`: rolling per-stream rates for ListChannels.
+//! - [`serve`]: one axum server for all of it on an already-bound listener.
+//!
+//! Every error is a `tonic::Status` with a message, made in one place
+//! ([`GatewayError`]); requests, pages and queries are bounded.
+
+pub mod live;
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use prost::Message;
+use spamscope_bus::{Bus, subjects};
+use spamscope_detect::DetectorParams;
+use spamscope_history::HistoryStore;
+use spamscope_proto::v1::gateway_server::{Gateway as GatewayApi, GatewayServer};
+use spamscope_proto::v1::{
+    ChannelHistoryRequest, ChannelHistoryResponse, ChatEvent, ClusterStatusRequest,
+    ClusterStatusResponse, DetectorOutput, GetParamsRequest, ListChannelsRequest,
+    ListChannelsResponse, Params, RatePoint, SearchSpamRequest, SearchSpamResponse,
+    SetParamsRequest, ShardStatus, SpamMatch, UserHistoryRequest, UserHistoryResponse,
+    WatchChannelEvent, WatchChannelRequest, detector_output, watch_channel_event,
+};
+use spamscope_store::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+pub use live::Live;
+
+/// Largest request the gateway decodes.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Largest page of any paged call.
+pub const MAX_PAGE: u32 = 100;
+/// Longest search text, in characters.
+pub const MAX_QUERY_CHARS: usize = 2000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<GatewayError> for Status {
+    fn from(e: GatewayError) -> Self {
+        match e {
+            GatewayError::Invalid(m) => Status::invalid_argument(m),
+            GatewayError::Unauthenticated(m) => Status::unauthenticated(m),
+            GatewayError::PermissionDenied(m) => Status::permission_denied(m),
+            GatewayError::Unavailable(m) => Status::unavailable(m),
+            GatewayError::Internal(m) => Status::internal(m),
+        }
+    }
+}
+
+impl From<spamscope_history::HistoryError> for GatewayError {
+    fn from(e: spamscope_history::HistoryError) -> Self {
+        match e {
+            spamscope_history::HistoryError::BadCursor => {
+                GatewayError::Invalid("page_token is not valid".into())
+            }
+            other => GatewayError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<spamscope_store::StoreError> for GatewayError {
+    fn from(e: spamscope_store::StoreError) -> Self {
+        GatewayError::Unavailable(format!("state store: {e}"))
+    }
+}
+
+#[derive(Clone)]
+pub struct Gateway {
+    pub bus: Bus,
+    pub store: Store,
+    pub history: Arc<HistoryStore>,
+    pub live: Live,
+    pub shards: u32,
+    /// Token that SetParams requires; None refuses every SetParams.
+    pub admin_token: Option<String>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("shards", &self.shards)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `<platform>.<id>` with a known platform and a plausible id.
+fn parse_stream(s: &str) -> Result<(&str, &str), GatewayError> {
+    let (p, id) = s.split_once('.').ok_or_else(|| {
+        GatewayError::Invalid(format!("stream must be <platform>.<id>, not {s:?}"))
+    })?;
+    if !matches!(p, "twitch" | "youtube") {
+        return Err(GatewayError::Invalid(format!(
+            "unknown platform {p:?} (twitch or youtube)"
+        )));
+    }
+    if id.is_empty() || id.len() > 128 || id.contains(['.', '*', '>', ' ']) {
+        return Err(GatewayError::Invalid(format!(
+            "stream id {id:?} is not valid"
+        )));
+    }
+    Ok((p, id))
+}
+
+fn page_size(n: u32, default: u32) -> Result<usize, GatewayError> {
+    match n {
+        0 => Ok(default as usize),
+        n if n <= MAX_PAGE => Ok(n as usize),
+        n => Err(GatewayError::Invalid(format!(
+            "page_size {n} is above {MAX_PAGE}"
+        ))),
+    }
+}
+
+fn token(t: &str) -> Option<&str> {
+    (!t.is_empty()).then_some(t)
+}
+
+fn scope_ok(scope: &str) -> Result<(), GatewayError> {
+    if scope.is_empty() {
+        Ok(())
+    } else {
+        parse_stream(scope).map(|_| ())
+    }
+}
+
+/// Compares without leaking where the first difference is.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Gateway {
+    fn authorize<T>(&self, req: &Request<T>) -> Result<(), GatewayError> {
+        let Some(expected) = &self.admin_token else {
+            return Err(GatewayError::PermissionDenied(
+                "no admin token is configured on this gateway: params are read-only".into(),
+            ));
+        };
+        let given = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                GatewayError::Unauthenticated(
+                    "SetParams needs `authorization: Bearer <admin token>`".into(),
+                )
+            })?;
+        if same_secret(given.as_bytes(), expected.as_bytes()) {
+            Ok(())
+        } else {
+            Err(GatewayError::PermissionDenied(
+                "admin token does not match".into(),
+            ))
+        }
+    }
+
+    async fn params_of(&self, scope: &str) -> Result<Params, GatewayError> {
+        let all = self.store.all_params().await?;
+        let own = all.get(scope).cloned().unwrap_or_else(|| "{}".into());
+        let defaults: serde_json::Value = all
+            .get("")
+            .and_then(|j| serde_json::from_str(j).ok())
+            .unwrap_or(serde_json::Value::Null);
+        let layer: serde_json::Value =
+            serde_json::from_str(&own).unwrap_or(serde_json::Value::Null);
+        let layers: Vec<&serde_json::Value> = if scope.is_empty() {
+            vec![&layer]
+        } else {
+            vec![&defaults, &layer]
+        };
+        let effective =
+            DetectorParams::layered(&layers).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        Ok(Params {
+            scope: scope.to_owned(),
+            params_json: own,
+            effective_json: serde_json::to_string(&effective).unwrap_or_default(),
+        })
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchChannelEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl GatewayApi for Gateway {
+    async fn list_channels(
+        &self,
+        req: Request<ListChannelsRequest>,
+    ) -> Result<Response<ListChannelsResponse>, Status> {
+        let limit = match req.get_ref().limit {
+            0 => 100,
+            n if n <= 1000 => n as usize,
+            n => return Err(GatewayError::Invalid(format!("limit {n} is above 1000")).into()),
+        };
+        Ok(Response::new(ListChannelsResponse {
+            channels: self.live.summaries(limit),
+        }))
+    }
+
+    type WatchChannelStream = WatchStream;
+
+    async fn watch_channel(
+        &self,
+        req: Request<WatchChannelRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let (platform, id) = parse_stream(&req.get_ref().stream)?;
+        let token = |s: &str| subjects::token(s);
+        let chat = self
+            .bus
+            .client
+            .subscribe(format!("chat.*.{}.{}", token(platform), token(id)))
+            .await
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+        let spam = self
+            .bus
+            .client
+            .subscribe(subjects::spam_stream(platform, id))
+            .await
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+        let chat = chat.filter_map(|m| async move {
+            ChatEvent::decode(m.payload).ok().map(|ev| {
+                Ok(WatchChannelEvent {
+                    kind: Some(watch_channel_event::Kind::Chat(ev)),
+                })
+            })
+        });
+        let spam = spam.filter_map(|m| async move {
+            let o = DetectorOutput::decode(m.payload).ok()?;
+            let kind = match o.kind? {
+                detector_output::Kind::SpamEvent(e) => watch_channel_event::Kind::SpamEvent(e),
+                detector_output::Kind::Decision(d) => watch_channel_event::Kind::Decision(d),
+                detector_output::Kind::MessageScore(s) => watch_channel_event::Kind::Score(s),
+            };
+            Some(Ok(WatchChannelEvent { kind: Some(kind) }))
+        });
+        Ok(Response::new(Box::pin(futures::stream::select(chat, spam))))
+    }
+
+    async fn search_spam(
+        &self,
+        req: Request<SearchSpamRequest>,
+    ) -> Result<Response<SearchSpamResponse>, Status> {
+        let r = req.get_ref();
+        let text = r.text.trim();
+        if text.is_empty() {
+            return Err(GatewayError::Invalid("text is empty".into()).into());
+        }
+        if text.chars().count() > MAX_QUERY_CHARS {
+            return Err(GatewayError::Invalid(format!(
+                "text is longer than {MAX_QUERY_CHARS} characters"
+            ))
+            .into());
+        }
+        let min = if r.min_similarity == 0.0 {
+            0.4
+        } else {
+            r.min_similarity
+        };
+        if !(0.0..=1.0).contains(&min) {
+            return Err(GatewayError::Invalid("min_similarity must be in [0, 1]".into()).into());
+        }
+        let size = page_size(r.page_size, 20)?;
+        let (h, text, cursor) = (
+            Arc::clone(&self.history),
+            text.to_owned(),
+            r.page_token.clone(),
+        );
+        let page =
+            tokio::task::spawn_blocking(move || h.search(&text, min, size, token(&cursor), 20))
+                .await
+                .map_err(|e| GatewayError::Internal(e.to_string()))?
+                .map_err(GatewayError::from)?;
+        Ok(Response::new(SearchSpamResponse {
+            matches: page
+                .items
+                .into_iter()
+                .map(|m| SpamMatch {
+                    fingerprint: m.fingerprint,
+                    text: m.text,
+                    similarity: m.similarity,
+                    sightings: m.sightings,
+                })
+                .collect(),
+            next_page_token: page.next.unwrap_or_default(),
+        }))
+    }
+
+    async fn channel_history(
+        &self,
+        req: Request<ChannelHistoryRequest>,
+    ) -> Result<Response<ChannelHistoryResponse>, Status> {
+        let r = req.into_inner();
+        parse_stream(&r.stream)?;
+        let to = if r.to_ms == 0 { i64::MAX } else { r.to_ms };
+        if r.from_ms > to {
+            return Err(GatewayError::Invalid("from_ms is after to_ms".into()).into());
+        }
+        let size = page_size(r.page_size, 50)?;
+        let h = Arc::clone(&self.history);
+        let res =
+            tokio::task::spawn_blocking(move || -> Result<ChannelHistoryResponse, GatewayError> {
+                let events =
+                    h.channel_events(&r.stream, r.from_ms, to, size, token(&r.page_token))?;
+                let decisions = if r.page_token.is_empty() {
+                    h.channel_decisions(&r.stream, r.from_ms, to, MAX_PAGE as usize, None)?
+                        .items
+                } else {
+                    Vec::new()
+                };
+                let rate = h.spam_rate(
+                    &r.stream,
+                    r.from_ms,
+                    to.min(now_ms().max(r.from_ms)).max(r.from_ms),
+                )?;
+                Ok(ChannelHistoryResponse {
+                    spam_events: events.items,
+                    decisions,
+                    spam_rate: rate
+                        .into_iter()
+                        .map(|(minute_ms, spam_messages)| RatePoint {
+                            minute_ms,
+                            spam_messages,
+                        })
+                        .collect(),
+                    next_page_token: events.next.unwrap_or_default(),
+                })
+            })
+            .await
+            .map_err(|e| GatewayError::Internal(e.to_string()))??;
+        Ok(Response::new(res))
+    }
+
+    async fn user_history(
+        &self,
+        req: Request<UserHistoryRequest>,
+    ) -> Result<Response<UserHistoryResponse>, Status> {
+        let r = req.into_inner();
+        let user = r.user.trim().to_owned();
+        if user.is_empty() || user.chars().count() > 200 {
+            return Err(GatewayError::Invalid("user must be 1 to 200 characters".into()).into());
+        }
+        let size = page_size(r.page_size, 50)?;
+        let h = Arc::clone(&self.history);
+        let page = tokio::task::spawn_blocking(move || {
+            h.user_decisions(&user, size, token(&r.page_token))
+        })
+        .await
+        .map_err(|e| GatewayError::Internal(e.to_string()))?
+        .map_err(GatewayError::from)?;
+        Ok(Response::new(UserHistoryResponse {
+            decisions: page.items,
+            next_page_token: page.next.unwrap_or_default(),
+        }))
+    }
+
+    async fn get_params(&self, req: Request<GetParamsRequest>) -> Result<Response<Params>, Status> {
+        let scope = req.into_inner().scope;
+        scope_ok(&scope)?;
+        Ok(Response::new(self.params_of(&scope).await?))
+    }
+
+    async fn set_params(&self, req: Request<SetParamsRequest>) -> Result<Response<Params>, Status> {
+        self.authorize(&req)?;
+        let r = req.into_inner();
+        scope_ok(&r.scope)?;
+        let layer: serde_json::Value = serde_json::from_str(&r.params_json)
+            .map_err(|e| GatewayError::Invalid(format!("params_json is not JSON: {e}")))?;
+        if !layer.is_object() {
+            return Err(GatewayError::Invalid("params_json must be a JSON object".into()).into());
+        }
+        DetectorParams::layered(&[&layer]).map_err(|e| GatewayError::Invalid(e.to_string()))?;
+        self.store
+            .set_params(&r.scope, &layer.to_string())
+            .await
+            .map_err(GatewayError::from)?;
+        self.bus
+            .client
+            .publish(subjects::CTL_PARAMS, r.scope.clone().into())
+            .await
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+        info!(scope = %r.scope, "detector params changed");
+        Ok(Response::new(self.params_of(&r.scope).await?))
+    }
+
+    async fn cluster_status(
+        &self,
+        _req: Request<ClusterStatusRequest>,
+    ) -> Result<Response<ClusterStatusResponse>, Status> {
+        let replicas = self
+            .store
+            .live_replicas()
+            .await
+            .map_err(GatewayError::from)?;
+        let owners = self.store.owners().await.map_err(GatewayError::from)?;
+        let progress = self.store.progress().await.map_err(GatewayError::from)?;
+        let shards = (0..self.shards)
+            .map(|s| {
+                let o = owners.get(&s);
+                let p = progress.get(&s).copied().unwrap_or_default();
+                ShardStatus {
+                    shard: s,
+                    owner: o.map(|o| o.replica.clone()).unwrap_or_default(),
+                    epoch: o.map_or(0, |o| o.epoch),
+                    lag: p.pending,
+                    last_sequence: p.last_sequence,
+                }
+            })
+            .collect();
+        Ok(Response::new(ClusterStatusResponse {
+            shard_count: self.shards,
+            replicas,
+            shards,
+        }))
+    }
+}
+
+/// Serves the gateway (gRPC, gRPC-web, health, reflection) and the web UI
+/// from `ui_dir` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Gateway,
+    ui_dir: Option<PathBuf>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let follow = tokio::spawn(live::follow(
+        gateway.bus.clone(),
+        gateway.live.clone(),
+        shutdown.clone(),
+    ));
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<GatewayServer<Gateway>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(spamscope_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(std::io::Error::other)?;
+    let api = GatewayServer::new(gateway).max_decoding_message_size(MAX_REQUEST_BYTES);
+    let grpc = tonic::service::Routes::new(api)
+        .add_service(health)
+        .add_service(reflection)
+        .into_axum_router()
+        .layer(tonic_web::GrpcWebLayer::new());
+    let app = match ui_dir {
+        Some(dir) => {
+            let index = dir.join("index.html");
+            grpc.fallback_service(
+                tower_http::services::ServeDir::new(dir)
+                    .fallback(tower_http::services::ServeFile::new(index)),
+            )
+        }
+        None => grpc.fallback(|| async {
+            (
+                axum::http::StatusCode::NOT_FOUND,
+                "the web UI is not built: run `make ui`\n",
+            )
+        }),
+    };
+    let r = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    follow.abort();
+    r
+}

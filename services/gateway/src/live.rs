@@ -1,0 +1,145 @@
+//! Live per-stream statistics from the chat and output subjects.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use prost::Message;
+use spamscope_bus::Bus;
+use spamscope_proto::v1::{
+    ChannelSummary, ChatEvent, DetectorOutput, Platform, SpamEventState, chat_event,
+    detector_output,
+};
+use tokio_util::sync::CancellationToken;
+
+const WINDOW: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Default)]
+struct StreamStats {
+    platform: i32,
+    stream_id: String,
+    messages: VecDeque<Instant>,
+    /// (when, spam messages added).
+    spam: VecDeque<(Instant, u64)>,
+    /// event id → (last count, active).
+    events: HashMap<u64, (u64, bool)>,
+    last_message_ms: i64,
+}
+
+/// Rolling one-minute rates per stream.
+#[derive(Debug, Clone, Default)]
+pub struct Live {
+    inner: Arc<Mutex<BTreeMap<String, StreamStats>>>,
+}
+
+impl Live {
+    fn with<R>(&self, f: impl FnOnce(&mut BTreeMap<String, StreamStats>) -> R) -> R {
+        let mut g = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut g)
+    }
+
+    pub fn on_chat(&self, ev: &ChatEvent) {
+        let key = ev.stream_key();
+        self.with(|m| {
+            let s = m.entry(key).or_default();
+            s.platform = ev.platform;
+            s.stream_id.clone_from(&ev.stream_id);
+            match &ev.kind {
+                Some(chat_event::Kind::Message(_)) => {
+                    s.messages.push_back(Instant::now());
+                    s.last_message_ms = s.last_message_ms.max(ev.ts_ms);
+                }
+                Some(chat_event::Kind::StreamEnded(_)) => {
+                    for e in s.events.values_mut() {
+                        e.1 = false;
+                    }
+                }
+                _ => {}
+            }
+        });
+    }
+
+    pub fn on_output(&self, o: &DetectorOutput) {
+        let Some(detector_output::Kind::SpamEvent(e)) = &o.kind else {
+            return;
+        };
+        let key = format!(
+            "{}.{}",
+            Platform::try_from(e.platform).unwrap_or_default().key(),
+            e.stream_id
+        );
+        self.with(|m| {
+            let s = m.entry(key).or_default();
+            s.platform = e.platform;
+            s.stream_id.clone_from(&e.stream_id);
+            let entry = s.events.entry(e.event_id).or_insert((0, true));
+            let added = e.count.saturating_sub(entry.0);
+            *entry = (
+                entry.0.max(e.count),
+                e.state == SpamEventState::Active as i32,
+            );
+            if added > 0 {
+                s.spam.push_back((Instant::now(), added));
+            }
+        });
+    }
+
+    /// Busiest first.
+    pub fn summaries(&self, limit: usize) -> Vec<ChannelSummary> {
+        let now = Instant::now();
+        let mut out: Vec<ChannelSummary> = self.with(|m| {
+            m.iter_mut()
+                .map(|(k, s)| {
+                    while s.messages.front().is_some_and(|t| now - *t > WINDOW) {
+                        s.messages.pop_front();
+                    }
+                    while s.spam.front().is_some_and(|(t, _)| now - *t > WINDOW) {
+                        s.spam.pop_front();
+                    }
+                    ChannelSummary {
+                        stream: k.clone(),
+                        platform: s.platform,
+                        stream_id: s.stream_id.clone(),
+                        messages_per_minute: s.messages.len() as f64,
+                        spam_messages_per_minute: s.spam.iter().map(|(_, n)| *n).sum::<u64>()
+                            as f64,
+                        active_spam_events: s.events.values().filter(|(_, a)| *a).count() as u32,
+                        last_message_ms: s.last_message_ms,
+                    }
+                })
+                .collect()
+        });
+        out.sort_by(|a, b| {
+            b.messages_per_minute
+                .total_cmp(&a.messages_per_minute)
+                .then(b.last_message_ms.cmp(&a.last_message_ms))
+                .then(a.stream.cmp(&b.stream))
+        });
+        out.truncate(limit);
+        out
+    }
+}
+
+/// Follows every chat and output subject until `stop`.
+pub async fn follow(bus: Bus, live: Live, stop: CancellationToken) {
+    let (Ok(mut chat), Ok(mut spam)) = (
+        bus.client.subscribe("chat.>").await,
+        bus.client
+            .subscribe(spamscope_bus::subjects::SPAM_ALL)
+            .await,
+    ) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            Some(m) = chat.next() => if let Ok(ev) = ChatEvent::decode(m.payload) { live.on_chat(&ev) },
+            Some(m) = spam.next() => if let Ok(o) = DetectorOutput::decode(m.payload) { live.on_output(&o) },
+            else => return,
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The history writer role: a durable pull consumer (`history-writer`) of
+//! the SPAM stream. Messages are taken in batches (up to `batch` or
+//! `max_wait`), written to the history store in one transaction, and only
+//! then acknowledged: a crash re-delivers the batch, and the idempotent
+//! writes make that harmless. At most `max_ack_pending` messages are in
+//! flight, so a slow store applies backpressure (JetStream keeps the rest)
+//! instead of dropping. Undecodable payloads go to `dlq.spam`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::AckKind;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use futures::StreamExt;
+use prost::Message;
+use spamscope_bus::{Bus, subjects};
+use spamscope_history::HistoryStore;
+use spamscope_proto::v1::{DetectorOutput, detector_output};
+use spamscope_runtime::Health;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub const CONSUMER: &str = "history-writer";
+
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    pub batch: usize,
+    pub max_wait: Duration,
+    pub max_ack_pending: i64,
+    /// Records older than this are expired (checked every `expire_every`).
+    pub ttl: Option<Duration>,
+    pub expire_every: Duration,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            batch: 500,
+            max_wait: Duration::from_millis(200),
+            max_ack_pending: 20_000,
+            ttl: None,
+            expire_every: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct WriterCounters {
+    pub written: AtomicU64,
+    pub batches: AtomicU64,
+    pub dead_letters: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriterError {
+    #[error("jetstream: {0}")]
+    JetStream(String),
+}
+
+pub async fn run(
+    cfg: WriterConfig,
+    bus: Bus,
+    store: Arc<HistoryStore>,
+    health: Health,
+    counters: Arc<WriterCounters>,
+    shutdown: CancellationToken,
+) -> Result<(), WriterError> {
+    let js_err = |e: &dyn std::fmt::Display| WriterError::JetStream(e.to_string());
+    let stream = bus
+        .js
+        .get_stream(subjects::SPAM_STREAM)
+        .await
+        .map_err(|e| js_err(&e))?;
+    let consumer = stream
+        .get_or_create_consumer(
+            CONSUMER,
+            pull::Config {
+                durable_name: Some(CONSUMER.into()),
+                ack_policy: AckPolicy::Explicit,
+                deliver_policy: DeliverPolicy::All,
+                max_ack_pending: cfg.max_ack_pending,
+                ack_wait: Duration::from_secs(60),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| js_err(&e))?;
+    let mut messages = consumer.messages().await.map_err(|e| js_err(&e))?;
+    health.set_ready(true);
+    info!("history writer consuming SPAM");
+    let mut expire = tokio::time::interval(cfg.expire_every);
+    loop {
+        // Gather one batch.
+        let mut batch = Vec::with_capacity(cfg.batch);
+        let deadline = tokio::time::sleep(cfg.max_wait);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => { if batch.is_empty() { return Ok(()); } break; }
+                _ = &mut deadline, if !batch.is_empty() => break,
+                _ = expire.tick(), if batch.is_empty() => {
+                    if let Some(ttl) = cfg.ttl {
+                        let cutoff = now_ms() - ttl.as_millis() as i64;
+                        let s = Arc::clone(&store);
+                        match tokio::task::spawn_blocking(move || s.expire(cutoff)).await {
+                            Ok(Ok(n)) if n > 0 => info!(removed = n, "history expired"),
+                            Ok(Err(e)) => warn!(error = %e, "expiry failed"),
+                            _ => {}
+                        }
+                    }
+                }
+                m = messages.next() => match m {
+                    Some(Ok(m)) => { batch.push(m); if batch.len() >= cfg.batch { break; } }
+                    Some(Err(e)) => { warn!(error = %e, "consumer error"); tokio::time::sleep(Duration::from_millis(200)).await; }
+                    None => return Err(WriterError::JetStream("consumer ended".into())),
+                },
+            }
+        }
+        let mut events = Vec::new();
+        let mut decisions = Vec::new();
+        for m in &batch {
+            match DetectorOutput::decode(m.payload.clone()) {
+                Ok(o) => match o.kind {
+                    Some(detector_output::Kind::SpamEvent(e)) => events.push(e),
+                    Some(detector_output::Kind::Decision(d)) => decisions.push(d),
+                    _ => {}
+                },
+                Err(e) => {
+                    counters.dead_letters.fetch_add(1, Ordering::Relaxed);
+                    let reason = format!("not a spamscope.v1.DetectorOutput: {e}");
+                    if let Err(e) = bus
+                        .dead_letter("spam", m.subject.as_str(), &reason, m.payload.clone())
+                        .await
+                    {
+                        warn!(error = %e, "dead letter failed");
+                    }
+                }
+            }
+        }
+        let s = Arc::clone(&store);
+        let n = events.len() + decisions.len();
+        let written = tokio::task::spawn_blocking(move || s.write(&events, &decisions)).await;
+        match written {
+            Ok(Ok(())) => {
+                for m in &batch {
+                    if let Err(e) = m.ack().await {
+                        warn!(error = %e, "ack failed; the message will be redelivered");
+                    }
+                }
+                counters.written.fetch_add(n as u64, Ordering::Relaxed);
+                counters.batches.fetch_add(1, Ordering::Relaxed);
+            }
+            other => {
+                warn!(result = ?other.map(|r| r.err().map(|e| e.to_string())), "history write failed; retrying the batch");
+                for m in &batch {
+                    let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                }
+            }
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,362 @@
+//! The gateway over the pipeline fed by the real logs: a tonic client
+//! against `spamscope standalone` on loopback (real nats-server and
+//! redis-server).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use harness::*;
+use spamscope_proto::v1::gateway_client::GatewayClient;
+use spamscope_proto::v1::{
+    ChannelHistoryRequest, ClusterStatusRequest, ListChannelsRequest, SearchSpamRequest,
+    SetParamsRequest, UserHistoryRequest, WatchChannelRequest, watch_channel_event,
+};
+use tonic::Code;
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+struct Running {
+    nats: Nats,
+    redis: Redis,
+    _dir: TempDir,
+    proc: Proc,
+    addr: String,
+}
+
+fn start_standalone() -> Running {
+    let nats = Nats::start();
+    let redis = Redis::start();
+    let dir = TempDir::new("gw");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let history = dir.0.join("history.redb").display().to_string();
+    let xq = repo("testdata/twitch/xqcow-2019-09-15.irc")
+        .display()
+        .to_string();
+    let cc = repo("testdata/youtube/chilledcow-2020-11.chat-downloader.json")
+        .display()
+        .to_string();
+    let token_file = dir.0.join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let tf = token_file.display().to_string();
+    let args = [
+        "standalone",
+        "--nats-url",
+        &nats.url(),
+        "--redis-url",
+        &redis.url(),
+        "--shards",
+        "8",
+        "--listen",
+        &addr,
+        "--history-path",
+        &history,
+        "--admin-token-file",
+        &tf,
+        "--speed",
+        "0",
+        "--replay",
+        &xq,
+        "--replay",
+        &cc,
+    ];
+    let proc = Proc::spawn("standalone", &args, &dir.0);
+    Running {
+        nats,
+        redis,
+        _dir: dir,
+        proc,
+        addr,
+    }
+}
+
+async fn client(addr: &str, proc: &Proc) -> GatewayClient<tonic::transport::Channel> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(c) = GatewayClient::connect(format!("http://{addr}")).await {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gateway not up:\n{}",
+            tail(&proc.log_text(), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_history_params_and_status_over_the_real_logs() {
+    let r = start_standalone();
+    let mut c = client(&r.addr, &r.proc).await;
+
+    // A pasted variant of the copypasta (other emotes, zero-width, case)
+    // finds the YouTube stream where it was seen, with times.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let found = loop {
+        let res = c
+            .search_spam(SearchSpamRequest {
+                text: "\u{200b}spam🥰this🥰cheese🥰for🥰good🥰luck".into(),
+                page_size: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if let Some(m) = res
+            .matches
+            .iter()
+            .find(|m| m.sightings.iter().any(|s| s.count > 100))
+        {
+            break m.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "copypasta not found: {res:?}\n{}",
+            tail(&r.proc.log_text(), 20)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let s = &found.sightings[0];
+    assert_eq!(s.stream_id, "chilledcow-2020-11");
+    assert!(s.first_seen_ms > 1_607_000_000_000 && s.last_seen_ms >= s.first_seen_ms);
+
+    let h = c
+        .channel_history(ChannelHistoryRequest {
+            stream: "twitch.xqcow".into(),
+            page_size: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!h.spam_events.is_empty() && !h.decisions.is_empty() && !h.spam_rate.is_empty());
+    assert!(
+        h.spam_events
+            .windows(2)
+            .all(|w| w[0].last_seen_ms >= w[1].last_seen_ms),
+        "newest first"
+    );
+    let page2 = c
+        .channel_history(ChannelHistoryRequest {
+            stream: "twitch.xqcow".into(),
+            page_size: 5,
+            page_token: h.next_page_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!h.next_page_token.is_empty() && !page2.spam_events.is_empty());
+    assert!(page2.spam_events[0].last_seen_ms <= h.spam_events.last().unwrap().last_seen_ms);
+
+    let u = c
+        .user_history(UserHistoryRequest {
+            user: "Onche".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(u.decisions.len(), 1);
+    assert!(
+        u.decisions[0]
+            .triggers
+            .iter()
+            .any(|t| t.name == "avg_length")
+    );
+
+    let ch = c
+        .list_channels(ListChannelsRequest { limit: 10 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        ch.channels.iter().any(|x| x.stream == "twitch.xqcow"),
+        "{ch:?}"
+    );
+
+    let st = c
+        .cluster_status(ClusterStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.shard_count, 8);
+    assert_eq!(st.replicas, vec!["standalone-0".to_owned()]);
+    assert!(
+        st.shards
+            .iter()
+            .all(|s| s.owner == "standalone-0" && s.epoch >= 1)
+    );
+
+    // Bad requests: INVALID_ARGUMENT with a message.
+    for (what, status) in [
+        (
+            "empty search",
+            c.search_spam(SearchSpamRequest::default())
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "huge page",
+            c.search_spam(SearchSpamRequest {
+                text: "x".into(),
+                page_size: 5000,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+        ),
+        (
+            "long text",
+            c.search_spam(SearchSpamRequest {
+                text: "x".repeat(3000),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+        ),
+        (
+            "bad stream",
+            c.channel_history(ChannelHistoryRequest {
+                stream: "irc.foo".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+        ),
+        (
+            "bad token",
+            c.user_history(UserHistoryRequest {
+                user: "onche".into(),
+                page_token: "%%%".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+        ),
+    ] {
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+        assert!(!status.message().is_empty(), "{what}");
+    }
+
+    // SetParams needs the admin token; values are validated.
+    let set = |json: &str| SetParamsRequest {
+        scope: "twitch.xqcow".into(),
+        params_json: json.into(),
+    };
+    let refused = c
+        .set_params(set(r#"{"max_avg_length": 100}"#))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    let mut wrong = tonic::Request::new(set(r#"{"max_avg_length": 100}"#));
+    wrong.metadata_mut().insert(
+        "authorization",
+        "Bearer not-the-token-at-all".parse().unwrap(),
+    );
+    assert_eq!(
+        c.set_params(wrong).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    let mut bad = tonic::Request::new(set(r#"{"similarity_threshold": 7}"#));
+    bad.metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let e = c.set_params(bad).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("similarity_threshold"));
+    let mut ok = tonic::Request::new(set(r#"{"max_avg_length": 100}"#));
+    ok.metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let p = c.set_params(ok).await.unwrap().into_inner();
+    assert!(p.effective_json.contains("\"max_avg_length\":100"), "{p:?}");
+    let _ = (&r.nats, &r.redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_channel_streams_chat_and_spam_events_live() {
+    let r = start_standalone();
+    let mut c = client(&r.addr, &r.proc).await;
+    let mut watch = c
+        .watch_channel(WatchChannelRequest {
+            stream: "twitch.watchme".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // The xqcow log again, as another channel.
+    let dir = TempDir::new("watch");
+    let text = std::fs::read_to_string(repo("testdata/twitch/xqcow-2019-09-15.irc"))
+        .unwrap()
+        .replace("#xqcow", "#watchme");
+    let file = dir.0.join("watchme.irc");
+    std::fs::write(&file, text).unwrap();
+    let f = file.display().to_string();
+    let mut ing = Proc::spawn(
+        "ingest",
+        &[
+            "ingest",
+            "--nats-url",
+            &r.nats.url(),
+            "--redis-url",
+            &r.redis.url(),
+            "--shards",
+            "8",
+            "--speed",
+            "0",
+            &f,
+        ],
+        &dir.0,
+    );
+    let (mut chat, mut spam) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while chat < 100 || spam < 1 {
+        let next = tokio::time::timeout(Duration::from_secs(30), watch.next())
+            .await
+            .expect("watch stalled");
+        match next.unwrap().unwrap().kind.unwrap() {
+            watch_channel_event::Kind::Chat(ev) => {
+                assert_eq!(ev.stream_id, "watchme");
+                chat += 1;
+            }
+            watch_channel_event::Kind::SpamEvent(e) => {
+                assert_eq!(e.stream_id, "watchme");
+                spam += 1;
+            }
+            _ => {}
+        }
+        assert!(Instant::now() < deadline);
+    }
+    assert!(ing.wait(Duration::from_secs(60)).unwrap().success());
+
+    // gRPC-web on the same port (what the browser uses).
+    let reply = grpc_web_call(&r.addr, "/spamscope.v1.Gateway/ListChannels", &[]);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(
+        reply.contains("grpc-status:0") || reply.contains("grpc-status: 0"),
+        "{reply}"
+    );
+}
+
+/// One unary gRPC-web call over HTTP/1.1 with an empty message.
+fn grpc_web_call(addr: &str, path: &str, msg: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    body.extend_from_slice(msg);
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/grpc-web+proto\r\nX-Grpc-Web: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(&body).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
