@@ -63,7 +63,6 @@ impl ClusterArgs {
             chat_max_bytes: self.chat_max_bytes,
             spam_max_bytes: self.spam_max_bytes,
             duplicate_window: Duration::from_secs(self.duplicate_window_s),
-            ..BusConfig::default()
         }
     }
 
