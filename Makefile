@@ -4,14 +4,30 @@ CARGO ?= cargo
 SPAMSCOPE := target/release/spamscope
 DATA := testdata/twitch/xqcow-2019-09-15.irc testdata/youtube/chilledcow-2020-11.chat-downloader.json
 
-.PHONY: run test lint fmt bench eval model build clean
+LISTEN ?= 127.0.0.1:8080
 
-## run: replay the bundled real chat through the detector and print spam events and decisions
-run: build
+.PHONY: run replay test lint fmt bench eval model build ui clean
+
+## run: the whole system in one process, replaying the bundled real chat (2x real time), web UI on $(LISTEN)
+run: build ui
+	@scripts/install-deps.sh run
+	@echo "spamscope: open http://$(LISTEN)/ (Ctrl-C to stop)"
+	$(SPAMSCOPE) standalone --listen $(LISTEN) --speed 2 --history-path target/spamscope-history.redb \
+		--replay testdata/twitch/xqcow-2019-09-15.irc --replay testdata/youtube/chilledcow-2020-11.chat-downloader.json
+
+## replay: the detector alone over the bundled chat, printed as a table
+replay: build
 	$(SPAMSCOPE) replay $(DATA)
 
-## test: every test of the workspace (unit, property, end-to-end)
+## ui: build the web UI (TypeScript, Vite, Connect-ES generated from proto/) into web/dist
+ui:
+	@scripts/install-deps.sh run
+	cd web && npm ci --no-audit --no-fund && npm run build
+
+## test: every test of the workspace (unit, property, end-to-end, browser); builds the UI first
 test:
+	@scripts/install-deps.sh test
+	$(MAKE) ui
 	$(CARGO) test --workspace --all-targets
 
 ## lint: formatting and clippy, as CI runs them

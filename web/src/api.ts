@@ -1,0 +1,8 @@
+// The gateway client: gRPC-web to the page's own origin.
+import { createClient } from "@connectrpc/connect";
+import { createGrpcWebTransport } from "@connectrpc/connect-web";
+import { Gateway } from "./gen/spamscope/v1/gateway_pb";
+
+const transport = createGrpcWebTransport({ baseUrl: window.location.origin });
+
+export const api = createClient(Gateway, transport);
