@@ -14,22 +14,46 @@ use harness::*;
 #[test]
 fn channel_page_and_search_in_a_real_browser() {
     let dist = repo("web/dist");
-    assert!(dist.join("index.html").exists(), "the web UI is not built: run `make ui`");
+    assert!(
+        dist.join("index.html").exists(),
+        "the web UI is not built: run `make ui`"
+    );
     let nats = Nats::start();
     let redis = Redis::start();
     let dir = TempDir::new("browser");
     let addr = format!("127.0.0.1:{}", free_port());
     let history = dir.0.join("history.redb").display().to_string();
     let (xq, cc) = (
-        repo("testdata/twitch/xqcow-2019-09-15.irc").display().to_string(),
-        repo("testdata/youtube/chilledcow-2020-11.chat-downloader.json").display().to_string(),
+        repo("testdata/twitch/xqcow-2019-09-15.irc")
+            .display()
+            .to_string(),
+        repo("testdata/youtube/chilledcow-2020-11.chat-downloader.json")
+            .display()
+            .to_string(),
     );
     let ui = dist.display().to_string();
     let sa = Proc::spawn(
         "standalone",
         &[
-            "standalone", "--nats-url", &nats.url(), "--redis-url", &redis.url(), "--shards", "8", "--listen", &addr,
-            "--history-path", &history, "--ui-dir", &ui, "--speed", "0", "--replay", &xq, "--replay", &cc,
+            "standalone",
+            "--nats-url",
+            &nats.url(),
+            "--redis-url",
+            &redis.url(),
+            "--shards",
+            "8",
+            "--listen",
+            &addr,
+            "--history-path",
+            &history,
+            "--ui-dir",
+            &ui,
+            "--speed",
+            "0",
+            "--replay",
+            &xq,
+            "--replay",
+            &cc,
         ],
         &dir.0,
     );
@@ -46,9 +70,20 @@ fn channel_page_and_search_in_a_real_browser() {
         .current_dir(repo("web"))
         .output()
         .expect("node on PATH");
-    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "browser test failed:\n{log}\n--- standalone ---\n{}", tail(&sa.log_text(), 20));
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{log}\n--- standalone ---\n{}",
+        tail(&sa.log_text(), 20)
+    );
     for name in ["channels", "channel-page", "search", "cluster"] {
-        assert!(shots.join(format!("{name}.png")).exists(), "no screenshot {name}");
+        assert!(
+            shots.join(format!("{name}.png")).exists(),
+            "no screenshot {name}"
+        );
     }
 }
