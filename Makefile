@@ -22,7 +22,7 @@ replay: build
 ## ui: build the web UI (TypeScript, Vite, Connect-ES generated from proto/) into web/dist
 ui:
 	@scripts/install-deps.sh run
-	cd web && npm ci --no-audit --no-fund && npm run build
+	cd web && npm install --no-audit --no-fund && npm run build
 
 ## test: every test of the workspace (unit, property, end-to-end, browser); builds the UI first
 test:
