@@ -14,13 +14,12 @@ pub mod live;
 
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use prost::Message;
 use spamscope_bus::{Bus, subjects};
 use spamscope_detect::DetectorParams;
-use spamscope_history::HistoryStore;
+use spamscope_history::any::History;
 use spamscope_proto::v1::gateway_server::{Gateway as GatewayApi, GatewayServer};
 use spamscope_proto::v1::{
     ChannelHistoryRequest, ChannelHistoryResponse, ChatEvent, ClusterStatusRequest,
@@ -91,7 +90,7 @@ impl From<spamscope_store::StoreError> for GatewayError {
 pub struct Gateway {
     pub bus: Bus,
     pub store: Store,
-    pub history: Arc<HistoryStore>,
+    pub history: History,
     pub live: Live,
     pub shards: u32,
     /// Token that SetParams requires; None refuses every SetParams.
@@ -288,16 +287,17 @@ impl GatewayApi for Gateway {
             return Err(GatewayError::Invalid("min_similarity must be in [0, 1]".into()).into());
         }
         let size = page_size(r.page_size, 20)?;
-        let (h, text, cursor) = (
-            Arc::clone(&self.history),
-            text.to_owned(),
-            r.page_token.clone(),
-        );
-        let page =
-            tokio::task::spawn_blocking(move || h.search(&text, min, size, token(&cursor), 20))
-                .await
-                .map_err(|e| GatewayError::Internal(e.to_string()))?
-                .map_err(GatewayError::from)?;
+        let page = self
+            .history
+            .search(
+                text.to_owned(),
+                min,
+                size,
+                token(&r.page_token).map(str::to_owned),
+                20,
+            )
+            .await
+            .map_err(GatewayError::from)?;
         Ok(Response::new(SearchSpamResponse {
             matches: page
                 .items
@@ -324,38 +324,48 @@ impl GatewayApi for Gateway {
             return Err(GatewayError::Invalid("from_ms is after to_ms".into()).into());
         }
         let size = page_size(r.page_size, 50)?;
-        let h = Arc::clone(&self.history);
-        let res =
-            tokio::task::spawn_blocking(move || -> Result<ChannelHistoryResponse, GatewayError> {
-                let events =
-                    h.channel_events(&r.stream, r.from_ms, to, size, token(&r.page_token))?;
-                let decisions = if r.page_token.is_empty() {
-                    h.channel_decisions(&r.stream, r.from_ms, to, MAX_PAGE as usize, None)?
-                        .items
-                } else {
-                    Vec::new()
-                };
-                let rate = h.spam_rate(
-                    &r.stream,
+        let h = &self.history;
+        let events = h
+            .channel_events(
+                r.stream.clone(),
+                r.from_ms,
+                to,
+                size,
+                token(&r.page_token).map(str::to_owned),
+            )
+            .await
+            .map_err(GatewayError::from)?;
+        // Decisions and the rate come with the first page.
+        let (decisions, rate) = if r.page_token.is_empty() {
+            let d = h
+                .channel_decisions(r.stream.clone(), r.from_ms, to, MAX_PAGE as usize, None)
+                .await
+                .map_err(GatewayError::from)?
+                .items;
+            let rate = h
+                .spam_rate(
+                    r.stream.clone(),
                     r.from_ms,
                     to.min(now_ms().max(r.from_ms)).max(r.from_ms),
-                )?;
-                Ok(ChannelHistoryResponse {
-                    spam_events: events.items,
-                    decisions,
-                    spam_rate: rate
-                        .into_iter()
-                        .map(|(minute_ms, spam_messages)| RatePoint {
-                            minute_ms,
-                            spam_messages,
-                        })
-                        .collect(),
-                    next_page_token: events.next.unwrap_or_default(),
+                )
+                .await
+                .map_err(GatewayError::from)?;
+            (d, rate)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        Ok(Response::new(ChannelHistoryResponse {
+            spam_events: events.items,
+            decisions,
+            spam_rate: rate
+                .into_iter()
+                .map(|(minute_ms, spam_messages)| RatePoint {
+                    minute_ms,
+                    spam_messages,
                 })
-            })
-            .await
-            .map_err(|e| GatewayError::Internal(e.to_string()))??;
-        Ok(Response::new(res))
+                .collect(),
+            next_page_token: events.next.unwrap_or_default(),
+        }))
     }
 
     async fn user_history(
@@ -368,13 +378,11 @@ impl GatewayApi for Gateway {
             return Err(GatewayError::Invalid("user must be 1 to 200 characters".into()).into());
         }
         let size = page_size(r.page_size, 50)?;
-        let h = Arc::clone(&self.history);
-        let page = tokio::task::spawn_blocking(move || {
-            h.user_decisions(&user, size, token(&r.page_token))
-        })
-        .await
-        .map_err(|e| GatewayError::Internal(e.to_string()))?
-        .map_err(GatewayError::from)?;
+        let page = self
+            .history
+            .user_decisions(user, size, token(&r.page_token).map(str::to_owned))
+            .await
+            .map_err(GatewayError::from)?;
         Ok(Response::new(UserHistoryResponse {
             decisions: page.items,
             next_page_token: page.next.unwrap_or_default(),

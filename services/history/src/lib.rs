@@ -15,7 +15,7 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use futures::StreamExt;
 use prost::Message;
 use spamscope_bus::{Bus, subjects};
-use spamscope_history::HistoryStore;
+use spamscope_history::any::History;
 use spamscope_proto::v1::{DetectorOutput, detector_output};
 use spamscope_runtime::Health;
 use tokio_util::sync::CancellationToken;
@@ -61,7 +61,7 @@ pub enum WriterError {
 pub async fn run(
     cfg: WriterConfig,
     bus: Bus,
-    store: Arc<HistoryStore>,
+    store: History,
     health: Health,
     counters: Arc<WriterCounters>,
     shutdown: CancellationToken,
@@ -102,10 +102,9 @@ pub async fn run(
                 _ = expire.tick(), if batch.is_empty() => {
                     if let Some(ttl) = cfg.ttl {
                         let cutoff = now_ms() - ttl.as_millis() as i64;
-                        let s = Arc::clone(&store);
-                        match tokio::task::spawn_blocking(move || s.expire(cutoff)).await {
-                            Ok(Ok(n)) if n > 0 => info!(removed = n, "history expired"),
-                            Ok(Err(e)) => warn!(error = %e, "expiry failed"),
+                        match store.expire(cutoff).await {
+                            Ok(n) if n > 0 => info!(removed = n, "history expired"),
+                            Err(e) => warn!(error = %e, "expiry failed"),
                             _ => {}
                         }
                     }
@@ -138,11 +137,9 @@ pub async fn run(
                 }
             }
         }
-        let s = Arc::clone(&store);
         let n = events.len() + decisions.len();
-        let written = tokio::task::spawn_blocking(move || s.write(&events, &decisions)).await;
-        match written {
-            Ok(Ok(())) => {
+        match store.write(events, decisions).await {
+            Ok(()) => {
                 for m in &batch {
                     if let Err(e) = m.ack().await {
                         warn!(error = %e, "ack failed; the message will be redelivered");
@@ -151,8 +148,8 @@ pub async fn run(
                 counters.written.fetch_add(n as u64, Ordering::Relaxed);
                 counters.batches.fetch_add(1, Ordering::Relaxed);
             }
-            other => {
-                warn!(result = ?other.map(|r| r.err().map(|e| e.to_string())), "history write failed; retrying the batch");
+            Err(e) => {
+                warn!(error = %e, "history write failed; retrying the batch");
                 for m in &batch {
                     let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
                 }

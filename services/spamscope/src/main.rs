@@ -38,6 +38,8 @@ enum Command {
     Detector(cmd::cluster::DetectorArgs),
     /// Gateway role: gRPC / gRPC-web API and web UI, with the history writer.
     Gateway(cmd::cluster::GatewayRoleArgs),
+    /// History writer role alone (with a Scylla history store).
+    HistoryWriter(cmd::cluster::HistoryWriterArgs),
     /// Every role in one process (starts nats-server when no --nats-url).
     Standalone(cmd::cluster::StandaloneArgs),
 }
@@ -59,6 +61,7 @@ fn main() {
         Command::Router(args) => cmd::cluster::router(args),
         Command::Detector(args) => cmd::cluster::detector(args),
         Command::Gateway(args) => cmd::cluster::gateway(args),
+        Command::HistoryWriter(args) => cmd::cluster::history_writer(args),
         Command::Standalone(args) => cmd::cluster::standalone(args),
     };
     if let Err(e) = result {

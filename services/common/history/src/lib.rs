@@ -5,6 +5,10 @@
 //! Parts:
 //! - [`HistoryStore`]: the embedded store (redb: one file, ACID, crash-safe,
 //!   pure Rust), used on one machine and in standalone mode.
+//! - [`scylla_store::ScyllaHistory`]: the same queries on Scylla (keyspace
+//!   and tables created at start, prepared statements, driver paging as
+//!   opaque cursors, TTL and consistency configurable).
+//! - [`any::History`]: either, behind one async interface.
 //! - Queries: sightings of a spam (newest first), spam events and decisions
 //!   of a channel in a time range (newest first), decisions about a user
 //!   across channels, spam messages per channel per minute, and fuzzy search:
@@ -16,6 +20,9 @@
 //!
 //! Writes are idempotent: a spam event is kept at its highest version, a
 //! decision once per (stream, user).
+
+pub mod any;
+pub mod scylla_store;
 
 use std::path::Path;
 
@@ -96,7 +103,7 @@ impl std::fmt::Debug for HistoryStore {
     }
 }
 
-fn stream_key(platform: i32, id: &str) -> String {
+pub(crate) fn stream_key(platform: i32, id: &str) -> String {
     format!(
         "{}.{}",
         Platform::try_from(platform).unwrap_or_default().key(),
@@ -108,11 +115,11 @@ fn inv(ts: i64) -> String {
     format!("{:020}", u64::MAX - ts.max(0) as u64)
 }
 
-fn encode_cursor(key: &str) -> String {
+pub(crate) fn encode_cursor(key: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
 }
 
-fn decode_cursor(c: &str) -> Result<String, HistoryError> {
+pub(crate) fn decode_cursor(c: &str) -> Result<String, HistoryError> {
     let b = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(c)
         .map_err(|_| HistoryError::BadCursor)?;
@@ -126,7 +133,7 @@ fn prefix_end(prefix: &str) -> String {
 
 /// Band keys of a signature; `kind` separates the two signatures a spam
 /// is indexed under.
-fn band_keys(kind: char, sig: &[u32]) -> Vec<String> {
+pub(crate) fn band_keys(kind: char, sig: &[u32]) -> Vec<String> {
     (0..BANDS)
         .map(|b| {
             let rows: Vec<u8> = sig[b * ROWS..(b + 1) * ROWS]
@@ -150,7 +157,7 @@ fn words_only(normalized: &str) -> String {
 }
 
 /// Both signatures of a text: of its normalised form and of its words.
-fn signatures(signer: &Signer, text: &str) -> (Vec<u32>, Vec<u32>) {
+pub(crate) fn signatures(signer: &Signer, text: &str) -> (Vec<u32>, Vec<u32>) {
     let n = normalize(text);
     let w = words_only(&n);
     (
@@ -159,7 +166,7 @@ fn signatures(signer: &Signer, text: &str) -> (Vec<u32>, Vec<u32>) {
     )
 }
 
-fn similarity(a: &[u32], b: &[u32]) -> f64 {
+pub(crate) fn similarity(a: &[u32], b: &[u32]) -> f64 {
     a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len().max(1) as f64
 }
 

@@ -267,6 +267,119 @@ pub struct GatewayArgs {
     /// SPAMSCOPE_ADMIN_TOKEN); without one, params are read-only.
     #[arg(long, value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// Do not run the history writer in this process (with Scylla, run
+    /// `spamscope history-writer` instead).
+    #[arg(long)]
+    pub no_writer: bool,
+    #[command(flatten)]
+    pub scylla: ScyllaArgs,
+}
+
+/// The Scylla history store (instead of the embedded file).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScyllaArgs {
+    /// Scylla nodes, HOST:PORT, comma-separated; the embedded store is used
+    /// when none is given.
+    #[arg(long, env = "SPAMSCOPE_SCYLLA_NODES", value_delimiter = ',')]
+    pub scylla_nodes: Vec<String>,
+    #[arg(long, env = "SPAMSCOPE_SCYLLA_KEYSPACE", default_value = "spamscope")]
+    pub scylla_keyspace: String,
+    /// CQL replication map of the keyspace when it is created.
+    #[arg(
+        long,
+        default_value = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+    )]
+    pub scylla_replication: String,
+    /// Consistency of reads and writes: one, quorum, local_quorum, all.
+    #[arg(long, default_value = "local_quorum")]
+    pub scylla_consistency: String,
+}
+
+async fn open_history(args: &GatewayArgs) -> Result<spamscope_history::any::History> {
+    use spamscope_history::any::History;
+    if args.scylla.scylla_nodes.is_empty() {
+        let h = spamscope_history::HistoryStore::open(&args.history_path).map_err(|e| {
+            Exit::usage(format!(
+                "--history-path {}: {e}",
+                args.history_path.display()
+            ))
+        })?;
+        return Ok(History::Embedded(Arc::new(h)));
+    }
+    use scylla::statement::Consistency;
+    let consistency = match args.scylla.scylla_consistency.to_ascii_lowercase().as_str() {
+        "one" => Consistency::One,
+        "quorum" => Consistency::Quorum,
+        "local_quorum" => Consistency::LocalQuorum,
+        "all" => Consistency::All,
+        other => {
+            return Err(Exit::usage(format!(
+                "--scylla-consistency: unknown level {other:?}"
+            )));
+        }
+    };
+    let cfg = spamscope_history::scylla_store::ScyllaConfig {
+        nodes: args.scylla.scylla_nodes.clone(),
+        keyspace: args.scylla.scylla_keyspace.clone(),
+        replication: args.scylla.scylla_replication.clone(),
+        ttl_s: u32::try_from(args.history_ttl_days * 86_400).unwrap_or(u32::MAX),
+        consistency,
+        cluster_metadata: true,
+    };
+    let h = spamscope_history::scylla_store::ScyllaHistory::connect(&cfg).await?;
+    Ok(History::Scylla(Arc::new(h)))
+}
+
+fn spawn_writer(
+    args: &GatewayArgs,
+    bus: &Bus,
+    history: &spamscope_history::any::History,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let writer_cfg = spamscope_history_writer::WriterConfig {
+        ttl: (args.history_ttl_days > 0)
+            .then(|| Duration::from_secs(args.history_ttl_days * 86_400)),
+        ..Default::default()
+    };
+    let (bus, history) = (bus.clone(), history.clone());
+    tokio::spawn(async move {
+        if let Err(e) = spamscope_history_writer::run(
+            writer_cfg,
+            bus,
+            history,
+            Health::default(),
+            Arc::default(),
+            stop,
+        )
+        .await
+        {
+            tracing::error!(error = %e, "history writer stopped");
+        }
+    })
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HistoryWriterArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+pub fn history_writer(args: HistoryWriterArgs) -> Result<()> {
+    let url = args.cluster.nats_url()?;
+    runtime()?.block_on(async move {
+        spamscope_runtime::init_logging();
+        let shutdown = CancellationToken::new();
+        shutdown_on_signals(shutdown.clone());
+        let health = Health::default();
+        start_health(args.cluster.health_listen, health.clone(), shutdown.clone()).await?;
+        let (bus, _store) = connect(&args.cluster, &url, "spamscope-history-writer").await?;
+        let history = open_history(&args.gateway).await?;
+        health.set_ready(true);
+        let _ = spawn_writer(&args.gateway, &bus, &history, shutdown).await;
+        Ok(())
+    })
 }
 
 impl GatewayArgs {
@@ -306,40 +419,15 @@ async fn start_gateway(
     store: &Store,
     stop: CancellationToken,
 ) -> Result<(SocketAddr, Vec<tokio::task::JoinHandle<()>>)> {
-    let history = Arc::new(
-        spamscope_history::HistoryStore::open(&args.history_path).map_err(|e| {
-            Exit::usage(format!(
-                "--history-path {}: {e}",
-                args.history_path.display()
-            ))
-        })?,
-    );
+    let history = open_history(args).await?;
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|e| Exit::usage(format!("--listen {}: {e}", args.listen)))?;
     let addr = listener.local_addr()?;
-    let writer_cfg = spamscope_history_writer::WriterConfig {
-        ttl: (args.history_ttl_days > 0)
-            .then(|| Duration::from_secs(args.history_ttl_days * 86_400)),
-        ..Default::default()
-    };
-    let writer = tokio::spawn({
-        let (bus, history, stop) = (bus.clone(), Arc::clone(&history), stop.clone());
-        async move {
-            if let Err(e) = spamscope_history_writer::run(
-                writer_cfg,
-                bus,
-                history,
-                Health::default(),
-                Arc::default(),
-                stop,
-            )
-            .await
-            {
-                tracing::error!(error = %e, "history writer stopped");
-            }
-        }
-    });
+    let mut tasks = Vec::new();
+    if !args.no_writer {
+        tasks.push(spawn_writer(args, bus, &history, stop.clone()));
+    }
     let gateway = spamscope_gateway::Gateway {
         bus: bus.clone(),
         store: store.clone(),
@@ -364,7 +452,8 @@ async fn start_gateway(
             tracing::error!(error = %e, "gateway stopped");
         }
     });
-    Ok((addr, vec![writer, server]))
+    tasks.push(server);
+    Ok((addr, tasks))
 }
 
 pub fn gateway(args: GatewayRoleArgs) -> Result<()> {

@@ -1,0 +1,222 @@
+//! One test suite over both history stores, through the same interface:
+//! the embedded store for semantics (ordering, paging, TTL), Scylla's CQL
+//! against the in-process CQL server of `kassandra-tester` for syntax and
+//! encoding (statements accepted, values round-trip).
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use spamscope_history::HistoryStore;
+use spamscope_history::any::History;
+use spamscope_history::scylla_store::{ScyllaConfig, ScyllaHistory};
+use spamscope_proto::v1::{Decision, Platform, SpamEvent, Trigger};
+
+fn event(
+    stream: &str,
+    id: u64,
+    version: u64,
+    fp: &str,
+    text: &str,
+    count: u64,
+    last: i64,
+) -> SpamEvent {
+    SpamEvent {
+        platform: Platform::Youtube as i32,
+        stream_id: stream.into(),
+        event_id: id,
+        fingerprint: fp.into(),
+        text: text.into(),
+        count,
+        unique_users: count / 2,
+        first_seen_ms: last - 5_000,
+        last_seen_ms: last,
+        state: 1,
+        version,
+        sample_users: vec!["Ünïcode user".into(), "名前".into()],
+    }
+}
+
+fn decision(stream: &str, user: &str, at: i64) -> Decision {
+    Decision {
+        platform: Platform::Youtube as i32,
+        stream_id: stream.into(),
+        user_id: format!("UC-{user}"),
+        user_login: user.into(),
+        at_ms: at,
+        triggers: vec![Trigger {
+            name: "similar_messages".into(),
+            observed: 9.0,
+            threshold: 8.0,
+            detail: String::new(),
+        }],
+        messages_seen: 9,
+        slow_mode_s: 30,
+        slow_mode_inferred: true,
+    }
+}
+
+const CHEESE: &str = "\u{200b}\u{200b}SPAM🧀THIS🧀CHEESE🧀FOR🧀GOOD🧀LUCK";
+
+/// The suite: everything is written, read back and compared; `semantics`
+/// also checks ordering, paging and TTL (the embedded store).
+async fn suite(h: &History, semantics: bool) {
+    let events = vec![
+        event("vid-a", 1, 1, "fpcheese", CHEESE, 10, 1_607_054_600_000),
+        event("vid-b", 7, 1, "fpcheese", CHEESE, 4, 1_607_054_700_000),
+        event(
+            "vid-a",
+            2,
+            1,
+            "fpother",
+            "join my discord for free skins",
+            6,
+            1_607_054_650_000,
+        ),
+    ];
+    let decisions = vec![
+        decision("vid-a", "Azena", 1_607_054_610_000),
+        decision("vid-b", "azena", 1_607_054_710_000),
+    ];
+    h.write(events.clone(), decisions.clone()).await.unwrap();
+    // Idempotent; a newer version replaces, an older one is ignored.
+    h.write(events.clone(), decisions.clone()).await.unwrap();
+    let newer = event("vid-a", 1, 3, "fpcheese", CHEESE, 25, 1_607_054_800_000);
+    h.write(vec![newer.clone()], vec![]).await.unwrap();
+    h.write(
+        vec![event(
+            "vid-a",
+            1,
+            2,
+            "fpcheese",
+            CHEESE,
+            15,
+            1_607_054_750_000,
+        )],
+        vec![],
+    )
+    .await
+    .unwrap();
+
+    let s = h
+        .sightings("fpcheese".into(), 10, None)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(s.len(), 2);
+    let a = s.iter().find(|e| e.stream_id == "vid-a").unwrap();
+    assert_eq!(
+        a, &newer,
+        "the stored event round-trips exactly, at its highest version"
+    );
+
+    let ce = h
+        .channel_events("youtube.vid-a".into(), 0, i64::MAX, 10, None)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(ce.len(), 2);
+    let cd = h
+        .channel_decisions("youtube.vid-a".into(), 0, i64::MAX, 10, None)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(cd, vec![decisions[0].clone()]);
+    let ud = h
+        .user_decisions("AZENA".into(), 10, None)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(ud.len(), 2);
+    let rate: u64 = h
+        .spam_rate("youtube.vid-a".into(), 0, i64::MAX)
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(rate, 25 + 6, "each message counted once");
+
+    let found = h
+        .search("spam this cheese for good luck".into(), 0.4, 5, None, 10)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(found[0].fingerprint, "fpcheese");
+    assert_eq!(found[0].text, CHEESE);
+    assert_eq!(found[0].sightings.len(), 2);
+
+    if semantics {
+        assert!(s[0].last_seen_ms >= s[1].last_seen_ms, "newest first");
+        assert!(ce[0].last_seen_ms >= ce[1].last_seen_ms);
+        assert!(ud[0].at_ms >= ud[1].at_ms);
+        let p1 = h.sightings("fpcheese".into(), 1, None).await.unwrap();
+        let p2 = h
+            .sightings("fpcheese".into(), 1, p1.next.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                p1.items[0].stream_id.as_str(),
+                p2.items[0].stream_id.as_str()
+            ),
+            ("vid-a", "vid-b")
+        );
+        assert!(p2.next.is_none());
+        let removed = h.expire(1_607_054_705_000).await.unwrap();
+        assert!(removed >= 2, "{removed}");
+        assert_eq!(
+            h.sightings("fpcheese".into(), 10, None)
+                .await
+                .unwrap()
+                .items
+                .len(),
+            1
+        );
+    }
+}
+
+#[tokio::test]
+async fn embedded_store() {
+    let path = std::env::temp_dir().join(format!("spamscope-both-{}.redb", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let h = History::Embedded(Arc::new(HistoryStore::open(&path).unwrap()));
+    suite(&h, true).await;
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test]
+async fn scylla_store_against_an_in_process_cql_server() {
+    let server = kassandra_tester::KassandraTester::new(kassandra::KassandraSession::new());
+    let result = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let r2 = result.clone();
+    let _ = server
+        .in_scope(|addr| {
+            let r2 = r2.clone();
+            async move {
+                let cfg = ScyllaConfig {
+                    nodes: vec![addr.to_string()],
+                    keyspace: "spamscope_test".into(),
+                    ttl_s: 3600,
+                    consistency: scylla::statement::Consistency::One,
+                    cluster_metadata: false,
+                    ..ScyllaConfig::default()
+                };
+                let outcome = match ScyllaHistory::connect(&cfg).await {
+                    Ok(s) => {
+                        let h = History::Scylla(Arc::new(s));
+                        // A panic inside the server's scope would hang it: run
+                        // the suite and report.
+                        let f = tokio::task::spawn(async move { suite(&h, false).await });
+                        f.await.map_err(|e| format!("suite failed: {e}"))
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                *r2.lock().unwrap() = Some(outcome);
+                Ok::<(), ()>(())
+            }
+        })
+        .await;
+    let outcome = result.lock().unwrap().take().expect("the suite ran");
+    outcome.unwrap();
+}
