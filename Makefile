@@ -38,10 +38,14 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## bench: detector throughput (criterion) and bytes of state per user and per stream
-bench:
+## bench: detector throughput (criterion), bytes of state, then the pipeline bench (last line: ratio pipeline/ceiling)
+BENCH_EVENTS ?= 1000000
+BENCH_STREAMS ?= 1000
+bench: build
+	@scripts/install-deps.sh test
 	$(CARGO) bench -p spamscope-detect --bench detector
 	$(CARGO) bench -p spamscope-detect --bench state_size
+	$(SPAMSCOPE) bench pipeline --events $(BENCH_EVENTS) --streams $(BENCH_STREAMS)
 
 ## model: retrain the bundled message score model on the labelled CSV files
 model: build

@@ -309,3 +309,39 @@ fn bundled_model_is_what_make_model_trains() {
     );
     assert_eq!(trained["trained_on"].as_array().unwrap().len(), 3);
 }
+
+#[test]
+fn bench_pipeline_prints_its_table_and_the_ratio_last() {
+    // A small run: the same code path as `make bench`, on a local nats-server.
+    let out = spamscope(&[
+        "bench",
+        "pipeline",
+        "--events",
+        "4000",
+        "--streams",
+        "20",
+        "--replicas",
+        "2",
+        "--shards",
+        "8",
+        "--rate",
+        "2000",
+        "--rate-seconds",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("| pipeline at saturation |"), "{stdout}");
+    assert!(stdout.contains("latency at 2000 events/s offered"), "{stdout}");
+    let last = stdout.lines().last().unwrap();
+    let ratio: f64 = last
+        .strip_prefix("ratio pipeline/ceiling = ")
+        .unwrap_or_else(|| panic!("last line: {last}"))
+        .parse()
+        .unwrap();
+    assert!(ratio > 0.0 && ratio.is_finite(), "ratio {ratio}");
+}

@@ -42,6 +42,8 @@ enum Command {
     HistoryWriter(cmd::cluster::HistoryWriterArgs),
     /// Every role in one process (starts nats-server when no --nats-url).
     Standalone(cmd::cluster::StandaloneArgs),
+    /// Benchmarks of the running system (`bench pipeline`).
+    Bench(cmd::bench::BenchArgs),
 }
 
 fn main() {
@@ -63,6 +65,7 @@ fn main() {
         Command::Gateway(args) => cmd::cluster::gateway(args),
         Command::HistoryWriter(args) => cmd::cluster::history_writer(args),
         Command::Standalone(args) => cmd::cluster::standalone(args),
+        Command::Bench(args) => cmd::bench::run(args),
     };
     if let Err(e) = result {
         eprintln!("spamscope: {e:#}");

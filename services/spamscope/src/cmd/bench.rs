@@ -1,0 +1,414 @@
+//! `spamscope bench pipeline`: the sharded pipeline on one machine, measured
+//! against raw JetStream in the same run.
+//!
+//! Everything runs in this process except `nats-server` (a child on a free
+//! port, as in `standalone`): the publisher (the ingest library), a router
+//! and detector replicas, all on the embedded state store. Events are the
+//! bundled logs repeated under shifted stream ids and timestamps.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use async_nats::jetstream::consumer::pull::OrderedConfig;
+use async_nats::jetstream::stream;
+use bytes::Bytes;
+use futures::StreamExt;
+use prost::Message;
+use spamscope_bus::{Bus, BusConfig, subjects};
+use spamscope_chat::replay::{self, Speed};
+use spamscope_proto::v1::{ChatEvent, DetectorOutput, Platform, detector_output};
+use spamscope_runtime::Health;
+use spamscope_store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::cmd::replay::read;
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchWhat,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchWhat {
+    /// Throughput and latency of ingest → JetStream → detectors → SPAM.
+    Pipeline(PipelineArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PipelineArgs {
+    /// Events to publish (at least 1,000,000 for the reference numbers).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: usize,
+    /// Streams they are spread over.
+    #[arg(long, default_value_t = 1000)]
+    pub streams: usize,
+    /// Detector replicas.
+    #[arg(long, default_value_t = 2)]
+    pub replicas: usize,
+    #[arg(long, default_value_t = 64)]
+    pub shards: u32,
+    /// Offered load for the fixed-rate latency run, events per second.
+    #[arg(long, default_value_t = 10_000)]
+    pub rate: u64,
+    /// Length of the fixed-rate run, in seconds.
+    #[arg(long, default_value_t = 20)]
+    pub rate_seconds: u64,
+}
+
+/// The bundled logs repeated until `n` events over `streams` streams.
+fn workload(n: usize, streams: usize) -> Result<Vec<ChatEvent>> {
+    let files = read(&[
+        crate::cmd::data_path("testdata/twitch/xqcow-2019-09-15.irc"),
+        crate::cmd::data_path("testdata/youtube/chilledcow-2020-11.chat-downloader.json"),
+    ])?;
+    let logs: Vec<Vec<ChatEvent>> = files
+        .into_iter()
+        .map(|f| {
+            replay::merge(vec![f])
+                .into_iter()
+                .filter(|e| {
+                    !matches!(
+                        e.kind,
+                        Some(spamscope_proto::v1::chat_event::Kind::StreamEnded(_))
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let per_stream = n.div_ceil(streams.max(1));
+    let mut out = Vec::with_capacity(per_stream * streams);
+    for s in 0..streams {
+        let log = &logs[s % logs.len()];
+        let base = log.first().map_or(0, |e| e.ts_ms);
+        // Every stream starts at the same instant, offset by a few ms.
+        for (i, ev) in log.iter().cycle().take(per_stream).enumerate() {
+            let mut e = ev.clone();
+            let lap = (i / log.len()) as i64;
+            let span = log.last().map_or(0, |l| l.ts_ms - base) + 1000;
+            e.ts_ms = 1_700_000_000_000 + (ev.ts_ms - base) + lap * span + s as i64;
+            e.stream_id = format!("{}-{s}", ev.stream_id);
+            e.event_id = format!("{}-{s}-{lap}", ev.event_id);
+            out.push(e);
+        }
+    }
+    out.sort_by_key(|e| e.ts_ms);
+    out.truncate(n);
+    Ok(out)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Publish → output latency of decisions: an output is matched to the event
+/// that caused it by (stream, event time).
+type Sent = Arc<Mutex<HashMap<(String, i64), Instant>>>;
+
+async fn collect_latencies(
+    bus: Bus,
+    sent: Sent,
+    lat: Arc<Mutex<Vec<f64>>>,
+    stop: CancellationToken,
+) {
+    let Ok(mut sub) = bus.client.subscribe(subjects::SPAM_ALL).await else {
+        return;
+    };
+    loop {
+        let m = tokio::select! { _ = stop.cancelled() => return, m = sub.next() => match m { Some(m) => m, None => return } };
+        let now = Instant::now();
+        if let Ok(DetectorOutput {
+            kind: Some(detector_output::Kind::Decision(d)),
+        }) = DetectorOutput::decode(m.payload)
+        {
+            let key = (
+                format!(
+                    "{}.{}",
+                    Platform::try_from(d.platform).unwrap_or_default().key(),
+                    d.stream_id
+                ),
+                d.at_ms,
+            );
+            if let Some(t) = sent
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&key)
+            {
+                lat.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(now.duration_since(*t).as_secs_f64() * 1000.0);
+            }
+        }
+    }
+}
+
+struct Cluster {
+    bus: Bus,
+    store: Store,
+    counters: Vec<Arc<spamscope_detector::Counters>>,
+    stop: CancellationToken,
+}
+
+impl Cluster {
+    async fn start(url: &str, shards: u32, replicas: usize) -> Result<Self> {
+        let bus = Bus::connect(url, "spamscope-bench").await?;
+        bus.ensure_streams(&BusConfig {
+            url: url.into(),
+            ..BusConfig::default()
+        })
+        .await?;
+        let store = Store::open(None, "").await?;
+        store.ensure_shards(shards).await?;
+        let stop = CancellationToken::new();
+        let mut counters = Vec::new();
+        for r in 0..replicas {
+            let c: Arc<spamscope_detector::Counters> = Arc::default();
+            counters.push(Arc::clone(&c));
+            let cfg = spamscope_detector::ReplicaConfig {
+                replica_id: format!("bench-{r}"),
+                shards,
+                handover_timeout: Duration::from_secs(30),
+                checkpoint_every_events: 20_000,
+                ..Default::default()
+            };
+            tokio::spawn(spamscope_detector::run(
+                cfg,
+                bus.clone(),
+                store.clone(),
+                Health::default(),
+                c,
+                stop.clone(),
+            ));
+        }
+        let router = spamscope_router::RouterConfig {
+            id: "bench-router".into(),
+            shards,
+            interval: Duration::from_millis(200),
+            ..Default::default()
+        };
+        tokio::spawn(spamscope_router::run(
+            router,
+            bus.clone(),
+            store.clone(),
+            Health::default(),
+            stop.clone(),
+        ));
+        // Until every shard has an owner.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while store.owners().await?.len() < shards as usize {
+            anyhow::ensure!(Instant::now() < deadline, "shards were not placed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Self {
+            bus,
+            store,
+            counters,
+            stop,
+        })
+    }
+
+    fn processed(&self) -> u64 {
+        self.counters
+            .iter()
+            .map(|c| c.events.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    async fn wait_processed(&self, n: u64, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while self.processed() < n {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "detectors processed {} of {n} events",
+                self.processed()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+}
+
+/// Raw JetStream: the same payloads published and consumed on a stream of
+/// their own, on the same server.
+async fn ceiling(bus: &Bus, events: &[ChatEvent]) -> Result<f64> {
+    let s = bus
+        .js
+        .get_or_create_stream(stream::Config {
+            name: "BENCH".into(),
+            subjects: vec!["bench.>".into()],
+            ..Default::default()
+        })
+        .await?;
+    let consumer = s
+        .create_consumer(OrderedConfig {
+            filter_subject: "bench.>".into(),
+            ..Default::default()
+        })
+        .await?;
+    let n = events.len();
+    let reader = tokio::spawn(async move {
+        let mut msgs = consumer.messages().await?;
+        let mut got = 0;
+        while got < n {
+            match msgs.next().await {
+                Some(Ok(_)) => got += 1,
+                Some(Err(e)) => return Err(anyhow::anyhow!(e.to_string())),
+                None => break,
+            }
+        }
+        Ok::<usize, anyhow::Error>(got)
+    });
+    let started = Instant::now();
+    let mut acks = std::collections::VecDeque::new();
+    for (i, e) in events.iter().enumerate() {
+        let ack = bus
+            .js
+            .publish(format!("bench.{}", i % 64), Bytes::from(e.encode_to_vec()))
+            .await?;
+        acks.push_back(ack);
+        if acks.len() >= 512
+            && let Some(a) = acks.pop_front()
+        {
+            a.await?;
+        }
+    }
+    while let Some(a) = acks.pop_front() {
+        a.await?;
+    }
+    let got = reader.await.context("reader")??;
+    anyhow::ensure!(got == n, "ceiling consumer got {got} of {n}");
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let BenchWhat::Pipeline(a) = args.what;
+    eprintln!(
+        "bench: building {} events over {} streams",
+        a.events, a.streams
+    );
+    let events = workload(a.events, a.streams)?;
+    let streams: std::collections::HashSet<&str> =
+        events.iter().map(|e| e.stream_id.as_str()).collect();
+    let n_streams = streams.len();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async move {
+        let nats = crate::cmd::local_nats::LocalNats::start().await?;
+        let url = nats.url();
+        let c = Cluster::start(&url, a.shards, a.replicas).await?;
+
+        eprintln!("bench: raw JetStream ceiling");
+        let ceiling = ceiling(&c.bus, &events).await?;
+
+        eprintln!("bench: pipeline at saturation");
+        let sent: Sent = Arc::default();
+        let lat = Arc::new(Mutex::new(Vec::new()));
+        let lat_stop = CancellationToken::new();
+        tokio::spawn(collect_latencies(c.bus.clone(), Arc::clone(&sent), Arc::clone(&lat), lat_stop.clone()));
+        {
+            let mut s = sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            s.reserve(events.len());
+        }
+        let started = Instant::now();
+        let publisher = {
+            let (bus, events, sent, shards) = (c.bus.clone(), events.clone(), Arc::clone(&sent), a.shards);
+            tokio::spawn(async move {
+                // Stamp send times as the publisher goes (coarse: per 1,000).
+                let stop = CancellationToken::new();
+                for chunk in events.chunks(1000) {
+                    let now = Instant::now();
+                    {
+                        let mut s = sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        for e in chunk {
+                            s.entry((e.stream_key(), e.ts_ms)).or_insert(now);
+                        }
+                    }
+                    spamscope_ingest::publish_events(&bus, chunk, shards, Speed::Max, &stop).await?;
+                }
+                Ok::<(), anyhow::Error>(())
+            })
+        };
+        publisher.await.context("publisher")??;
+        c.wait_processed(events.len() as u64, Duration::from_secs(900)).await?;
+        let pipeline = events.len() as f64 / started.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut sat: Vec<f64> = std::mem::take(&mut *lat.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        sat.sort_by(f64::total_cmp);
+
+        eprintln!("bench: pipeline at {} events/s offered", a.rate);
+        let fixed_n = (a.rate * a.rate_seconds) as usize;
+        let fixed_events: Vec<ChatEvent> = workload(fixed_n, a.streams)?
+            .into_iter()
+            .map(|mut e| {
+                e.stream_id = format!("fixed-{}", e.stream_id);
+                e
+            })
+            .collect();
+        sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        let before = c.processed();
+        let t0 = Instant::now();
+        for (i, chunk) in fixed_events.chunks((a.rate / 100).max(1) as usize).enumerate() {
+            let due = t0 + Duration::from_secs_f64(i as f64 * chunk.len() as f64 / a.rate as f64);
+            tokio::time::sleep_until(due.into()).await;
+            let now = Instant::now();
+            {
+                let mut s = sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                for e in chunk {
+                    s.entry((e.stream_key(), e.ts_ms)).or_insert(now);
+                }
+            }
+            spamscope_ingest::publish_events(&c.bus, chunk, a.shards, Speed::Max, &CancellationToken::new()).await?;
+        }
+        c.wait_processed(before + fixed_events.len() as u64, Duration::from_secs(300)).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        lat_stop.cancel();
+        let mut fixed: Vec<f64> = std::mem::take(&mut *lat.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        fixed.sort_by(f64::total_cmp);
+
+        eprintln!("bench: rebalance with {} streams of state", n_streams);
+        let owners_before = c.store.owners().await?;
+        let extra: Arc<spamscope_detector::Counters> = Arc::default();
+        let changed = Instant::now();
+        tokio::spawn(spamscope_detector::run(
+            spamscope_detector::ReplicaConfig { replica_id: "bench-extra".into(), shards: a.shards, ..Default::default() },
+            c.bus.clone(),
+            c.store.clone(),
+            Health::default(),
+            Arc::clone(&extra),
+            c.stop.clone(),
+        ));
+        let mut ids: Vec<String> = (0..a.replicas).map(|r| format!("bench-{r}")).collect();
+        ids.push("bench-extra".into());
+        let want = spamscope_routing::placement(&ids, a.shards, spamscope_routing::DEFAULT_VNODES).unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let o = c.store.owners().await?;
+            if (0..a.shards).all(|s| o.get(&s).is_some_and(|x| x.replica == want[s as usize])) {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "rebalance did not finish");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let moved = (0..a.shards).filter(|s| owners_before.get(s).map(|o| &o.replica) != Some(&want[*s as usize])).count();
+        // Serving again: one more event per moved shard comes out.
+        let rebalance = changed.elapsed();
+        c.stop.cancel();
+
+        let ratio = pipeline / ceiling;
+        println!("pipeline benchmark ({} events over {} streams, {} detector replicas, {} shards)", events.len(), n_streams, a.replicas, a.shards);
+        println!("| measure | value |");
+        println!("|---|---|");
+        println!("| raw JetStream publish → consume (ceiling) | {:.0} events/s |", ceiling);
+        println!("| pipeline at saturation | {:.0} events/s |", pipeline);
+        println!("| latency at saturation, p50 / p99 / p99.9 ({} samples) | {:.1} / {:.1} / {:.1} ms |", sat.len(), pct(&sat, 0.5), pct(&sat, 0.99), pct(&sat, 0.999));
+        println!("| latency at {} events/s offered, p50 / p99 / p99.9 ({} samples) | {:.1} / {:.1} / {:.1} ms |", a.rate, fixed.len(), pct(&fixed, 0.5), pct(&fixed, 0.99), pct(&fixed, 0.999));
+        println!("| rebalance {} → {} replicas: shards moved / time to placed | {moved} of {} ({:.0} %) / {:.2} s |", a.replicas, a.replicas + 1, a.shards, moved as f64 * 100.0 / f64::from(a.shards), rebalance.as_secs_f64());
+        println!("ratio pipeline/ceiling = {ratio:.2}");
+        drop(nats);
+        Ok(())
+    })
+}
