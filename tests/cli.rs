@@ -336,7 +336,10 @@ fn bench_pipeline_prints_its_table_and_the_ratio_last() {
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.contains("| pipeline at saturation |"), "{stdout}");
-    assert!(stdout.contains("latency at 2000 events/s offered"), "{stdout}");
+    assert!(
+        stdout.contains("latency at 2000 events/s offered"),
+        "{stdout}"
+    );
     let last = stdout.lines().last().unwrap();
     let ratio: f64 = last
         .strip_prefix("ratio pipeline/ceiling = ")
