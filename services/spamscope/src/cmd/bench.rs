@@ -84,11 +84,11 @@ fn workload(n: usize, streams: usize) -> Result<Vec<ChatEvent>> {
     for s in 0..streams {
         let log = &logs[s % logs.len()];
         let base = log.first().map_or(0, |e| e.ts_ms);
+        let span = log.last().map_or(0, |l| l.ts_ms - base) + 1000;
         // Every stream starts at the same instant, offset by a few ms.
         for (i, ev) in log.iter().cycle().take(per_stream).enumerate() {
             let mut e = ev.clone();
             let lap = (i / log.len()) as i64;
-            let span = log.last().map_or(0, |l| l.ts_ms - base) + 1000;
             e.ts_ms = 1_700_000_000_000 + (ev.ts_ms - base) + lap * span + s as i64;
             e.stream_id = format!("{}-{s}", ev.stream_id);
             e.event_id = format!("{}-{s}-{lap}", ev.event_id);
@@ -110,6 +110,17 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 /// Publish → output latency of decisions: an output is matched to the event
 /// that caused it by (stream, event time).
 type Sent = Arc<Mutex<HashMap<(String, i64), Instant>>>;
+
+/// Records now as the send time of every event in `chunk` (first send wins).
+fn stamp(sent: &Sent, chunk: &[ChatEvent]) {
+    let now = Instant::now();
+    let mut s = sent
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for e in chunk {
+        s.entry((e.stream_key(), e.ts_ms)).or_insert(now);
+    }
+}
 
 async fn collect_latencies(
     bus: Bus,
@@ -151,6 +162,7 @@ async fn collect_latencies(
 struct Cluster {
     bus: Bus,
     store: Store,
+    shards: u32,
     counters: Vec<Arc<spamscope_detector::Counters>>,
     stop: CancellationToken,
 }
@@ -165,26 +177,16 @@ impl Cluster {
         .await?;
         let store = Store::open(None, "").await?;
         store.ensure_shards(shards).await?;
-        let stop = CancellationToken::new();
-        let mut counters = Vec::new();
+        let mut c = Self {
+            bus,
+            store,
+            shards,
+            counters: Vec::new(),
+            stop: CancellationToken::new(),
+        };
         for r in 0..replicas {
-            let c: Arc<spamscope_detector::Counters> = Arc::default();
-            counters.push(Arc::clone(&c));
-            let cfg = spamscope_detector::ReplicaConfig {
-                replica_id: format!("bench-{r}"),
-                shards,
-                handover_timeout: Duration::from_secs(30),
-                checkpoint_every_events: 20_000,
-                ..Default::default()
-            };
-            tokio::spawn(spamscope_detector::run(
-                cfg,
-                bus.clone(),
-                store.clone(),
-                Health::default(),
-                c,
-                stop.clone(),
-            ));
+            let counters = c.spawn_replica(format!("bench-{r}"));
+            c.counters.push(counters);
         }
         let router = spamscope_router::RouterConfig {
             id: "bench-router".into(),
@@ -194,23 +196,40 @@ impl Cluster {
         };
         tokio::spawn(spamscope_router::run(
             router,
-            bus.clone(),
-            store.clone(),
+            c.bus.clone(),
+            c.store.clone(),
             Health::default(),
-            stop.clone(),
+            c.stop.clone(),
         ));
         // Until every shard has an owner.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while store.owners().await?.len() < shards as usize {
+        while c.store.owners().await?.len() < shards as usize {
             anyhow::ensure!(Instant::now() < deadline, "shards were not placed");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(Self {
-            bus,
-            store,
-            counters,
-            stop,
-        })
+        Ok(c)
+    }
+
+    /// Starts one detector replica; every replica, first or joining, has
+    /// the same config.
+    fn spawn_replica(&self, id: String) -> Arc<spamscope_detector::Counters> {
+        let counters: Arc<spamscope_detector::Counters> = Arc::default();
+        let cfg = spamscope_detector::ReplicaConfig {
+            replica_id: id,
+            shards: self.shards,
+            handover_timeout: Duration::from_secs(30),
+            checkpoint_every_events: 20_000,
+            ..Default::default()
+        };
+        tokio::spawn(spamscope_detector::run(
+            cfg,
+            self.bus.clone(),
+            self.store.clone(),
+            Health::default(),
+            Arc::clone(&counters),
+            self.stop.clone(),
+        ));
+        counters
     }
 
     fn processed(&self) -> u64 {
@@ -314,25 +333,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
             s.reserve(events.len());
         }
         let started = Instant::now();
-        let publisher = {
-            let (bus, events, sent, shards) = (c.bus.clone(), events.clone(), Arc::clone(&sent), a.shards);
-            tokio::spawn(async move {
-                // Stamp send times as the publisher goes (coarse: per 1,000).
-                let stop = CancellationToken::new();
-                for chunk in events.chunks(1000) {
-                    let now = Instant::now();
-                    {
-                        let mut s = sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                        for e in chunk {
-                            s.entry((e.stream_key(), e.ts_ms)).or_insert(now);
-                        }
-                    }
-                    spamscope_ingest::publish_events(&bus, chunk, shards, Speed::Max, &stop).await?;
-                }
-                Ok::<(), anyhow::Error>(())
-            })
-        };
-        publisher.await.context("publisher")??;
+        // Send times are stamped per 1,000 events (coarse by one chunk).
+        let no_stop = CancellationToken::new();
+        for chunk in events.chunks(1000) {
+            stamp(&sent, chunk);
+            spamscope_ingest::publish_events(&c.bus, chunk, a.shards, Speed::Max, &no_stop).await?;
+        }
         c.wait_processed(events.len() as u64, Duration::from_secs(900)).await?;
         let pipeline = events.len() as f64 / started.elapsed().as_secs_f64();
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -354,14 +360,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         for (i, chunk) in fixed_events.chunks((a.rate / 100).max(1) as usize).enumerate() {
             let due = t0 + Duration::from_secs_f64(i as f64 * chunk.len() as f64 / a.rate as f64);
             tokio::time::sleep_until(due.into()).await;
-            let now = Instant::now();
-            {
-                let mut s = sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                for e in chunk {
-                    s.entry((e.stream_key(), e.ts_ms)).or_insert(now);
-                }
-            }
-            spamscope_ingest::publish_events(&c.bus, chunk, a.shards, Speed::Max, &CancellationToken::new()).await?;
+            stamp(&sent, chunk);
+            spamscope_ingest::publish_events(&c.bus, chunk, a.shards, Speed::Max, &no_stop).await?;
         }
         c.wait_processed(before + fixed_events.len() as u64, Duration::from_secs(300)).await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -371,16 +371,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
         eprintln!("bench: rebalance with {} streams of state", n_streams);
         let owners_before = c.store.owners().await?;
-        let extra: Arc<spamscope_detector::Counters> = Arc::default();
         let changed = Instant::now();
-        tokio::spawn(spamscope_detector::run(
-            spamscope_detector::ReplicaConfig { replica_id: "bench-extra".into(), shards: a.shards, ..Default::default() },
-            c.bus.clone(),
-            c.store.clone(),
-            Health::default(),
-            Arc::clone(&extra),
-            c.stop.clone(),
-        ));
+        c.spawn_replica("bench-extra".into());
         let mut ids: Vec<String> = (0..a.replicas).map(|r| format!("bench-{r}")).collect();
         ids.push("bench-extra".into());
         let want = spamscope_routing::placement(&ids, a.shards, spamscope_routing::DEFAULT_VNODES).unwrap_or_default();
@@ -394,7 +386,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let moved = (0..a.shards).filter(|s| owners_before.get(s).map(|o| &o.replica) != Some(&want[*s as usize])).count();
-        // Serving again: one more event per moved shard comes out.
         let rebalance = changed.elapsed();
         c.stop.cancel();
 
