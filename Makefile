@@ -6,7 +6,7 @@ DATA := testdata/twitch/xqcow-2019-09-15.irc testdata/youtube/chilledcow-2020-11
 
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: run replay test lint fmt bench eval model build ui clean
+.PHONY: run replay test lint fmt bench drills eval model build ui clean
 
 ## run: the whole system in one process, replaying the bundled real chat (2x real time), web UI on $(LISTEN)
 run: build ui
@@ -38,14 +38,25 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## bench: detector throughput (criterion), bytes of state, then the pipeline bench (last line: ratio pipeline/ceiling)
+## bench: detector throughput (criterion), bytes of state, history and gateway, then the pipeline bench (last line: ratio pipeline/ceiling)
 BENCH_EVENTS ?= 1000000
 BENCH_STREAMS ?= 1000
 bench: build
 	@scripts/install-deps.sh test
 	$(CARGO) bench -p spamscope-detect --bench detector
 	$(CARGO) bench -p spamscope-detect --bench state_size
+	$(SPAMSCOPE) bench history
 	$(SPAMSCOPE) bench pipeline --events $(BENCH_EVENTS) --streams $(BENCH_STREAMS)
+
+## drills: fault drills on real processes (kill, restart, flood, garbage); prints a table, fails on any loss
+drills:
+	@scripts/install-deps.sh test
+	@rm -f target/drills.md
+	DRILLS_REPORT=$(CURDIR)/target/drills.md $(CARGO) test -p spamscope --test drills -- --test-threads=1
+	@echo
+	@echo "| drill | events in | outputs out | lost | duplicates removed | time to recover |"
+	@echo "|---|---|---|---|---|---|"
+	@cat target/drills.md
 
 ## model: retrain the bundled message score model on the labelled CSV files
 model: build

@@ -348,3 +348,50 @@ fn bench_pipeline_prints_its_table_and_the_ratio_last() {
         .unwrap();
     assert!(ratio > 0.0 && ratio.is_finite(), "ratio {ratio}");
 }
+
+#[test]
+fn bench_history_writes_searches_and_serves_every_watcher() {
+    // A small run of the same code as `make bench`: a real gateway on
+    // loopback with its own nats-server.
+    let out = spamscope(&[
+        "bench",
+        "history",
+        "--events",
+        "20000",
+        "--streams",
+        "20",
+        "--searches",
+        "20",
+        "--watchers",
+        "5",
+        "--per-watcher",
+        "40",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("| history write, batches of 500 |"),
+        "{stdout}"
+    );
+    // Every watcher got all of its channel's chat, and every search found
+    // the copypasta it was made from.
+    assert!(
+        stdout.contains("chat delivered | 200 of 200 at"),
+        "{stdout}"
+    );
+    let found = stdout
+        .lines()
+        .find(|l| l.contains("searches that found their own copypasta"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let n: Vec<&str> = found
+        .split('|')
+        .nth(2)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(n.first(), n.get(2), "{found}");
+}

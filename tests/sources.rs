@@ -41,7 +41,7 @@ async fn twitch_source_publishes_the_recorded_channel() {
 
     // 5,000 recorded lines of #xqcow, plus the ROOMSTATE of each JOIN.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while stream_len(&nats.url(), "CHAT").await < 5002 {
+    while chat_len(&nats.url()).await < 5002 {
         assert!(
             Instant::now() < deadline,
             "{}",
@@ -60,7 +60,7 @@ async fn twitch_source_publishes_the_recorded_channel() {
         BTreeSet::from(["#xqcow".to_owned(), "#pajlada".to_owned()])
     );
 
-    let chat = read_stream(&nats.url(), "CHAT").await;
+    let chat = read_chat(&nats.url()).await;
     assert_eq!(chat.len(), 5002, "no event doubled");
     let events: Vec<spamscope_proto::v1::ChatEvent> = chat
         .iter()
@@ -183,7 +183,7 @@ async fn youtube_source_follows_continuations_at_the_servers_pace() {
             "polled again after {gap:?}, the server asked for 700 ms"
         );
     }
-    let chat = read_stream(&nats.url(), "CHAT").await;
+    let chat = read_chat(&nats.url()).await;
     let events: Vec<spamscope_proto::v1::ChatEvent> = chat
         .iter()
         .map(|(_, _, p)| spamscope_proto::v1::ChatEvent::decode(p.clone()).unwrap())
@@ -291,7 +291,7 @@ async fn twitch_top_channels_come_from_helix() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while stream_len(&nats.url(), "CHAT").await < 200 {
+    while chat_len(&nats.url()).await < 200 {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -58,6 +58,133 @@ fn wait_port(port: u16, what: &str) {
     panic!("{what} did not listen on {port}");
 }
 
+pub fn xqcow() -> PathBuf {
+    repo("testdata/twitch/xqcow-2019-09-15.irc")
+}
+
+pub fn chilledcow() -> PathBuf {
+    repo("testdata/youtube/chilledcow-2020-11.chat-downloader.json")
+}
+
+/// A small cluster: its own nats-server and redis-server, and the logs of
+/// the role processes started on them.
+pub struct Cluster {
+    pub nats: Nats,
+    pub redis: Redis,
+    pub logs: TempDir,
+    pub shards: u32,
+}
+
+impl Cluster {
+    pub fn start(shards: u32) -> Self {
+        Cluster {
+            nats: Nats::start(),
+            redis: Redis::start(),
+            logs: TempDir::new("logs"),
+            shards,
+        }
+    }
+
+    pub fn role(&self, name: &str, role: &str, extra: &[&str]) -> Proc {
+        let mut args: Vec<String> = vec![role.into()];
+        args.extend(cluster_args(&self.nats, &self.redis, self.shards));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        Proc::spawn(name, &refs, &self.logs.0)
+    }
+
+    pub fn detector(&self, id: &str) -> Proc {
+        self.role(
+            id,
+            "detector",
+            &[
+                "--replica-id",
+                id,
+                "--heartbeat-ttl-ms",
+                "2000",
+                "--checkpoint-events",
+                "300",
+                "--handover-timeout-s",
+                "20",
+            ],
+        )
+    }
+
+    pub fn router(&self, id: &str) -> Proc {
+        self.role(id, "router", &["--router-id", id])
+    }
+
+    pub fn ingest(&self, name: &str, speed: &str, files: &[PathBuf]) -> Proc {
+        let mut extra = vec!["--speed".to_owned(), speed.to_owned()];
+        extra.extend(files.iter().map(|f| f.display().to_string()));
+        let refs: Vec<&str> = extra.iter().map(String::as_str).collect();
+        self.role(name, "ingest", &refs)
+    }
+
+    pub async fn owners(&self) -> BTreeMap<u32, spamscope_store::Owner> {
+        let s = spamscope_store::Store::open(Some(&self.redis.url()), "spamscope:")
+            .await
+            .unwrap();
+        s.owners().await.unwrap()
+    }
+
+    /// The last `n` lines of every role process's log, for failure messages.
+    pub fn log_tails(&self, n: usize) -> String {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.logs.0)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+            .iter()
+            .map(|f| {
+                let text = std::fs::read_to_string(f).unwrap_or_default();
+                format!("--- {} ---\n{}", f.display(), tail(&text, n))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Waits until the owners table is the ring placement of `replicas`.
+    pub async fn await_placement(
+        &self,
+        replicas: &[&str],
+        timeout: Duration,
+    ) -> BTreeMap<u32, spamscope_store::Owner> {
+        let ids: Vec<String> = replicas.iter().map(|r| r.to_string()).collect();
+        let want =
+            spamscope_routing::placement(&ids, self.shards, spamscope_routing::DEFAULT_VNODES)
+                .unwrap();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let o = self.owners().await;
+            let got: Vec<&str> = (0..self.shards)
+                .map(|s| o.get(&s).map_or("", |x| x.replica.as_str()))
+                .collect();
+            if got.iter().zip(&want).all(|(g, w)| g == w) {
+                return o;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "placement on {replicas:?} not reached: {o:?}\n{}",
+                self.log_tails(20)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+pub fn finish(p: &mut Proc) {
+    let status = p
+        .wait(Duration::from_secs(120))
+        .expect("process did not finish");
+    assert!(
+        status.success(),
+        "{} failed:\n{}",
+        p.name,
+        tail(&p.log_text(), 30)
+    );
+}
+
 /// A `nats-server -js` with its own store directory.
 pub struct Nats {
     pub port: u16,
@@ -219,13 +346,15 @@ impl Proc {
     /// Waits for the process to exit, up to `timeout`.
     pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
+        loop {
             if let Ok(Some(s)) = self.child.try_wait() {
                 return Some(s);
             }
+            if Instant::now() >= deadline {
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
-        None
     }
 
     pub fn log_text(&self) -> String {
@@ -443,4 +572,36 @@ pub async fn stream_len(url: &str, stream: &str) -> u64 {
         Ok(mut s) => s.info().await.unwrap().state.messages,
         Err(_) => 0, // not created yet
     }
+}
+
+/// Every chat event in JetStream: the messages of all `CHAT-<shard>`
+/// streams, shard by shard, each in its stream's order.
+pub async fn read_chat(url: &str) -> Vec<(String, Option<async_nats::HeaderMap>, bytes::Bytes)> {
+    let mut out = Vec::new();
+    for name in chat_streams(url).await {
+        out.extend(read_stream(url, &name).await);
+    }
+    out
+}
+
+/// Chat events in JetStream now, over all shards.
+pub async fn chat_len(url: &str) -> u64 {
+    let mut n = 0;
+    for name in chat_streams(url).await {
+        n += stream_len(url, &name).await;
+    }
+    n
+}
+
+async fn chat_streams(url: &str) -> Vec<String> {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut names: Vec<String> = js
+        .stream_names()
+        .filter_map(|n| async move { n.ok() })
+        .filter(|n| std::future::ready(n.starts_with(spamscope_bus::subjects::CHAT_STREAM_PREFIX)))
+        .collect()
+        .await;
+    names.sort();
+    names
 }

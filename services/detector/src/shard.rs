@@ -68,12 +68,11 @@ pub(crate) async fn run(
         let stream = ctx
             .bus
             .js
-            .get_stream(subjects::CHAT_STREAM)
+            .get_stream(subjects::chat_stream(shard))
             .await
             .map_err(|e| e.to_string())?;
         let consumer = stream
             .create_consumer(OrderedConfig {
-                filter_subject: subjects::chat_shard(shard),
                 deliver_policy,
                 ..Default::default()
             })
@@ -271,7 +270,9 @@ async fn publish(
         st.acks.push((subject, ack));
         ctx.inc(&ctx.counters().outputs, 1);
     }
-    if st.acks.len() >= 256 {
+    // Bounded per shard so that all shards of a replica stay under the
+    // connection's ack budget (`spamscope_bus::MAX_ACKS_IN_FLIGHT`).
+    if st.acks.len() >= 128 {
         settle(st).await?;
     }
     Ok(())

@@ -90,6 +90,10 @@ pub async fn run(
     health.set_ready(true);
     info!("history writer consuming SPAM");
     let mut expire = tokio::time::interval(cfg.expire_every);
+    // Newest event time written: the TTL counts back from it (or from now,
+    // if earlier), so a replay of old logs is not expired as it is written,
+    // and nothing is expired before this writer has seen anything.
+    let mut newest_ms: Option<i64> = None;
     loop {
         // Gather one batch.
         let mut batch = Vec::with_capacity(cfg.batch);
@@ -100,8 +104,8 @@ pub async fn run(
                 _ = shutdown.cancelled() => { if batch.is_empty() { return Ok(()); } break; }
                 _ = &mut deadline, if !batch.is_empty() => break,
                 _ = expire.tick(), if batch.is_empty() => {
-                    if let Some(ttl) = cfg.ttl {
-                        let cutoff = now_ms() - ttl.as_millis() as i64;
+                    if let (Some(ttl), Some(newest)) = (cfg.ttl, newest_ms) {
+                        let cutoff = now_ms().min(newest) - ttl.as_millis() as i64;
                         match store.expire(cutoff).await {
                             Ok(n) if n > 0 => info!(removed = n, "history expired"),
                             Err(e) => warn!(error = %e, "expiry failed"),
@@ -138,6 +142,11 @@ pub async fn run(
             }
         }
         let n = events.len() + decisions.len();
+        let batch_newest = events
+            .iter()
+            .map(|e| e.last_seen_ms)
+            .chain(decisions.iter().map(|d| d.at_ms))
+            .max();
         match store.write(events, decisions).await {
             Ok(()) => {
                 for m in &batch {
@@ -145,6 +154,7 @@ pub async fn run(
                         warn!(error = %e, "ack failed; the message will be redelivered");
                     }
                 }
+                newest_ms = newest_ms.max(batch_newest);
                 counters.written.fetch_add(n as u64, Ordering::Relaxed);
                 counters.batches.fetch_add(1, Ordering::Relaxed);
             }

@@ -8,13 +8,17 @@
 pub mod twitch;
 pub mod youtube;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::context::PublishAckFuture;
+use async_nats::jetstream::context::{PublishAckFuture, PublishError};
 use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::publish::PublishAck;
 use bytes::Bytes;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use prost::Message;
 use spamscope_bus::{Bus, subjects};
 use spamscope_chat::replay::{Pacer, Speed};
@@ -59,69 +63,191 @@ pub async fn publish_events(
     speed: Speed,
     shutdown: &CancellationToken,
 ) -> Result<IngestReport, IngestError> {
+    publish_events_observed(bus, events, shards, speed, shutdown, |_| {}).await
+}
+
+/// [`publish_events`], calling `on_send(i)` as `events[i]` is handed to
+/// NATS (again if it is resent). The benchmark stamps send times with it.
+///
+/// Order: at most one publish per stream awaits its ack, so a failed publish
+/// is resent before anything after it in its stream and every stream keeps
+/// its order through NATS failures. An event whose stream is busy waits in
+/// that stream's queue while events of other streams go past it, so one hot
+/// stream does not hold the others back.
+pub async fn publish_events_observed(
+    bus: &Bus,
+    events: &[ChatEvent],
+    shards: u32,
+    speed: Speed,
+    shutdown: &CancellationToken,
+    mut on_send: impl FnMut(usize),
+) -> Result<IngestReport, IngestError> {
     let mut report = IngestReport::default();
     let mut pacer = Pacer::new(speed);
     let mut next = 0usize;
     let mut backoff = Duration::from_millis(100);
-    let mut in_flight: VecDeque<(usize, PublishAckFuture)> = VecDeque::with_capacity(IN_FLIGHT);
     loop {
-        if shutdown.is_cancelled() {
-            report.interrupted = true;
-            break;
-        }
-        // Err carries the index of the first event to send again.
-        let step: Result<bool, (usize, IngestError)> = async {
-            if next < events.len() {
-                let ev = &events[next];
-                let wait = pacer.delay(ev.ts_ms, Instant::now());
-                if !wait.is_zero() {
+        let mut w = Window::new(events);
+        let run = async {
+            loop {
+                let room = w.busy.len() < IN_FLIGHT && w.queued < QUEUED;
+                if next < events.len() && room {
+                    let wait = pacer.delay(events[next].ts_ms, Instant::now());
+                    if wait.is_zero() {
+                        w.offer(bus, shards, next, &mut on_send).await?;
+                        next += 1;
+                        continue;
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
-                        _ = shutdown.cancelled() => return Ok(true),
+                        Some((i, r)) = w.acks.next(), if !w.acks.is_empty() => {
+                            w.acked(bus, shards, i, r, &mut report, &mut on_send).await?;
+                        }
                     }
+                } else if let Some((i, r)) = w.acks.next().await {
+                    w.acked(bus, shards, i, r, &mut report, &mut on_send)
+                        .await?;
+                } else {
+                    return Ok(());
                 }
-                // One unacknowledged publish per stream: a publish that
-                // fails is resent before anything after it in its stream,
-                // so every stream keeps its order through NATS failures.
-                // Different streams still go out together.
-                while in_flight.iter().any(|(i, _)| {
-                    events[*i].stream_id == ev.stream_id && events[*i].platform == ev.platform
-                }) {
-                    settle(&mut in_flight, &mut report).await?;
-                }
-                let ack = send(bus, ev, shards).await.map_err(|e| (next, e))?;
-                in_flight.push_back((next, ack));
-                next += 1;
-                if in_flight.len() >= IN_FLIGHT {
-                    settle(&mut in_flight, &mut report).await?;
-                }
-                Ok(false)
-            } else {
-                while !in_flight.is_empty() {
-                    settle(&mut in_flight, &mut report).await?;
-                }
-                Ok(true)
             }
+        };
+        let failed: (usize, IngestError) = tokio::select! {
+            r = run => match r {
+                Ok(()) => break,
+                Err(f) => f,
+            },
+            _ = shutdown.cancelled() => {
+                report.interrupted = true;
+                break;
+            }
+        };
+        // Resend from the oldest event not acknowledged; what did land
+        // comes back as a duplicate.
+        let (failed, e) = failed;
+        let resume = w
+            .oldest_unacked()
+            .map_or(failed, |o| o.min(failed))
+            .min(next);
+        warn!(error = %e, resume, "publish failed; retrying");
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.cancelled() => { report.interrupted = true; break; }
         }
-        .await;
-        match step {
-            Ok(true) => break,
-            Ok(false) => backoff = Duration::from_millis(100),
-            Err((failed, e)) => {
-                // Resend from the oldest unacknowledged event.
-                let resume = in_flight.front().map_or(failed, |(i, _)| *i).min(failed);
-                in_flight.clear();
-                warn!(error = %e, resume, "publish failed; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.cancelled() => { report.interrupted = true; break; }
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                next = resume;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+        next = resume;
+    }
+    Ok(report)
+}
+
+/// Events held back behind their stream's publish, across all streams.
+const QUEUED: usize = 4 * IN_FLIGHT;
+
+type Acked = (usize, Result<PublishAck, PublishError>);
+
+/// What is on its way: the publishes awaiting their ack (one per stream)
+/// and, per busy stream, the events queued behind it.
+struct Window<'a> {
+    events: &'a [ChatEvent],
+    acks: FuturesUnordered<BoxFuture<'static, Acked>>,
+    /// Busy stream → (index of its publish in flight, events queued behind).
+    busy: HashMap<(i32, &'a str), (usize, VecDeque<usize>)>,
+    queued: usize,
+}
+
+impl<'a> Window<'a> {
+    fn new(events: &'a [ChatEvent]) -> Self {
+        Self {
+            events,
+            acks: FuturesUnordered::new(),
+            busy: HashMap::new(),
+            queued: 0,
+        }
+    }
+
+    fn key(&self, i: usize) -> (i32, &'a str) {
+        let e = &self.events[i];
+        (e.platform, e.stream_id.as_str())
+    }
+
+    /// Sends event `i` now, or queues it behind its stream's publish.
+    async fn offer(
+        &mut self,
+        bus: &Bus,
+        shards: u32,
+        i: usize,
+        on_send: &mut impl FnMut(usize),
+    ) -> Result<(), (usize, IngestError)> {
+        if let Some((_, queue)) = self.busy.get_mut(&self.key(i)) {
+            queue.push_back(i);
+            self.queued += 1;
+            return Ok(());
+        }
+        self.send(bus, shards, i, on_send).await?;
+        self.busy.insert(self.key(i), (i, VecDeque::new()));
+        Ok(())
+    }
+
+    async fn send(
+        &mut self,
+        bus: &Bus,
+        shards: u32,
+        i: usize,
+        on_send: &mut impl FnMut(usize),
+    ) -> Result<(), (usize, IngestError)> {
+        let ack = send(bus, &self.events[i], shards)
+            .await
+            .map_err(|e| (i, e))?;
+        on_send(i);
+        self.acks.push(Box::pin(async move { (i, ack.await) }));
+        Ok(())
+    }
+
+    /// Event `i` was acknowledged (or not): its stream's next event goes.
+    async fn acked(
+        &mut self,
+        bus: &Bus,
+        shards: u32,
+        i: usize,
+        r: Result<PublishAck, PublishError>,
+        report: &mut IngestReport,
+        on_send: &mut impl FnMut(usize),
+    ) -> Result<(), (usize, IngestError)> {
+        let ack = r.map_err(|e| {
+            (
+                i,
+                IngestError::Publish {
+                    subject: format!("event #{i}"),
+                    reason: e.to_string(),
+                },
+            )
+        })?;
+        report.published += 1;
+        if ack.duplicate {
+            report.duplicates += 1;
+        }
+        let key = self.key(i);
+        let Some(entry) = self.busy.get_mut(&key) else {
+            return Ok(());
+        };
+        match entry.1.pop_front() {
+            Some(j) => {
+                // The stream stays busy, now with `j`.
+                entry.0 = j;
+                self.queued -= 1;
+                self.send(bus, shards, j, on_send).await
+            }
+            None => {
+                self.busy.remove(&key);
+                Ok(())
             }
         }
     }
-    Ok(report)
+
+    /// The oldest event sent or queued and not yet acknowledged.
+    fn oldest_unacked(&self) -> Option<usize> {
+        self.busy.values().map(|(i, _)| *i).min()
+    }
 }
 
 async fn send(bus: &Bus, ev: &ChatEvent, shards: u32) -> Result<PublishAckFuture, IngestError> {
@@ -139,27 +265,4 @@ async fn send(bus: &Bus, ev: &ChatEvent, shards: u32) -> Result<PublishAckFuture
             subject,
             reason: e.to_string(),
         })
-}
-
-async fn settle(
-    in_flight: &mut VecDeque<(usize, PublishAckFuture)>,
-    report: &mut IngestReport,
-) -> Result<(), (usize, IngestError)> {
-    let Some((i, ack)) = in_flight.pop_front() else {
-        return Ok(());
-    };
-    let ack = ack.await.map_err(|e| {
-        (
-            i,
-            IngestError::Publish {
-                subject: format!("event #{i}"),
-                reason: e.to_string(),
-            },
-        )
-    })?;
-    report.published += 1;
-    if ack.duplicate {
-        report.duplicates += 1;
-    }
-    Ok(())
 }

@@ -2,8 +2,8 @@
 //!
 //! Parts:
 //! - [`subjects`]: every subject and stream name, in one place.
-//! - [`BusConfig`] / [`Bus`]: connect, create or update the CHAT, SPAM and
-//!   DLQ streams (retention by age and size, duplicate window), publish with
+//! - [`BusConfig`] / [`Bus`]: connect, create or update the CHAT-<shard>,
+//!   SPAM and DLQ streams (retention by age and size, duplicate window), publish with
 //!   `Nats-Msg-Id` so JetStream drops duplicates, and dead-letter payloads
 //!   that do not decode.
 
@@ -16,7 +16,10 @@ use bytes::Bytes;
 pub mod subjects {
     //! Subject and stream names. Nothing else in the code base spells them.
 
-    pub const CHAT_STREAM: &str = "CHAT";
+    /// Chat is one stream per shard, `CHAT-<shard>` over `chat.<shard>.>`:
+    /// a shard's consumer reads its own stream unfiltered, which JetStream
+    /// serves far cheaper than many filtered consumers on one stream.
+    pub const CHAT_STREAM_PREFIX: &str = "CHAT-";
     pub const SPAM_STREAM: &str = "SPAM";
     pub const DLQ_STREAM: &str = "DLQ";
 
@@ -52,6 +55,11 @@ pub mod subjects {
     /// Every chat subject of one shard.
     pub fn chat_shard(shard: u32) -> String {
         format!("chat.{shard}.>")
+    }
+
+    /// The chat stream of one shard.
+    pub fn chat_stream(shard: u32) -> String {
+        format!("{CHAT_STREAM_PREFIX}{shard}")
     }
 
     /// `spam.<shard>.<platform>.<id>`
@@ -97,7 +105,10 @@ pub enum BusError {
 #[derive(Debug, Clone)]
 pub struct BusConfig {
     pub url: String,
+    /// Shards, one chat stream each.
+    pub shards: u32,
     pub chat_max_age: Duration,
+    /// For all chat streams together; each shard's gets its share.
     pub chat_max_bytes: i64,
     pub spam_max_age: Duration,
     pub spam_max_bytes: i64,
@@ -109,6 +120,7 @@ impl Default for BusConfig {
     fn default() -> Self {
         Self {
             url: "nats://127.0.0.1:4222".into(),
+            shards: 64,
             chat_max_age: Duration::from_secs(24 * 3600),
             chat_max_bytes: 8 << 30,
             spam_max_age: Duration::from_secs(7 * 24 * 3600),
@@ -117,6 +129,9 @@ impl Default for BusConfig {
         }
     }
 }
+
+/// JetStream publishes awaiting their ack at once, per process.
+pub const MAX_ACKS_IN_FLIGHT: usize = 65_536;
 
 /// A NATS connection with its JetStream context.
 #[derive(Debug, Clone)]
@@ -140,31 +155,45 @@ impl Bus {
                 url: url.to_owned(),
                 source,
             })?;
-        let js = jetstream::new(client.clone());
+        // Every publish holds one of these until its ack arrives; a process
+        // that runs out waits in `publish`. The default (5,000) is less than
+        // a replica's shards may hold between settles (128 each).
+        let js = jetstream::ContextBuilder::new()
+            .max_ack_inflight(MAX_ACKS_IN_FLIGHT)
+            .build(client.clone());
         Ok(Self { client, js })
     }
 
     /// Creates the streams, or updates their retention to `cfg`.
     pub async fn ensure_streams(&self, cfg: &BusConfig) -> Result<(), BusError> {
-        let streams = [
-            (
-                subjects::CHAT_STREAM,
-                "chat.>",
-                cfg.chat_max_age,
-                cfg.chat_max_bytes,
-            ),
-            (
-                subjects::SPAM_STREAM,
-                subjects::SPAM_ALL,
-                cfg.spam_max_age,
-                cfg.spam_max_bytes,
-            ),
-            (subjects::DLQ_STREAM, "dlq.>", cfg.spam_max_age, 1 << 30),
-        ];
+        let shards = cfg.shards.max(1);
+        let per_shard = (cfg.chat_max_bytes / i64::from(shards)).max(1 << 20);
+        let mut streams: Vec<(String, String, Duration, i64)> = (0..shards)
+            .map(|s| {
+                (
+                    subjects::chat_stream(s),
+                    subjects::chat_shard(s),
+                    cfg.chat_max_age,
+                    per_shard,
+                )
+            })
+            .collect();
+        streams.push((
+            subjects::SPAM_STREAM.into(),
+            subjects::SPAM_ALL.into(),
+            cfg.spam_max_age,
+            cfg.spam_max_bytes,
+        ));
+        streams.push((
+            subjects::DLQ_STREAM.into(),
+            "dlq.>".into(),
+            cfg.spam_max_age,
+            1 << 30,
+        ));
         for (name, subject, max_age, max_bytes) in streams {
             let config = stream::Config {
-                name: name.to_owned(),
-                subjects: vec![subject.to_owned()],
+                name: name.clone(),
+                subjects: vec![subject],
                 max_age,
                 max_bytes,
                 duplicate_window: cfg.duplicate_window.min(max_age),
@@ -172,7 +201,7 @@ impl Bus {
                 ..Default::default()
             };
             let err = |e: &dyn std::fmt::Display| BusError::Stream {
-                stream: name.to_owned(),
+                stream: name.clone(),
                 reason: e.to_string(),
             };
             self.js

@@ -36,6 +36,9 @@ pub struct BenchArgs {
 pub enum BenchWhat {
     /// Throughput and latency of ingest → JetStream → detectors → SPAM.
     Pipeline(PipelineArgs),
+    /// History store write rate and search latency; concurrent WatchChannel
+    /// streams on a gateway.
+    History(crate::cmd::bench_history::HistoryArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -60,7 +63,7 @@ pub struct PipelineArgs {
 }
 
 /// The bundled logs repeated until `n` events over `streams` streams.
-fn workload(n: usize, streams: usize) -> Result<Vec<ChatEvent>> {
+pub(crate) fn workload(n: usize, streams: usize) -> Result<Vec<ChatEvent>> {
     let files = read(&[
         crate::cmd::data_path("testdata/twitch/xqcow-2019-09-15.irc"),
         crate::cmd::data_path("testdata/youtube/chilledcow-2020-11.chat-downloader.json"),
@@ -80,16 +83,25 @@ fn workload(n: usize, streams: usize) -> Result<Vec<ChatEvent>> {
         })
         .collect();
     let per_stream = n.div_ceil(streams.max(1));
+    let copies = streams.div_ceil(logs.len()).max(1);
     let mut out = Vec::with_capacity(per_stream * streams);
     for s in 0..streams {
         let log = &logs[s % logs.len()];
-        let base = log.first().map_or(0, |e| e.ts_ms);
-        let span = log.last().map_or(0, |l| l.ts_ms - base) + 1000;
-        // Every stream starts at the same instant, offset by a few ms.
-        for (i, ev) in log.iter().cycle().take(per_stream).enumerate() {
+        if log.is_empty() {
+            continue;
+        }
+        let base = log[0].ts_ms;
+        let span = log[log.len() - 1].ts_ms - base + 1000;
+        // Copies of one log start at different points of it, as different
+        // chats would be, all at the same instant: time relative to the
+        // copy's starting event, laps of the log one after another.
+        let start = (s / logs.len()) * log.len() / copies;
+        let t0 = 1_700_000_000_000 - (log[start].ts_ms - base);
+        for j in start..start + per_stream {
+            let ev = &log[j % log.len()];
+            let lap = (j / log.len()) as i64;
             let mut e = ev.clone();
-            let lap = (i / log.len()) as i64;
-            e.ts_ms = 1_700_000_000_000 + (ev.ts_ms - base) + lap * span + s as i64;
+            e.ts_ms = t0 + (ev.ts_ms - base) + lap * span;
             e.stream_id = format!("{}-{s}", ev.stream_id);
             e.event_id = format!("{}-{s}-{lap}", ev.event_id);
             out.push(e);
@@ -100,25 +112,43 @@ fn workload(n: usize, streams: usize) -> Result<Vec<ChatEvent>> {
     Ok(out)
 }
 
-fn pct(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// Publish → output latency of decisions: an output is matched to the event
-/// that caused it by (stream, event time).
-type Sent = Arc<Mutex<HashMap<(String, i64), Instant>>>;
+/// Send times by (stream key, event time): what arrives downstream is
+/// matched to the event that caused it by those two.
+pub(crate) type Sent = Arc<Mutex<HashMap<(String, i64), Instant>>>;
 
-/// Records now as the send time of every event in `chunk` (first send wins).
-fn stamp(sent: &Sent, chunk: &[ChatEvent]) {
+/// Records now as the send time of `e` (first send wins).
+pub(crate) fn stamp(sent: &Sent, e: &ChatEvent) {
     let now = Instant::now();
-    let mut s = sent
+    sent.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .entry((e.stream_key(), e.ts_ms))
+        .or_insert(now);
+}
+
+/// Adds the milliseconds from the send of `key` to `now` to `lat`, if
+/// `key` was sent.
+pub(crate) fn record_latency(
+    sent: &Sent,
+    lat: &Mutex<Vec<f64>>,
+    key: &(String, i64),
+    now: Instant,
+) {
+    let t = sent
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    for e in chunk {
-        s.entry((e.stream_key(), e.ts_ms)).or_insert(now);
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(key)
+        .copied();
+    if let Some(t) = t {
+        lat.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(now.duration_since(t).as_secs_f64() * 1000.0);
     }
 }
 
@@ -146,15 +176,7 @@ async fn collect_latencies(
                 ),
                 d.at_ms,
             );
-            if let Some(t) = sent
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .get(&key)
-            {
-                lat.lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push(now.duration_since(*t).as_secs_f64() * 1000.0);
-            }
+            record_latency(&sent, &lat, &key, now);
         }
     }
 }
@@ -172,6 +194,7 @@ impl Cluster {
         let bus = Bus::connect(url, "spamscope-bench").await?;
         bus.ensure_streams(&BusConfig {
             url: url.into(),
+            shards,
             ..BusConfig::default()
         })
         .await?;
@@ -203,7 +226,7 @@ impl Cluster {
         ));
         // Until every shard has an owner.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while c.store.owners().await?.len() < shards as usize {
+        while replicas > 0 && c.store.owners().await?.len() < shards as usize {
             anyhow::ensure!(Instant::now() < deadline, "shards were not placed");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -232,6 +255,13 @@ impl Cluster {
         counters
     }
 
+    fn outputs(&self) -> u64 {
+        self.counters
+            .iter()
+            .map(|c| c.outputs.load(Ordering::Relaxed))
+            .sum()
+    }
+
     fn processed(&self) -> u64 {
         self.counters
             .iter()
@@ -253,42 +283,50 @@ impl Cluster {
     }
 }
 
-/// Raw JetStream: the same payloads published and consumed on a stream of
-/// their own, on the same server.
-async fn ceiling(bus: &Bus, events: &[ChatEvent]) -> Result<f64> {
-    let s = bus
-        .js
-        .get_or_create_stream(stream::Config {
-            name: "BENCH".into(),
-            subjects: vec!["bench.>".into()],
-            ..Default::default()
-        })
-        .await?;
-    let consumer = s
-        .create_consumer(OrderedConfig {
-            filter_subject: "bench.>".into(),
-            ..Default::default()
-        })
-        .await?;
+/// Raw JetStream: the same payloads published and consumed on `partitions`
+/// streams of their own (one consumer each), on the same server. One
+/// partition is the ceiling; the pipeline's shard count shows what its
+/// layout alone costs.
+async fn raw_jetstream(bus: &Bus, events: &[ChatEvent], partitions: u32) -> Result<f64> {
+    let partitions = partitions.max(1);
+    let tag = format!("BENCH{partitions}");
+    let mut readers = Vec::new();
+    let got = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let n = events.len();
-    let reader = tokio::spawn(async move {
-        let mut msgs = consumer.messages().await?;
-        let mut got = 0;
-        while got < n {
-            match msgs.next().await {
-                Some(Ok(_)) => got += 1,
-                Some(Err(e)) => return Err(anyhow::anyhow!(e.to_string())),
-                None => break,
+    for p in 0..partitions {
+        let s = bus
+            .js
+            .get_or_create_stream(stream::Config {
+                name: format!("{tag}-{p}"),
+                subjects: vec![format!("{}.{p}", tag.to_lowercase())],
+                ..Default::default()
+            })
+            .await?;
+        let consumer = s.create_consumer(OrderedConfig::default()).await?;
+        let got = Arc::clone(&got);
+        readers.push(tokio::spawn(async move {
+            let mut msgs = consumer.messages().await?;
+            while got.load(Ordering::Relaxed) < n {
+                match tokio::time::timeout(Duration::from_millis(200), msgs.next()).await {
+                    Ok(Some(Ok(_))) => {
+                        got.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(Some(Err(e))) => return Err(anyhow::anyhow!(e.to_string())),
+                    Ok(None) => break,
+                    Err(_) => {} // idle: look at the total again
+                }
             }
-        }
-        Ok::<usize, anyhow::Error>(got)
-    });
+            Ok::<(), anyhow::Error>(())
+        }));
+    }
     let started = Instant::now();
     let mut acks = std::collections::VecDeque::new();
+    let subject = tag.to_lowercase();
     for (i, e) in events.iter().enumerate() {
+        let p = i as u32 % partitions;
         let ack = bus
             .js
-            .publish(format!("bench.{}", i % 64), Bytes::from(e.encode_to_vec()))
+            .publish(format!("{subject}.{p}"), Bytes::from(e.encode_to_vec()))
             .await?;
         acks.push_back(ack);
         if acks.len() >= 512
@@ -300,13 +338,19 @@ async fn ceiling(bus: &Bus, events: &[ChatEvent]) -> Result<f64> {
     while let Some(a) = acks.pop_front() {
         a.await?;
     }
-    let got = reader.await.context("reader")??;
-    anyhow::ensure!(got == n, "ceiling consumer got {got} of {n}");
+    for r in readers {
+        r.await.context("reader")??;
+    }
+    let got = got.load(Ordering::Relaxed);
+    anyhow::ensure!(got == n, "raw consumers got {got} of {n}");
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    let BenchWhat::Pipeline(a) = args.what;
+    let a = match args.what {
+        BenchWhat::Pipeline(a) => a,
+        BenchWhat::History(h) => return crate::cmd::bench_history::run(h),
+    };
     eprintln!(
         "bench: building {} events over {} streams",
         a.events, a.streams
@@ -321,7 +365,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let c = Cluster::start(&url, a.shards, a.replicas).await?;
 
         eprintln!("bench: raw JetStream ceiling");
-        let ceiling = ceiling(&c.bus, &events).await?;
+        let ceiling = raw_jetstream(&c.bus, &events, 1).await?;
+        eprintln!("bench: raw JetStream over {} streams", a.shards);
+        let raw_sharded = raw_jetstream(&c.bus, &events, a.shards).await?;
 
         eprintln!("bench: pipeline at saturation");
         let sent: Sent = Arc::default();
@@ -333,12 +379,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
             s.reserve(events.len());
         }
         let started = Instant::now();
-        // Send times are stamped per 1,000 events (coarse by one chunk).
+        // Send time: when ingest hands the event to NATS.
         let no_stop = CancellationToken::new();
-        for chunk in events.chunks(1000) {
-            stamp(&sent, chunk);
-            spamscope_ingest::publish_events(&c.bus, chunk, a.shards, Speed::Max, &no_stop).await?;
-        }
+        spamscope_ingest::publish_events_observed(&c.bus, &events, a.shards, Speed::Max, &no_stop, |i| stamp(&sent, &events[i])).await?;
+        eprintln!("bench: published in {:.1} s; detectors had processed {} by then, {} outputs", started.elapsed().as_secs_f64(), c.processed(), c.outputs());
         c.wait_processed(events.len() as u64, Duration::from_secs(900)).await?;
         let pipeline = events.len() as f64 / started.elapsed().as_secs_f64();
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -360,8 +404,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         for (i, chunk) in fixed_events.chunks((a.rate / 100).max(1) as usize).enumerate() {
             let due = t0 + Duration::from_secs_f64(i as f64 * chunk.len() as f64 / a.rate as f64);
             tokio::time::sleep_until(due.into()).await;
-            stamp(&sent, chunk);
-            spamscope_ingest::publish_events(&c.bus, chunk, a.shards, Speed::Max, &no_stop).await?;
+            spamscope_ingest::publish_events_observed(&c.bus, chunk, a.shards, Speed::Max, &no_stop, |i| stamp(&sent, &chunk[i])).await?;
         }
         c.wait_processed(before + fixed_events.len() as u64, Duration::from_secs(300)).await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -394,6 +437,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         println!("| measure | value |");
         println!("|---|---|");
         println!("| raw JetStream publish → consume (ceiling) | {:.0} events/s |", ceiling);
+        println!("| raw JetStream over {} streams, one consumer each (the pipeline's layout) | {:.0} events/s |", a.shards, raw_sharded);
         println!("| pipeline at saturation | {:.0} events/s |", pipeline);
         println!("| latency at saturation, p50 / p99 / p99.9 ({} samples) | {:.1} / {:.1} / {:.1} ms |", sat.len(), pct(&sat, 0.5), pct(&sat, 0.99), pct(&sat, 0.999));
         println!("| latency at {} events/s offered, p50 / p99 / p99.9 ({} samples) | {:.1} / {:.1} / {:.1} ms |", a.rate, fixed.len(), pct(&fixed, 0.5), pct(&fixed, 0.99), pct(&fixed, 0.999));

@@ -58,6 +58,7 @@ impl ClusterArgs {
     fn bus_config(&self, url: &str) -> BusConfig {
         BusConfig {
             url: url.to_owned(),
+            shards: self.shards,
             chat_max_age: Duration::from_secs(self.chat_max_age_s),
             spam_max_age: Duration::from_secs(self.spam_max_age_s),
             chat_max_bytes: self.chat_max_bytes,
@@ -523,13 +524,14 @@ async fn start_health(addr: SocketAddr, health: Health, shutdown: CancellationTo
 }
 
 async fn connect(cluster: &ClusterArgs, url: &str, name: &str) -> Result<(Bus, Store)> {
-    let bus = Bus::connect(url, name).await?;
-    bus.ensure_streams(&cluster.bus_config(url)).await?;
+    // The shard count is checked before any per-shard stream is made.
     let store = Store::open(cluster.redis_url.as_deref(), &cluster.redis_prefix).await?;
     store
         .ensure_shards(cluster.shards)
         .await
         .map_err(|e| Exit::usage(e.to_string()))?;
+    let bus = Bus::connect(url, name).await?;
+    bus.ensure_streams(&cluster.bus_config(url)).await?;
     Ok((bus, store))
 }
 

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod bench_history;
 pub mod cluster;
 pub mod eval;
 pub mod local_nats;

@@ -1,0 +1,570 @@
+//! Fault drills: the sharded pipeline on real processes (nats-server,
+//! redis-server, `spamscope` roles) replaying the real chat logs while
+//! something fails. Each drill checks that nothing was lost against the
+//! same logs replayed in one process, and reports one row: events in,
+//! outputs out, lost, duplicates removed, time to recover.
+//!
+//! `make drills` runs them one at a time and prints the table (rows are
+//! appended to the file named by `DRILLS_REPORT`); `make test` runs them
+//! as tests.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use harness::*;
+use serde_json::Value;
+
+const SHARDS: u32 = 16;
+
+/// Drills run one at a time: each is a cluster of its own, and two at once
+/// on two cores would measure each other.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// One row of the drill table.
+struct Row {
+    drill: &'static str,
+    events_in: u64,
+    outputs: usize,
+    lost: u64,
+    dups: usize,
+    recover: Duration,
+    what: String,
+}
+
+fn report(r: &Row) {
+    let line = format!(
+        "| {} | {} | {} | {} | {} | {:.1} s ({}) |",
+        r.drill,
+        r.events_in,
+        r.outputs,
+        r.lost,
+        r.dups,
+        r.recover.as_secs_f64(),
+        r.what
+    );
+    eprintln!("drill: {line}");
+    if let Ok(path) = std::env::var("DRILLS_REPORT") {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        writeln!(f, "{line}").unwrap();
+    }
+}
+
+/// Chat events the ingest of `files` publishes (stream ends included).
+fn events_of(files: &[PathBuf]) -> u64 {
+    let mut n = 0;
+    for f in files {
+        let read = spamscope_chat::replay::read_files(std::slice::from_ref(f)).unwrap();
+        n += spamscope_chat::replay::merge(read).len() as u64;
+    }
+    n
+}
+
+/// Waits for the outputs to equal the one-process replay (panics with the
+/// difference otherwise) and checks that every chat event is in JetStream
+/// exactly once; `extra` events were published beside the logs.
+async fn verify(
+    c: &Cluster,
+    files: &[PathBuf],
+    expected: &BTreeMap<String, Value>,
+    extra: u64,
+    procs: &[&Proc],
+) -> (u64, usize, u64, usize) {
+    let dups = await_outputs(&c.nats.url(), expected, Duration::from_secs(120), procs).await;
+    let want = events_of(files) + extra;
+    let events_in = chat_len(&c.nats.url()).await;
+    let lost = want.saturating_sub(events_in);
+    assert_eq!(lost, 0, "{lost} chat events lost");
+    assert_eq!(events_in, want, "chat events doubled");
+    (events_in, expected.len(), lost, dups)
+}
+
+/// Polls `ready` every 100 ms until it holds; the time it took.
+async fn time_until<F, Fut>(timeout: Duration, what: &str, mut ready: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t0 = Instant::now();
+    while !ready().await {
+        assert!(t0.elapsed() < timeout, "{what} not reached in {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    t0.elapsed()
+}
+
+/// Two replicas and a router, placed; ingest of xqcow at 25× started.
+async fn two_replicas_and_ingest(c: &Cluster) -> (Proc, Proc, Proc, Proc) {
+    let d0 = c.detector("d0");
+    let d1 = c.detector("d1");
+    let r = c.router("r0");
+    c.await_placement(&["d0", "d1"], Duration::from_secs(30))
+        .await;
+    let ing = c.ingest("ingest", "25", &[xqcow()]);
+    (d0, d1, r, ing)
+}
+
+async fn replica_lost(signal: &'static str, drill: &'static str) {
+    let c = Cluster::start(SHARDS);
+    let files = [xqcow()];
+    let expected = replay_outputs(&files);
+    let (d0, mut d1, r, mut ing) = two_replicas_and_ingest(&c).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let t0 = Instant::now();
+    d1.signal(signal);
+    c.await_placement(&["d0"], Duration::from_secs(30)).await;
+    let recover = t0.elapsed();
+    if signal == "-TERM" {
+        let status = d1
+            .wait(Duration::from_secs(30))
+            .expect("d1 exits on SIGTERM");
+        assert!(status.success(), "{}", tail(&d1.log_text(), 30));
+        assert!(
+            d1.log_text().contains("leaving: handing shards over"),
+            "SIGTERM hands the shards over: {}",
+            tail(&d1.log_text(), 30)
+        );
+    }
+    finish(&mut ing);
+    let (events_in, outputs, lost, dups) = verify(&c, &files, &expected, 0, &[&d0, &d1, &r]).await;
+    report(&Row {
+        drill,
+        events_in,
+        outputs,
+        lost,
+        dups,
+        recover,
+        what: "until its shards are owned by the survivor".into(),
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_sigkill_a_detector() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    replica_lost("-KILL", "SIGKILL a detector").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_sigterm_a_detector() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    replica_lost("-TERM", "SIGTERM a detector (hand-over)").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_restart_nats_server() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut c = Cluster::start(SHARDS);
+    let files = [xqcow()];
+    let expected = replay_outputs(&files);
+    let (d0, d1, r, mut ing) = two_replicas_and_ingest(&c).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let before = chat_len(&c.nats.url()).await;
+    let t0 = Instant::now();
+    c.nats.restart();
+    let url = c.nats.url();
+    time_until(Duration::from_secs(60), "chat flowing again", || {
+        let url = url.clone();
+        async move { chat_len(&url).await > before }
+    })
+    .await;
+    let recover = t0.elapsed();
+    finish(&mut ing);
+    let (events_in, outputs, lost, dups) = verify(&c, &files, &expected, 0, &[&d0, &d1, &r]).await;
+    report(&Row {
+        drill: "restart nats-server",
+        events_in,
+        outputs,
+        lost,
+        dups,
+        recover,
+        what: "until new chat lands in JetStream".into(),
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_restart_redis_server() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut c = Cluster::start(SHARDS);
+    let files = [xqcow()];
+    let expected = replay_outputs(&files);
+    let (d0, d1, r, mut ing) = two_replicas_and_ingest(&c).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let t0 = Instant::now();
+    // Redis keeps nothing on disk here: owners, checkpoints and the shard
+    // count are gone, and the cluster builds them again.
+    c.redis.restart();
+    c.await_placement(&["d0", "d1"], Duration::from_secs(60))
+        .await;
+    let recover = t0.elapsed();
+    finish(&mut ing);
+    let (events_in, outputs, lost, dups) = verify(&c, &files, &expected, 0, &[&d0, &d1, &r]).await;
+    report(&Row {
+        drill: "restart redis-server (state lost)",
+        events_in,
+        outputs,
+        lost,
+        dups,
+        recover,
+        what: "until every shard is owned again".into(),
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_kill_the_router() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let c = Cluster::start(SHARDS);
+    let files = [xqcow()];
+    let expected = replay_outputs(&files);
+    let (d0, d1, r0, mut ing) = two_replicas_and_ingest(&c).await;
+    let r1 = c.router("r1");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let t0 = Instant::now();
+    r0.signal("-KILL");
+    // Only a leading router places a new replica.
+    let d2 = c.detector("d2");
+    c.await_placement(&["d0", "d1", "d2"], Duration::from_secs(60))
+        .await;
+    let recover = t0.elapsed();
+    assert!(
+        r1.log_text().contains("router is leader"),
+        "the standby took over: {}",
+        tail(&r1.log_text(), 20)
+    );
+    finish(&mut ing);
+    let (events_in, outputs, lost, dups) =
+        verify(&c, &files, &expected, 0, &[&d0, &d1, &d2, &r0, &r1]).await;
+    report(&Row {
+        drill: "SIGKILL the router (standby takes over)",
+        events_in,
+        outputs,
+        lost,
+        dups,
+        recover,
+        what: "until the standby placed a new replica".into(),
+    });
+}
+
+/// Spam events ((stream, id)) and the number of decisions in the history
+/// file.
+fn history_contents(
+    path: &std::path::Path,
+    streams: &BTreeSet<String>,
+) -> (BTreeSet<(String, u64)>, usize) {
+    let h = spamscope_history::HistoryStore::open(path).unwrap();
+    let (mut events, mut decisions) = (BTreeSet::new(), 0);
+    for s in streams {
+        let mut cursor: Option<String> = None;
+        loop {
+            let p = h
+                .channel_events(s, 0, i64::MAX, 500, cursor.as_deref())
+                .unwrap();
+            events.extend(p.items.iter().map(|e| (s.clone(), e.event_id)));
+            cursor = p.next;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        let mut cursor: Option<String> = None;
+        loop {
+            let p = h
+                .channel_decisions(s, 0, i64::MAX, 500, cursor.as_deref())
+                .unwrap();
+            decisions += p.items.len();
+            cursor = p.next;
+            if cursor.is_none() {
+                break;
+            }
+        }
+    }
+    (events, decisions)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_history_writer_down_then_back() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let c = Cluster::start(SHARDS);
+    let files = [xqcow()];
+    let expected = replay_outputs(&files);
+    let dir = TempDir::new("history");
+    let path = dir.0.join("history.redb");
+    let writer = |name: &str| {
+        c.role(
+            name,
+            "history-writer",
+            &["--history-path", path.to_str().unwrap()],
+        )
+    };
+    let w = writer("writer-1");
+    let (d0, d1, r, mut ing) = two_replicas_and_ingest(&c).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    w.signal("-KILL");
+    drop(w);
+    // Down for most of the replay.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let mut w = writer("writer-2");
+    // Catch-up: the outputs published while it was down.
+    let url = c.nats.url();
+    let recover = time_until(Duration::from_secs(90), "history writer caught up", || {
+        let url = url.clone();
+        async move { writer_pending(&url).await == 0 }
+    })
+    .await;
+    finish(&mut ing);
+    let (events_in, outputs, lost, dups) = verify(&c, &files, &expected, 0, &[&d0, &d1, &r]).await;
+    time_until(Duration::from_secs(90), "history writer done", || {
+        let url = url.clone();
+        async move { writer_pending(&url).await == 0 }
+    })
+    .await;
+    w.signal("-TERM");
+    w.wait(Duration::from_secs(20)).expect("writer stops");
+    let want_events: BTreeSet<(String, u64)> = expected
+        .values()
+        .filter(|v| v["kind"] == "spam_event")
+        .map(|v| {
+            (
+                v["stream"].as_str().unwrap().to_owned(),
+                v["event_id"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want_decisions = expected
+        .values()
+        .filter(|v| v["kind"] == "decision")
+        .count();
+    let streams: BTreeSet<String> = want_events.iter().map(|(s, _)| s.clone()).collect();
+    let (events, decisions) = history_contents(&path, &streams);
+    let missing: Vec<&Value> = want_events
+        .difference(&events)
+        .filter_map(|(s, id)| {
+            expected
+                .values()
+                .filter(|v| {
+                    v["kind"] == "spam_event"
+                        && v["stream"] == s.as_str()
+                        && v["event_id"].as_u64() == Some(*id)
+                })
+                .max_by_key(|v| v["version"].as_u64())
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "spam events missing from history: {missing:?}\n{}",
+        tail(&w.log_text(), 30)
+    );
+    assert_eq!(events, want_events, "spam events in history");
+    assert_eq!(decisions, want_decisions, "decisions in history");
+    report(&Row {
+        drill: "history writer down 8 s, then back",
+        events_in,
+        outputs,
+        lost,
+        dups,
+        recover,
+        what: "from its restart until it has caught up with what it missed".into(),
+    });
+}
+
+/// Outputs the history writer has not acknowledged yet.
+async fn writer_pending(url: &str) -> u64 {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let Ok(stream) = js.get_stream("SPAM").await else {
+        return u64::MAX;
+    };
+    let Ok(mut consumer) = stream
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>("history-writer")
+        .await
+    else {
+        return u64::MAX;
+    };
+    match consumer.info().await {
+        Ok(i) => i.num_pending + i.num_ack_pending as u64,
+        Err(_) => u64::MAX,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_burst_of_malformed_payloads() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    const BURST: u64 = 1000;
+    let c = Cluster::start(SHARDS);
+    let files = [xqcow()];
+    let expected = replay_outputs(&files);
+    let (d0, d1, r, mut ing) = two_replicas_and_ingest(&c).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let client = async_nats::connect(c.nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let t0 = Instant::now();
+    let mut acks = Vec::new();
+    for i in 0..BURST {
+        let shard = i % u64::from(SHARDS);
+        acks.push(
+            js.publish(
+                format!("chat.{shard}.twitch.garbage{i}"),
+                bytes::Bytes::from(format!("\u{ff}not protobuf {i}")),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
+    let url = c.nats.url();
+    time_until(
+        Duration::from_secs(60),
+        "every bad payload dead-lettered",
+        || {
+            let url = url.clone();
+            async move { stream_len(&url, "DLQ").await >= BURST }
+        },
+    )
+    .await;
+    let recover = t0.elapsed();
+    finish(&mut ing);
+    let (events_in, outputs, lost, dups) =
+        verify(&c, &files, &expected, BURST, &[&d0, &d1, &r]).await;
+    let dead = read_stream(&c.nats.url(), "DLQ").await;
+    assert_eq!(
+        dead.len() as u64,
+        BURST,
+        "each bad payload dead-lettered once"
+    );
+    for (subject, headers, _) in &dead {
+        assert_eq!(subject, "dlq.chat");
+        let h = headers.as_ref().unwrap();
+        assert!(h.get("Spamscope-Reason").is_some());
+        assert!(
+            h.get("Spamscope-Original-Subject")
+                .unwrap()
+                .to_string()
+                .contains(".twitch.garbage")
+        );
+    }
+    report(&Row {
+        drill: "burst of 1,000 malformed payloads",
+        events_in,
+        outputs,
+        lost,
+        dups,
+        recover,
+        what: "until all are in the dead-letter stream".into(),
+    });
+}
+
+/// The first minute of the xqcow log as a flood on `channel`: ten copies of
+/// every line squeezed into that minute, ten times the rate.
+fn flood_file(channel: &str, dir: &TempDir) -> PathBuf {
+    let text = std::fs::read_to_string(xqcow()).unwrap();
+    let ts = |l: &str| -> Option<i64> {
+        let i = l.find("tmi-sent-ts=")? + "tmi-sent-ts=".len();
+        l[i..].split(';').next()?.split(' ').next()?.parse().ok()
+    };
+    let first = text.lines().filter_map(ts).min().unwrap();
+    let last = first + 60_000;
+    let slice = (last - first) / 10 + 1;
+    let mut out = String::new();
+    for k in 0..10i64 {
+        for l in text.lines() {
+            let Some(t) = ts(l).filter(|t| *t < last) else {
+                continue;
+            };
+            let squeezed = first + k * slice + (t - first) / 10;
+            let l = l
+                .replace(
+                    &format!("tmi-sent-ts={t}"),
+                    &format!("tmi-sent-ts={squeezed}"),
+                )
+                .replace("#xqcow", &format!("#{channel}"))
+                .replace(";id=", &format!(";id={k}-"));
+            out.push_str(&l);
+            out.push('\n');
+        }
+    }
+    let path = dir.0.join(format!("{channel}.irc"));
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_flood_on_one_stream() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let c = Cluster::start(SHARDS);
+    let normal_shard = spamscope_routing::shard_of("twitch.xqcow", SHARDS);
+    // A channel on a shard of its own.
+    let channel = (0..)
+        .map(|i| format!("flood{i}"))
+        .find(|ch| spamscope_routing::shard_of(&format!("twitch.{ch}"), SHARDS) != normal_shard)
+        .unwrap();
+    let flood_shard = spamscope_routing::shard_of(&format!("twitch.{channel}"), SHARDS);
+    let dir = TempDir::new("flood");
+    let flood = flood_file(&channel, &dir);
+    let files = [xqcow(), flood.clone()];
+    let expected = replay_outputs(&files);
+    let (d0, d1, r, mut ing) = two_replicas_and_ingest(&c).await;
+    let mut flooder = c.ingest("flood", "25", &[flood]);
+    // Lag per shard (JetStream messages not yet consumed, as the detectors
+    // report it with each checkpoint), sampled until both ingests end.
+    let store = spamscope_store::Store::open(Some(&c.redis.url()), "spamscope:")
+        .await
+        .unwrap();
+    let mut max_lag: BTreeMap<u32, u64> = BTreeMap::new();
+    let t0 = Instant::now();
+    let mut flood_done = None;
+    loop {
+        if let Ok(p) = store.progress().await {
+            for (shard, pr) in p {
+                let m = max_lag.entry(shard).or_default();
+                *m = (*m).max(pr.pending);
+            }
+        }
+        if flood_done.is_none() && flooder.wait(Duration::ZERO).is_some() {
+            flood_done = Some(Instant::now());
+        }
+        if flood_done.is_some() && ing.wait(Duration::ZERO).is_some() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "ingest did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    finish(&mut flooder);
+    finish(&mut ing);
+    let (events_in, outputs, lost, dups) = verify(&c, &files, &expected, 0, &[&d0, &d1, &r]).await;
+    let recover = flood_done.unwrap().elapsed();
+    let others = max_lag
+        .iter()
+        .filter(|(s, _)| **s != flood_shard)
+        .map(|(_, l)| *l)
+        .max()
+        .unwrap_or(0);
+    let flooded = max_lag.get(&flood_shard).copied().unwrap_or(0);
+    eprintln!("drill: flood shard {flood_shard} max lag {flooded}; other shards max lag {others}");
+    assert!(
+        others <= 500,
+        "a flood on shard {flood_shard} held other shards back: {max_lag:?}"
+    );
+    report(&Row {
+        drill: "10x chat flood on one stream",
+        events_in,
+        outputs,
+        lost,
+        dups,
+        recover,
+        what: format!(
+            "from the flood ingest's end until every output of both streams is out, the normal one still replaying; max lag: flooded shard {flooded}, others {others}"
+        ),
+    });
+}
