@@ -73,6 +73,8 @@ pub struct Cluster {
     pub redis: Redis,
     pub logs: TempDir,
     pub shards: u32,
+    /// Environment of every role process started through [`Cluster::role`].
+    pub env: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -82,6 +84,7 @@ impl Cluster {
             redis: Redis::start(),
             logs: TempDir::new("logs"),
             shards,
+            env: Vec::new(),
         }
     }
 
@@ -90,7 +93,7 @@ impl Cluster {
         args.extend(cluster_args(&self.nats, &self.redis, self.shards));
         args.extend(extra.iter().map(|s| s.to_string()));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        Proc::spawn(name, &refs, &self.logs.0)
+        Proc::spawn_env(name, &refs, &self.logs.0, &self.env)
     }
 
     pub fn detector(&self, id: &str) -> Proc {
@@ -317,11 +320,17 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, args: &[&str], logs: &Path) -> Self {
+        Self::spawn_env(name, args, logs, &[])
+    }
+
+    /// [`Proc::spawn`] with extra environment variables.
+    pub fn spawn_env(name: &str, args: &[&str], logs: &Path, env: &[(String, String)]) -> Self {
         let log = logs.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_spamscope"))
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()

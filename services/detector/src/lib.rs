@@ -257,20 +257,29 @@ async fn open_shard(ctx: &Arc<Ctx>, shard: u32, epoch: u64) {
             done,
         },
     );
+    ctx.record_owned(running.len());
     info!(shard, epoch, "shard opened");
 }
 
 /// Stops a shard without a checkpoint (it belongs to someone else now).
 async fn stop_shard(ctx: &Arc<Ctx>, shard: u32) {
-    if let Some(r) = ctx.running.lock().await.remove(&shard) {
+    let mut running = ctx.running.lock().await;
+    if let Some(r) = running.remove(&shard) {
+        ctx.record_owned(running.len());
+        drop(running);
         let _ = r.cmds.send(ShardCmd::Stop).await;
     }
 }
 
 /// Stops a shard after a final checkpoint; returns its last sequence.
 async fn close_shard(ctx: &Arc<Ctx>, shard: u32) -> Result<u64, String> {
-    let Some(r) = ctx.running.lock().await.remove(&shard) else {
-        return Ok(0);
+    let r = {
+        let mut running = ctx.running.lock().await;
+        let Some(r) = running.remove(&shard) else {
+            return Ok(0);
+        };
+        ctx.record_owned(running.len());
+        r
     };
     let (tx, rx) = oneshot::channel();
     if r.cmds.send(ShardCmd::Close(tx)).await.is_err() {
@@ -352,5 +361,15 @@ impl Ctx {
 
     pub(crate) fn inc(&self, c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn record_owned(&self, n: usize) {
+        spamscope_telemetry::metrics().shards_owned.record(
+            n as u64,
+            &[
+                spamscope_telemetry::KeyValue::new("service", "detector"),
+                spamscope_telemetry::KeyValue::new("replica", self.cfg.replica_id.clone()),
+            ],
+        );
     }
 }

@@ -15,11 +15,15 @@ use spamscope_bus::subjects;
 use spamscope_detect::{Detector, output_key};
 use spamscope_proto::v1::{ChatEvent, DetectorOutput, Platform, ShardSnapshot, detector_output};
 use spamscope_store::Owner;
+use spamscope_telemetry::{KeyValue, TraceContext, metrics};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::Ctx;
+
+/// The `service` attribute of the detector's metrics.
+const SERVICE: &str = "detector";
 
 /// Version of the shard checkpoint layout.
 const CHECKPOINT_VERSION: u32 = 1;
@@ -39,6 +43,7 @@ struct State {
     last_seq: u64,
     pending: u64,
     since_checkpoint: u64,
+    checkpointed_at: std::time::Instant,
     acks: Vec<(String, PublishAckFuture)>,
 }
 
@@ -102,13 +107,18 @@ pub(crate) async fn run(
             biased;
             cmd = cmds.recv() => match cmd {
                 Some(ShardCmd::Close(reply)) => {
+                    let t0 = std::time::Instant::now();
                     let r = checkpoint(&ctx, shard, &owner, &mut st).await;
+                    metrics().handover.record(
+                        t0.elapsed().as_secs_f64(),
+                        &[KeyValue::new("service", SERVICE), KeyValue::new("phase", "close")],
+                    );
                     let _ = reply.send(r.map(|()| st.last_seq));
                     return;
                 }
                 Some(ShardCmd::Params(all)) => {
                     let caused = apply_params(&mut st.detector, &all, shard);
-                    if let Err(e) = publish(&ctx, shard, &owner, &caused, &mut st).await {
+                    if let Err(e) = publish(&ctx, shard, &owner, &caused, None, &mut st).await {
                         warn!(shard, error = %e, "publish failed; will retry from the checkpoint");
                         return;
                     }
@@ -130,16 +140,33 @@ pub(crate) async fn run(
                 }
                 match ChatEvent::decode(msg.payload.clone()) {
                     Ok(ev) => {
+                        let trace = spamscope_telemetry::extract(msg.headers.as_ref()).map(|parent| {
+                            spamscope_telemetry::child_span(
+                                "detector.detect",
+                                &parent,
+                                vec![
+                                    KeyValue::new("spamscope.stream", ev.stream_key()),
+                                    KeyValue::new("spamscope.shard", i64::from(shard)),
+                                    KeyValue::new("spamscope.replica", owner.replica.clone()),
+                                ],
+                            )
+                        });
                         out.clear();
                         st.detector.handle(&ev, &mut out);
                         ctx.inc(&ctx.counters().events, 1);
-                        if let Err(e) = publish(&ctx, shard, &owner, &out, &mut st).await {
+                        metrics().events_in.add(1, &spamscope_telemetry::service(SERVICE));
+                        let published = publish(&ctx, shard, &owner, &out, trace.as_ref(), &mut st).await;
+                        if let Some(cx) = &trace {
+                            spamscope_telemetry::end(cx);
+                        }
+                        if let Err(e) = published {
                             warn!(shard, error = %e, "publish failed; will retry from the checkpoint");
                             return;
                         }
                     }
                     Err(e) => {
                         ctx.inc(&ctx.counters().dead_letters, 1);
+                        metrics().dead_letters.add(1, &spamscope_telemetry::service(SERVICE));
                         let reason = format!("not a spamscope.v1.ChatEvent: {e}");
                         if let Err(e) = ctx.bus.dead_letter("chat", msg.subject.as_str(), &reason, msg.payload.clone()).await {
                             warn!(shard, error = %e, "dead letter failed");
@@ -155,6 +182,9 @@ pub(crate) async fn run(
                 }
             }
             _ = timer.tick() => {
+                let attrs = [KeyValue::new("service", SERVICE), KeyValue::new("shard", i64::from(shard))];
+                metrics().consumer_lag.record(st.pending, &attrs);
+                metrics().checkpoint_age.record(st.checkpointed_at.elapsed().as_secs_f64(), &attrs);
                 if st.since_checkpoint > 0 && checkpoint(&ctx, shard, &owner, &mut st).await.is_err() {
                     return;
                 }
@@ -234,6 +264,7 @@ async fn load(ctx: &Ctx, shard: u32) -> Result<State, String> {
         last_seq,
         pending: 0,
         since_checkpoint: 0,
+        checkpointed_at: std::time::Instant::now(),
         acks: Vec::new(),
     })
 }
@@ -243,13 +274,20 @@ async fn publish(
     shard: u32,
     owner: &Owner,
     out: &[DetectorOutput],
+    trace: Option<&TraceContext>,
     st: &mut State,
 ) -> Result<(), String> {
     for o in out {
-        let (platform, stream_id) = match &o.kind {
-            Some(detector_output::Kind::SpamEvent(e)) => (e.platform, e.stream_id.as_str()),
-            Some(detector_output::Kind::Decision(d)) => (d.platform, d.stream_id.as_str()),
-            Some(detector_output::Kind::MessageScore(s)) => (s.platform, s.stream_id.as_str()),
+        let (platform, stream_id, kind) = match &o.kind {
+            Some(detector_output::Kind::SpamEvent(e)) => {
+                (e.platform, e.stream_id.as_str(), "spam_event")
+            }
+            Some(detector_output::Kind::Decision(d)) => {
+                (d.platform, d.stream_id.as_str(), "decision")
+            }
+            Some(detector_output::Kind::MessageScore(s)) => {
+                (s.platform, s.stream_id.as_str(), "score")
+            }
             None => continue,
         };
         let platform = Platform::try_from(platform).unwrap_or_default().key();
@@ -257,6 +295,9 @@ async fn publish(
         let mut headers = HeaderMap::new();
         headers.insert(subjects::EPOCH_HEADER, owner.epoch.to_string().as_str());
         headers.insert(subjects::REPLICA_HEADER, owner.replica.as_str());
+        if let Some(cx) = trace {
+            spamscope_telemetry::inject(cx, &mut headers);
+        }
         let publish = PublishMessage::build()
             .payload(Bytes::from(o.encode_to_vec()))
             .headers(headers)
@@ -269,6 +310,16 @@ async fn publish(
             .map_err(|e| e.to_string())?;
         st.acks.push((subject, ack));
         ctx.inc(&ctx.counters().outputs, 1);
+        metrics().outputs.add(
+            1,
+            &[
+                KeyValue::new("service", SERVICE),
+                KeyValue::new("kind", kind),
+            ],
+        );
+        metrics()
+            .events_out
+            .add(1, &spamscope_telemetry::service(SERVICE));
     }
     // Bounded per shard so that all shards of a replica stay under the
     // connection's ack budget (`spamscope_bus::MAX_ACKS_IN_FLIGHT`).
@@ -310,6 +361,7 @@ async fn checkpoint(ctx: &Ctx, shard: u32, owner: &Owner, st: &mut State) -> Res
     {
         Ok(true) => {
             st.since_checkpoint = 0;
+            st.checkpointed_at = std::time::Instant::now();
             ctx.inc(&ctx.counters().checkpoints, 1);
             let progress = spamscope_store::Progress {
                 last_sequence: st.last_seq,

@@ -252,7 +252,21 @@ impl GatewayApi for Gateway {
             })
         });
         let spam = spam.filter_map(|m| async move {
+            let svc = spamscope_telemetry::service("gateway");
+            spamscope_telemetry::metrics().events_in.add(1, &svc);
+            if let Some(parent) = spamscope_telemetry::extract(m.headers.as_ref()) {
+                let cx = spamscope_telemetry::child_span(
+                    "gateway.watch",
+                    &parent,
+                    vec![spamscope_telemetry::KeyValue::new(
+                        "messaging.destination",
+                        m.subject.to_string(),
+                    )],
+                );
+                spamscope_telemetry::end(&cx);
+            }
             let o = DetectorOutput::decode(m.payload).ok()?;
+            spamscope_telemetry::metrics().events_out.add(1, &svc);
             let kind = match o.kind? {
                 detector_output::Kind::SpamEvent(e) => watch_channel_event::Kind::SpamEvent(e),
                 detector_output::Kind::Decision(d) => watch_channel_event::Kind::Decision(d),

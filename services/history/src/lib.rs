@@ -120,6 +120,26 @@ pub async fn run(
                 },
             }
         }
+        let svc = spamscope_telemetry::service("history-writer");
+        let m_ = spamscope_telemetry::metrics();
+        m_.events_in.add(batch.len() as u64, &svc);
+        if let Some(Ok(info)) = batch.last().map(|m| m.info()) {
+            m_.consumer_lag.record(info.pending, &svc);
+        }
+        let spans: Vec<spamscope_telemetry::TraceContext> = batch
+            .iter()
+            .filter_map(|m| spamscope_telemetry::extract(m.headers.as_ref()))
+            .map(|parent| {
+                spamscope_telemetry::child_span(
+                    "history.write",
+                    &parent,
+                    vec![spamscope_telemetry::KeyValue::new(
+                        "spamscope.batch",
+                        batch.len() as i64,
+                    )],
+                )
+            })
+            .collect();
         let mut events = Vec::new();
         let mut decisions = Vec::new();
         for m in &batch {
@@ -131,6 +151,7 @@ pub async fn run(
                 },
                 Err(e) => {
                     counters.dead_letters.fetch_add(1, Ordering::Relaxed);
+                    m_.dead_letters.add(1, &svc);
                     let reason = format!("not a spamscope.v1.DetectorOutput: {e}");
                     if let Err(e) = bus
                         .dead_letter("spam", m.subject.as_str(), &reason, m.payload.clone())
@@ -147,7 +168,9 @@ pub async fn run(
             .map(|e| e.last_seen_ms)
             .chain(decisions.iter().map(|d| d.at_ms))
             .max();
-        match store.write(events, decisions).await {
+        let written = store.write(events, decisions).await;
+        spans.iter().for_each(spamscope_telemetry::end);
+        match written {
             Ok(()) => {
                 for m in &batch {
                     if let Err(e) = m.ack().await {
@@ -156,6 +179,7 @@ pub async fn run(
                 }
                 newest_ms = newest_ms.max(batch_newest);
                 counters.written.fetch_add(n as u64, Ordering::Relaxed);
+                m_.events_out.add(n as u64, &svc);
                 counters.batches.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {

@@ -223,6 +223,9 @@ impl<'a> Window<'a> {
             )
         })?;
         report.published += 1;
+        spamscope_telemetry::metrics()
+            .events_out
+            .add(1, &spamscope_telemetry::service(SERVICE));
         if ack.duplicate {
             report.duplicates += 1;
         }
@@ -250,13 +253,37 @@ impl<'a> Window<'a> {
     }
 }
 
+/// The headers of a chat event's message: its W3C trace context when the
+/// event is traced (a sampled root span `ingest.publish`).
+pub(crate) fn chat_headers(ev: &ChatEvent, shard: u32) -> HeaderMap {
+    use spamscope_telemetry::KeyValue;
+    let mut h = HeaderMap::new();
+    if let Some(cx) = spamscope_telemetry::root_span(
+        "ingest.publish",
+        vec![
+            KeyValue::new("spamscope.stream", ev.stream_key()),
+            KeyValue::new("spamscope.shard", i64::from(shard)),
+        ],
+    ) {
+        spamscope_telemetry::inject(&cx, &mut h);
+        spamscope_telemetry::end(&cx);
+    }
+    spamscope_telemetry::metrics()
+        .events_in
+        .add(1, &spamscope_telemetry::service(SERVICE));
+    h
+}
+
+/// The `service` attribute of ingest's metrics.
+pub(crate) const SERVICE: &str = "ingest";
+
 async fn send(bus: &Bus, ev: &ChatEvent, shards: u32) -> Result<PublishAckFuture, IngestError> {
     let platform = ev.platform().key();
     let shard = shard_of(&ev.stream_key(), shards);
     let subject = subjects::chat(shard, platform, &ev.stream_id);
     let publish = PublishMessage::build()
         .payload(Bytes::from(ev.encode_to_vec()))
-        .headers(HeaderMap::new())
+        .headers(chat_headers(ev, shard))
         .message_id(chat_msg_id(ev));
     bus.js
         .send_publish(subject.clone(), publish)

@@ -15,7 +15,6 @@ use std::pin::Pin;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use bytes::Bytes;
 use either::Either;
 use futures::{SinkExt, Stream, StreamExt};
@@ -237,21 +236,22 @@ pub async fn publish_one(
     shutdown: &CancellationToken,
     report: &mut IngestReport,
 ) -> Result<(), IngestError> {
-    let subject = subjects::chat(
-        shard_of(&ev.stream_key(), shards),
-        ev.platform().key(),
-        &ev.stream_id,
-    );
+    let shard = shard_of(&ev.stream_key(), shards);
+    let subject = subjects::chat(shard, ev.platform().key(), &ev.stream_id);
+    let headers = crate::chat_headers(ev, shard);
     let payload = Bytes::from(ev.encode_to_vec());
     let id = chat_msg_id(ev);
     let mut backoff = Duration::from_millis(100);
     loop {
         match bus
-            .publish(subject.clone(), &id, HeaderMap::new(), payload.clone())
+            .publish(subject.clone(), &id, headers.clone(), payload.clone())
             .await
         {
             Ok(fresh) => {
                 report.published += 1;
+                spamscope_telemetry::metrics()
+                    .events_out
+                    .add(1, &spamscope_telemetry::service(crate::SERVICE));
                 report.duplicates += u64::from(!fresh);
                 return Ok(());
             }

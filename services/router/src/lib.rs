@@ -132,6 +132,9 @@ pub async fn round(cfg: &RouterConfig, bus: &Bus, store: &Store) -> Result<usize
         .collect()
         .await;
     let moved = results.iter().filter(|ok| **ok).count();
+    spamscope_telemetry::metrics()
+        .shards_moved
+        .add(moved as u64, &spamscope_telemetry::service("router"));
     info!(
         moved,
         planned = n,
@@ -142,6 +145,29 @@ pub async fn round(cfg: &RouterConfig, bus: &Bus, store: &Store) -> Result<usize
 }
 
 async fn move_shard(
+    cfg: &RouterConfig,
+    bus: &Bus,
+    store: &Store,
+    live: &[String],
+    shard: u32,
+    cur: Option<Owner>,
+    want: String,
+) -> bool {
+    let t0 = Instant::now();
+    let moved = move_shard_inner(cfg, bus, store, live, shard, cur, want).await;
+    if moved {
+        spamscope_telemetry::metrics().handover.record(
+            t0.elapsed().as_secs_f64(),
+            &[
+                spamscope_telemetry::KeyValue::new("service", "router"),
+                spamscope_telemetry::KeyValue::new("phase", "move"),
+            ],
+        );
+    }
+    moved
+}
+
+async fn move_shard_inner(
     cfg: &RouterConfig,
     bus: &Bus,
     store: &Store,

@@ -1,10 +1,12 @@
 //! Shared by every role.
 //!
 //! Parts:
-//! - [`Health`] and [`serve_health`]: `/healthz` (the process runs) and
-//!   `/readyz` (its dependencies answer) on an already-bound listener.
+//! - [`Health`] and [`serve_health`]: `/healthz` (the process runs),
+//!   `/readyz` (its dependencies answer) and `/metrics` (Prometheus text) on
+//!   an already-bound listener.
 //! - [`shutdown_on_signals`]: cancels a token on SIGTERM or Ctrl-C.
-//! - [`init_logging`]: `tracing` to stderr, filtered by `RUST_LOG`.
+//! - [`init_logging`]: `tracing` to stderr, filtered by `RUST_LOG` (roles
+//!   call `spamscope_telemetry::init`, which also sets up metrics and traces).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +33,7 @@ impl Health {
     }
 }
 
-/// Serves `/healthz` and `/readyz` until `shutdown`.
+/// Serves `/healthz`, `/readyz` and `/metrics` until `shutdown`.
 pub async fn serve_health(
     listener: TcpListener,
     health: Health,
@@ -50,6 +52,18 @@ pub async fn serve_health(
                         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
                     }
                 }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    spamscope_telemetry::prometheus_text(),
+                )
             }),
         );
     axum::serve(listener, app)
@@ -86,10 +100,5 @@ pub fn shutdown_on_signals(token: CancellationToken) {
 
 /// Logs to stderr; `RUST_LOG` filters (default `info`).
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    spamscope_telemetry::init_logging();
 }

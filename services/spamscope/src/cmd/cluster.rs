@@ -370,7 +370,7 @@ pub struct HistoryWriterArgs {
 pub fn history_writer(args: HistoryWriterArgs) -> Result<()> {
     let url = args.cluster.nats_url()?;
     runtime()?.block_on(async move {
-        spamscope_runtime::init_logging();
+        let _telemetry = telemetry("history-writer")?;
         let shutdown = CancellationToken::new();
         shutdown_on_signals(shutdown.clone());
         let health = Health::default();
@@ -461,7 +461,7 @@ pub fn gateway(args: GatewayRoleArgs) -> Result<()> {
     let url = args.cluster.nats_url()?;
     args.gateway.admin_token()?;
     runtime()?.block_on(async move {
-        spamscope_runtime::init_logging();
+        let _telemetry = telemetry("gateway")?;
         let shutdown = CancellationToken::new();
         shutdown_on_signals(shutdown.clone());
         let health = Health::default();
@@ -503,6 +503,13 @@ pub struct StandaloneArgs {
     pub exit_when_done: bool,
     #[command(flatten)]
     pub params: ParamsArgs,
+}
+
+/// Logs, metrics and traces of a role (inside the runtime: the OTLP
+/// exporter needs it).
+fn telemetry(role: &str) -> Result<spamscope_telemetry::Telemetry> {
+    spamscope_telemetry::init(role)
+        .map_err(|e| Exit::usage(format!("OTEL_EXPORTER_OTLP_ENDPOINT: {e}")))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -562,7 +569,7 @@ pub fn ingest(args: IngestArgs) -> Result<()> {
         });
     let url = args.cluster.nats_url()?;
     runtime()?.block_on(async move {
-        spamscope_runtime::init_logging();
+        let _telemetry = telemetry("ingest")?;
         let shutdown = CancellationToken::new();
         shutdown_on_signals(shutdown.clone());
         let health = Health::default();
@@ -606,7 +613,7 @@ pub fn ingest(args: IngestArgs) -> Result<()> {
 pub fn router(args: RouterArgs) -> Result<()> {
     let url = args.cluster.nats_url()?;
     runtime()?.block_on(async move {
-        spamscope_runtime::init_logging();
+        let _telemetry = telemetry("router")?;
         let shutdown = CancellationToken::new();
         shutdown_on_signals(shutdown.clone());
         let health = Health::default();
@@ -626,7 +633,7 @@ pub fn detector(args: DetectorArgs) -> Result<()> {
     let url = args.cluster.nats_url()?;
     let params = args.params.layer()?;
     runtime()?.block_on(async move {
-        spamscope_runtime::init_logging();
+        let _telemetry = telemetry("detector")?;
         let shutdown = CancellationToken::new();
         shutdown_on_signals(shutdown.clone());
         let health = Health::default();
@@ -657,7 +664,7 @@ pub fn standalone(args: StandaloneArgs) -> Result<()> {
         files.into_iter().map(|f| replay::merge(vec![f])).collect();
     let params = args.params.layer()?;
     runtime()?.block_on(async move {
-        spamscope_runtime::init_logging();
+        let _telemetry = telemetry("standalone")?;
         let shutdown = CancellationToken::new();
         shutdown_on_signals(shutdown.clone());
         let health = Health::default();
