@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde_json::Value;
 
+pub mod fake_kube;
+
 pub fn repo(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../..")

@@ -9,6 +9,12 @@
 //! to the new owner. A replica that stopped heartbeating gets no `Close`: its
 //! shards reopen elsewhere from their last checkpoint. The router is not in
 //! the data path.
+//!
+//! In Kubernetes ([`KubeRouter`]) a router must also hold a
+//! `coordination.k8s.io` Lease before it competes for the store lock (the
+//! lock stays: it fences every owner write), may take membership from the
+//! Ready detector pods (a replica must both heartbeat and be Ready), and may
+//! size the detector StatefulSet from the consumer lag.
 
 use std::time::{Duration, Instant};
 
@@ -34,6 +40,29 @@ pub struct RouterConfig {
     pub command_timeout: Duration,
     /// Moves in flight at once.
     pub parallel_moves: usize,
+    /// Leadership, membership and autoscaling through the Kubernetes API.
+    pub kube: Option<KubeRouter>,
+}
+
+/// The router's Kubernetes parts.
+#[derive(Debug, Clone)]
+pub struct KubeRouter {
+    pub lease: spamscope_kube::LeaseLock,
+    /// The detector StatefulSet (membership and autoscaling).
+    pub detectors: spamscope_kube::Detectors,
+    /// Only Ready detector pods get shards.
+    pub membership_from_pods: bool,
+    pub autoscale: Option<Autoscaler>,
+}
+
+/// The lag autoscaler's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Autoscaler {
+    pub bounds: spamscope_kube::Autoscale,
+    /// How often the lag is looked at.
+    pub interval: Duration,
+    /// Quiet time after a change (shards move, lag settles).
+    pub cooldown: Duration,
 }
 
 impl Default for RouterConfig {
@@ -46,6 +75,7 @@ impl Default for RouterConfig {
             lock_ttl: Duration::from_secs(5),
             command_timeout: Duration::from_secs(10),
             parallel_moves: 16,
+            kube: None,
         }
     }
 }
@@ -68,10 +98,33 @@ pub async fn run(
     health.set_ready(true);
     let mut tick = tokio::time::interval(cfg.interval);
     let mut leading = false;
+    let mut scaler = ScalerState::default();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
+        }
+        if let Some(k) = &cfg.kube {
+            match k.lease.acquire_or_renew().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    if leading {
+                        warn!(router = %cfg.id, "router lost the Lease");
+                        let _ = store.resign(&cfg.id).await;
+                    }
+                    leading = false;
+                    health.set_ready(true);
+                    continue;
+                }
+                Err(e) => {
+                    // Without the Lease this router must not lead; the
+                    // store lock's TTL ends its term if it was leading.
+                    warn!(error = %e, "cannot reach the Kubernetes API");
+                    leading = false;
+                    health.set_ready(false);
+                    continue;
+                }
+            }
         }
         match store.lead(&cfg.id, cfg.lock_ttl).await {
             Ok(true) => {
@@ -81,6 +134,11 @@ pub async fn run(
                 }
                 if let Err(e) = round(&cfg, &bus, &store).await {
                     warn!(error = %e, "placement round failed");
+                }
+                if let Some(k) = &cfg.kube
+                    && let Some(a) = &k.autoscale
+                {
+                    scaler.maybe_scale(a, &k.detectors, &store).await;
                 }
             }
             Ok(false) => {
@@ -100,12 +158,84 @@ pub async fn run(
     if leading {
         let _ = store.resign(&cfg.id).await;
     }
+    if let Some(k) = &cfg.kube
+        && let Err(e) = k.lease.release().await
+    {
+        warn!(error = %e, "cannot release the Lease");
+    }
     Ok(())
+}
+
+#[derive(Debug, Default)]
+struct ScalerState {
+    last_look: Option<Instant>,
+    last_change: Option<Instant>,
+}
+
+impl ScalerState {
+    /// Sizes the detector StatefulSet from the total consumer lag the
+    /// replicas report (`spamscope_kube::desired_replicas`).
+    async fn maybe_scale(
+        &mut self,
+        a: &Autoscaler,
+        detectors: &spamscope_kube::Detectors,
+        store: &Store,
+    ) {
+        if self.last_look.is_some_and(|t| t.elapsed() < a.interval)
+            || self.last_change.is_some_and(|t| t.elapsed() < a.cooldown)
+        {
+            return;
+        }
+        self.last_look = Some(Instant::now());
+        let lag: u64 = match store.progress().await {
+            Ok(p) => p.values().map(|p| p.pending).sum(),
+            Err(e) => {
+                warn!(error = %e, "autoscaler cannot read the lag");
+                return;
+            }
+        };
+        let current = match detectors.replicas().await {
+            Ok((want, _)) => want,
+            Err(e) => {
+                warn!(error = %e, "autoscaler cannot read the StatefulSet scale");
+                return;
+            }
+        };
+        let want = spamscope_kube::desired_replicas(current, lag, &a.bounds);
+        if want == current {
+            return;
+        }
+        match detectors.scale(want).await {
+            Ok(()) => {
+                info!(
+                    from = current,
+                    to = want,
+                    lag,
+                    "autoscaler resized the detectors"
+                );
+                self.last_change = Some(Instant::now());
+            }
+            Err(e) => warn!(error = %e, "autoscaler cannot scale the detectors"),
+        }
+    }
 }
 
 /// One placement round: moves the shards whose owner should change.
 pub async fn round(cfg: &RouterConfig, bus: &Bus, store: &Store) -> Result<usize, RouterError> {
-    let live = store.live_replicas().await?;
+    let mut live = store.live_replicas().await?;
+    if let Some(k) = &cfg.kube
+        && k.membership_from_pods
+    {
+        match k.detectors.ready_pods().await {
+            Ok(ready) => live.retain(|r| ready.contains(r)),
+            Err(e) => {
+                // Placement on stale membership could move shards for
+                // nothing: skip the round.
+                warn!(error = %e, "cannot list the detector pods; round skipped");
+                return Ok(0);
+            }
+        }
+    }
     let Some(desired) = placement(&live, cfg.shards, cfg.vnodes) else {
         // Nobody to place on: keep the owners; shards resume when a replica
         // comes back.

@@ -44,6 +44,8 @@ enum Command {
     Standalone(cmd::cluster::StandaloneArgs),
     /// Benchmarks of the running system (`bench pipeline`).
     Bench(cmd::bench::BenchArgs),
+    /// Look at and resize a running cluster (`ctl status`, `ctl scale`).
+    Ctl(cmd::ctl::CtlArgs),
 }
 
 fn main() {
@@ -66,6 +68,7 @@ fn main() {
         Command::HistoryWriter(args) => cmd::cluster::history_writer(args),
         Command::Standalone(args) => cmd::cluster::standalone(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Ctl(args) => cmd::ctl::run(args),
     };
     if let Err(e) = result {
         eprintln!("spamscope: {e:#}");

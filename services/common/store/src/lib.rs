@@ -179,6 +179,20 @@ impl Store {
         Ok(recorded)
     }
 
+    /// The shard count recorded at the cluster's first start, if any.
+    pub async fn recorded_shards(&self) -> Result<Option<u32>, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(Self::mem(m).shards),
+            Store::Redis(r) => {
+                let key = r.key("shards");
+                let mut c = r.conn.clone();
+                let v: Option<String> = c.get(&key).await?;
+                v.map(|v| v.parse().map_err(|_| StoreError::Corrupt { key, value: v }))
+                    .transpose()
+            }
+        }
+    }
+
     /// Renews the membership of `replica` for `ttl`.
     pub async fn heartbeat(&self, replica: &str, ttl: Duration) -> Result<(), StoreError> {
         match self {

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_history;
 pub mod cluster;
+pub mod ctl;
 pub mod eval;
 pub mod local_nats;
 pub mod params;
