@@ -1,0 +1,114 @@
+{{/* Name of the release's objects. */}}
+{{- define "spamscope.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "spamscope.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/* Selector labels of one component: (dict "root" $ "component" "detector"). */}}
+{{- define "spamscope.selector" -}}
+app.kubernetes.io/name: {{ .root.Chart.Name }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "spamscope.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "spamscope.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "spamscope.image" -}}
+{{ .Values.image.repository }}:{{ default .Chart.AppVersion .Values.image.tag }}
+{{- end -}}
+
+{{- define "spamscope.secretName" -}}
+{{- default (printf "%s-secrets" (include "spamscope.fullname" .)) .Values.secrets.existingSecret -}}
+{{- end -}}
+
+{{/* Pod-level settings every component shares. */}}
+{{- define "spamscope.podSpec" -}}
+serviceAccountName: {{ include "spamscope.serviceAccountName" . }}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* Container settings every component shares. */}}
+{{- define "spamscope.container" -}}
+image: {{ include "spamscope.image" . }}
+imagePullPolicy: {{ .Values.image.pullPolicy }}
+securityContext:
+  {{- toYaml .Values.securityContext | nindent 2 }}
+envFrom:
+  - configMapRef:
+      name: {{ include "spamscope.fullname" . }}
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: health
+  periodSeconds: 10
+  failureThreshold: 3
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: health
+  periodSeconds: 5
+  failureThreshold: 2
+{{- end -}}
+
+
+{{/* Environment items every component shares (a list's items). */}}
+{{- define "spamscope.env" -}}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+{{- if .Values.redis.existingSecret }}
+- name: SPAMSCOPE_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.redis.existingSecret }}
+      key: {{ .Values.redis.existingSecretKey }}
+{{- end }}
+{{- end -}}
+
+{{/* History store flags of the gateway and the history writer. */}}
+{{- define "spamscope.historyArgs" -}}
+- {{ printf "--history-ttl-days=%v" .Values.history.ttlDays | quote }}
+{{- if eq .Values.history.backend "scylla" }}
+- {{ printf "--scylla-nodes=%s" (join "," .Values.history.scylla.nodes) | quote }}
+- {{ printf "--scylla-keyspace=%s" .Values.history.scylla.keyspace | quote }}
+- {{ printf "--scylla-consistency=%s" .Values.history.scylla.consistency | quote }}
+- {{ printf "--scylla-replication=%s" .Values.history.scylla.replication | quote }}
+{{- else }}
+- --history-path=/data/history.redb
+{{- end }}
+{{- end -}}

@@ -1,0 +1,233 @@
+#!/usr/bin/env python3
+"""Offline checks of the Helm chart and the k8s/ manifests (`make helm-lint`).
+
+1. Helm's own lint (strict) through Helm's Go library (PyPI helm-python-sdk),
+   for the default values and every file in helm/spamscope/ci/.
+2. Render each of them and validate every object with kubernetes-validate
+   --strict against Kubernetes KUBE_VERSION; objects of CRDs with no schema
+   there (ServiceMonitor) must at least have their required fields.
+3. Invariants a user relies on: the Role grants exactly helm/spamscope/rbac.json
+   (which tests/kube.rs checks against the code), only the router mounts a
+   service account token, every container is non-root with a read-only root
+   file system and probes on /healthz and /readyz, the detector's grace
+   period outlasts its hand-over.
+4. Values the chart must refuse (schema or template), with the key named.
+5. k8s/: every kustomization's resources exist and validate; the overlay's
+   Helm values render.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+
+import helm_python as helm
+import kubernetes_validate
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CHART = ROOT / "helm" / "spamscope"
+KUBE_VERSION = "1.33.0"
+CRD_REQUIRED = {("monitoring.coreos.com/v1", "ServiceMonitor"): ["spec", "selector"]}
+
+failures: list[str] = []
+
+
+def fail(msg: str) -> None:
+    failures.append(msg)
+    print(f"FAIL {msg}")
+
+
+def lint(values: dict, label: str) -> None:
+    report = helm.lint(
+        CHART, values, strict=True, namespace="spamscope", kube_version=f"v{KUBE_VERSION}"
+    )
+    bad = [m for m in report.get("messages", []) if m.get("severity", 0) >= 2]
+    for m in bad:
+        fail(f"helm lint [{label}]: {m.get('path')}: {m.get('error')}")
+    for e in report.get("errors", []) or []:
+        fail(f"helm lint [{label}]: {e}")
+
+
+def render(values: dict) -> list[dict]:
+    chart = helm.Chart.load(CHART)
+    out = chart.render(values, name="spamscope", namespace="spamscope", is_install=True)
+    docs = []
+    for path, text in sorted(out.items()):
+        if path.endswith("NOTES.txt"):
+            if not text.strip():
+                fail(f"{path} is empty")
+            continue
+        try:
+            parsed = [d for d in yaml.safe_load_all(text) if d]
+        except yaml.YAMLError as e:
+            fail(f"{path} does not parse: {e}")
+            continue
+        for doc in parsed:
+            doc["__path"] = path
+            docs.append(doc)
+    return docs
+
+
+def validate(doc: dict, where: str) -> None:
+    body = {k: v for k, v in doc.items() if k != "__path"}
+    key = (body.get("apiVersion"), body.get("kind"))
+    try:
+        kubernetes_validate.validate(body, KUBE_VERSION, strict=True)
+    except kubernetes_validate.SchemaNotFoundError:
+        need = CRD_REQUIRED.get(key)
+        if need is None:
+            fail(f"{where}: no schema for {key}")
+            return
+        node = body
+        for k in need:
+            if not isinstance(node, dict) or k not in node:
+                fail(f"{where}: {key[1]} lacks {'.'.join(need)}")
+                return
+            node = node[k]
+    except kubernetes_validate.ValidationError as e:
+        fail(f"{where}: {key[1]} {body['metadata'].get('name')}: {e.message} at {list(e.path)}")
+
+
+def pod_specs(docs: list[dict]):
+    for d in docs:
+        spec = d.get("spec", {})
+        tpl = spec.get("template", {}).get("spec")
+        if tpl:
+            yield d, tpl
+
+
+def check_invariants(docs: list[dict], label: str) -> None:
+    want = {tuple(c) for c in json.loads((CHART / "rbac.json").read_text())}
+    roles = [d for d in docs if d["kind"] == "Role"]
+    got = set()
+    for r in roles:
+        for rule in r.get("rules", []):
+            for g in rule["apiGroups"]:
+                for res in rule["resources"]:
+                    for v in rule["verbs"]:
+                        got.add((g, res, v))
+    if got != want:
+        fail(f"[{label}] Role grants {sorted(got)}, the code calls {sorted(want)}")
+    # Names in the Role are the objects the router is told to use.
+    router = next((s for d, s in pod_specs(docs) if d["metadata"]["name"].endswith("-router")), None)
+    env = {e["name"]: e.get("value") for e in router["containers"][0]["env"]} if router else {}
+    named = {"leases": env.get("SPAMSCOPE_LEASE_NAME"), "statefulsets/scale": env.get("SPAMSCOPE_DETECTOR_STATEFULSET")}
+    sts = {d["metadata"]["name"] for d in docs if d["kind"] == "StatefulSet"}
+    if named["statefulsets/scale"] not in sts:
+        fail(f"[{label}] the router scales {named['statefulsets/scale']}, rendered: {sts}")
+    for r in roles:
+        for rule in r.get("rules", []):
+            for res in rule["resources"]:
+                for n in rule.get("resourceNames", []):
+                    if named.get(res) != n:
+                        fail(f"[{label}] Role names {res}/{n}, the router uses {named.get(res)}")
+    for d, spec in pod_specs(docs):
+        name = d["metadata"]["name"]
+        component = d["metadata"]["labels"].get("app.kubernetes.io/component")
+        token = spec.get("automountServiceAccountToken")
+        if (component == "router") != (token is True):
+            fail(f"[{label}] {name}: automountServiceAccountToken={token}")
+        if not spec.get("securityContext", {}).get("runAsNonRoot"):
+            fail(f"[{label}] {name}: pod not runAsNonRoot")
+        for c in spec["containers"]:
+            sc = c.get("securityContext", {})
+            if not sc.get("readOnlyRootFilesystem") or sc.get("allowPrivilegeEscalation") is not False:
+                fail(f"[{label}] {name}/{c['name']}: securityContext too loose")
+            if c.get("livenessProbe", {}).get("httpGet", {}).get("path") != "/healthz":
+                fail(f"[{label}] {name}/{c['name']}: no liveness probe on /healthz")
+            if c.get("readinessProbe", {}).get("httpGet", {}).get("path") != "/readyz":
+                fail(f"[{label}] {name}/{c['name']}: no readiness probe on /readyz")
+            if not c.get("resources", {}).get("limits"):
+                fail(f"[{label}] {name}/{c['name']}: no resource limits")
+        if d["kind"] == "StatefulSet":
+            args = spec["containers"][0]["args"]
+            handover = next(int(a.split("=")[1]) for a in args if a.startswith("--handover-timeout-s="))
+            if spec["terminationGracePeriodSeconds"] <= handover:
+                fail(f"[{label}] {name}: grace period not longer than the hand-over")
+    kinds = {d["kind"] for d in docs}
+    for k in ["StatefulSet", "Deployment", "Service", "ConfigMap", "Role", "RoleBinding"]:
+        if k not in kinds:
+            fail(f"[{label}] no {k} rendered")
+
+
+def must_refuse(values: dict, key: str) -> None:
+    chart = helm.Chart.load(CHART)
+    try:
+        chart.validate_schema(values)
+        chart.render(values, name="spamscope", namespace="spamscope", is_install=True)
+    except helm.HelmError as e:
+        if key not in str(e):
+            fail(f"refused {values} but the error does not name {key}: {e}")
+        return
+    fail(f"accepted bad values {values}")
+
+
+def load_yaml(path: pathlib.Path) -> dict:
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def check_k8s() -> int:
+    n = 0
+    for kust in sorted((ROOT / "k8s").rglob("kustomization.yaml")):
+        k = load_yaml(kust)
+        for res in k.get("resources", []):
+            p = (kust.parent / res).resolve()
+            if p.is_dir():
+                if not (p / "kustomization.yaml").exists():
+                    fail(f"{kust}: {res} has no kustomization.yaml")
+                continue
+            if not p.exists():
+                fail(f"{kust}: {res} does not exist")
+                continue
+            for doc in yaml.safe_load_all(p.read_text()):
+                if doc:
+                    validate(doc, str(p.relative_to(ROOT)))
+                    n += 1
+        for hc in k.get("helmCharts", []):
+            values = load_yaml(kust.parent / hc["valuesFile"]) if "valuesFile" in hc else {}
+            lint(values, f"{kust.relative_to(ROOT)}")
+            for doc in render(values):
+                validate(doc, f"{kust.relative_to(ROOT)}:{doc['__path']}")
+                n += 1
+    return n
+
+
+def main() -> int:
+    helm.disable_logging()
+    cases = {"default": {}}
+    for f in sorted((CHART / "ci").glob("*.yaml")):
+        cases[f.stem] = load_yaml(f)
+    for label, values in cases.items():
+        lint(values, label)
+        docs = render(values)
+        for d in docs:
+            validate(d, f"[{label}] {d['__path']}")
+        check_invariants(docs, label)
+        print(f"ok   {label}: helm lint --strict, {len(docs)} objects valid for Kubernetes {KUBE_VERSION}")
+    must_refuse({"shards": 0}, "shards")
+    must_refuse({"detector": {"replicas": "two"}}, "replicas")
+    must_refuse({"nats": {"url": "http://nats:4222"}}, "url")
+    must_refuse({"secrets": {"adminToken": "short"}}, "adminToken")
+    must_refuse({"bogus": 1}, "bogus")
+    must_refuse(
+        {"detector": {"handoverTimeoutSeconds": 60, "terminationGracePeriodSeconds": 30}},
+        "terminationGracePeriodSeconds",
+    )
+    must_refuse(
+        {"router": {"autoscaler": {"enabled": True}}, "detector": {"hpa": {"enabled": True}}},
+        "autoscaler",
+    )
+    must_refuse({"history": {"backend": "embedded"}, "gateway": {"replicas": 2}}, "gateway.replicas")
+    print("ok   bad values are refused, naming the key")
+    n = check_k8s()
+    print(f"ok   k8s/: {n} objects valid for Kubernetes {KUBE_VERSION}")
+    if failures:
+        print(f"{len(failures)} failure(s)")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
