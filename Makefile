@@ -6,7 +6,7 @@ DATA := testdata/twitch/xqcow-2019-09-15.irc testdata/youtube/chilledcow-2020-11
 
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: run replay test lint fmt bench drills eval model build ui clean
+.PHONY: run replay test lint helm-lint fmt bench drills eval model build ui clean
 
 ## run: the whole system in one process, replaying the bundled real chat (2x real time), web UI on $(LISTEN)
 run: build ui
@@ -29,6 +29,15 @@ test:
 	@scripts/install-deps.sh test
 	$(MAKE) ui
 	$(CARGO) test --workspace --all-targets
+
+## helm-lint: the Helm chart and k8s/ checked offline (Helm's Go library via
+## PyPI helm-python-sdk, kubernetes-validate --strict); see scripts/helm_lint.py
+HELM_VENV ?= target/helm-venv
+helm-lint:
+	@test -x $(HELM_VENV)/bin/python || python3 -m venv $(HELM_VENV)
+	@$(HELM_VENV)/bin/python -c "import helm_python, kubernetes_validate, yaml" 2>/dev/null || \
+		$(HELM_VENV)/bin/pip install -q helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 PyYAML==6.0.3
+	$(HELM_VENV)/bin/python scripts/helm_lint.py
 
 ## lint: formatting and clippy, as CI runs them
 lint:
