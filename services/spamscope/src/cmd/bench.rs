@@ -49,8 +49,9 @@ pub struct PipelineArgs {
     /// Streams they are spread over.
     #[arg(long, default_value_t = 1000)]
     pub streams: usize,
-    /// Detector replicas.
-    #[arg(long, default_value_t = 2)]
+    /// Detector replicas (at least 1: the pipeline needs a detector).
+    #[arg(long, default_value_t = 2,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
     pub replicas: usize,
     #[arg(long, default_value_t = 64)]
     pub shards: u32,
@@ -181,6 +182,18 @@ async fn collect_latencies(
     }
 }
 
+/// A copy of `template` on a new stream of `shard`.
+fn probe_on(template: &ChatEvent, shard: u32, shards: u32) -> ChatEvent {
+    let mut e = template.clone();
+    for k in 0.. {
+        e.stream_id = format!("probe-{shard}-{k}");
+        if spamscope_routing::shard_of(&e.stream_key(), shards) == shard {
+            break;
+        }
+    }
+    e
+}
+
 struct Cluster {
     bus: Bus,
     store: Store,
@@ -226,7 +239,7 @@ impl Cluster {
         ));
         // Until every shard has an owner.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while replicas > 0 && c.store.owners().await?.len() < shards as usize {
+        while c.store.owners().await?.len() < shards as usize {
             anyhow::ensure!(Instant::now() < deadline, "shards were not placed");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -415,7 +428,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         eprintln!("bench: rebalance with {} streams of state", n_streams);
         let owners_before = c.store.owners().await?;
         let changed = Instant::now();
-        c.spawn_replica("bench-extra".into());
+        let extra = c.spawn_replica("bench-extra".into());
         let mut ids: Vec<String> = (0..a.replicas).map(|r| format!("bench-{r}")).collect();
         ids.push("bench-extra".into());
         let want = spamscope_routing::placement(&ids, a.shards, spamscope_routing::DEFAULT_VNODES).unwrap_or_default();
@@ -428,8 +441,21 @@ pub fn run(args: BenchArgs) -> Result<()> {
             anyhow::ensure!(Instant::now() < deadline, "rebalance did not finish");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let moved = (0..a.shards).filter(|s| owners_before.get(s).map(|o| &o.replica) != Some(&want[*s as usize])).count();
-        let rebalance = changed.elapsed();
+        let placed = changed.elapsed();
+        let moved_shards: Vec<u32> = (0..a.shards).filter(|s| owners_before.get(s).map(|o| &o.replica) != Some(&want[*s as usize])).collect();
+        let moved = moved_shards.len();
+        // Serving again: one probe event per moved shard, each processed by
+        // the new owner (it resumes after the Close checkpoint, so the
+        // probes are all it has to read).
+        let template = events.first().context("empty workload")?;
+        let probes: Vec<ChatEvent> = moved_shards.iter().map(|s| probe_on(template, *s, a.shards)).collect();
+        spamscope_ingest::publish_events(&c.bus, &probes, a.shards, Speed::Max, &no_stop).await?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while extra.events.load(Ordering::Relaxed) < probes.len() as u64 {
+            anyhow::ensure!(Instant::now() < deadline, "moved shards did not serve their probes");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let serving = changed.elapsed();
         c.stop.cancel();
 
         let ratio = pipeline / ceiling;
@@ -441,7 +467,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         println!("| pipeline at saturation | {:.0} events/s |", pipeline);
         println!("| latency at saturation, p50 / p99 / p99.9 ({} samples) | {:.1} / {:.1} / {:.1} ms |", sat.len(), pct(&sat, 0.5), pct(&sat, 0.99), pct(&sat, 0.999));
         println!("| latency at {} events/s offered, p50 / p99 / p99.9 ({} samples) | {:.1} / {:.1} / {:.1} ms |", a.rate, fixed.len(), pct(&fixed, 0.5), pct(&fixed, 0.99), pct(&fixed, 0.999));
-        println!("| rebalance {} → {} replicas: shards moved / time to placed | {moved} of {} ({:.0} %) / {:.2} s |", a.replicas, a.replicas + 1, a.shards, moved as f64 * 100.0 / f64::from(a.shards), rebalance.as_secs_f64());
+        println!("| rebalance {} → {} replicas: shards moved / time to placed / to all moved shards serving | {moved} of {} ({:.0} %) / {:.2} s / {:.2} s |", a.replicas, a.replicas + 1, a.shards, moved as f64 * 100.0 / f64::from(a.shards), placed.as_secs_f64(), serving.as_secs_f64());
         println!("ratio pipeline/ceiling = {ratio:.2}");
         drop(nats);
         Ok(())
