@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use harness::*;
-use spamscope_proto::v1::gateway_client::GatewayClient;
 use spamscope_proto::v1::{
     ChannelHistoryRequest, ClusterStatusRequest, ListChannelsRequest, SearchSpamRequest,
     SetParamsRequest, UserHistoryRequest, WatchChannelRequest, watch_channel_event,
@@ -74,25 +73,10 @@ fn start_standalone() -> Running {
     }
 }
 
-async fn client(addr: &str, proc: &Proc) -> GatewayClient<tonic::transport::Channel> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(c) = GatewayClient::connect(format!("http://{addr}")).await {
-            return c;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gateway not up:\n{}",
-            tail(&proc.log_text(), 30)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_history_params_and_status_over_the_real_logs() {
     let r = start_standalone();
-    let mut c = client(&r.addr, &r.proc).await;
+    let mut c = gateway_client(&r.addr, &r.proc).await;
 
     // A pasted variant of the copypasta (other emotes, zero-width, case)
     // finds the YouTube stream where it was seen, with times.
@@ -280,7 +264,7 @@ async fn search_history_params_and_status_over_the_real_logs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_channel_streams_chat_and_spam_events_live() {
     let r = start_standalone();
-    let mut c = client(&r.addr, &r.proc).await;
+    let mut c = gateway_client(&r.addr, &r.proc).await;
     let mut watch = c
         .watch_channel(WatchChannelRequest {
             stream: "twitch.watchme".into(),

@@ -28,7 +28,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
-use spamscope_proto::v1::gateway_client::GatewayClient;
 use spamscope_proto::v1::{WatchChannelRequest, watch_channel_event};
 
 /// One received span.
@@ -258,18 +257,7 @@ async fn one_event_is_one_trace_across_services_and_every_role_serves_metrics() 
     c.await_placement(&["d0"], Duration::from_secs(60)).await;
 
     // Watch the channel before its chat arrives.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut client = loop {
-        if let Ok(cl) = GatewayClient::connect(format!("http://{gw_addr}")).await {
-            break cl;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gateway not up:\n{}",
-            tail(&gw.log_text(), 30)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let mut client = gateway_client(&gw_addr, &gw).await;
     let mut watch = client
         .watch_channel(WatchChannelRequest {
             stream: "twitch.xqcow".into(),

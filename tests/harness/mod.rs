@@ -616,3 +616,26 @@ async fn chat_streams(url: &str) -> Vec<String> {
     names.sort();
     names
 }
+
+/// A gRPC client of the gateway at `addr`, once it answers (30 s at most;
+/// the failure shows the process's log).
+pub async fn gateway_client(
+    addr: &str,
+    proc: &Proc,
+) -> spamscope_proto::v1::gateway_client::GatewayClient<tonic::transport::Channel> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(c) =
+            spamscope_proto::v1::gateway_client::GatewayClient::connect(format!("http://{addr}"))
+                .await
+        {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gateway not up:\n{}",
+            tail(&proc.log_text(), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

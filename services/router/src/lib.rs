@@ -257,7 +257,23 @@ pub async fn round(cfg: &RouterConfig, bus: &Bus, store: &Store) -> Result<usize
     let started = Instant::now();
     let n = moves.len();
     let results: Vec<bool> = stream::iter(moves)
-        .map(|(s, cur, want)| move_shard(cfg, bus, store, &live, s, cur, want))
+        .map(|(s, cur, want)| {
+            let live = &live;
+            async move {
+                let t0 = Instant::now();
+                let moved = move_shard(cfg, bus, store, live, s, cur, want).await;
+                if moved {
+                    spamscope_telemetry::metrics().handover.record(
+                        t0.elapsed().as_secs_f64(),
+                        &[
+                            spamscope_telemetry::KeyValue::new("service", "router"),
+                            spamscope_telemetry::KeyValue::new("phase", "move"),
+                        ],
+                    );
+                }
+                moved
+            }
+        })
         .buffer_unordered(cfg.parallel_moves.max(1))
         .collect()
         .await;
@@ -275,29 +291,6 @@ pub async fn round(cfg: &RouterConfig, bus: &Bus, store: &Store) -> Result<usize
 }
 
 async fn move_shard(
-    cfg: &RouterConfig,
-    bus: &Bus,
-    store: &Store,
-    live: &[String],
-    shard: u32,
-    cur: Option<Owner>,
-    want: String,
-) -> bool {
-    let t0 = Instant::now();
-    let moved = move_shard_inner(cfg, bus, store, live, shard, cur, want).await;
-    if moved {
-        spamscope_telemetry::metrics().handover.record(
-            t0.elapsed().as_secs_f64(),
-            &[
-                spamscope_telemetry::KeyValue::new("service", "router"),
-                spamscope_telemetry::KeyValue::new("phase", "move"),
-            ],
-        );
-    }
-    moved
-}
-
-async fn move_shard_inner(
     cfg: &RouterConfig,
     bus: &Bus,
     store: &Store,
