@@ -220,6 +220,7 @@ def main() -> int:
         "autoscaler",
     )
     must_refuse({"history": {"backend": "embedded"}, "gateway": {"replicas": 2}}, "gateway.replicas")
+    must_refuse({"ingest": {"sources": [{"name": "t", "source": "twitch", "channels": []}]}}, "sources")
     print("ok   bad values are refused, naming the key")
     n = check_k8s()
     print(f"ok   k8s/: {n} objects valid for Kubernetes {KUBE_VERSION}")
