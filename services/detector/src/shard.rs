@@ -99,8 +99,12 @@ pub(crate) async fn run(
         after = st.last_seq,
         "consuming shard"
     );
-    let mut timer = tokio::time::interval(ctx.cfg.checkpoint_interval);
-    timer.tick().await;
+    // Each shard's timer has its own phase, so the shards of a replica
+    // (opened together) do not all snapshot at the same moment: encoding
+    // every shard's state at once stalls every stream of the replica.
+    let period = ctx.cfg.checkpoint_interval.max(Duration::from_millis(1));
+    let phase = period.mul_f64(f64::from(shard % 64) / 64.0);
+    let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + period + phase, period);
     let mut out: Vec<DetectorOutput> = Vec::new();
     loop {
         tokio::select! {
@@ -341,7 +345,9 @@ async fn settle(st: &mut State) -> Result<(), String> {
 /// means the shard must stop (fenced: someone else owns it, or the outputs
 /// could not be delivered).
 async fn checkpoint(ctx: &Ctx, shard: u32, owner: &Owner, st: &mut State) -> Result<(), String> {
+    let t0 = std::time::Instant::now();
     settle(st).await?;
+    let settled = t0.elapsed();
     let snap = ShardSnapshot {
         version: CHECKPOINT_VERSION,
         shard,
@@ -354,11 +360,21 @@ async fn checkpoint(ctx: &Ctx, shard: u32, owner: &Owner, st: &mut State) -> Res
             .unwrap_or(Duration::ZERO)
             .as_millis() as i64,
     };
-    match ctx
-        .store
-        .save_checkpoint(shard, owner, &snap.encode_to_vec())
-        .await
-    {
+    let bytes = snap.encode_to_vec();
+    let encoded = t0.elapsed();
+    let saved = ctx.store.save_checkpoint(shard, owner, &bytes).await;
+    if t0.elapsed() > Duration::from_millis(100) {
+        // The shard reads nothing meanwhile: its streams' outputs are late.
+        warn!(
+            shard,
+            bytes = bytes.len(),
+            settle_ms = settled.as_millis() as u64,
+            encode_ms = (encoded - settled).as_millis() as u64,
+            total_ms = t0.elapsed().as_millis() as u64,
+            "slow checkpoint"
+        );
+    }
+    match saved {
         Ok(true) => {
             st.since_checkpoint = 0;
             st.checkpointed_at = std::time::Instant::now();
