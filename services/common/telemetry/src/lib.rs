@@ -131,8 +131,13 @@ pub fn init(service: &str) -> Result<Telemetry, TelemetryError> {
 
 /// Logs to stderr; `RUST_LOG` filters (default `info`).
 pub fn init_logging() {
+    init_logging_or("info");
+}
+
+/// Logs to stderr; `RUST_LOG` filters (default `default`).
+pub fn init_logging_or(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -364,6 +364,8 @@ async fn raw_jetstream(bus: &Bus, events: &[ChatEvent], partitions: u32) -> Resu
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    // Warnings of the roles inside (slow checkpoints, retries) on stderr.
+    spamscope_telemetry::init_logging_or("warn");
     let a = match args.what {
         BenchWhat::Pipeline(a) => a,
         BenchWhat::History(h) => return crate::cmd::bench_history::run(h),
