@@ -102,12 +102,14 @@ where
     t0.elapsed()
 }
 
-/// Two replicas and a router, placed; ingest of xqcow at 25× started.
+/// Two replicas and a router, placed; ingest of xqcow at 25× started. The
+/// start-up placement gets a generous timeout (a loaded CI machine); the
+/// recovery each drill measures has its own.
 async fn two_replicas_and_ingest(c: &Cluster) -> (Proc, Proc, Proc, Proc) {
     let d0 = c.detector("d0");
     let d1 = c.detector("d1");
     let r = c.router("r0");
-    c.await_placement(&["d0", "d1"], Duration::from_secs(30))
+    c.await_placement(&["d0", "d1"], Duration::from_secs(90))
         .await;
     let ing = c.ingest("ingest", "25", &[xqcow()]);
     (d0, d1, r, ing)
