@@ -47,21 +47,31 @@ fn ctl(args: &[String]) -> (bool, String, String) {
     )
 }
 
-async fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+/// Polls `ok` until it holds; on timeout, fails with the role logs of `c`.
+async fn wait_for(c: &Cluster, what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !ok() {
-        assert!(t0.elapsed() < timeout, "{what} not reached in {timeout:?}");
+        assert!(
+            t0.elapsed() < timeout,
+            "{what} not reached in {timeout:?}\n{}",
+            c.log_tails(30)
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
+/// The tests start many processes each; one at a time keeps a loaded
+/// two-core CI machine from starving them.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_elects_one_router_and_a_standby_takes_over() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let k = FakeKube::start().await;
     let c = Cluster::start(8);
     let _d0 = c.detector("d0");
     let r1 = kube_router(&c, &k, "r1", &[]);
-    wait_for("r1 holds the Lease", Duration::from_secs(30), || {
+    wait_for(&c, "r1 holds the Lease", Duration::from_secs(60), || {
         k.lease_holder("spamscope-router").as_deref() == Some("r1")
     })
     .await;
@@ -81,7 +91,7 @@ async fn lease_elects_one_router_and_a_standby_takes_over() {
     // the store lock, and places the new replica.
     r1.signal("-KILL");
     let t0 = Instant::now();
-    wait_for("r2 holds the Lease", Duration::from_secs(30), || {
+    wait_for(&c, "r2 holds the Lease", Duration::from_secs(30), || {
         k.lease_holder("spamscope-router").as_deref() == Some("r2")
     })
     .await;
@@ -97,6 +107,7 @@ async fn lease_elects_one_router_and_a_standby_takes_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_ready_pods_get_shards() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let k = FakeKube::start().await;
     k.set_pod("d0", true);
     k.set_pod("d1", false);
@@ -116,6 +127,7 @@ async fn only_ready_pods_get_shards() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autoscaler_sizes_the_detectors_from_lag() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let k = FakeKube::start().await;
     k.lock().statefulsets.insert("spamscope-detector".into(), 1);
     let c = Cluster::start(8);
@@ -146,14 +158,14 @@ async fn autoscaler_sizes_the_detectors_from_lag() {
     // 350 pending over two shards: four replicas (the max).
     store.set_progress(0, lag(300)).await.unwrap();
     store.set_progress(1, lag(50)).await.unwrap();
-    wait_for("scaled out to 4", Duration::from_secs(30), || {
+    wait_for(&c, "scaled out to 4", Duration::from_secs(30), || {
         k.lock().statefulsets["spamscope-detector"] == 4
     })
     .await;
     // Caught up: back in, one replica per look, down to the min.
     store.set_progress(0, lag(0)).await.unwrap();
     store.set_progress(1, lag(0)).await.unwrap();
-    wait_for("scaled in to 1", Duration::from_secs(30), || {
+    wait_for(&c, "scaled in to 1", Duration::from_secs(30), || {
         k.lock().statefulsets["spamscope-detector"] == 1
     })
     .await;
@@ -161,6 +173,7 @@ async fn autoscaler_sizes_the_detectors_from_lag() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_scale_and_status() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let k = FakeKube::start().await;
     k.lock().statefulsets.insert("spamscope-detector".into(), 2);
     let c = Cluster::start(8);
@@ -221,6 +234,7 @@ async fn ctl_scale_and_status() {
 /// compares with the rendered Role.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rbac_covers_exactly_the_api_calls() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let k = FakeKube::start().await;
     k.lock().statefulsets.insert("spamscope-detector".into(), 1);
     k.set_pod("d0", true);
@@ -245,7 +259,7 @@ async fn rbac_covers_exactly_the_api_calls() {
     // SIGTERM: the router releases its Lease (an update).
     r.signal("-TERM");
     r.wait(Duration::from_secs(20)).expect("router exits");
-    wait_for("lease released", Duration::from_secs(5), || {
+    wait_for(&c, "lease released", Duration::from_secs(5), || {
         k.lease_holder("spamscope-router").is_none()
     })
     .await;
