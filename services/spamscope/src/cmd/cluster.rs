@@ -610,7 +610,22 @@ async fn connect(cluster: &ClusterArgs, url: &str, name: &str) -> Result<(Bus, S
         .await
         .map_err(|e| Exit::usage(e.to_string()))?;
     let bus = Bus::connect(url, name).await?;
-    bus.ensure_streams(&cluster.bus_config(url)).await?;
+    // JetStream can answer a moment after nats-server accepts connections
+    // (it recovers its streams first): a role started beside it retries
+    // for a while instead of exiting.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match bus.ensure_streams(&cluster.bus_config(url)).await {
+            Ok(()) => break,
+            Err(e) if tokio::time::Instant::now() + backoff < deadline => {
+                tracing::warn!(error = %e, "JetStream streams not ready; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     Ok((bus, store))
 }
 
