@@ -258,13 +258,12 @@ impl<'a> Window<'a> {
 pub(crate) fn chat_headers(ev: &ChatEvent, shard: u32) -> HeaderMap {
     use spamscope_telemetry::KeyValue;
     let mut h = HeaderMap::new();
-    if let Some(cx) = spamscope_telemetry::root_span(
-        "ingest.publish",
+    if let Some(cx) = spamscope_telemetry::root_span("ingest.publish", || {
         vec![
             KeyValue::new("spamscope.stream", ev.stream_key()),
             KeyValue::new("spamscope.shard", i64::from(shard)),
-        ],
-    ) {
+        ]
+    }) {
         spamscope_telemetry::inject(&cx, &mut h);
         spamscope_telemetry::end(&cx);
     }

@@ -164,11 +164,13 @@ pub fn tracing_enabled() -> bool {
 }
 
 /// Starts a root span (sampled by ratio); `None` when tracing is off or the
-/// sampler dropped it.
-pub fn root_span(name: &'static str, attrs: Vec<KeyValue>) -> Option<Context> {
+/// sampler dropped it. `attrs` runs only when tracing is on: callers sit on
+/// the per-event path.
+pub fn root_span(name: &'static str, attrs: impl FnOnce() -> Vec<KeyValue>) -> Option<Context> {
     if !tracing_enabled() {
         return None;
     }
+    let attrs = attrs();
     let tracer = global::tracer(TRACER);
     let span = tracer
         .span_builder(name)
