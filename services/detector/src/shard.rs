@@ -18,7 +18,7 @@ use spamscope_store::Owner;
 use spamscope_telemetry::{KeyValue, TraceContext, metrics};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::Ctx;
 
@@ -372,6 +372,13 @@ async fn checkpoint(ctx: &Ctx, shard: u32, owner: &Owner, st: &mut State) -> Res
             encode_ms = (encoded - settled).as_millis() as u64,
             total_ms = t0.elapsed().as_millis() as u64,
             "slow checkpoint"
+        );
+    } else {
+        debug!(
+            shard,
+            bytes = bytes.len(),
+            total_ms = t0.elapsed().as_millis() as u64,
+            "checkpoint"
         );
     }
     match saved {

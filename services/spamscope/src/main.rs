@@ -8,6 +8,13 @@
 mod cmd;
 mod exit;
 
+/// mimalloc instead of glibc malloc: glibc's `malloc_consolidate`, walking
+/// millions of freed small chunks under an arena lock, stalled a detector
+/// process's threads for 30–130 ms at a time (BENCHMARKS.md, "Where the time
+/// goes").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]

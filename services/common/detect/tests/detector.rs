@@ -387,6 +387,40 @@ fn params_change_re_evaluates_the_stream() {
 }
 
 #[test]
+fn stream_params_apply_to_their_stream_only() {
+    // Streams without overrides share one compiled copy of the defaults;
+    // an override must still reach its stream and no other, including
+    // streams that start after it.
+    let mut det = Detector::new(model());
+    let mut out = Vec::new();
+    let chatty = |stream: &str, i: i64| {
+        msg(
+            stream,
+            "chatty",
+            i * 10_000,
+            &"medium length message ".repeat(4),
+        )
+    };
+    for i in 0..3 {
+        det.handle(&chatty("c", i), &mut out);
+        det.handle(&chatty("d", i), &mut out);
+    }
+    det.set_stream_params("twitch.c", json!({"max_avg_length": 50}), &mut out)
+        .unwrap();
+    for i in 0..3 {
+        det.handle(&chatty("e", i), &mut out);
+    }
+    let flagged: Vec<&str> = out
+        .iter()
+        .filter_map(|o| match &o.kind {
+            Some(detector_output::Kind::Decision(d)) => Some(d.stream_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(flagged, vec!["c"]);
+}
+
+#[test]
 fn state_is_bounded() {
     let mut d = stream_detector(
         json!({"max_users": 100, "max_clusters": 50, "max_tracked_message_ids": 200}),

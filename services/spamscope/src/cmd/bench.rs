@@ -61,6 +61,15 @@ pub struct PipelineArgs {
     /// Length of the fixed-rate run, in seconds.
     #[arg(long, default_value_t = 20)]
     pub rate_seconds: u64,
+    /// Also write every latency sample of the fixed-rate run to this CSV
+    /// file (seconds since the run's start, latency ms, stream, shard): where
+    /// the tail is in time and in which shards.
+    #[arg(long)]
+    pub latency_csv: Option<std::path::PathBuf>,
+    /// JetStream duplicate window of the chat and spam streams, seconds (as
+    /// `--duplicate-window-s` of the roles; default the roles' default).
+    #[arg(long, default_value_t = BusConfig::default().duplicate_window.as_secs())]
+    pub duplicate_window_s: u64,
 }
 
 /// The bundled logs repeated until `n` events over `streams` streams.
@@ -157,10 +166,14 @@ pub(crate) fn record_latency(
     }
 }
 
+/// One latency sample with where and when it arrived (for `--latency-csv`).
+type Sample = (Instant, f64, String);
+
 async fn collect_latencies(
     bus: Bus,
     sent: Sent,
     lat: Arc<Mutex<Vec<f64>>>,
+    timeline: Arc<Mutex<Vec<Sample>>>,
     stop: CancellationToken,
 ) {
     let Ok(mut sub) = bus.client.subscribe(subjects::SPAM_ALL).await else {
@@ -181,9 +194,47 @@ async fn collect_latencies(
                 ),
                 d.at_ms,
             );
+            let before = lat
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .len();
             record_latency(&sent, &lat, &key, now);
+            let l = lat
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if l.len() > before {
+                timeline
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push((now, l[l.len() - 1], key.0));
+            }
         }
     }
+}
+
+/// Writes the fixed-rate samples as CSV: seconds since `t0`, latency ms,
+/// stream key, shard.
+fn write_timeline(
+    path: &std::path::Path,
+    t0: Instant,
+    samples: &[Sample],
+    shards: u32,
+) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("--latency-csv {}", path.display()))?,
+    );
+    writeln!(f, "t_s,latency_ms,stream,shard")?;
+    for (at, ms, stream) in samples {
+        let t = at.saturating_duration_since(t0).as_secs_f64();
+        writeln!(
+            f,
+            "{t:.4},{ms:.2},{stream},{}",
+            spamscope_routing::shard_of(stream, shards)
+        )?;
+    }
+    f.flush()?;
+    Ok(())
 }
 
 /// A copy of `template` on a new stream of `shard`.
@@ -199,6 +250,9 @@ fn probe_on(template: &ChatEvent, shard: u32, shards: u32) -> ChatEvent {
 }
 
 struct Cluster {
+    url: String,
+    /// The publisher's (ingest's) connection; every replica has its own, as
+    /// every role process does in production.
     bus: Bus,
     store: Store,
     shards: u32,
@@ -207,17 +261,24 @@ struct Cluster {
 }
 
 impl Cluster {
-    async fn start(url: &str, shards: u32, replicas: usize) -> Result<Self> {
+    async fn start(
+        url: &str,
+        shards: u32,
+        replicas: usize,
+        duplicate_window: Duration,
+    ) -> Result<Self> {
         let bus = Bus::connect(url, "spamscope-bench").await?;
         bus.ensure_streams(&BusConfig {
             url: url.into(),
             shards,
+            duplicate_window,
             ..BusConfig::default()
         })
         .await?;
         let store = Store::open(None, "").await?;
         store.ensure_shards(shards).await?;
         let mut c = Self {
+            url: url.to_owned(),
             bus,
             store,
             shards,
@@ -225,7 +286,7 @@ impl Cluster {
             stop: CancellationToken::new(),
         };
         for r in 0..replicas {
-            let counters = c.spawn_replica(format!("bench-{r}"));
+            let counters = c.spawn_replica(format!("bench-{r}")).await?;
             c.counters.push(counters);
         }
         let router = spamscope_router::RouterConfig {
@@ -236,7 +297,7 @@ impl Cluster {
         };
         tokio::spawn(spamscope_router::run(
             router,
-            c.bus.clone(),
+            Bus::connect(url, "spamscope-bench-router").await?,
             c.store.clone(),
             Health::default(),
             c.stop.clone(),
@@ -250,9 +311,10 @@ impl Cluster {
         Ok(c)
     }
 
-    /// Starts one detector replica; every replica, first or joining, has
-    /// the same config.
-    fn spawn_replica(&self, id: String) -> Arc<spamscope_detector::Counters> {
+    /// Starts one detector replica on its own connection; every replica,
+    /// first or joining, has the same config.
+    async fn spawn_replica(&self, id: String) -> Result<Arc<spamscope_detector::Counters>> {
+        let bus = Bus::connect(&self.url, &format!("spamscope-bench-{id}")).await?;
         let counters: Arc<spamscope_detector::Counters> = Arc::default();
         let cfg = spamscope_detector::ReplicaConfig {
             replica_id: id,
@@ -263,13 +325,13 @@ impl Cluster {
         };
         tokio::spawn(spamscope_detector::run(
             cfg,
-            self.bus.clone(),
+            bus,
             self.store.clone(),
             Health::default(),
             Arc::clone(&counters),
             self.stop.clone(),
         ));
-        counters
+        Ok(counters)
     }
 
     fn outputs(&self) -> u64 {
@@ -304,14 +366,19 @@ impl Cluster {
 /// streams of their own (one consumer each), on the same server. One
 /// partition is the ceiling; the pipeline's shard count shows what its
 /// layout alone costs.
-async fn raw_jetstream(bus: &Bus, events: &[ChatEvent], partitions: u32) -> Result<f64> {
+async fn raw_jetstream(
+    bus: &Bus,
+    reader: &Bus,
+    events: &[ChatEvent],
+    partitions: u32,
+) -> Result<f64> {
     let partitions = partitions.max(1);
     let tag = format!("BENCH{partitions}");
     let mut readers = Vec::new();
     let got = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let n = events.len();
     for p in 0..partitions {
-        let s = bus
+        let s = reader
             .js
             .get_or_create_stream(stream::Config {
                 name: format!("{tag}-{p}"),
@@ -381,18 +448,23 @@ pub fn run(args: BenchArgs) -> Result<()> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async move {
         let nats = crate::cmd::local_nats::LocalNats::start().await?;
         let url = nats.url();
-        let c = Cluster::start(&url, a.shards, a.replicas).await?;
+        let c = Cluster::start(&url, a.shards, a.replicas, Duration::from_secs(a.duplicate_window_s)).await?;
 
         eprintln!("bench: raw JetStream ceiling");
-        let ceiling = raw_jetstream(&c.bus, &events, 1).await?;
+        // The publisher and the consumers on connections of their own, as
+        // ingest and the detectors are.
+        let reader = Bus::connect(&url, "spamscope-bench-raw-reader").await?;
+        let ceiling = raw_jetstream(&c.bus, &reader, &events, 1).await?;
         eprintln!("bench: raw JetStream over {} streams", a.shards);
-        let raw_sharded = raw_jetstream(&c.bus, &events, a.shards).await?;
+        let raw_sharded = raw_jetstream(&c.bus, &reader, &events, a.shards).await?;
 
         eprintln!("bench: pipeline at saturation");
         let sent: Sent = Arc::default();
         let lat = Arc::new(Mutex::new(Vec::new()));
+        let timeline: Arc<Mutex<Vec<Sample>>> = Arc::default();
         let lat_stop = CancellationToken::new();
-        tokio::spawn(collect_latencies(c.bus.clone(), Arc::clone(&sent), Arc::clone(&lat), lat_stop.clone()));
+        let collector = Bus::connect(&url, "spamscope-bench-collector").await?;
+        tokio::spawn(collect_latencies(collector, Arc::clone(&sent), Arc::clone(&lat), Arc::clone(&timeline), lat_stop.clone()));
         {
             let mut s = sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             s.reserve(events.len());
@@ -419,6 +491,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             e.ts_ms = base + (k as u64 * 1000 / a.rate.max(1)) as i64;
         }
         sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        timeline.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
         let before = c.processed();
         let t0 = Instant::now();
         // The ingest library paces the events by their timestamps, set to
@@ -439,11 +512,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
         lat_stop.cancel();
         let mut fixed: Vec<f64> = std::mem::take(&mut *lat.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         fixed.sort_by(f64::total_cmp);
+        if let Some(path) = &a.latency_csv {
+            let samples = std::mem::take(&mut *timeline.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+            write_timeline(path, t0, &samples, a.shards)?;
+            eprintln!("bench: {} fixed-rate samples written to {}", samples.len(), path.display());
+        }
 
         eprintln!("bench: rebalance with {} streams of state", n_streams);
         let owners_before = c.store.owners().await?;
         let changed = Instant::now();
-        let extra = c.spawn_replica("bench-extra".into());
+        let extra = c.spawn_replica("bench-extra".into()).await?;
         let mut ids: Vec<String> = (0..a.replicas).map(|r| format!("bench-{r}")).collect();
         ids.push("bench-extra".into());
         let want = spamscope_routing::placement(&ids, a.shards, spamscope_routing::DEFAULT_VNODES).unwrap_or_default();
