@@ -81,7 +81,7 @@ async fn verify(
 ) -> (u64, usize, u64, usize) {
     let dups = await_outputs(&c.nats.url(), expected, Duration::from_secs(120), procs).await;
     let want = events_of(files) + extra;
-    let events_in = chat_len(&c.nats.url()).await;
+    let events_in = chat_events(&c.nats.url()).await;
     let lost = want.saturating_sub(events_in);
     assert_eq!(lost, 0, "{lost} chat events lost");
     assert_eq!(events_in, want, "chat events doubled");

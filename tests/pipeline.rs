@@ -45,6 +45,43 @@ async fn two_replicas_give_the_same_outputs_as_one_process() {
         &[&d0, &d1, &r],
     )
     .await;
+    // At full speed ingest batched each stream's events that queued up
+    // behind its publish; every event is in JetStream once, in order.
+    let messages = read_chat_messages(&c.nats.url()).await;
+    let chat = read_chat(&c.nats.url()).await;
+    let want: Vec<spamscope_proto::v1::ChatEvent> = files
+        .iter()
+        .flat_map(|f| {
+            let read = spamscope_chat::replay::read_files(std::slice::from_ref(f)).unwrap();
+            spamscope_chat::replay::merge(read)
+        })
+        .collect();
+    assert_eq!(chat.len(), want.len(), "chat events in JetStream");
+    assert!(
+        messages.len() < chat.len(),
+        "no batches: {} messages for {} events",
+        messages.len(),
+        chat.len()
+    );
+    let ids = |evs: &mut dyn Iterator<Item = spamscope_proto::v1::ChatEvent>| {
+        let mut by_stream: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for e in evs {
+            by_stream
+                .entry(e.stream_key())
+                .or_default()
+                .push(e.event_id);
+        }
+        by_stream
+    };
+    use prost::Message;
+    let got = ids(&mut chat
+        .iter()
+        .map(|(_, _, p)| spamscope_proto::v1::ChatEvent::decode(p.clone()).unwrap()));
+    assert_eq!(
+        got,
+        ids(&mut want.into_iter()),
+        "each stream's events, in order"
+    );
     for (k, reps) in publishers(&c.nats.url()).await {
         assert_eq!(
             reps.len(),
@@ -132,8 +169,9 @@ async fn scale_out_and_in_mid_replay_moves_about_one_nth_and_loses_nothing() {
 async fn two_ingest_replicas_do_not_double_the_chat() {
     let c = Cluster::start(SHARDS);
     let files = [xqcow()];
-    let mut a = c.ingest("ingest-a", "max", &files);
-    let mut b = c.ingest("ingest-b", "max", &files);
+    // One event per message, so JetStream can drop the second copy.
+    let mut a = c.ingest_with("ingest-a", "max", &files, &["--max-batch", "1"]);
+    let mut b = c.ingest_with("ingest-b", "max", &files, &["--max-batch", "1"]);
     finish(&mut a);
     finish(&mut b);
     let chat = read_chat(&c.nats.url()).await;

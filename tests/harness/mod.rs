@@ -120,7 +120,13 @@ impl Cluster {
     }
 
     pub fn ingest(&self, name: &str, speed: &str, files: &[PathBuf]) -> Proc {
+        self.ingest_with(name, speed, files, &[])
+    }
+
+    /// [`Cluster::ingest`] with more flags.
+    pub fn ingest_with(&self, name: &str, speed: &str, files: &[PathBuf], flags: &[&str]) -> Proc {
         let mut extra = vec!["--speed".to_owned(), speed.to_owned()];
+        extra.extend(flags.iter().map(|f| (*f).to_owned()));
         extra.extend(files.iter().map(|f| f.display().to_string()));
         let refs: Vec<&str> = extra.iter().map(String::as_str).collect();
         self.role(name, "ingest", &refs)
@@ -585,9 +591,11 @@ pub async fn stream_len(url: &str, stream: &str) -> u64 {
     }
 }
 
-/// Every chat event in JetStream: the messages of all `CHAT-<shard>`
-/// streams, shard by shard, each in its stream's order.
-pub async fn read_chat(url: &str) -> Vec<(String, Option<async_nats::HeaderMap>, bytes::Bytes)> {
+/// Every chat message in JetStream: the messages of all `CHAT-<shard>`
+/// streams, shard by shard, each in its stream's order (a batch is one).
+pub async fn read_chat_messages(
+    url: &str,
+) -> Vec<(String, Option<async_nats::HeaderMap>, bytes::Bytes)> {
     let mut out = Vec::new();
     for name in chat_streams(url).await {
         out.extend(read_stream(url, &name).await);
@@ -595,7 +603,32 @@ pub async fn read_chat(url: &str) -> Vec<(String, Option<async_nats::HeaderMap>,
     out
 }
 
-/// Chat events in JetStream now, over all shards.
+/// Every chat event in JetStream, batches taken apart: (subject, headers
+/// of its message, the event encoded on its own), shard by shard, each in
+/// its stream's order.
+pub async fn read_chat(url: &str) -> Vec<(String, Option<async_nats::HeaderMap>, bytes::Bytes)> {
+    use prost::Message;
+    let mut out = Vec::new();
+    for (subject, headers, payload) in read_chat_messages(url).await {
+        let batch = spamscope_bus::subjects::is_batch(headers.as_ref());
+        for ev in spamscope_proto::decode_chat(batch, payload).unwrap() {
+            out.push((
+                subject.clone(),
+                headers.clone(),
+                bytes::Bytes::from(ev.encode_to_vec()),
+            ));
+        }
+    }
+    out
+}
+
+/// Chat events in JetStream now, over all shards (batches counted by
+/// their events).
+pub async fn chat_events(url: &str) -> u64 {
+    read_chat(url).await.len() as u64
+}
+
+/// Chat messages in JetStream now, over all shards (a batch is one).
 pub async fn chat_len(url: &str) -> u64 {
     let mut n = 0;
     for name in chat_streams(url).await {

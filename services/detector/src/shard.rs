@@ -142,23 +142,28 @@ pub(crate) async fn run(
                 if seq <= st.last_seq {
                     continue;
                 }
-                match ChatEvent::decode(msg.payload.clone()) {
-                    Ok(ev) => {
+                let batch = subjects::is_batch(msg.headers.as_ref());
+                match spamscope_proto::decode_chat(batch, msg.payload.clone()) {
+                    Ok(events) => {
                         let trace = spamscope_telemetry::extract(msg.headers.as_ref()).map(|parent| {
                             spamscope_telemetry::child_span(
                                 "detector.detect",
                                 &parent,
                                 vec![
-                                    KeyValue::new("spamscope.stream", ev.stream_key()),
+                                    KeyValue::new("spamscope.stream", events.first().map(ChatEvent::stream_key).unwrap_or_default()),
+                                    KeyValue::new("spamscope.events", events.len() as i64),
                                     KeyValue::new("spamscope.shard", i64::from(shard)),
                                     KeyValue::new("spamscope.replica", owner.replica.clone()),
                                 ],
                             )
                         });
                         out.clear();
-                        st.detector.handle(&ev, &mut out);
-                        ctx.inc(&ctx.counters().events, 1);
-                        metrics().events_in.add(1, &spamscope_telemetry::service(SERVICE));
+                        for ev in &events {
+                            st.detector.handle(ev, &mut out);
+                        }
+                        ctx.inc(&ctx.counters().events, events.len() as u64);
+                        st.since_checkpoint += events.len() as u64;
+                        metrics().events_in.add(events.len() as u64, &spamscope_telemetry::service(SERVICE));
                         let published = publish(&ctx, shard, &owner, &out, trace.as_ref(), &mut st).await;
                         if let Some(cx) = &trace {
                             spamscope_telemetry::end(cx);
@@ -170,15 +175,16 @@ pub(crate) async fn run(
                     }
                     Err(e) => {
                         ctx.inc(&ctx.counters().dead_letters, 1);
+                        st.since_checkpoint += 1;
                         metrics().dead_letters.add(1, &spamscope_telemetry::service(SERVICE));
-                        let reason = format!("not a spamscope.v1.ChatEvent: {e}");
+                        let what = if batch { "spamscope.v1.ChatBatch" } else { "spamscope.v1.ChatEvent" };
+                        let reason = format!("not a {what}: {e}");
                         if let Err(e) = ctx.bus.dead_letter("chat", msg.subject.as_str(), &reason, msg.payload.clone()).await {
                             warn!(shard, error = %e, "dead letter failed");
                         }
                     }
                 }
                 st.last_seq = seq;
-                st.since_checkpoint += 1;
                 if st.since_checkpoint >= ctx.cfg.checkpoint_every_events
                     && checkpoint(&ctx, shard, &owner, &mut st).await.is_err()
                 {

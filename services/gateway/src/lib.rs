@@ -22,11 +22,11 @@ use spamscope_detect::DetectorParams;
 use spamscope_history::any::History;
 use spamscope_proto::v1::gateway_server::{Gateway as GatewayApi, GatewayServer};
 use spamscope_proto::v1::{
-    ChannelHistoryRequest, ChannelHistoryResponse, ChatEvent, ClusterStatusRequest,
-    ClusterStatusResponse, DetectorOutput, GetParamsRequest, ListChannelsRequest,
-    ListChannelsResponse, Params, RatePoint, SearchSpamRequest, SearchSpamResponse,
-    SetParamsRequest, ShardStatus, SpamMatch, UserHistoryRequest, UserHistoryResponse,
-    WatchChannelEvent, WatchChannelRequest, detector_output, watch_channel_event,
+    ChannelHistoryRequest, ChannelHistoryResponse, ClusterStatusRequest, ClusterStatusResponse,
+    DetectorOutput, GetParamsRequest, ListChannelsRequest, ListChannelsResponse, Params, RatePoint,
+    SearchSpamRequest, SearchSpamResponse, SetParamsRequest, ShardStatus, SpamMatch,
+    UserHistoryRequest, UserHistoryResponse, WatchChannelEvent, WatchChannelRequest,
+    detector_output, watch_channel_event,
 };
 use spamscope_store::Store;
 use tokio::net::TcpListener;
@@ -244,13 +244,19 @@ impl GatewayApi for Gateway {
             .subscribe(subjects::spam_stream(platform, id))
             .await
             .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
-        let chat = chat.filter_map(|m| async move {
-            ChatEvent::decode(m.payload).ok().map(|ev| {
-                Ok(WatchChannelEvent {
-                    kind: Some(watch_channel_event::Kind::Chat(ev)),
-                })
+        // A chat message holds one event or a batch of one stream's.
+        let chat = chat
+            .map(|m| {
+                let events =
+                    spamscope_proto::decode_chat(subjects::is_batch(m.headers.as_ref()), m.payload)
+                        .unwrap_or_default();
+                futures::stream::iter(events.into_iter().map(|ev| {
+                    Ok(WatchChannelEvent {
+                        kind: Some(watch_channel_event::Kind::Chat(ev)),
+                    })
+                }))
             })
-        });
+            .flatten();
         let spam = spam.filter_map(|m| async move {
             let svc = spamscope_telemetry::service("gateway");
             spamscope_telemetry::metrics().events_in.add(1, &svc);

@@ -137,7 +137,12 @@ pub async fn follow(bus: Bus, live: Live, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            Some(m) = chat.next() => if let Ok(ev) = ChatEvent::decode(m.payload) { live.on_chat(&ev) },
+            Some(m) = chat.next() => {
+                let batch = spamscope_bus::subjects::is_batch(m.headers.as_ref());
+                for ev in spamscope_proto::decode_chat(batch, m.payload).unwrap_or_default() {
+                    live.on_chat(&ev);
+                }
+            }
             Some(m) = spam.next() => if let Ok(o) = DetectorOutput::decode(m.payload) { live.on_output(&o) },
             else => return,
         }

@@ -52,25 +52,55 @@ pub fn chat_msg_id(ev: &ChatEvent) -> String {
     format!("{}/{}", ev.stream_key(), ev.event_id)
 }
 
+/// How ingest publishes a sequence of events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishOptions {
+    /// Events of one stream sent in one message at most. A stream has one
+    /// publish awaiting its ack at a time; the events that queue up behind
+    /// it meanwhile go together in the next message, so batches form only
+    /// under load and add no delay. 1 sends every event on its own, with
+    /// its own `Nats-Msg-Id`: then two ingest replicas of the same chat do
+    /// not double it (batches of two replicas differ, so JetStream cannot
+    /// tell them apart).
+    pub max_batch: usize,
+}
+
+impl Default for PublishOptions {
+    fn default() -> Self {
+        Self {
+            max_batch: DEFAULT_MAX_BATCH,
+        }
+    }
+}
+
+/// Default of [`PublishOptions::max_batch`].
+pub const DEFAULT_MAX_BATCH: usize = 64;
+
+/// Encoded bytes of one batch at most (NATS refuses payloads over its
+/// `max_payload`, 1 MiB by default).
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+
 /// Publishes `events` in order, paced by `speed`, until done or `shutdown`.
-/// A failed publish (NATS restarting, say) is retried with backoff from the
-/// first event not yet acknowledged; events that did land are dropped by
-/// JetStream as duplicates, so nothing is lost and nothing doubles.
+/// A failed publish (NATS restarting, say) is resent, the same message
+/// with the same `Nats-Msg-Id`, after a backoff: a message that did land is
+/// dropped by JetStream as a duplicate, so nothing is lost and nothing
+/// doubles.
 pub async fn publish_events(
     bus: &Bus,
     events: &[ChatEvent],
     shards: u32,
     speed: Speed,
+    opts: PublishOptions,
     shutdown: &CancellationToken,
 ) -> Result<IngestReport, IngestError> {
-    publish_events_observed(bus, events, shards, speed, shutdown, |_| {}).await
+    publish_events_observed(bus, events, shards, speed, opts, shutdown, |_| {}).await
 }
 
 /// [`publish_events`], calling `on_send(i)` as `events[i]` is handed to
 /// NATS (again if it is resent). The benchmark stamps send times with it.
 ///
-/// Order: at most one publish per stream awaits its ack, so a failed publish
-/// is resent before anything after it in its stream and every stream keeps
+/// Order: at most one message per stream awaits its ack, and a failed one
+/// is resent before anything after it in its stream, so every stream keeps
 /// its order through NATS failures. An event whose stream is busy waits in
 /// that stream's queue while events of other streams go past it, so one hot
 /// stream does not hold the others back.
@@ -79,189 +109,230 @@ pub async fn publish_events_observed(
     events: &[ChatEvent],
     shards: u32,
     speed: Speed,
+    opts: PublishOptions,
     shutdown: &CancellationToken,
     mut on_send: impl FnMut(usize),
 ) -> Result<IngestReport, IngestError> {
     let mut report = IngestReport::default();
     let mut pacer = Pacer::new(speed);
     let mut next = 0usize;
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let mut w = Window::new(events);
-        let run = async {
-            loop {
-                let room = w.busy.len() < IN_FLIGHT && w.queued < QUEUED;
-                if next < events.len() && room {
-                    let wait = pacer.delay(events[next].ts_ms, Instant::now());
-                    if wait.is_zero() {
-                        w.offer(bus, shards, next, &mut on_send).await?;
-                        next += 1;
-                        continue;
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        Some((i, r)) = w.acks.next(), if !w.acks.is_empty() => {
-                            w.acked(bus, shards, i, r, &mut report, &mut on_send).await?;
-                        }
-                    }
-                } else if let Some((i, r)) = w.acks.next().await {
-                    w.acked(bus, shards, i, r, &mut report, &mut on_send)
-                        .await?;
-                } else {
-                    return Ok(());
+    let mut w = Window::new(events, shards, opts.max_batch.max(1));
+    let run = async {
+        loop {
+            let now = Instant::now();
+            if !w.retry.is_empty() && now >= w.retry_at {
+                w.resend(bus, &mut on_send).await;
+                continue;
+            }
+            // Wake up for the retries when nothing else comes first.
+            let retry_in = if w.retry.is_empty() {
+                Duration::from_secs(3600)
+            } else {
+                w.retry_at.saturating_duration_since(now)
+            };
+            let room = w.busy.len() < IN_FLIGHT && w.queued < QUEUED;
+            if next < events.len() && room {
+                let wait = pacer.delay(events[next].ts_ms, now);
+                if wait.is_zero() {
+                    w.offer(bus, next, &mut on_send).await;
+                    next += 1;
+                    continue;
                 }
+                tokio::select! {
+                    _ = tokio::time::sleep(wait.min(retry_in)) => {}
+                    Some((key, r)) = w.acks.next(), if !w.acks.is_empty() => {
+                        w.acked(bus, key, r, &mut report, &mut on_send).await;
+                    }
+                }
+            } else if !w.acks.is_empty() {
+                tokio::select! {
+                    _ = tokio::time::sleep(retry_in) => {}
+                    Some((key, r)) = w.acks.next() => {
+                        w.acked(bus, key, r, &mut report, &mut on_send).await;
+                    }
+                }
+            } else if !w.retry.is_empty() {
+                tokio::time::sleep(retry_in).await;
+            } else {
+                return;
             }
-        };
-        let failed: (usize, IngestError) = tokio::select! {
-            r = run => match r {
-                Ok(()) => break,
-                Err(f) => f,
-            },
-            _ = shutdown.cancelled() => {
-                report.interrupted = true;
-                break;
-            }
-        };
-        // Resend from the oldest event not acknowledged; what did land
-        // comes back as a duplicate.
-        let (failed, e) = failed;
-        let resume = w
-            .oldest_unacked()
-            .map_or(failed, |o| o.min(failed))
-            .min(next);
-        warn!(error = %e, resume, "publish failed; retrying");
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.cancelled() => { report.interrupted = true; break; }
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-        next = resume;
+    };
+    tokio::select! {
+        () = run => {}
+        _ = shutdown.cancelled() => report.interrupted = true,
     }
     Ok(report)
 }
 
 /// Events held back behind their stream's publish, across all streams.
-const QUEUED: usize = 4 * IN_FLIGHT;
+const QUEUED: usize = 64 * IN_FLIGHT;
 
-type Acked = (usize, Result<PublishAck, PublishError>);
+/// A stream's key in the window: its platform and id.
+type Key<'a> = (i32, &'a str);
 
-/// What is on its way: the publishes awaiting their ack (one per stream)
-/// and, per busy stream, the events queued behind it.
+type Acked<'a> = (Key<'a>, Result<PublishAck, PublishError>);
+
+/// A busy stream: its message awaiting the ack (event indices, in order)
+/// and the events queued behind it.
+struct Busy {
+    sent: Vec<usize>,
+    queue: VecDeque<usize>,
+}
+
+/// What is on its way: the messages awaiting their ack (one per stream),
+/// per busy stream the events queued behind, and the streams whose message
+/// failed and waits to be resent.
 struct Window<'a> {
     events: &'a [ChatEvent],
-    acks: FuturesUnordered<BoxFuture<'static, Acked>>,
-    /// Busy stream → (index of its publish in flight, events queued behind).
-    busy: HashMap<(i32, &'a str), (usize, VecDeque<usize>)>,
+    shards: u32,
+    max_batch: usize,
+    acks: FuturesUnordered<BoxFuture<'a, Acked<'a>>>,
+    busy: HashMap<Key<'a>, Busy>,
     queued: usize,
+    retry: Vec<Key<'a>>,
+    retry_at: Instant,
+    backoff: Duration,
 }
 
 impl<'a> Window<'a> {
-    fn new(events: &'a [ChatEvent]) -> Self {
+    fn new(events: &'a [ChatEvent], shards: u32, max_batch: usize) -> Self {
         Self {
             events,
+            shards,
+            max_batch,
             acks: FuturesUnordered::new(),
             busy: HashMap::new(),
             queued: 0,
+            retry: Vec::new(),
+            retry_at: Instant::now(),
+            backoff: FIRST_BACKOFF,
         }
     }
 
-    fn key(&self, i: usize) -> (i32, &'a str) {
+    fn key(&self, i: usize) -> Key<'a> {
         let e = &self.events[i];
         (e.platform, e.stream_id.as_str())
     }
 
-    /// Sends event `i` now, or queues it behind its stream's publish.
-    async fn offer(
-        &mut self,
-        bus: &Bus,
-        shards: u32,
-        i: usize,
-        on_send: &mut impl FnMut(usize),
-    ) -> Result<(), (usize, IngestError)> {
-        if let Some((_, queue)) = self.busy.get_mut(&self.key(i)) {
-            queue.push_back(i);
+    /// Sends event `i` now, or queues it behind its stream's message.
+    async fn offer(&mut self, bus: &Bus, i: usize, on_send: &mut impl FnMut(usize)) {
+        let key = self.key(i);
+        if let Some(b) = self.busy.get_mut(&key) {
+            b.queue.push_back(i);
             self.queued += 1;
-            return Ok(());
+            return;
         }
-        self.send(bus, shards, i, on_send).await?;
-        self.busy.insert(self.key(i), (i, VecDeque::new()));
-        Ok(())
+        self.busy.insert(
+            key,
+            Busy {
+                sent: vec![i],
+                queue: VecDeque::new(),
+            },
+        );
+        self.send(bus, key, on_send).await;
     }
 
-    async fn send(
-        &mut self,
-        bus: &Bus,
-        shards: u32,
-        i: usize,
-        on_send: &mut impl FnMut(usize),
-    ) -> Result<(), (usize, IngestError)> {
-        let ack = send(bus, &self.events[i], shards)
-            .await
-            .map_err(|e| (i, e))?;
-        on_send(i);
-        self.acks.push(Box::pin(async move { (i, ack.await) }));
-        Ok(())
+    /// Sends the message of stream `key` (its `sent` events); a failure
+    /// puts the stream on the retry list.
+    async fn send(&mut self, bus: &Bus, key: Key<'a>, on_send: &mut impl FnMut(usize)) {
+        let Some(b) = self.busy.get(&key) else {
+            return;
+        };
+        let batch: Vec<&ChatEvent> = b.sent.iter().map(|i| &self.events[*i]).collect();
+        match send_batch(bus, &batch, self.shards).await {
+            Ok(ack) => {
+                for i in &b.sent {
+                    on_send(*i);
+                }
+                self.acks.push(Box::pin(async move { (key, ack.await) }));
+            }
+            Err(e) => self.failed(key, &e),
+        }
     }
 
-    /// Event `i` was acknowledged (or not): its stream's next event goes.
+    fn failed(&mut self, key: Key<'a>, e: &dyn std::fmt::Display) {
+        warn!(error = %e, stream = %key.1, backoff_ms = self.backoff.as_millis() as u64, "publish failed; resending");
+        if self.retry.is_empty() {
+            self.retry_at = Instant::now() + self.backoff;
+            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        }
+        self.retry.push(key);
+    }
+
+    /// Resends every failed message, the same events as before.
+    async fn resend(&mut self, bus: &Bus, on_send: &mut impl FnMut(usize)) {
+        for key in std::mem::take(&mut self.retry) {
+            self.send(bus, key, on_send).await;
+        }
+    }
+
+    /// The message of stream `key` was acknowledged (or not): the events
+    /// queued behind it go next, up to `max_batch` in one message.
     async fn acked(
         &mut self,
         bus: &Bus,
-        shards: u32,
-        i: usize,
+        key: Key<'a>,
         r: Result<PublishAck, PublishError>,
         report: &mut IngestReport,
         on_send: &mut impl FnMut(usize),
-    ) -> Result<(), (usize, IngestError)> {
-        let ack = r.map_err(|e| {
-            (
-                i,
-                IngestError::Publish {
-                    subject: format!("event #{i}"),
-                    reason: e.to_string(),
-                },
-            )
-        })?;
-        report.published += 1;
+    ) {
+        let ack = match r {
+            Ok(ack) => ack,
+            Err(e) => {
+                self.failed(key, &e);
+                return;
+            }
+        };
+        self.backoff = FIRST_BACKOFF;
+        let Some(b) = self.busy.get_mut(&key) else {
+            return;
+        };
+        let n = b.sent.len() as u64;
+        report.published += n;
         spamscope_telemetry::metrics()
             .events_out
-            .add(1, &spamscope_telemetry::service(SERVICE));
+            .add(n, &spamscope_telemetry::service(SERVICE));
         if ack.duplicate {
-            report.duplicates += 1;
+            report.duplicates += n;
         }
-        let key = self.key(i);
-        let Some(entry) = self.busy.get_mut(&key) else {
-            return Ok(());
-        };
-        match entry.1.pop_front() {
-            Some(j) => {
-                // The stream stays busy, now with `j`.
-                entry.0 = j;
-                self.queued -= 1;
-                self.send(bus, shards, j, on_send).await
-            }
-            None => {
-                self.busy.remove(&key);
-                Ok(())
-            }
+        if b.queue.is_empty() {
+            self.busy.remove(&key);
+            return;
         }
-    }
-
-    /// The oldest event sent or queued and not yet acknowledged.
-    fn oldest_unacked(&self) -> Option<usize> {
-        self.busy.values().map(|(i, _)| *i).min()
+        // The next message: the queued events, up to the batch limits.
+        b.sent.clear();
+        let mut bytes = 0;
+        while let Some(&j) = b.queue.front() {
+            let len = self.events[j].encoded_len();
+            if b.sent.len() >= self.max_batch
+                || (!b.sent.is_empty() && bytes + len > MAX_BATCH_BYTES)
+            {
+                break;
+            }
+            bytes += len;
+            b.sent.push(j);
+            b.queue.pop_front();
+        }
+        self.queued -= b.sent.len();
+        self.send(bus, key, on_send).await;
     }
 }
 
-/// The headers of a chat event's message: its W3C trace context when the
-/// event is traced (a sampled root span `ingest.publish`).
-pub(crate) fn chat_headers(ev: &ChatEvent, shard: u32) -> HeaderMap {
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The headers of a chat message of `events` events, the first `ev`: its
+/// W3C trace context when the message is traced (a sampled root span
+/// `ingest.publish`).
+pub(crate) fn chat_headers(ev: &ChatEvent, shard: u32, events: usize) -> HeaderMap {
     use spamscope_telemetry::KeyValue;
     let mut h = HeaderMap::new();
     if let Some(cx) = spamscope_telemetry::root_span("ingest.publish", || {
         vec![
             KeyValue::new("spamscope.stream", ev.stream_key()),
             KeyValue::new("spamscope.shard", i64::from(shard)),
+            KeyValue::new("spamscope.events", events as i64),
         ]
     }) {
         spamscope_telemetry::inject(&cx, &mut h);
@@ -269,21 +340,53 @@ pub(crate) fn chat_headers(ev: &ChatEvent, shard: u32) -> HeaderMap {
     }
     spamscope_telemetry::metrics()
         .events_in
-        .add(1, &spamscope_telemetry::service(SERVICE));
+        .add(events as u64, &spamscope_telemetry::service(SERVICE));
     h
 }
 
 /// The `service` attribute of ingest's metrics.
 pub(crate) const SERVICE: &str = "ingest";
 
-async fn send(bus: &Bus, ev: &ChatEvent, shards: u32) -> Result<PublishAckFuture, IngestError> {
-    let platform = ev.platform().key();
-    let shard = shard_of(&ev.stream_key(), shards);
-    let subject = subjects::chat(shard, platform, &ev.stream_id);
+/// `Nats-Msg-Id` of a batch: its stream, first and last event ids and
+/// size. A resent batch holds the same events, so it has the same id.
+pub fn batch_msg_id(batch: &[&ChatEvent]) -> String {
+    match batch {
+        [] => String::new(),
+        [one] => chat_msg_id(one),
+        [first, .., last] => format!(
+            "{}/{}..{}#{}",
+            first.stream_key(),
+            first.event_id,
+            last.event_id,
+            batch.len()
+        ),
+    }
+}
+
+/// Publishes one stream's events: one `ChatEvent`, or a `ChatBatch` with
+/// the batch header when there are several.
+async fn send_batch(
+    bus: &Bus,
+    batch: &[&ChatEvent],
+    shards: u32,
+) -> Result<PublishAckFuture, IngestError> {
+    let Some(first) = batch.first() else {
+        return Err(IngestError::Source("empty batch".into()));
+    };
+    let platform = first.platform().key();
+    let shard = shard_of(&first.stream_key(), shards);
+    let subject = subjects::chat(shard, platform, &first.stream_id);
+    let mut headers = chat_headers(first, shard, batch.len());
+    let payload = if let [one] = batch {
+        one.encode_to_vec()
+    } else {
+        headers.insert(subjects::BATCH_HEADER, batch.len().to_string().as_str());
+        spamscope_proto::encode_chat_batch(batch.iter().copied())
+    };
     let publish = PublishMessage::build()
-        .payload(Bytes::from(ev.encode_to_vec()))
-        .headers(chat_headers(ev, shard))
-        .message_id(chat_msg_id(ev));
+        .payload(Bytes::from(payload))
+        .headers(headers)
+        .message_id(batch_msg_id(batch));
     bus.js
         .send_publish(subject.clone(), publish)
         .await

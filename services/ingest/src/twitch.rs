@@ -238,7 +238,7 @@ pub async fn publish_one(
 ) -> Result<(), IngestError> {
     let shard = shard_of(&ev.stream_key(), shards);
     let subject = subjects::chat(shard, ev.platform().key(), &ev.stream_id);
-    let headers = crate::chat_headers(ev, shard);
+    let headers = crate::chat_headers(ev, shard, 1);
     let payload = Bytes::from(ev.encode_to_vec());
     let id = chat_msg_id(ev);
     let mut backoff = Duration::from_millis(100);

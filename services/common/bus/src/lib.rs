@@ -31,6 +31,14 @@ pub mod subjects {
     pub const EPOCH_HEADER: &str = "Spamscope-Epoch";
     /// Header holding the replica that produced a detector output.
     pub const REPLICA_HEADER: &str = "Spamscope-Replica";
+    /// Header of a chat message that holds a `ChatBatch` of this many
+    /// events (one stream's, in order) instead of one `ChatEvent`.
+    pub const BATCH_HEADER: &str = "Spamscope-Batch";
+
+    /// Whether a chat message with these headers holds a batch.
+    pub fn is_batch(headers: Option<&async_nats::HeaderMap>) -> bool {
+        headers.is_some_and(|h| h.get(BATCH_HEADER).is_some())
+    }
 
     /// A subject token: NATS forbids '.', '*', '>' and whitespace in one.
     pub fn token(s: &str) -> String {

@@ -33,3 +33,32 @@ impl v1::ChatEvent {
         format!("{}.{}", self.platform().key(), self.stream_id)
     }
 }
+
+/// The chat events of one chat message: a [`v1::ChatBatch`] when the
+/// message says it is one (`batch`, from its `Spamscope-Batch` header),
+/// else one [`v1::ChatEvent`].
+pub fn decode_chat(
+    batch: bool,
+    payload: impl prost::bytes::Buf,
+) -> Result<Vec<v1::ChatEvent>, prost::DecodeError> {
+    use prost::Message;
+    if batch {
+        Ok(v1::ChatBatch::decode(payload)?.events)
+    } else {
+        Ok(vec![v1::ChatEvent::decode(payload)?])
+    }
+}
+
+/// Encodes `events` as a [`v1::ChatBatch`] without copying them into one.
+pub fn encode_chat_batch<'a>(events: impl IntoIterator<Item = &'a v1::ChatEvent>) -> Vec<u8> {
+    let events: Vec<&v1::ChatEvent> = events.into_iter().collect();
+    let len: usize = events
+        .iter()
+        .map(|e| prost::encoding::message::encoded_len(1, *e))
+        .sum();
+    let mut buf = Vec::with_capacity(len);
+    for e in events {
+        prost::encoding::message::encode(1, e, &mut buf);
+    }
+    buf
+}

@@ -66,6 +66,11 @@ pub struct PipelineArgs {
     /// the tail is in time and in which shards.
     #[arg(long)]
     pub latency_csv: Option<std::path::PathBuf>,
+    /// Events of one stream in one message at most (as `--max-batch` of
+    /// `spamscope ingest`); 1 publishes every event on its own.
+    #[arg(long, default_value_t = spamscope_ingest::DEFAULT_MAX_BATCH,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
+    pub max_batch: usize,
     /// JetStream duplicate window of the chat and spam streams, seconds (as
     /// `--duplicate-window-s` of the roles; default the roles' default).
     #[arg(long, default_value_t = BusConfig::default().duplicate_window.as_secs())]
@@ -472,7 +477,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let started = Instant::now();
         // Send time: when ingest hands the event to NATS.
         let no_stop = CancellationToken::new();
-        spamscope_ingest::publish_events_observed(&c.bus, &events, a.shards, Speed::Max, &no_stop, |i| stamp(&sent, &events[i])).await?;
+        let opts = spamscope_ingest::PublishOptions { max_batch: a.max_batch };
+        spamscope_ingest::publish_events_observed(&c.bus, &events, a.shards, Speed::Max, opts, &no_stop, |i| stamp(&sent, &events[i])).await?;
         eprintln!("bench: published in {:.1} s; detectors had processed {} by then, {} outputs", started.elapsed().as_secs_f64(), c.processed(), c.outputs());
         c.wait_processed(events.len() as u64, Duration::from_secs(900)).await?;
         let pipeline = events.len() as f64 / started.elapsed().as_secs_f64();
@@ -501,7 +507,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         // behind shows up in the latency instead of lowering the offered
         // load (no coordinated omission).
         let ts0 = fixed_events.first().map_or(0, |e| e.ts_ms);
-        spamscope_ingest::publish_events_observed(&c.bus, &fixed_events, a.shards, Speed::Factor(1.0), &no_stop, |i| {
+        spamscope_ingest::publish_events_observed(&c.bus, &fixed_events, a.shards, Speed::Factor(1.0), opts, &no_stop, |i| {
             let due = t0 + Duration::from_millis(u64::try_from(fixed_events[i].ts_ms - ts0).unwrap_or(0));
             stamp_at(&sent, &fixed_events[i], due);
         })
@@ -542,7 +548,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         // probes are all it has to read).
         let template = events.first().context("empty workload")?;
         let probes: Vec<ChatEvent> = moved_shards.iter().map(|s| probe_on(template, *s, a.shards)).collect();
-        spamscope_ingest::publish_events(&c.bus, &probes, a.shards, Speed::Max, &no_stop).await?;
+        spamscope_ingest::publish_events(&c.bus, &probes, a.shards, Speed::Max, opts, &no_stop).await?;
         let deadline = Instant::now() + Duration::from_secs(120);
         while extra.events.load(Ordering::Relaxed) < probes.len() as u64 {
             anyhow::ensure!(Instant::now() < deadline, "moved shards did not serve their probes");

@@ -239,11 +239,18 @@ async fn watch(a: &HistoryArgs, history: History) -> Result<(u64, u64, f64, Vec<
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
     let no_stop = CancellationToken::new();
-    let report =
-        spamscope_ingest::publish_events_observed(&bus, &chat, SHARDS, Speed::Max, &no_stop, |i| {
+    let report = spamscope_ingest::publish_events_observed(
+        &bus,
+        &chat,
+        SHARDS,
+        Speed::Max,
+        spamscope_ingest::PublishOptions::default(),
+        &no_stop,
+        |i| {
             stamp(&sent, &chat[i]);
-        })
-        .await?;
+        },
+    )
+    .await?;
     eprintln!(
         "bench: published {} ({} duplicates)",
         report.published, report.duplicates

@@ -93,6 +93,14 @@ pub struct IngestArgs {
     /// Replay speed: 0 or max as fast as the bus takes them, 1 real time.
     #[arg(long, default_value = "max")]
     pub speed: Speed,
+    /// Replay: events of one stream sent in one message at most, when they
+    /// queue up behind the stream's publish in flight (under load only).
+    /// 1 sends each event on its own: needed when two ingest processes
+    /// replay the same chat and JetStream is to drop the second copy.
+    /// Live sources (twitch, youtube) always send events one by one.
+    #[arg(long, default_value_t = spamscope_ingest::DEFAULT_MAX_BATCH,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
+    pub max_batch: usize,
     /// Files to replay (--source replay).
     #[arg(value_name = "FILE")]
     pub files: Vec<PathBuf>,
@@ -676,6 +684,9 @@ pub fn ingest(args: IngestArgs) -> Result<()> {
                     &events,
                     args.cluster.shards,
                     args.speed,
+                    spamscope_ingest::PublishOptions {
+                        max_batch: args.max_batch,
+                    },
                     &shutdown,
                 )
                 .await?
@@ -850,7 +861,8 @@ pub fn standalone(args: StandaloneArgs) -> Result<()> {
             let (bus, stop) = (bus.clone(), shutdown.clone());
             let (shards, speed) = (args.cluster.shards, args.speed);
             replays.push(tokio::spawn(async move {
-                spamscope_ingest::publish_events(&bus, &events, shards, speed, &stop).await
+                let opts = spamscope_ingest::PublishOptions::default();
+                spamscope_ingest::publish_events(&bus, &events, shards, speed, opts, &stop).await
             }));
         }
         let mut ingest = spamscope_ingest::IngestReport::default();
