@@ -286,8 +286,16 @@ async fn one_event_is_one_trace_across_services_and_every_role_serves_metrics() 
             xqcow().to_str().unwrap(),
         ],
     );
-    // Scrape ingest while it runs (it exits when the log is published).
-    let ingest_metrics = metrics_text(health["ingest"]).await;
+    // Scrape ingest while it runs (it exits when the log is published),
+    // once its first publish is acknowledged.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ingest_metrics = loop {
+        let text = metrics_text(health["ingest"]).await;
+        if text.contains("spamscope_events_out_total{") || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     finish(&mut ing);
 
     let deadline = Instant::now() + Duration::from_secs(90);

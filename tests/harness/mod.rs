@@ -605,18 +605,24 @@ pub async fn read_chat_messages(
 
 /// Every chat event in JetStream, batches taken apart: (subject, headers
 /// of its message, the event encoded on its own), shard by shard, each in
-/// its stream's order.
+/// its stream's order. A payload that does not decode (the drills publish
+/// garbage) is one entry, as it is.
 pub async fn read_chat(url: &str) -> Vec<(String, Option<async_nats::HeaderMap>, bytes::Bytes)> {
     use prost::Message;
     let mut out = Vec::new();
     for (subject, headers, payload) in read_chat_messages(url).await {
         let batch = spamscope_bus::subjects::is_batch(headers.as_ref());
-        for ev in spamscope_proto::decode_chat(batch, payload).unwrap() {
-            out.push((
-                subject.clone(),
-                headers.clone(),
-                bytes::Bytes::from(ev.encode_to_vec()),
-            ));
+        match spamscope_proto::decode_chat(batch, payload.clone()) {
+            Ok(events) => {
+                for ev in events {
+                    out.push((
+                        subject.clone(),
+                        headers.clone(),
+                        bytes::Bytes::from(ev.encode_to_vec()),
+                    ));
+                }
+            }
+            Err(_) => out.push((subject, headers, payload)),
         }
     }
     out

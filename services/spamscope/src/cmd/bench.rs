@@ -242,6 +242,16 @@ fn write_timeline(
     Ok(())
 }
 
+/// Messages in the CHAT streams now (a batch of events is one).
+async fn chat_messages(bus: &Bus, shards: u32) -> Result<u64> {
+    let mut n = 0;
+    for s in 0..shards {
+        let mut stream = bus.js.get_stream(subjects::chat_stream(s)).await?;
+        n += stream.info().await?.state.messages;
+    }
+    Ok(n)
+}
+
 /// A copy of `template` on a new stream of `shard`.
 fn probe_on(template: &ChatEvent, shard: u32, shards: u32) -> ChatEvent {
     let mut e = template.clone();
@@ -485,6 +495,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let mut sat: Vec<f64> = std::mem::take(&mut *lat.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         sat.sort_by(f64::total_cmp);
+        let messages = chat_messages(&c.bus, a.shards).await?;
 
         eprintln!("bench: pipeline at {} events/s offered", a.rate);
         let fixed_n = (a.rate * a.rate_seconds) as usize;
@@ -564,6 +575,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         println!("| raw JetStream publish → consume (ceiling) | {:.0} events/s |", ceiling);
         println!("| raw JetStream over {} streams, one consumer each (the pipeline's layout) | {:.0} events/s |", a.shards, raw_sharded);
         println!("| pipeline at saturation | {:.0} events/s |", pipeline);
+        println!("| chat messages for those events (ingest batches, `--max-batch {}`) | {messages} ({:.1} events per message) |", a.max_batch, events.len() as f64 / messages.max(1) as f64);
         println!("| latency at saturation, p50 / p99 / p99.9 ({} samples) | {:.1} / {:.1} / {:.1} ms |", sat.len(), pct(&sat, 0.5), pct(&sat, 0.99), pct(&sat, 0.999));
         println!("| latency at {} events/s offered ({:.0} achieved), p50 / p99 / p99.9 ({} samples) | {:.1} / {:.1} / {:.1} ms |", a.rate, offered, fixed.len(), pct(&fixed, 0.5), pct(&fixed, 0.99), pct(&fixed, 0.999));
         println!("| rebalance {} → {} replicas: shards moved / time to placed / to all moved shards serving | {moved} of {} ({:.0} %) / {:.2} s / {:.2} s |", a.replicas, a.replicas + 1, a.shards, moved as f64 * 100.0 / f64::from(a.shards), placed.as_secs_f64(), serving.as_secs_f64());
