@@ -313,9 +313,12 @@ fn bundled_model_is_what_make_model_trains() {
 #[test]
 fn bench_pipeline_prints_its_table_and_the_ratio_last() {
     // A small run: the same code path as `make bench`, on a local nats-server.
+    let csv = std::env::temp_dir().join(format!("spamscope-latency-{}.csv", std::process::id()));
     let out = spamscope(&[
         "bench",
         "pipeline",
+        "--latency-csv",
+        csv.to_str().unwrap(),
         "--events",
         "4000",
         "--streams",
@@ -340,6 +343,31 @@ fn bench_pipeline_prints_its_table_and_the_ratio_last() {
         stdout.contains("latency at 2000 events/s offered"),
         "{stdout}"
     );
+    // Ingest batched under load: fewer messages than the 4,000 events.
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("| chat messages for those events"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let messages: u64 = row
+        .split('|')
+        .nth(2)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(messages > 0 && messages <= 4000, "{row}");
+    // The fixed-rate samples, one CSV row each, with the shard of the stream.
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let _ = std::fs::remove_file(&csv);
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("t_s,latency_ms,stream,shard"));
+    for l in lines {
+        let f: Vec<&str> = l.split(',').collect();
+        assert_eq!(f.len(), 4, "{l}");
+        assert!(f[3].parse::<u32>().unwrap() < 8, "{l}");
+    }
     let last = stdout.lines().last().unwrap();
     let ratio: f64 = last
         .strip_prefix("ratio pipeline/ceiling = ")
