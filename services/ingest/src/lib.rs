@@ -395,3 +395,29 @@ async fn send_batch(
             reason: e.to_string(),
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(id: &str) -> ChatEvent {
+        ChatEvent {
+            platform: spamscope_proto::v1::Platform::Twitch as i32,
+            stream_id: "xqcow".into(),
+            event_id: id.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn batch_ids_name_their_events_and_a_single_event_keeps_its_own() {
+        let (a, b, c) = (ev("a"), ev("b"), ev("c"));
+        // One event: the id two ingest replicas of a live chat agree on.
+        assert_eq!(batch_msg_id(&[&a]), chat_msg_id(&a));
+        assert_eq!(batch_msg_id(&[&a, &b, &c]), "twitch.xqcow/a..c#3");
+        // A resend of the same batch has the same id; another batch has not.
+        assert_eq!(batch_msg_id(&[&a, &b, &c]), batch_msg_id(&[&a, &b, &c]));
+        assert_ne!(batch_msg_id(&[&a, &b]), batch_msg_id(&[&a, &b, &c]));
+        assert_ne!(batch_msg_id(&[&a, &c]), batch_msg_id(&[&a, &b, &c]));
+    }
+}

@@ -62,3 +62,51 @@ pub fn encode_chat_batch<'a>(events: impl IntoIterator<Item = &'a v1::ChatEvent>
     }
     buf
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use prost::Message;
+
+    fn ev(id: &str, text: &str) -> v1::ChatEvent {
+        v1::ChatEvent {
+            platform: v1::Platform::Twitch as i32,
+            stream_id: "xqcow".into(),
+            event_id: id.into(),
+            ts_ms: 1_000,
+            kind: Some(v1::chat_event::Kind::Message(v1::ChatMessage {
+                text: text.into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_batch_decodes_to_its_events_in_order() {
+        let events = vec![ev("a", "hello"), ev("b", "Kappa Kappa"), ev("c", "")];
+        let bytes = encode_chat_batch(&events);
+        // The same bytes prost gives for the message built the usual way.
+        let built = v1::ChatBatch {
+            events: events.clone(),
+        }
+        .encode_to_vec();
+        assert_eq!(bytes, built);
+        assert_eq!(decode_chat(true, bytes.as_slice()).unwrap(), events);
+    }
+
+    #[test]
+    fn a_single_event_decodes_without_the_batch_header() {
+        let one = ev("a", "hello");
+        let got = decode_chat(false, one.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(got, vec![one]);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(decode_chat(true, &[0xff, 0xff, 0xff][..]).is_err());
+        assert!(decode_chat(false, &[0x0a, 0x05, 0x01][..]).is_err());
+    }
+}
