@@ -183,6 +183,62 @@ async fn two_ingest_replicas_do_not_double_the_chat() {
     assert!(subjects.contains(&format!("chat.{shard}.twitch.xqcow")));
 }
 
+/// A chat line too large for any NATS message is a dead letter with the
+/// reason, not a publish retried forever: the events around it, of its own
+/// stream too, all land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_too_large_for_a_message_is_a_dead_letter_and_the_rest_lands() {
+    let c = Cluster::start(SHARDS);
+    let lines: Vec<String> = std::fs::read_to_string(xqcow())
+        .unwrap()
+        .lines()
+        .take(200)
+        .map(str::to_owned)
+        .collect();
+    // Line 100 again, with a new id and 2 MiB of text (nats-server takes
+    // 1 MiB per message by default).
+    let huge = lines[100]
+        .replacen(";id=", ";id=huge-", 1)
+        .split(" :")
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" :")
+        + " :"
+        + &"KEKW ".repeat(2 * 1024 * 1024 / 5);
+    let mut all = lines.clone();
+    all.insert(101, huge);
+    let dir = TempDir::new("huge");
+    let file = dir.0.join("huge.irc");
+    std::fs::write(&file, all.join("\n")).unwrap();
+    let mut ing = c.ingest("ingest", "max", std::slice::from_ref(&file));
+    finish(&mut ing);
+    let log = ing.log_text();
+    assert!(
+        log.contains("1 events too large for one message sent to dlq.ingest"),
+        "{}",
+        tail(&log, 10)
+    );
+    // 200 events and the stream end.
+    assert_eq!(read_chat(&c.nats.url()).await.len(), 201);
+    let dead = read_stream(&c.nats.url(), "DLQ").await;
+    assert_eq!(dead.len(), 1);
+    let (subject, headers, payload) = &dead[0];
+    assert_eq!(subject, "dlq.ingest");
+    let h = headers.as_ref().unwrap();
+    let reason = h.get("Spamscope-Reason").unwrap().to_string();
+    assert!(
+        reason.contains("twitch.xqcow/huge-") && reason.contains("over the"),
+        "{reason}"
+    );
+    assert!(
+        h.get("Spamscope-Original-Subject")
+            .unwrap()
+            .to_string()
+            .ends_with(".twitch.xqcow")
+    );
+    assert_eq!(payload.len(), 64 * 1024, "the first 64 KiB kept");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_configured_with_another_shard_count_refuses_to_start() {
     let c = Cluster::start(SHARDS);

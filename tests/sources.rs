@@ -88,6 +88,110 @@ async fn twitch_source_publishes_the_recorded_channel() {
     assert_eq!(timeouts, 57);
 }
 
+/// Eight busy channels on one connection, their lines interleaved: every
+/// event lands once and in its channel's order, and the channels are
+/// published in parallel (a channel's event does not wait for another
+/// channel's ack).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twitch_channels_are_published_in_parallel_each_in_order() {
+    const CHANNELS: usize = 8;
+    let lines: Vec<String> = std::fs::read_to_string(repo("testdata/twitch/xqcow-2019-09-15.irc"))
+        .unwrap()
+        .lines()
+        .take(1000)
+        .map(str::to_owned)
+        .collect();
+    let channel = |k: usize| format!("ch{k}");
+    let mut recorded = Vec::new();
+    for line in &lines {
+        for k in 0..CHANNELS {
+            recorded.push(line.replace(" #xqcow", &format!(" #{}", channel(k))));
+        }
+    }
+    // What each channel should hold, in order: the recorded events.
+    let expected = |k: usize| -> Vec<String> {
+        recorded
+            .iter()
+            .filter(|l| {
+                l.contains(&format!(" #{} ", channel(k)))
+                    || l.ends_with(&format!(" #{}", channel(k)))
+            })
+            .map(|l| {
+                spamscope_chat::twitch::parse_line(l)
+                    .unwrap()
+                    .unwrap()
+                    .event_id
+            })
+            .collect()
+    };
+    let irc = FakeIrc::start_after_joins(recorded.clone(), CHANNELS);
+    let nats = Nats::start();
+    let redis = Redis::start();
+    let logs = TempDir::new("logs");
+    let mut args: Vec<String> = vec!["ingest".into(), "--source".into(), "twitch".into()];
+    args.extend(cluster_args(&nats, &redis, 16));
+    for k in 0..CHANNELS {
+        args.push("--channel".into());
+        args.push(channel(k));
+    }
+    args.push("--twitch-server".into());
+    args.push(format!("127.0.0.1:{}", irc.port));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut ingest = Proc::spawn("ingest-twitch-many", &refs, &logs.0);
+
+    let want = recorded.len() + CHANNELS; // and a ROOMSTATE per JOIN
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while chat_len(&nats.url()).await < want as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            tail(&ingest.log_text(), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    ingest.signal("-TERM");
+    let status = ingest
+        .wait(Duration::from_secs(20))
+        .expect("ingest stops on SIGTERM");
+    assert!(status.success(), "{}", ingest.log_text());
+
+    let events: Vec<spamscope_proto::v1::ChatEvent> = read_chat(&nats.url())
+        .await
+        .iter()
+        .map(|(_, _, p)| spamscope_proto::v1::ChatEvent::decode(p.clone()).unwrap())
+        .collect();
+    assert_eq!(events.len(), want, "no event lost or doubled");
+    for k in 0..CHANNELS {
+        let got: Vec<String> = events
+            .iter()
+            .filter(|e| e.stream_id == channel(k))
+            .filter(|e| {
+                !matches!(
+                    e.kind,
+                    Some(spamscope_proto::v1::chat_event::Kind::RoomState(_))
+                )
+            })
+            .map(|e| e.event_id.clone())
+            .collect();
+        assert_eq!(got, expected(k), "channel {} in its order", channel(k));
+    }
+    // The summary line: how many channels awaited their ack at once.
+    let log = ingest.log_text();
+    let in_flight: usize = log
+        .lines()
+        .find_map(|l| {
+            l.split(", ")
+                .find_map(|p| p.strip_suffix(" streams in flight at most"))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no summary line: {}", tail(&log, 10)));
+    assert!(
+        (2..=CHANNELS).contains(&in_flight),
+        "{in_flight} channels in flight at once: {}",
+        tail(&log, 10)
+    );
+}
+
 /// A local YouTube: the live-chat page and `get_live_chat` serving the
 /// recorded innertube actions in pages, each with its next continuation.
 async fn fake_youtube(

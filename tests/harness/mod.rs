@@ -529,7 +529,18 @@ pub struct FakeIrc {
 }
 
 impl FakeIrc {
+    /// Serves each channel's recorded lines when it is joined.
     pub fn start(recorded: Vec<String>) -> Self {
+        Self::serve(recorded, None)
+    }
+
+    /// Serves all recorded lines, in their order (channels interleaved),
+    /// once `channels` channels are joined.
+    pub fn start_after_joins(recorded: Vec<String>, channels: usize) -> Self {
+        Self::serve(recorded, Some(channels))
+    }
+
+    fn serve(recorded: Vec<String>, all_after: Option<usize>) -> Self {
         use std::io::{BufRead, BufReader, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -559,11 +570,25 @@ impl FakeIrc {
                             send(&format!(":tmi.twitch.tv PONG tmi.twitch.tv{rest}"));
                         } else if let Some(chans) = line.strip_prefix("JOIN ") {
                             for ch in chans.split(',') {
-                                joins.lock().unwrap().push(ch.to_owned());
+                                let joined = {
+                                    let mut j = joins.lock().unwrap();
+                                    j.push(ch.to_owned());
+                                    j.len()
+                                };
                                 send(&format!(":{nick}!{nick}@{nick}.tmi.twitch.tv JOIN {ch}"));
                                 send(&format!(
                                     "@emote-only=0;followers-only=-1;r9k=0;room-id=1;slow=0;subs-only=0 :tmi.twitch.tv ROOMSTATE {ch}"
                                 ));
+                                if let Some(n) = all_after {
+                                    if joined == n {
+                                        for l in recorded.iter() {
+                                            if !send(l) {
+                                                return;
+                                            }
+                                        }
+                                    }
+                                    continue;
+                                }
                                 for l in recorded.iter().filter(|l| {
                                     l.contains(&format!(" {ch} ")) || l.ends_with(&format!(" {ch}"))
                                 }) {

@@ -45,6 +45,24 @@ pub struct IngestReport {
     /// Events JetStream had already seen (same `Nats-Msg-Id`).
     pub duplicates: u64,
     pub interrupted: bool,
+    /// Messages awaiting their JetStream ack at once, at most: one per
+    /// stream, so this is how many streams were published in parallel.
+    pub max_in_flight: usize,
+    /// Events larger than the server takes in one message (its
+    /// `max_payload`): sent to `dlq.ingest` instead, their first 64 KiB
+    /// with the reason.
+    pub too_large: u64,
+}
+
+impl IngestReport {
+    /// Adds the report of a later part of the same run.
+    pub fn merge(&mut self, other: &IngestReport) {
+        self.published += other.published;
+        self.duplicates += other.duplicates;
+        self.interrupted |= other.interrupted;
+        self.max_in_flight = self.max_in_flight.max(other.max_in_flight);
+        self.too_large += other.too_large;
+    }
 }
 
 /// `Nats-Msg-Id` of a chat event: stream key and platform event id.
@@ -117,6 +135,7 @@ pub async fn publish_events_observed(
     let mut pacer = Pacer::new(speed);
     let mut next = 0usize;
     let mut w = Window::new(events, shards, opts.max_batch.max(1));
+    w.max_event = max_event_bytes(bus);
     let run = async {
         loop {
             let now = Instant::now();
@@ -162,6 +181,8 @@ pub async fn publish_events_observed(
         () = run => {}
         _ = shutdown.cancelled() => report.interrupted = true,
     }
+    report.max_in_flight = w.max_in_flight;
+    report.too_large = w.too_large;
     Ok(report)
 }
 
@@ -193,6 +214,11 @@ struct Window<'a> {
     retry: Vec<Key<'a>>,
     retry_at: Instant,
     backoff: Duration,
+    /// `busy.len()` at most.
+    max_in_flight: usize,
+    /// Encoded bytes of one event at most; larger ones are dead letters.
+    max_event: usize,
+    too_large: u64,
 }
 
 impl<'a> Window<'a> {
@@ -207,6 +233,9 @@ impl<'a> Window<'a> {
             retry: Vec::new(),
             retry_at: Instant::now(),
             backoff: FIRST_BACKOFF,
+            max_in_flight: 0,
+            max_event: usize::MAX,
+            too_large: 0,
         }
     }
 
@@ -217,6 +246,12 @@ impl<'a> Window<'a> {
 
     /// Sends event `i` now, or queues it behind its stream's message.
     async fn offer(&mut self, bus: &Bus, i: usize, on_send: &mut impl FnMut(usize)) {
+        let len = self.events[i].encoded_len();
+        if len > self.max_event {
+            self.too_large += 1;
+            dead_letter_too_large(bus, &self.events[i], self.shards, len, self.max_event).await;
+            return;
+        }
         let key = self.key(i);
         if let Some(b) = self.busy.get_mut(&key) {
             b.queue.push_back(i);
@@ -230,6 +265,7 @@ impl<'a> Window<'a> {
                 queue: VecDeque::new(),
             },
         );
+        self.max_in_flight = self.max_in_flight.max(self.busy.len());
         self.send(bus, key, on_send).await;
     }
 
@@ -360,6 +396,44 @@ pub fn batch_msg_id(batch: &[&ChatEvent]) -> String {
             last.event_id,
             batch.len()
         ),
+    }
+}
+
+/// Room left for the headers of a chat message below the server's
+/// `max_payload`.
+const HEADER_ROOM: usize = 8 * 1024;
+
+/// What the dead letter of a too large event keeps of it.
+const TOO_LARGE_KEPT: usize = 64 * 1024;
+
+/// Encoded bytes of one event that fit in a message of the server's
+/// `max_payload` (1 MiB when the server did not say).
+fn max_event_bytes(bus: &Bus) -> usize {
+    let max = match bus.client.server_info().max_payload {
+        0 => 1024 * 1024,
+        n => n,
+    };
+    max.saturating_sub(HEADER_ROOM)
+}
+
+/// An event no message can carry goes to `dlq.ingest` with the reason and
+/// its first [`TOO_LARGE_KEPT`] bytes, instead of being retried forever.
+async fn dead_letter_too_large(bus: &Bus, ev: &ChatEvent, shards: u32, len: usize, max: usize) {
+    let shard = shard_of(&ev.stream_key(), shards);
+    let subject = subjects::chat(shard, ev.platform().key(), &ev.stream_id);
+    let reason = format!(
+        "event {} is {len} bytes encoded, over the {max} bytes one message can carry; its first {} bytes kept",
+        chat_msg_id(ev),
+        TOO_LARGE_KEPT.min(len)
+    );
+    warn!(%reason, "event too large to publish");
+    let mut payload = ev.encode_to_vec();
+    payload.truncate(TOO_LARGE_KEPT);
+    if let Err(e) = bus
+        .dead_letter("ingest", &subject, &reason, Bytes::from(payload))
+        .await
+    {
+        warn!(error = %e, "dead letter failed");
     }
 }
 

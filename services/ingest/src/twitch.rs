@@ -31,7 +31,8 @@ use twitch_irc::message::{AsRawIRC, IRCMessage, IRCParseError};
 use twitch_irc::transport::Transport;
 use twitch_irc::{ClientConfig, SecureTCPTransport, TwitchIRCClient};
 
-use crate::{IngestError, IngestReport, chat_msg_id};
+use crate::{IngestError, IngestReport, PublishOptions, chat_msg_id};
+use spamscope_chat::replay::Speed;
 
 #[derive(Debug, Clone)]
 pub struct TwitchConfig {
@@ -199,29 +200,64 @@ async fn run_with<T: Transport>(
     };
     info!(channels = cfg.channels.len(), "reading Twitch chat");
     let mut report = IngestReport::default();
-    loop {
+    let mut chunk: Vec<ChatEvent> = Vec::new();
+    'read: loop {
+        // Wait for a line, then take every line already received (up to
+        // LIVE_CHUNK) without waiting: one quiet channel's line goes out at
+        // once, and under load the chunk grows while the previous one is
+        // being acknowledged.
         let msg = tokio::select! {
             _ = shutdown.cancelled() => break,
             m = incoming.recv() => match m { Some(m) => m, None => break },
         };
-        let raw = msg.source().as_raw_irc();
-        match parse_line(&raw) {
-            Ok(Some(ev)) => publish_one(bus, &ev, shards, shutdown, &mut report).await?,
-            Ok(None) => {}
-            Err(e) => {
-                let reason = format!("unparsable IRC line: {e}");
-                if let Err(e) = bus
-                    .dead_letter("ingest", "twitch", &reason, Bytes::from(raw))
-                    .await
-                {
-                    warn!(error = %e, "dead letter failed");
+        let mut next = Some(msg);
+        while let Some(msg) = next.take() {
+            let raw = msg.source().as_raw_irc();
+            match parse_line(&raw) {
+                Ok(Some(ev)) => chunk.push(ev),
+                Ok(None) => {}
+                Err(e) => {
+                    let reason = format!("unparsable IRC line: {e}");
+                    if let Err(e) = bus
+                        .dead_letter("ingest", "twitch", &reason, Bytes::from(raw))
+                        .await
+                    {
+                        warn!(error = %e, "dead letter failed");
+                    }
                 }
             }
+            if chunk.len() < LIVE_CHUNK {
+                next = incoming.try_recv().ok();
+            }
+        }
+        if chunk.is_empty() {
+            continue;
+        }
+        // Events of different channels are in flight together, each
+        // channel's in order; one event per message, so two ingest replicas
+        // of the same channels do not double an event.
+        let part = crate::publish_events(
+            bus,
+            &chunk,
+            shards,
+            Speed::Max,
+            PublishOptions { max_batch: 1 },
+            shutdown,
+        )
+        .await?;
+        report.merge(&part);
+        chunk.clear();
+        if part.interrupted {
+            break 'read;
         }
     }
     joiner.abort();
     Ok(report)
 }
+
+/// Live events published together at most, while the previous chunk's
+/// acks are awaited.
+const LIVE_CHUNK: usize = 4096;
 
 fn normalize_login(c: &str) -> String {
     c.trim().trim_start_matches('#').to_lowercase()

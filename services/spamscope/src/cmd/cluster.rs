@@ -694,9 +694,18 @@ pub fn ingest(args: IngestArgs) -> Result<()> {
         };
         bus.client.flush().await.ok();
         eprintln!(
-            "ingest: published {} events ({} duplicates dropped by JetStream){}",
+            "ingest: published {} events ({} duplicates dropped by JetStream), {} streams in flight at most{}{}",
             report.published,
             report.duplicates,
+            report.max_in_flight,
+            if report.too_large > 0 {
+                format!(
+                    ", {} events too large for one message sent to dlq.ingest",
+                    report.too_large
+                )
+            } else {
+                String::new()
+            },
             if report.interrupted {
                 ", interrupted"
             } else {
