@@ -331,6 +331,8 @@ fn bench_pipeline_prints_its_table_and_the_ratio_last() {
         "2000",
         "--rate-seconds",
         "1",
+        "--irc-channels",
+        "2",
     ]);
     assert!(
         out.status.success(),
@@ -358,6 +360,14 @@ fn bench_pipeline_prints_its_table_and_the_ratio_last() {
         .parse()
         .unwrap();
     assert!(messages > 0 && messages <= 4000, "{row}");
+    // Live Twitch ingest: the 5,000 recorded lines once per channel, each
+    // stored; both channels awaited their acks together.
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("| live Twitch ingest"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(row.contains("(2 channels, 10000 lines"), "{row}");
+    assert!(row.contains("(2 channels awaiting acks at most)"), "{row}");
     // The fixed-rate samples, one CSV row each, with the shard of the stream.
     let text = std::fs::read_to_string(&csv).unwrap();
     let _ = std::fs::remove_file(&csv);

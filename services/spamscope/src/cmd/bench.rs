@@ -75,6 +75,11 @@ pub struct PipelineArgs {
     /// `--duplicate-window-s` of the roles; default the roles' default).
     #[arg(long, default_value_t = BusConfig::default().duplicate_window.as_secs())]
     pub duplicate_window_s: u64,
+    /// Channels of the live Twitch ingest run (the recorded #xqcow lines
+    /// once per channel, interleaved, from an IRC server on loopback); 0
+    /// skips it.
+    #[arg(long, default_value_t = 20)]
+    pub irc_channels: usize,
 }
 
 /// The bundled logs repeated until `n` events over `streams` streams.
@@ -250,6 +255,118 @@ async fn chat_messages(bus: &Bus, shards: u32) -> Result<u64> {
         n += stream.info().await?.state.messages;
     }
     Ok(n)
+}
+
+/// What the live Twitch ingest run measured.
+struct LiveIngest {
+    events: usize,
+    per_s: f64,
+    in_flight: usize,
+}
+
+/// Live Twitch ingest: an IRC server on loopback sends the recorded #xqcow
+/// lines, once per channel and interleaved, as soon as every channel is
+/// joined; the Twitch source (twitch-irc over plain TCP, as with
+/// `--twitch-server`) parses and publishes them. Events per second from the
+/// first line sent to the last event stored in JetStream.
+async fn live_twitch(bus: &Bus, shards: u32, channels: usize) -> Result<LiveIngest> {
+    let path = crate::cmd::data_path("testdata/twitch/xqcow-2019-09-15.irc");
+    let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+    let mut payload = String::new();
+    let mut events = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        for k in 0..channels {
+            payload.push_str(&line.replace(" #xqcow", &format!(" #bench{k}")));
+            payload.push_str("\r\n");
+            events += 1;
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(serve_irc(listener, Bytes::from(payload), channels, sent_tx));
+    // Every event is a message of its own (the live source does not batch).
+    let base = chat_messages(bus, shards).await?;
+    let stop = CancellationToken::new();
+    let cfg = spamscope_ingest::twitch::TwitchConfig {
+        channels: (0..channels).map(|k| format!("bench{k}")).collect(),
+        joins_per_window: channels,
+        server: Some(addr.to_string()),
+        ..Default::default()
+    };
+    let ingest = spamscope_ingest::twitch::run(bus, cfg, shards, &stop);
+    let watch = async {
+        let started = sent_rx.await.context("the IRC server sent nothing")?;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while chat_messages(bus, shards).await? < base + events as u64 {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "live ingest did not publish every line"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok::<_, anyhow::Error>(started.elapsed())
+    };
+    let (report, took) = tokio::join!(ingest, async {
+        let r = watch.await;
+        stop.cancel();
+        r
+    });
+    server.abort();
+    let (report, took) = (report?, took?);
+    Ok(LiveIngest {
+        events,
+        per_s: events as f64 / took.as_secs_f64(),
+        in_flight: report.max_in_flight,
+    })
+}
+
+/// A minimal Twitch IRC server for one connection: acknowledges the
+/// capabilities, the login and every JOIN, and sends `payload` once
+/// `channels` channels are joined.
+async fn serve_irc(
+    listener: tokio::net::TcpListener,
+    payload: Bytes,
+    channels: usize,
+    sent: tokio::sync::oneshot::Sender<Instant>,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let (conn, _) = listener.accept().await?;
+    let (r, mut w) = conn.into_split();
+    let mut lines = tokio::io::BufReader::new(r).lines();
+    let mut nick = String::from("justinfan");
+    let mut joined = 0;
+    let mut sent = Some(sent);
+    while let Some(line) = lines.next_line().await? {
+        let line = line.trim_end();
+        let reply = if let Some(caps) = line.strip_prefix("CAP REQ :") {
+            format!(":tmi.twitch.tv CAP * ACK :{caps}\r\n")
+        } else if let Some(n) = line.strip_prefix("NICK ") {
+            n.clone_into(&mut nick);
+            format!(":tmi.twitch.tv 001 {nick} :Welcome, GLHF!\r\n")
+        } else if let Some(rest) = line.strip_prefix("PING") {
+            format!(":tmi.twitch.tv PONG tmi.twitch.tv{rest}\r\n")
+        } else if let Some(chans) = line.strip_prefix("JOIN ") {
+            let mut out = String::new();
+            for ch in chans.split(',') {
+                joined += 1;
+                out.push_str(&format!(
+                    ":{nick}!{nick}@{nick}.tmi.twitch.tv JOIN {ch}\r\n"
+                ));
+            }
+            out
+        } else {
+            continue;
+        };
+        w.write_all(reply.as_bytes()).await?;
+        if joined >= channels {
+            if let Some(tx) = sent.take() {
+                let _ = tx.send(Instant::now());
+                w.write_all(&payload).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A copy of `template` on a new stream of `shard`.
@@ -568,6 +685,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let serving = changed.elapsed();
         c.stop.cancel();
 
+        // Ingest alone: the detectors are stopped.
+        let live = if a.irc_channels > 0 {
+            eprintln!("bench: live Twitch ingest, {} channels over IRC on loopback", a.irc_channels);
+            Some(live_twitch(&c.bus, a.shards, a.irc_channels).await?)
+        } else {
+            None
+        };
+
         let ratio = pipeline / ceiling;
         println!("pipeline benchmark ({} events over {} streams, {} detector replicas, {} shards)", events.len(), n_streams, a.replicas, a.shards);
         println!("| measure | value |");
@@ -579,6 +704,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         println!("| latency at saturation, p50 / p99 / p99.9 ({} samples) | {:.1} / {:.1} / {:.1} ms |", sat.len(), pct(&sat, 0.5), pct(&sat, 0.99), pct(&sat, 0.999));
         println!("| latency at {} events/s offered ({:.0} achieved), p50 / p99 / p99.9 ({} samples) | {:.1} / {:.1} / {:.1} ms |", a.rate, offered, fixed.len(), pct(&fixed, 0.5), pct(&fixed, 0.99), pct(&fixed, 0.999));
         println!("| rebalance {} → {} replicas: shards moved / time to placed / to all moved shards serving | {moved} of {} ({:.0} %) / {:.2} s / {:.2} s |", a.replicas, a.replicas + 1, a.shards, moved as f64 * 100.0 / f64::from(a.shards), placed.as_secs_f64(), serving.as_secs_f64());
+        if let Some(l) = &live {
+            println!("| live Twitch ingest, IRC on loopback → JetStream ({} channels, {} lines, one message per event) | {:.0} events/s ({} channels awaiting acks at most) |", a.irc_channels, l.events, l.per_s, l.in_flight);
+        }
         println!("ratio pipeline/ceiling = {ratio:.2}");
         drop(nats);
         Ok(())
