@@ -359,11 +359,11 @@ async fn serve_irc(
             continue;
         };
         w.write_all(reply.as_bytes()).await?;
-        if joined >= channels {
-            if let Some(tx) = sent.take() {
-                let _ = tx.send(Instant::now());
-                w.write_all(&payload).await?;
-            }
+        if joined >= channels
+            && let Some(tx) = sent.take()
+        {
+            let _ = tx.send(Instant::now());
+            w.write_all(&payload).await?;
         }
     }
     Ok(())
