@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../proto");
+    // Read when the script runs, not baked in when it is compiled: cargo
+    // reuses one compiled script for checkouts at other paths.
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../../proto");
     let files = [
         "spamscope/v1/chat.proto",
         "spamscope/v1/detect.proto",
