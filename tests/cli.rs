@@ -340,6 +340,12 @@ fn bench_pipeline_prints_its_table_and_the_ratio_last() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
+    // The header names the nats-server the numbers were measured on.
+    let header = stdout.lines().next().unwrap_or_default();
+    assert!(
+        header.contains(", nats-server v2.") && header.ends_with(')'),
+        "{header}"
+    );
     assert!(stdout.contains("| pipeline at saturation |"), "{stdout}");
     assert!(
         stdout.contains("latency at 2000 events/s offered"),

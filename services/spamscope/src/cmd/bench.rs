@@ -578,6 +578,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         events.iter().map(|e| e.stream_id.as_str()).collect();
     let n_streams = streams.len();
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async move {
+        let nats_version = crate::cmd::local_nats::LocalNats::version().await;
         let nats = crate::cmd::local_nats::LocalNats::start().await?;
         let url = nats.url();
         let c = Cluster::start(&url, a.shards, a.replicas, Duration::from_secs(a.duplicate_window_s)).await?;
@@ -694,7 +695,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         };
 
         let ratio = pipeline / ceiling;
-        println!("pipeline benchmark ({} events over {} streams, {} detector replicas, {} shards)", events.len(), n_streams, a.replicas, a.shards);
+        println!("pipeline benchmark ({} events over {} streams, {} detector replicas, {} shards, nats-server {nats_version})", events.len(), n_streams, a.replicas, a.shards);
         println!("| measure | value |");
         println!("|---|---|");
         println!("| raw JetStream publish → consume (ceiling) | {:.0} events/s |", ceiling);

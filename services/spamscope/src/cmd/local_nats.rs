@@ -1,4 +1,6 @@
-//! A `nats-server` child process for `standalone` when no NATS URL is given.
+//! A `nats-server` child process for `standalone` when no NATS URL is given,
+//! and for the benchmarks. The binary is `nats-server` on the PATH, or the
+//! one `SPAMSCOPE_NATS_SERVER` names.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,7 +17,24 @@ pub struct LocalNats {
     dir: PathBuf,
 }
 
+/// The `nats-server` binary to run.
+fn program() -> std::ffi::OsString {
+    std::env::var_os("SPAMSCOPE_NATS_SERVER").unwrap_or_else(|| "nats-server".into())
+}
+
 impl LocalNats {
+    /// What `nats-server --version` says, for instance `v2.15.1`.
+    pub async fn version() -> String {
+        match Command::new(program()).arg("--version").output().await {
+            Ok(out) => String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .trim_start_matches("nats-server:")
+                .trim()
+                .to_owned(),
+            Err(e) => format!("unknown ({e})"),
+        }
+    }
+
     /// Starts `nats-server -js` on a free loopback port with a store
     /// directory under the temp dir; killed when dropped.
     pub async fn start() -> Result<Self> {
@@ -24,7 +43,7 @@ impl LocalNats {
             .port();
         let dir = std::env::temp_dir().join(format!("spamscope-standalone-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let child = Command::new("nats-server")
+        let child = Command::new(program())
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(&dir)
             .stdout(std::process::Stdio::null())
@@ -33,8 +52,10 @@ impl LocalNats {
             .spawn()
             .map_err(|e| {
                 Exit::usage(format!(
-                    "no --nats-url given and nats-server cannot be started ({e}); \
-                     install it (Debian: apt-get install nats-server) or pass --nats-url"
+                    "no --nats-url given and nats-server ({}) cannot be started ({e}); \
+                     install it (Debian: apt-get install nats-server), set SPAMSCOPE_NATS_SERVER \
+                     or pass --nats-url",
+                    program().to_string_lossy()
                 ))
             })?;
         for _ in 0..100 {
