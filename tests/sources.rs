@@ -11,37 +11,30 @@ use std::time::{Duration, Instant};
 use harness::*;
 use prost::Message;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn twitch_source_publishes_the_recorded_channel() {
-    let recorded: Vec<String> =
-        std::fs::read_to_string(repo("testdata/twitch/xqcow-2019-09-15.irc"))
-            .unwrap()
-            .lines()
-            .map(str::to_owned)
-            .collect();
-    let irc = FakeIrc::start(recorded);
-    let nats = Nats::start();
-    let redis = Redis::start();
-    let logs = TempDir::new("logs");
+/// Runs `spamscope ingest --source twitch` on `channels` against `irc`
+/// until JetStream holds `want` chat events (within `within`), then stops
+/// it with SIGTERM, which it must obey with status 0. The process is
+/// returned for its log.
+async fn twitch_ingest_until(
+    name: &str,
+    (nats, redis, logs): (&Nats, &Redis, &TempDir),
+    irc: &FakeIrc,
+    channels: &[String],
+    want: u64,
+    within: Duration,
+) -> Proc {
     let mut args: Vec<String> = vec!["ingest".into(), "--source".into(), "twitch".into()];
-    args.extend(cluster_args(&nats, &redis, 16));
-    args.extend(
-        [
-            "--channel",
-            "xqcow",
-            "--channel",
-            "#Pajlada",
-            "--twitch-server",
-        ]
-        .map(String::from),
-    );
+    args.extend(cluster_args(nats, redis, 16));
+    for c in channels {
+        args.push("--channel".into());
+        args.push(c.clone());
+    }
+    args.push("--twitch-server".into());
     args.push(format!("127.0.0.1:{}", irc.port));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut ingest = Proc::spawn("ingest-twitch", &refs, &logs.0);
-
-    // 5,000 recorded lines of #xqcow, plus the ROOMSTATE of each JOIN.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while chat_len(&nats.url()).await < 5002 {
+    let mut ingest = Proc::spawn(name, &refs, &logs.0);
+    let deadline = Instant::now() + within;
+    while chat_len(&nats.url()).await < want {
         assert!(
             Instant::now() < deadline,
             "{}",
@@ -54,6 +47,31 @@ async fn twitch_source_publishes_the_recorded_channel() {
         .wait(Duration::from_secs(20))
         .expect("ingest stops on SIGTERM");
     assert!(status.success(), "{}", ingest.log_text());
+    ingest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twitch_source_publishes_the_recorded_channel() {
+    let recorded: Vec<String> =
+        std::fs::read_to_string(repo("testdata/twitch/xqcow-2019-09-15.irc"))
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+    let irc = FakeIrc::start(recorded);
+    let nats = Nats::start();
+    let redis = Redis::start();
+    let logs = TempDir::new("logs");
+    // 5,000 recorded lines of #xqcow, plus the ROOMSTATE of each JOIN.
+    twitch_ingest_until(
+        "ingest-twitch",
+        (&nats, &redis, &logs),
+        &irc,
+        &["xqcow".to_owned(), "#Pajlada".to_owned()],
+        5002,
+        Duration::from_secs(60),
+    )
+    .await;
     let joined: BTreeSet<String> = irc.joins.lock().unwrap().iter().cloned().collect();
     assert_eq!(
         joined,
@@ -128,32 +146,17 @@ async fn twitch_channels_are_published_in_parallel_each_in_order() {
     let nats = Nats::start();
     let redis = Redis::start();
     let logs = TempDir::new("logs");
-    let mut args: Vec<String> = vec!["ingest".into(), "--source".into(), "twitch".into()];
-    args.extend(cluster_args(&nats, &redis, 16));
-    for k in 0..CHANNELS {
-        args.push("--channel".into());
-        args.push(channel(k));
-    }
-    args.push("--twitch-server".into());
-    args.push(format!("127.0.0.1:{}", irc.port));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut ingest = Proc::spawn("ingest-twitch-many", &refs, &logs.0);
-
     let want = recorded.len() + CHANNELS; // and a ROOMSTATE per JOIN
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while chat_len(&nats.url()).await < want as u64 {
-        assert!(
-            Instant::now() < deadline,
-            "{}",
-            tail(&ingest.log_text(), 30)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    ingest.signal("-TERM");
-    let status = ingest
-        .wait(Duration::from_secs(20))
-        .expect("ingest stops on SIGTERM");
-    assert!(status.success(), "{}", ingest.log_text());
+    let channels: Vec<String> = (0..CHANNELS).map(channel).collect();
+    let ingest = twitch_ingest_until(
+        "ingest-twitch-many",
+        (&nats, &redis, &logs),
+        &irc,
+        &channels,
+        want as u64,
+        Duration::from_secs(90),
+    )
+    .await;
 
     let events: Vec<spamscope_proto::v1::ChatEvent> = read_chat(&nats.url())
         .await

@@ -201,7 +201,7 @@ async fn run_with<T: Transport>(
     info!(channels = cfg.channels.len(), "reading Twitch chat");
     let mut report = IngestReport::default();
     let mut chunk: Vec<ChatEvent> = Vec::new();
-    'read: loop {
+    loop {
         // Wait for a line, then take every line already received (up to
         // LIVE_CHUNK) without waiting: one quiet channel's line goes out at
         // once, and under load the chunk grows while the previous one is
@@ -248,7 +248,7 @@ async fn run_with<T: Transport>(
         report.merge(&part);
         chunk.clear();
         if part.interrupted {
-            break 'read;
+            break;
         }
     }
     joiner.abort();
