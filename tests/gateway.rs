@@ -151,7 +151,7 @@ async fn search_history_params_and_status_over_the_real_logs() {
         u.decisions[0]
             .triggers
             .iter()
-            .any(|t| t.name == "avg_length")
+            .any(|t| t.name == "wall" && t.observed >= 300.0)
     );
 
     let ch = c
@@ -234,11 +234,11 @@ async fn search_history_params_and_status_over_the_real_logs() {
         params_json: json.into(),
     };
     let refused = c
-        .set_params(set(r#"{"max_avg_length": 100}"#))
+        .set_params(set(r#"{"long_message_graphemes": 100}"#))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated);
-    let mut wrong = tonic::Request::new(set(r#"{"max_avg_length": 100}"#));
+    let mut wrong = tonic::Request::new(set(r#"{"long_message_graphemes": 100}"#));
     wrong.metadata_mut().insert(
         "authorization",
         "Bearer not-the-token-at-all".parse().unwrap(),
@@ -253,11 +253,14 @@ async fn search_history_params_and_status_over_the_real_logs() {
     let e = c.set_params(bad).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("similarity_threshold"));
-    let mut ok = tonic::Request::new(set(r#"{"max_avg_length": 100}"#));
+    let mut ok = tonic::Request::new(set(r#"{"long_message_graphemes": 100}"#));
     ok.metadata_mut()
         .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
     let p = c.set_params(ok).await.unwrap().into_inner();
-    assert!(p.effective_json.contains("\"max_avg_length\":100"), "{p:?}");
+    assert!(
+        p.effective_json.contains("\"long_message_graphemes\":100"),
+        "{p:?}"
+    );
     let _ = (&r.nats, &r.redis);
 }
 

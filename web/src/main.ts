@@ -7,7 +7,19 @@
 import { ConnectError } from "@connectrpc/connect";
 import { api } from "./api";
 import { Platform, type ChatEvent } from "./gen/spamscope/v1/chat_pb";
-import { SpamEventState, type SpamEvent, type Decision } from "./gen/spamscope/v1/detect_pb";
+import { SpamEventClass, SpamEventState, type SpamEvent, type Decision } from "./gen/spamscope/v1/detect_pb";
+
+/** Human name of an event class. */
+const CLASS_NAMES: Record<number, string> = {
+  [SpamEventClass.CROWD_REACTION]: "crowd reaction",
+  [SpamEventClass.COPYPASTA]: "copypasta",
+  [SpamEventClass.BOT_WAVE]: "bot wave",
+  [SpamEventClass.LINK_PROMO]: "link spam",
+  [SpamEventClass.FLOOD]: "flood",
+};
+
+/** A number as a person reads it. */
+const num = (v: number) => (Math.abs(v) >= 10 || Number.isInteger(v) ? v.toFixed(0) : v.toFixed(2));
 
 const app = document.getElementById("app")!;
 let stop: (() => void) | null = null;
@@ -60,9 +72,12 @@ async function channels() {
 
 function eventCard(e: SpamEvent): HTMLElement {
   const ended = e.state === SpamEventState.ENDED;
-  return h("div", { class: `event${ended ? " ended" : ""}`, "data-event": String(e.eventId) },
-    h("div", { class: "text" }, e.text.replace(/[\u200b-\u200f\u2060-\u206f\u{e0000}-\u{e0fff}]/gu, "")),
-    h("div", { class: "meta" }, `${e.count} messages from ${e.uniqueUsers} users · ${time(e.firstSeenMs)} → ${time(e.lastSeenMs)} · ${ended ? "ended" : "active"} · ${e.fingerprint}`));
+  const cls = CLASS_NAMES[e.class] ?? "unclassified";
+  const why = e.classEvidence.map((t) => `${t.name.replaceAll("_", " ")} ${num(t.observed)} (threshold ${num(t.threshold)})`).join(", ");
+  return h("div", { class: `event${ended ? " ended" : ""}${e.spam ? "" : " crowd"}`, "data-event": String(e.eventId), "data-class": cls },
+    h("div", { class: "text" }, h("span", { class: "class" }, cls), " ", e.text.replace(/[\u200b-\u200f\u2060-\u206f\u{e0000}-\u{e0fff}]/gu, "")),
+    h("div", { class: "meta" }, `${e.count} messages from ${e.uniqueUsers} users · ${time(e.firstSeenMs)} → ${time(e.lastSeenMs)} · ${ended ? "ended" : "active"} · ${e.fingerprint}`),
+    h("div", { class: "meta" }, why));
 }
 
 function chart(svg: SVGSVGElement, points: Map<number, number>) {
@@ -108,15 +123,21 @@ async function channel(stream: string) {
     cards.set(e.eventId, card);
     const added = Number(e.count - (lastCount.get(e.eventId) ?? e.count));
     lastCount.set(e.eventId, e.count);
-    if (added > 0) {
+    // Crowd reactions are chat, not spam: not in the spam rate.
+    if (added > 0 && e.spam) {
       const m = Math.floor(Number(e.lastSeenMs) / 60000) * 60000;
       rate.set(m, (rate.get(m) ?? 0) + added);
       chart(svg, rate);
     }
   };
   const putDecision = (d: Decision) => {
-    const why = d.triggers.map((t) => `${t.name} ${t.observed.toFixed(0)} (threshold ${t.threshold.toFixed(0)})`).join(", ");
-    decisions.prepend(h("div", { class: "msg" }, h("span", { class: "who" }, d.userLogin || d.userId), `${time(d.atMs)} · ${why}`));
+    const why = d.triggers.map((t) => {
+      const norm = t.norm > 0 ? `, chat now ${num(t.norm)}` : "";
+      const detail = t.detail ? ` [${t.detail}]` : "";
+      return `${t.name.replaceAll("_", " ")} ${num(t.observed)} (threshold ${num(t.threshold)}${norm}) +${t.contribution.toFixed(2)}${detail}`;
+    }).join(", ");
+    decisions.prepend(h("div", { class: "msg" }, h("span", { class: "who" }, d.userLogin || d.userId),
+      `${time(d.atMs)} · suspicion ${d.suspicion.toFixed(2)} of ${d.flagThreshold.toFixed(2)} · ${why}`));
   };
   try {
     const hist = await api.channelHistory({ stream, pageSize: 100 });
@@ -136,7 +157,7 @@ async function channel(stream: string) {
         case "spamEvent": putEvent(ev.kind.value); break;
         case "decision": putDecision(ev.kind.value); break;
         case "score":
-          if (ev.kind.value.spamEventId !== 0n) chat.querySelector(`[data-id="${CSS.escape(ev.kind.value.messageId)}"]`)?.classList.add("spam");
+          if (ev.kind.value.score >= 0.5) chat.querySelector(`[data-id="${CSS.escape(ev.kind.value.messageId)}"]`)?.classList.add("spam");
           break;
       }
     }

@@ -78,11 +78,13 @@ impl Live {
             s.stream_id.clone_from(&e.stream_id);
             let entry = s.events.entry(e.event_id).or_insert((0, true));
             let added = e.count.saturating_sub(entry.0);
+            // Crowd reactions are chat: neither spam messages nor active
+            // spam events.
             *entry = (
                 entry.0.max(e.count),
-                e.state == SpamEventState::Active as i32,
+                e.spam && e.state == SpamEventState::Active as i32,
             );
-            if added > 0 {
+            if added > 0 && e.spam {
                 s.spam.push_back((Instant::now(), added));
             }
         });

@@ -8,7 +8,9 @@
 //! - [`chat_downloader`]: chat-downloader's normalised JSON to chat events.
 //! - [`format`]: recognising a file's format from its content and parsing it.
 //! - [`normalize`]: NFKC, case folding, invisible and confusable folding,
-//!   repeated-token compression, grapheme lengths.
+//!   repeated-token compression, grapheme lengths, the similarity key
+//!   (letters and digits, one repetition) and how often a text repeats.
+//! - [`links`]: links and bare domains in chat text, obfuscations undone.
 //! - [`replay`]: reading files into one timestamp-ordered event sequence with
 //!   speed control.
 //! - [`stats`]: counts per event kind (`spamscope replay --stats`).
@@ -18,6 +20,7 @@
 pub mod chat_downloader;
 pub mod format;
 pub mod irc;
+pub mod links;
 pub mod normalize;
 pub mod replay;
 pub mod stats;

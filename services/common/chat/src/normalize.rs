@@ -178,6 +178,110 @@ fn smallest_period(tokens: &[&str]) -> usize {
         .unwrap_or(n)
 }
 
+/// The form two variants of one spam share beyond [`normalize`]: only
+/// its letters and digits (so `SAD-IST`, `SAD IST` and `SADIST`, or
+/// `💚DREAM TEAM💚` and `💚 DREAM TEAM 💚`, agree), cut to one repetition
+/// of its unit (`IM A BIG FANIM A BIG FAN` → `imabigfan`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimilarityKey {
+    /// The key. A text with fewer than two letters or digits (emoji,
+    /// punctuation) keeps its normalised form without spaces instead.
+    pub key: String,
+    /// Letters and digits of the whole text.
+    pub letters: usize,
+    /// How many times the unit repeats: letters over the unit's length
+    /// (1.0 when the text does not repeat).
+    pub repetition: f32,
+}
+
+/// [`SimilarityKey`] of a normalised text.
+pub fn similarity_key(normalized: &str) -> SimilarityKey {
+    let mut chars: Vec<char> = normalized.chars().filter(|c| c.is_alphanumeric()).collect();
+    let letters = chars.len();
+    if letters < 2 {
+        chars = normalized.chars().filter(|c| *c != ' ').collect();
+    }
+    let period = smallest_char_period(&chars);
+    let n = chars.len();
+    let (unit, repetition) = if n >= 2 * period && period > 0 {
+        (period, n as f32 / period as f32)
+    } else {
+        (n, 1.0)
+    };
+    SimilarityKey {
+        key: chars[..unit].iter().collect(),
+        letters,
+        repetition,
+    }
+}
+
+/// How many times a raw message repeats its unit (`forsenE GIGACHAD
+/// forsenE GIGACHAD ...` → the number of copies), counted on its letters
+/// and digits in lower case, or on its visible characters when it has
+/// fewer than two letters (braille art, emoji walls). [`normalize`] has
+/// already compressed repetitions away, so this reads the original text.
+pub fn repetition(text: &str) -> f32 {
+    let mut chars: Vec<char> = text
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect();
+    if chars.len() < 2 {
+        chars = text
+            .chars()
+            .filter(|c| !c.is_whitespace() && !is_invisible(*c) && *c != '\u{2800}')
+            .collect();
+    }
+    let n = chars.len();
+    let period = smallest_char_period(&chars);
+    if period > 0 && n >= 2 * period {
+        n as f32 / period as f32
+    } else {
+        1.0
+    }
+}
+
+/// The shortest `p` such that `s[i] == s[i - p]` for every `i >= p` (the
+/// last repetition may be cut short, as Twitch cuts messages at 500
+/// characters): Knuth-Morris-Pratt's failure function, linear time.
+pub fn smallest_char_period(s: &[char]) -> usize {
+    let n = s.len();
+    if n == 0 {
+        return 0;
+    }
+    let mut fail = vec![0usize; n];
+    let mut k = 0;
+    for i in 1..n {
+        while k > 0 && s[i] != s[k] {
+            k = fail[k - 1];
+        }
+        if s[i] == s[k] {
+            k += 1;
+        }
+        fail[i] = k;
+    }
+    n - fail[n - 1]
+}
+
+/// Keys of the words of a short normalised text and of each two adjacent
+/// words, for matching a variant that adds or drops a word (`WATCH SADIST`
+/// and `SADIST`). Empty for texts of more than `max_words` words.
+pub fn word_keys(normalized: &str, max_words: usize) -> Vec<String> {
+    let words: Vec<String> = normalized
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if words.len() < 2 || words.len() > max_words {
+        return Vec::new();
+    }
+    let mut out = words.clone();
+    for pair in words.windows(2) {
+        out.push(format!("{}{}", pair[0], pair[1]));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,5 +342,58 @@ mod tests {
             let forced: String = format!("{s}\u{200b}");
             assert_eq!(normalize(s), normalize(&forced), "{s}");
         }
+    }
+
+    #[test]
+    fn similarity_keys_merge_spacing_and_punctuation_variants() {
+        let k = |t: &str| similarity_key(&normalize(t)).key;
+        assert_eq!(k("SADIST"), k("SAD-IST"));
+        assert_eq!(k("SADIST"), k("SAD IST"));
+        assert_eq!(k("💚DREAM TEAM💚"), k("💚 DREAM TEAM 💚"));
+        assert_eq!(
+            k("SPAM🧀THIS🧀CHEESE🧀FOR🧀GOOD🧀LUCK"),
+            k("🧀SPAM THIS 🧀 CHEESE FOR 🧀 GOOD LUCK🧀")
+        );
+        assert_eq!(k("❤TECHNO SUPPORT ❤"), k("♥ TECHNO SUPPORT ♥"));
+        assert_eq!(k("❤TECHNO SUPPORT ❤"), k("❤❤TECHNO SUPPORT❤❤"));
+        assert_ne!(
+            k("OK🧀STOP🧀SPAMMING🧀CHEESE"),
+            k("SPAM🧀THIS🧀CHEESE🧀FOR🧀GOOD🧀LUCK")
+        );
+        // Emoji-only text keeps its emoji.
+        assert_eq!(k("❤ ❤"), "❤");
+        assert_ne!(k("❤"), k("🧀"));
+    }
+
+    #[test]
+    fn repetition_is_the_unit_count_even_when_cut_short() {
+        let w = similarity_key(&normalize(&"IM A BIG FAN".repeat(7)[..80]));
+        assert_eq!(w.key, similarity_key(&normalize("IM A BIG FAN")).key);
+        assert!(w.repetition > 6.5, "{w:?}");
+        let w = similarity_key(&normalize(&"NOT HEARTSTONE 🥱".repeat(6)));
+        assert_eq!(w.key, similarity_key(&normalize("NOT HEARTSTONE")).key);
+        assert!((w.repetition - 6.0).abs() < 1e-6, "{w:?}");
+        let one = similarity_key(&normalize("hello there"));
+        assert_eq!((one.repetition, one.letters), (1.0, 10));
+        assert_eq!(smallest_char_period(&['a', 'b', 'a']), 2);
+        assert_eq!(smallest_char_period(&[]), 0);
+    }
+
+    #[test]
+    fn raw_repetition_counts_copies() {
+        assert!((repetition(&"forsenE GIGACHAD ".repeat(10)) - 10.0).abs() < 1e-6);
+        assert!(repetition(&"⣿⣿⡿⠛⣉⡉ ".repeat(8)) >= 8.0);
+        assert_eq!(repetition("hello there"), 1.0);
+        assert_eq!(repetition("?"), 1.0);
+    }
+
+    #[test]
+    fn word_keys_of_short_texts() {
+        assert_eq!(
+            word_keys(&normalize("WATCH SADIST"), 4),
+            ["watch", "sadist", "watchsadist"]
+        );
+        assert!(word_keys(&normalize("one two three four five"), 4).is_empty());
+        assert!(word_keys(&normalize("single"), 4).is_empty());
     }
 }

@@ -52,12 +52,43 @@ pub fn stream_context_for(path: &Path) -> StreamContext {
     }
 }
 
-/// Reads and parses one file.
-pub fn read_file(path: &Path) -> Result<ReplayFile, ReadError> {
-    let bytes = std::fs::read(path).map_err(|source| ReadError::Io {
+/// Largest decompressed size of one gzip file: a bigger one is refused
+/// rather than filling memory (a small file can inflate a thousandfold).
+pub const MAX_DECOMPRESSED_BYTES: u64 = 4 << 30;
+
+/// The bytes of a file, decompressed when they are gzip (recognised by the
+/// magic bytes `1f 8b`, not by the name).
+pub fn read_bytes(path: &Path) -> Result<Vec<u8>, ReadError> {
+    let io = |source| ReadError::Io {
         path: path.to_owned(),
         source,
-    })?;
+    };
+    let bytes = std::fs::read(path).map_err(io)?;
+    if !bytes.starts_with(&[0x1f, 0x8b]) {
+        return Ok(bytes);
+    }
+    use std::io::Read as _;
+    let mut out = Vec::with_capacity(bytes.len().saturating_mul(4));
+    flate2::read::MultiGzDecoder::new(bytes.as_slice())
+        .take(MAX_DECOMPRESSED_BYTES + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            io(std::io::Error::new(
+                e.kind(),
+                format!("gzip: {e} (after {} decompressed bytes)", out.len()),
+            ))
+        })?;
+    if out.len() as u64 > MAX_DECOMPRESSED_BYTES {
+        return Err(io(std::io::Error::other(format!(
+            "gzip: decompresses to more than {MAX_DECOMPRESSED_BYTES} bytes"
+        ))));
+    }
+    Ok(out)
+}
+
+/// Reads and parses one file (plain or gzip-compressed).
+pub fn read_file(path: &Path) -> Result<ReplayFile, ReadError> {
+    let bytes = read_bytes(path)?;
     let parsed = format::parse_bytes(&bytes, &stream_context_for(path)).map_err(|source| {
         ReadError::Format {
             path: path.to_owned(),

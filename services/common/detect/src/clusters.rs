@@ -1,24 +1,36 @@
 //! Groups of similar messages in one stream, and their promotion to spam
 //! events.
 //!
-//! A message joins a group without comparing it to the stream's history:
-//! 1. exact: the 64-bit hash of its normalised text is looked up (copies of
-//!    a copypasta, with or without zero-width tricks, normalise the same);
-//! 2. near: otherwise its MinHash signature (character 3-grams of the
-//!    normalised text, gaoya's seeded `MinHasher32`) is queried in a banded
-//!    LSH index (gaoya `MinHashIndex`) and the most similar group above the
-//!    threshold wins (ties: the oldest group, so the choice is the same on
-//!    every replica);
-//! 3. otherwise it starts a new group.
+//! A message joins a group without comparing it to the stream's history.
+//! Everything works on its similarity key (letters and digits of the
+//! normalised text, one repetition of its unit: `spamscope_chat::normalize::
+//! similarity_key`), so spacing, punctuation, emoji between the words and
+//! the number of repetitions do not split a copypasta:
+//! 1. exact: the 64-bit hash of the key is looked up;
+//! 2. near: otherwise its MinHash signature (character 3-grams of the key,
+//!    gaoya's seeded `MinHasher32`) is queried in a banded LSH index (gaoya
+//!    `MinHashIndex`) and the most similar group above the threshold wins
+//!    (ties: the oldest group, so the choice is the same on every replica);
+//! 3. a word more or less: a short message (up to four words) whose word or
+//!    word pair is a group's key, or whose key is a word (pair) of a short
+//!    group's text, joins it when that part is at least six letters and
+//!    half of the longer key (`WATCH SADIST` and `SADIST`);
+//! 4. otherwise it starts a new group.
 //!
-//! A group with enough messages from enough users is a spam event.
+//! A group with enough messages from enough users is a spam event, with a
+//! class ([`crate::classes`]). Its text follows its most frequent variant
+//! (variants are counted with the Space-Saving algorithm, so a bounded
+//! list still finds the heavy hitters); its fingerprint is the hash of that
+//! variant's key at the event's first update and never changes after.
 
 use std::collections::BTreeMap;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use gaoya::minhash::{MinHashIndex, MinHasher, MinHasher32};
-use spamscope_proto::v1::SpamEventState;
+use spamscope_proto::v1::{SpamEventClass, SpamEventState, Trigger};
+
+use crate::params::DetectorParams;
 
 /// Signature length = bands × rows. 8 bands of 3 rows put the LSH
 /// candidate threshold, (1/8)^(1/3), at a Jaccard similarity of 0.5.
@@ -28,8 +40,14 @@ const NUM_HASHES: usize = BANDS * ROWS;
 /// Seed of the hash family: part of the snapshot format, never change it.
 const SEED: u64 = 0x5eed_5ca9_e000_0001;
 
-/// Variants (distinct normalised texts) remembered per group.
+/// Variants (distinct normalised texts) counted per group.
 const MAX_VARIANTS: usize = 8;
+/// Keys of a group found by exact lookup.
+const MAX_KEYS: usize = 16;
+/// Shortest word (pair) that matches a variant with a word more or less.
+pub const MIN_PIECE_LETTERS: usize = 6;
+/// Messages of up to this many words are matched by their words.
+pub const MAX_PIECE_WORDS: usize = 4;
 /// Distinct users remembered per group; beyond it, users are counted in
 /// `users_overflow` (an upper bound of the distinct count).
 pub const MAX_GROUP_USERS: usize = 4096;
@@ -66,8 +84,9 @@ impl Default for Signer {
 }
 
 impl Signer {
-    pub fn sign(&self, normalized: &str) -> Signature {
-        let chars: Vec<char> = normalized.chars().collect();
+    /// Signature of a similarity key.
+    pub fn sign(&self, key: &str) -> Signature {
+        let chars: Vec<char> = key.chars().collect();
         if chars.len() < 3 {
             return self.hasher.create_signature(std::iter::once(&chars[..]));
         }
@@ -77,7 +96,11 @@ impl Signer {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Variant {
+    /// Hash of the normalised text.
     pub hash: u64,
+    /// Hash of the similarity key.
+    pub key_hash: u64,
+    pub letters: u32,
     pub text: String,
     pub count: u64,
 }
@@ -103,6 +126,25 @@ pub struct Cluster {
     pub fingerprint: String,
     pub text: String,
     pub sample_users: Vec<String>,
+    /// Key hashes registered for exact lookup, and word (pair) hashes
+    /// registered for the word-more-or-less match.
+    pub keys: Vec<u64>,
+    pub partials: Vec<u64>,
+    /// Members who were first-time or new chatters when they joined.
+    pub new_users: u64,
+    /// Messages carrying a link (not on the allow list), and the first
+    /// link's domain.
+    pub link_messages: u32,
+    pub link_domain: String,
+    /// Letters and digits of the dominant variant's unit.
+    pub letters: u32,
+    /// On the channel's allow list.
+    pub allowed: bool,
+    pub class: SpamEventClass,
+    /// Its messages counted as spam, decaying like the channel norms.
+    pub spam_recent: crate::norms::Decayed,
+    /// Why the class (recomputed with it, not snapshotted).
+    pub class_evidence: Vec<Trigger>,
 }
 
 impl Cluster {
@@ -119,13 +161,68 @@ impl Cluster {
         self.promoted && self.dirty
     }
 
-    fn dominant(&self) -> Option<&Variant> {
+    /// Its recent spam messages, decayed to `ts_ms`.
+    pub fn spam_recent_at(&self, ts_ms: i64, half_life_ms: u64) -> f64 {
+        self.spam_recent.at(ts_ms, half_life_ms)
+    }
+
+    pub fn add_spam_recent(&mut self, ts_ms: i64, half_life_ms: u64) {
+        self.spam_recent.add(ts_ms, half_life_ms);
+    }
+
+    /// Text, letters and class follow the group as it grows.
+    pub fn refresh(&mut self, p: &DetectorParams) {
+        if let Some((text, letters)) = self.dominant().map(|d| (d.text.clone(), d.letters)) {
+            self.text = text;
+            self.letters = letters;
+        }
+        let (class, evidence) = crate::classes::classify(self, p);
+        self.class = class;
+        self.class_evidence = evidence;
+    }
+
+    pub fn dominant(&self) -> Option<&Variant> {
         // Most frequent; ties go to the first seen (lowest index).
         self.variants
             .iter()
             .enumerate()
             .max_by(|(ia, a), (ib, b)| a.count.cmp(&b.count).then(ib.cmp(ia)))
             .map(|(_, v)| v)
+    }
+}
+
+/// Counts the message's variant. When the list is full the least counted
+/// variant gives its slot to the new one, which inherits its count plus
+/// one (Space-Saving: every variant seen more than count / MAX_VARIANTS
+/// times is in the list, so the most frequent one is found).
+fn count_variant(c: &mut Cluster, m: &Message<'_>) {
+    if let Some(v) = c.variants.iter_mut().find(|v| v.hash == m.norm_hash) {
+        v.count += 1;
+        return;
+    }
+    let fresh = Variant {
+        hash: m.norm_hash,
+        key_hash: m.key_hash,
+        letters: m.letters,
+        text: m.text.to_owned(),
+        count: 1,
+    };
+    if c.variants.len() < MAX_VARIANTS {
+        c.variants.push(fresh);
+        return;
+    }
+    // Least counted; the newest of equals gives way.
+    if let Some((i, min)) = c
+        .variants
+        .iter()
+        .enumerate()
+        .min_by(|(ia, a), (ib, b)| a.count.cmp(&b.count).then(ib.cmp(ia)))
+        .map(|(i, v)| (i, v.count))
+    {
+        c.variants[i] = Variant {
+            count: min + 1,
+            ..fresh
+        };
     }
 }
 
@@ -136,12 +233,17 @@ pub struct Assignment {
     /// The group became a spam event with this message.
     pub promoted_now: bool,
     pub in_active_event: bool,
+    /// The event's class (when `in_active_event`).
+    pub class: SpamEventClass,
+    /// Distinct users of the group, this message's author included.
+    pub users: u64,
 }
 
 /// All groups of one stream.
 pub struct Clusters {
     pub clusters: BTreeMap<u64, Cluster>,
     exact: FxHashMap<u64, u64>,
+    partial: FxHashMap<u64, u64>,
     index: MinHashIndex<u32, u64>,
     pub next_id: u64,
 }
@@ -160,6 +262,7 @@ impl Default for Clusters {
         Self {
             clusters: BTreeMap::new(),
             exact: FxHashMap::default(),
+            partial: FxHashMap::default(),
             // Small start: most streams are quiet, and the default
             // constructor reserves room for thousands of entries per band.
             index: MinHashIndex::new_with_capacity(BANDS, ROWS, 0.0, 16, 0.0),
@@ -171,43 +274,75 @@ impl Default for Clusters {
 /// One message as the index needs it.
 #[derive(Debug, Clone, Copy)]
 pub struct Message<'a> {
-    pub normalized: &'a str,
     pub norm_hash: u64,
+    /// Similarity key, its hash and its letters.
+    pub key: &'a str,
+    pub key_hash: u64,
+    pub letters: u32,
+    /// Keys of its words and word pairs (short messages only).
+    pub pieces: &'a [String],
     pub text: &'a str,
     pub user: u64,
     pub login: &'a str,
     pub ts_ms: i64,
+    /// A first-time chatter, or the author's first message in this stream.
+    pub new_user: bool,
+    /// Domain of a link it carries (not on the allow list).
+    pub link_domain: Option<&'a str>,
+    /// On the channel's allow list.
+    pub allowed: bool,
 }
 
 impl Clusters {
     /// Puts a message in its group.
-    pub fn assign(
-        &mut self,
-        signer: &Signer,
-        threshold: f64,
-        min_users: u32,
-        min_count: u32,
-        m: Message<'_>,
-    ) -> Assignment {
-        let id = match self.exact.get(&m.norm_hash) {
+    pub fn assign(&mut self, signer: &Signer, p: &DetectorParams, m: Message<'_>) -> Assignment {
+        let id = match self.exact.get(&m.key_hash) {
             Some(&id) if self.clusters.contains_key(&id) => id,
             _ => {
-                let sig = signer.sign(m.normalized);
-                match self.nearest(&sig, threshold) {
+                let sig = signer.sign(m.key);
+                match self
+                    .nearest(&sig, p.similarity_threshold)
+                    .or_else(|| self.by_pieces(&m))
+                {
                     Some(id) => id,
-                    None => self.create(sig),
+                    None => self.create(sig, &m),
                 }
             }
         };
-        self.assign_to(id, min_users, min_count, m)
+        self.assign_to(id, p, m)
     }
 
-    fn assign_to(&mut self, id: u64, min_users: u32, min_count: u32, m: Message<'_>) -> Assignment {
+    /// A group a word more or less away (see the module doc).
+    fn by_pieces(&self, m: &Message<'_>) -> Option<u64> {
+        let len = m.letters as usize;
+        for piece in m.pieces {
+            let plen = piece.chars().count();
+            if plen >= MIN_PIECE_LETTERS
+                && plen * 2 >= len
+                && let Some(&id) = self.exact.get(&stable_hash(piece))
+                && self.clusters.contains_key(&id)
+            {
+                return Some(id);
+            }
+        }
+        if len >= MIN_PIECE_LETTERS
+            && let Some(&id) = self.partial.get(&m.key_hash)
+            && let Some(c) = self.clusters.get(&id)
+            && len * 2 >= c.letters as usize
+        {
+            return Some(id);
+        }
+        None
+    }
+
+    fn assign_to(&mut self, id: u64, p: &DetectorParams, m: Message<'_>) -> Assignment {
         let Some(c) = self.clusters.get_mut(&id) else {
             return Assignment {
                 cluster: id,
                 promoted_now: false,
                 in_active_event: false,
+                class: SpamEventClass::Unspecified,
+                users: 0,
             };
         };
         c.count += 1;
@@ -219,43 +354,46 @@ impl Clusters {
             } else {
                 c.users_overflow += 1;
             }
+            if m.new_user {
+                c.new_users += 1;
+            }
             if c.sample_users.len() < SAMPLE_USERS {
                 c.sample_users.push(m.login.to_owned());
             }
         }
-        let room = c.variants.len() < MAX_VARIANTS;
-        match c.variants.iter_mut().find(|v| v.hash == m.norm_hash) {
-            Some(v) => v.count += 1,
-            None if room => {
-                c.variants.push(Variant {
-                    hash: m.norm_hash,
-                    text: m.text.to_owned(),
-                    count: 1,
-                });
-                self.exact.insert(m.norm_hash, id);
+        if let Some(domain) = m.link_domain {
+            c.link_messages = c.link_messages.saturating_add(1);
+            if c.link_domain.is_empty() {
+                c.link_domain = domain.to_owned();
             }
-            None => {}
+        }
+        c.allowed |= m.allowed;
+        count_variant(c, &m);
+        if !c.keys.contains(&m.key_hash) && c.keys.len() < MAX_KEYS {
+            c.keys.push(m.key_hash);
+            self.exact.entry(m.key_hash).or_insert(id);
         }
         c.dirty = true;
         let mut promoted_now = false;
         if !c.promoted
-            && c.unique_users() >= u64::from(min_users)
-            && c.count >= u64::from(min_count)
+            && c.unique_users() >= u64::from(p.spam_min_users)
+            && c.count >= u64::from(p.spam_min_count)
         {
             promoted_now = true;
             c.promoted = true;
-            if let Some((hash, text)) = c.dominant().map(|d| (d.hash, d.text.clone())) {
-                c.fingerprint = format!("{hash:016x}");
-                c.text = text;
-            }
         }
-        if c.promoted && c.state != SpamEventState::Active {
-            c.state = SpamEventState::Active;
+        if c.promoted {
+            if c.state != SpamEventState::Active {
+                c.state = SpamEventState::Active;
+            }
+            c.refresh(p);
         }
         Assignment {
             cluster: id,
             promoted_now,
             in_active_event: c.is_active_event(),
+            class: c.class,
+            users: c.unique_users(),
         }
     }
 
@@ -273,10 +411,22 @@ impl Clusters {
         best.map(|(_, id)| id)
     }
 
-    fn create(&mut self, sig: Signature) -> u64 {
+    fn create(&mut self, sig: Signature, m: &Message<'_>) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         self.index.insert(id, sig.clone());
+        let len = m.letters as usize;
+        let mut partials = Vec::new();
+        for piece in m.pieces {
+            let plen = piece.chars().count();
+            if plen >= MIN_PIECE_LETTERS && plen * 2 >= len {
+                let h = stable_hash(piece);
+                if !partials.contains(&h) {
+                    self.partial.entry(h).or_insert(id);
+                    partials.push(h);
+                }
+            }
+        }
         self.clusters.insert(
             id,
             Cluster {
@@ -295,6 +445,16 @@ impl Clusters {
                 fingerprint: String::new(),
                 text: String::new(),
                 sample_users: Vec::new(),
+                keys: Vec::new(),
+                partials,
+                new_users: 0,
+                link_messages: 0,
+                link_domain: String::new(),
+                letters: m.letters,
+                allowed: false,
+                class: SpamEventClass::Unspecified,
+                spam_recent: crate::norms::Decayed::default(),
+                class_evidence: Vec::new(),
             },
         );
         id
@@ -302,8 +462,11 @@ impl Clusters {
 
     /// Puts back a group from a snapshot.
     pub fn restore(&mut self, c: Cluster) {
-        for v in &c.variants {
-            self.exact.insert(v.hash, c.id);
+        for k in &c.keys {
+            self.exact.entry(*k).or_insert(c.id);
+        }
+        for k in &c.partials {
+            self.partial.entry(*k).or_insert(c.id);
         }
         self.index.insert(c.id, c.signature.clone());
         self.clusters.insert(c.id, c);
@@ -311,6 +474,10 @@ impl Clusters {
 
     pub fn get(&self, id: u64) -> Option<&Cluster> {
         self.clusters.get(&id)
+    }
+
+    pub fn get_mut(&mut self, id: u64) -> Option<&mut Cluster> {
+        self.clusters.get_mut(&id)
     }
 
     /// Ends quiet spam events, returns the groups to emit (in id order) and
@@ -360,11 +527,20 @@ impl Clusters {
         emit
     }
 
-    /// Marks an update of group `id` emitted; returns its new version.
-    pub fn mark_emitted(&mut self, id: u64) -> Option<&Cluster> {
+    /// Marks an update of group `id` emitted (its text follows its most
+    /// frequent variant, its class what it has become); returns it.
+    pub fn mark_emitted(&mut self, id: u64, p: &DetectorParams) -> Option<&Cluster> {
         let c = self.clusters.get_mut(&id)?;
         c.version += 1;
         c.dirty = false;
+        c.refresh(p);
+        if c.fingerprint.is_empty()
+            && let Some(d) = c.dominant()
+        {
+            // Fixed at the first update: the key of the text it was first
+            // shown with, so that text and fingerprint agree everywhere.
+            c.fingerprint = format!("{:016x}", d.key_hash);
+        }
         Some(c)
     }
 
@@ -387,9 +563,14 @@ impl Clusters {
 
     fn remove(&mut self, id: u64) {
         if let Some(c) = self.clusters.remove(&id) {
-            for v in &c.variants {
-                if self.exact.get(&v.hash) == Some(&id) {
-                    self.exact.remove(&v.hash);
+            for k in &c.keys {
+                if self.exact.get(k) == Some(&id) {
+                    self.exact.remove(k);
+                }
+            }
+            for k in &c.partials {
+                if self.partial.get(k) == Some(&id) {
+                    self.partial.remove(k);
                 }
             }
             self.index.remove(&id);
@@ -408,68 +589,184 @@ impl Clusters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use spamscope_chat::normalize::normalize;
+    use spamscope_chat::normalize::{normalize, similarity_key, word_keys};
 
-    fn msg<'a>(n: &'a str, t: &'a str, user: u64, ts: i64) -> Message<'a> {
-        Message {
-            normalized: n,
-            norm_hash: stable_hash(n),
-            text: t,
-            user,
-            login: "u",
-            ts_ms: ts,
+    struct Msg {
+        key: String,
+        norm_hash: u64,
+        letters: u32,
+        pieces: Vec<String>,
+        text: String,
+    }
+
+    fn prep(t: &str) -> Msg {
+        let n = normalize(t);
+        let k = similarity_key(&n);
+        Msg {
+            norm_hash: stable_hash(&n),
+            letters: k.letters as u32,
+            pieces: word_keys(&n, MAX_PIECE_WORDS),
+            key: k.key,
+            text: t.to_owned(),
         }
+    }
+
+    fn put(c: &mut Clusters, p: &DetectorParams, t: &str, user: u64, ts: i64) -> Assignment {
+        let m = prep(t);
+        c.assign(
+            &Signer::default(),
+            p,
+            Message {
+                norm_hash: m.norm_hash,
+                key: &m.key,
+                key_hash: stable_hash(&m.key),
+                letters: m.letters,
+                pieces: &m.pieces,
+                text: &m.text,
+                user,
+                login: "u",
+                ts_ms: ts,
+                new_user: false,
+                link_domain: None,
+                allowed: false,
+            },
+        )
+    }
+
+    fn one_group(texts: &[&str]) -> (Clusters, u64) {
+        let p = DetectorParams::default();
+        let mut c = Clusters::default();
+        let ids: Vec<u64> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| put(&mut c, &p, t, i as u64, i as i64).cluster)
+            .collect();
+        assert!(ids.iter().all(|&i| i == ids[0]), "{texts:?}: {ids:?}");
+        (c, ids[0])
     }
 
     #[test]
     fn near_duplicates_join_and_promote() {
-        let s = Signer::default();
-        let mut c = Clusters::default();
         let texts = [
             "SPAM🧀THIS🧀CHEESE🧀FOR🧀GOOD🧀LUCK",
             "\u{200b}\u{200b}SPAM🧀THIS🧀CHEESE🧀FOR🧀GOOD🧀LUCK",
             "SPAM🧀THIS🧀CHEESE🧀FOR🧀GOOD🧀LUCK🧀",
-            "SPAM🧀 THIS 🧀 CHEESE🧀FOR🧀GOOD🧀LUCK🧀",
+            "🧀SPAM THIS 🧀 CHEESE FOR 🧀 GOOD LUCK🧀",
             "SPAM🧀THIS🧀CHESSE🧀FOR🧀GOOD🧀LUCK",
         ];
-        let mut ids = Vec::new();
-        for (i, t) in texts.iter().enumerate() {
-            let n = normalize(t);
-            let a = c.assign(&s, 0.6, 3, 5, msg(&n, t, i as u64, i as i64));
-            ids.push(a.cluster);
-            if i == 4 {
-                assert!(a.promoted_now && a.in_active_event);
-            }
-        }
-        assert!(ids.iter().all(|&i| i == ids[0]), "{ids:?}");
-        let other = normalize("what a nice stream today");
-        let a = c.assign(&s, 0.6, 3, 5, msg(&other, "x", 9, 9));
-        assert_ne!(a.cluster, ids[0]);
-        let ev = c.get(ids[0]).unwrap();
+        let (mut c, id) = one_group(&texts);
+        let p = DetectorParams::default();
+        let other = put(&mut c, &p, "what a nice stream today", 9, 9);
+        assert_ne!(other.cluster, id);
+        let stop = put(&mut c, &p, "OK🧀STOP🧀SPAMMING🧀CHEESE", 10, 10);
+        assert_ne!(
+            stop.cluster, id,
+            "a different message about cheese is not the copypasta"
+        );
+        let ev = c.mark_emitted(id, &p).unwrap().clone();
         assert_eq!(ev.count, 5);
         assert_eq!(ev.unique_users(), 5);
+        assert!(ev.promoted);
         assert_eq!(
             ev.fingerprint,
-            format!("{:016x}", stable_hash(&normalize(texts[0])))
+            format!(
+                "{:016x}",
+                stable_hash(&similarity_key(&normalize(texts[0])).key)
+            )
+        );
+        assert_eq!(ev.class, SpamEventClass::Copypasta);
+    }
+
+    #[test]
+    fn variant_sets_merge() {
+        // The variant sets of real chat that used to split (issue 14).
+        one_group(&["SADIST", "SAD-IST", "SAD IST", "WATCH SADIST", "SADIST"]);
+        one_group(&["WATCH SADIST", "SADIST", "SAD IST"]);
+        one_group(&["💚DREAM TEAM💚", "💚 DREAM TEAM 💚", "💚DREAM TEAM💚"]);
+        one_group(&[
+            "❤TECHNO SUPPORT ❤",
+            "♥ TECHNO SUPPORT ♥",
+            "❤❤TECHNO SUPPORT❤❤",
+            "TECHNO SUPPORT Trash",
+        ]);
+    }
+
+    #[test]
+    fn text_follows_the_most_frequent_variant_and_fingerprint_stays() {
+        let p = DetectorParams::default();
+        let mut c = Clusters::default();
+        let mut texts = vec!["TECHNO SUPPORT Trash"; 1];
+        texts.extend(["❤TECHNO SUPPORT ❤"; 4]);
+        texts.extend(["♥ TECHNO SUPPORT ♥"; 12]);
+        let mut id = 0;
+        for (i, t) in texts.iter().enumerate() {
+            id = put(&mut c, &p, t, i as u64, i as i64).cluster;
+        }
+        let fp = c.mark_emitted(id, &p).unwrap().fingerprint.clone();
+        for i in 0..20 {
+            put(&mut c, &p, "❤❤TECHNO SUPPORT❤❤", 100 + i, 100 + i as i64);
+        }
+        let e = c.mark_emitted(id, &p).unwrap();
+        assert_eq!(e.text, "❤❤TECHNO SUPPORT❤❤");
+        assert_eq!(
+            e.fingerprint, fp,
+            "the fingerprint stays when the label changes"
         );
     }
 
     #[test]
+    fn variants_are_bounded_and_still_find_the_heavy_hitter() {
+        let p = DetectorParams::default();
+        let mut c = Clusters::default();
+        let mut id = 0;
+        for i in 0..40u64 {
+            // 30 distinct rare spellings, then the common one ten times.
+            let t = if i < 30 {
+                format!("free coins here {}", "!".repeat(i as usize + 1))
+            } else {
+                "FREE COINS HERE".to_owned()
+            };
+            let m = prep(&t);
+            id = c
+                .assign(
+                    &Signer::default(),
+                    &p,
+                    Message {
+                        norm_hash: stable_hash(&t),
+                        key: &m.key,
+                        key_hash: stable_hash(&m.key),
+                        letters: m.letters,
+                        pieces: &m.pieces,
+                        text: &t,
+                        user: i,
+                        login: "u",
+                        ts_ms: i as i64,
+                        new_user: false,
+                        link_domain: None,
+                        allowed: false,
+                    },
+                )
+                .cluster;
+        }
+        let g = c.mark_emitted(id, &p).unwrap();
+        assert!(g.variants.len() <= MAX_VARIANTS);
+        assert_eq!(g.text, "FREE COINS HERE");
+    }
+
+    #[test]
     fn tick_ends_quiet_events_and_forgets_idle_groups() {
-        let s = Signer::default();
+        let p = DetectorParams::default();
         let mut c = Clusters::default();
         for u in 0..5 {
-            let n = normalize("buy followers now");
-            c.assign(&s, 0.6, 3, 5, msg(&n, "buy followers now", u, 1_000));
+            put(&mut c, &p, "buy followers now", u, 1_000);
         }
-        let n = normalize("hello");
-        c.assign(&s, 0.6, 3, 5, msg(&n, "hello", 1, 1_000));
+        put(&mut c, &p, "hello", 1, 1_000);
         assert_eq!(c.tick(2_000, 60_000, 300_000, 100), vec![1]);
-        c.mark_emitted(1);
+        c.mark_emitted(1, &p);
         assert!(c.tick(3_000, 60_000, 300_000, 100).is_empty());
         assert_eq!(c.tick(70_000, 60_000, 300_000, 100), vec![1]);
         assert_eq!(c.get(1).unwrap().state, SpamEventState::Ended);
-        c.mark_emitted(1);
+        c.mark_emitted(1, &p);
         c.tick(400_000, 60_000, 300_000, 100);
         assert!(c.is_empty());
     }

@@ -4,9 +4,13 @@
 //! Parts:
 //! - [`params`]: [`DetectorParams`] with every default in one place,
 //!   layered defaults → channel → stream, validated.
-//! - [`clusters`]: groups of similar messages (exact hash, then MinHash LSH)
-//!   and their promotion to spam events.
-//! - [`user`]: per-user state, exemptions and suspicion triggers.
+//! - [`clusters`]: groups of similar messages (exact hash, then MinHash LSH,
+//!   then a word more or less) and their promotion to spam events.
+//! - [`classes`]: what a spam event is (crowd reaction, copypasta, bot
+//!   wave, link spam, flood) and why.
+//! - [`norms`]: what is normal in a channel right now (shares of walls and
+//!   repeats), which weighs the evidence.
+//! - [`user`]: per-user state, evidence, role weights and suspicion.
 //! - [`stream`]: [`StreamDetector`], the detector of one stream.
 //! - [`snapshot`]: a stream detector to versioned protobuf bytes and back.
 //! - [`score`]: the message spam score model (train, load, score).
@@ -15,9 +19,11 @@
 //! - [`Detector`]: one detector instance per stream, created on first event
 //!   and dropped when the stream ends.
 
+pub mod classes;
 pub mod clusters;
 pub mod eval;
 pub mod json;
+pub mod norms;
 pub mod params;
 pub mod score;
 pub mod snapshot;

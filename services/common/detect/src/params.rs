@@ -10,71 +10,155 @@ use std::sync::Arc;
 use regex::{RegexSet, RegexSetBuilder};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use spamscope_chat::normalize::{normalize, similarity_key};
+
+/// Well-known chat bots: they post the channel's links, timers and
+/// repeated notices, which is what a spammer does, and are never flagged.
+pub const KNOWN_BOTS: [&str; 14] = [
+    "nightbot",
+    "fossabot",
+    "streamelements",
+    "streamlabs",
+    "moobot",
+    "wizebot",
+    "sery_bot",
+    "botrixoficial",
+    "soundalerts",
+    "kofistreambot",
+    "supibot",
+    "pokemoncommunitygame",
+    "frostytoolsdotcom",
+    "own3d",
+];
+
+/// Self-promotion and begging phrasing, matched against the lower-case
+/// text: "follow my channel", "I'm live", "sub 4 sub".
+fn default_promo_patterns() -> Vec<String> {
+    [
+        r"\b(follow|sub(scribe)?|check out|come (watch|see|join)|go to|join)\b.{0,25}\b(my|me)\b.{0,15}\b(channel|stream|twitch|youtube|yt|discord|tiktok|insta(gram)?|page|server)\b",
+        r"\b(i'?m|i am|im) (now )?live\b",
+        r"\bmy (channel|stream|twitch|youtube|tiktok)\b.{0,30}\b(follow|sub|check|watch|grow|support)",
+        r"\b(follow|sub) (4|for) (follow|sub)\b",
+        r"\b(help|support) me (grow|reach)\b",
+        r"\b(away|close) (from|to) \d+ (followers|subs)\b",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
 
 /// Every tunable of the detector, with its default. Times are milliseconds
-/// of event time, lengths are graphemes.
+/// of event time, lengths are graphemes, letters count letters and digits.
+///
+/// How a user gets flagged: each message can add evidence (a wall, a
+/// repeat of the user's own message, a link, ...); each piece is weighted
+/// by how unusual the behaviour is in the channel right now and by the
+/// user's roles, summed into a suspicion that halves every
+/// `suspicion_half_life_ms`, and the user is flagged when the suspicion
+/// reaches `1 / sensitivity`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetectorParams {
-    // ---- exemptions: users who cannot be spammers in practice ----
+    // ---- flags: how much evidence flags a user ----
+    /// Moves along the trade-off between few flags and catching more:
+    /// a user is flagged at a suspicion of `1 / sensitivity`. 1 is the
+    /// default; 2 flags on half the evidence, 0.5 needs twice as much.
+    pub sensitivity: f64,
+    /// Suspicion halves after this long without new evidence.
+    pub suspicion_half_life_ms: u64,
+
+    // ---- who is never flagged, and how roles weigh ----
     /// Moderators are never flagged.
     pub exempt_moderators: bool,
     /// The broadcaster / channel owner and platform staff are never flagged.
     pub exempt_broadcaster: bool,
-    /// VIPs are never flagged.
-    pub exempt_vips: bool,
-    /// Verified users (YouTube check mark, Twitch partner) are never flagged.
-    pub exempt_verified: bool,
-    /// Users who paid in this stream (super chat, sticker, bits, subs, gifts,
-    /// membership) are never flagged.
-    pub exempt_supporters: bool,
-    /// Members / subscribers with at least `member_exempt_min_months` are
-    /// never flagged. On the xqcow log 12 of the 25 users moderators acted on
-    /// were subscribers, most of them new: a badge alone is not trust.
-    pub exempt_members: bool,
-    pub member_exempt_min_months: u32,
+    /// Logins never flagged (the channel's bots); case-insensitive.
+    pub trusted_users: Vec<String>,
+    /// Evidence against a VIP counts this much (1 = like anyone, 0 = exempt).
+    pub vip_weight: f64,
+    /// ...against a verified user (YouTube check mark, Twitch partner).
+    pub verified_weight: f64,
+    /// ...against a member / subscriber of fewer than `member_trust_months`.
+    pub member_weight: f64,
+    /// ...against a member / subscriber of at least `member_trust_months`.
+    pub trusted_member_weight: f64,
+    pub member_trust_months: u32,
+    /// ...against a user who paid in this stream (super chat, sticker,
+    /// bits, subs, gifts, membership).
+    pub supporter_weight: f64,
 
-    // ---- suspicion triggers (a threshold of 0 disables the trigger) ----
-    /// Flag after this many of the user's messages were deleted by moderators.
-    pub max_deleted_messages: u32,
-    /// Flag users that moderators timed out, banned or removed.
+    // ---- evidence fed by moderators ----
+    /// A moderator timed out, banned or removed the user: flagged at once.
     pub moderator_actions: bool,
-    /// Flag when the average message length reaches this many graphemes...
-    pub max_avg_length: u32,
-    /// ...over at least this many messages.
-    pub min_messages_for_length: u32,
-    /// Flag when the average delay between the user's messages is below
-    /// this (macro spam)...
+    /// Flag after this many of the user's messages were deleted by
+    /// moderators (0 disables).
+    pub max_deleted_messages: u32,
+
+    // ---- evidence from the user's own messages ----
+    /// A message of at least this many graphemes that repeats its unit at
+    /// least `wall_min_repetition` times is a wall (emote walls,
+    /// `WORD WORD WORD ...`).
+    pub wall_min_graphemes: u32,
+    pub wall_min_repetition: f64,
+    /// A message of at least this many graphemes is long even when it does
+    /// not repeat (ASCII art, essays).
+    pub long_message_graphemes: u32,
+    /// Evidence of a wall of `long_message_graphemes` in a channel where
+    /// nobody posts walls (scales with length, up to three times; a long
+    /// message that does not repeat counts half).
+    pub wall_weight: f64,
+    /// A user's message similar to one they already sent recently counts
+    /// as a repeat when it has at least this many letters and does not
+    /// start with `!` (a bot command)...
+    pub repeat_min_letters: u32,
+    /// ...with this weight per earlier copy, for a 20-letter message
+    /// (scales with length up to 4×).
+    pub repeat_weight: f64,
+    /// The average delay between the user's messages is below this (macro
+    /// spam), over at least `min_messages_for_delay` messages...
     pub min_avg_delay_ms: u64,
-    /// ...over at least this many messages.
     pub min_messages_for_delay: u32,
-    /// With slow mode on (announced or inferred) the delay threshold becomes
-    /// at least `slow_mode × slow_mode_factor`: users posting as fast as
-    /// slow mode lets them.
+    /// ...(with slow mode on, announced or inferred, the threshold becomes
+    /// at least `slow_mode × slow_mode_factor`)...
     pub slow_mode_factor: f64,
-    /// Flag when this many of the user's messages are similar to each other.
-    pub max_similar_messages: u32,
-    /// Flag when this many of the user's messages belong to spam events...
-    pub max_spam_event_messages: u32,
-    /// ...counting only messages of at least this many graphemes (saying
-    /// "lol" with the crowd is not suspicious; pasting a copypasta is).
-    pub spam_trigger_min_graphemes: u32,
-    /// Flag when one message repeats a unit this many times (its length over
-    /// the length of its normalised form, where repeats are compressed):
-    /// emoji floods, emote walls...
-    pub max_repetition: f64,
-    /// ...for messages of at least this many graphemes.
-    pub repetition_min_graphemes: u32,
+    /// ...adds this per message.
+    pub fast_weight: f64,
+    /// A link to a domain not in `allowed_domains` (subdomains included),
+    /// outside bot commands (`!sr https://...`).
+    pub link_weight: f64,
+    pub allowed_domains: Vec<String>,
+    /// Self-promotion or begging phrasing (case-insensitive regular
+    /// expressions on the lower-case text).
+    pub promo_patterns: Vec<String>,
+    pub promo_weight: f64,
+    /// A message in an active spam event of a spam class (copypasta, flood;
+    /// twice this in a bot wave); link waves count as links.
+    pub spam_event_weight: f64,
     /// Case-insensitive regular expressions matched against the normalised
-    /// message text.
+    /// message text, and against the normalised user name (login and
+    /// display name): each match is strong evidence (weight 1).
     pub blacklist: Vec<String>,
-    /// Case-insensitive regular expressions matched against the normalised
-    /// user name (login and display name).
     pub name_blacklist: Vec<String>,
 
+    // ---- what is normal in this channel right now ----
+    /// The channel's recent behaviour (share of walls, of repeats) decays
+    /// with this half-life...
+    pub norm_half_life_ms: u64,
+    /// ...and evidence of a behaviour is divided by `1 + share / base`:
+    /// walls while 10 % of the chat posts walls count 1/11 of a wall in
+    /// quiet chat.
+    pub norm_base_share: f64,
+    /// The same for messages in spam events: a spam wave that takes over
+    /// the chat is still spam, so its base share is higher.
+    pub spam_norm_base_share: f64,
+    /// Phrases and emotes normal in this channel (matched on the
+    /// similarity key: letters and digits, case folded): never evidence,
+    /// and their spam events are crowd reactions.
+    pub allowed_phrases: Vec<String>,
+
     // ---- similarity and spam events ----
-    /// Estimated Jaccard similarity (character 3-grams of the normalised
-    /// text) from which two messages count as the same spam.
+    /// Estimated Jaccard similarity (character 3-grams of the similarity
+    /// key) from which two messages count as the same spam.
     pub similarity_threshold: f64,
     /// A group of similar messages becomes a spam event with this many
     /// distinct users...
@@ -85,8 +169,22 @@ pub struct DetectorParams {
     pub spam_quiet_ms: u64,
     /// Spam event updates are emitted on this tick of event time.
     pub tick_ms: u64,
-    /// Weight of spam-event membership in the message score.
+    /// Weight of membership in a spam-class event in the message score
+    /// (halved for copypastas; crowd reactions add nothing).
     pub score_event_weight: f64,
+    /// Event classes: a copypasta has at least this many letters in its
+    /// unit; shorter text from many users is a crowd reaction...
+    pub copypasta_min_letters: u32,
+    /// ...a flood has at least this many messages per user...
+    pub flood_min_messages_per_user: f64,
+    /// ...a bot wave is copypasta-length text sent about once per user,
+    /// with at least this share of first-time chatters (Twitch's first-msg
+    /// tag, or the user's first message in the stream), at least
+    /// `bot_wave_min_users` users, arriving at least one per
+    /// `bot_wave_max_ms_per_user` on average.
+    pub bot_wave_min_new_share: f64,
+    pub bot_wave_min_users: u32,
+    pub bot_wave_max_ms_per_user: u64,
 
     // ---- bounded state ----
     /// Users tracked per stream; the least recently seen are evicted beyond.
@@ -105,33 +203,51 @@ pub struct DetectorParams {
 impl Default for DetectorParams {
     fn default() -> Self {
         Self {
+            sensitivity: 1.0,
+            suspicion_half_life_ms: 5 * 60_000,
             exempt_moderators: true,
             exempt_broadcaster: true,
-            exempt_vips: true,
-            exempt_verified: true,
-            exempt_supporters: true,
-            exempt_members: true,
-            member_exempt_min_months: 6,
-            max_deleted_messages: 1,
+            trusted_users: KNOWN_BOTS.iter().map(|s| (*s).to_owned()).collect(),
+            vip_weight: 0.5,
+            verified_weight: 0.5,
+            member_weight: 0.8,
+            trusted_member_weight: 0.5,
+            member_trust_months: 12,
+            supporter_weight: 0.5,
             moderator_actions: true,
-            max_avg_length: 150,
-            min_messages_for_length: 1,
+            max_deleted_messages: 1,
+            wall_min_graphemes: 60,
+            wall_min_repetition: 3.0,
+            long_message_graphemes: 150,
+            wall_weight: 0.4,
+            repeat_min_letters: 8,
+            repeat_weight: 0.06,
             min_avg_delay_ms: 1_500,
             min_messages_for_delay: 4,
             slow_mode_factor: 1.2,
-            max_similar_messages: 8,
-            max_spam_event_messages: 3,
-            spam_trigger_min_graphemes: 20,
-            max_repetition: 4.0,
-            repetition_min_graphemes: 8,
+            fast_weight: 0.25,
+            link_weight: 1.0,
+            allowed_domains: vec!["clips.twitch.tv".to_owned()],
+            promo_patterns: default_promo_patterns(),
+            promo_weight: 0.6,
+            spam_event_weight: 0.05,
             blacklist: Vec::new(),
             name_blacklist: Vec::new(),
+            norm_half_life_ms: 5 * 60_000,
+            norm_base_share: 0.01,
+            spam_norm_base_share: 0.1,
+            allowed_phrases: Vec::new(),
             similarity_threshold: 0.5,
             spam_min_users: 3,
             spam_min_count: 5,
             spam_quiet_ms: 60_000,
             tick_ms: 10_000,
             score_event_weight: 0.6,
+            copypasta_min_letters: 25,
+            flood_min_messages_per_user: 3.0,
+            bot_wave_min_new_share: 0.8,
+            bot_wave_min_users: 5,
+            bot_wave_max_ms_per_user: 1_500,
             max_users: 50_000,
             user_idle_ms: 30 * 60_000,
             max_clusters: 5_000,
@@ -198,14 +314,55 @@ impl DetectorParams {
         if !(1_000..=600_000).contains(&self.tick_ms) {
             return Err(invalid("tick_ms", "must be between 1000 and 600000"));
         }
-        if !(self.slow_mode_factor.is_finite() && self.slow_mode_factor >= 0.0) {
-            return Err(invalid("slow_mode_factor", "must be finite and >= 0"));
+        if !(self.sensitivity.is_finite() && (0.05..=20.0).contains(&self.sensitivity)) {
+            return Err(invalid("sensitivity", "must be between 0.05 and 20"));
         }
-        if !(self.max_repetition.is_finite() && self.max_repetition >= 0.0) {
-            return Err(invalid("max_repetition", "must be finite and >= 0"));
+        for (name, v) in [
+            ("vip_weight", self.vip_weight),
+            ("verified_weight", self.verified_weight),
+            ("member_weight", self.member_weight),
+            ("trusted_member_weight", self.trusted_member_weight),
+            ("supporter_weight", self.supporter_weight),
+            ("score_event_weight", self.score_event_weight),
+            ("bot_wave_min_new_share", self.bot_wave_min_new_share),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(invalid(name, "must be in [0, 1]"));
+            }
         }
-        if !(0.0..=1.0).contains(&self.score_event_weight) {
-            return Err(invalid("score_event_weight", "must be in [0, 1]"));
+        for (name, v) in [
+            ("slow_mode_factor", self.slow_mode_factor),
+            ("wall_min_repetition", self.wall_min_repetition),
+            ("wall_weight", self.wall_weight),
+            ("repeat_weight", self.repeat_weight),
+            ("fast_weight", self.fast_weight),
+            ("link_weight", self.link_weight),
+            ("promo_weight", self.promo_weight),
+            ("spam_event_weight", self.spam_event_weight),
+            (
+                "flood_min_messages_per_user",
+                self.flood_min_messages_per_user,
+            ),
+        ] {
+            if !(v.is_finite() && (0.0..=100.0).contains(&v)) {
+                return Err(invalid(name, "must be finite, between 0 and 100"));
+            }
+        }
+        for (name, v) in [
+            ("norm_base_share", self.norm_base_share),
+            ("spam_norm_base_share", self.spam_norm_base_share),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v <= 1.0) {
+                return Err(invalid(name, "must be in (0, 1]"));
+            }
+        }
+        for (name, v) in [
+            ("suspicion_half_life_ms", self.suspicion_half_life_ms),
+            ("norm_half_life_ms", self.norm_half_life_ms),
+        ] {
+            if !(1_000..=86_400_000).contains(&v) {
+                return Err(invalid(name, "must be between 1000 and 86400000"));
+            }
         }
         if self.spam_min_users == 0 {
             return Err(invalid("spam_min_users", "must be at least 1"));
@@ -226,9 +383,24 @@ impl DetectorParams {
                 return Err(invalid(name, format!("must be between 1 and {max}")));
             }
         }
+        for (name, list) in [
+            ("trusted_users", &self.trusted_users),
+            ("allowed_domains", &self.allowed_domains),
+            ("allowed_phrases", &self.allowed_phrases),
+        ] {
+            if list.len() > 10_000 {
+                return Err(invalid(name, "at most 10000 entries"));
+            }
+        }
         compile_set("blacklist", &self.blacklist)?;
         compile_set("name_blacklist", &self.name_blacklist)?;
+        compile_set("promo_patterns", &self.promo_patterns)?;
         Ok(())
+    }
+
+    /// The level of suspicion that flags a user.
+    pub fn flag_threshold(&self) -> f64 {
+        1.0 / self.sensitivity
     }
 }
 
@@ -257,14 +429,39 @@ pub struct CompiledParams {
     pub params: DetectorParams,
     pub blacklist: RegexSet,
     pub name_blacklist: RegexSet,
+    pub promo: RegexSet,
+    /// Hashes of the trusted logins, lower case.
+    pub trusted: rustc_hash::FxHashSet<u64>,
+    /// Hashes of the similarity keys of the allowed phrases.
+    pub allowed_keys: rustc_hash::FxHashSet<u64>,
+    /// Allowed domains, lower case.
+    pub allowed_domains: Vec<String>,
 }
 
 impl CompiledParams {
     pub fn new(params: DetectorParams) -> Result<Arc<Self>, ParamsError> {
         params.validate()?;
+        let hash = crate::clusters::stable_hash;
         Ok(Arc::new(Self {
             blacklist: compile_set("blacklist", &params.blacklist)?,
             name_blacklist: compile_set("name_blacklist", &params.name_blacklist)?,
+            promo: compile_set("promo_patterns", &params.promo_patterns)?,
+            trusted: params
+                .trusted_users
+                .iter()
+                .map(|u| hash(u.trim().trim_start_matches('@').to_lowercase().as_str()))
+                .collect(),
+            allowed_keys: params
+                .allowed_phrases
+                .iter()
+                .map(|p| hash(&similarity_key(&normalize(p)).key))
+                .collect(),
+            allowed_domains: params
+                .allowed_domains
+                .iter()
+                .map(|d| d.trim().to_ascii_lowercase())
+                .filter(|d| !d.is_empty())
+                .collect(),
             params,
         }))
     }
@@ -288,10 +485,10 @@ mod tests {
 
     #[test]
     fn layers_override_in_order() {
-        let channel = json!({"max_avg_length": 100, "tick_ms": 5000});
-        let stream = json!({"max_avg_length": 80});
+        let channel = json!({"long_message_graphemes": 100, "tick_ms": 5000});
+        let stream = json!({"long_message_graphemes": 80});
         let p = DetectorParams::layered(&[&channel, &stream]).unwrap();
-        assert_eq!(p.max_avg_length, 80);
+        assert_eq!(p.long_message_graphemes, 80);
         assert_eq!(p.tick_ms, 5000);
         assert_eq!(p.spam_min_users, DetectorParams::default().spam_min_users);
     }
@@ -307,5 +504,11 @@ mod tests {
         let e = DetectorParams::layered(&[&json!({"blacklist": ["(unclosed"]})]).unwrap_err();
         assert!(e.to_string().contains("blacklist"), "{e}");
         assert!(DetectorParams::layered(&[&json!([1])]).is_err());
+        let e = DetectorParams::layered(&[&json!({"sensitivity": 0})]).unwrap_err();
+        assert!(e.to_string().contains("sensitivity"), "{e}");
+        let e = DetectorParams::layered(&[&json!({"member_weight": 1.5})]).unwrap_err();
+        assert!(e.to_string().contains("member_weight"), "{e}");
+        let e = DetectorParams::layered(&[&json!({"promo_patterns": ["(x"]})]).unwrap_err();
+        assert!(e.to_string().contains("promo_patterns"), "{e}");
     }
 }

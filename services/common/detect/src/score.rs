@@ -11,7 +11,9 @@
 //! file the model has seen.
 //!
 //! The detector combines the content probability `p` with membership in an
-//! active spam event: `1 − (1 − p)(1 − w·in_event)`.
+//! active spam event of a spam class: `1 − (1 − p)(1 − w·c)`, `c` the
+//! class weight (1 for bot waves, floods and link spam, 1/2 for
+//! copypastas, 0 for crowd reactions).
 
 use serde::{Deserialize, Serialize};
 use spamscope_chat::normalize::normalize;
@@ -208,9 +210,11 @@ pub fn content_hash(bytes: &[u8]) -> String {
 }
 
 /// Combines content probability and spam-event membership.
-pub fn combine(content: f32, in_active_event: bool, event_weight: f64) -> f64 {
-    let e = if in_active_event { event_weight } else { 0.0 };
-    1.0 - (1.0 - f64::from(content)) * (1.0 - e)
+/// The message score: `1 − (1 − p)(1 − e)` for content probability `p`
+/// and event weight `e` (the weight of the spam event the message is in,
+/// 0 outside spam-class events).
+pub fn combine(content: f32, event: f64) -> f64 {
+    1.0 - (1.0 - f64::from(content)) * (1.0 - event.clamp(0.0, 1.0))
 }
 
 /// One labelled row of a UCI YouTube Spam Collection CSV.
@@ -284,8 +288,8 @@ mod tests {
 
     #[test]
     fn combine_raises_score_in_spam_events() {
-        assert!((combine(0.1, false, 0.6) - 0.1).abs() < 1e-6);
-        assert!((combine(0.1, true, 0.6) - 0.64).abs() < 1e-6);
+        assert!((combine(0.1, 0.0) - 0.1).abs() < 1e-6);
+        assert!((combine(0.1, 0.6) - 0.64).abs() < 1e-6);
     }
 
     #[test]

@@ -11,17 +11,19 @@ use std::sync::Arc;
 
 use prost::Message;
 use spamscope_proto::v1::{
-    ClusterSnapshot, DetectorSnapshot, Platform, SpamEventState, UserSnapshot, VariantSnapshot,
+    ChannelNormsSnapshot, ClusterSnapshot, DetectorSnapshot, EvidenceSnapshot, Platform,
+    SpamEventClass, SpamEventState, UserSnapshot, VariantSnapshot,
 };
 
 use crate::clusters::{Cluster, Clusters, Variant};
+use crate::norms::ChannelNorms;
 use crate::params::CompiledParams;
 use crate::score::ScoreModel;
 use crate::stream::{GAP_BUCKETS, StreamCounters, StreamDetector};
-use crate::user::UserState;
+use crate::user::{Evidence, EvidenceKind, UserState};
 
 /// Version of the snapshot layout this build writes and reads.
-pub const SNAPSHOT_VERSION: u32 = 1;
+pub const SNAPSHOT_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -50,16 +52,28 @@ impl StreamDetector {
                 last_seen_ms: u.last_seen_ms,
                 roles: u.roles,
                 supporter: u.supporter,
-                moderated: u.moderated,
-                moderated_detail: u.moderated_detail.clone(),
+                decisive: u.decisive,
                 flagged: u.flagged,
                 recent_clusters: u.recent.iter().map(|(c, _)| *c).collect(),
                 recent_cluster_counts: u.recent.iter().map(|(_, n)| *n).collect(),
-                spam_event_messages: u.spam_event_messages,
-                blacklist_hits: u.blacklist_hits,
-                blacklist_detail: u.blacklist_detail.clone(),
                 prev_ts_ms: u.prev_ts_ms,
-                max_repetition: u.max_repetition,
+                suspicion: u.suspicion,
+                suspicion_at_ms: u.suspicion_at_ms,
+                evidence: u
+                    .evidence
+                    .iter()
+                    .map(|e| EvidenceSnapshot {
+                        kind: e.kind as u32,
+                        count: e.count,
+                        contribution: e.contribution,
+                        observed: e.observed,
+                        norm: e.norm,
+                        threshold: e.threshold,
+                        detail: e.detail.clone(),
+                    })
+                    .collect(),
+                trusted: u.trusted,
+                norm_marks: u.norm_marks.to_vec(),
             })
             .collect();
         users.sort_unstable_by_key(|u| u.key);
@@ -80,6 +94,8 @@ impl StreamDetector {
                             hash: v.hash,
                             text: v.text.clone(),
                             count: v.count,
+                            key_hash: v.key_hash,
+                            letters: v.letters,
                         })
                         .collect(),
                     users: members,
@@ -94,6 +110,16 @@ impl StreamDetector {
                     text: c.text.clone(),
                     sample_users: c.sample_users.clone(),
                     users_overflow: c.users_overflow,
+                    keys: c.keys.clone(),
+                    partials: c.partials.clone(),
+                    new_users: c.new_users,
+                    link_messages: c.link_messages,
+                    link_domain: c.link_domain.clone(),
+                    letters: c.letters,
+                    class: c.class as i32,
+                    allowed: c.allowed,
+                    spam_recent: c.spam_recent.value,
+                    spam_recent_at_ms: c.spam_recent.at_ms,
                 }
             })
             .collect();
@@ -113,6 +139,13 @@ impl StreamDetector {
             message_users: self.message_ids.iter().map(|(_, u)| *u).collect(),
             unknown_deletions: self.counters.unknown_deletions,
             events_seen: self.counters.events,
+            norms: Some(ChannelNormsSnapshot {
+                messages: self.norms.messages,
+                walls: self.norms.walls,
+                repeats: self.norms.repeats,
+                spam: self.norms.spam,
+                at_ms: self.norms.at_ms,
+            }),
         }
     }
 
@@ -178,18 +211,40 @@ impl StreamDetector {
                     last_seen_ms: u.last_seen_ms,
                     roles: u.roles,
                     supporter: u.supporter,
-                    moderated: u.moderated,
-                    moderated_detail: u.moderated_detail,
+                    trusted: u.trusted,
                     flagged: u.flagged,
                     recent: u
                         .recent_clusters
                         .into_iter()
                         .zip(u.recent_cluster_counts)
                         .collect(),
-                    spam_event_messages: u.spam_event_messages,
-                    blacklist_hits: u.blacklist_hits,
-                    blacklist_detail: u.blacklist_detail,
-                    max_repetition: u.max_repetition,
+                    suspicion: u.suspicion,
+                    suspicion_at_ms: u.suspicion_at_ms,
+                    decisive: u.decisive,
+                    norm_marks: match u.norm_marks[..] {
+                        [a, b, c, d] => [a, b, c, d],
+                        _ => {
+                            return Err(SnapshotError::Inconsistent(
+                                "user norm marks have the wrong size",
+                            ));
+                        }
+                    },
+                    evidence: u
+                        .evidence
+                        .into_iter()
+                        .map(|e| {
+                            Ok(Evidence {
+                                kind: EvidenceKind::from_u32(e.kind)
+                                    .ok_or(SnapshotError::Inconsistent("unknown evidence kind"))?,
+                                count: e.count,
+                                contribution: e.contribution,
+                                observed: e.observed,
+                                norm: e.norm,
+                                threshold: e.threshold,
+                                detail: e.detail,
+                            })
+                        })
+                        .collect::<Result<Vec<_>, SnapshotError>>()?,
                 };
                 Ok((u.key, state))
             })
@@ -204,6 +259,8 @@ impl StreamDetector {
                     .into_iter()
                     .map(|v| Variant {
                         hash: v.hash,
+                        key_hash: v.key_hash,
+                        letters: v.letters,
                         text: v.text,
                         count: v.count,
                     })
@@ -220,6 +277,19 @@ impl StreamDetector {
                 fingerprint: c.fingerprint,
                 text: c.text,
                 sample_users: c.sample_users,
+                keys: c.keys,
+                partials: c.partials,
+                new_users: c.new_users,
+                link_messages: c.link_messages,
+                link_domain: c.link_domain,
+                letters: c.letters,
+                allowed: c.allowed,
+                class: SpamEventClass::try_from(c.class).unwrap_or(SpamEventClass::Unspecified),
+                spam_recent: crate::norms::Decayed {
+                    value: c.spam_recent,
+                    at_ms: c.spam_recent_at_ms,
+                },
+                class_evidence: Vec::new(),
             });
         }
         clusters.next_id = s.next_cluster_id;
@@ -230,6 +300,15 @@ impl StreamDetector {
             .zip(s.message_users)
             .collect::<VecDeque<_>>();
         d.message_index = d.message_ids.iter().copied().collect();
+        if let Some(n) = s.norms {
+            d.norms = ChannelNorms {
+                messages: n.messages,
+                walls: n.walls,
+                repeats: n.repeats,
+                spam: n.spam,
+                at_ms: n.at_ms,
+            };
+        }
         Ok(d)
     }
 }

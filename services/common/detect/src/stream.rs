@@ -9,19 +9,25 @@ use std::collections::VecDeque;
 use std::sync::{Arc, LazyLock};
 
 use rustc_hash::FxHashMap;
-use spamscope_chat::normalize::{grapheme_len, normalize};
+use spamscope_chat::links;
+use spamscope_chat::normalize::{grapheme_len, normalize, repetition, similarity_key, word_keys};
 use spamscope_proto::v1::{
     Author, ChatEvent, ChatMessage, Decision, DetectorOutput, MessageScore, Platform, SpamEvent,
-    chat_event::Kind, detector_output,
+    SpamEventClass, chat_event::Kind, detector_output,
 };
 
-use crate::clusters::{Clusters, Message, Signer, stable_hash};
+use crate::classes::{class_name, class_weight, is_spam};
+use crate::clusters::{Clusters, MAX_PIECE_WORDS, Message, Signer, stable_hash};
+use crate::norms::{ChannelNorms, rarity};
 use crate::params::CompiledParams;
 use crate::score::{ScoreModel, combine};
-use crate::user::{UserState, pack_roles};
+use crate::user::{EvidenceKind, Observation, UserState, pack_roles, round3};
 
 /// Gap histogram buckets: whole seconds 0..=120.
 pub const GAP_BUCKETS: usize = 121;
+/// A repeat adds its weight once per earlier copy, up to this many times:
+/// the fifth copy weighs four times the second, later ones no more.
+const MAX_REPEAT_STEP: u32 = 4;
 /// Gaps needed before slow mode is inferred.
 const MIN_GAP_SAMPLES: u32 = 30;
 /// Slow mode is inferred when at most this share of gaps is shorter.
@@ -58,6 +64,8 @@ pub struct StreamDetector {
     pub(crate) slow_mode_s: Option<u32>,
     pub(crate) gap_histogram: Vec<u32>,
     pub(crate) counters: StreamCounters,
+    /// What is normal in this channel right now.
+    pub(crate) norms: ChannelNorms,
 }
 
 /// The key of a user within a stream: Twitch by login (CLEARMSG names only
@@ -94,6 +102,7 @@ impl StreamDetector {
             slow_mode_s: None,
             gap_histogram: vec![0; GAP_BUCKETS],
             counters: StreamCounters::default(),
+            norms: ChannelNorms::default(),
         }
     }
 
@@ -121,6 +130,17 @@ impl StreamDetector {
 
     pub fn tracked_groups(&self) -> usize {
         self.clusters.len()
+    }
+
+    /// A tracked user's state (`user_id` or `login` as the platform keys
+    /// users: Twitch by login, YouTube by channel id).
+    pub fn user(&self, user_id: &str, login: &str) -> Option<&UserState> {
+        self.users.get(&user_key(self.platform, user_id, login))
+    }
+
+    /// What is normal in this channel right now.
+    pub fn norms(&self) -> &ChannelNorms {
+        &self.norms
     }
 
     pub fn watermark_ms(&self) -> Option<i64> {
@@ -175,10 +195,26 @@ impl StreamDetector {
                         .get(&stable_hash(&d.target_message_id))
                         .copied()
                 };
+                let p = Arc::clone(&self.params);
+                let max = p.params.max_deleted_messages;
                 match key.and_then(|k| self.users.get_mut(&k).map(|u| (k, u))) {
                     Some((k, u)) => {
                         u.deleted += 1;
                         u.last_seen_ms = u.last_seen_ms.max(ts);
+                        if max > 0 && u.deleted >= max {
+                            u.observe(
+                                Observation {
+                                    kind: EvidenceKind::DeletedMessages,
+                                    weight: 1.0,
+                                    observed: f64::from(u.deleted),
+                                    norm: 0.0,
+                                    threshold: f64::from(max),
+                                    detail: String::new(),
+                                },
+                                ts,
+                                &p.params,
+                            );
+                        }
                         self.evaluate(k, ts, out);
                     }
                     None => self.counters.unknown_deletions += 1,
@@ -226,25 +262,49 @@ impl StreamDetector {
         out: &mut Vec<DetectorOutput>,
     ) {
         let key = user_key(self.platform, user_id, login);
+        let p = Arc::clone(&self.params);
         let u = self
             .users
             .entry(key)
             .or_insert_with(|| UserState::new(user_id, login));
-        u.moderated = true;
-        u.moderated_detail = detail;
         u.last_seen_ms = u.last_seen_ms.max(ts);
+        if p.params.moderator_actions {
+            u.observe(
+                Observation {
+                    kind: EvidenceKind::ModeratorAction,
+                    weight: 1.0,
+                    observed: 1.0,
+                    norm: 0.0,
+                    threshold: 1.0,
+                    detail,
+                },
+                ts,
+                &p.params,
+            );
+        }
         self.evaluate(key, ts, out);
     }
 
     fn on_message(&mut self, ev: &ChatEvent, m: &ChatMessage, out: &mut Vec<DetectorOutput>) {
         let ts = ev.ts_ms;
-        let p = &self.params.params;
+        let params = Arc::clone(&self.params);
+        let p = &params.params;
         let no_author = Author::default();
         let author = m.author.as_ref().unwrap_or(&no_author);
         let key = user_key(self.platform, &author.user_id, &author.login);
         let normalized = normalize(&m.text);
         let norm_hash = stable_hash(&normalized);
+        let sk = similarity_key(&normalized);
+        let key_hash = stable_hash(&sk.key);
+        let pieces = word_keys(&normalized, MAX_PIECE_WORDS);
         let graphemes = grapheme_len(&m.text) as u64;
+        let allowed = !params.allowed_keys.is_empty() && params.allowed_keys.contains(&key_hash);
+        let link = links::find(&m.text).into_iter().find(|l| {
+            !params
+                .allowed_domains
+                .iter()
+                .any(|d| links::host_is_under(&l.host, d))
+        });
 
         // Remember who wrote this message, for deletions that only name it.
         if !ev.event_id.is_empty() {
@@ -269,8 +329,13 @@ impl StreamDetector {
         if u.user_id.is_empty() {
             u.user_id.clone_from(&author.user_id);
         }
+        if is_new {
+            u.trusted = is_trusted(&params, &u.login);
+        }
+        let mut first_time = false;
         if let Some(r) = &author.roles {
             u.roles = pack_roles(r);
+            first_time = r.first_time_chatter;
         }
         if m.bits > 0 {
             u.supporter = true;
@@ -281,23 +346,189 @@ impl StreamDetector {
                 *slot += 1;
             }
         }
+        let new_user = first_time || u.messages == 0;
         u.prev_ts_ms = ts;
         u.messages += 1;
         u.total_graphemes += graphemes;
         u.first_ts_ms = u.first_ts_ms.min(ts);
         u.last_ts_ms = u.last_ts_ms.max(ts);
         u.last_seen_ms = u.last_seen_ms.max(ts);
-        if graphemes >= u64::from(p.repetition_min_graphemes) {
-            let ratio = graphemes as f32 / grapheme_len(&normalized).max(1) as f32;
-            u.max_repetition = u.max_repetition.max(ratio);
-        }
 
-        let params = Arc::clone(&self.params);
+        let a = self.clusters.assign(
+            &SIGNER,
+            p,
+            Message {
+                norm_hash,
+                key: &sk.key,
+                key_hash,
+                letters: sk.letters as u32,
+                pieces: &pieces,
+                text: &m.text,
+                user: key,
+                login: &author.login,
+                ts_ms: ts,
+                new_user,
+                link_domain: link.as_ref().map(|l| l.domain.as_str()),
+                allowed,
+            },
+        );
+
+        // What this message says about its author, weighed against what is
+        // normal in the channel right now.
+        let mut seen: Vec<Observation> = Vec::new();
+        let own = self
+            .users
+            .get_mut(&key)
+            .map_or(1, |u| u.note_cluster(a.cluster));
+        // 1 when the user is alone in the group, 1/n with n - 1 others: a
+        // crowd saying the same is chat. Not for a spam-class event, whose
+        // crowd is the spam.
+        let in_spam = a.in_active_event && is_spam(a.class);
+        let crowd = if in_spam {
+            1.0
+        } else {
+            1.0 / (a.users.max(1) as f64).sqrt()
+        };
+        let g = graphemes as f64;
+        let long = f64::from(p.long_message_graphemes.max(1));
+        let copies = if graphemes >= u64::from(p.wall_min_graphemes) {
+            repetition(&m.text)
+        } else {
+            1.0
+        };
+        let wall = !allowed
+            && graphemes >= u64::from(p.wall_min_graphemes)
+            && f64::from(copies) >= p.wall_min_repetition;
+        let long_message = !allowed && !wall && graphemes >= u64::from(p.long_message_graphemes);
+        let key_len = sk.key.chars().count();
+        let repeat = !allowed
+            && own >= 2
+            && key_len >= p.repeat_min_letters as usize
+            && !m.text.trim_start().starts_with('!');
+        // Shares before this message. For a message in a spam event, the
+        // norm is the share of *other* spam: a channel where waves are the
+        // culture discounts them, a single wave that takes over the chat
+        // is still spam.
+        let own_spam = self
+            .clusters
+            .get_mut(a.cluster)
+            .map_or(0.0, |c| c.spam_recent_at(ts, p.norm_half_life_ms));
+        // The user's own marks do not count: how unusual a behaviour is
+        // is measured on the other chatters.
+        self.norms.decay_to(ts, p.norm_half_life_ms);
+        let own_marks = self
+            .users
+            .get(&key)
+            .map_or([0.0; 4], |u| u.norm_weights(ts, p.norm_half_life_ms));
+        let (wall_share, repeat_share, spam_share) = (
+            self.norms.share_without(self.norms.walls, own_marks[1]),
+            self.norms.share_without(self.norms.repeats, own_marks[2]),
+            self.norms
+                .share_without(self.norms.spam, own_spam.max(own_marks[3])),
+        );
+        let repeat_share = if in_spam { spam_share } else { repeat_share };
+        let counts = self.users.get_mut(&key).map_or([false; 4], |u| {
+            u.norm_counts(
+                ts,
+                [true, wall || long_message, repeat, in_spam],
+                p.norm_half_life_ms,
+            )
+        });
+        if counts[3]
+            && let Some(c) = self.clusters.get_mut(a.cluster)
+        {
+            c.add_spam_recent(ts, p.norm_half_life_ms);
+        }
+        self.norms.observe(ts, counts, p.norm_half_life_ms);
+        if wall || long_message {
+            let weight = p.wall_weight
+                * (g.min(3.0 * long) / long)
+                * rarity(wall_share, p.norm_base_share)
+                * crowd;
+            seen.push(Observation {
+                kind: if wall {
+                    EvidenceKind::Wall
+                } else {
+                    EvidenceKind::LongMessage
+                },
+                weight: if wall { weight } else { weight / 2.0 },
+                observed: g,
+                norm: wall_share,
+                threshold: f64::from(if wall {
+                    p.wall_min_graphemes
+                } else {
+                    p.long_message_graphemes
+                }),
+                detail: if wall {
+                    format!("its unit repeated {copies:.0} times")
+                } else {
+                    String::new()
+                },
+            });
+        }
+        if repeat {
+            let size = (key_len as f64).min(80.0) / 20.0;
+            seen.push(Observation {
+                kind: EvidenceKind::RepeatedMessage,
+                weight: p.repeat_weight
+                    * size
+                    * f64::from((own - 1).min(MAX_REPEAT_STEP))
+                    * rarity(repeat_share, p.norm_base_share)
+                    * crowd,
+                observed: f64::from(own),
+                norm: repeat_share,
+                threshold: 2.0,
+                detail: String::new(),
+            });
+        }
+        let command = m.text.trim_start().starts_with('!');
+        if let Some(l) = link.as_ref().filter(|_| !command) {
+            seen.push(Observation {
+                kind: EvidenceKind::Link,
+                weight: p.link_weight,
+                observed: 1.0,
+                norm: 0.0,
+                threshold: 1.0,
+                detail: l.domain.clone(),
+            });
+        }
+        if !allowed
+            && !params.promo.is_empty()
+            && sk.letters >= 8
+            && let Some(i) = params.promo.matches(&m.text).iter().next()
+        {
+            seen.push(Observation {
+                kind: EvidenceKind::SelfPromotion,
+                weight: p.promo_weight,
+                observed: 1.0,
+                norm: 0.0,
+                threshold: 1.0,
+                detail: p.promo_patterns[i].clone(),
+            });
+        }
+        let event_weight = spam_event_evidence(a.class, p.spam_event_weight)
+            * rarity(spam_share, p.spam_norm_base_share);
+        if a.in_active_event && event_weight > 0.0 && !a.promoted_now {
+            seen.push(Observation {
+                kind: EvidenceKind::SpamEvent,
+                weight: event_weight,
+                observed: 1.0,
+                norm: spam_share,
+                threshold: 1.0,
+                detail: class_name(a.class).to_owned(),
+            });
+        }
         if !params.blacklist.is_empty()
             && let Some(i) = params.blacklist.matches(&normalized).iter().next()
         {
-            u.blacklist_hits += 1;
-            u.blacklist_detail = format!("text: {}", params.params.blacklist[i]);
+            seen.push(Observation {
+                kind: EvidenceKind::BlacklistedText,
+                weight: 1.0,
+                observed: 1.0,
+                norm: 0.0,
+                threshold: 1.0,
+                detail: p.blacklist[i].clone(),
+            });
         }
         if is_new && !params.name_blacklist.is_empty() {
             let name = format!(
@@ -306,38 +537,40 @@ impl StreamDetector {
                 normalize(&author.display_name)
             );
             if let Some(i) = params.name_blacklist.matches(&name).iter().next() {
-                u.blacklist_hits += 1;
-                u.blacklist_detail = format!("name: {}", params.params.name_blacklist[i]);
+                seen.push(Observation {
+                    kind: EvidenceKind::BlacklistedName,
+                    weight: 1.0,
+                    observed: 1.0,
+                    norm: 0.0,
+                    threshold: 1.0,
+                    detail: p.name_blacklist[i].clone(),
+                });
             }
         }
-
-        let a = self.clusters.assign(
-            &SIGNER,
-            params.params.similarity_threshold,
-            params.params.spam_min_users,
-            params.params.spam_min_count,
-            Message {
-                normalized: &normalized,
-                norm_hash,
-                text: &m.text,
-                user: key,
-                login: &author.login,
-                ts_ms: ts,
-            },
-        );
-        // Messages of a group are alike, so this message's length stands for
-        // the group's when earlier members are credited on promotion.
-        let counts_as_spam =
-            a.in_active_event && graphemes >= u64::from(params.params.spam_trigger_min_graphemes);
+        let delay_threshold = self.delay_threshold_ms();
+        let (slow, _) = self.slow_mode();
         if let Some(u) = self.users.get_mut(&key) {
-            u.note_cluster(a.cluster);
-            if counts_as_spam && !a.promoted_now {
-                u.spam_event_messages += 1;
+            if p.fast_weight > 0.0
+                && u.messages >= p.min_messages_for_delay.max(2)
+                && let Some(avg) = u.avg_delay_ms()
+                && avg < delay_threshold
+            {
+                seen.push(Observation {
+                    kind: EvidenceKind::FastMessages,
+                    weight: p.fast_weight * rarity(repeat_share, p.norm_base_share),
+                    observed: avg,
+                    norm: f64::from(slow),
+                    threshold: delay_threshold,
+                    detail: String::new(),
+                });
+            }
+            for o in seen {
+                u.observe(o, ts, p);
             }
         }
-        if a.promoted_now && counts_as_spam {
-            // Everyone who already posted in the group now has messages in a
-            // spam event; credit them in a fixed order.
+        if a.promoted_now && event_weight > 0.0 {
+            // Everyone who already posted in the group now has messages in
+            // a spam event; credit them in a fixed order.
             let mut members: Vec<u64> = self
                 .clusters
                 .get(a.cluster)
@@ -346,7 +579,21 @@ impl StreamDetector {
             members.sort_unstable();
             for member in members {
                 if let Some(mu) = self.users.get_mut(&member) {
-                    mu.spam_event_messages += mu.count_in(a.cluster);
+                    let n = mu.count_in(a.cluster);
+                    for _ in 0..n.min(8) {
+                        mu.observe(
+                            Observation {
+                                kind: EvidenceKind::SpamEvent,
+                                weight: event_weight,
+                                observed: 1.0,
+                                norm: spam_share,
+                                threshold: 1.0,
+                                detail: class_name(a.class).to_owned(),
+                            },
+                            ts,
+                            p,
+                        );
+                    }
                 }
                 if member != key {
                     self.evaluate(member, ts, out);
@@ -357,34 +604,35 @@ impl StreamDetector {
 
         if self.emit_scores {
             let content = self.model.content_probability(&m.text);
-            let score = combine(content, a.in_active_event, params.params.score_event_weight);
+            let event = if a.in_active_event {
+                class_weight(a.class) * p.score_event_weight
+            } else {
+                0.0
+            };
             out.push(DetectorOutput {
                 kind: Some(detector_output::Kind::MessageScore(MessageScore {
                     platform: self.platform as i32,
                     stream_id: self.stream_id.clone(),
                     message_id: ev.event_id.clone(),
                     user_login: author.login.clone(),
-                    score,
+                    score: combine(content, event),
                     spam_event_id: if a.in_active_event { a.cluster } else { 0 },
                     ts_ms: ts,
+                    spam_event_class: if a.in_active_event { a.class as i32 } else { 0 },
                 })),
             });
         }
     }
 
-    /// Flags the user if a trigger fires (once; a flag is never lost).
+    /// Flags the user if the evidence reaches the threshold (once; a flag
+    /// is never lost).
     fn evaluate(&mut self, key: u64, at_ms: i64, out: &mut Vec<DetectorOutput>) {
-        let threshold = self.delay_threshold_ms();
         let (slow, inferred) = self.slow_mode();
         let p = &self.params.params;
         let Some(u) = self.users.get_mut(&key) else {
             return;
         };
-        if u.flagged || u.exempt(p) {
-            return;
-        }
-        let triggers = u.triggers(p, threshold);
-        if triggers.is_empty() {
+        if u.flagged || u.exempt(p) || !u.should_flag(at_ms, p) {
             return;
         }
         u.flagged = true;
@@ -395,10 +643,12 @@ impl StreamDetector {
                 user_id: u.user_id.clone(),
                 user_login: u.login.clone(),
                 at_ms,
-                triggers,
+                triggers: u.triggers(),
                 messages_seen: u64::from(u.messages),
                 slow_mode_s: slow,
                 slow_mode_inferred: inferred,
+                suspicion: round3(u.suspicion_at(at_ms, p.suspicion_half_life_ms)),
+                flag_threshold: round3(p.flag_threshold()),
             })),
         });
     }
@@ -455,7 +705,7 @@ impl StreamDetector {
     }
 
     fn emit_event(&mut self, id: u64, out: &mut Vec<DetectorOutput>) {
-        let Some(c) = self.clusters.mark_emitted(id) else {
+        let Some(c) = self.clusters.mark_emitted(id, &self.params.params) else {
             return;
         };
         out.push(DetectorOutput {
@@ -472,6 +722,9 @@ impl StreamDetector {
                 state: c.state as i32,
                 version: c.version,
                 sample_users: c.sample_users.clone(),
+                class: c.class as i32,
+                spam: is_spam(c.class),
+                class_evidence: c.class_evidence.clone(),
             })),
         });
     }
@@ -488,11 +741,32 @@ impl StreamDetector {
     /// fixed order) and flags those the new params catch.
     pub fn set_params(&mut self, params: Arc<CompiledParams>, out: &mut Vec<DetectorOutput>) {
         self.params = params;
+        for u in self.users.values_mut() {
+            u.trusted = is_trusted(&self.params, &u.login);
+        }
         let mut keys: Vec<u64> = self.users.keys().copied().collect();
         keys.sort_unstable();
         let at = self.watermark_ms().unwrap_or(0);
         for k in keys {
             self.evaluate(k, at, out);
         }
+    }
+}
+
+/// Whether a login is one of the params' trusted users.
+fn is_trusted(params: &CompiledParams, login: &str) -> bool {
+    !params.trusted.is_empty()
+        && !login.is_empty()
+        && params.trusted.contains(&stable_hash(&login.to_lowercase()))
+}
+
+/// Evidence a message in an active event of this class adds to its author:
+/// twice as much in a bot wave; none in a crowd reaction, and none in a
+/// link wave (its links are evidence already).
+fn spam_event_evidence(class: SpamEventClass, weight: f64) -> f64 {
+    match class {
+        SpamEventClass::BotWave => 2.0 * weight,
+        SpamEventClass::Copypasta | SpamEventClass::Flood => weight,
+        _ => 0.0,
     }
 }

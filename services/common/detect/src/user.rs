@@ -1,10 +1,11 @@
-//! What the detector remembers about one user in one stream, and the
-//! suspicion triggers evaluated on it.
+//! What the detector remembers about one user in one stream: counters, the
+//! evidence gathered against the user and the suspicion it adds up to.
 //!
-//! About 150 bytes per user plus the login (measured by the `state_size`
-//! benchmark): counters, not messages. The average delay between messages is
-//! `(last − first) / (n − 1)`, the mean of consecutive gaps in time order, so
-//! it needs no history and messages arriving out of order change nothing.
+//! Counters, not messages: the average delay between messages is
+//! `(last − first) / (n − 1)`, the mean of consecutive gaps in time order,
+//! so it needs no history and messages arriving out of order change
+//! nothing. Evidence is kept per kind (at most one entry per
+//! [`EvidenceKind`]), so a user's state stays small however much they post.
 
 use spamscope_proto::v1::{Roles, Trigger};
 
@@ -43,6 +44,92 @@ pub fn pack_roles(r: &Roles) -> u32 {
 /// Recent groups of similar messages a user posted in, with counts.
 pub const RECENT_CLUSTERS: usize = 4;
 
+/// Kinds of evidence against a user (the `name` of a [`Trigger`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum EvidenceKind {
+    ModeratorAction = 0,
+    DeletedMessages = 1,
+    Wall = 2,
+    LongMessage = 3,
+    RepeatedMessage = 4,
+    FastMessages = 5,
+    Link = 6,
+    SelfPromotion = 7,
+    SpamEvent = 8,
+    BlacklistedText = 9,
+    BlacklistedName = 10,
+}
+
+impl EvidenceKind {
+    pub const ALL: [EvidenceKind; 11] = [
+        Self::ModeratorAction,
+        Self::DeletedMessages,
+        Self::Wall,
+        Self::LongMessage,
+        Self::RepeatedMessage,
+        Self::FastMessages,
+        Self::Link,
+        Self::SelfPromotion,
+        Self::SpamEvent,
+        Self::BlacklistedText,
+        Self::BlacklistedName,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ModeratorAction => "moderator_action",
+            Self::DeletedMessages => "deleted_messages",
+            Self::Wall => "wall",
+            Self::LongMessage => "long_message",
+            Self::RepeatedMessage => "repeated_message",
+            Self::FastMessages => "fast_messages",
+            Self::Link => "link",
+            Self::SelfPromotion => "self_promotion",
+            Self::SpamEvent => "spam_event",
+            Self::BlacklistedText => "blacklisted_text",
+            Self::BlacklistedName => "blacklisted_name",
+        }
+    }
+
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Self::ALL.get(v as usize).copied()
+    }
+
+    /// Evidence a moderator gave: it flags at once, whatever the weights.
+    pub fn decisive(self) -> bool {
+        matches!(self, Self::ModeratorAction | Self::DeletedMessages)
+    }
+}
+
+/// Evidence of one kind against a user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evidence {
+    pub kind: EvidenceKind,
+    /// Messages (or actions) that showed it.
+    pub count: u32,
+    /// What it added to the suspicion, summed, before decay.
+    pub contribution: f32,
+    /// The strongest observation, the channel's norm then, the threshold.
+    pub observed: f32,
+    pub norm: f32,
+    pub threshold: f32,
+    /// Which link, pattern, class or action.
+    pub detail: String,
+}
+
+/// One observation to add to a user's evidence.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub kind: EvidenceKind,
+    /// Evidence before the role weight.
+    pub weight: f64,
+    pub observed: f64,
+    pub norm: f64,
+    pub threshold: f64,
+    pub detail: String,
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UserState {
     pub user_id: String,
@@ -60,16 +147,21 @@ pub struct UserState {
     pub last_seen_ms: i64,
     pub roles: u32,
     pub supporter: bool,
-    pub moderated: bool,
-    pub moderated_detail: String,
+    /// Named in `trusted_users` (checked when the user is first seen and
+    /// when params change).
+    pub trusted: bool,
     pub flagged: bool,
     pub recent: Vec<(u64, u32)>,
-    pub spam_event_messages: u32,
-    pub blacklist_hits: u32,
-    pub blacklist_detail: String,
-    /// Largest repetition ratio of one message (graphemes / graphemes of
-    /// the normalised form).
-    pub max_repetition: f32,
+    /// Suspicion as of `suspicion_at_ms` (it decays from there).
+    pub suspicion: f32,
+    pub suspicion_at_ms: i64,
+    /// A moderator acted (timeout, ban, removal) or deleted enough messages.
+    pub decisive: bool,
+    pub evidence: Vec<Evidence>,
+    /// When the user was last counted in the channel norms as a chatter,
+    /// a waller, a repeater and a spam-event member (each at most once
+    /// per norm half-life, so one heavy spammer is one chatter).
+    pub norm_marks: [i64; 4],
 }
 
 impl UserState {
@@ -81,20 +173,135 @@ impl UserState {
             last_ts_ms: i64::MIN,
             prev_ts_ms: i64::MIN,
             last_seen_ms: i64::MIN,
+            suspicion_at_ms: i64::MIN,
+            norm_marks: [i64::MIN; 4],
             ..Self::default()
         }
     }
 
-    /// Users who cannot be spammers in practice, as the params define them.
+    /// Users who cannot be spammers in practice: moderators, the
+    /// broadcaster and staff (as the params say), trusted bots.
     pub fn exempt(&self, p: &DetectorParams) -> bool {
         let has = |bit| self.roles & bit != 0;
-        let months = self.roles >> role::MONTHS_SHIFT;
-        (p.exempt_moderators && has(role::MODERATOR))
+        self.trusted
+            || (p.exempt_moderators && has(role::MODERATOR))
             || (p.exempt_broadcaster && (has(role::BROADCASTER) || has(role::STAFF)))
-            || (p.exempt_vips && has(role::VIP))
-            || (p.exempt_verified && has(role::VERIFIED))
-            || (p.exempt_supporters && self.supporter)
-            || (p.exempt_members && has(role::MEMBER) && months >= p.member_exempt_min_months)
+    }
+
+    /// How much evidence against this user counts: the smallest weight of
+    /// the roles they hold (1 for none).
+    pub fn role_weight(&self, p: &DetectorParams) -> f64 {
+        let has = |bit| self.roles & bit != 0;
+        let months = self.roles >> role::MONTHS_SHIFT;
+        let mut w: f64 = 1.0;
+        if has(role::VIP) {
+            w = w.min(p.vip_weight);
+        }
+        if has(role::VERIFIED) {
+            w = w.min(p.verified_weight);
+        }
+        if has(role::MEMBER) {
+            w = w.min(if months >= p.member_trust_months {
+                p.trusted_member_weight
+            } else {
+                p.member_weight
+            });
+        }
+        if self.supporter {
+            w = w.min(p.supporter_weight);
+        }
+        w
+    }
+
+    /// Suspicion decayed to `at_ms` (never grows back for an earlier time).
+    pub fn suspicion_at(&self, at_ms: i64, half_life_ms: u64) -> f64 {
+        if self.suspicion_at_ms == i64::MIN || self.suspicion == 0.0 {
+            return f64::from(self.suspicion);
+        }
+        let dt = at_ms.saturating_sub(self.suspicion_at_ms).max(0) as f64;
+        f64::from(self.suspicion) * (-dt / half_life_ms as f64 * std::f64::consts::LN_2).exp()
+    }
+
+    /// Adds one observation: weighted by the user's roles, summed into
+    /// the suspicion decayed to `at_ms`, and kept per kind for the reader.
+    pub fn observe(&mut self, o: Observation, at_ms: i64, p: &DetectorParams) {
+        // Moderators' evidence is theirs: no role discount.
+        let weight = if o.kind.decisive() {
+            o.weight
+        } else {
+            o.weight * self.role_weight(p)
+        };
+        if o.kind.decisive() {
+            self.decisive = true;
+        }
+        if weight > 0.0 {
+            let now = at_ms.max(self.suspicion_at_ms);
+            let s = self.suspicion_at(now, p.suspicion_half_life_ms) + weight;
+            self.suspicion = s as f32;
+            self.suspicion_at_ms = now;
+        } else if !o.kind.decisive() {
+            return;
+        }
+        let e = match self.evidence.iter_mut().position(|e| e.kind == o.kind) {
+            Some(i) => &mut self.evidence[i],
+            None => {
+                self.evidence.push(Evidence {
+                    kind: o.kind,
+                    count: 0,
+                    contribution: 0.0,
+                    observed: f32::NEG_INFINITY,
+                    norm: 0.0,
+                    threshold: o.threshold as f32,
+                    detail: String::new(),
+                });
+                let last = self.evidence.len() - 1;
+                &mut self.evidence[last]
+            }
+        };
+        e.count = e.count.saturating_add(1);
+        e.contribution += weight as f32;
+        // The fast-messages observation is a delay: lower is stronger.
+        let stronger = if o.kind == EvidenceKind::FastMessages {
+            e.observed == f32::NEG_INFINITY || (o.observed as f32) < e.observed
+        } else {
+            (o.observed as f32) >= e.observed
+        };
+        if stronger {
+            e.observed = o.observed as f32;
+            e.norm = o.norm as f32;
+            e.threshold = o.threshold as f32;
+            if !o.detail.is_empty() {
+                e.detail = o.detail;
+            }
+        }
+    }
+
+    /// Which of (chatter, wall, repeat, spam) to count in the channel norms
+    /// for a message at `ts_ms` showing `shown`, marking them counted.
+    pub fn norm_counts(&mut self, ts_ms: i64, shown: [bool; 4], half_life_ms: u64) -> [bool; 4] {
+        let half = i64::try_from(half_life_ms).unwrap_or(i64::MAX);
+        let mut out = [false; 4];
+        for i in 0..4 {
+            let mark = self.norm_marks[i];
+            if shown[i] && (mark == i64::MIN || ts_ms.saturating_sub(mark) >= half) {
+                self.norm_marks[i] = ts_ms;
+                out[i] = true;
+            }
+        }
+        out
+    }
+
+    /// What this user's own marks weigh in the channel norms at `ts_ms`
+    /// (each decays from when it was counted).
+    pub fn norm_weights(&self, ts_ms: i64, half_life_ms: u64) -> [f64; 4] {
+        self.norm_marks.map(|mark| {
+            if mark == i64::MIN {
+                0.0
+            } else {
+                let dt = ts_ms.saturating_sub(mark).max(0) as f64;
+                (-dt / half_life_ms as f64 * std::f64::consts::LN_2).exp()
+            }
+        })
     }
 
     /// Counts a message in group `cluster`; returns the user's count there.
@@ -136,87 +343,44 @@ impl UserState {
         (self.messages >= 1).then(|| self.total_graphemes as f64 / f64::from(self.messages))
     }
 
-    /// The triggers that fire for this user, with observed values and
-    /// thresholds. `delay_threshold_ms` already accounts for slow mode.
-    pub fn triggers(&self, p: &DetectorParams, delay_threshold_ms: f64) -> Vec<Trigger> {
-        let mut out = Vec::new();
-        let mut fire = |name: &str, observed: f64, threshold: f64, detail: String| {
-            out.push(Trigger {
-                name: name.to_owned(),
-                observed,
-                threshold,
-                detail,
-            });
-        };
-        if p.moderator_actions && self.moderated {
-            fire("moderator_action", 1.0, 1.0, self.moderated_detail.clone());
-        }
-        if p.max_deleted_messages > 0 && self.deleted >= p.max_deleted_messages {
-            fire(
-                "deleted_messages",
-                f64::from(self.deleted),
-                f64::from(p.max_deleted_messages),
-                String::new(),
-            );
-        }
-        if p.max_avg_length > 0
-            && self.messages >= p.min_messages_for_length.max(1)
-            && let Some(avg) = self.avg_graphemes()
-            && avg >= f64::from(p.max_avg_length)
-        {
-            fire(
-                "avg_length",
-                avg,
-                f64::from(p.max_avg_length),
-                String::new(),
-            );
-        }
-        if delay_threshold_ms > 0.0
-            && self.messages >= p.min_messages_for_delay.max(2)
-            && let Some(avg) = self.avg_delay_ms()
-            && avg < delay_threshold_ms
-        {
-            fire("avg_delay", avg, delay_threshold_ms, String::new());
-        }
-        let similar = self.recent.iter().map(|(_, n)| *n).max().unwrap_or(0);
-        if p.max_similar_messages > 0 && similar >= p.max_similar_messages {
-            fire(
-                "similar_messages",
-                f64::from(similar),
-                f64::from(p.max_similar_messages),
-                String::new(),
-            );
-        }
-        if p.max_spam_event_messages > 0 && self.spam_event_messages >= p.max_spam_event_messages {
-            fire(
-                "spam_event_messages",
-                f64::from(self.spam_event_messages),
-                f64::from(p.max_spam_event_messages),
-                String::new(),
-            );
-        }
-        if p.max_repetition > 0.0 && f64::from(self.max_repetition) >= p.max_repetition {
-            fire(
-                "repetitive_message",
-                f64::from(self.max_repetition),
-                p.max_repetition,
-                String::new(),
-            );
-        }
-        if self.blacklist_hits > 0 {
-            let name = if self.blacklist_detail.starts_with("name:") {
-                "blacklisted_name"
-            } else {
-                "blacklisted_text"
-            };
-            fire(
-                name,
-                f64::from(self.blacklist_hits),
-                1.0,
-                self.blacklist_detail.clone(),
-            );
-        }
-        out
+    /// Whether the user is to be flagged at `at_ms`.
+    pub fn should_flag(&self, at_ms: i64, p: &DetectorParams) -> bool {
+        self.decisive
+            || self.suspicion_at(at_ms, p.suspicion_half_life_ms) >= p.flag_threshold() - 1e-9
+    }
+
+    /// The evidence as triggers, strongest contribution first (decisive
+    /// moderator evidence before everything).
+    pub fn triggers(&self) -> Vec<Trigger> {
+        let mut ev: Vec<&Evidence> = self.evidence.iter().collect();
+        ev.sort_by(|a, b| {
+            b.kind
+                .decisive()
+                .cmp(&a.kind.decisive())
+                .then(b.contribution.total_cmp(&a.contribution))
+                .then(a.kind.cmp(&b.kind))
+        });
+        ev.into_iter()
+            .map(|e| Trigger {
+                name: e.kind.name().to_owned(),
+                observed: round3(f64::from(e.observed)),
+                threshold: round3(f64::from(e.threshold)),
+                detail: e.detail.clone(),
+                norm: round3(f64::from(e.norm)),
+                contribution: round3(f64::from(e.contribution)),
+                count: e.count,
+            })
+            .collect()
+    }
+}
+
+/// Three decimals: evidence is for people, and f32 noise in the last
+/// digits only makes outputs differ between equal runs' printouts.
+pub fn round3(v: f64) -> f64 {
+    if v.is_finite() {
+        (v * 1000.0).round() / 1000.0
+    } else {
+        0.0
     }
 }
 
@@ -233,6 +397,17 @@ mod tests {
         }
     }
 
+    fn obs(kind: EvidenceKind, weight: f64, observed: f64) -> Observation {
+        Observation {
+            kind,
+            weight,
+            observed,
+            norm: 0.0,
+            threshold: 1.0,
+            detail: String::new(),
+        }
+    }
+
     #[test]
     fn average_delay_divides_by_gaps_not_messages() {
         assert_eq!(user(5, 0, 4_000).avg_delay_ms(), Some(1_000.0));
@@ -240,57 +415,72 @@ mod tests {
     }
 
     #[test]
-    fn delay_trigger_respects_min_messages_and_threshold() {
+    fn suspicion_adds_up_and_halves_per_half_life() {
         let p = DetectorParams::default();
-        let fast = user(p.min_messages_for_delay, 0, 1_000);
-        assert!(
-            fast.triggers(&p, 1_500.0)
-                .iter()
-                .any(|t| t.name == "avg_delay")
-        );
-        let few = user(p.min_messages_for_delay - 1, 0, 100);
-        assert!(
-            !few.triggers(&p, 1_500.0)
-                .iter()
-                .any(|t| t.name == "avg_delay")
-        );
-        // Slow mode raised the threshold: the same user now fires at 40 s.
-        let slow = user(p.min_messages_for_delay, 0, 3 * 31_000);
-        assert!(
-            slow.triggers(&p, 36_000.0)
-                .iter()
-                .any(|t| t.name == "avg_delay")
-        );
-        assert!(
-            !slow
-                .triggers(&p, 1_500.0)
-                .iter()
-                .any(|t| t.name == "avg_delay")
-        );
+        let mut u = UserState::new("1", "u");
+        u.observe(obs(EvidenceKind::Wall, 0.6, 200.0), 0, &p);
+        assert!(!u.should_flag(0, &p));
+        u.observe(obs(EvidenceKind::Wall, 0.6, 300.0), 0, &p);
+        assert!(u.should_flag(0, &p));
+        let half = i64::try_from(p.suspicion_half_life_ms).unwrap();
+        assert!((u.suspicion_at(half, p.suspicion_half_life_ms) - 0.6).abs() < 1e-6);
+        assert!(!u.should_flag(half, &p));
+        // An earlier time does not bring suspicion back up.
+        assert!((u.suspicion_at(-half, p.suspicion_half_life_ms) - 1.2).abs() < 1e-6);
+        let t = u.triggers();
+        assert_eq!(t.len(), 1);
+        assert_eq!((t[0].count, t[0].observed), (2, 300.0));
+        assert!((t[0].contribution - 1.2).abs() < 1e-3);
     }
 
     #[test]
-    fn exemptions_are_params() {
-        let mut p = DetectorParams::default();
-        let mut u = UserState::new("1", "u");
-        u.roles = pack_roles(&Roles {
+    fn roles_weigh_instead_of_exempting() {
+        let p = DetectorParams::default();
+        let mut sub = UserState::new("1", "sub");
+        sub.roles = pack_roles(&Roles {
             member: true,
-            member_months: 2,
+            member_months: 9,
             ..Roles::default()
         });
+        assert!(!sub.exempt(&p));
+        assert_eq!(sub.role_weight(&p), p.member_weight);
+        sub.observe(obs(EvidenceKind::Link, 1.0, 1.0), 0, &p);
         assert!(
-            !u.exempt(&p),
-            "a two-month subscriber is not exempt by default"
+            !sub.should_flag(0, &p),
+            "a subscriber's one link is not enough"
         );
-        p.member_exempt_min_months = 0;
-        assert!(u.exempt(&p));
-        p.exempt_members = false;
-        assert!(!u.exempt(&p));
-        u.roles = pack_roles(&Roles {
+        sub.observe(obs(EvidenceKind::Link, 1.0, 1.0), 0, &p);
+        assert!(sub.should_flag(0, &p), "two are");
+        let mut long = sub.clone();
+        long.roles = pack_roles(&Roles {
+            member: true,
+            member_months: 24,
+            ..Roles::default()
+        });
+        assert_eq!(long.role_weight(&p), p.trusted_member_weight);
+        let mut m = UserState::new("2", "m");
+        m.roles = pack_roles(&Roles {
             moderator: true,
             ..Roles::default()
         });
-        assert!(u.exempt(&p));
+        assert!(m.exempt(&p));
+        let mut p2 = p.clone();
+        p2.exempt_moderators = false;
+        assert!(!m.exempt(&p2));
+    }
+
+    #[test]
+    fn moderator_evidence_is_decisive_even_for_members() {
+        let p = DetectorParams::default();
+        let mut u = UserState::new("1", "u");
+        u.roles = pack_roles(&Roles {
+            member: true,
+            member_months: 30,
+            ..Roles::default()
+        });
+        u.observe(obs(EvidenceKind::ModeratorAction, 1.0, 1.0), 0, &p);
+        assert!(u.should_flag(0, &p));
+        assert_eq!(u.triggers()[0].name, "moderator_action");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use spamscope_chat::replay;
 use spamscope_detect::{CompiledParams, Detector, DetectorParams, ScoreModel, StreamDetector};
 use spamscope_proto::v1::{
     Author, ChatEvent, ChatMessage, DetectorOutput, MessageDeleted, Platform, Roles, RoomState,
-    SpamEvent, SpamEventState, UserTimedOut, chat_event::Kind, detector_output,
+    SpamEvent, SpamEventClass, SpamEventState, UserTimedOut, chat_event::Kind, detector_output,
 };
 
 fn testdata(rel: &str) -> PathBuf {
@@ -85,6 +85,9 @@ fn youtube_cheese_copypasta_is_one_spam_event_with_zero_width_variants_merged() 
     assert!(e.unique_users >= 20);
     assert!(e.first_seen_ms < e.last_seen_ms);
     assert_eq!(e.fingerprint.len(), 16);
+    // 47 users, 5.4 messages each: a flood, which is spam.
+    assert!(e.spam, "{e:?}");
+    assert_eq!(e.class(), SpamEventClass::Flood);
 }
 
 #[test]
@@ -108,6 +111,70 @@ fn twitch_copypasta_waves_become_spam_events() {
         .collect();
     assert_eq!(lulw.len(), 1, "{lulw:#?}");
     assert!(lulw[0].unique_users >= 100);
+    // A crowd reaction, not spam (issue 14: it came out like a copypasta).
+    assert_eq!(lulw[0].class(), SpamEventClass::CrowdReaction);
+    assert!(!lulw[0].spam);
+    assert!(feels.spam || feels.class() == SpamEventClass::CrowdReaction);
+}
+
+/// Runs the detector as `eval --moderation` does (moderator-fed evidence
+/// off) over a bundled log.
+fn run_predictive(events: &[ChatEvent], scores: bool) -> Vec<DetectorOutput> {
+    let mut d = Detector::new(model()).with_scores(scores);
+    let mut out = Vec::new();
+    d.set_default_params(spamscope_detect::eval::predictive_params(), &mut out)
+        .unwrap();
+    for ev in events {
+        d.handle(ev, &mut out);
+    }
+    out
+}
+
+#[test]
+fn xqcow_single_short_messages_never_flag_and_scores_stay_low() {
+    // On this log the old detector flagged 174 users nobody acted on, most
+    // for one short reaction (`????????`, `YOOOOOOOO`, an emote wall the
+    // chat joined), and scored 61 % of the messages 0.5 or more.
+    let events = events_of("twitch/xqcow-2019-09-15.irc");
+    let out = run_predictive(&events, true);
+    let strong = [
+        "link",
+        "blacklisted_text",
+        "blacklisted_name",
+        "self_promotion",
+    ];
+    for o in &out {
+        if let Some(detector_output::Kind::Decision(d)) = &o.kind
+            && d.messages_seen <= 1
+        {
+            let t = &d.triggers[0];
+            assert!(
+                strong.contains(&t.name.as_str())
+                    || (matches!(t.name.as_str(), "wall" | "long_message") && t.observed >= 150.0),
+                "flagged on one message without strong evidence: {d:?}"
+            );
+        }
+    }
+    let decisions = out
+        .iter()
+        .filter(|o| matches!(o.kind, Some(detector_output::Kind::Decision(_))))
+        .count();
+    // Measured: 2 of 1,208 chatters, both timed out by the moderators.
+    assert!(decisions <= 5, "{decisions} flags");
+    let scores: Vec<f64> = out
+        .iter()
+        .filter_map(|o| match &o.kind {
+            Some(detector_output::Kind::MessageScore(s)) => Some(s.score),
+            _ => None,
+        })
+        .collect();
+    let high = scores.iter().filter(|s| **s >= 0.5).count();
+    // Measured: 20 of 4,933 (0.4 %); the target is at most 5 %.
+    assert!(
+        (high as f64) <= 0.01 * scores.len() as f64,
+        "{high} of {} messages score 0.5 or more",
+        scores.len()
+    );
 }
 
 #[test]
@@ -216,22 +283,29 @@ fn stream_detector(params: serde_json::Value) -> StreamDetector {
     StreamDetector::new(Platform::Twitch, "c", p, model())
 }
 
+fn decision_of(out: &[DetectorOutput], login: &str) -> Option<spamscope_proto::v1::Decision> {
+    out.iter().find_map(|o| match &o.kind {
+        Some(detector_output::Kind::Decision(d)) if d.user_login == login => Some(d.clone()),
+        _ => None,
+    })
+}
+
 #[test]
 fn triggers_carry_evidence_and_flags_are_not_lost() {
     let mut d = stream_detector(json!({}));
     let mut out = Vec::new();
-    let long = "a very long message ".repeat(10);
-    d.handle(&msg("c", "talker", 1_000, &long), &mut out);
-    let Some(detector_output::Kind::Decision(dec)) = &out[0].kind else {
-        panic!("{out:?}")
-    };
-    let t = dec
-        .triggers
-        .iter()
-        .find(|t| t.name == "avg_length")
-        .unwrap();
-    assert!(t.observed >= t.threshold);
-    assert_eq!(t.threshold, 150.0);
+    d.handle(&msg("c", "lurker", 500, "hello chat"), &mut out);
+    // One unknown link is strong evidence: flagged on the spot.
+    d.handle(
+        &msg("c", "talker", 1_000, "free followers at bit.ly\\14gKvDo"),
+        &mut out,
+    );
+    let dec = decision_of(&out, "talker").expect("flagged");
+    let t = &dec.triggers[0];
+    assert_eq!((t.name.as_str(), t.detail.as_str()), ("link", "bit.ly"));
+    assert_eq!(t.count, 1);
+    assert!(t.contribution >= dec.flag_threshold, "{dec:?}");
+    assert!(dec.suspicion >= dec.flag_threshold);
     out.clear();
     // A timeout after the flag does not flag twice, and does not unflag.
     d.handle(
@@ -250,24 +324,204 @@ fn triggers_carry_evidence_and_flags_are_not_lost() {
 }
 
 #[test]
-fn exempt_users_are_never_flagged_and_exemptions_are_params() {
-    let long = "b".repeat(20) + " " + &"c ".repeat(100);
+fn one_short_reaction_never_flags() {
+    // The single messages the old trigger flagged (issue 14).
+    let mut d = stream_detector(json!({}));
+    let mut out = Vec::new();
+    for (i, t) in [
+        "????????",
+        "77777777",
+        "YOOOOOOOO",
+        "hasHi hasHi hasHi hasHi",
+        "LULW LULW LULW LULW LULW LULW",
+    ]
+    .iter()
+    .enumerate()
+    {
+        d.handle(&msg("c", &format!("u{i}"), 1_000 + i as i64, t), &mut out);
+    }
+    assert!(decisions(&out).is_empty(), "{:?}", decisions(&out));
+}
+
+/// A 300-grapheme emote wall.
+fn wall(unit: &str) -> String {
+    let mut w = String::new();
+    while w.chars().count() < 300 {
+        w.push_str(unit);
+        w.push(' ');
+    }
+    w
+}
+
+#[test]
+fn a_wall_in_quiet_chat_is_not_a_wall_in_a_rave() {
+    // Quiet chat: small talk, then one user posts two walls.
+    let mut quiet = stream_detector(json!({}));
+    let mut out = Vec::new();
+    for i in 0..60 {
+        quiet.handle(
+            &msg(
+                "c",
+                &format!("u{i}"),
+                i * 1_000,
+                &format!("nice play number {i}"),
+            ),
+            &mut out,
+        );
+    }
+    quiet.handle(
+        &msg("c", "waller", 61_000, &wall("forsenE GIGACHAD")),
+        &mut out,
+    );
+    quiet.handle(
+        &msg("c", "waller", 70_000, &wall("forsenE GIGACHAD")),
+        &mut out,
+    );
+    let dec = decision_of(&out, "waller").expect("flagged in quiet chat");
+    let t = dec.triggers.iter().find(|t| t.name == "wall").unwrap();
+    assert!(t.observed >= 300.0 && t.norm < 0.01, "{t:?}");
+
+    // A rave: half the chat posts walls of all kinds; the same two walls
+    // are what everybody does.
+    let mut rave = stream_detector(json!({}));
+    let mut out = Vec::new();
+    for i in 0..60 {
+        let text = if i % 2 == 0 {
+            wall(&format!("pepeD RAVE{i}"))
+        } else {
+            format!("nice play number {i}")
+        };
+        rave.handle(&msg("c", &format!("u{i}"), i * 1_000, &text), &mut out);
+    }
+    rave.handle(
+        &msg("c", "waller", 61_000, &wall("forsenE GIGACHAD")),
+        &mut out,
+    );
+    rave.handle(
+        &msg("c", "waller", 70_000, &wall("forsenE GIGACHAD")),
+        &mut out,
+    );
+    assert!(
+        decision_of(&out, "waller").is_none(),
+        "{:?}",
+        decisions(&out)
+    );
+}
+
+#[test]
+fn repeating_your_own_message_builds_suspicion_that_decays() {
+    let mut d = stream_detector(json!({}));
+    let mut out = Vec::new();
+    for i in 0..30 {
+        d.handle(
+            &msg("c", &format!("u{i}"), i * 1_000, &format!("chat line {i}")),
+            &mut out,
+        );
+    }
+    let text = "today is my birthday can u plz gift me vbucks as a gift plz";
+    // Two copies an hour apart: the first is forgotten.
+    d.handle(&msg("c", "asker", 30_000, text), &mut out);
+    d.handle(&msg("c", "asker", 3_630_000, text), &mut out);
+    assert!(decision_of(&out, "asker").is_none());
+    // Five copies in a minute: flagged, with the repeats as evidence.
+    for i in 0..5 {
+        d.handle(&msg("c", "asker", 3_640_000 + i * 10_000, text), &mut out);
+    }
+    let dec = decision_of(&out, "asker").expect("flagged");
+    assert!(
+        dec.triggers
+            .iter()
+            .any(|t| t.name == "repeated_message" && t.count >= 2)
+    );
+}
+
+#[test]
+fn roles_weigh_a_subscribers_walls_instead_of_exempting_them() {
+    // A 9-month subscriber posting braille-art walls, and a chatter without
+    // a badge doing the same in another channel like it (issue 14: the
+    // subscriber used to be exempt).
+    let sub = Roles {
+        member: true,
+        member_months: 9,
+        ..Roles::default()
+    };
+    let braille = "⣿⣿⣿⣿⣿⡿⠛⣉⡉⠙⠻⣿⣿⣿⣿ ".repeat(20);
+    let run = |roles: Roles| {
+        let mut d = stream_detector(json!({}));
+        let mut out = Vec::new();
+        for i in 0..30 {
+            d.handle(
+                &msg("c", &format!("u{i}"), i * 1_000, &format!("chat line {i}")),
+                &mut out,
+            );
+        }
+        let mut flagged_at = None;
+        for i in 0..6 {
+            d.handle(
+                &msg_with("c", "artist", 31_000 + i * 5_000, &braille, roles),
+                &mut out,
+            );
+            if flagged_at.is_none() && decision_of(&out, "artist").is_some() {
+                flagged_at = Some(i + 1);
+            }
+        }
+        (flagged_at, d.user("", "artist").unwrap().suspicion)
+    };
+    let (sub_at, sub_suspicion) = run(sub);
+    let (plain_at, plain_suspicion) = run(Roles::default());
+    assert!(sub_at.is_some(), "a subscriber is weighed, not exempt");
+    assert!(plain_at <= sub_at, "{plain_at:?} {sub_at:?}");
+    let ratio = sub_suspicion / plain_suspicion;
+    let w = DetectorParams::default().member_weight as f32;
+    assert!((ratio - w).abs() < 0.01, "{ratio}");
+}
+
+#[test]
+fn trusted_bots_moderators_and_the_broadcaster_are_never_flagged() {
+    let link = "follow on twitter https://twitter.com/someone";
     let modr = Roles {
         moderator: true,
         ..Roles::default()
     };
     let mut d = stream_detector(json!({}));
     let mut out = Vec::new();
-    d.handle(&msg_with("c", "mod", 1_000, &long, modr), &mut out);
-    assert!(decisions(&out).is_empty());
-    let mut d = stream_detector(json!({"exempt_moderators": false}));
-    d.handle(&msg_with("c", "mod", 1_000, &long, modr), &mut out);
+    d.handle(&msg_with("c", "mod", 1_000, link, modr), &mut out);
+    d.handle(&msg("c", "Nightbot", 2_000, link), &mut out);
+    assert!(decisions(&out).is_empty(), "{:?}", decisions(&out));
+    let mut d = stream_detector(json!({"exempt_moderators": false, "trusted_users": []}));
+    d.handle(&msg_with("c", "mod", 1_000, link, modr), &mut out);
+    d.handle(&msg("c", "Nightbot", 2_000, link), &mut out);
+    assert_eq!(decisions(&out).len(), 2);
+}
+
+#[test]
+fn allow_lists_silence_phrases_and_domains() {
+    let mut d = stream_detector(json!({
+        "allowed_domains": ["example.org"],
+        "allowed_phrases": ["forsenE GIGACHAD"]
+    }));
+    let mut out = Vec::new();
+    d.handle(
+        &msg("c", "a", 1_000, "docs at https://docs.example.org/x"),
+        &mut out,
+    );
+    for i in 0..3 {
+        d.handle(
+            &msg("c", "b", 2_000 + i, &wall("forsenE GIGACHAD")),
+            &mut out,
+        );
+    }
+    assert!(decisions(&out).is_empty(), "{:?}", decisions(&out));
+    d.handle(
+        &msg("c", "c", 9_000, "see https://other.example.com"),
+        &mut out,
+    );
     assert_eq!(decisions(&out).len(), 1);
 }
 
 #[test]
 fn macro_spam_delay_with_out_of_order_messages_and_slow_mode() {
-    let mut d = stream_detector(json!({}));
+    let mut d = stream_detector(json!({"fast_weight": 1.0}));
     let mut out = Vec::new();
     // Out of order: 3 s, 1 s, 2 s, 0 s → mean gap 1 s, no panic.
     for ts in [3_000, 1_000, 2_000, 0] {
@@ -275,11 +529,11 @@ fn macro_spam_delay_with_out_of_order_messages_and_slow_mode() {
     }
     let got = decisions(&out);
     assert_eq!(got.len(), 1, "{got:?}");
-    assert!(got[0].1.contains(&"avg_delay".to_owned()));
+    assert!(got[0].1.contains(&"fast_messages".to_owned()));
 
     // With 30 s slow mode announced, a user posting every 31 s is macro
     // spamming at the limit.
-    let mut d = stream_detector(json!({}));
+    let mut d = stream_detector(json!({"fast_weight": 1.0}));
     let mut out = Vec::new();
     d.handle(
         &ChatEvent {
@@ -304,15 +558,14 @@ fn macro_spam_delay_with_out_of_order_messages_and_slow_mode() {
     }
     let got = decisions(&out);
     assert_eq!(got.len(), 1, "{got:?}");
-    let Some(detector_output::Kind::Decision(dec)) = &out
-        .iter()
-        .find(|o| matches!(o.kind, Some(detector_output::Kind::Decision(_))))
-        .unwrap()
-        .kind
-    else {
-        panic!()
-    };
+    let dec = decision_of(&out, "steady").unwrap();
     assert_eq!((dec.slow_mode_s, dec.slow_mode_inferred), (30, false));
+    let t = dec
+        .triggers
+        .iter()
+        .find(|t| t.name == "fast_messages")
+        .unwrap();
+    assert_eq!((t.threshold, t.norm), (36_000.0, 30.0));
 }
 
 #[test]
@@ -362,23 +615,24 @@ fn unknown_deletions_are_counted_not_dropped() {
 fn params_change_re_evaluates_the_stream() {
     let mut det = Detector::new(model());
     let mut out = Vec::new();
-    for i in 0..3 {
-        det.handle(
-            &msg(
-                "c",
-                "chatty",
-                i * 10_000,
-                &"medium length message ".repeat(4),
-            ),
-            &mut out,
-        );
-    }
-    assert!(decisions(&out).is_empty());
-    det.set_stream_params("twitch.c", json!({"max_avg_length": 50}), &mut out)
+    det.handle(
+        &msg(
+            "c",
+            "promoter",
+            10_000,
+            "hey guys follow my twitch channel pls",
+        ),
+        &mut out,
+    );
+    assert!(
+        decisions(&out).is_empty(),
+        "self-promotion alone is not enough"
+    );
+    det.set_stream_params("twitch.c", json!({"sensitivity": 2.0}), &mut out)
         .unwrap();
     let got = decisions(&out);
     assert_eq!(got.len(), 1);
-    assert_eq!(got[0].1, vec!["avg_length".to_owned()]);
+    assert_eq!(got[0].1, vec!["self_promotion".to_owned()]);
     // Invalid values are refused with the key named.
     let err = det
         .set_default_params(json!({"tick_ms": 5}), &mut out)
@@ -398,18 +652,14 @@ fn stream_params_apply_to_their_stream_only() {
             stream,
             "chatty",
             i * 10_000,
-            &"medium length message ".repeat(4),
+            "hey guys follow my twitch channel pls",
         )
     };
-    for i in 0..3 {
-        det.handle(&chatty("c", i), &mut out);
-        det.handle(&chatty("d", i), &mut out);
-    }
-    det.set_stream_params("twitch.c", json!({"max_avg_length": 50}), &mut out)
+    det.handle(&chatty("c", 0), &mut out);
+    det.handle(&chatty("d", 0), &mut out);
+    det.set_stream_params("twitch.c", json!({"sensitivity": 2.0}), &mut out)
         .unwrap();
-    for i in 0..3 {
-        det.handle(&chatty("e", i), &mut out);
-    }
+    det.handle(&chatty("e", 1), &mut out);
     let flagged: Vec<&str> = out
         .iter()
         .filter_map(|o| match &o.kind {

@@ -245,9 +245,9 @@ impl HistoryStore {
                     (),
                 )?;
                 // Messages added since the previous version, in the minute
-                // of this update.
+                // of this update; crowd reactions are chat, not spam.
                 let added = e.count.saturating_sub(prev.as_ref().map_or(0, |p| p.count));
-                if added > 0 {
+                if added > 0 && e.spam {
                     let minute = e.last_seen_ms.div_euclid(60_000) * 60_000;
                     let rk = format!("{stream}\0{minute:020}");
                     let cur = rate_t.get(rk.as_str())?.map_or(0, |v| v.value());

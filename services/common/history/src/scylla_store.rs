@@ -9,6 +9,7 @@
 //! - `decisions ((stream), user)`, `decisions_by_user ((user), at DESC,
 //!   stream)`, `decisions_by_stream ((stream), at DESC, user)`;
 //! - `spam_rate ((stream), minute, event_id, version)`: messages added by
+//!   spam-class events (not crowd reactions),
 //!   each event version, summed per minute on read (idempotent, no counters);
 //! - `signatures (fingerprint)` and `lsh_bands ((band), fingerprint)`: the
 //!   fuzzy-search index, as in the embedded store.
@@ -309,7 +310,8 @@ impl ScyllaHistory {
             let added = e
                 .count
                 .saturating_sub(prev.as_ref().map_or(0, |(_, p)| p.count));
-            if added > 0 {
+            // Crowd reactions are chat, not spam.
+            if added > 0 && e.spam {
                 let minute = e.last_seen_ms.div_euclid(60_000) * 60_000;
                 self.session
                     .execute_unpaged(

@@ -34,6 +34,14 @@ fn event(
         state: 1,
         version,
         sample_users: vec!["Ünïcode user".into(), "名前".into()],
+        class: spamscope_proto::v1::SpamEventClass::Flood as i32,
+        spam: true,
+        class_evidence: vec![Trigger {
+            name: "messages_per_user".into(),
+            observed: 5.8,
+            threshold: 3.0,
+            ..Trigger::default()
+        }],
     }
 }
 
@@ -45,14 +53,19 @@ fn decision(stream: &str, user: &str, at: i64) -> Decision {
         user_login: user.into(),
         at_ms: at,
         triggers: vec![Trigger {
-            name: "similar_messages".into(),
+            name: "repeated_message".into(),
             observed: 9.0,
-            threshold: 8.0,
+            threshold: 2.0,
             detail: String::new(),
+            norm: 0.02,
+            contribution: 1.4,
+            count: 8,
         }],
         messages_seen: 9,
         slow_mode_s: 30,
         slow_mode_inferred: true,
+        suspicion: 1.1,
+        flag_threshold: 1.0,
     }
 }
 

@@ -38,6 +38,8 @@ fn event(
         state: 1,
         version,
         sample_users: vec![],
+        spam: true,
+        ..SpamEvent::default()
     }
 }
 

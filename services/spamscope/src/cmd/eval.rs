@@ -23,10 +23,25 @@ pub struct Args {
     /// scored by a model trained on the other files given (leave one out).
     #[arg(long, num_args = 1.., value_name = "CSV")]
     pub labeled: Vec<PathBuf>,
-    /// Chat logs with moderator actions: flagged users against the users
-    /// moderators acted on.
+    /// Chat logs with moderator actions (plain or gzip): flagged users
+    /// against the users moderators acted on. Each file is replayed on its
+    /// own (a recording).
     #[arg(long, num_args = 1.., value_name = "FILE")]
     pub moderation: Vec<PathBuf>,
+    /// Labels of the moderated users (normvio-dev's `labels.json`: channel,
+    /// user, label, action_ms, file): recall for spam-like categories and
+    /// for the rest apart.
+    #[arg(long, value_name = "FILE", requires = "moderation")]
+    pub labels: Option<PathBuf>,
+    /// Also measure at these sensitivities (comma-separated, e.g.
+    /// `0.5,1,2`): flags per 1,000 chatters against recall.
+    #[arg(
+        long,
+        value_name = "S,S,...",
+        value_delimiter = ',',
+        requires = "moderation"
+    )]
+    pub curve: Vec<f64>,
     /// Keep the triggers fed by moderator actions on (by default they are
     /// off, so the detector is scored on what it finds by itself).
     #[arg(long)]
@@ -143,9 +158,17 @@ fn print_classification(name: &str, how: &str, r: &ClassificationReport) {
 }
 
 fn moderation(args: &Args, model: ScoreModel) -> Result<Value> {
-    let files = read(&args.moderation)?;
-    report_malformed(&files);
-    let events = replay::merge(files);
+    let labels = match &args.labels {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| Exit::data(format!("--labels {}: cannot read: {e}", p.display())))?;
+            Some(
+                eval::parse_labels(&text)
+                    .map_err(|e| Exit::data(format!("--labels {}: {e}", p.display())))?,
+            )
+        }
+        None => None,
+    };
     let mut layer = args.params.layer()?;
     if !args.with_moderation_triggers
         && let (Value::Object(l), Value::Object(p)) = (&mut layer, eval::predictive_params())
@@ -154,49 +177,174 @@ fn moderation(args: &Args, model: ScoreModel) -> Result<Value> {
             l.entry(k).or_insert(v);
         }
     }
-    let r = eval::moderation(&events, layer, Arc::new(model))
-        .map_err(|e| Exit::usage(e.to_string()))?;
-    if !args.json {
-        println!(
-            "moderated users {}  flagged {}  true positives {}",
-            r.moderated_users, r.flagged_users, r.true_positives
+    let model = Arc::new(model);
+    // The default point first, then the curve's.
+    let mut points: Vec<Option<f64>> = vec![None];
+    points.extend(args.curve.iter().map(|s| Some(*s)));
+    let mut runs: Vec<Vec<eval::RecordingRun>> = vec![Vec::new(); points.len()];
+    for path in &args.moderation {
+        let files = read(std::slice::from_ref(path))?;
+        report_malformed(&files);
+        let events = replay::merge(files);
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
         );
-        println!(
-            "precision {:.3}  recall {:.3}  F1 {:.3}  median lead time {}",
-            r.precision,
-            r.recall,
-            r.f1,
-            r.lead_time_median_s.map_or("-".to_owned(), |s| format!(
-                "{s:.1} s (positive: flagged before the moderators acted)"
-            ))
-        );
-        println!(
-            "spam events {}  deletions of unknown messages {}",
-            r.spam_events, r.unattributed_deletions
-        );
-        if !r.unacted_flags.is_empty() {
-            println!("flagged, no moderator action:");
-            for f in &r.unacted_flags {
-                println!(
-                    "  {:<28} {:<24} {}",
-                    f.stream,
-                    f.user,
-                    f.triggers.join(", ")
-                );
+        for (i, point) in points.iter().enumerate() {
+            let mut l = layer.clone();
+            if let (Some(s), Value::Object(o)) = (point, &mut l) {
+                o.insert("sensitivity".into(), json!(s));
             }
+            let mut run = eval::run_recording(&name, &events, l, Arc::clone(&model))
+                .map_err(|e| Exit::usage(e.to_string()))?;
+            if let Some(labels) = &labels {
+                eval::apply_labels(&mut run.truth, labels, &name);
+            }
+            runs[i].push(run);
         }
-        if !r.missed.is_empty() {
-            println!("moderated, not flagged: {}", r.missed.join(", "));
-        }
+    }
+    let labelled = labels.is_some();
+    let r = eval::score(&runs[0], labelled);
+    let curve: Vec<Value> = points
+        .iter()
+        .zip(&runs)
+        .skip(1)
+        .map(|(s, rs)| {
+            let c = eval::score(rs, labelled);
+            json!({
+                "sensitivity": s,
+                "flags_per_1000_chatters": c.flags_per_1000_chatters,
+                "flagged_users": c.flagged_users,
+                "precision": c.precision,
+                "recall": c.recall,
+                "spam_like_recall": c.spam_like.recall,
+                "spam_like_lead_time_median_s": c.spam_like.lead_time_median_s,
+                "other_recall": c.other.as_ref().map(|o| o.recall),
+            })
+        })
+        .collect();
+    if !args.json {
+        print_moderation(&r, labelled, &curve);
     }
     let mut v = serde_json::to_value(&r)?;
-    if let Value::Object(o) = &mut v
-        && !args.labeled.is_empty()
-    {
-        // Both asked for: keep the labelled metrics at the top level and the
-        // moderation report under its own key.
-        let inner = Value::Object(std::mem::take(o));
-        o.insert("moderation".into(), inner);
+    if let Value::Object(o) = &mut v {
+        if !curve.is_empty() {
+            o.insert("curve".into(), Value::Array(curve));
+        }
+        if !args.labeled.is_empty() {
+            // Both asked for: keep the labelled metrics at the top level and
+            // the moderation report under its own key.
+            let inner = Value::Object(std::mem::take(o));
+            o.insert("moderation".into(), inner);
+        }
     }
     Ok(v)
+}
+
+/// Flagged users no moderator acted on, listed one by one up to this many.
+const UNACTED_LISTED: usize = 40;
+
+fn lead(s: Option<f64>) -> String {
+    s.map_or("-".to_owned(), |s| format!("{s:.1} s"))
+}
+
+fn print_moderation(r: &eval::ModerationReport, labelled: bool, curve: &[Value]) {
+    println!(
+        "recordings {}  chatters {}  moderated users {}  flagged {} ({:.1} per 1,000 chatters)  true positives {}",
+        r.recordings,
+        r.chatters,
+        r.moderated_users,
+        r.flagged_users,
+        r.flags_per_1000_chatters,
+        r.true_positives
+    );
+    println!(
+        "precision {:.3}  recall {:.3}  F1 {:.3}  median lead time {} (positive: flagged before the moderators acted)",
+        r.precision,
+        r.recall,
+        r.f1,
+        lead(r.lead_time_median_s)
+    );
+    if labelled {
+        println!(
+            "spam-like categories: recall {:.3} ({} of {})  median lead {}",
+            r.spam_like.recall,
+            r.spam_like.caught,
+            r.spam_like.moderated_users,
+            lead(r.spam_like.lead_time_median_s)
+        );
+        if let Some(o) = &r.other {
+            println!(
+                "other categories:     recall {:.3} ({} of {})  median lead {}",
+                o.recall,
+                o.caught,
+                o.moderated_users,
+                lead(o.lead_time_median_s)
+            );
+        }
+    }
+    let events: Vec<String> = r
+        .spam_events
+        .iter()
+        .map(|(c, n)| format!("{c} {n}"))
+        .collect();
+    println!(
+        "spam events: {}  deletions of unknown messages {}",
+        if events.is_empty() {
+            "none".to_owned()
+        } else {
+            events.join(", ")
+        },
+        r.unattributed_deletions
+    );
+    let by: Vec<String> = r
+        .by_trigger
+        .iter()
+        .map(|(t, (n, tp))| format!("{t} {n} ({tp} moderated)"))
+        .collect();
+    println!("flags by strongest evidence: {}", by.join(", "));
+    if !curve.is_empty() {
+        println!("sensitivity  flags/1000  precision  recall  spam-like recall  spam-like lead");
+        for c in curve {
+            println!(
+                "{:>11}  {:>10.1}  {:>9.3}  {:>6.3}  {:>16.3}  {:>14}",
+                c["sensitivity"],
+                c["flags_per_1000_chatters"].as_f64().unwrap_or(0.0),
+                c["precision"].as_f64().unwrap_or(0.0),
+                c["recall"].as_f64().unwrap_or(0.0),
+                c["spam_like_recall"].as_f64().unwrap_or(0.0),
+                lead(c["spam_like_lead_time_median_s"].as_f64())
+            );
+        }
+    }
+    if !r.unacted_flags.is_empty() {
+        println!("flagged, no moderator action ({}):", r.unacted_flags.len());
+        for f in r.unacted_flags.iter().take(UNACTED_LISTED) {
+            println!(
+                "  {:<28} {:<24} {}",
+                f.stream,
+                f.user,
+                f.triggers.join(", ")
+            );
+        }
+        if r.unacted_flags.len() > UNACTED_LISTED {
+            println!(
+                "  ... and {} more (--json lists them all)",
+                r.unacted_flags.len() - UNACTED_LISTED
+            );
+        }
+    }
+    if !r.missed.is_empty() {
+        let shown: Vec<&str> = r.missed.iter().take(60).map(String::as_str).collect();
+        println!(
+            "moderated, not flagged ({}): {}{}",
+            r.missed.len(),
+            shown.join(", "),
+            if r.missed.len() > shown.len() {
+                ", ..."
+            } else {
+                ""
+            }
+        );
+    }
 }

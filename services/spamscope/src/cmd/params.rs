@@ -12,7 +12,7 @@ pub struct ParamsArgs {
     /// JSON object of detector params overriding the defaults (see README).
     #[arg(long, value_name = "FILE", env = "SPAMSCOPE_PARAMS_FILE")]
     pub params: Option<PathBuf>,
-    /// One param, KEY=VALUE with VALUE in JSON (`--param max_avg_length=120`).
+    /// One param, KEY=VALUE with VALUE in JSON (`--param sensitivity=2`).
     #[arg(long = "param", value_name = "KEY=VALUE")]
     pub param: Vec<String>,
 }

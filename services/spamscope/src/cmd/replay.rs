@@ -154,6 +154,15 @@ fn clock(ms: i64) -> String {
     format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
 }
 
+/// A number as a person reads it: whole above 10, two decimals below.
+fn number(v: f64) -> String {
+    if v.abs() >= 10.0 || v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
 /// Visible text cut to `n` chars, for the table.
 fn truncate(s: &str, n: usize) -> String {
     let s = spamscope_chat::normalize::strip_invisible(s);
@@ -168,11 +177,13 @@ pub fn print_row(w: &mut impl Write, o: &DetectorOutput) -> std::io::Result<()> 
     match &o.kind {
         Some(Kind::SpamEvent(e)) => writeln!(
             w,
-            "{}  SPAM EVENT  {:<24} #{:<4} {:<6} count {:>5}  users {:>4}  \"{}\"",
+            "{}  {}  {:<24} #{:<4} {:<6} {:<14} count {:>5}  users {:>4}  \"{}\"",
             clock(e.last_seen_ms),
+            if e.spam { "SPAM EVENT" } else { "CROWD     " },
             truncate(&e.stream_id, 24),
             e.event_id,
             json::state_name(e.state),
+            spamscope_detect::classes::class_name(e.class()),
             e.count,
             e.unique_users,
             truncate(&e.text, 60)
@@ -183,11 +194,17 @@ pub fn print_row(w: &mut impl Write, o: &DetectorOutput) -> std::io::Result<()> 
                 .iter()
                 .map(|t| {
                     let mut s = format!(
-                        "{} {:.0} (threshold {:.0})",
-                        t.name, t.observed, t.threshold
+                        "{} {} (threshold {}",
+                        t.name,
+                        number(t.observed),
+                        number(t.threshold)
                     );
+                    if t.norm > 0.0 {
+                        s.push_str(&format!(", chat now {}", number(t.norm)));
+                    }
+                    s.push_str(&format!(") +{:.2}", t.contribution));
                     if !t.detail.is_empty() {
-                        s.push_str(&format!(" [{}]", t.detail));
+                        s.push_str(&format!(" [{}]", truncate(&t.detail, 40)));
                     }
                     s
                 })
@@ -199,10 +216,12 @@ pub fn print_row(w: &mut impl Write, o: &DetectorOutput) -> std::io::Result<()> 
             };
             writeln!(
                 w,
-                "{}  FLAGGED     {:<24} {:<20} {}",
+                "{}  FLAGGED     {:<24} {:<20} suspicion {:.2}/{:.2}: {}",
                 clock(d.at_ms),
                 truncate(&d.stream_id, 24),
                 truncate(who, 20),
+                d.suspicion,
+                d.flag_threshold,
                 evidence.join(", ")
             )
         }
@@ -243,7 +262,21 @@ impl Summary {
         events: usize,
         elapsed: std::time::Duration,
     ) -> std::io::Result<()> {
-        let spam_messages: u64 = self.events.values().map(|e| e.count).sum();
+        let spam_messages: u64 = self
+            .events
+            .values()
+            .filter(|e| e.spam)
+            .map(|e| e.count)
+            .sum();
+        let spam_events = self.events.values().filter(|e| e.spam).count();
+        let mut by_class: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+        for e in self.events.values() {
+            let c = by_class
+                .entry(spamscope_detect::classes::class_name(e.class()))
+                .or_default();
+            c.0 += 1;
+            c.1 += e.count;
+        }
         writeln!(w)?;
         writeln!(w, "summary")?;
         writeln!(
@@ -254,10 +287,11 @@ impl Summary {
         writeln!(w, "  chat messages          {}", self.messages)?;
         writeln!(
             w,
-            "  spam events            {} ({} messages compressed into them)",
-            self.events.len(),
-            spam_messages
+            "  spam events            {spam_events} ({spam_messages} messages compressed into them)"
         )?;
+        for (class, (n, msgs)) in &by_class {
+            writeln!(w, "    {class:<22} {n} events, {msgs} messages")?;
+        }
         writeln!(w, "  users flagged          {}", self.decisions)?;
         for (t, n) in &self.triggers {
             writeln!(w, "    {t:<22} {n}")?;
@@ -274,13 +308,14 @@ impl Summary {
         let mut top: Vec<&spamscope_proto::v1::SpamEvent> = self.events.values().collect();
         top.sort_by(|a, b| b.count.cmp(&a.count).then(a.event_id.cmp(&b.event_id)));
         writeln!(w, "  largest spam events")?;
-        for e in top.iter().take(10) {
+        for e in top.iter().filter(|e| e.spam).take(10) {
             writeln!(
                 w,
-                "    {:<22} {:>5} msgs {:>4} users  {}  \"{}\"",
+                "    {:<22} {:>5} msgs {:>4} users  {:<10} {}  \"{}\"",
                 truncate(&e.stream_id, 22),
                 e.count,
                 e.unique_users,
+                spamscope_detect::classes::class_name(e.class()),
                 e.fingerprint,
                 truncate(&e.text, 50)
             )?;

@@ -1,0 +1,206 @@
+//! Links in chat text: URLs with or without a scheme and bare domains,
+//! found by `linkify` and kept only when their top-level domain is real
+//! (the public suffix list, `psl`), after undoing the obfuscations
+//! spammers use to get past link filters: `bit.ly\14gKvDo` (a backslash for
+//! the slash), `adf.ly / KlD3Y` (spaces around the slash), `discord (dot)
+//! gg`, `site [.] com`, `site . com`, full-width or one-dot-leader dots.
+//!
+//! Without the suffix check a scheme-less finder takes `e.g.`, `v1.2.3` or
+//! `lol.exe` for links; with it, only names under a real suffix count.
+
+use std::sync::LazyLock;
+
+use linkify::{LinkFinder, LinkKind};
+use unicode_normalization::UnicodeNormalization;
+
+static FINDER: LazyLock<LinkFinder> = LazyLock::new(|| {
+    let mut f = LinkFinder::new();
+    f.kinds(&[LinkKind::Url]);
+    f.url_must_have_scheme(false);
+    f
+});
+
+/// Suffixes after which spaces around a dot are closed up (`site . com`):
+/// the common ones only, so `ok . so` stays two words.
+const SPACED_SUFFIXES: [&str; 24] = [
+    "com", "net", "org", "tv", "gg", "ly", "me", "tk", "io", "co", "xyz", "ru", "info", "link",
+    "live", "site", "online", "shop", "app", "store", "club", "fun", "top", "ml",
+];
+
+/// A link found in a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// The host, lower case (`clips.twitch.tv`).
+    pub host: String,
+    /// The registrable domain (`twitch.tv`), or the host when it has none.
+    pub domain: String,
+}
+
+/// Whether `text` may hold a link at all (cheap test before [`find`]).
+fn may_hold_link(text: &str) -> bool {
+    text.bytes().any(|b| b == b'.' || b == b'/')
+        || text.contains('\u{2024}')
+        || text.contains('\u{FF0E}')
+        || text.contains('\u{3002}')
+        || contains_ascii_ci(text, "dot")
+}
+
+fn contains_ascii_ci(hay: &str, needle: &str) -> bool {
+    hay.as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+/// Undoes the usual obfuscations; lower case.
+fn deobfuscate(text: &str) -> String {
+    let mut s: String = text.nfkc().flat_map(char::to_lowercase).collect();
+    for (from, to) in [
+        ("\u{3002}", "."),
+        ("[.]", "."),
+        ("(.)", "."),
+        ("{.}", "."),
+        ("[dot]", "."),
+        ("(dot)", "."),
+        ("{dot}", "."),
+        ("\\", "/"),
+    ] {
+        if s.contains(from) {
+            s = s.replace(from, to);
+        }
+    }
+    // "x . com", "x dot com", "x .com", "x. com" before a common suffix.
+    for suffix in SPACED_SUFFIXES {
+        for sep in [" . ", " .", ". ", " dot "] {
+            let pat = format!("{sep}{suffix}");
+            let mut from = 0;
+            while let Some(i) = s[from..].find(&pat).map(|i| i + from) {
+                let end = i + pat.len();
+                let word_before = s[..i]
+                    .chars()
+                    .next_back()
+                    .is_some_and(char::is_alphanumeric);
+                let word_after = s[end..].chars().next().is_some_and(char::is_alphanumeric);
+                if word_before && !word_after {
+                    s.replace_range(i..end, &format!(".{suffix}"));
+                    from = i + 1;
+                } else {
+                    from = end;
+                }
+            }
+        }
+    }
+    // "adf.ly / KlD3Y": close up spaces around a slash after a domain.
+    while let Some(i) = s.find(" / ") {
+        s.replace_range(i..i + 3, "/");
+    }
+    s
+}
+
+/// The host part of a URL found by linkify (scheme, user info, port, path
+/// cut off).
+fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let rest = rest.split(':').next().unwrap_or(rest);
+    rest.trim_end_matches('.')
+}
+
+/// Links in `text` whose domain is under a known public suffix.
+pub fn find(text: &str) -> Vec<Link> {
+    if !may_hold_link(text) {
+        return Vec::new();
+    }
+    let clean = deobfuscate(text);
+    let mut out: Vec<Link> = Vec::new();
+    for l in FINDER.links(&clean) {
+        let host = host_of(l.as_str());
+        if host.is_empty() || !host.contains('.') {
+            continue;
+        }
+        let Some(suffix) = psl::suffix(host.as_bytes()) else {
+            continue;
+        };
+        // The host must have a name under the suffix ("com" alone is not
+        // a link) and the suffix must be on the list (not `lol.exe`).
+        if !suffix.is_known() || suffix.as_bytes().len() >= host.len() {
+            continue;
+        }
+        let domain = psl::domain_str(host).unwrap_or(host).to_owned();
+        if !out.iter().any(|x| x.host == host) {
+            out.push(Link {
+                host: host.to_owned(),
+                domain,
+            });
+        }
+    }
+    out
+}
+
+/// Whether `host` is `domain` or one of its subdomains.
+pub fn host_is_under(host: &str, domain: &str) -> bool {
+    let domain = domain.trim().trim_start_matches('.').to_ascii_lowercase();
+    host == domain
+        || host
+            .strip_suffix(domain.as_str())
+            .is_some_and(|rest| rest.ends_with('.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn domains(text: &str) -> Vec<String> {
+        find(text).into_iter().map(|l| l.domain).collect()
+    }
+
+    #[test]
+    fn plain_and_bare_links() {
+        assert_eq!(
+            domains("go to https://www.twitch.tv/fabiel643 now"),
+            ["twitch.tv"]
+        );
+        assert_eq!(domains("oldchat.tk best chat"), ["oldchat.tk"]);
+        assert_eq!(domains("9nl.me/make-money-online fast"), ["9nl.me"]);
+        let l = find("therglove.blogspot.in/2014/01/x.html");
+        assert_eq!(l[0].host, "therglove.blogspot.in");
+        assert_eq!(domains("xnxx.com"), ["xnxx.com"]);
+    }
+
+    #[test]
+    fn obfuscated_links() {
+        // The obfuscations the real spam used.
+        assert_eq!(domains("adf.ly / KlD3Y"), ["adf.ly"]);
+        assert_eq!(domains("bit.ly\\14gKvDo"), ["bit.ly"]);
+        assert_eq!(domains("join discord (dot) gg/abc"), ["discord.gg"]);
+        assert_eq!(domains("visit scam [.] com"), ["scam.com"]);
+        assert_eq!(domains("visit scam . com today"), ["scam.com"]);
+        assert_eq!(domains("ｆｒｅｅ．ｃｏｍ"), ["free.com"]);
+        assert_eq!(domains("bit\u{2024}ly/x"), ["bit.ly"]);
+    }
+
+    #[test]
+    fn things_that_are_not_links() {
+        for t in [
+            "e.g. this",
+            "v1.2.3",
+            "lol.exe",
+            "ok . so what",
+            "wait...what",
+            "3.5 stars",
+            "Mr.Bean",
+            "hi",
+            "a/b test",
+            "com",
+        ] {
+            assert!(domains(t).is_empty(), "{t}: {:?}", find(t));
+        }
+    }
+
+    #[test]
+    fn subdomains_fall_under_their_domain() {
+        assert!(host_is_under("clips.twitch.tv", "twitch.tv"));
+        assert!(host_is_under("twitch.tv", "twitch.tv"));
+        assert!(!host_is_under("nottwitch.tv", "twitch.tv"));
+    }
+}

@@ -1,0 +1,146 @@
+//! What is normal in one channel right now: the shares of recently active
+//! chatters who posted walls, who repeated their own message and who took
+//! part in spam events, as counts that decay with a half-life in event
+//! time. Each chatter counts at most once per half-life for each, so one
+//! heavy spammer does not make spam look normal. Evidence of a behaviour is
+//! divided by how common it is ([`rarity`]): a wall during a rave the whole
+//! chat joins is not a wall in quiet chat.
+
+/// Chatters assumed seen before the first one, so the first wall of a
+/// stream is not judged against a share of 1 in 1.
+const PRIOR_MESSAGES: f64 = 20.0;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ChannelNorms {
+    pub messages: f64,
+    pub walls: f64,
+    pub repeats: f64,
+    /// Messages in active spam events of a spam class.
+    pub spam: f64,
+    /// Event time the counts are decayed to.
+    pub at_ms: i64,
+}
+
+impl ChannelNorms {
+    /// Decays the counts to `ts_ms` (never backwards).
+    pub fn decay_to(&mut self, ts_ms: i64, half_life_ms: u64) {
+        if ts_ms <= self.at_ms {
+            return;
+        }
+        if self.messages > 0.0 {
+            let dt = (ts_ms - self.at_ms) as f64;
+            let f = (-dt / half_life_ms as f64 * std::f64::consts::LN_2).exp();
+            self.messages *= f;
+            self.walls *= f;
+            self.repeats *= f;
+            self.spam *= f;
+        }
+        self.at_ms = ts_ms;
+    }
+
+    /// Counts what one message showed (`[chatter, wall, repeat, spam]`,
+    /// each already limited to once per chatter and half-life);
+    /// out-of-order times count at the latest time.
+    pub fn observe(&mut self, ts_ms: i64, counts: [bool; 4], half_life_ms: u64) {
+        let [chatter, wall, repeat, spam] = counts;
+        self.decay_to(ts_ms, half_life_ms);
+        if chatter {
+            self.messages += 1.0;
+        }
+        if spam {
+            self.spam += 1.0;
+        }
+        if wall {
+            self.walls += 1.0;
+        }
+        if repeat {
+            self.repeats += 1.0;
+        }
+    }
+
+    /// `count` (one of the decayed counts) as a share of the chatters,
+    /// less `own` (what the judged user or event put in), never below 0.
+    pub fn share_without(&self, count: f64, own: f64) -> f64 {
+        (count - own).max(0.0) / (self.messages - own.min(1.0) + PRIOR_MESSAGES).max(1.0)
+    }
+
+    /// Share of recent messages that were walls.
+    pub fn wall_share(&self) -> f64 {
+        self.walls / (self.messages + PRIOR_MESSAGES)
+    }
+
+    /// Share of recent messages that were in spam events.
+    pub fn spam_share(&self) -> f64 {
+        self.spam / (self.messages + PRIOR_MESSAGES)
+    }
+
+    /// Share of recent messages in spam events other than one whose own
+    /// recent messages (decayed the same way) are `own`.
+    pub fn spam_share_without(&self, own: f64) -> f64 {
+        (self.spam - own).max(0.0) / (self.messages + PRIOR_MESSAGES)
+    }
+
+    /// Share of recent messages that repeated their author's message.
+    pub fn repeat_share(&self) -> f64 {
+        self.repeats / (self.messages + PRIOR_MESSAGES)
+    }
+}
+
+/// How unusual a behaviour with this recent share is: 1 when nobody does
+/// it, 1/2 at the base share, 1/11 at ten times the base share.
+pub fn rarity(share: f64, base_share: f64) -> f64 {
+    1.0 / (1.0 + share / base_share)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_follow_the_recent_chat() {
+        let mut n = ChannelNorms::default();
+        for i in 0..100 {
+            n.observe(i * 100, [true, i % 4 == 0, false, false], 60_000);
+        }
+        assert!((n.wall_share() - 25.0 / 120.0).abs() < 0.02, "{n:?}");
+        // Ten half-lives of quiet chat later the walls are forgotten.
+        for i in 0..100 {
+            n.observe(600_000 + i * 100, [true, false, false, false], 60_000);
+        }
+        assert!(n.wall_share() < 0.01, "{n:?}");
+        assert!(rarity(0.0, 0.01) == 1.0 && (rarity(0.1, 0.01) - 1.0 / 11.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn out_of_order_times_do_not_grow_counts() {
+        let mut n = ChannelNorms::default();
+        n.observe(10_000, [true, true, false, false], 60_000);
+        n.observe(5_000, [true, false, false, false], 60_000);
+        assert_eq!(n.at_ms, 10_000);
+        assert_eq!(n.messages, 2.0);
+    }
+}
+
+/// A count that decays with a half-life in event time (one spam event's
+/// recent messages).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Decayed {
+    pub value: f64,
+    pub at_ms: i64,
+}
+
+impl Decayed {
+    pub fn at(&self, ts_ms: i64, half_life_ms: u64) -> f64 {
+        if self.value == 0.0 || ts_ms <= self.at_ms {
+            return self.value;
+        }
+        let dt = (ts_ms - self.at_ms) as f64;
+        self.value * (-dt / half_life_ms as f64 * std::f64::consts::LN_2).exp()
+    }
+
+    pub fn add(&mut self, ts_ms: i64, half_life_ms: u64) {
+        let now = ts_ms.max(self.at_ms);
+        self.value = self.at(now, half_life_ms) + 1.0;
+        self.at_ms = now;
+    }
+}
