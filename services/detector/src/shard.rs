@@ -257,9 +257,26 @@ async fn load(ctx: &Ctx, shard: u32) -> Result<State, String> {
                 snap.version
             ));
         }
-        detector
-            .restore_streams(snap.streams)
-            .map_err(|e| e.to_string())?;
+        let streams = snap.streams.len();
+        match detector.restore_streams(snap.streams) {
+            Ok(()) => {}
+            // A checkpoint from a release whose detector state differs
+            // (an upgrade): its streams start afresh after the checkpoint's
+            // sequence; nothing of the chat is replayed twice or skipped.
+            Err(spamscope_detect::snapshot::SnapshotError::Version(v)) => {
+                warn!(
+                    shard,
+                    streams,
+                    snapshot_version = v,
+                    "checkpoint holds detector state of another release: its streams start afresh"
+                );
+                detector = Detector::new(Arc::clone(&ctx.model)).with_scores(ctx.cfg.emit_scores);
+                detector
+                    .set_default_params(ctx.cfg.params.clone(), &mut ignore)
+                    .map_err(|e| e.to_string())?;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
         last_seq = snap.last_sequence;
     }
     match ctx.store.all_params().await {

@@ -312,3 +312,28 @@ impl StreamDetector {
         Ok(d)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_of_another_release_is_refused_by_version() {
+        let d = StreamDetector::new(
+            Platform::Twitch,
+            "c",
+            CompiledParams::defaults(),
+            Arc::new(ScoreModel::bundled()),
+        );
+        let mut s = d.snapshot();
+        assert_eq!(s.version, SNAPSHOT_VERSION);
+        s.version = 1;
+        let e = StreamDetector::restore(
+            s,
+            CompiledParams::defaults(),
+            Arc::new(ScoreModel::bundled()),
+        )
+        .unwrap_err();
+        assert!(matches!(e, SnapshotError::Version(1)), "{e}");
+    }
+}
