@@ -6,7 +6,7 @@ DATA := testdata/twitch/xqcow-2019-09-15.irc testdata/youtube/chilledcow-2020-11
 
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: run replay test lint helm-lint fmt bench drills eval model build ui clean
+.PHONY: run replay test lint helm-lint fmt bench drills eval eval-normvio model build ui clean
 
 ## run: the whole system in one process, replaying the bundled real chat (2x real time), web UI on $(LISTEN)
 run: build ui
@@ -87,6 +87,11 @@ eval: build
 	$(SPAMSCOPE) eval --moderation testdata/twitch/xqcow-2019-09-15.irc
 	$(SPAMSCOPE) eval --moderation testdata/youtube/chilledcow-2020-11.chat-downloader.json
 	$(SPAMSCOPE) eval --labeled testdata/labeled/youtube-spam-psy.csv testdata/labeled/youtube-spam-katyperry.csv testdata/labeled/youtube-spam-lmfao.csv
+
+## eval-normvio: verdicts on normvio-dev (real moderated Twitch chat, kept outside the repository) with labels and the sensitivity curve
+NORMVIO ?= ../shared/data/twitch/normvio-dev
+eval-normvio: build
+	$(SPAMSCOPE) eval --moderation $(NORMVIO)/*.irc.gz --labels $(NORMVIO)/labels.json --curve 0.5,2,4,8
 
 build:
 	$(CARGO) build --release -p spamscope

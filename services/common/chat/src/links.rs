@@ -36,20 +36,61 @@ pub struct Link {
     pub domain: String,
 }
 
-/// Whether `text` may hold a link at all (cheap test before [`find`]).
+/// Whether `text` may hold a link at all, a cheap scan before [`find`]:
+/// a dot or slash between two word characters (`site.com`, `bit.ly/x`), a
+/// dot after a word and a space (`site .com`), a scheme, or the signs of an
+/// obfuscation (`dot`, `[.]`, `(.)`, full-width or ideographic dots, one-dot
+/// leaders). Ordinary sentences ("ok. so", "what...") pass it by.
 fn may_hold_link(text: &str) -> bool {
-    text.bytes().any(|b| b == b'.' || b == b'/')
-        || text.contains('\u{2024}')
-        || text.contains('\u{FF0E}')
-        || text.contains('\u{3002}')
-        || contains_ascii_ci(text, "dot")
+    let b = text.as_bytes();
+    for i in 1..b.len().saturating_sub(1) {
+        let (prev, c, next) = (b[i - 1], b[i], b[i + 1]);
+        let word = |x: u8| x.is_ascii_alphanumeric() || x >= 0x80;
+        match c {
+            b'.' if next.is_ascii_alphanumeric() && (word(prev) || prev == b' ') => return true,
+            b'.' if next == b' '
+                && (word(prev) || prev == b' ')
+                && b.get(i + 2).is_some_and(|x| x.is_ascii_alphabetic()) =>
+            {
+                // "site. com": only worth a closer look before a common suffix.
+                let rest = &text[i + 2..];
+                if SPACED_SUFFIXES.iter().any(|s| {
+                    rest.len() >= s.len()
+                        && rest.as_bytes()[..s.len()].eq_ignore_ascii_case(s.as_bytes())
+                }) {
+                    return true;
+                }
+            }
+            b'/' if word(prev) && word(next) => return true,
+            b'\\' if word(prev) && word(next) => return true,
+            b'[' | b'(' | b'{' if b.get(i + 1) == Some(&b'.') => return true,
+            _ => {}
+        }
+    }
+    if !text.is_ascii() && text.contains(['\u{2024}', '\u{FF0E}', '\u{3002}', '\u{FE52}']) {
+        return true;
+    }
+    // " dot ", "(dot)", "[dot]": one pass for "dot" and a look around it.
+    b.windows(5).any(|w| {
+        w[1..4].eq_ignore_ascii_case(b"dot")
+            && matches!(
+                (w[0], w[4]),
+                (b' ', b' ') | (b'(', b')') | (b'[', b']') | (b'{', b'}')
+            )
+    })
 }
 
-fn contains_ascii_ci(hay: &str, needle: &str) -> bool {
-    hay.as_bytes()
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
-}
+/// "x . com", "x .com", "x. com", "x dot com" before a common suffix, as
+/// (pattern, replacement), built once.
+static SPACED: LazyLock<Vec<(String, String)>> = LazyLock::new(|| {
+    let mut v = Vec::new();
+    for suffix in SPACED_SUFFIXES {
+        for sep in [" . ", " .", ". ", " dot "] {
+            v.push((format!("{sep}{suffix}"), format!(".{suffix}")));
+        }
+    }
+    v
+});
 
 /// Undoes the usual obfuscations; lower case.
 fn deobfuscate(text: &str) -> String {
@@ -68,12 +109,10 @@ fn deobfuscate(text: &str) -> String {
             s = s.replace(from, to);
         }
     }
-    // "x . com", "x dot com", "x .com", "x. com" before a common suffix.
-    for suffix in SPACED_SUFFIXES {
-        for sep in [" . ", " .", ". ", " dot "] {
-            let pat = format!("{sep}{suffix}");
+    if s.contains(" .") || s.contains(". ") || s.contains(" dot ") {
+        for (pat, with) in SPACED.iter() {
             let mut from = 0;
-            while let Some(i) = s[from..].find(&pat).map(|i| i + from) {
+            while let Some(i) = s[from..].find(pat.as_str()).map(|i| i + from) {
                 let end = i + pat.len();
                 let word_before = s[..i]
                     .chars()
@@ -81,7 +120,7 @@ fn deobfuscate(text: &str) -> String {
                     .is_some_and(char::is_alphanumeric);
                 let word_after = s[end..].chars().next().is_some_and(char::is_alphanumeric);
                 if word_before && !word_after {
-                    s.replace_range(i..end, &format!(".{suffix}"));
+                    s.replace_range(i..end, with);
                     from = i + 1;
                 } else {
                     from = end;

@@ -74,6 +74,7 @@ const FOLD_CACHE_MAX: usize = 1 << 16;
 
 thread_local! {
     static FOLD_CACHE: RefCell<HashMap<char, Box<str>>> = RefCell::new(HashMap::new());
+    static KMP_FAIL: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The similarity form of `text` (see the module doc).
@@ -196,22 +197,45 @@ pub struct SimilarityKey {
 
 /// [`SimilarityKey`] of a normalised text.
 pub fn similarity_key(normalized: &str) -> SimilarityKey {
+    if normalized.is_ascii() {
+        // Most chat: bytes, no char buffer.
+        let mut bytes: Vec<u8> = normalized
+            .bytes()
+            .filter(u8::is_ascii_alphanumeric)
+            .collect();
+        let letters = bytes.len();
+        if letters < 2 {
+            bytes = normalized.bytes().filter(|b| *b != b' ').collect();
+        }
+        let (unit, repetition) = unit_of(&bytes);
+        bytes.truncate(unit);
+        return SimilarityKey {
+            key: String::from_utf8(bytes).unwrap_or_default(),
+            letters,
+            repetition,
+        };
+    }
     let mut chars: Vec<char> = normalized.chars().filter(|c| c.is_alphanumeric()).collect();
     let letters = chars.len();
     if letters < 2 {
         chars = normalized.chars().filter(|c| *c != ' ').collect();
     }
-    let period = smallest_char_period(&chars);
-    let n = chars.len();
-    let (unit, repetition) = if n >= 2 * period && period > 0 {
-        (period, n as f32 / period as f32)
-    } else {
-        (n, 1.0)
-    };
+    let (unit, repetition) = unit_of(&chars);
     SimilarityKey {
         key: chars[..unit].iter().collect(),
         letters,
         repetition,
+    }
+}
+
+/// Length of the repeated unit of `s` and how many times it repeats.
+fn unit_of<T: PartialEq>(s: &[T]) -> (usize, f32) {
+    let n = s.len();
+    let period = smallest_unit_period(s);
+    if period > 0 && n >= 2 * period {
+        (period, n as f32 / period as f32)
+    } else {
+        (n, 1.0)
     }
 }
 
@@ -221,6 +245,20 @@ pub fn similarity_key(normalized: &str) -> SimilarityKey {
 /// fewer than two letters (braille art, emoji walls). [`normalize`] has
 /// already compressed repetitions away, so this reads the original text.
 pub fn repetition(text: &str) -> f32 {
+    if text.is_ascii() {
+        let mut bytes: Vec<u8> = text
+            .bytes()
+            .filter(u8::is_ascii_alphanumeric)
+            .map(|b| b.to_ascii_lowercase())
+            .collect();
+        if bytes.len() < 2 {
+            bytes = text
+                .bytes()
+                .filter(|b| !b.is_ascii_whitespace() && !b.is_ascii_control())
+                .collect();
+        }
+        return unit_of(&bytes).1;
+    }
     let mut chars: Vec<char> = text
         .chars()
         .filter(|c| c.is_alphanumeric())
@@ -232,52 +270,77 @@ pub fn repetition(text: &str) -> f32 {
             .filter(|c| !c.is_whitespace() && !is_invisible(*c) && *c != '\u{2800}')
             .collect();
     }
-    let n = chars.len();
-    let period = smallest_char_period(&chars);
-    if period > 0 && n >= 2 * period {
-        n as f32 / period as f32
-    } else {
-        1.0
-    }
+    unit_of(&chars).1
 }
 
 /// The shortest `p` such that `s[i] == s[i - p]` for every `i >= p` (the
 /// last repetition may be cut short, as Twitch cuts messages at 500
 /// characters): Knuth-Morris-Pratt's failure function, linear time.
-pub fn smallest_char_period(s: &[char]) -> usize {
+pub fn smallest_unit_period<T: PartialEq>(s: &[T]) -> usize {
     let n = s.len();
     if n == 0 {
         return 0;
     }
-    let mut fail = vec![0usize; n];
-    let mut k = 0;
-    for i in 1..n {
-        while k > 0 && s[i] != s[k] {
-            k = fail[k - 1];
+    // One failure table per thread, reused: this runs for every message.
+    KMP_FAIL.with(|cell| {
+        let mut fail = cell.borrow_mut();
+        fail.clear();
+        fail.resize(n, 0);
+        let mut k = 0;
+        for i in 1..n {
+            while k > 0 && s[i] != s[k] {
+                k = fail[k - 1];
+            }
+            if s[i] == s[k] {
+                k += 1;
+            }
+            fail[i] = k;
         }
-        if s[i] == s[k] {
-            k += 1;
+        let period = n - fail[n - 1];
+        if fail.capacity() > 1 << 16 {
+            *fail = Vec::new();
         }
-        fail[i] = k;
-    }
-    n - fail[n - 1]
+        period
+    })
 }
 
 /// Keys of the words of a short normalised text and of each two adjacent
 /// words, for matching a variant that adds or drops a word (`WATCH SADIST`
-/// and `SADIST`). Empty for texts of more than `max_words` words.
-pub fn word_keys(normalized: &str, max_words: usize) -> Vec<String> {
-    let words: Vec<String> = normalized
+/// and `SADIST`), as (xxh3 hash of the key, its length in chars); the hash
+/// of a pair is the hash of the two words joined. Empty for texts of one
+/// word or more than `max_words` words.
+pub fn word_key_hashes(normalized: &str, max_words: usize) -> Vec<(u64, usize)> {
+    let mut words: [&str; 8] = [""; 8];
+    let mut n = 0;
+    for w in normalized
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if words.len() < 2 || words.len() > max_words {
+    {
+        if n == max_words.min(words.len()) {
+            return Vec::new();
+        }
+        words[n] = w;
+        n += 1;
+    }
+    if n < 2 {
         return Vec::new();
     }
-    let mut out = words.clone();
-    for pair in words.windows(2) {
-        out.push(format!("{}{}", pair[0], pair[1]));
+    let len = |w: &str| {
+        if w.is_ascii() {
+            w.len()
+        } else {
+            w.chars().count()
+        }
+    };
+    let mut out = Vec::with_capacity(2 * n - 1);
+    for w in &words[..n] {
+        out.push((xxhash_rust::xxh3::xxh3_64(w.as_bytes()), len(w)));
+    }
+    for pair in words[..n].windows(2) {
+        let mut h = xxhash_rust::xxh3::Xxh3Default::new();
+        h.update(pair[0].as_bytes());
+        h.update(pair[1].as_bytes());
+        out.push((h.digest(), len(pair[0]) + len(pair[1])));
     }
     out
 }
@@ -375,8 +438,8 @@ mod tests {
         assert!((w.repetition - 6.0).abs() < 1e-6, "{w:?}");
         let one = similarity_key(&normalize("hello there"));
         assert_eq!((one.repetition, one.letters), (1.0, 10));
-        assert_eq!(smallest_char_period(&['a', 'b', 'a']), 2);
-        assert_eq!(smallest_char_period(&[]), 0);
+        assert_eq!(smallest_unit_period(&['a', 'b', 'a']), 2);
+        assert_eq!(smallest_unit_period::<char>(&[]), 0);
     }
 
     #[test]
@@ -389,11 +452,12 @@ mod tests {
 
     #[test]
     fn word_keys_of_short_texts() {
+        let h = |s: &str| xxhash_rust::xxh3::xxh3_64(s.as_bytes());
         assert_eq!(
-            word_keys(&normalize("WATCH SADIST"), 4),
-            ["watch", "sadist", "watchsadist"]
+            word_key_hashes(&normalize("WATCH SADIST"), 4),
+            [(h("watch"), 5), (h("sadist"), 6), (h("watchsadist"), 11)]
         );
-        assert!(word_keys(&normalize("one two three four five"), 4).is_empty());
-        assert!(word_keys(&normalize("single"), 4).is_empty());
+        assert!(word_key_hashes(&normalize("one two three four five"), 4).is_empty());
+        assert!(word_key_hashes(&normalize("single"), 4).is_empty());
     }
 }

@@ -53,80 +53,106 @@ fn ev(name: &str, observed: f64, threshold: f64, detail: &str) -> Trigger {
     }
 }
 
-/// The class of a group and why. Checked in order: allow list, links,
-/// flood, bot wave (copypasta-length text, once per user, mostly from
-/// first-time chatters, arriving fast), then copypasta against crowd
-/// reaction by text length.
-pub fn classify(c: &Cluster, p: &DetectorParams) -> (SpamEventClass, Vec<Trigger>) {
+/// The measurements a class is decided on.
+struct Measures {
+    users: f64,
+    per_user: f64,
+    letters: f64,
+    new_share: f64,
+    ms_per_user: f64,
+    link_share: f64,
+}
+
+fn measures(c: &Cluster) -> Measures {
     let users = c.unique_users().max(1) as f64;
-    let per_user = c.count as f64 / users;
-    let letters = f64::from(c.letters);
+    let spread_ms = c.last_seen_ms.saturating_sub(c.first_seen_ms).max(0) as f64;
+    Measures {
+        users,
+        per_user: c.count as f64 / users,
+        letters: f64::from(c.letters),
+        new_share: c.new_users as f64 / users,
+        ms_per_user: spread_ms / users,
+        link_share: if c.count == 0 {
+            0.0
+        } else {
+            f64::from(c.link_messages) / c.count as f64
+        },
+    }
+}
+
+/// The class of a group, checked in order: allow list, links, flood, bot
+/// wave (copypasta-length text, once per user, mostly from first-time
+/// chatters, arriving fast), then copypasta against crowd reaction by text
+/// length. Cheap: called for every message of an event.
+pub fn class_of(c: &Cluster, p: &DetectorParams) -> SpamEventClass {
+    let m = measures(c);
     if c.allowed {
-        return (
-            SpamEventClass::CrowdReaction,
-            vec![ev(
-                "allowed_phrase",
-                1.0,
-                1.0,
-                "on the channel's allow list",
-            )],
-        );
+        SpamEventClass::CrowdReaction
+    } else if m.link_share >= 0.5 {
+        SpamEventClass::LinkPromo
+    } else if m.per_user >= p.flood_min_messages_per_user {
+        SpamEventClass::Flood
+    } else if m.new_share >= p.bot_wave_min_new_share
+        && m.letters >= f64::from(p.copypasta_min_letters)
+        && m.per_user < 1.5
+        && m.users >= f64::from(p.bot_wave_min_users)
+        && m.ms_per_user <= p.bot_wave_max_ms_per_user as f64
+    {
+        SpamEventClass::BotWave
+    } else if m.letters >= f64::from(p.copypasta_min_letters) {
+        SpamEventClass::Copypasta
+    } else {
+        SpamEventClass::CrowdReaction
     }
-    if c.count > 0 && u64::from(c.link_messages) * 2 >= c.count {
-        let share = f64::from(c.link_messages) / c.count as f64;
-        return (
-            SpamEventClass::LinkPromo,
-            vec![ev("link_share", share, 0.5, &c.link_domain)],
-        );
-    }
-    if per_user >= p.flood_min_messages_per_user {
-        return (
-            SpamEventClass::Flood,
-            vec![ev(
+}
+
+/// The class of a group and the measurements behind it, with their
+/// thresholds (for the event's updates).
+pub fn classify(c: &Cluster, p: &DetectorParams) -> (SpamEventClass, Vec<Trigger>) {
+    let class = class_of(c, p);
+    let m = measures(c);
+    let evidence = match class {
+        _ if c.allowed => vec![ev(
+            "allowed_phrase",
+            1.0,
+            1.0,
+            "on the channel's allow list",
+        )],
+        SpamEventClass::LinkPromo => vec![ev("link_share", m.link_share, 0.5, &c.link_domain)],
+        SpamEventClass::Flood => vec![ev(
+            "messages_per_user",
+            m.per_user,
+            p.flood_min_messages_per_user,
+            "",
+        )],
+        SpamEventClass::BotWave => vec![
+            ev(
+                "new_chatter_share",
+                m.new_share,
+                p.bot_wave_min_new_share,
+                "",
+            ),
+            ev(
+                "ms_per_user",
+                m.ms_per_user,
+                p.bot_wave_max_ms_per_user as f64,
+                "",
+            ),
+        ],
+        _ => vec![
+            ev(
+                "letters",
+                m.letters,
+                f64::from(p.copypasta_min_letters),
+                "letters and digits of the repeated unit",
+            ),
+            ev(
                 "messages_per_user",
-                per_user,
+                m.per_user,
                 p.flood_min_messages_per_user,
                 "",
-            )],
-        );
-    }
-    let new_share = c.new_users as f64 / users;
-    let spread_ms = c.last_seen_ms.saturating_sub(c.first_seen_ms).max(0) as f64;
-    let ms_per_user = spread_ms / users;
-    if new_share >= p.bot_wave_min_new_share
-        && letters >= f64::from(p.copypasta_min_letters)
-        && per_user < 1.5
-        && users >= f64::from(p.bot_wave_min_users)
-        && ms_per_user <= p.bot_wave_max_ms_per_user as f64
-    {
-        return (
-            SpamEventClass::BotWave,
-            vec![
-                ev("new_chatter_share", new_share, p.bot_wave_min_new_share, ""),
-                ev(
-                    "ms_per_user",
-                    ms_per_user,
-                    p.bot_wave_max_ms_per_user as f64,
-                    "",
-                ),
-            ],
-        );
-    }
-    let length = ev(
-        "letters",
-        letters,
-        f64::from(p.copypasta_min_letters),
-        "letters and digits of the repeated unit",
-    );
-    let spread = ev(
-        "messages_per_user",
-        per_user,
-        p.flood_min_messages_per_user,
-        "",
-    );
-    if letters >= f64::from(p.copypasta_min_letters) {
-        (SpamEventClass::Copypasta, vec![length, spread])
-    } else {
-        (SpamEventClass::CrowdReaction, vec![length, spread])
-    }
+            ),
+        ],
+    };
+    (class, evidence)
 }

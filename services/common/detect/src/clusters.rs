@@ -31,6 +31,7 @@ use gaoya::minhash::{MinHashIndex, MinHasher, MinHasher32};
 use spamscope_proto::v1::{SpamEventClass, SpamEventState, Trigger};
 
 use crate::params::DetectorParams;
+use spamscope_chat::normalize::word_key_hashes;
 
 /// Signature length = bands × rows. 8 bands of 3 rows put the LSH
 /// candidate threshold, (1/8)^(1/3), at a Jaccard similarity of 0.5.
@@ -279,8 +280,8 @@ pub struct Message<'a> {
     pub key: &'a str,
     pub key_hash: u64,
     pub letters: u32,
-    /// Keys of its words and word pairs (short messages only).
-    pub pieces: &'a [String],
+    /// The normalised text (its words are matched on a miss).
+    pub normalized: &'a str,
     pub text: &'a str,
     pub user: u64,
     pub login: &'a str,
@@ -300,12 +301,15 @@ impl Clusters {
             Some(&id) if self.clusters.contains_key(&id) => id,
             _ => {
                 let sig = signer.sign(m.key);
-                match self
-                    .nearest(&sig, p.similarity_threshold)
-                    .or_else(|| self.by_pieces(&m))
-                {
+                match self.nearest(&sig, p.similarity_threshold) {
                     Some(id) => id,
-                    None => self.create(sig, &m),
+                    None => {
+                        let pieces = word_key_hashes(m.normalized, MAX_PIECE_WORDS);
+                        match self.by_pieces(&m, &pieces) {
+                            Some(id) => id,
+                            None => self.create(sig, &m, &pieces),
+                        }
+                    }
                 }
             }
         };
@@ -313,13 +317,12 @@ impl Clusters {
     }
 
     /// A group a word more or less away (see the module doc).
-    fn by_pieces(&self, m: &Message<'_>) -> Option<u64> {
+    fn by_pieces(&self, m: &Message<'_>, pieces: &[(u64, usize)]) -> Option<u64> {
         let len = m.letters as usize;
-        for piece in m.pieces {
-            let plen = piece.chars().count();
+        for &(hash, plen) in pieces {
             if plen >= MIN_PIECE_LETTERS
                 && plen * 2 >= len
-                && let Some(&id) = self.exact.get(&stable_hash(piece))
+                && let Some(&id) = self.exact.get(&hash)
                 && self.clusters.contains_key(&id)
             {
                 return Some(id);
@@ -386,7 +389,12 @@ impl Clusters {
             if c.state != SpamEventState::Active {
                 c.state = SpamEventState::Active;
             }
-            c.refresh(p);
+            // The label and the class's evidence are built on the next
+            // update; the class itself is needed now.
+            if promoted_now && let Some(d) = c.dominant() {
+                c.letters = d.letters;
+            }
+            c.class = crate::classes::class_of(c, p);
         }
         Assignment {
             cluster: id,
@@ -411,20 +419,16 @@ impl Clusters {
         best.map(|(_, id)| id)
     }
 
-    fn create(&mut self, sig: Signature, m: &Message<'_>) -> u64 {
+    fn create(&mut self, sig: Signature, m: &Message<'_>, pieces: &[(u64, usize)]) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         self.index.insert(id, sig.clone());
         let len = m.letters as usize;
         let mut partials = Vec::new();
-        for piece in m.pieces {
-            let plen = piece.chars().count();
-            if plen >= MIN_PIECE_LETTERS && plen * 2 >= len {
-                let h = stable_hash(piece);
-                if !partials.contains(&h) {
-                    self.partial.entry(h).or_insert(id);
-                    partials.push(h);
-                }
+        for &(h, plen) in pieces {
+            if plen >= MIN_PIECE_LETTERS && plen * 2 >= len && !partials.contains(&h) {
+                self.partial.entry(h).or_insert(id);
+                partials.push(h);
             }
         }
         self.clusters.insert(
@@ -589,13 +593,13 @@ impl Clusters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use spamscope_chat::normalize::{normalize, similarity_key, word_keys};
+    use spamscope_chat::normalize::{normalize, similarity_key};
 
     struct Msg {
         key: String,
         norm_hash: u64,
         letters: u32,
-        pieces: Vec<String>,
+        normalized: String,
         text: String,
     }
 
@@ -605,7 +609,7 @@ mod tests {
         Msg {
             norm_hash: stable_hash(&n),
             letters: k.letters as u32,
-            pieces: word_keys(&n, MAX_PIECE_WORDS),
+            normalized: n.clone(),
             key: k.key,
             text: t.to_owned(),
         }
@@ -621,7 +625,7 @@ mod tests {
                 key: &m.key,
                 key_hash: stable_hash(&m.key),
                 letters: m.letters,
-                pieces: &m.pieces,
+                normalized: &m.normalized,
                 text: &m.text,
                 user,
                 login: "u",
@@ -736,7 +740,7 @@ mod tests {
                         key: &m.key,
                         key_hash: stable_hash(&m.key),
                         letters: m.letters,
-                        pieces: &m.pieces,
+                        normalized: &m.normalized,
                         text: &t,
                         user: i,
                         login: "u",

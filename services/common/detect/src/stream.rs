@@ -5,19 +5,20 @@
 //! seen (the watermark) drives ticks, so a replay gives the same outputs at
 //! any speed. Events may arrive out of order; nothing assumes they don't.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::{Arc, LazyLock};
 
 use rustc_hash::FxHashMap;
 use spamscope_chat::links;
-use spamscope_chat::normalize::{grapheme_len, normalize, repetition, similarity_key, word_keys};
+use spamscope_chat::normalize::{grapheme_len, normalize, repetition, similarity_key};
 use spamscope_proto::v1::{
     Author, ChatEvent, ChatMessage, Decision, DetectorOutput, MessageScore, Platform, SpamEvent,
     SpamEventClass, chat_event::Kind, detector_output,
 };
 
 use crate::classes::{class_name, class_weight, is_spam};
-use crate::clusters::{Clusters, MAX_PIECE_WORDS, Message, Signer, stable_hash};
+use crate::clusters::{Clusters, Message, Signer, stable_hash};
 use crate::norms::{ChannelNorms, rarity};
 use crate::params::CompiledParams;
 use crate::score::{ScoreModel, combine};
@@ -209,7 +210,7 @@ impl StreamDetector {
                                     observed: f64::from(u.deleted),
                                     norm: 0.0,
                                     threshold: f64::from(max),
-                                    detail: String::new(),
+                                    detail: Cow::Borrowed(""),
                                 },
                                 ts,
                                 &p.params,
@@ -276,7 +277,7 @@ impl StreamDetector {
                     observed: 1.0,
                     norm: 0.0,
                     threshold: 1.0,
-                    detail,
+                    detail: Cow::Owned(detail),
                 },
                 ts,
                 &p.params,
@@ -296,7 +297,6 @@ impl StreamDetector {
         let norm_hash = stable_hash(&normalized);
         let sk = similarity_key(&normalized);
         let key_hash = stable_hash(&sk.key);
-        let pieces = word_keys(&normalized, MAX_PIECE_WORDS);
         let graphemes = grapheme_len(&m.text) as u64;
         let allowed = !params.allowed_keys.is_empty() && params.allowed_keys.contains(&key_hash);
         let link = links::find(&m.text).into_iter().find(|l| {
@@ -362,7 +362,7 @@ impl StreamDetector {
                 key: &sk.key,
                 key_hash,
                 letters: sk.letters as u32,
-                pieces: &pieces,
+                normalized: &normalized,
                 text: &m.text,
                 user: key,
                 login: &author.login,
@@ -375,7 +375,8 @@ impl StreamDetector {
 
         // What this message says about its author, weighed against what is
         // normal in the channel right now.
-        let mut seen: Vec<Observation> = Vec::new();
+        // At most one observation of each kind per message: on the stack.
+        let mut seen = Seen::default();
         let own = self
             .users
             .get_mut(&key)
@@ -459,11 +460,7 @@ impl StreamDetector {
                 } else {
                     p.long_message_graphemes
                 }),
-                detail: if wall {
-                    format!("its unit repeated {copies:.0} times")
-                } else {
-                    String::new()
-                },
+                detail: Cow::Borrowed(""),
             });
         }
         if repeat {
@@ -478,7 +475,7 @@ impl StreamDetector {
                 observed: f64::from(own),
                 norm: repeat_share,
                 threshold: 2.0,
-                detail: String::new(),
+                detail: Cow::Borrowed(""),
             });
         }
         let command = m.text.trim_start().starts_with('!');
@@ -489,12 +486,13 @@ impl StreamDetector {
                 observed: 1.0,
                 norm: 0.0,
                 threshold: 1.0,
-                detail: l.domain.clone(),
+                detail: Cow::Owned(l.domain.clone()),
             });
         }
         if !allowed
             && !params.promo.is_empty()
-            && sk.letters >= 8
+            && sk.letters >= 12
+            && params.promo.is_match(&m.text)
             && let Some(i) = params.promo.matches(&m.text).iter().next()
         {
             seen.push(Observation {
@@ -503,7 +501,7 @@ impl StreamDetector {
                 observed: 1.0,
                 norm: 0.0,
                 threshold: 1.0,
-                detail: p.promo_patterns[i].clone(),
+                detail: Cow::Owned(p.promo_patterns[i].clone()),
             });
         }
         let event_weight = spam_event_evidence(a.class, p.spam_event_weight)
@@ -515,7 +513,7 @@ impl StreamDetector {
                 observed: 1.0,
                 norm: spam_share,
                 threshold: 1.0,
-                detail: class_name(a.class).to_owned(),
+                detail: Cow::Borrowed(class_name(a.class)),
             });
         }
         if !params.blacklist.is_empty()
@@ -527,7 +525,7 @@ impl StreamDetector {
                 observed: 1.0,
                 norm: 0.0,
                 threshold: 1.0,
-                detail: p.blacklist[i].clone(),
+                detail: Cow::Owned(p.blacklist[i].clone()),
             });
         }
         if is_new && !params.name_blacklist.is_empty() {
@@ -543,15 +541,24 @@ impl StreamDetector {
                     observed: 1.0,
                     norm: 0.0,
                     threshold: 1.0,
-                    detail: p.name_blacklist[i].clone(),
+                    detail: Cow::Owned(p.name_blacklist[i].clone()),
                 });
             }
         }
-        let delay_threshold = self.delay_threshold_ms();
-        let (slow, _) = self.slow_mode();
+        // Slow mode reads the gap histogram: only for users with enough
+        // messages to judge their pace.
+        let enough = self
+            .users
+            .get(&key)
+            .is_some_and(|u| u.messages >= p.min_messages_for_delay.max(2));
+        let (delay_threshold, slow) = if enough && p.fast_weight > 0.0 {
+            (self.delay_threshold_ms(), self.slow_mode().0)
+        } else {
+            (0.0, 0)
+        };
         if let Some(u) = self.users.get_mut(&key) {
-            if p.fast_weight > 0.0
-                && u.messages >= p.min_messages_for_delay.max(2)
+            if enough
+                && p.fast_weight > 0.0
                 && let Some(avg) = u.avg_delay_ms()
                 && avg < delay_threshold
             {
@@ -561,10 +568,10 @@ impl StreamDetector {
                     observed: avg,
                     norm: f64::from(slow),
                     threshold: delay_threshold,
-                    detail: String::new(),
+                    detail: Cow::Borrowed(""),
                 });
             }
-            for o in seen {
+            for o in seen.into_iter() {
                 u.observe(o, ts, p);
             }
         }
@@ -588,7 +595,7 @@ impl StreamDetector {
                                 observed: 1.0,
                                 norm: spam_share,
                                 threshold: 1.0,
-                                detail: class_name(a.class).to_owned(),
+                                detail: Cow::Borrowed(class_name(a.class)),
                             },
                             ts,
                             p,
@@ -627,14 +634,18 @@ impl StreamDetector {
     /// Flags the user if the evidence reaches the threshold (once; a flag
     /// is never lost).
     fn evaluate(&mut self, key: u64, at_ms: i64, out: &mut Vec<DetectorOutput>) {
-        let (slow, inferred) = self.slow_mode();
         let p = &self.params.params;
-        let Some(u) = self.users.get_mut(&key) else {
+        let Some(u) = self.users.get(&key) else {
             return;
         };
         if u.flagged || u.exempt(p) || !u.should_flag(at_ms, p) {
             return;
         }
+        let (slow, inferred) = self.slow_mode();
+        let p = &self.params.params;
+        let Some(u) = self.users.get_mut(&key) else {
+            return;
+        };
         u.flagged = true;
         out.push(DetectorOutput {
             kind: Some(detector_output::Kind::Decision(Decision {
@@ -768,5 +779,26 @@ fn spam_event_evidence(class: SpamEventClass, weight: f64) -> f64 {
         SpamEventClass::BotWave => 2.0 * weight,
         SpamEventClass::Copypasta | SpamEventClass::Flood => weight,
         _ => 0.0,
+    }
+}
+
+/// The observations of one message, at most one of each kind (on the
+/// stack: no allocation per message).
+#[derive(Default)]
+struct Seen {
+    items: [Option<Observation>; 10],
+    len: usize,
+}
+
+impl Seen {
+    fn push(&mut self, o: Observation) {
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = Some(o);
+            self.len += 1;
+        }
+    }
+
+    fn into_iter(self) -> impl Iterator<Item = Observation> {
+        self.items.into_iter().flatten()
     }
 }

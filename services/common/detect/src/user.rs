@@ -7,6 +7,8 @@
 //! nothing. Evidence is kept per kind (at most one entry per
 //! [`EvidenceKind`]), so a user's state stays small however much they post.
 
+use std::borrow::Cow;
+
 use spamscope_proto::v1::{Roles, Trigger};
 
 use crate::params::DetectorParams;
@@ -127,7 +129,7 @@ pub struct Observation {
     pub observed: f64,
     pub norm: f64,
     pub threshold: f64,
-    pub detail: String,
+    pub detail: Cow<'static, str>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -271,7 +273,7 @@ impl UserState {
             e.norm = o.norm as f32;
             e.threshold = o.threshold as f32;
             if !o.detail.is_empty() {
-                e.detail = o.detail;
+                e.detail = o.detail.into_owned();
             }
         }
     }
@@ -404,7 +406,7 @@ mod tests {
             observed,
             norm: 0.0,
             threshold: 1.0,
-            detail: String::new(),
+            detail: Cow::Borrowed(""),
         }
     }
 
