@@ -163,20 +163,13 @@ fn compress(folded: &str) -> String {
             tokens.push(t);
         }
     }
-    let period = smallest_period(&tokens);
+    // The shortest prefix of which the tokens are a repetition (the last
+    // one may be cut short), or all of them.
+    let (period, _) = unit_of(&tokens);
     if period == tokens.len() && tokens.len() == capped.split(' ').count() {
         return capped;
     }
     tokens[..period].join(" ")
-}
-
-/// The length of the shortest prefix of which `tokens` is a repetition
-/// (the last repetition may be cut short), or `tokens.len()`.
-fn smallest_period(tokens: &[&str]) -> usize {
-    let n = tokens.len();
-    (1..n)
-        .find(|&p| n >= 2 * p && (p..n).all(|i| tokens[i] == tokens[i % p]))
-        .unwrap_or(n)
 }
 
 /// The form two variants of one spam share beyond [`normalize`]: only
@@ -190,9 +183,6 @@ pub struct SimilarityKey {
     pub key: String,
     /// Letters and digits of the whole text.
     pub letters: usize,
-    /// How many times the unit repeats: letters over the unit's length
-    /// (1.0 when the text does not repeat).
-    pub repetition: f32,
 }
 
 /// [`SimilarityKey`] of a normalised text.
@@ -207,12 +197,11 @@ pub fn similarity_key(normalized: &str) -> SimilarityKey {
         if letters < 2 {
             bytes = normalized.bytes().filter(|b| *b != b' ').collect();
         }
-        let (unit, repetition) = unit_of(&bytes);
+        let (unit, _) = unit_of(&bytes);
         bytes.truncate(unit);
         return SimilarityKey {
             key: String::from_utf8(bytes).unwrap_or_default(),
             letters,
-            repetition,
         };
     }
     let mut chars: Vec<char> = normalized.chars().filter(|c| c.is_alphanumeric()).collect();
@@ -220,11 +209,10 @@ pub fn similarity_key(normalized: &str) -> SimilarityKey {
     if letters < 2 {
         chars = normalized.chars().filter(|c| *c != ' ').collect();
     }
-    let (unit, repetition) = unit_of(&chars);
+    let (unit, _) = unit_of(&chars);
     SimilarityKey {
         key: chars[..unit].iter().collect(),
         letters,
-        repetition,
     }
 }
 
@@ -430,14 +418,16 @@ mod tests {
 
     #[test]
     fn repetition_is_the_unit_count_even_when_cut_short() {
-        let w = similarity_key(&normalize(&"IM A BIG FAN".repeat(7)[..80]));
+        let cut = &"IM A BIG FAN".repeat(7)[..80];
+        let w = similarity_key(&normalize(cut));
         assert_eq!(w.key, similarity_key(&normalize("IM A BIG FAN")).key);
-        assert!(w.repetition > 6.5, "{w:?}");
-        let w = similarity_key(&normalize(&"NOT HEARTSTONE 🥱".repeat(6)));
+        assert!(repetition(cut) > 6.5, "{w:?}");
+        let wall = "NOT HEARTSTONE 🥱".repeat(6);
+        let w = similarity_key(&normalize(&wall));
         assert_eq!(w.key, similarity_key(&normalize("NOT HEARTSTONE")).key);
-        assert!((w.repetition - 6.0).abs() < 1e-6, "{w:?}");
+        assert!((repetition(&wall) - 6.0).abs() < 1e-6, "{w:?}");
         let one = similarity_key(&normalize("hello there"));
-        assert_eq!((one.repetition, one.letters), (1.0, 10));
+        assert_eq!((repetition("hello there"), one.letters), (1.0, 10));
         assert_eq!(smallest_unit_period(&['a', 'b', 'a']), 2);
         assert_eq!(smallest_unit_period::<char>(&[]), 0);
     }

@@ -506,15 +506,18 @@ impl StreamDetector {
         }
         let event_weight = spam_event_evidence(a.class, p.spam_event_weight)
             * rarity(spam_share, p.spam_norm_base_share);
+        // One message in the active event (its author's, or on promotion
+        // each earlier member's).
+        let spam_event = || Observation {
+            kind: EvidenceKind::SpamEvent,
+            weight: event_weight,
+            observed: 1.0,
+            norm: spam_share,
+            threshold: 1.0,
+            detail: Cow::Borrowed(class_name(a.class)),
+        };
         if a.in_active_event && event_weight > 0.0 && !a.promoted_now {
-            seen.push(Observation {
-                kind: EvidenceKind::SpamEvent,
-                weight: event_weight,
-                observed: 1.0,
-                norm: spam_share,
-                threshold: 1.0,
-                detail: Cow::Borrowed(class_name(a.class)),
-            });
+            seen.push(spam_event());
         }
         if !params.blacklist.is_empty()
             && let Some(i) = params.blacklist.matches(&normalized).iter().next()
@@ -588,18 +591,7 @@ impl StreamDetector {
                 if let Some(mu) = self.users.get_mut(&member) {
                     let n = mu.count_in(a.cluster);
                     for _ in 0..n.min(8) {
-                        mu.observe(
-                            Observation {
-                                kind: EvidenceKind::SpamEvent,
-                                weight: event_weight,
-                                observed: 1.0,
-                                norm: spam_share,
-                                threshold: 1.0,
-                                detail: Cow::Borrowed(class_name(a.class)),
-                            },
-                            ts,
-                            p,
-                        );
+                        mu.observe(spam_event(), ts, p);
                     }
                 }
                 if member != key {
