@@ -111,7 +111,7 @@ async function channel(stream: string) {
     h("h2", {}, "Spam messages per minute"), svg,
     h("div", { class: "cols" },
       h("div", { class: "panel" }, h("h2", {}, "Chat, unfiltered"), chat),
-      h("div", { class: "panel" }, h("h2", {}, "Spam events"), events)),
+      h("div", { class: "panel" }, h("h2", {}, "Spam events, then crowd reactions"), events)),
     h("div", { class: "panel" }, h("h2", {}, "Flagged users"), decisions));
   const cards = new Map<bigint, HTMLElement>();
   const rate = new Map<number, number>();
