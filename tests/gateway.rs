@@ -109,16 +109,31 @@ async fn search_history_params_and_status_over_the_real_logs() {
     assert_eq!(s.stream_id, "chilledcow-2020-11");
     assert!(s.first_seen_ms > 1_607_000_000_000 && s.last_seen_ms >= s.first_seen_ms);
 
-    let h = c
-        .channel_history(ChannelHistoryRequest {
-            stream: "twitch.xqcow".into(),
-            page_size: 5,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(!h.spam_events.is_empty() && !h.decisions.is_empty() && !h.spam_rate.is_empty());
+    // The history writer may still be writing xqcow's outputs (its only
+    // spam-class event, the flood, is what the spam rate counts): wait for
+    // all three, up to the same deadline.
+    let h = loop {
+        let h = c
+            .channel_history(ChannelHistoryRequest {
+                stream: "twitch.xqcow".into(),
+                page_size: 5,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if !h.spam_events.is_empty() && !h.decisions.is_empty() && !h.spam_rate.is_empty() {
+            break h;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "xqcow history incomplete: {} events, {} decisions, {} rate points",
+            h.spam_events.len(),
+            h.decisions.len(),
+            h.spam_rate.len()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
     assert!(
         h.spam_events
             .windows(2)
