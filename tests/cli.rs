@@ -238,17 +238,18 @@ fn eval_moderation_and_labelled_report_json() {
     }
     assert_eq!(r["moderated_users"], 25);
     assert_eq!(r["chatters"], 1208);
-    // Few flags, right ones: measured 2 flagged, both timed out (the old
-    // detector flagged 189, 15 of them moderated).
+    // Few flags, right ones: measured 4 flagged, all timed out, recall
+    // 0.16 (the old detector flagged 189, 15 of them moderated).
     assert!(r["flagged_users"].as_u64().unwrap() <= 5, "{r}");
     assert!(r["precision"].as_f64().unwrap() >= 0.9, "{r}");
+    assert!(r["recall"].as_f64().unwrap() >= 0.15, "{r}");
     // At a higher sensitivity it beats the seed detector on both counts
-    // (precision 0.06, recall 0.12); measured 0.667 and 0.24 at 8.
+    // (precision 0.06, recall 0.12); measured 0.636 and 0.28 at 8.
     let out = spamscope(&["eval", "--json", "--moderation", xqcow, "--curve", "8"]);
     let c = &json_lines(&out)[0]["curve"][0];
     assert!(c["precision"].as_f64().unwrap() >= 0.6, "{c}");
-    assert!(c["recall"].as_f64().unwrap() >= 0.2, "{c}");
-    // chilledcow: measured precision 0.333, recall 0.393 at sensitivity 4.
+    assert!(c["recall"].as_f64().unwrap() >= 0.25, "{c}");
+    // chilledcow: measured precision 0.533, recall 0.286 at sensitivity 4.
     let cc = repo("testdata/youtube/chilledcow-2020-11.chat-downloader.json");
     let out = spamscope(&[
         "eval",
@@ -259,8 +260,8 @@ fn eval_moderation_and_labelled_report_json() {
         "4",
     ]);
     let c = &json_lines(&out)[0]["curve"][0];
-    assert!(c["precision"].as_f64().unwrap() >= 0.3, "{c}");
-    assert!(c["recall"].as_f64().unwrap() >= 0.35, "{c}");
+    assert!(c["precision"].as_f64().unwrap() >= 0.5, "{c}");
+    assert!(c["recall"].as_f64().unwrap() >= 0.25, "{c}");
 
     // Labels split recall by category: two spam-like users (one of them
     // not in the log at all) and one moderated for incivility.

@@ -10,6 +10,10 @@
 /// stream is not judged against a share of 1 in 1.
 const PRIOR_MESSAGES: f64 = 20.0;
 
+/// Chatters assumed seen when judging the flag budget, so a stream's
+/// first flags are not judged against a handful of chatters.
+const BUDGET_PRIOR_CHATTERS: f64 = 300.0;
+
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ChannelNorms {
     pub messages: f64,
@@ -17,6 +21,8 @@ pub struct ChannelNorms {
     pub repeats: f64,
     /// Messages in active spam events of a spam class.
     pub spam: f64,
+    /// Users flagged (the flag budget).
+    pub flags: f64,
     /// Event time the counts are decayed to.
     pub at_ms: i64,
 }
@@ -34,6 +40,7 @@ impl ChannelNorms {
             self.walls *= f;
             self.repeats *= f;
             self.spam *= f;
+            self.flags *= f;
         }
         self.at_ms = ts_ms;
     }
@@ -80,6 +87,26 @@ impl ChannelNorms {
         (self.spam - own).max(0.0) / (self.messages + PRIOR_MESSAGES)
     }
 
+    /// Counts a flag at `ts_ms`.
+    pub fn add_flag(&mut self, ts_ms: i64, half_life_ms: u64) {
+        self.decay_to(ts_ms, half_life_ms);
+        self.flags += 1.0;
+    }
+
+    /// How much the flag threshold is raised so that recent flags stay
+    /// within `per_1000` of the recent chatters (0: no budget): 1 while the
+    /// next flag keeps the channel within budget, then in proportion to
+    /// the excess. A chat where a quarter of the chatters post walls gets
+    /// the few worst flagged, not thousands; a quiet stream's first flags
+    /// pass at the plain threshold (`BUDGET_PRIOR_CHATTERS`).
+    pub fn flag_budget_factor(&self, per_1000: f64) -> f64 {
+        if per_1000 <= 0.0 {
+            return 1.0;
+        }
+        let share = (self.flags + 1.0) / (self.messages + BUDGET_PRIOR_CHATTERS);
+        (share / (per_1000 / 1000.0)).max(1.0)
+    }
+
     /// Share of recent messages that repeated their author's message.
     pub fn repeat_share(&self) -> f64 {
         self.repeats / (self.messages + PRIOR_MESSAGES)
@@ -109,6 +136,27 @@ mod tests {
         }
         assert!(n.wall_share() < 0.01, "{n:?}");
         assert!(rarity(0.0, 0.01) == 1.0 && (rarity(0.1, 0.01) - 1.0 / 11.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn flag_budget_raises_the_threshold_only_past_the_budget() {
+        let mut n = ChannelNorms::default();
+        for i in 0..1000 {
+            n.observe(i, [true, false, false, false], 600_000);
+        }
+        assert_eq!(n.flag_budget_factor(0.0), 1.0);
+        // 1,300 chatters (with the prior) at 5 per 1,000: 6 flags pass.
+        for _ in 0..5 {
+            assert_eq!(n.flag_budget_factor(5.0), 1.0);
+            n.add_flag(1000, 600_000);
+        }
+        assert_eq!(n.flag_budget_factor(5.0), 1.0);
+        n.add_flag(1000, 600_000);
+        let f = n.flag_budget_factor(5.0);
+        assert!((f - 7.0 / 1300.0 / 0.005).abs() < 1e-3, "{f}");
+        // Ten half-lives on, the flags are forgotten with the chatters.
+        n.decay_to(6_001_000, 600_000);
+        assert_eq!(n.flag_budget_factor(5.0), 1.0);
     }
 
     #[test]

@@ -55,17 +55,24 @@ fn default_promo_patterns() -> Vec<String> {
 /// by how unusual the behaviour is in the channel right now and by the
 /// user's roles, summed into a suspicion that halves every
 /// `suspicion_half_life_ms`, and the user is flagged when the suspicion
-/// reaches `1 / sensitivity`.
+/// reaches `0.5 / sensitivity` (raised past the channel's flag budget).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetectorParams {
     // ---- flags: how much evidence flags a user ----
     /// Moves along the trade-off between few flags and catching more:
-    /// a user is flagged at a suspicion of `1 / sensitivity`. 1 is the
+    /// a user is flagged at a suspicion of `0.5 / sensitivity`. 1 is the
     /// default; 2 flags on half the evidence, 0.5 needs twice as much.
     pub sensitivity: f64,
     /// Suspicion halves after this long without new evidence.
     pub suspicion_half_life_ms: u64,
+    /// Flags per 1,000 recent chatters a channel may get at the plain
+    /// threshold (counted over `norm_half_life_ms`); past it the threshold
+    /// rises in proportion, so a chat where walls are the culture gets its
+    /// worst few flagged instead of hundreds. Users with evidence no culture
+    /// makes normal (moderator actions, links, self-promotion, blacklists)
+    /// are judged at the plain threshold. 0 turns the budget off.
+    pub flag_budget_per_1000: f64,
 
     // ---- who is never flagged, and how roles weigh ----
     /// Moderators are never flagged.
@@ -205,6 +212,7 @@ impl Default for DetectorParams {
         Self {
             sensitivity: 1.0,
             suspicion_half_life_ms: 5 * 60_000,
+            flag_budget_per_1000: 3.0,
             exempt_moderators: true,
             exempt_broadcaster: true,
             trusted_users: KNOWN_BOTS.iter().map(|s| (*s).to_owned()).collect(),
@@ -317,6 +325,14 @@ impl DetectorParams {
         if !(self.sensitivity.is_finite() && (0.05..=20.0).contains(&self.sensitivity)) {
             return Err(invalid("sensitivity", "must be between 0.05 and 20"));
         }
+        if !(self.flag_budget_per_1000.is_finite()
+            && (0.0..=1000.0).contains(&self.flag_budget_per_1000))
+        {
+            return Err(invalid(
+                "flag_budget_per_1000",
+                "must be between 0 and 1000",
+            ));
+        }
         for (name, v) in [
             ("vip_weight", self.vip_weight),
             ("verified_weight", self.verified_weight),
@@ -400,7 +416,7 @@ impl DetectorParams {
 
     /// The level of suspicion that flags a user.
     pub fn flag_threshold(&self) -> f64 {
-        1.0 / self.sensitivity
+        0.5 / self.sensitivity
     }
 }
 

@@ -144,6 +144,7 @@ impl StreamDetector {
                 walls: self.norms.walls,
                 repeats: self.norms.repeats,
                 spam: self.norms.spam,
+                flags: self.norms.flags,
                 at_ms: self.norms.at_ms,
             }),
         }
@@ -306,6 +307,7 @@ impl StreamDetector {
                 walls: n.walls,
                 repeats: n.repeats,
                 spam: n.spam,
+                flags: n.flags,
                 at_ms: n.at_ms,
             };
         }

@@ -630,7 +630,13 @@ impl StreamDetector {
         let Some(u) = self.users.get(&key) else {
             return;
         };
-        if u.flagged || u.exempt(p) || !u.should_flag(at_ms, p) {
+        self.norms.decay_to(at_ms, p.norm_half_life_ms);
+        let threshold = if u.has_evidence_outside_budget() {
+            p.flag_threshold()
+        } else {
+            p.flag_threshold() * self.norms.flag_budget_factor(p.flag_budget_per_1000)
+        };
+        if u.flagged || u.exempt(p) || !u.should_flag(at_ms, threshold, p) {
             return;
         }
         let (slow, inferred) = self.slow_mode();
@@ -639,6 +645,7 @@ impl StreamDetector {
             return;
         };
         u.flagged = true;
+        self.norms.add_flag(at_ms, p.norm_half_life_ms);
         out.push(DetectorOutput {
             kind: Some(detector_output::Kind::Decision(Decision {
                 platform: self.platform as i32,
@@ -651,7 +658,7 @@ impl StreamDetector {
                 slow_mode_s: slow,
                 slow_mode_inferred: inferred,
                 suspicion: round3(u.suspicion_at(at_ms, p.suspicion_half_life_ms)),
-                flag_threshold: round3(p.flag_threshold()),
+                flag_threshold: round3(threshold),
             })),
         });
     }

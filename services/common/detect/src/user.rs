@@ -102,6 +102,17 @@ impl EvidenceKind {
     pub fn decisive(self) -> bool {
         matches!(self, Self::ModeratorAction | Self::DeletedMessages)
     }
+
+    /// Evidence that no channel's culture makes normal (links, promotion,
+    /// the channel's own blacklists): the flag budget does not hold it
+    /// back, so a wave of link bots in a small chat is flagged bot by bot.
+    pub fn outside_budget(self) -> bool {
+        self.decisive()
+            || matches!(
+                self,
+                Self::Link | Self::SelfPromotion | Self::BlacklistedText | Self::BlacklistedName
+            )
+    }
 }
 
 /// Evidence of one kind against a user.
@@ -345,10 +356,17 @@ impl UserState {
         (self.messages >= 1).then(|| self.total_graphemes as f64 / f64::from(self.messages))
     }
 
-    /// Whether the user is to be flagged at `at_ms`.
-    pub fn should_flag(&self, at_ms: i64, p: &DetectorParams) -> bool {
-        self.decisive
-            || self.suspicion_at(at_ms, p.suspicion_half_life_ms) >= p.flag_threshold() - 1e-9
+    /// Whether the user is to be flagged at `at_ms` with the suspicion
+    /// threshold at `threshold`.
+    pub fn should_flag(&self, at_ms: i64, threshold: f64, p: &DetectorParams) -> bool {
+        self.decisive || self.suspicion_at(at_ms, p.suspicion_half_life_ms) >= threshold - 1e-9
+    }
+
+    /// Whether any of the evidence is outside the flag budget.
+    pub fn has_evidence_outside_budget(&self) -> bool {
+        self.evidence
+            .iter()
+            .any(|e| e.kind.outside_budget() && e.contribution > 0.0)
     }
 
     /// The evidence as triggers, strongest contribution first (decisive
@@ -420,19 +438,22 @@ mod tests {
     fn suspicion_adds_up_and_halves_per_half_life() {
         let p = DetectorParams::default();
         let mut u = UserState::new("1", "u");
-        u.observe(obs(EvidenceKind::Wall, 0.6, 200.0), 0, &p);
-        assert!(!u.should_flag(0, &p));
-        u.observe(obs(EvidenceKind::Wall, 0.6, 300.0), 0, &p);
-        assert!(u.should_flag(0, &p));
+        let w = p.flag_threshold() * 0.6;
+        u.observe(obs(EvidenceKind::Wall, w, 200.0), 0, &p);
+        assert!(!u.should_flag(0, p.flag_threshold(), &p));
+        u.observe(obs(EvidenceKind::Wall, w, 300.0), 0, &p);
+        assert!(u.should_flag(0, p.flag_threshold(), &p));
+        // A raised threshold (a channel past its flag budget) needs more.
+        assert!(!u.should_flag(0, p.flag_threshold() * 1.5, &p));
         let half = i64::try_from(p.suspicion_half_life_ms).unwrap();
-        assert!((u.suspicion_at(half, p.suspicion_half_life_ms) - 0.6).abs() < 1e-6);
-        assert!(!u.should_flag(half, &p));
+        assert!((u.suspicion_at(half, p.suspicion_half_life_ms) - w).abs() < 1e-6);
+        assert!(!u.should_flag(half, p.flag_threshold(), &p));
         // An earlier time does not bring suspicion back up.
-        assert!((u.suspicion_at(-half, p.suspicion_half_life_ms) - 1.2).abs() < 1e-6);
+        assert!((u.suspicion_at(-half, p.suspicion_half_life_ms) - 2.0 * w).abs() < 1e-6);
         let t = u.triggers();
         assert_eq!(t.len(), 1);
         assert_eq!((t[0].count, t[0].observed), (2, 300.0));
-        assert!((t[0].contribution - 1.2).abs() < 1e-3);
+        assert!((t[0].contribution - 2.0 * w).abs() < 1e-3);
     }
 
     #[test]
@@ -446,13 +467,15 @@ mod tests {
         });
         assert!(!sub.exempt(&p));
         assert_eq!(sub.role_weight(&p), p.member_weight);
-        sub.observe(obs(EvidenceKind::Link, 1.0, 1.0), 0, &p);
+        // Evidence that alone flags anyone else.
+        let w = p.flag_threshold();
+        sub.observe(obs(EvidenceKind::Wall, w, 200.0), 0, &p);
         assert!(
-            !sub.should_flag(0, &p),
-            "a subscriber's one link is not enough"
+            !sub.should_flag(0, p.flag_threshold(), &p),
+            "a subscriber's one wall is not enough"
         );
-        sub.observe(obs(EvidenceKind::Link, 1.0, 1.0), 0, &p);
-        assert!(sub.should_flag(0, &p), "two are");
+        sub.observe(obs(EvidenceKind::Wall, w, 200.0), 0, &p);
+        assert!(sub.should_flag(0, p.flag_threshold(), &p), "two are");
         let mut long = sub.clone();
         long.roles = pack_roles(&Roles {
             member: true,
@@ -481,7 +504,7 @@ mod tests {
             ..Roles::default()
         });
         u.observe(obs(EvidenceKind::ModeratorAction, 1.0, 1.0), 0, &p);
-        assert!(u.should_flag(0, &p));
+        assert!(u.should_flag(0, p.flag_threshold(), &p));
         assert_eq!(u.triggers()[0].name, "moderator_action");
     }
 

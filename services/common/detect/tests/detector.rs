@@ -615,6 +615,8 @@ fn unknown_deletions_are_counted_not_dropped() {
 fn params_change_re_evaluates_the_stream() {
     let mut det = Detector::new(model());
     let mut out = Vec::new();
+    det.set_default_params(json!({"sensitivity": 0.5}), &mut out)
+        .unwrap();
     det.handle(
         &msg(
             "c",
@@ -626,9 +628,9 @@ fn params_change_re_evaluates_the_stream() {
     );
     assert!(
         decisions(&out).is_empty(),
-        "self-promotion alone is not enough"
+        "at half the sensitivity self-promotion alone is not enough"
     );
-    det.set_stream_params("twitch.c", json!({"sensitivity": 2.0}), &mut out)
+    det.set_stream_params("twitch.c", json!({"sensitivity": 1.0}), &mut out)
         .unwrap();
     let got = decisions(&out);
     assert_eq!(got.len(), 1);
@@ -647,6 +649,8 @@ fn stream_params_apply_to_their_stream_only() {
     // streams that start after it.
     let mut det = Detector::new(model());
     let mut out = Vec::new();
+    det.set_default_params(json!({"sensitivity": 0.5}), &mut out)
+        .unwrap();
     let chatty = |stream: &str, i: i64| {
         msg(
             stream,
@@ -657,7 +661,7 @@ fn stream_params_apply_to_their_stream_only() {
     };
     det.handle(&chatty("c", 0), &mut out);
     det.handle(&chatty("d", 0), &mut out);
-    det.set_stream_params("twitch.c", json!({"sensitivity": 2.0}), &mut out)
+    det.set_stream_params("twitch.c", json!({"sensitivity": 1.0}), &mut out)
         .unwrap();
     det.handle(&chatty("e", 1), &mut out);
     let flagged: Vec<&str> = out
@@ -802,4 +806,44 @@ proptest! {
         let split = split % events.len();
         prop_assert_eq!(run_stream(&events, Some(split)), run_stream(&events, None));
     }
+}
+
+#[test]
+fn flag_budget_keeps_a_wall_culture_to_few_flags_but_not_link_bots() {
+    // 1,000 chatters in 100 s, every tenth posting a wall of its own (no
+    // wave to join); with the channel norms nearly off each wall flags.
+    // Then five link bots.
+    let run = |budget: f64| {
+        let mut d = stream_detector(json!({
+            "norm_base_share": 1.0,
+            "flag_budget_per_1000": budget,
+        }));
+        let mut out = Vec::new();
+        for i in 0..1_000i64 {
+            let text = if i % 10 == 0 {
+                format!("zq{i}x ").repeat(60)
+            } else {
+                format!("hello {i} how is the stream going")
+            };
+            d.handle(&msg("c", &format!("u{i}"), i * 100, &text), &mut out);
+        }
+        for b in 0..5i64 {
+            let text = format!("cheap followers at spam{b}.example.com");
+            d.handle(
+                &msg("c", &format!("bot{b}"), 100_000 + b * 100, &text),
+                &mut out,
+            );
+        }
+        let got = decisions(&out);
+        let walls = got.iter().filter(|(u, _)| u.starts_with('u')).count();
+        let bots = got.iter().filter(|(u, _)| u.starts_with("bot")).count();
+        (walls, bots)
+    };
+    assert_eq!(run(0.0), (100, 5), "without a budget every wall flags");
+    let (walls, bots) = run(3.0);
+    // At 3 per 1,000 of (1,000 + 300 prior) chatters, with each wall's
+    // suspicion (1.2, 2.4 times the threshold) allowing the threshold to
+    // rise 2.4-fold: at most 0.0072 × 1,300 ≈ 9 flags.
+    assert!((1..=10).contains(&walls), "{walls}");
+    assert_eq!(bots, 5, "links are outside the budget");
 }
