@@ -43,7 +43,14 @@ pub struct Link {
 /// leaders). Ordinary sentences ("ok. so", "what...") pass it by.
 fn may_hold_link(text: &str) -> bool {
     let b = text.as_bytes();
-    for i in 1..b.len().saturating_sub(1) {
+    // Only the bytes that can start a link or an obfuscated dot are looked
+    // at (found with SIMD); most chat lines have none.
+    let marks =
+        memchr::memchr3_iter(b'.', b'/', b'\\', b).chain(memchr::memchr3_iter(b'[', b'(', b'{', b));
+    for i in marks {
+        if i == 0 || i + 1 >= b.len() {
+            continue;
+        }
         let (prev, c, next) = (b[i - 1], b[i], b[i + 1]);
         let word = |x: u8| x.is_ascii_alphanumeric() || x >= 0x80;
         match c {
@@ -71,11 +78,13 @@ fn may_hold_link(text: &str) -> bool {
         return true;
     }
     // " dot ", "(dot)", "[dot]": one pass for "dot" and a look around it.
-    b.windows(5).any(|w| {
-        w[1..4].eq_ignore_ascii_case(b"dot")
+    memchr::memchr2_iter(b'd', b'D', b).any(|i| {
+        i >= 1
+            && b.get(i..i + 3)
+                .is_some_and(|w| w.eq_ignore_ascii_case(b"dot"))
             && matches!(
-                (w[0], w[4]),
-                (b' ', b' ') | (b'(', b')') | (b'[', b']') | (b'{', b'}')
+                (b[i - 1], b.get(i + 3)),
+                (b' ', Some(b' ')) | (b'(', Some(b')')) | (b'[', Some(b']')) | (b'{', Some(b'}'))
             )
     })
 }

@@ -23,11 +23,11 @@
 //! list still finds the heavy hitters); its fingerprint is the hash of that
 //! variant's key at the event's first update and never changes after.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use gaoya::minhash::{MinHashIndex, MinHasher, MinHasher32};
+use gaoya::minhash::{MinHashIndex, MinHasher, MinHasher32, SmallVecContainer};
 use spamscope_proto::v1::{SpamEventClass, SpamEventState, Trigger};
 
 use crate::params::DetectorParams;
@@ -245,7 +245,13 @@ pub struct Clusters {
     pub clusters: BTreeMap<u64, Cluster>,
     exact: FxHashMap<u64, u64>,
     partial: FxHashMap<u64, u64>,
-    index: MinHashIndex<u32, u64>,
+    /// Band buckets hold one or two groups almost always: an inline small
+    /// vector each instead of a hash set per bucket (an allocation per
+    /// insert and per drop).
+    index: MinHashIndex<u32, u64, SmallVecContainer<u64, 2>>,
+    /// Ids of the groups that became spam events (few): a tick visits
+    /// these, not every group.
+    promoted: BTreeSet<u64>,
     pub next_id: u64,
 }
 
@@ -267,6 +273,7 @@ impl Default for Clusters {
             // Small start: most streams are quiet, and the default
             // constructor reserves room for thousands of entries per band.
             index: MinHashIndex::new_with_capacity(BANDS, ROWS, 0.0, 16, 0.0),
+            promoted: BTreeSet::new(),
             next_id: 1,
         }
     }
@@ -384,6 +391,7 @@ impl Clusters {
         {
             promoted_now = true;
             c.promoted = true;
+            self.promoted.insert(id);
         }
         if c.promoted {
             if c.state != SpamEventState::Active {
@@ -473,6 +481,9 @@ impl Clusters {
             self.partial.entry(*k).or_insert(c.id);
         }
         self.index.insert(c.id, c.signature.clone());
+        if c.promoted {
+            self.promoted.insert(c.id);
+        }
         self.clusters.insert(c.id, c);
     }
 
@@ -484,13 +495,24 @@ impl Clusters {
         self.clusters.get_mut(&id)
     }
 
-    /// Ends quiet spam events, returns the groups to emit (in id order) and
-    /// forgets idle groups beyond the bounds.
-    pub fn tick(&mut self, now_ms: i64, quiet_ms: u64, idle_ms: u64, max: u32) -> Vec<u64> {
+    /// Ends quiet spam events and returns the groups to emit (in id order);
+    /// with `sweep`, or when over `max`, forgets idle groups and the oldest
+    /// beyond the bound.
+    pub fn tick(
+        &mut self,
+        now_ms: i64,
+        quiet_ms: u64,
+        idle_ms: u64,
+        max: u32,
+        sweep: bool,
+    ) -> Vec<u64> {
         let quiet = i64::try_from(quiet_ms).unwrap_or(i64::MAX);
         let idle = i64::try_from(idle_ms).unwrap_or(i64::MAX);
         let mut emit = Vec::new();
-        for c in self.clusters.values_mut() {
+        for id in &self.promoted {
+            let Some(c) = self.clusters.get_mut(id) else {
+                continue;
+            };
             if c.is_active_event() && now_ms.saturating_sub(c.last_seen_ms) >= quiet {
                 c.state = SpamEventState::Ended;
                 c.dirty = true;
@@ -498,6 +520,9 @@ impl Clusters {
             if c.has_pending_update() {
                 emit.push(c.id);
             }
+        }
+        if !sweep && self.clusters.len() <= max as usize {
+            return emit;
         }
         let mut forget: Vec<u64> = self
             .clusters
@@ -551,8 +576,11 @@ impl Clusters {
     /// Ends every spam event (the stream closed); returns them in id order.
     pub fn end_all(&mut self) -> Vec<u64> {
         let mut out = Vec::new();
-        for c in self.clusters.values_mut() {
-            if c.promoted {
+        for id in &self.promoted {
+            let Some(c) = self.clusters.get_mut(id) else {
+                continue;
+            };
+            {
                 if c.state != SpamEventState::Ended {
                     c.state = SpamEventState::Ended;
                     c.dirty = true;
@@ -566,6 +594,7 @@ impl Clusters {
     }
 
     fn remove(&mut self, id: u64) {
+        self.promoted.remove(&id);
         if let Some(c) = self.clusters.remove(&id) {
             for k in &c.keys {
                 if self.exact.get(k) == Some(&id) {
@@ -765,13 +794,13 @@ mod tests {
             put(&mut c, &p, "buy followers now", u, 1_000);
         }
         put(&mut c, &p, "hello", 1, 1_000);
-        assert_eq!(c.tick(2_000, 60_000, 300_000, 100), vec![1]);
+        assert_eq!(c.tick(2_000, 60_000, 300_000, 100, true), vec![1]);
         c.mark_emitted(1, &p);
-        assert!(c.tick(3_000, 60_000, 300_000, 100).is_empty());
-        assert_eq!(c.tick(70_000, 60_000, 300_000, 100), vec![1]);
+        assert!(c.tick(3_000, 60_000, 300_000, 100, true).is_empty());
+        assert_eq!(c.tick(70_000, 60_000, 300_000, 100, true), vec![1]);
         assert_eq!(c.get(1).unwrap().state, SpamEventState::Ended);
         c.mark_emitted(1, &p);
-        c.tick(400_000, 60_000, 300_000, 100);
+        c.tick(400_000, 60_000, 300_000, 100, true);
         assert!(c.is_empty());
     }
 }

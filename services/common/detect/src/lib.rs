@@ -178,10 +178,11 @@ impl Detector {
     /// Handles one event; a stream's detector is created on its first
     /// event and dropped after its `StreamEnded`.
     pub fn handle(&mut self, ev: &ChatEvent, out: &mut Vec<DetectorOutput>) {
-        use std::fmt::Write as _;
-        // One reused buffer: no key allocation per event.
+        // One reused buffer: no key allocation (and no formatting) per event.
         self.key_buf.clear();
-        let _ = write!(self.key_buf, "{}.{}", ev.platform().key(), ev.stream_id);
+        self.key_buf.push_str(ev.platform().key());
+        self.key_buf.push('.');
+        self.key_buf.push_str(&ev.stream_id);
         let ended = matches!(ev.kind, Some(Kind::StreamEnded(_)));
         match self.streams.get_mut(self.key_buf.as_str()) {
             Some(d) => d.handle(ev, out),

@@ -44,6 +44,9 @@ pub struct StreamCounters {
     pub unknown_deletions: u64,
 }
 
+/// How often (event time) idle users and groups are swept.
+const SWEEP_MS: i64 = 60_000;
+
 #[derive(Debug)]
 pub struct StreamDetector {
     pub(crate) platform: Platform,
@@ -297,7 +300,15 @@ impl StreamDetector {
         let norm_hash = stable_hash(&normalized);
         let sk = similarity_key(&normalized);
         let key_hash = stable_hash(&sk.key);
-        let graphemes = grapheme_len(&m.text) as u64;
+        // Length only matters from the shortest length threshold up, and a
+        // text has at least as many bytes as graphemes: shorter texts skip
+        // the grapheme segmentation.
+        let graphemes =
+            if m.text.len() >= p.wall_min_graphemes.min(p.long_message_graphemes) as usize {
+                grapheme_len(&m.text) as u64
+            } else {
+                0
+            };
         let allowed = !params.allowed_keys.is_empty() && params.allowed_keys.contains(&key_hash);
         let link = links::find(&m.text).into_iter().find(|l| {
             !params
@@ -349,7 +360,6 @@ impl StreamDetector {
         let new_user = first_time || u.messages == 0;
         u.prev_ts_ms = ts;
         u.messages += 1;
-        u.total_graphemes += graphemes;
         u.first_ts_ms = u.first_ts_ms.min(ts);
         u.last_ts_ms = u.last_ts_ms.max(ts);
         u.last_seen_ms = u.last_seen_ms.max(ts);
@@ -679,27 +689,39 @@ impl StreamDetector {
         if ts_ms >= self.next_tick_ms {
             // One tick at the last boundary reached, however many passed.
             let boundary = ts_ms - ts_ms.rem_euclid(tick);
-            self.tick(boundary, out);
+            // Idle users and groups are swept once a minute of event time
+            // (each tick that enters a new minute), not on every tick.
+            let previous = self.next_tick_ms.saturating_sub(tick);
+            let sweep = boundary.div_euclid(SWEEP_MS) != previous.div_euclid(SWEEP_MS);
+            self.tick(boundary, sweep, out);
             self.next_tick_ms = boundary + tick;
         }
     }
 
-    fn tick(&mut self, now_ms: i64, out: &mut Vec<DetectorOutput>) {
+    fn tick(&mut self, now_ms: i64, sweep: bool, out: &mut Vec<DetectorOutput>) {
         let p = &self.params.params;
-        let emit = self
-            .clusters
-            .tick(now_ms, p.spam_quiet_ms, p.cluster_idle_ms, p.max_clusters);
+        let emit = self.clusters.tick(
+            now_ms,
+            p.spam_quiet_ms,
+            p.cluster_idle_ms,
+            p.max_clusters,
+            sweep,
+        );
         for id in emit {
             self.emit_event(id, out);
         }
-        self.evict_users(now_ms);
+        self.evict_users(now_ms, sweep);
     }
 
-    fn evict_users(&mut self, now_ms: i64) {
+    /// Forgets idle users (on a sweep) and the least recently seen beyond
+    /// `max_users` (on every tick).
+    fn evict_users(&mut self, now_ms: i64, sweep: bool) {
         let p = &self.params.params;
         let idle = i64::try_from(p.user_idle_ms).unwrap_or(i64::MAX);
-        self.users
-            .retain(|_, u| now_ms.saturating_sub(u.last_seen_ms) < idle);
+        if sweep {
+            self.users
+                .retain(|_, u| now_ms.saturating_sub(u.last_seen_ms) < idle);
+        }
         let over = self.users.len().saturating_sub(p.max_users as usize);
         if over > 0 {
             let mut by_age: Vec<(i64, u64)> = self

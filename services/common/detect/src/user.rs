@@ -149,7 +149,6 @@ pub struct UserState {
     pub login: String,
     pub messages: u32,
     pub deleted: u32,
-    pub total_graphemes: u64,
     /// Earliest and latest message times (event time).
     pub first_ts_ms: i64,
     pub last_ts_ms: i64,
@@ -350,10 +349,6 @@ impl UserState {
     pub fn avg_delay_ms(&self) -> Option<f64> {
         (self.messages >= 2)
             .then(|| (self.last_ts_ms - self.first_ts_ms) as f64 / f64::from(self.messages - 1))
-    }
-
-    pub fn avg_graphemes(&self) -> Option<f64> {
-        (self.messages >= 1).then(|| self.total_graphemes as f64 / f64::from(self.messages))
     }
 
     /// Whether the user is to be flagged at `at_ms` with the suspicion
