@@ -655,7 +655,10 @@ impl StreamDetector {
             return;
         };
         u.flagged = true;
-        self.norms.add_flag(at_ms, p.norm_half_life_ms);
+        // Moderators' own actions are not flags for them to read.
+        if !u.decisive {
+            self.norms.add_flag(at_ms, p.norm_half_life_ms);
+        }
         out.push(DetectorOutput {
             kind: Some(detector_output::Kind::Decision(Decision {
                 platform: self.platform as i32,
