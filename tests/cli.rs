@@ -545,3 +545,55 @@ fn gzip_files_replay_like_the_plain_ones() {
     assert!(err.contains("cut.irc.gz") && err.contains("gzip"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// docs/configuration.md lists every flag and environment variable of every
+/// role (regenerate it with scripts/config_reference.py).
+#[test]
+fn configuration_reference_lists_every_flag_of_every_role() {
+    let doc = std::fs::read_to_string(repo("docs/configuration.md")).unwrap();
+    for role in [
+        "ingest",
+        "router",
+        "detector",
+        "gateway",
+        "history-writer",
+        "standalone",
+    ] {
+        let section = doc
+            .split(&format!("## `spamscope {role}`"))
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .unwrap_or_else(|| panic!("no section for {role}"));
+        let help = String::from_utf8(spamscope(&[role, "--help"]).stdout).unwrap();
+        let mut names: Vec<String> = Vec::new();
+        for line in help.lines() {
+            // A flag's own line: `      --name <VALUE>` or `  -h, --help`.
+            let t = line.trim_start();
+            let t = t.split_once(", ").map_or(
+                t,
+                |(short, long)| {
+                    if short.len() == 2 { long } else { t }
+                },
+            );
+            if let Some(flag) = t.strip_prefix("--")
+                && line.starts_with("  ")
+            {
+                let name = flag.split_whitespace().next().unwrap_or("");
+                if name != "help" {
+                    names.push(format!("--{name}"));
+                }
+            }
+            for env in line.split("[env: ").skip(1) {
+                names.push(env.split('=').next().unwrap_or("").to_owned());
+            }
+        }
+        for name in &names {
+            assert!(
+                section.contains(&format!("`{name}")),
+                "{role}: {name} is not in docs/configuration.md (run scripts/config_reference.py)"
+            );
+        }
+        let seen = names.len();
+        assert!(seen > 5, "{role}: only {seen} flags read from --help");
+    }
+}

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use harness::*;
 use spamscope_proto::v1::{
-    ChannelHistoryRequest, ClusterStatusRequest, ListChannelsRequest, SearchSpamRequest,
-    SetParamsRequest, UserHistoryRequest, WatchChannelRequest, watch_channel_event,
+    ChannelHistoryRequest, ClusterStatusRequest, GetParamsRequest, ListChannelsRequest,
+    SearchSpamRequest, SetParamsRequest, UserHistoryRequest, WatchChannelRequest,
+    watch_channel_event,
 };
 use tonic::Code;
 
@@ -276,6 +277,54 @@ async fn search_history_params_and_status_over_the_real_logs() {
         p.effective_json.contains("\"long_message_graphemes\":100"),
         "{p:?}"
     );
+
+    // Each write is checked against the stack it sits in: a channel layer
+    // valid alone (quiet 15 s over the default 10 s tick) makes a cluster
+    // layer that is valid alone (a 20 s tick) invalid, and the other way
+    // round. Before, both were stored and GetParams answered INTERNAL.
+    let admin = |scope: &str, json: &str| {
+        let mut req = tonic::Request::new(SetParamsRequest {
+            scope: scope.into(),
+            params_json: json.into(),
+        });
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+        req
+    };
+    c.set_params(admin("twitch.xqcow", r#"{"spam_quiet_ms": 15000}"#))
+        .await
+        .unwrap();
+    let e = c
+        .set_params(admin("", r#"{"tick_ms": 20000}"#))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("twitch.xqcow"), "{e:?}");
+    c.set_params(admin("", r#"{"tick_ms": 12000}"#))
+        .await
+        .unwrap();
+    let e = c
+        .set_params(admin("twitch.xqcow", r#"{"spam_quiet_ms": 11000}"#))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("spam_quiet_ms"), "{e:?}");
+    // An invalid pattern is refused at the gateway, not only by detectors.
+    let e = c
+        .set_params(admin("twitch.xqcow", r#"{"blacklist": ["(unclosed"]}"#))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    for scope in ["", "twitch.xqcow"] {
+        let p = c
+            .get_params(GetParamsRequest {
+                scope: scope.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(p.effective_json.contains("\"tick_ms\":12000"), "{p:?}");
+    }
     let _ = (&r.nats, &r.redis);
 }
 
@@ -361,4 +410,101 @@ fn grpc_web_call(addr: &str, path: &str, msg: &[u8]) -> String {
     let mut out = Vec::new();
     s.read_to_end(&mut out).unwrap();
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `make run` as a person runs it: standalone with its own nats-server
+/// child and the in-memory store, replaying in real time, a channel page
+/// open (a WatchChannel stream). Ctrl-C must end it promptly with status 0,
+/// the watch stream must end, the nats-server child must be gone, and the
+/// next start on the same history file must not find it locked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_standalone_with_a_channel_page_open_and_it_starts_again() {
+    let dir = TempDir::new("stop");
+    let history = dir.0.join("history.redb").display().to_string();
+    let xq = repo("testdata/twitch/xqcow-2019-09-15.irc")
+        .display()
+        .to_string();
+    let start = |name: &str, addr: &str| {
+        Proc::spawn(
+            name,
+            &[
+                "standalone",
+                "--shards",
+                "8",
+                "--listen",
+                addr,
+                "--history-path",
+                &history,
+                "--speed",
+                "1",
+                "--replay",
+                &xq,
+            ],
+            &dir.0,
+        )
+    };
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut sa = start("first", &addr);
+    let mut c = gateway_client(&addr, &sa).await;
+    let nats_port: u16 = {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(p) = sa.log_text().lines().find_map(|l| {
+                l.strip_prefix("standalone: started nats-server on 127.0.0.1:")
+                    .and_then(|p| p.trim().parse().ok())
+            }) {
+                break p;
+            }
+            assert!(Instant::now() < deadline, "{}", sa.log_text());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let mut watch = c
+        .watch_channel(WatchChannelRequest {
+            stream: "twitch.xqcow".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // The page is live: chat arrives on it.
+    let first = tokio::time::timeout(Duration::from_secs(30), watch.next())
+        .await
+        .expect("chat on the open page");
+    assert!(matches!(first, Some(Ok(_))), "{first:?}");
+
+    sa.signal("-INT");
+    let status = sa
+        .wait(Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("still running 15 s after SIGINT:\n{}", sa.log_text()));
+    assert!(status.success(), "{status:?}\n{}", sa.log_text());
+    let log = sa.log_text();
+    assert!(!log.contains("abandoned"), "{log}");
+    // The open stream ended (instead of hanging until a deadline).
+    let rest = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = watch.next().await {}
+    })
+    .await;
+    assert!(rest.is_ok(), "the watch stream did not end");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_err(),
+        "the nats-server child outlived standalone"
+    );
+
+    // Started again on the same history file: it opens and serves.
+    let addr2 = format!("127.0.0.1:{}", free_port());
+    let mut again = start("second", &addr2);
+    let mut c2 = gateway_client(&addr2, &again).await;
+    c2.list_channels(ListChannelsRequest::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", again.log_text()));
+    assert!(
+        !again.log_text().contains("Cannot acquire lock"),
+        "{}",
+        again.log_text()
+    );
+    again.signal("-TERM");
+    let status = again
+        .wait(Duration::from_secs(15))
+        .expect("stops on SIGTERM");
+    assert!(status.success(), "{}", again.log_text());
 }

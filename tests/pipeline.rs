@@ -311,3 +311,157 @@ async fn every_role_serves_healthz_and_readyz() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+async fn wait_readyz(addr: &str, ready: bool, p: &Proc) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // Not listening yet counts as not ready.
+        let r = if std::net::TcpStream::connect(addr).is_ok() {
+            http_get(addr, "/readyz")
+        } else {
+            String::new()
+        };
+        if r.starts_with("HTTP/1.1 200") == ready && !r.is_empty() {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "readyz never {ready}: {r}\n{}",
+            p.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Readiness follows the live NATS connection for the roles that used to
+/// report ready once and forever (gateway, ingest, history writer), and a
+/// role without a shared store refuses to start instead of silently using
+/// a private one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_nats_and_roles_need_a_shared_store() {
+    let mut c = Cluster::start(SHARDS);
+    let gw_health = format!("127.0.0.1:{}", free_port());
+    let gw_listen = format!("127.0.0.1:{}", free_port());
+    let history = c.logs.0.join("history.redb").display().to_string();
+    let gw = c.role(
+        "gw",
+        "gateway",
+        &[
+            "--health-listen",
+            &gw_health,
+            "--listen",
+            &gw_listen,
+            "--history-path",
+            &history,
+        ],
+    );
+    wait_readyz(&gw_health, true, &gw).await;
+    c.nats.stop();
+    let r = wait_readyz(&gw_health, false, &gw).await;
+    assert!(r.contains("not ready: nats"), "{r}");
+    c.nats.resume();
+    wait_readyz(&gw_health, true, &gw).await;
+
+    // No --redis-url: exit 64 naming the flag.
+    let mut alone = Proc::spawn("alone", &["router", "--nats-url", &c.nats.url()], &c.logs.0);
+    let status = alone.wait(Duration::from_secs(20)).expect("exits");
+    assert_eq!(status.code(), Some(64), "{}", alone.log_text());
+    assert!(
+        alone.log_text().contains("--redis-url"),
+        "{}",
+        alone.log_text()
+    );
+}
+
+/// A live stream that goes quiet: its spam event ends on the wall clock,
+/// with no chat after it and no stream end (before, spam events of a quiet
+/// live stream never ended: only event time moved the detector's ticks).
+/// Live Twitch ingest from a local IRC server, router and detector
+/// processes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_live_stream_ends_its_spam_event_on_the_wall_clock() {
+    use futures::StreamExt;
+    use prost::Message;
+    use spamscope_proto::v1::{DetectorOutput, SpamEventState, detector_output};
+
+    let c = Cluster::start(4);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // Eight chatters post one line within two seconds, stamped now, and
+    // then the chat is silent.
+    let lines: Vec<String> = (0..8)
+        .map(|u| {
+            format!(
+                "@badge-info=;badges=;display-name=u{u};emotes=;id=live-{u};mod=0;room-id=1;\
+                 subscriber=0;tmi-sent-ts={};user-id={};user-type= \
+                 :u{u}!u{u}@u{u}.tmi.twitch.tv PRIVMSG #livechan :join my discord server now",
+                now + u * 250,
+                1000 + u
+            )
+        })
+        .collect();
+    let irc = FakeIrc::start(lines);
+    let client = async_nats::connect(c.nats.url()).await.unwrap();
+    let mut outputs = client.subscribe("spam.>").await.unwrap();
+    let _r = c.router("r0");
+    let d = c.role(
+        "d0",
+        "detector",
+        &[
+            "--replica-id",
+            "d0",
+            "--param",
+            "tick_ms=1000",
+            "--param",
+            "spam_quiet_ms=3000",
+        ],
+    );
+    let server = format!("127.0.0.1:{}", irc.port);
+    let _ing = c.role(
+        "ingest",
+        "ingest",
+        &[
+            "--source",
+            "twitch",
+            "--channel",
+            "livechan",
+            "--twitch-server",
+            &server,
+        ],
+    );
+    let (mut active, mut ended) = (false, false);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !ended {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(Some(m)) = tokio::time::timeout(left, outputs.next()).await else {
+            panic!(
+                "no ended spam event (active seen: {active}):\n{}",
+                c.log_tails(30)
+            );
+        };
+        if let Ok(DetectorOutput {
+            kind: Some(detector_output::Kind::SpamEvent(e)),
+            ..
+        }) = DetectorOutput::decode(m.payload)
+        {
+            assert_eq!(e.stream_id, "livechan");
+            if e.state == SpamEventState::Active as i32 {
+                active = true;
+            }
+            if e.state == SpamEventState::Ended as i32 {
+                assert_eq!(e.count, 8);
+                ended = true;
+            }
+        }
+    }
+    // It ended on the wall clock, some seconds after the last line.
+    let after = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - (now + 7 * 250);
+    assert!(after >= 3_000, "ended {after} ms after the last line");
+    assert!(d.log_text().contains("consuming shard"), "{}", d.log_text());
+}

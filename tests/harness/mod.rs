@@ -244,6 +244,16 @@ impl Nats {
         self.spawn();
     }
 
+    /// Kills the server (its store directory stays); `resume` starts it
+    /// again on the same port.
+    pub fn stop(&mut self) {
+        self.kill();
+    }
+
+    pub fn resume(&mut self) {
+        self.spawn();
+    }
+
     fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();

@@ -1,7 +1,7 @@
 //! One owned shard: consume, detect, publish, checkpoint.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::DeliverPolicy;
@@ -24,6 +24,9 @@ use crate::Ctx;
 
 /// The `service` attribute of the detector's metrics.
 const SERVICE: &str = "detector";
+/// How often quiet live streams' clocks are moved (see
+/// `Detector::advance_live`).
+const LIVE_CLOCK_EVERY: Duration = Duration::from_secs(1);
 
 /// Version of the shard checkpoint layout.
 const CHECKPOINT_VERSION: u32 = 1;
@@ -105,6 +108,9 @@ pub(crate) async fn run(
     let period = ctx.cfg.checkpoint_interval.max(Duration::from_millis(1));
     let phase = period.mul_f64(f64::from(shard % 64) / 64.0);
     let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + period + phase, period);
+    // Live streams' clocks follow the wall clock when they are quiet.
+    let mut live = tokio::time::interval(LIVE_CLOCK_EVERY);
+    live.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut out: Vec<DetectorOutput> = Vec::new();
     loop {
         tokio::select! {
@@ -191,6 +197,18 @@ pub(crate) async fn run(
                     return;
                 }
             }
+            _ = live.tick() => {
+                out.clear();
+                st.detector.advance_live(spamscope_runtime::now_ms(), &mut out);
+                if !out.is_empty() {
+                    // The state moved: the next timer checkpoints it.
+                    st.since_checkpoint += 1;
+                    if let Err(e) = publish(&ctx, shard, &owner, &out, None, &mut st).await {
+                        warn!(shard, error = %e, "publish failed; will retry from the checkpoint");
+                        return;
+                    }
+                }
+            }
             _ = timer.tick() => {
                 let attrs = [KeyValue::new("service", SERVICE), KeyValue::new("shard", i64::from(shard))];
                 metrics().consumer_lag.record(st.pending, &attrs);
@@ -220,8 +238,9 @@ fn apply_params(
                 continue;
             }
         };
+        // The cluster layer sits over this replica's own (`--params`).
         let r = if scope.is_empty() {
-            d.set_default_params(layer, &mut out)
+            d.set_cluster_params(layer, &mut out)
         } else {
             d.set_channel_params(scope, layer.clone(), &mut out)
                 .and_then(|()| d.set_stream_params(scope, layer, &mut out))
@@ -378,10 +397,7 @@ async fn checkpoint(ctx: &Ctx, shard: u32, owner: &Owner, st: &mut State) -> Res
         owner: owner.replica.clone(),
         last_sequence: st.last_seq,
         streams: st.detector.snapshot_streams(),
-        written_at_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_millis() as i64,
+        written_at_ms: spamscope_runtime::now_ms(),
     };
     let bytes = snap.encode_to_vec();
     let encoded = t0.elapsed();

@@ -28,6 +28,7 @@ use spamscope_proto::v1::{
     UserHistoryRequest, UserHistoryResponse, WatchChannelEvent, WatchChannelRequest,
     detector_output, watch_channel_event,
 };
+use spamscope_runtime::now_ms;
 use spamscope_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -54,6 +55,8 @@ pub enum GatewayError {
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -64,6 +67,7 @@ impl From<GatewayError> for Status {
             GatewayError::Unauthenticated(m) => Status::unauthenticated(m),
             GatewayError::PermissionDenied(m) => Status::permission_denied(m),
             GatewayError::Unavailable(m) => Status::unavailable(m),
+            GatewayError::FailedPrecondition(m) => Status::failed_precondition(m),
             GatewayError::Internal(m) => Status::internal(m),
         }
     }
@@ -95,6 +99,29 @@ pub struct Gateway {
     pub shards: u32,
     /// Token that SetParams requires; None refuses every SetParams.
     pub admin_token: Option<String>,
+    /// Cancelled when the server stops: open WatchChannel streams end then,
+    /// so a browser tab left open does not hold the shutdown.
+    stopping: CancellationToken,
+}
+
+impl Gateway {
+    pub fn new(
+        bus: Bus,
+        store: Store,
+        history: History,
+        shards: u32,
+        admin_token: Option<String>,
+    ) -> Self {
+        Self {
+            bus,
+            store,
+            history,
+            live: Live::default(),
+            shards,
+            admin_token,
+            stopping: CancellationToken::new(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Gateway {
@@ -137,6 +164,33 @@ fn token(t: &str) -> Option<&str> {
     (!t.is_empty()).then_some(t)
 }
 
+/// The built-in defaults under the stored cluster layer under `layer`
+/// (for `scope`; the cluster layer itself when `scope` is ""). A detector's
+/// own `--params` layer sits between the defaults and the cluster layer and
+/// is not known here.
+fn stacked(
+    all: &std::collections::BTreeMap<String, String>,
+    scope: &str,
+    layer: &serde_json::Value,
+) -> Result<DetectorParams, spamscope_detect::ParamsError> {
+    if scope.is_empty() {
+        return DetectorParams::layered(&[layer]);
+    }
+    let cluster: serde_json::Value = all
+        .get("")
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or(serde_json::Value::Null);
+    DetectorParams::layered(&[&cluster, layer])
+}
+
+fn scope_name(scope: &str) -> &str {
+    if scope.is_empty() {
+        "the cluster"
+    } else {
+        scope
+    }
+}
+
 fn scope_ok(scope: &str) -> Result<(), GatewayError> {
     if scope.is_empty() {
         Ok(())
@@ -148,12 +202,6 @@ fn scope_ok(scope: &str) -> Result<(), GatewayError> {
 /// Compares without leaking where the first difference is.
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Gateway {
@@ -185,19 +233,16 @@ impl Gateway {
     async fn params_of(&self, scope: &str) -> Result<Params, GatewayError> {
         let all = self.store.all_params().await?;
         let own = all.get(scope).cloned().unwrap_or_else(|| "{}".into());
-        let defaults: serde_json::Value = all
-            .get("")
-            .and_then(|j| serde_json::from_str(j).ok())
-            .unwrap_or(serde_json::Value::Null);
         let layer: serde_json::Value =
             serde_json::from_str(&own).unwrap_or(serde_json::Value::Null);
-        let layers: Vec<&serde_json::Value> = if scope.is_empty() {
-            vec![&layer]
-        } else {
-            vec![&defaults, &layer]
-        };
-        let effective =
-            DetectorParams::layered(&layers).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let effective = stacked(&all, scope, &layer).map_err(|e| {
+            // Only layers stored before writes were checked against each
+            // other can get here.
+            GatewayError::FailedPrecondition(format!(
+                "the stored params of {} do not combine with the cluster layer ({e}); set them again",
+                scope_name(scope)
+            ))
+        })?;
         Ok(Params {
             scope: scope.to_owned(),
             params_json: own,
@@ -280,7 +325,9 @@ impl GatewayApi for Gateway {
             };
             Some(Ok(WatchChannelEvent { kind: Some(kind) }))
         });
-        Ok(Response::new(Box::pin(futures::stream::select(chat, spam))))
+        let merged =
+            futures::stream::select(chat, spam).take_until(self.stopping.clone().cancelled_owned());
+        Ok(Response::new(Box::pin(merged)))
     }
 
     async fn search_spam(
@@ -424,7 +471,22 @@ impl GatewayApi for Gateway {
         if !layer.is_object() {
             return Err(GatewayError::Invalid("params_json must be a JSON object".into()).into());
         }
-        DetectorParams::layered(&[&layer]).map_err(|e| GatewayError::Invalid(e.to_string()))?;
+        // Checked against the stack it will sit in: the cluster layer under
+        // a channel or stream layer, and every stored channel or stream
+        // layer over a new cluster layer.
+        let all = self.store.all_params().await.map_err(GatewayError::from)?;
+        stacked(&all, &r.scope, &layer)
+            .and_then(spamscope_detect::params::CompiledParams::new)
+            .map_err(|e| GatewayError::Invalid(e.to_string()))?;
+        if r.scope.is_empty() {
+            for (scope, json) in all.iter().filter(|(s, _)| !s.is_empty()) {
+                let over: serde_json::Value =
+                    serde_json::from_str(json).unwrap_or(serde_json::Value::Null);
+                DetectorParams::layered(&[&layer, &over]).map_err(|e| {
+                    GatewayError::Invalid(format!("with the stored params of {scope}: {e}"))
+                })?;
+            }
+        }
         self.store
             .set_params(&r.scope, &layer.to_string())
             .await
@@ -478,7 +540,11 @@ pub async fn serve(
     ui_dir: Option<PathBuf>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let follow = tokio::spawn(live::follow(
+    let gateway = Gateway {
+        stopping: shutdown.clone(),
+        ..gateway
+    };
+    let mut follow = tokio::spawn(live::follow(
         gateway.bus.clone(),
         gateway.live.clone(),
         shutdown.clone(),
@@ -512,9 +578,28 @@ pub async fn serve(
             )
         }),
     };
-    let r = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-    follow.abort();
-    r
+    let stop = shutdown.clone();
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .into_future();
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => {
+            follow.abort();
+            r
+        }
+        // The channel list and spam rates come from this follower: without
+        // it the API would answer with numbers that no longer move.
+        joined = &mut follow => {
+            let why = match joined {
+                // Stopped with the server: let the server finish.
+                Ok(Ok(())) if shutdown.is_cancelled() => return server.await,
+                Ok(Ok(())) => "ended".to_owned(),
+                Ok(Err(e)) => e,
+                Err(e) => e.to_string(),
+            };
+            shutdown.cancel();
+            Err(std::io::Error::other(format!("live channel follower stopped: {why}")))
+        }
+    }
 }

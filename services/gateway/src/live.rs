@@ -126,19 +126,23 @@ impl Live {
     }
 }
 
-/// Follows every chat and output subject until `stop`.
-pub async fn follow(bus: Bus, live: Live, stop: CancellationToken) {
-    let (Ok(mut chat), Ok(mut spam)) = (
-        bus.client.subscribe("chat.>").await,
-        bus.client
-            .subscribe(spamscope_bus::subjects::SPAM_ALL)
-            .await,
-    ) else {
-        return;
+/// Follows every chat and output subject until `stop`; an error when it
+/// cannot subscribe or the subscriptions end before that.
+pub async fn follow(bus: Bus, live: Live, stop: CancellationToken) -> Result<(), String> {
+    let subscribe = |subject: String| {
+        let client = bus.client.clone();
+        async move {
+            client
+                .subscribe(subject.clone())
+                .await
+                .map_err(|e| format!("subscribe {subject}: {e}"))
+        }
     };
+    let mut chat = subscribe("chat.>".to_owned()).await?;
+    let mut spam = subscribe(spamscope_bus::subjects::SPAM_ALL.to_owned()).await?;
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => return Ok(()),
             Some(m) = chat.next() => {
                 let batch = spamscope_bus::subjects::is_batch(m.headers.as_ref());
                 for ev in spamscope_proto::decode_chat(batch, m.payload).unwrap_or_default() {
@@ -146,7 +150,7 @@ pub async fn follow(bus: Bus, live: Live, stop: CancellationToken) {
                 }
             }
             Some(m) = spam.next() => if let Ok(o) = DetectorOutput::decode(m.payload) { live.on_output(&o) },
-            else => return,
+            else => return Err("the NATS subscriptions ended".to_owned()),
         }
     }
 }

@@ -17,7 +17,7 @@ use prost::Message;
 use spamscope_bus::{Bus, subjects};
 use spamscope_history::any::History;
 use spamscope_proto::v1::{DetectorOutput, detector_output};
-use spamscope_runtime::Health;
+use spamscope_runtime::{Health, now_ms};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -190,10 +190,4 @@ pub async fn run(
             }
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

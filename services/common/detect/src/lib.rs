@@ -39,12 +39,31 @@ use serde_json::Value;
 use spamscope_proto::v1::{ChatEvent, DetectorOutput, Platform, chat_event::Kind};
 pub use stream::StreamDetector;
 
+/// A stream whose event time is at most this far behind the wall clock is
+/// live: [`Detector::advance_live`] moves its clock when it is quiet.
+pub const LIVE_WINDOW_MS: i64 = 10 * 60_000;
+/// How far behind the wall clock [`Detector::advance_live`] leaves a live
+/// stream's clock: chat delayed by ingest and the bus up to this long still
+/// counts before the ticks pass it.
+pub const LIVE_LATENESS_MS: i64 = 5_000;
+
+/// Validates a stack of layers as a stream would compile it (values and
+/// patterns).
+fn check(layers: &[&Value]) -> Result<(), ParamsError> {
+    CompiledParams::new(DetectorParams::layered(layers)?).map(|_| ())
+}
+
 /// Every stream's detector, keyed by stream key (`<platform>.<id>`), with
-/// params layered defaults → channel → stream.
+/// params layered: built-in defaults → the process's own layer (`--params`)
+/// → the cluster layer (set at runtime) → channel → stream. Every layer is
+/// validated on write against the layers under it.
 #[derive(Debug)]
 pub struct Detector {
     streams: HashMap<String, StreamDetector>,
+    /// The process's layer (`--params`).
     defaults: Value,
+    /// The cluster-wide layer set at runtime (the stored "" scope).
+    cluster: Value,
     channel_params: HashMap<String, Value>,
     stream_params: HashMap<String, Value>,
     compiled: HashMap<String, Arc<CompiledParams>>,
@@ -60,6 +79,7 @@ impl Detector {
         Self {
             streams: HashMap::new(),
             defaults: Value::Null,
+            cluster: Value::Null,
             channel_params: HashMap::new(),
             stream_params: HashMap::new(),
             compiled: HashMap::new(),
@@ -75,15 +95,26 @@ impl Detector {
         self
     }
 
-    /// Overrides of the defaults for every stream (a JSON object of
-    /// [`DetectorParams`] keys).
+    /// The process's overrides of the built-in defaults for every stream
+    /// (a JSON object of [`DetectorParams`] keys; `--params`).
     pub fn set_default_params(
         &mut self,
         layer: Value,
         out: &mut Vec<DetectorOutput>,
     ) -> Result<(), ParamsError> {
-        DetectorParams::layered(&[&layer])?;
+        check(&[&layer, &self.cluster])?;
         self.defaults = layer;
+        self.refresh(|_| true, out)
+    }
+
+    /// The cluster-wide layer set at runtime, over the process's own.
+    pub fn set_cluster_params(
+        &mut self,
+        layer: Value,
+        out: &mut Vec<DetectorOutput>,
+    ) -> Result<(), ParamsError> {
+        check(&[&self.defaults, &layer])?;
+        self.cluster = layer;
         self.refresh(|_| true, out)
     }
 
@@ -94,7 +125,7 @@ impl Detector {
         layer: Value,
         out: &mut Vec<DetectorOutput>,
     ) -> Result<(), ParamsError> {
-        DetectorParams::layered(&[&self.defaults, &layer])?;
+        check(&[&self.defaults, &self.cluster, &layer])?;
         self.channel_params.insert(channel.to_owned(), layer);
         let channel = channel.to_owned();
         self.refresh(|d| channel_key(d) == channel, out)
@@ -107,6 +138,7 @@ impl Detector {
         layer: Value,
         out: &mut Vec<DetectorOutput>,
     ) -> Result<(), ParamsError> {
+        check(&[&self.defaults, &self.cluster, &layer])?;
         self.stream_params.insert(stream.to_owned(), layer);
         let stream = stream.to_owned();
         self.refresh(|d| stream_key(d) == stream, out)
@@ -118,7 +150,29 @@ impl Detector {
     /// about 0.1 ms, too much to pay for each new stream when a thousand
     /// start at once (it stalled a replica's runtime for 0.1–0.2 s), and a
     /// copy per stream ever seen would only grow.
+    ///
+    /// Each layer was validated with the layers under it when it was set; a
+    /// channel layer and a stream layer that are valid alone but not
+    /// together (a YouTube video and its channel) give the stream the
+    /// process and cluster layers only, never the built-in defaults.
     fn params_for(
+        &mut self,
+        platform: Platform,
+        stream_id: &str,
+        channel: &str,
+    ) -> Arc<CompiledParams> {
+        match self.layered_params(platform, stream_id, channel) {
+            Ok(p) => p,
+            Err(_) => match DetectorParams::layered(&[&self.defaults, &self.cluster])
+                .and_then(CompiledParams::new)
+            {
+                Ok(p) => p,
+                Err(_) => CompiledParams::defaults(),
+            },
+        }
+    }
+
+    fn layered_params(
         &mut self,
         platform: Platform,
         stream_id: &str,
@@ -141,6 +195,7 @@ impl Detector {
         let null = Value::Null;
         let layers = [
             &self.defaults,
+            &self.cluster,
             chan.unwrap_or(&null),
             stream.unwrap_or(&null),
         ];
@@ -167,7 +222,7 @@ impl Detector {
                 continue;
             };
             let (platform, sid, chan) = (d.platform(), d.stream_id().to_owned(), channel_of(d));
-            let p = self.params_for(platform, &sid, &chan)?;
+            let p = self.params_for(platform, &sid, &chan);
             if let Some(d) = self.streams.get_mut(&k) {
                 d.set_params(p, out);
             }
@@ -189,9 +244,7 @@ impl Detector {
             None if ended => return,
             None => {
                 let chan = channel_name(ev.platform(), &ev.stream_id, &ev.channel_id);
-                let params = self
-                    .params_for(ev.platform(), &ev.stream_id, &chan)
-                    .unwrap_or_else(|_| CompiledParams::defaults());
+                let params = self.params_for(ev.platform(), &ev.stream_id, &chan);
                 let mut d = StreamDetector::new(
                     ev.platform(),
                     &ev.stream_id,
@@ -209,7 +262,37 @@ impl Detector {
         }
     }
 
-    /// Advances every stream's clock (live streams that went quiet).
+    /// Moves the clock of every live stream to `wall_ms` less
+    /// [`LIVE_LATENESS_MS`], so a live chat that goes quiet still ends its
+    /// spam events and forgets idle users. A stream is live when its event
+    /// time is behind the wall clock by at most [`LIVE_WINDOW_MS`]; recorded
+    /// chat replayed today (event times months or years back) stays on its
+    /// own event time, so replays remain deterministic. Call it every
+    /// second or so with the wall clock.
+    pub fn advance_live(&mut self, wall_ms: i64, out: &mut Vec<DetectorOutput>) {
+        let to = wall_ms.saturating_sub(LIVE_LATENESS_MS);
+        let mut live: Vec<&String> = self
+            .streams
+            .iter()
+            .filter(|(_, d)| {
+                d.watermark_ms()
+                    .is_some_and(|w| w < to && to - w <= LIVE_WINDOW_MS)
+            })
+            .map(|(k, _)| k)
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        live.sort();
+        let live: Vec<String> = live.into_iter().cloned().collect();
+        for k in live {
+            if let Some(d) = self.streams.get_mut(&k) {
+                d.advance_to(to, out);
+            }
+        }
+    }
+
+    /// Advances every stream's clock to `now_ms`.
     pub fn advance_to(&mut self, now_ms: i64, out: &mut Vec<DetectorOutput>) {
         let mut keys: Vec<&String> = self.streams.keys().collect();
         keys.sort();
@@ -253,9 +336,7 @@ impl Detector {
         for s in snapshots {
             let platform = Platform::try_from(s.platform).unwrap_or_default();
             let chan = channel_name(platform, &s.stream_id, &s.channel_id);
-            let params = self
-                .params_for(platform, &s.stream_id, &chan)
-                .unwrap_or_else(|_| CompiledParams::defaults());
+            let params = self.params_for(platform, &s.stream_id, &chan);
             let key = format!("{}.{}", platform.key(), s.stream_id);
             let d = StreamDetector::restore(s, params, Arc::clone(&self.model))?
                 .with_scores(self.emit_scores);

@@ -847,3 +847,78 @@ fn flag_budget_keeps_a_wall_culture_to_few_flags_but_not_link_bots() {
     assert!((1..=10).contains(&walls), "{walls}");
     assert_eq!(bots, 5, "links are outside the budget");
 }
+
+/// A live stream that goes quiet ends its spam event on the wall clock; a
+/// recorded stream replayed at the same moment stays on its event time.
+#[test]
+fn quiet_live_streams_end_their_spam_events_recorded_ones_keep_event_time() {
+    let params = json!({"tick_ms": 1000, "spam_quiet_ms": 5000});
+    let mut d = Detector::new(model());
+    let mut out = Vec::new();
+    d.set_default_params(params, &mut out).unwrap();
+    let wall: i64 = 1_780_000_000_000;
+    let recorded: i64 = 1_568_000_000_000; // 2019
+    for u in 0..6 {
+        let text = "join my discord server now";
+        d.handle(
+            &msg("live", &format!("u{u}"), wall + u * 100, text),
+            &mut out,
+        );
+        d.handle(
+            &msg("old", &format!("u{u}"), recorded + u * 100, text),
+            &mut out,
+        );
+    }
+    let ended = |out: &[DetectorOutput], stream: &str| {
+        final_events(out)
+            .iter()
+            .filter(|e| e.stream_id == stream)
+            .count()
+    };
+    assert_eq!(ended(&out, "live") + ended(&out, "old"), 0);
+    // Quiet for 3 s, then 20 s: the lateness (5 s) and the quiet period (5 s)
+    // have passed only at the second call.
+    d.advance_live(wall + 3_000, &mut out);
+    assert_eq!(ended(&out, "live"), 0);
+    d.advance_live(wall + 20_000, &mut out);
+    assert_eq!(ended(&out, "live"), 1);
+    assert_eq!(ended(&out, "old"), 0, "a replay of 2019 chat is not moved");
+    // Event time then ends the recorded one as before.
+    d.handle(&msg("old", "later", recorded + 60_000, "hello"), &mut out);
+    assert_eq!(ended(&out, "old"), 1);
+    // A live stream whose clock is already past the wall clock is left alone.
+    let before = out.len();
+    d.advance_live(wall - 60_000, &mut out);
+    assert_eq!(out.len(), before);
+}
+
+/// The cluster layer set at runtime sits over the process's own layer
+/// (`--params`) instead of replacing it, and every layer is checked with
+/// the layers under it when it is set.
+#[test]
+fn the_cluster_layer_sits_over_the_process_layer() {
+    let promoter = |ts| msg("c", "promoter", ts, "hey guys follow my twitch channel pls");
+    let mut det = Detector::new(model());
+    let mut out = Vec::new();
+    det.set_default_params(json!({"sensitivity": 0.5}), &mut out)
+        .unwrap();
+    // A cluster layer about something else keeps the process's sensitivity:
+    // self-promotion alone is still not enough at 0.5.
+    det.set_cluster_params(json!({"tick_ms": 12000}), &mut out)
+        .unwrap();
+    det.handle(&promoter(10_000), &mut out);
+    assert!(decisions(&out).is_empty(), "{:?}", decisions(&out));
+    // The cluster layer's own keys win over the process's.
+    det.set_cluster_params(json!({"tick_ms": 12000, "sensitivity": 1.0}), &mut out)
+        .unwrap();
+    assert_eq!(decisions(&out).len(), 1);
+    // A stream layer valid alone but not over the cluster's 12 s tick.
+    let err = det
+        .set_stream_params("twitch.c", json!({"spam_quiet_ms": 11000}), &mut out)
+        .unwrap_err();
+    assert!(err.to_string().contains("spam_quiet_ms"), "{err}");
+    let err = det
+        .set_stream_params("twitch.c", json!({"blacklist": ["(unclosed"]}), &mut out)
+        .unwrap_err();
+    assert!(err.to_string().contains("blacklist"), "{err}");
+}

@@ -186,14 +186,7 @@ async fn watch(a: &HistoryArgs, history: History) -> Result<(u64, u64, f64, Vec<
     let stop = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let gateway = spamscope_gateway::Gateway {
-        bus: bus.clone(),
-        store,
-        history,
-        live: spamscope_gateway::Live::default(),
-        shards: SHARDS,
-        admin_token: None,
-    };
+    let gateway = spamscope_gateway::Gateway::new(bus.clone(), store, history, SHARDS, None);
     let server = tokio::spawn(spamscope_gateway::serve(
         listener,
         gateway,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use spamscope_bus::{Bus, BusConfig};
 use spamscope_chat::replay::{self, Speed};
-use spamscope_runtime::{Health, serve_health, shutdown_on_signals};
+use spamscope_runtime::{Health, Supervisor, serve_health, shutdown_on_signals};
 use spamscope_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -52,6 +52,18 @@ pub struct ClusterArgs {
     /// JetStream duplicate window, in seconds.
     #[arg(long, default_value_t = 600)]
     pub duplicate_window_s: u64,
+    /// After SIGINT or SIGTERM, how long the role's tasks get to stop, in
+    /// seconds (a detector gets its --handover-timeout-s on top); a second
+    /// signal stops at once.
+    #[arg(long, env = "SPAMSCOPE_SHUTDOWN_GRACE_S",
+          default_value_t = spamscope_runtime::DEFAULT_SHUTDOWN_GRACE.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub shutdown_grace_s: u64,
+    /// Run this role on a private in-memory store instead of Redis: nothing
+    /// is shared with other processes (shard owners, checkpoints, params).
+    /// For trying one role alone; `standalone` needs no flag for this.
+    #[arg(long)]
+    pub private_memory_store: bool,
 }
 
 impl ClusterArgs {
@@ -65,6 +77,26 @@ impl ClusterArgs {
             spam_max_bytes: self.spam_max_bytes,
             duplicate_window: Duration::from_secs(self.duplicate_window_s),
         }
+    }
+
+    fn lifecycle(&self) -> Lifecycle {
+        Lifecycle {
+            grace: Duration::from_secs(self.shutdown_grace_s),
+            health_listen: self.health_listen,
+        }
+    }
+
+    /// Roles in separate processes share shard owners, checkpoints and
+    /// params through Redis: without it each would silently work alone.
+    fn require_shared_store(&self) -> Result<()> {
+        if self.redis_url.is_none() && !self.private_memory_store {
+            return Err(Exit::usage(
+                "--redis-url (or SPAMSCOPE_REDIS_URL) is required: roles in separate processes \
+                 share shard owners, checkpoints and params through Redis \
+                 (--private-memory-store runs this process alone on an in-memory store)",
+            ));
+        }
+        Ok(())
     }
 
     fn nats_url(&self) -> Result<String> {
@@ -411,32 +443,29 @@ async fn open_history(args: &GatewayArgs) -> Result<spamscope_history::any::Hist
     Ok(History::Scylla(Arc::new(h)))
 }
 
-fn spawn_writer(
+/// The history writer, to run under a supervisor.
+async fn writer(
     args: &GatewayArgs,
     bus: &Bus,
     history: &spamscope_history::any::History,
+    health: Health,
     stop: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
+) -> Result<()> {
     let writer_cfg = spamscope_history_writer::WriterConfig {
         ttl: (args.history_ttl_days > 0)
             .then(|| Duration::from_secs(args.history_ttl_days * 86_400)),
         ..Default::default()
     };
-    let (bus, history) = (bus.clone(), history.clone());
-    tokio::spawn(async move {
-        if let Err(e) = spamscope_history_writer::run(
-            writer_cfg,
-            bus,
-            history,
-            Health::default(),
-            Arc::default(),
-            stop,
-        )
-        .await
-        {
-            tracing::error!(error = %e, "history writer stopped");
-        }
-    })
+    spamscope_history_writer::run(
+        writer_cfg,
+        bus.clone(),
+        history.clone(),
+        health,
+        Arc::default(),
+        stop,
+    )
+    .await?;
+    Ok(())
 }
 
 #[derive(Debug, clap::Args)]
@@ -449,18 +478,23 @@ pub struct HistoryWriterArgs {
 
 pub fn history_writer(args: HistoryWriterArgs) -> Result<()> {
     let url = args.cluster.nats_url()?;
-    runtime()?.block_on(async move {
-        let _telemetry = telemetry("history-writer")?;
-        let shutdown = CancellationToken::new();
-        shutdown_on_signals(shutdown.clone());
-        let health = Health::default();
-        start_health(args.cluster.health_listen, health.clone(), shutdown.clone()).await?;
-        let (bus, _store) = connect(&args.cluster, &url, "spamscope-history-writer").await?;
-        let history = open_history(&args.gateway).await?;
-        health.set_ready(true);
-        let _ = spawn_writer(&args.gateway, &bus, &history, shutdown).await;
-        Ok(())
-    })
+    args.cluster.require_shared_store()?;
+    run_role(
+        "history-writer",
+        args.cluster.lifecycle(),
+        |role| async move {
+            let (bus, _store) = connect(&args.cluster, &url, "spamscope-history-writer").await?;
+            role.require_nats(&bus);
+            let history = open_history(&args.gateway).await?;
+            let mut sup = role.supervisor();
+            let stop = sup.shutdown().clone();
+            let health = role.health.clone();
+            sup.critical("history writer", async move {
+                writer(&args.gateway, &bus, &history, health, stop).await
+            });
+            Ok(sup)
+        },
+    )
 }
 
 impl GatewayArgs {
@@ -491,32 +525,34 @@ pub struct GatewayRoleArgs {
     pub gateway: GatewayArgs,
 }
 
-/// Starts the history writer and the gateway on `bus`/`store`; returns the
-/// address served.
+/// Starts the history writer and the gateway on `bus`/`store` under `sup`;
+/// returns the address served.
 async fn start_gateway(
     args: &GatewayArgs,
     shards: u32,
     bus: &Bus,
     store: &Store,
-    stop: CancellationToken,
-) -> Result<(SocketAddr, Vec<tokio::task::JoinHandle<()>>)> {
+    sup: &mut Supervisor,
+) -> Result<SocketAddr> {
     let history = open_history(args).await?;
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|e| Exit::usage(format!("--listen {}: {e}", args.listen)))?;
     let addr = listener.local_addr()?;
-    let mut tasks = Vec::new();
+    let stop = sup.shutdown().clone();
     if !args.no_writer {
-        tasks.push(spawn_writer(args, bus, &history, stop.clone()));
+        let (a, b, h, st) = (args.clone(), bus.clone(), history.clone(), stop.clone());
+        sup.critical("history writer", async move {
+            writer(&a, &b, &h, Health::default(), st).await
+        });
     }
-    let gateway = spamscope_gateway::Gateway {
-        bus: bus.clone(),
-        store: store.clone(),
+    let gateway = spamscope_gateway::Gateway::new(
+        bus.clone(),
+        store.clone(),
         history,
-        live: spamscope_gateway::Live::default(),
         shards,
-        admin_token: args.admin_token()?,
-    };
+        args.admin_token()?,
+    );
     let ui = args
         .ui_dir
         .join("index.html")
@@ -528,39 +564,27 @@ async fn start_gateway(
             args.ui_dir.display()
         );
     }
-    let server = tokio::spawn(async move {
-        if let Err(e) = spamscope_gateway::serve(listener, gateway, ui, stop).await {
-            tracing::error!(error = %e, "gateway stopped");
-        }
+    sup.critical("gateway server", async move {
+        spamscope_gateway::serve(listener, gateway, ui, stop)
+            .await
+            .context("gateway server")
     });
-    tasks.push(server);
-    Ok((addr, tasks))
+    Ok(addr)
 }
 
 pub fn gateway(args: GatewayRoleArgs) -> Result<()> {
     let url = args.cluster.nats_url()?;
+    args.cluster.require_shared_store()?;
     args.gateway.admin_token()?;
-    runtime()?.block_on(async move {
-        let _telemetry = telemetry("gateway")?;
-        let shutdown = CancellationToken::new();
-        shutdown_on_signals(shutdown.clone());
-        let health = Health::default();
-        start_health(args.cluster.health_listen, health.clone(), shutdown.clone()).await?;
+    run_role("gateway", args.cluster.lifecycle(), |role| async move {
         let (bus, store) = connect(&args.cluster, &url, "spamscope-gateway").await?;
-        let (addr, tasks) = start_gateway(
-            &args.gateway,
-            args.cluster.shards,
-            &bus,
-            &store,
-            shutdown.clone(),
-        )
-        .await?;
-        health.set_ready(true);
+        role.require_nats(&bus);
+        let mut sup = role.supervisor();
+        let addr =
+            start_gateway(&args.gateway, args.cluster.shards, &bus, &store, &mut sup).await?;
+        role.health.set_ready(true);
         eprintln!("gateway: http://{addr}/ (gRPC and gRPC-web on the same port)");
-        for t in tasks {
-            let _ = t.await;
-        }
-        Ok(())
+        Ok(sup)
     })
 }
 
@@ -597,6 +621,81 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("start the async runtime")
+}
+
+/// Where a role serves its health and how long it has to stop.
+#[derive(Debug, Clone, Copy)]
+struct Lifecycle {
+    grace: Duration,
+    health_listen: SocketAddr,
+}
+
+/// What a role's setup is given: its health and its shutdown.
+struct Role {
+    health: Health,
+    shutdown: CancellationToken,
+}
+
+impl Role {
+    fn supervisor(&self) -> Supervisor {
+        Supervisor::new(self.shutdown.clone())
+    }
+
+    /// `/readyz` fails while the NATS connection is down.
+    fn require_nats(&self, bus: &Bus) {
+        let client = bus.client.clone();
+        self.health.require("nats", move || {
+            client.connection_state() == async_nats::connection::State::Connected
+        });
+    }
+}
+
+/// Runs a role: telemetry, signals, the health endpoint, then `setup`
+/// (connect, open stores, register the tasks) and the supervised tasks
+/// until a signal or a failure. A signal during setup (NATS not answering)
+/// stops it too. A first SIGINT or SIGTERM stops the tasks within
+/// `--shutdown-grace-s` (more for a detector handing over); a second one
+/// exits at once.
+fn run_role<F, Fut>(name: &'static str, life: Lifecycle, setup: F) -> Result<()>
+where
+    F: FnOnce(Role) -> Fut,
+    Fut: std::future::Future<Output = Result<Supervisor>>,
+{
+    let Lifecycle {
+        grace,
+        health_listen,
+    } = life;
+    let rt = runtime()?;
+    let result = rt.block_on(async move {
+        let _telemetry = telemetry(name)?;
+        let shutdown = CancellationToken::new();
+        let force = shutdown_on_signals(shutdown.clone());
+        let health = Health::default();
+        start_health(health_listen, health.clone(), shutdown.clone()).await?;
+        let role = Role {
+            health,
+            shutdown: shutdown.clone(),
+        };
+        let sup = tokio::select! {
+            sup = setup(role) => sup?,
+            () = shutdown.cancelled() => {
+                eprintln!("{name}: stopped while starting");
+                return Ok(());
+            }
+        };
+        let ended = sup.wait(grace, &force).await;
+        if !ended.abandoned.is_empty() {
+            eprintln!(
+                "{name}: did not stop within {} s, abandoned: {}",
+                grace.as_secs(),
+                ended.abandoned.join(", ")
+            );
+        }
+        ended.into_result()
+    });
+    // Whatever is still running (an abandoned connection) is not waited for.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 async fn start_health(addr: SocketAddr, health: Health, shutdown: CancellationToken) -> Result<()> {
@@ -663,69 +762,60 @@ pub fn ingest(args: IngestArgs) -> Result<()> {
             ..Default::default()
         });
     let url = args.cluster.nats_url()?;
-    runtime()?.block_on(async move {
-        let _telemetry = telemetry("ingest")?;
-        let shutdown = CancellationToken::new();
-        shutdown_on_signals(shutdown.clone());
-        let health = Health::default();
-        start_health(args.cluster.health_listen, health.clone(), shutdown.clone()).await?;
+    args.cluster.require_shared_store()?;
+    run_role("ingest", args.cluster.lifecycle(), |role| async move {
         let (bus, _store) = connect(&args.cluster, &url, "spamscope-ingest").await?;
-        health.set_ready(true);
-        let report = match (twitch, youtube) {
-            (Some(cfg), _) => {
-                spamscope_ingest::twitch::run(&bus, cfg, args.cluster.shards, &shutdown).await?
-            }
-            (None, Some(cfg)) => {
-                spamscope_ingest::youtube::run(&bus, cfg, args.cluster.shards, &shutdown).await?
-            }
-            (None, None) => {
-                spamscope_ingest::publish_events(
-                    &bus,
-                    &events,
-                    args.cluster.shards,
-                    args.speed,
-                    spamscope_ingest::PublishOptions {
-                        max_batch: args.max_batch,
-                    },
-                    &shutdown,
-                )
-                .await?
-            }
-        };
-        bus.client.flush().await.ok();
-        eprintln!(
-            "ingest: published {} events ({} duplicates dropped by JetStream), {} streams in flight at most{}{}",
-            report.published,
-            report.duplicates,
-            report.max_in_flight,
-            if report.too_large > 0 {
-                format!(
-                    ", {} events too large for one message sent to dlq.ingest",
-                    report.too_large
-                )
-            } else {
-                String::new()
-            },
-            if report.interrupted {
-                ", interrupted"
-            } else {
-                ""
-            }
-        );
-        shutdown.cancel();
-        Ok(())
+        role.require_nats(&bus);
+        role.health.set_ready(true);
+        let mut sup = role.supervisor();
+        let shutdown = sup.shutdown().clone();
+        let (shards, speed, max_batch) = (args.cluster.shards, args.speed, args.max_batch);
+        sup.main("ingest", async move {
+            let report = match (twitch, youtube) {
+                (Some(cfg), _) => {
+                    spamscope_ingest::twitch::run(&bus, cfg, shards, &shutdown).await?
+                }
+                (None, Some(cfg)) => {
+                    spamscope_ingest::youtube::run(&bus, cfg, shards, &shutdown).await?
+                }
+                (None, None) => {
+                    let opts = spamscope_ingest::PublishOptions { max_batch };
+                    spamscope_ingest::publish_events(&bus, &events, shards, speed, opts, &shutdown)
+                        .await?
+                }
+            };
+            bus.client.flush().await.ok();
+            eprintln!(
+                "ingest: published {} events ({} duplicates dropped by JetStream), {} streams in flight at most{}{}",
+                report.published,
+                report.duplicates,
+                report.max_in_flight,
+                if report.too_large > 0 {
+                    format!(
+                        ", {} events too large for one message sent to dlq.ingest",
+                        report.too_large
+                    )
+                } else {
+                    String::new()
+                },
+                if report.interrupted {
+                    ", interrupted"
+                } else {
+                    ""
+                }
+            );
+            Ok(())
+        });
+        Ok(sup)
     })
 }
 
 pub fn router(args: RouterArgs) -> Result<()> {
     let url = args.cluster.nats_url()?;
-    runtime()?.block_on(async move {
-        let _telemetry = telemetry("router")?;
-        let shutdown = CancellationToken::new();
-        shutdown_on_signals(shutdown.clone());
-        let health = Health::default();
-        start_health(args.cluster.health_listen, health.clone(), shutdown.clone()).await?;
+    args.cluster.require_shared_store()?;
+    run_role("router", args.cluster.lifecycle(), |role| async move {
         let (bus, store) = connect(&args.cluster, &url, "spamscope-router").await?;
+        role.require_nats(&bus);
         let defaults = spamscope_router::RouterConfig::default();
         let kube = if args.kube {
             let client = args.k8s.client().await?;
@@ -766,21 +856,25 @@ pub fn router(args: RouterArgs) -> Result<()> {
             kube,
             ..defaults
         };
-        spamscope_router::run(cfg, bus, store, health, shutdown).await?;
-        Ok(())
+        let mut sup = role.supervisor();
+        let (health, stop) = (role.health.clone(), sup.shutdown().clone());
+        sup.critical("router", async move {
+            Ok(spamscope_router::run(cfg, bus, store, health, stop).await?)
+        });
+        Ok(sup)
     })
 }
 
 pub fn detector(args: DetectorArgs) -> Result<()> {
     let url = args.cluster.nats_url()?;
+    args.cluster.require_shared_store()?;
     let params = args.params.layer()?;
-    runtime()?.block_on(async move {
-        let _telemetry = telemetry("detector")?;
-        let shutdown = CancellationToken::new();
-        shutdown_on_signals(shutdown.clone());
-        let health = Health::default();
-        start_health(args.cluster.health_listen, health.clone(), shutdown.clone()).await?;
+    // The hand-over comes first, then the usual grace.
+    let mut cluster = args.cluster.clone();
+    cluster.shutdown_grace_s += args.handover_timeout_s;
+    run_role("detector", cluster.lifecycle(), |role| async move {
         let (bus, store) = connect(&args.cluster, &url, "spamscope-detector").await?;
+        role.require_nats(&bus);
         let cfg = spamscope_detector::ReplicaConfig {
             replica_id: args.replica_id,
             shards: args.cluster.shards,
@@ -792,8 +886,12 @@ pub fn detector(args: DetectorArgs) -> Result<()> {
             emit_scores: args.scores,
             ..Default::default()
         };
-        spamscope_detector::run(cfg, bus, store, health, Arc::default(), shutdown).await?;
-        Ok(())
+        let mut sup = role.supervisor();
+        let (health, stop) = (role.health.clone(), sup.shutdown().clone());
+        sup.critical("detector", async move {
+            Ok(spamscope_detector::run(cfg, bus, store, health, Arc::default(), stop).await?)
+        });
+        Ok(sup)
     })
 }
 
@@ -805,25 +903,23 @@ pub fn standalone(args: StandaloneArgs) -> Result<()> {
     let per_file: Vec<Vec<spamscope_proto::v1::ChatEvent>> =
         files.into_iter().map(|f| replay::merge(vec![f])).collect();
     let params = args.params.layer()?;
-    runtime()?.block_on(async move {
-        let _telemetry = telemetry("standalone")?;
-        let shutdown = CancellationToken::new();
-        shutdown_on_signals(shutdown.clone());
-        let health = Health::default();
-        start_health(args.cluster.health_listen, health.clone(), shutdown.clone()).await?;
-        // A local nats-server when none is given.
-        let (_nats, url) = match &args.cluster.nats_url {
-            Some(u) => (None, u.clone()),
+    run_role("standalone", args.cluster.lifecycle(), |role| async move {
+        let mut sup = role.supervisor();
+        // A local nats-server when none is given; stopped after every task.
+        let url = match &args.cluster.nats_url {
+            Some(u) => u.clone(),
             None => {
                 let n = crate::cmd::local_nats::LocalNats::start().await?;
                 let url = n.url();
-                (Some(n), url)
+                sup.hold(n);
+                url
             }
         };
         let (bus, store) = connect(&args.cluster, &url, "spamscope-standalone").await?;
-        let replica_id = "standalone-0".to_owned();
+        role.require_nats(&bus);
+        let stop = sup.shutdown().clone();
         let detector_cfg = spamscope_detector::ReplicaConfig {
-            replica_id: replica_id.clone(),
+            replica_id: "standalone-0".to_owned(),
             shards: args.cluster.shards,
             handover_timeout: Duration::ZERO,
             params,
@@ -835,71 +931,67 @@ pub fn standalone(args: StandaloneArgs) -> Result<()> {
             ..Default::default()
         };
         let counters: Arc<spamscope_detector::Counters> = Arc::default();
-        let roles = CancellationToken::new();
-        let det = tokio::spawn(spamscope_detector::run(
-            detector_cfg,
+        let (b, s, h, c, st) = (
             bus.clone(),
             store.clone(),
-            health.clone(),
+            role.health.clone(),
             Arc::clone(&counters),
-            roles.clone(),
-        ));
-        let rou = tokio::spawn(spamscope_router::run(
-            router_cfg,
-            bus.clone(),
-            store.clone(),
-            Health::default(),
-            roles.clone(),
-        ));
-        let printer = tokio::spawn(crate::cmd::print::print_outputs(bus.clone(), roles.clone()));
-        let mut gateway_tasks = Vec::new();
+            stop.clone(),
+        );
+        sup.critical("detector", async move {
+            Ok(spamscope_detector::run(detector_cfg, b, s, h, c, st).await?)
+        });
+        let (b, s, st) = (bus.clone(), store.clone(), stop.clone());
+        sup.critical("router", async move {
+            Ok(spamscope_router::run(router_cfg, b, s, Health::default(), st).await?)
+        });
+        let (b, st) = (bus.clone(), stop.clone());
+        sup.critical("output printer", async move {
+            crate::cmd::print::print_outputs(b, st).await;
+            Ok(())
+        });
         if !args.no_gateway {
-            let (addr, tasks) = start_gateway(
-                &args.gateway,
-                args.cluster.shards,
-                &bus,
-                &store,
-                roles.clone(),
-            )
-            .await?;
-            gateway_tasks = tasks;
+            let addr =
+                start_gateway(&args.gateway, args.cluster.shards, &bus, &store, &mut sup).await?;
             eprintln!("standalone: web UI and API on http://{addr}/");
         }
-        let mut replays = Vec::new();
-        for events in per_file {
-            let (bus, stop) = (bus.clone(), shutdown.clone());
-            let (shards, speed) = (args.cluster.shards, args.speed);
-            replays.push(tokio::spawn(async move {
-                let opts = spamscope_ingest::PublishOptions::default();
-                spamscope_ingest::publish_events(&bus, &events, shards, speed, opts, &stop).await
-            }));
-        }
-        let mut ingest = spamscope_ingest::IngestReport::default();
-        for r in replays {
-            let r = r.await.context("replay task")??;
-            ingest.published += r.published;
-            ingest.duplicates += r.duplicates;
-        }
-        eprintln!("standalone: replay published {} events", ingest.published);
-        if args.exit_when_done {
-            // Done when the detector has seen every event and is quiet.
-            let expected = ingest.published - ingest.duplicates;
-            while counters.events.load(std::sync::atomic::Ordering::Relaxed) < expected
-                && !shutdown.is_cancelled()
-            {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+        let (shards, speed) = (args.cluster.shards, args.speed);
+        let replay = async move {
+            let mut replays = tokio::task::JoinSet::new();
+            for events in per_file {
+                let (bus, stop) = (bus.clone(), stop.clone());
+                replays.spawn(async move {
+                    let opts = spamscope_ingest::PublishOptions::default();
+                    spamscope_ingest::publish_events(&bus, &events, shards, speed, opts, &stop)
+                        .await
+                });
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            let mut ingest = spamscope_ingest::IngestReport::default();
+            while let Some(r) = replays.join_next().await {
+                let r = r.context("replay task")??;
+                ingest.published += r.published;
+                ingest.duplicates += r.duplicates;
+            }
+            eprintln!("standalone: replay published {} events", ingest.published);
+            anyhow::Ok((ingest, stop))
+        };
+        if args.exit_when_done {
+            sup.main("replay", async move {
+                let (ingest, stop) = replay.await?;
+                // Done when the detector has seen every event and is quiet.
+                let expected = ingest.published - ingest.duplicates;
+                while counters.events.load(std::sync::atomic::Ordering::Relaxed) < expected
+                    && !stop.is_cancelled()
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                Ok(())
+            });
         } else {
-            shutdown.cancelled().await;
+            sup.task("replay", async move { replay.await.map(|_| ()) });
         }
-        roles.cancel();
-        let _ = det.await;
-        let _ = rou.await;
-        let _ = printer.await;
-        for t in gateway_tasks {
-            let _ = t.await;
-        }
-        Ok(())
+        role.health.set_ready(true);
+        Ok(sup)
     })
 }

@@ -49,6 +49,9 @@ impl LocalNats {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
+            // Its own process group: Ctrl-C in the terminal reaches only
+            // spamscope, which stops its roles first and this server last.
+            .process_group(0)
             .spawn()
             .map_err(|e| {
                 Exit::usage(format!(
