@@ -153,6 +153,17 @@ async fn search_history_params_and_status_over_the_real_logs() {
         .into_inner();
     assert!(!h.next_page_token.is_empty() && !page2.spam_events.is_empty());
     assert!(page2.spam_events[0].last_seen_ms <= h.spam_events.last().unwrap().last_seen_ms);
+    // Twitch logins are case-insensitive: the same history under any case.
+    let upper = c
+        .channel_history(ChannelHistoryRequest {
+            stream: "twitch.XQCow".into(),
+            page_size: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(upper.spam_events, h.spam_events);
 
     let u = c
         .user_history(UserHistoryRequest {

@@ -336,7 +336,7 @@ async fn publish(
             }
             None => continue,
         };
-        let platform = Platform::try_from(platform).unwrap_or_default().key();
+        let platform = Platform::of(platform).key();
         let subject = subjects::spam(shard, platform, stream_id);
         let mut headers = HeaderMap::new();
         headers.insert(subjects::EPOCH_HEADER, owner.epoch.to_string().as_str());

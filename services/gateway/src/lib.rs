@@ -20,6 +20,7 @@ use prost::Message;
 use spamscope_bus::{Bus, subjects};
 use spamscope_detect::DetectorParams;
 use spamscope_history::any::History;
+use spamscope_proto::StreamKey;
 use spamscope_proto::v1::gateway_server::{Gateway as GatewayApi, GatewayServer};
 use spamscope_proto::v1::{
     ChannelHistoryRequest, ChannelHistoryResponse, ClusterStatusRequest, ClusterStatusResponse,
@@ -132,22 +133,10 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
-/// `<platform>.<id>` with a known platform and a plausible id.
-fn parse_stream(s: &str) -> Result<(&str, &str), GatewayError> {
-    let (p, id) = s.split_once('.').ok_or_else(|| {
-        GatewayError::Invalid(format!("stream must be <platform>.<id>, not {s:?}"))
-    })?;
-    if !matches!(p, "twitch" | "youtube") {
-        return Err(GatewayError::Invalid(format!(
-            "unknown platform {p:?} (twitch or youtube)"
-        )));
-    }
-    if id.is_empty() || id.len() > 128 || id.contains(['.', '*', '>', ' ']) {
-        return Err(GatewayError::Invalid(format!(
-            "stream id {id:?} is not valid"
-        )));
-    }
-    Ok((p, id))
+/// A stream key from a request (`<platform>.<id>`, Twitch logins in
+/// lower case).
+fn parse_stream(s: &str) -> Result<StreamKey, GatewayError> {
+    StreamKey::parse(s).map_err(|e| GatewayError::Invalid(e.to_string()))
 }
 
 fn page_size(n: u32, default: u32) -> Result<usize, GatewayError> {
@@ -191,11 +180,13 @@ fn scope_name(scope: &str) -> &str {
     }
 }
 
-fn scope_ok(scope: &str) -> Result<(), GatewayError> {
+/// A params scope from a request, normalised: "" (the cluster) or a
+/// stream or channel key.
+fn scope_of(scope: &str) -> Result<String, GatewayError> {
     if scope.is_empty() {
-        Ok(())
+        Ok(String::new())
     } else {
-        parse_stream(scope).map(|_| ())
+        parse_stream(scope).map(|k| k.to_string())
     }
 }
 
@@ -275,12 +266,12 @@ impl GatewayApi for Gateway {
         &self,
         req: Request<WatchChannelRequest>,
     ) -> Result<Response<WatchStream>, Status> {
-        let (platform, id) = parse_stream(&req.get_ref().stream)?;
-        let token = |s: &str| subjects::token(s);
+        let key = parse_stream(&req.get_ref().stream)?;
+        let (platform, id) = (key.platform.key(), key.id.as_str());
         let chat = self
             .bus
             .client
-            .subscribe(format!("chat.*.{}.{}", token(platform), token(id)))
+            .subscribe(subjects::chat_any_shard(platform, id))
             .await
             .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
         let spam = self
@@ -385,7 +376,7 @@ impl GatewayApi for Gateway {
         req: Request<ChannelHistoryRequest>,
     ) -> Result<Response<ChannelHistoryResponse>, Status> {
         let r = req.into_inner();
-        parse_stream(&r.stream)?;
+        let stream = parse_stream(&r.stream)?.to_string();
         let to = if r.to_ms == 0 { i64::MAX } else { r.to_ms };
         if r.from_ms > to {
             return Err(GatewayError::Invalid("from_ms is after to_ms".into()).into());
@@ -394,7 +385,7 @@ impl GatewayApi for Gateway {
         let h = &self.history;
         let events = h
             .channel_events(
-                r.stream.clone(),
+                stream.clone(),
                 r.from_ms,
                 to,
                 size,
@@ -405,13 +396,13 @@ impl GatewayApi for Gateway {
         // Decisions and the rate come with the first page.
         let (decisions, rate) = if r.page_token.is_empty() {
             let d = h
-                .channel_decisions(r.stream.clone(), r.from_ms, to, MAX_PAGE as usize, None)
+                .channel_decisions(stream.clone(), r.from_ms, to, MAX_PAGE as usize, None)
                 .await
                 .map_err(GatewayError::from)?
                 .items;
             let rate = h
                 .spam_rate(
-                    r.stream.clone(),
+                    stream.clone(),
                     r.from_ms,
                     to.min(now_ms().max(r.from_ms)).max(r.from_ms),
                 )
@@ -457,15 +448,14 @@ impl GatewayApi for Gateway {
     }
 
     async fn get_params(&self, req: Request<GetParamsRequest>) -> Result<Response<Params>, Status> {
-        let scope = req.into_inner().scope;
-        scope_ok(&scope)?;
+        let scope = scope_of(&req.into_inner().scope)?;
         Ok(Response::new(self.params_of(&scope).await?))
     }
 
     async fn set_params(&self, req: Request<SetParamsRequest>) -> Result<Response<Params>, Status> {
         self.authorize(&req)?;
         let r = req.into_inner();
-        scope_ok(&r.scope)?;
+        let scope = scope_of(&r.scope)?;
         let layer: serde_json::Value = serde_json::from_str(&r.params_json)
             .map_err(|e| GatewayError::Invalid(format!("params_json is not JSON: {e}")))?;
         if !layer.is_object() {
@@ -475,29 +465,29 @@ impl GatewayApi for Gateway {
         // a channel or stream layer, and every stored channel or stream
         // layer over a new cluster layer.
         let all = self.store.all_params().await.map_err(GatewayError::from)?;
-        stacked(&all, &r.scope, &layer)
+        stacked(&all, &scope, &layer)
             .and_then(spamscope_detect::params::CompiledParams::new)
             .map_err(|e| GatewayError::Invalid(e.to_string()))?;
-        if r.scope.is_empty() {
-            for (scope, json) in all.iter().filter(|(s, _)| !s.is_empty()) {
+        if scope.is_empty() {
+            for (other, json) in all.iter().filter(|(s, _)| !s.is_empty()) {
                 let over: serde_json::Value =
                     serde_json::from_str(json).unwrap_or(serde_json::Value::Null);
                 DetectorParams::layered(&[&layer, &over]).map_err(|e| {
-                    GatewayError::Invalid(format!("with the stored params of {scope}: {e}"))
+                    GatewayError::Invalid(format!("with the stored params of {other}: {e}"))
                 })?;
             }
         }
         self.store
-            .set_params(&r.scope, &layer.to_string())
+            .set_params(&scope, &layer.to_string())
             .await
             .map_err(GatewayError::from)?;
         self.bus
             .client
-            .publish(subjects::CTL_PARAMS, r.scope.clone().into())
+            .publish(subjects::CTL_PARAMS, scope.clone().into())
             .await
             .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
-        info!(scope = %r.scope, "detector params changed");
-        Ok(Response::new(self.params_of(&r.scope).await?))
+        info!(scope = %scope, "detector params changed");
+        Ok(Response::new(self.params_of(&scope).await?))
     }
 
     async fn cluster_status(

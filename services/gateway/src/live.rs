@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use prost::Message;
 use spamscope_bus::Bus;
+use spamscope_proto::StreamKey;
 use spamscope_proto::v1::{
     ChannelSummary, ChatEvent, DetectorOutput, Platform, SpamEventState, chat_event,
     detector_output,
@@ -67,11 +68,7 @@ impl Live {
         let Some(detector_output::Kind::SpamEvent(e)) = &o.kind else {
             return;
         };
-        let key = format!(
-            "{}.{}",
-            Platform::try_from(e.platform).unwrap_or_default().key(),
-            e.stream_id
-        );
+        let key = StreamKey::format(Platform::of(e.platform), &e.stream_id);
         self.with(|m| {
             let s = m.entry(key).or_default();
             s.platform = e.platform;
@@ -138,7 +135,7 @@ pub async fn follow(bus: Bus, live: Live, stop: CancellationToken) -> Result<(),
                 .map_err(|e| format!("subscribe {subject}: {e}"))
         }
     };
-    let mut chat = subscribe("chat.>".to_owned()).await?;
+    let mut chat = subscribe(spamscope_bus::subjects::CHAT_ALL.to_owned()).await?;
     let mut spam = subscribe(spamscope_bus::subjects::SPAM_ALL.to_owned()).await?;
     loop {
         tokio::select! {

@@ -60,6 +60,14 @@ pub mod subjects {
         format!("chat.{shard}.{}.{}", token(platform), token(id))
     }
 
+    /// Every chat subject (all shards).
+    pub const CHAT_ALL: &str = "chat.>";
+
+    /// Chat of one stream, any shard.
+    pub fn chat_any_shard(platform: &str, id: &str) -> String {
+        format!("chat.*.{}.{}", token(platform), token(id))
+    }
+
     /// Every chat subject of one shard.
     pub fn chat_shard(shard: u32) -> String {
         format!("chat.{shard}.>")

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::json;
+use spamscope_proto::StreamKey;
 use spamscope_proto::v1::{
     ChatEvent, DetectorOutput, Platform, SpamEventState, chat_event::Kind, detector_output,
 };
@@ -143,7 +144,7 @@ pub fn apply_labels(truth: &mut Truth, labels: &[Label], file: &str) {
     let file = file.strip_suffix(".gz").unwrap_or(file);
     for l in labels.iter().filter(|l| l.file == file) {
         let key = (
-            format!("{}.{}", Platform::Twitch.key(), l.channel.to_lowercase()),
+            StreamKey::format(Platform::Twitch, &l.channel.to_lowercase()),
             user_key(Platform::Twitch, "", &l.user.to_lowercase()),
         );
         let e = truth.entry(key).or_insert_with(|| Moderated {
@@ -209,11 +210,7 @@ pub fn run_recording(
         for o in &out {
             match &o.kind {
                 Some(detector_output::Kind::Decision(dec)) => {
-                    let stream = format!(
-                        "{}.{}",
-                        Platform::try_from(dec.platform).unwrap_or_default().key(),
-                        dec.stream_id
-                    );
+                    let stream = StreamKey::format(Platform::of(dec.platform), &dec.stream_id);
                     let key = user_key(ev.platform(), &dec.user_id, &dec.user_login);
                     run.flags
                         .entry((stream.clone(), key))

@@ -3,14 +3,11 @@
 //! their keys are a documented interface (README).
 
 use serde_json::{Value, json};
+use spamscope_proto::StreamKey;
 use spamscope_proto::v1::{DetectorOutput, Platform, SpamEventState, detector_output::Kind};
 
 fn stream(platform: i32, id: &str) -> String {
-    format!(
-        "{}.{}",
-        Platform::try_from(platform).unwrap_or_default().key(),
-        id
-    )
+    StreamKey::format(Platform::of(platform), id)
 }
 
 /// Lower-case state name: `active` or `ended`.

@@ -36,6 +36,7 @@ use std::sync::Arc;
 pub use params::{CompiledParams, DetectorParams, ParamsError};
 pub use score::ScoreModel;
 use serde_json::Value;
+use spamscope_proto::StreamKey;
 use spamscope_proto::v1::{ChatEvent, DetectorOutput, Platform, chat_event::Kind};
 pub use stream::StreamDetector;
 
@@ -178,8 +179,8 @@ impl Detector {
         stream_id: &str,
         channel: &str,
     ) -> Result<Arc<CompiledParams>, ParamsError> {
-        let skey = format!("{}.{}", platform.key(), stream_id);
-        let ckey = format!("{}.{}", platform.key(), channel);
+        let skey = StreamKey::format(platform, stream_id);
+        let ckey = StreamKey::format(platform, channel);
         let stream = self.stream_params.get(&skey);
         let chan = self.channel_params.get(&ckey);
         // Keyed by the overrides that apply: "" for none.
@@ -334,10 +335,10 @@ impl Detector {
         snapshots: Vec<spamscope_proto::v1::DetectorSnapshot>,
     ) -> Result<(), snapshot::SnapshotError> {
         for s in snapshots {
-            let platform = Platform::try_from(s.platform).unwrap_or_default();
+            let platform = Platform::of(s.platform);
             let chan = channel_name(platform, &s.stream_id, &s.channel_id);
             let params = self.params_for(platform, &s.stream_id, &chan);
-            let key = format!("{}.{}", platform.key(), s.stream_id);
+            let key = StreamKey::format(platform, &s.stream_id);
             let d = StreamDetector::restore(s, params, Arc::clone(&self.model))?
                 .with_scores(self.emit_scores);
             self.streams.insert(key, d);
@@ -352,8 +353,7 @@ impl Detector {
 /// `<stream>/score/<message id>`.
 pub fn output_key(o: &DetectorOutput) -> String {
     use spamscope_proto::v1::detector_output::Kind as O;
-    let stream =
-        |p: i32, id: &str| format!("{}.{}", Platform::try_from(p).unwrap_or_default().key(), id);
+    let stream = |p: i32, id: &str| StreamKey::format(Platform::of(p), id);
     match &o.kind {
         Some(O::SpamEvent(e)) => format!(
             "{}/event/{}/{}",
@@ -379,7 +379,7 @@ pub fn output_key(o: &DetectorOutput) -> String {
 }
 
 fn stream_key(d: &StreamDetector) -> String {
-    format!("{}.{}", d.platform().key(), d.stream_id())
+    StreamKey::format(d.platform(), d.stream_id())
 }
 
 fn channel_of(d: &StreamDetector) -> String {
@@ -397,5 +397,5 @@ pub fn channel_name(platform: Platform, stream_id: &str, channel_id: &str) -> St
 }
 
 fn channel_key(d: &StreamDetector) -> String {
-    format!("{}.{}", d.platform().key(), channel_of(d))
+    StreamKey::format(d.platform(), &channel_of(d))
 }

@@ -179,7 +179,7 @@ impl StreamDetector {
                 "gap histogram has the wrong size",
             ));
         }
-        let platform = Platform::try_from(s.platform).unwrap_or(Platform::Unspecified);
+        let platform = Platform::of(s.platform);
         let mut d = StreamDetector::new(platform, &s.stream_id, params, model);
         d.channel_id = s.channel_id;
         d.watermark_ms = s.watermark_ms;

@@ -31,6 +31,7 @@ use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use spamscope_chat::normalize::normalize;
 use spamscope_detect::clusters::{BANDS, ROWS, Signer};
+use spamscope_proto::StreamKey;
 use spamscope_proto::v1::{Decision, Platform, SpamEvent};
 
 /// `stream \0 event_id` → SpamEvent (latest version).
@@ -104,11 +105,7 @@ impl std::fmt::Debug for HistoryStore {
 }
 
 pub(crate) fn stream_key(platform: i32, id: &str) -> String {
-    format!(
-        "{}.{}",
-        Platform::try_from(platform).unwrap_or_default().key(),
-        id
-    )
+    StreamKey::format(Platform::of(platform), id)
 }
 
 fn inv(ts: i64) -> String {

@@ -19,6 +19,7 @@ use futures::StreamExt;
 use prost::Message;
 use spamscope_bus::{Bus, BusConfig, subjects};
 use spamscope_chat::replay::{self, Speed};
+use spamscope_proto::StreamKey;
 use spamscope_proto::v1::{ChatEvent, DetectorOutput, Platform, detector_output};
 use spamscope_runtime::Health;
 use spamscope_store::Store;
@@ -197,11 +198,7 @@ async fn collect_latencies(
         }) = DetectorOutput::decode(m.payload)
         {
             let key = (
-                format!(
-                    "{}.{}",
-                    Platform::try_from(d.platform).unwrap_or_default().key(),
-                    d.stream_id
-                ),
+                StreamKey::format(Platform::of(d.platform), &d.stream_id),
                 d.at_ms,
             );
             let before = lat
