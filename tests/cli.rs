@@ -597,3 +597,66 @@ fn configuration_reference_lists_every_flag_of_every_role() {
         assert!(seen > 5, "{role}: only {seen} flags read from --help");
     }
 }
+
+/// The config file sits between the defaults and the environment; unknown
+/// keys and bad values exit 64 naming them.
+#[test]
+fn config_file_layers_under_environment_and_flags() {
+    let run = |config: &str, env: &[(&str, &str)], extra: &[&str]| {
+        let file = tmp_file(
+            &format!("config-{:x}.toml", xxh(config, extra)),
+            config.as_bytes(),
+        );
+        let f = file.display().to_string();
+        let mut args = vec!["router", "--config", &f];
+        args.extend_from_slice(extra);
+        let out = Command::new(env!("CARGO_BIN_EXE_spamscope"))
+            .args(&args)
+            .env_remove("SPAMSCOPE_SHARDS")
+            .env_remove("SPAMSCOPE_REDIS_URL")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // The file's value is used and checked like a flag.
+    let (code, err) = run("shards = 0\n", &[], &[]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("--shards"), "{err}");
+    // The environment wins over the file: the bad shard count is not used,
+    // and the next missing piece is what stops the router.
+    let (code, err) = run("shards = 0\n", &[("SPAMSCOPE_SHARDS", "8")], &[]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("is required") && !err.contains("--shards"),
+        "{err}"
+    );
+    // The command line wins over both.
+    let (code, err) = run(
+        "shards = 8\n",
+        &[("SPAMSCOPE_SHARDS", "8")],
+        &["--shards", "0"],
+    );
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("--shards"), "{err}");
+    // Another role's table is not this role's business; a key of no role
+    // or not of this role is refused, named.
+    let (code, err) = run("[detector]\nreplica-id = \"d7\"\nshards = 0\n", &[], &[]);
+    assert!(code == Some(64) && err.contains("is required"), "{err}");
+    let (code, err) = run("sharts = 8\n", &[], &[]);
+    assert!(code == Some(64) && err.contains("`sharts`"), "{err}");
+    let (code, err) = run("[router]\nreplica-id = \"x\"\n", &[], &[]);
+    assert!(code == Some(64) && err.contains("replica-id"), "{err}");
+    let (code, err) = run("shards = [1, 2\n", &[], &[]);
+    assert!(code == Some(64) && err.contains("line 1"), "{err}");
+}
+
+fn xxh(a: &str, b: &[&str]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (a, b).hash(&mut h);
+    h.finish()
+}

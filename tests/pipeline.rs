@@ -362,6 +362,28 @@ async fn readiness_follows_nats_and_roles_need_a_shared_store() {
     c.nats.resume();
     wait_readyz(&gw_health, true, &gw).await;
 
+    // A router configured by a file only (no flags) joins the cluster.
+    let rh = format!("127.0.0.1:{}", free_port());
+    let config = c.logs.0.join("router.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "nats-url = \"{}\"\nredis-url = \"{}\"\nshards = {SHARDS}\n\
+             [router]\nrouter-id = \"from-file\"\nhealth-listen = \"{rh}\"\n",
+            c.nats.url(),
+            c.redis.url()
+        ),
+    )
+    .unwrap();
+    let cfg = config.display().to_string();
+    let from_file = Proc::spawn("from-file", &["router", "--config", &cfg], &c.logs.0);
+    wait_readyz(&rh, true, &from_file).await;
+    assert!(
+        from_file.log_text().contains("from-file"),
+        "{}",
+        from_file.log_text()
+    );
+
     // No --redis-url: exit 64 naming the flag.
     let mut alone = Proc::spawn("alone", &["router", "--nats-url", &c.nats.url()], &c.logs.0);
     let status = alone.wait(Duration::from_secs(20)).expect("exits");

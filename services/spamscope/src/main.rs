@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod cmd;
+mod config;
 mod exit;
 
 /// mimalloc instead of glibc malloc: glibc's `malloc_consolidate`, walking
@@ -15,7 +16,7 @@ mod exit;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -56,7 +57,18 @@ enum Command {
 }
 
 fn main() {
-    let cli = match Cli::try_parse() {
+    let command = Cli::command();
+    let argv = match config::apply(&command, std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(e) => {
+            eprintln!("spamscope: {e:#}");
+            std::process::exit(exit::code_for(&e));
+        }
+    };
+    let cli = match command
+        .try_get_matches_from(argv)
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { exit::USAGE } else { 0 };

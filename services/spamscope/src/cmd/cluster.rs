@@ -21,6 +21,11 @@ use crate::exit::Exit;
 /// Flags every role shares.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClusterArgs {
+    /// TOML file of flag values (keys are the long flags without dashes;
+    /// a `[role]` table for one role): defaults, then this file, then the
+    /// environment, then the command line.
+    #[arg(long, env = "SPAMSCOPE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// NATS server (JetStream enabled).
     #[arg(long, env = "SPAMSCOPE_NATS_URL")]
     pub nats_url: Option<String>,
