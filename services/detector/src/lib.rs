@@ -12,6 +12,8 @@
 
 mod shard;
 
+pub mod cli;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,7 +57,7 @@ impl Default for ReplicaConfig {
     fn default() -> Self {
         Self {
             replica_id: "detector-0".into(),
-            shards: 64,
+            shards: spamscope_routing::DEFAULT_SHARDS,
             heartbeat_interval: Duration::from_millis(1000),
             heartbeat_ttl: Duration::from_millis(5000),
             checkpoint_every_events: 5_000,

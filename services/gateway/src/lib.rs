@@ -10,6 +10,7 @@
 //! Every error is a `tonic::Status` with a message, made in one place
 //! ([`GatewayError`]); requests, pages and queries are bounded.
 
+pub mod cli;
 pub mod live;
 
 use std::path::PathBuf;

@@ -6,6 +6,8 @@
 //! flight, so a slow store applies backpressure (JetStream keeps the rest)
 //! instead of dropping. Undecodable payloads go to `dlq.spam`.
 
+pub mod cli;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

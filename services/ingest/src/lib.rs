@@ -5,6 +5,8 @@
 //! Parts: [`publish_events`] (any event sequence, paced), used by the replay
 //! source (files through `spamscope_chat::replay`); [`twitch`]: live Twitch chat; [`youtube`]: live YouTube chat.
 
+pub mod cli;
+pub mod files;
 pub mod twitch;
 pub mod youtube;
 

@@ -16,6 +16,8 @@
 //! Ready detector pods (a replica must both heartbeat and be Ready), and may
 //! size the detector StatefulSet from the consumer lag.
 
+pub mod cli;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;

@@ -39,17 +39,17 @@ enum Command {
     /// Train the message score model on labelled CSV files.
     Train(cmd::train::Args),
     /// Ingest role: publish chat to NATS JetStream by shard.
-    Ingest(cmd::cluster::IngestArgs),
+    Ingest(spamscope_ingest::cli::IngestArgs),
     /// Router role: place shards on detector replicas.
-    Router(cmd::cluster::RouterArgs),
+    Router(spamscope_router::cli::RouterArgs),
     /// Detector replica role: detect spam on the shards this replica owns.
-    Detector(cmd::cluster::DetectorArgs),
+    Detector(spamscope_detector::cli::DetectorArgs),
     /// Gateway role: gRPC / gRPC-web API and web UI, with the history writer.
-    Gateway(cmd::cluster::GatewayRoleArgs),
+    Gateway(spamscope_gateway::cli::GatewayRoleArgs),
     /// History writer role alone (with a Scylla history store).
-    HistoryWriter(cmd::cluster::HistoryWriterArgs),
+    HistoryWriter(spamscope_history_writer::cli::HistoryWriterArgs),
     /// Every role in one process (starts nats-server when no --nats-url).
-    Standalone(cmd::cluster::StandaloneArgs),
+    Standalone(cmd::standalone::StandaloneArgs),
     /// Benchmarks of the running system (`bench pipeline`).
     Bench(cmd::bench::BenchArgs),
     /// Look at and resize a running cluster (`ctl status`, `ctl scale`).
@@ -80,12 +80,12 @@ fn main() {
         Command::Replay(args) => cmd::replay::run(args),
         Command::Eval(args) => cmd::eval::run(args),
         Command::Train(args) => cmd::train::run(args),
-        Command::Ingest(args) => cmd::cluster::ingest(args),
-        Command::Router(args) => cmd::cluster::router(args),
-        Command::Detector(args) => cmd::cluster::detector(args),
-        Command::Gateway(args) => cmd::cluster::gateway(args),
-        Command::HistoryWriter(args) => cmd::cluster::history_writer(args),
-        Command::Standalone(args) => cmd::cluster::standalone(args),
+        Command::Ingest(args) => spamscope_ingest::cli::run(args),
+        Command::Router(args) => spamscope_router::cli::run(args),
+        Command::Detector(args) => spamscope_detector::cli::run(args),
+        Command::Gateway(args) => spamscope_gateway::cli::run(args),
+        Command::HistoryWriter(args) => spamscope_history_writer::cli::run(args),
+        Command::Standalone(args) => cmd::standalone::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Ctl(args) => cmd::ctl::run(args),
     };

@@ -136,7 +136,7 @@ impl Default for BusConfig {
     fn default() -> Self {
         Self {
             url: "nats://127.0.0.1:4222".into(),
-            shards: 64,
+            shards: spamscope_routing::DEFAULT_SHARDS,
             chat_max_age: Duration::from_secs(24 * 3600),
             chat_max_bytes: 8 << 30,
             spam_max_age: Duration::from_secs(7 * 24 * 3600),

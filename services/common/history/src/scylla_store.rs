@@ -14,10 +14,16 @@
 //! - `signatures (fingerprint)` and `lsh_bands ((band), fingerprint)`: the
 //!   fuzzy-search index, as in the embedded store.
 //!
-//! Every statement is prepared once. Pages use the driver's paging state,
-//! encoded as an opaque cursor. Rows expire with `USING TTL` when a TTL is
+//! Point reads and writes are prepared once. Time-range reads are built
+//! per request with their integer bounds inlined (never user text: the
+//! in-process CQL server the tests use mis-reports bind markers in range
+//! conditions), and paged by the driver's paging state, encoded as an
+//! opaque cursor. The rows a page or a search names are then read
+//! concurrently ([`LOOKUPS_IN_FLIGHT`] at a time, in order), not one query
+//! after another. Rows expire with `USING TTL` when a TTL is
 //! set, so [`ScyllaHistory::expire`] has nothing to do.
 
+use futures::{StreamExt, TryStreamExt};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::response::{PagingState, PagingStateResponse};
@@ -117,6 +123,12 @@ impl std::fmt::Debug for ScyllaHistory {
         f.write_str("ScyllaHistory")
     }
 }
+
+/// A `signatures` row: character and word signatures, and the text.
+type SignatureRow = (Vec<u8>, Vec<u8>, String);
+
+/// Point reads in flight at once for one page or one search.
+pub const LOOKUPS_IN_FLIGHT: usize = 16;
 
 fn err(e: impl std::fmt::Display) -> HistoryError {
     HistoryError::Store(format!("scylla: {e}"))
@@ -465,13 +477,20 @@ impl ScyllaHistory {
             .await
             .map_err(err)?;
         let rows = res.into_rows_result().map_err(err)?;
-        let mut items = Vec::new();
-        for r in rows.rows::<(i64,)>().map_err(err)? {
-            let (id,) = r.map_err(err)?;
-            if let Some((_, e)) = self.event(stream, id).await? {
-                items.push(e);
-            }
-        }
+        let ids = rows
+            .rows::<(i64,)>()
+            .map_err(err)?
+            .map(|r| r.map(|(id,)| id).map_err(err))
+            .collect::<Result<Vec<i64>, _>>()?;
+        let items = futures::stream::iter(ids)
+            .map(|id| self.event(stream, id))
+            .buffered(LOOKUPS_IN_FLIGHT)
+            .try_collect::<Vec<_>>()
+            .await?
+            .into_iter()
+            .flatten()
+            .map(|(_, e)| e)
+            .collect();
         Ok(Page {
             items,
             next: next_cursor(paging),
@@ -493,13 +512,19 @@ impl ScyllaHistory {
             .await
             .map_err(err)?;
         let rows = res.into_rows_result().map_err(err)?;
-        let mut items = Vec::new();
-        for r in rows.rows::<(String,)>().map_err(err)? {
-            let (user,) = r.map_err(err)?;
-            if let Some(d) = self.decision(stream, &user).await? {
-                items.push(d);
-            }
-        }
+        let users = rows
+            .rows::<(String,)>()
+            .map_err(err)?
+            .map(|r| r.map(|(u,)| u).map_err(err))
+            .collect::<Result<Vec<String>, _>>()?;
+        let items = futures::stream::iter(users)
+            .map(|user| async move { self.decision(stream, &user).await })
+            .buffered(LOOKUPS_IN_FLIGHT)
+            .try_collect::<Vec<_>>()
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
         Ok(Page {
             items,
             next: next_cursor(paging),
@@ -521,13 +546,20 @@ impl ScyllaHistory {
             .await
             .map_err(err)?;
         let rows = res.into_rows_result().map_err(err)?;
-        let mut items = Vec::new();
-        for r in rows.rows::<(String,)>().map_err(err)? {
-            let (stream,) = r.map_err(err)?;
-            if let Some(d) = self.decision(&stream, &user).await? {
-                items.push(d);
-            }
-        }
+        let streams = rows
+            .rows::<(String,)>()
+            .map_err(err)?
+            .map(|r| r.map(|(s,)| s).map_err(err))
+            .collect::<Result<Vec<String>, _>>()?;
+        let user = &user;
+        let items = futures::stream::iter(streams)
+            .map(|stream| async move { self.decision(&stream, user).await })
+            .buffered(LOOKUPS_IN_FLIGHT)
+            .try_collect::<Vec<_>>()
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
         Ok(Page {
             items,
             next: next_cursor(paging),
@@ -566,40 +598,53 @@ impl ScyllaHistory {
         sightings_per_match: usize,
     ) -> Result<Page<SpamMatch>, HistoryError> {
         let (chars, words) = signatures(&self.signer, text);
-        let mut seen = std::collections::BTreeSet::new();
-        for b in band_keys('c', &chars)
+        let bands: Vec<_> = band_keys('c', &chars)
             .into_iter()
             .chain(band_keys('w', &words))
-        {
-            let rows = self
-                .session
-                .execute_unpaged(&self.st.get_band, (b,))
-                .await
-                .map_err(err)?
-                .into_rows_result()
-                .map_err(err)?;
-            for r in rows.rows::<(String,)>().map_err(err)? {
-                seen.insert(r.map_err(err)?.0);
-            }
-        }
+            .collect();
+        let per_band: Vec<Vec<String>> = futures::stream::iter(bands)
+            .map(|b| async move {
+                let rows = self
+                    .session
+                    .execute_unpaged(&self.st.get_band, (b,))
+                    .await
+                    .map_err(err)?
+                    .into_rows_result()
+                    .map_err(err)?;
+                rows.rows::<(String,)>()
+                    .map_err(err)?
+                    .map(|r| r.map(|(fp,)| fp).map_err(err))
+                    .collect::<Result<Vec<String>, HistoryError>>()
+            })
+            .buffered(LOOKUPS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        let seen: std::collections::BTreeSet<String> = per_band.into_iter().flatten().collect();
         let to_u32 = |b: &[u8]| {
             b.chunks(4)
                 .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect::<Vec<u32>>()
         };
+        let sigs: Vec<(String, Option<SignatureRow>)> = futures::stream::iter(seen)
+            .map(|fp| async move {
+                let rows = self
+                    .session
+                    .execute_unpaged(&self.st.get_sig, (&fp,))
+                    .await
+                    .map_err(err)?
+                    .into_rows_result()
+                    .map_err(err)?;
+                let row = rows
+                    .maybe_first_row::<(Vec<u8>, Vec<u8>, String)>()
+                    .map_err(err)?;
+                Ok::<_, HistoryError>((fp, row))
+            })
+            .buffered(LOOKUPS_IN_FLIGHT)
+            .try_collect()
+            .await?;
         let mut candidates = Vec::new();
-        for fp in seen {
-            let rows = self
-                .session
-                .execute_unpaged(&self.st.get_sig, (&fp,))
-                .await
-                .map_err(err)?
-                .into_rows_result()
-                .map_err(err)?;
-            if let Some((c, w, t)) = rows
-                .maybe_first_row::<(Vec<u8>, Vec<u8>, String)>()
-                .map_err(err)?
-            {
+        for (fp, row) in sigs {
+            if let Some((c, w, t)) = row {
                 let sim = similarity(&to_u32(&c), &chars).max(similarity(&to_u32(&w), &words));
                 if sim >= min_similarity {
                     candidates.push((sim, fp, t));
@@ -621,19 +666,22 @@ impl ScyllaHistory {
             .collect();
         let next = (start + page.len() < candidates.len())
             .then(|| crate::encode_cursor(&(start + page.len()).to_string()));
-        let mut items = Vec::new();
-        for (similarity, fingerprint, text) in page {
-            let sightings = self
-                .sightings(&fingerprint, sightings_per_match, None)
-                .await?
-                .items;
-            items.push(SpamMatch {
-                fingerprint,
-                text,
-                similarity,
-                sightings,
-            });
-        }
+        let items = futures::stream::iter(page)
+            .map(|(similarity, fingerprint, text)| async move {
+                let sightings = self
+                    .sightings(&fingerprint, sightings_per_match, None)
+                    .await?
+                    .items;
+                Ok::<_, HistoryError>(SpamMatch {
+                    fingerprint,
+                    text,
+                    similarity,
+                    sightings,
+                })
+            })
+            .buffered(LOOKUPS_IN_FLIGHT)
+            .try_collect()
+            .await?;
         Ok(Page { items, next })
     }
 }

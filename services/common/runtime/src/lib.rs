@@ -8,6 +8,9 @@
 //!   with the reason, and shutdown is bounded.
 //! - [`shutdown_on_signals`]: cancels a token on SIGTERM or Ctrl-C, and a
 //!   second one on the next signal (stop waiting, exit now).
+//! - [`role`]: the cluster flags every role takes, connecting, and
+//!   [`run_role`], which runs a role's tasks with all of the above.
+//! - [`exit`]: exit codes (64 bad usage or config, 65 bad data).
 //! - [`init_logging`]: `tracing` to stderr, filtered by `RUST_LOG` (roles
 //!   call `spamscope_telemetry::init`, which also sets up metrics and traces).
 
@@ -21,8 +24,11 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub mod exit;
+pub mod role;
 mod supervise;
 
+pub use role::{ClusterArgs, Lifecycle, Role, connect, run_role};
 pub use supervise::{Ended, Supervisor};
 
 /// How long a role has, after SIGINT or SIGTERM, to stop its tasks.

@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 
+/// Prefix of every Redis key unless configured otherwise.
+pub const DEFAULT_PREFIX: &str = "spamscope:";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("redis: {0}")]

@@ -25,7 +25,7 @@ use spamscope_runtime::Health;
 use spamscope_store::Store;
 use tokio_util::sync::CancellationToken;
 
-use crate::cmd::replay::read;
+use spamscope_ingest::files::read;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {

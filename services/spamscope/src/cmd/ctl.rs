@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use spamscope_store::Store;
 
-use crate::cmd::cluster::KubeArgs;
 use crate::exit::Exit;
+use spamscope_router::cli::KubeArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct CtlArgs {
@@ -33,7 +33,7 @@ pub struct StatusArgs {
     /// Redis of the cluster.
     #[arg(long, env = "SPAMSCOPE_REDIS_URL")]
     pub redis_url: String,
-    #[arg(long, env = "SPAMSCOPE_REDIS_PREFIX", default_value = "spamscope:")]
+    #[arg(long, env = "SPAMSCOPE_REDIS_PREFIX", default_value = spamscope_store::DEFAULT_PREFIX)]
     pub redis_prefix: String,
     /// Also list every shard (owner, epoch, last sequence, lag).
     #[arg(long)]

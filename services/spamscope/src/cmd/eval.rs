@@ -10,10 +10,10 @@ use spamscope_chat::replay;
 use spamscope_detect::eval::{self, ClassificationReport};
 use spamscope_detect::score::{ScoreModel, TrainedOn, content_hash};
 
-use crate::cmd::params::ParamsArgs;
-use crate::cmd::replay::{read, report_malformed};
 use crate::cmd::train::{LabelledFile, read_labelled};
 use crate::exit::Exit;
+use spamscope_detector::cli::ParamsArgs;
+use spamscope_ingest::files::{read, report_malformed};
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["labeled", "moderation"])))]

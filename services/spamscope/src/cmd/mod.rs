@@ -2,13 +2,12 @@
 
 pub mod bench;
 pub mod bench_history;
-pub mod cluster;
 pub mod ctl;
 pub mod eval;
 pub mod local_nats;
-pub mod params;
 pub mod print;
 pub mod replay;
+pub mod standalone;
 pub mod train;
 
 /// A bundled data file, found from the current directory or the repository

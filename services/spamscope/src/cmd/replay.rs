@@ -8,16 +8,15 @@ use std::time::Instant;
 
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
-use spamscope_chat::replay::{self, Pacer, ReplayFile, Speed};
+use spamscope_chat::replay::{self, Pacer, Speed};
 use spamscope_chat::stats::{Stats, StatsBuilder};
 use spamscope_detect::{Detector, ScoreModel, json};
 use spamscope_proto::v1::{DetectorOutput, detector_output::Kind};
 
-use crate::cmd::params::ParamsArgs;
 use crate::exit::Exit;
+use spamscope_detector::cli::ParamsArgs;
+use spamscope_ingest::files::{read, report_malformed};
 
-/// How many malformed lines are reported one by one on stderr.
-const MALFORMED_REPORTED: usize = 5;
 /// Replays shorter than this get no progress bar.
 const PROGRESS_MIN_EVENTS: usize = 20_000;
 
@@ -127,25 +126,6 @@ fn print_stats_of(
         print_stats(&mut out, &stats)?;
     }
     Ok(())
-}
-
-/// Reads every file; an unreadable or unrecognised one is a data error.
-pub fn read(paths: &[PathBuf]) -> Result<Vec<ReplayFile>> {
-    replay::read_files(paths).map_err(|e| Exit::data(e.to_string()))
-}
-
-/// Reports the first malformed lines with file and line number on stderr.
-pub fn report_malformed(files: &[ReplayFile]) {
-    let all: Vec<_> = replay::malformed(files).collect();
-    for (path, m) in all.iter().take(MALFORMED_REPORTED) {
-        eprintln!("{}:{}: malformed: {}", path.display(), m.line, m.reason);
-    }
-    if all.len() > MALFORMED_REPORTED {
-        eprintln!(
-            "... and {} more malformed lines (counted, skipped)",
-            all.len() - MALFORMED_REPORTED
-        );
-    }
 }
 
 /// `HH:MM:SS` (UTC) of a millisecond timestamp.

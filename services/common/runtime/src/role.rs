@@ -1,0 +1,242 @@
+//! What every role's process shares: the cluster flags, connecting to NATS
+//! and Redis, and running the role's tasks under a supervisor with health
+//! endpoints, telemetry and signals ([`run_role`]).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use spamscope_bus::{Bus, BusConfig};
+use spamscope_store::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::exit::Exit;
+use crate::{Health, Supervisor, serve_health, shutdown_on_signals};
+
+/// Flags every role shares.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// TOML file of flag values (keys are the long flags without dashes;
+    /// a `[role]` table for one role): defaults, then this file, then the
+    /// environment, then the command line.
+    #[arg(long, env = "SPAMSCOPE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// NATS server (JetStream enabled).
+    #[arg(long, env = "SPAMSCOPE_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Redis for membership, shard owners and checkpoints.
+    #[arg(long, env = "SPAMSCOPE_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key.
+    #[arg(long, env = "SPAMSCOPE_REDIS_PREFIX", default_value = spamscope_store::DEFAULT_PREFIX)]
+    pub redis_prefix: String,
+    /// Shards of the cluster; fixed at first start (recorded in Redis).
+    #[arg(long, env = "SPAMSCOPE_SHARDS", default_value_t = spamscope_routing::DEFAULT_SHARDS,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub shards: u32,
+    /// Where /healthz and /readyz are served (port 0: any free port).
+    #[arg(long, env = "SPAMSCOPE_HEALTH_LISTEN", default_value = "127.0.0.1:0")]
+    pub health_listen: SocketAddr,
+    /// Retention of the CHAT stream, in seconds.
+    #[arg(long, default_value_t = BusConfig::default().chat_max_age.as_secs())]
+    pub chat_max_age_s: u64,
+    /// Retention of the SPAM stream, in seconds.
+    #[arg(long, default_value_t = BusConfig::default().spam_max_age.as_secs())]
+    pub spam_max_age_s: u64,
+    /// Size limit of the CHAT stream, in bytes (oldest dropped first).
+    #[arg(long, default_value_t = BusConfig::default().chat_max_bytes)]
+    pub chat_max_bytes: i64,
+    /// Size limit of the SPAM stream, in bytes.
+    #[arg(long, default_value_t = BusConfig::default().spam_max_bytes)]
+    pub spam_max_bytes: i64,
+    /// JetStream duplicate window, in seconds.
+    #[arg(long, default_value_t = BusConfig::default().duplicate_window.as_secs())]
+    pub duplicate_window_s: u64,
+    /// After SIGINT or SIGTERM, how long the role's tasks get to stop, in
+    /// seconds (a detector gets its --handover-timeout-s on top); a second
+    /// signal stops at once.
+    #[arg(long, env = "SPAMSCOPE_SHUTDOWN_GRACE_S",
+          default_value_t = crate::DEFAULT_SHUTDOWN_GRACE.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub shutdown_grace_s: u64,
+    /// Run this role on a private in-memory store instead of Redis: nothing
+    /// is shared with other processes (shard owners, checkpoints, params).
+    /// For trying one role alone; `standalone` needs no flag for this.
+    #[arg(long)]
+    pub private_memory_store: bool,
+}
+
+impl ClusterArgs {
+    pub fn bus_config(&self, url: &str) -> BusConfig {
+        BusConfig {
+            url: url.to_owned(),
+            shards: self.shards,
+            chat_max_age: Duration::from_secs(self.chat_max_age_s),
+            spam_max_age: Duration::from_secs(self.spam_max_age_s),
+            chat_max_bytes: self.chat_max_bytes,
+            spam_max_bytes: self.spam_max_bytes,
+            duplicate_window: Duration::from_secs(self.duplicate_window_s),
+        }
+    }
+
+    pub fn lifecycle(&self) -> Lifecycle {
+        Lifecycle {
+            grace: Duration::from_secs(self.shutdown_grace_s),
+            health_listen: self.health_listen,
+        }
+    }
+
+    /// Roles in separate processes share shard owners, checkpoints and
+    /// params through Redis: without it each would silently work alone.
+    pub fn require_shared_store(&self) -> Result<()> {
+        if self.redis_url.is_none() && !self.private_memory_store {
+            return Err(Exit::usage(
+                "--redis-url (or SPAMSCOPE_REDIS_URL) is required: roles in separate processes \
+                 share shard owners, checkpoints and params through Redis \
+                 (--private-memory-store runs this process alone on an in-memory store)",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn nats_url(&self) -> Result<String> {
+        self.nats_url.clone().ok_or_else(|| {
+            Exit::usage("--nats-url (or SPAMSCOPE_NATS_URL) is required for this role")
+        })
+    }
+}
+
+/// Logs, metrics and traces of a role (inside the runtime: the OTLP
+/// exporter needs it).
+pub fn telemetry(role: &str) -> Result<spamscope_telemetry::Telemetry> {
+    spamscope_telemetry::init(role)
+        .map_err(|e| Exit::usage(format!("OTEL_EXPORTER_OTLP_ENDPOINT: {e}")))
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")
+}
+
+/// Where a role serves its health and how long it has to stop.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifecycle {
+    pub grace: Duration,
+    pub health_listen: SocketAddr,
+}
+
+/// What a role's setup is given: its health and its shutdown.
+#[derive(Debug)]
+pub struct Role {
+    pub health: Health,
+    pub shutdown: CancellationToken,
+}
+
+impl Role {
+    pub fn supervisor(&self) -> Supervisor {
+        Supervisor::new(self.shutdown.clone())
+    }
+
+    /// `/readyz` fails while the NATS connection is down.
+    pub fn require_nats(&self, bus: &Bus) {
+        let client = bus.client.clone();
+        self.health.require("nats", move || {
+            client.connection_state() == async_nats::connection::State::Connected
+        });
+    }
+}
+
+/// Runs a role: telemetry, signals, the health endpoint, then `setup`
+/// (connect, open stores, register the tasks) and the supervised tasks
+/// until a signal or a failure. A signal during setup (NATS not answering)
+/// stops it too. A first SIGINT or SIGTERM stops the tasks within
+/// `--shutdown-grace-s` (more for a detector handing over); a second one
+/// exits at once.
+pub fn run_role<F, Fut>(name: &'static str, life: Lifecycle, setup: F) -> Result<()>
+where
+    F: FnOnce(Role) -> Fut,
+    Fut: std::future::Future<Output = Result<Supervisor>>,
+{
+    let Lifecycle {
+        grace,
+        health_listen,
+    } = life;
+    let rt = runtime()?;
+    let result = rt.block_on(async move {
+        let _telemetry = telemetry(name)?;
+        let shutdown = CancellationToken::new();
+        let force = shutdown_on_signals(shutdown.clone());
+        let health = Health::default();
+        start_health(health_listen, health.clone(), shutdown.clone()).await?;
+        let role = Role {
+            health,
+            shutdown: shutdown.clone(),
+        };
+        let sup = tokio::select! {
+            sup = setup(role) => sup?,
+            () = shutdown.cancelled() => {
+                eprintln!("{name}: stopped while starting");
+                return Ok(());
+            }
+        };
+        let ended = sup.wait(grace, &force).await;
+        if !ended.abandoned.is_empty() {
+            eprintln!(
+                "{name}: did not stop within {} s, abandoned: {}",
+                grace.as_secs(),
+                ended.abandoned.join(", ")
+            );
+        }
+        ended.into_result()
+    });
+    // Whatever is still running (an abandoned connection) is not waited for.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+pub async fn start_health(
+    addr: SocketAddr,
+    health: Health,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| Exit::usage(format!("--health-listen {addr}: {e}")))?;
+    let bound = listener.local_addr()?;
+    info!(%bound, "health endpoints on /healthz and /readyz");
+    eprintln!("health: http://{bound}/healthz");
+    tokio::spawn(serve_health(listener, health, shutdown));
+    Ok(())
+}
+
+pub async fn connect(cluster: &ClusterArgs, url: &str, name: &str) -> Result<(Bus, Store)> {
+    // The shard count is checked before any per-shard stream is made.
+    let store = Store::open(cluster.redis_url.as_deref(), &cluster.redis_prefix).await?;
+    store
+        .ensure_shards(cluster.shards)
+        .await
+        .map_err(|e| Exit::usage(e.to_string()))?;
+    let bus = Bus::connect(url, name).await?;
+    // JetStream can answer a moment after nats-server accepts connections
+    // (it recovers its streams first): a role started beside it retries
+    // for a while instead of exiting.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match bus.ensure_streams(&cluster.bus_config(url)).await {
+            Ok(()) => break,
+            Err(e) if tokio::time::Instant::now() + backoff < deadline => {
+                tracing::warn!(error = %e, "JetStream streams not ready; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok((bus, store))
+}

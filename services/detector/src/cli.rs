@@ -1,0 +1,112 @@
+//! The `detector` role's flags and run, and the detector params flags
+//! (`--params`, `--param`) that `replay`, `eval` and `standalone` take too.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde_json::{Map, Value};
+use spamscope_runtime::exit::Exit;
+use spamscope_runtime::{ClusterArgs, connect, run_role};
+
+#[derive(Debug, clap::Args)]
+pub struct DetectorArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Stable id of this replica (a StatefulSet pod name).
+    #[arg(long, env = "SPAMSCOPE_REPLICA_ID")]
+    pub replica_id: String,
+    /// Publish a spam score for every message too.
+    #[arg(long)]
+    pub scores: bool,
+    /// Checkpoint each shard after this many events.
+    #[arg(long, default_value_t = crate::ReplicaConfig::default().checkpoint_every_events)]
+    pub checkpoint_events: u64,
+    /// Heartbeat TTL in milliseconds: a replica silent this long is dropped.
+    #[arg(long, default_value_t = crate::ReplicaConfig::default().heartbeat_ttl.as_millis() as u64)]
+    pub heartbeat_ttl_ms: u64,
+    /// On SIGTERM, how long to wait for the hand-over, in seconds.
+    #[arg(long, default_value_t = crate::ReplicaConfig::default().handover_timeout.as_secs())]
+    pub handover_timeout_s: u64,
+    #[command(flatten)]
+    pub params: ParamsArgs,
+}
+
+/// `spamscope detector`.
+pub fn run(args: DetectorArgs) -> Result<()> {
+    let url = args.cluster.nats_url()?;
+    args.cluster.require_shared_store()?;
+    let params = args.params.layer()?;
+    // The hand-over comes first, then the usual grace.
+    let mut cluster = args.cluster.clone();
+    cluster.shutdown_grace_s += args.handover_timeout_s;
+    run_role("detector", cluster.lifecycle(), |role| async move {
+        let (bus, store) = connect(&args.cluster, &url, "spamscope-detector").await?;
+        role.require_nats(&bus);
+        let cfg = crate::ReplicaConfig {
+            replica_id: args.replica_id,
+            shards: args.cluster.shards,
+            checkpoint_every_events: args.checkpoint_events,
+            heartbeat_ttl: Duration::from_millis(args.heartbeat_ttl_ms),
+            heartbeat_interval: Duration::from_millis((args.heartbeat_ttl_ms / 4).max(100)),
+            handover_timeout: Duration::from_secs(args.handover_timeout_s),
+            params,
+            emit_scores: args.scores,
+            ..Default::default()
+        };
+        let mut sup = role.supervisor();
+        let (health, stop) = (role.health.clone(), sup.shutdown().clone());
+        sup.critical("detector", async move {
+            Ok(crate::run(cfg, bus, store, health, Arc::default(), stop).await?)
+        });
+        Ok(sup)
+    })
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ParamsArgs {
+    /// JSON object of detector params overriding the defaults (see README).
+    #[arg(long, value_name = "FILE", env = "SPAMSCOPE_PARAMS_FILE")]
+    pub params: Option<PathBuf>,
+    /// One param, KEY=VALUE with VALUE in JSON (`--param sensitivity=2`).
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    pub param: Vec<String>,
+}
+
+impl ParamsArgs {
+    /// The layer these flags describe; bad input exits 64 naming the key.
+    pub fn layer(&self) -> Result<Value> {
+        let mut obj = match &self.params {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    Exit::usage(format!("--params {}: cannot read: {e}", path.display()))
+                })?;
+                match serde_json::from_str::<Value>(&text) {
+                    Ok(Value::Object(o)) => o,
+                    Ok(_) => {
+                        return Err(Exit::usage(format!(
+                            "--params {}: not a JSON object",
+                            path.display()
+                        )));
+                    }
+                    Err(e) => {
+                        return Err(Exit::usage(format!("--params {}: {e}", path.display())));
+                    }
+                }
+            }
+            None => Map::new(),
+        };
+        for kv in &self.param {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| Exit::usage(format!("--param {kv:?}: expected KEY=VALUE")))?;
+            let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()));
+            obj.insert(k.trim().to_owned(), value);
+        }
+        let layer = Value::Object(obj);
+        spamscope_detect::DetectorParams::layered(&[&layer])
+            .map_err(|e| Exit::usage(e.to_string()))?;
+        Ok(layer)
+    }
+}

@@ -1,0 +1,132 @@
+//! The `gateway` role's flags and run, and [`start`], which `standalone`
+//! uses too.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use spamscope_bus::Bus;
+use spamscope_history_writer::cli::HistoryArgs;
+use spamscope_runtime::exit::Exit;
+use spamscope_runtime::{ClusterArgs, Health, Supervisor, connect, run_role};
+use spamscope_store::Store;
+use tokio::net::TcpListener;
+
+/// Flags of the gateway and its history store.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayArgs {
+    /// Where the gRPC / gRPC-web API and the web UI are served.
+    #[arg(long, env = "SPAMSCOPE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The built web UI (`make ui` builds web/dist).
+    #[arg(long, env = "SPAMSCOPE_UI_DIR", default_value = "web/dist")]
+    pub ui_dir: PathBuf,
+    /// File holding the admin token that SetParams requires (or set
+    /// SPAMSCOPE_ADMIN_TOKEN); without one, params are read-only.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Do not run the history writer in this process (with Scylla, run
+    /// `spamscope history-writer` instead).
+    #[arg(long)]
+    pub no_writer: bool,
+    #[command(flatten)]
+    pub history: HistoryArgs,
+}
+
+impl GatewayArgs {
+    /// The admin token from `--admin-token-file` or `SPAMSCOPE_ADMIN_TOKEN`
+    /// (never printed).
+    pub fn admin_token(&self) -> Result<Option<String>> {
+        if let Some(p) = &self.admin_token_file {
+            let t = std::fs::read_to_string(p)
+                .map_err(|e| Exit::usage(format!("--admin-token-file {}: {e}", p.display())))?
+                .trim()
+                .to_owned();
+            if t.len() < 16 {
+                return Err(Exit::usage(
+                    "--admin-token-file: the token must have at least 16 characters",
+                ));
+            }
+            return Ok(Some(t));
+        }
+        Ok(std::env::var("SPAMSCOPE_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty()))
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GatewayRoleArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+/// Starts the history writer (unless `--no-writer`) and the gateway on
+/// `bus`/`store` under `sup`; returns the address served.
+pub async fn start(
+    args: &GatewayArgs,
+    shards: u32,
+    bus: &Bus,
+    store: &Store,
+    sup: &mut Supervisor,
+) -> Result<SocketAddr> {
+    let history = args.history.open().await?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| Exit::usage(format!("--listen {}: {e}", args.listen)))?;
+    let addr = listener.local_addr()?;
+    let stop = sup.shutdown().clone();
+    if !args.no_writer {
+        let (a, b, h, st) = (
+            args.history.clone(),
+            bus.clone(),
+            history.clone(),
+            stop.clone(),
+        );
+        sup.critical("history writer", async move {
+            a.write(&b, &h, Health::default(), st).await
+        });
+    }
+    let gateway = crate::Gateway::new(
+        bus.clone(),
+        store.clone(),
+        history,
+        shards,
+        args.admin_token()?,
+    );
+    let ui = args
+        .ui_dir
+        .join("index.html")
+        .exists()
+        .then(|| args.ui_dir.clone());
+    if ui.is_none() {
+        eprintln!(
+            "gateway: no web UI at {} (run `make ui`); serving the API only",
+            args.ui_dir.display()
+        );
+    }
+    sup.critical("gateway server", async move {
+        crate::serve(listener, gateway, ui, stop)
+            .await
+            .context("gateway server")
+    });
+    Ok(addr)
+}
+
+/// `spamscope gateway`.
+pub fn run(args: GatewayRoleArgs) -> Result<()> {
+    let url = args.cluster.nats_url()?;
+    args.cluster.require_shared_store()?;
+    args.gateway.admin_token()?;
+    run_role("gateway", args.cluster.lifecycle(), |role| async move {
+        let (bus, store) = connect(&args.cluster, &url, "spamscope-gateway").await?;
+        role.require_nats(&bus);
+        let mut sup = role.supervisor();
+        let addr = start(&args.gateway, args.cluster.shards, &bus, &store, &mut sup).await?;
+        role.health.set_ready(true);
+        eprintln!("gateway: http://{addr}/ (gRPC and gRPC-web on the same port)");
+        Ok(sup)
+    })
+}
