@@ -215,7 +215,7 @@ struct Window<'a> {
     queued: usize,
     retry: Vec<Key<'a>>,
     retry_at: Instant,
-    backoff: Duration,
+    backoff: spamscope_runtime::Backoff,
     /// `busy.len()` at most.
     max_in_flight: usize,
     /// Encoded bytes of one event at most; larger ones are dead letters.
@@ -234,7 +234,7 @@ impl<'a> Window<'a> {
             queued: 0,
             retry: Vec::new(),
             retry_at: Instant::now(),
-            backoff: FIRST_BACKOFF,
+            backoff: spamscope_runtime::Backoff::new(FIRST_BACKOFF, MAX_BACKOFF),
             max_in_flight: 0,
             max_event: usize::MAX,
             too_large: 0,
@@ -290,10 +290,9 @@ impl<'a> Window<'a> {
     }
 
     fn failed(&mut self, key: Key<'a>, e: &dyn std::fmt::Display) {
-        warn!(error = %e, stream = %key.1, backoff_ms = self.backoff.as_millis() as u64, "publish failed; resending");
+        warn!(error = %e, stream = %key.1, backoff_ms = self.backoff.peek().as_millis() as u64, "publish failed; resending");
         if self.retry.is_empty() {
-            self.retry_at = Instant::now() + self.backoff;
-            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+            self.retry_at = Instant::now() + self.backoff.next_delay();
         }
         self.retry.push(key);
     }
@@ -322,7 +321,7 @@ impl<'a> Window<'a> {
                 return;
             }
         };
-        self.backoff = FIRST_BACKOFF;
+        self.backoff.reset();
         let Some(b) = self.busy.get_mut(&key) else {
             return;
         };

@@ -277,7 +277,8 @@ pub async fn publish_one(
     let headers = crate::chat_headers(ev, shard, 1);
     let payload = Bytes::from(ev.encode_to_vec());
     let id = chat_msg_id(ev);
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff =
+        spamscope_runtime::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         match bus
             .publish(subject.clone(), &id, headers.clone(), payload.clone())
@@ -294,10 +295,9 @@ pub async fn publish_one(
             Err(e) => {
                 warn!(error = %e, "publish failed; retrying");
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
                     _ = shutdown.cancelled() => { report.interrupted = true; return Ok(()); }
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }

@@ -141,7 +141,7 @@ async fn poll_video(
         video_id: video.to_owned(),
         channel_id: String::new(),
     };
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = spamscope_runtime::Backoff::new(Duration::from_millis(500), cfg.max_poll);
     let page = loop {
         let url = format!("{}/live_chat?is_popout=1&v={video}", cfg.base_url);
         match http
@@ -156,11 +156,10 @@ async fn poll_video(
             },
             Err(e) => warn!(video, error = %e, "live-chat page failed"),
         }
-        if !sleep_or_stop(backoff, stop).await {
+        if !sleep_or_stop(backoff.next_delay(), stop).await {
             report.interrupted = true;
             return Ok(report);
         }
-        backoff = (backoff * 2).min(cfg.max_poll);
     };
     info!(video, "polling YouTube live chat");
     let mut continuation = page.continuation.clone();
@@ -190,15 +189,14 @@ async fn poll_video(
             },
             Err(e) => {
                 warn!(video, error = %e, "poll failed; backing off");
-                if !sleep_or_stop(backoff, stop).await {
+                if !sleep_or_stop(backoff.next_delay(), stop).await {
                     report.interrupted = true;
                     return Ok(report);
                 }
-                backoff = (backoff * 2).min(cfg.max_poll);
                 continue;
             }
         };
-        backoff = Duration::from_millis(500);
+        backoff.reset();
         let (actions, next) = parse_poll(&resp);
         for a in actions.iter().flat_map(flatten_replay) {
             match parse_action(a, &ctx, last_ts) {
@@ -230,7 +228,7 @@ async fn poll_video(
                 }
             }
             None if resp.is_null() => {
-                if !sleep_or_stop(backoff, stop).await {
+                if !sleep_or_stop(backoff.peek(), stop).await {
                     report.interrupted = true;
                     return Ok(report);
                 }

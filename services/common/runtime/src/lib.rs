@@ -24,10 +24,12 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+mod backoff;
 pub mod exit;
 pub mod role;
 mod supervise;
 
+pub use backoff::Backoff;
 pub use role::{ClusterArgs, Lifecycle, Role, connect, run_role};
 pub use supervise::{Ended, Supervisor};
 

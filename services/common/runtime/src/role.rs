@@ -226,14 +226,13 @@ pub async fn connect(cluster: &ClusterArgs, url: &str, name: &str) -> Result<(Bu
     // (it recovers its streams first): a role started beside it retries
     // for a while instead of exiting.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = crate::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         match bus.ensure_streams(&cluster.bus_config(url)).await {
             Ok(()) => break,
-            Err(e) if tokio::time::Instant::now() + backoff < deadline => {
+            Err(e) if tokio::time::Instant::now() + backoff.peek() < deadline => {
                 tracing::warn!(error = %e, "JetStream streams not ready; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(backoff.next_delay()).await;
             }
             Err(e) => return Err(e.into()),
         }
