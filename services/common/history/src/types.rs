@@ -1,0 +1,60 @@
+//! What every history store answers with, and its errors.
+
+use base64::Engine;
+use spamscope_proto::StreamKey;
+use spamscope_proto::v1::{Platform, SpamEvent};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("history store: {0}")]
+    Store(String),
+    #[error("invalid page token")]
+    BadCursor,
+}
+
+macro_rules! store_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for HistoryError {
+            fn from(e: $t) -> Self { HistoryError::Store(e.to_string()) }
+        }
+    )*};
+}
+store_err!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    prost::DecodeError
+);
+
+/// One page of results and the cursor of the next one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+/// A spam that matches a search, with where and when it was seen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpamMatch {
+    pub fingerprint: String,
+    pub text: String,
+    pub similarity: f64,
+    pub sightings: Vec<SpamEvent>,
+}
+
+pub(crate) fn stream_key(platform: i32, id: &str) -> String {
+    StreamKey::format(Platform::of(platform), id)
+}
+
+pub(crate) fn encode_cursor(key: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+}
+
+pub(crate) fn decode_cursor(c: &str) -> Result<String, HistoryError> {
+    let b = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .map_err(|_| HistoryError::BadCursor)?;
+    String::from_utf8(b).map_err(|_| HistoryError::BadCursor)
+}
