@@ -349,8 +349,8 @@ impl Detector {
 
 /// Idempotency key of an output, derived from its content so that every
 /// replica (and an in-process replay) computes the same key for the same
-/// output: `<stream>/event/<id>/<version>`, `<stream>/decision/<user>`,
-/// `<stream>/score/<message id>`.
+/// output: `<stream>/event/<id>/<version>`, `<stream>/decision/<user>/<at
+/// ms>`, `<stream>/score/<message id>`.
 pub fn output_key(o: &DetectorOutput) -> String {
     use spamscope_proto::v1::detector_output::Kind as O;
     let stream = |p: i32, id: &str| StreamKey::format(Platform::of(p), id);
@@ -367,7 +367,13 @@ pub fn output_key(o: &DetectorOutput) -> String {
             } else {
                 &d.user_id
             };
-            format!("{}/decision/{user}", stream(d.platform, &d.stream_id))
+            // The flag's time too: a user forgotten (idle) and flagged
+            // again is a new decision, not a duplicate of the first.
+            format!(
+                "{}/decision/{user}/{}",
+                stream(d.platform, &d.stream_id),
+                d.at_ms
+            )
         }
         Some(O::MessageScore(s)) => format!(
             "{}/score/{}",

@@ -922,3 +922,38 @@ fn the_cluster_layer_sits_over_the_process_layer() {
         .unwrap_err();
     assert!(err.to_string().contains("blacklist"), "{err}");
 }
+
+/// A user flagged, forgotten when idle, and flagged again gets a second
+/// decision with its own idempotency key (the key was `<stream>/decision/
+/// <user>`, so the bus dropped the second as a duplicate).
+#[test]
+fn a_user_flagged_again_after_being_forgotten_is_a_new_decision() {
+    let mut det = Detector::new(model());
+    let mut out = Vec::new();
+    det.set_default_params(json!({"user_idle_ms": 60_000}), &mut out)
+        .unwrap();
+    let promo = "hey guys follow my twitch channel pls";
+    det.handle(&msg("c", "promoter", 10_000, promo), &mut out);
+    // Others chat for ten minutes: the promoter is idle and forgotten.
+    for i in 1..=60 {
+        det.handle(
+            &msg(
+                "c",
+                &format!("viewer{}", i % 7),
+                10_000 + i * 10_000,
+                "nice play",
+            ),
+            &mut out,
+        );
+    }
+    det.handle(&msg("c", "promoter", 700_000, promo), &mut out);
+    let keys: Vec<String> = out
+        .iter()
+        .filter(|o| {
+            matches!(&o.kind, Some(detector_output::Kind::Decision(d)) if d.user_login == "promoter")
+        })
+        .map(spamscope_detect::output_key)
+        .collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_ne!(keys[0], keys[1]);
+}
