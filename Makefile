@@ -2,6 +2,7 @@
 
 CARGO ?= cargo
 SPAMSCOPE := target/release/spamscope
+SPAMSCOPE_BENCH := target/release/spamscope-bench
 DATA := testdata/twitch/xqcow-2019-09-15.irc testdata/youtube/chilledcow-2020-11.chat-downloader.json
 
 LISTEN ?= 127.0.0.1:8080
@@ -65,8 +66,9 @@ bench: build
 	fi
 	$(CARGO) bench -p spamscope-detect --bench detector
 	$(CARGO) bench -p spamscope-detect --bench state_size
-	SPAMSCOPE_NATS_SERVER=$(BENCH_NATS_SERVER) $(SPAMSCOPE) bench history
-	SPAMSCOPE_NATS_SERVER=$(BENCH_NATS_SERVER) $(SPAMSCOPE) bench pipeline --events $(BENCH_EVENTS) --streams $(BENCH_STREAMS)
+	$(CARGO) build --release -p spamscope-bench
+	SPAMSCOPE_NATS_SERVER=$(BENCH_NATS_SERVER) $(SPAMSCOPE_BENCH) history
+	SPAMSCOPE_NATS_SERVER=$(BENCH_NATS_SERVER) $(SPAMSCOPE_BENCH) pipeline --events $(BENCH_EVENTS) --streams $(BENCH_STREAMS)
 
 ## drills: fault drills on real processes (kill, restart, flood, garbage); prints a table, fails on any loss
 drills:

@@ -50,8 +50,6 @@ enum Command {
     HistoryWriter(spamscope_history_writer::cli::HistoryWriterArgs),
     /// Every role in one process (starts nats-server when no --nats-url).
     Standalone(cmd::standalone::StandaloneArgs),
-    /// Benchmarks of the running system (`bench pipeline`).
-    Bench(cmd::bench::BenchArgs),
     /// Look at and resize a running cluster (`ctl status`, `ctl scale`).
     Ctl(cmd::ctl::CtlArgs),
 }
@@ -86,7 +84,6 @@ fn main() {
         Command::Gateway(args) => spamscope_gateway::cli::run(args),
         Command::HistoryWriter(args) => spamscope_history_writer::cli::run(args),
         Command::Standalone(args) => cmd::standalone::run(args),
-        Command::Bench(args) => cmd::bench::run(args),
         Command::Ctl(args) => cmd::ctl::run(args),
     };
     if let Err(e) = result {

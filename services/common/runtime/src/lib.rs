@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 mod backoff;
 pub mod exit;
+pub mod local_nats;
 pub mod role;
 mod supervise;
 

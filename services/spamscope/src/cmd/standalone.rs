@@ -47,7 +47,7 @@ pub fn run(args: StandaloneArgs) -> Result<()> {
         let url = match &args.cluster.nats_url {
             Some(u) => u.clone(),
             None => {
-                let n = crate::cmd::local_nats::LocalNats::start().await?;
+                let n = spamscope_runtime::local_nats::LocalNats::start().await?;
                 let url = n.url();
                 sup.hold(n);
                 url

@@ -1,4 +1,4 @@
-//! `spamscope bench pipeline`: the sharded pipeline on one machine, measured
+//! `spamscope-bench pipeline`: the sharded pipeline on one machine, measured
 //! against raw JetStream in the same run.
 //!
 //! Everything runs in this process except `nats-server` (a child on a free
@@ -6,7 +6,6 @@
 //! and detector replicas, all on the embedded state store. Events are the
 //! bundled logs repeated under shifted stream ids and timestamps.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,20 +17,14 @@ use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message;
 use spamscope_bus::{Bus, BusConfig, subjects};
-use spamscope_chat::replay::{self, Speed};
+use spamscope_chat::replay::Speed;
 use spamscope_proto::StreamKey;
 use spamscope_proto::v1::{ChatEvent, DetectorOutput, Platform, detector_output};
 use spamscope_runtime::Health;
 use spamscope_store::Store;
 use tokio_util::sync::CancellationToken;
 
-use spamscope_ingest::files::read;
-
-#[derive(Debug, clap::Args)]
-pub struct BenchArgs {
-    #[command(subcommand)]
-    pub what: BenchWhat,
-}
+use crate::common::{Sample, Sent, pct, record_latency, stamp, stamp_at, workload};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchWhat {
@@ -39,7 +32,7 @@ pub enum BenchWhat {
     Pipeline(PipelineArgs),
     /// History store write rate and search latency; concurrent WatchChannel
     /// streams on a gateway.
-    History(crate::cmd::bench_history::HistoryArgs),
+    History(crate::history::HistoryArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -82,103 +75,6 @@ pub struct PipelineArgs {
     #[arg(long, default_value_t = 20)]
     pub irc_channels: usize,
 }
-
-/// The bundled logs repeated until `n` events over `streams` streams.
-pub(crate) fn workload(n: usize, streams: usize) -> Result<Vec<ChatEvent>> {
-    let files = read(&[
-        crate::cmd::data_path("testdata/twitch/xqcow-2019-09-15.irc"),
-        crate::cmd::data_path("testdata/youtube/chilledcow-2020-11.chat-downloader.json"),
-    ])?;
-    let logs: Vec<Vec<ChatEvent>> = files
-        .into_iter()
-        .map(|f| {
-            replay::merge(vec![f])
-                .into_iter()
-                .filter(|e| {
-                    !matches!(
-                        e.kind,
-                        Some(spamscope_proto::v1::chat_event::Kind::StreamEnded(_))
-                    )
-                })
-                .collect()
-        })
-        .collect();
-    let per_stream = n.div_ceil(streams.max(1));
-    let copies = streams.div_ceil(logs.len()).max(1);
-    let mut out = Vec::with_capacity(per_stream * streams);
-    for s in 0..streams {
-        let log = &logs[s % logs.len()];
-        if log.is_empty() {
-            continue;
-        }
-        let base = log[0].ts_ms;
-        let span = log[log.len() - 1].ts_ms - base + 1000;
-        // Copies of one log start at different points of it, as different
-        // chats would be, all at the same instant: time relative to the
-        // copy's starting event, laps of the log one after another.
-        let start = (s / logs.len()) * log.len() / copies;
-        let t0 = 1_700_000_000_000 - (log[start].ts_ms - base);
-        for j in start..start + per_stream {
-            let ev = &log[j % log.len()];
-            let lap = (j / log.len()) as i64;
-            let mut e = ev.clone();
-            e.ts_ms = t0 + (ev.ts_ms - base) + lap * span;
-            e.stream_id = format!("{}-{s}", ev.stream_id);
-            e.event_id = format!("{}-{s}-{lap}", ev.event_id);
-            out.push(e);
-        }
-    }
-    out.sort_by_key(|e| e.ts_ms);
-    out.truncate(n);
-    Ok(out)
-}
-
-pub(crate) fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-/// Send times by (stream key, event time): what arrives downstream is
-/// matched to the event that caused it by those two.
-pub(crate) type Sent = Arc<Mutex<HashMap<(String, i64), Instant>>>;
-
-/// Records now as the send time of `e` (first send wins).
-pub(crate) fn stamp(sent: &Sent, e: &ChatEvent) {
-    stamp_at(sent, e, Instant::now());
-}
-
-/// Records `at` as the send time of `e` (first send wins).
-pub(crate) fn stamp_at(sent: &Sent, e: &ChatEvent, at: Instant) {
-    sent.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .entry((e.stream_key(), e.ts_ms))
-        .or_insert(at);
-}
-
-/// Adds the milliseconds from the send of `key` to `now` to `lat`, if
-/// `key` was sent.
-pub(crate) fn record_latency(
-    sent: &Sent,
-    lat: &Mutex<Vec<f64>>,
-    key: &(String, i64),
-    now: Instant,
-) {
-    let t = sent
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .get(key)
-        .copied();
-    if let Some(t) = t {
-        lat.lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(now.duration_since(t).as_secs_f64() * 1000.0);
-    }
-}
-
-/// One latency sample with where and when it arrived (for `--latency-csv`).
-type Sample = (Instant, f64, String);
 
 async fn collect_latencies(
     bus: Bus,
@@ -267,7 +163,7 @@ struct LiveIngest {
 /// `--twitch-server`) parses and publishes them. Events per second from the
 /// first line sent to the last event stored in JetStream.
 async fn live_twitch(bus: &Bus, shards: u32, channels: usize) -> Result<LiveIngest> {
-    let path = crate::cmd::data_path("testdata/twitch/xqcow-2019-09-15.irc");
+    let path = crate::common::data_path("testdata/twitch/xqcow-2019-09-15.irc");
     let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
     let mut payload = String::new();
     let mut events = 0;
@@ -559,12 +455,12 @@ async fn raw_jetstream(
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
-pub fn run(args: BenchArgs) -> Result<()> {
+pub fn run(what: BenchWhat) -> Result<()> {
     // Warnings of the roles inside (slow checkpoints, retries) on stderr.
     spamscope_telemetry::init_logging_or("warn");
-    let a = match args.what {
+    let a = match what {
         BenchWhat::Pipeline(a) => a,
-        BenchWhat::History(h) => return crate::cmd::bench_history::run(h),
+        BenchWhat::History(h) => return crate::history::run(h),
     };
     eprintln!(
         "bench: building {} events over {} streams",
@@ -575,8 +471,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         events.iter().map(|e| e.stream_id.as_str()).collect();
     let n_streams = streams.len();
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async move {
-        let nats_version = crate::cmd::local_nats::LocalNats::version().await;
-        let nats = crate::cmd::local_nats::LocalNats::start().await?;
+        let nats_version = spamscope_runtime::local_nats::LocalNats::version().await;
+        let nats = spamscope_runtime::local_nats::LocalNats::start().await?;
         let url = nats.url();
         let c = Cluster::start(&url, a.shards, a.replicas, Duration::from_secs(a.duplicate_window_s)).await?;
 

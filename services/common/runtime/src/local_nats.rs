@@ -1,5 +1,5 @@
 //! A `nats-server` child process for `standalone` when no NATS URL is given,
-//! and for the benchmarks. The binary is `nats-server` on the PATH, or the
+//! and for the benchmarks (`spamscope-bench`). The binary is `nats-server` on the PATH, or the
 //! one `SPAMSCOPE_NATS_SERVER` names.
 
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! `spamscope bench history`: the history writer's store and the gateway,
+//! `spamscope-bench history`: the history writer's store and the gateway,
 //! measured on outputs of the real detector over the bundled logs.
 //!
 //! 1. write rate: the detector's spam events and decisions written to the
@@ -24,7 +24,7 @@ use spamscope_proto::v1::{
 use spamscope_store::Store;
 use tokio_util::sync::CancellationToken;
 
-use super::bench::{Sent, pct, record_latency, stamp, workload};
+use crate::common::{Sent, pct, record_latency, stamp, workload};
 
 #[derive(Debug, clap::Args)]
 pub struct HistoryArgs {
@@ -172,7 +172,7 @@ async fn measure(
 /// returns (delivered, expected, delivered per second, latencies in ms).
 async fn watch(a: &HistoryArgs, history: History) -> Result<(u64, u64, f64, Vec<f64>)> {
     const SHARDS: u32 = 8;
-    let nats = crate::cmd::local_nats::LocalNats::start().await?;
+    let nats = spamscope_runtime::local_nats::LocalNats::start().await?;
     let url = nats.url();
     let bus = Bus::connect(&url, "spamscope-bench-gateway").await?;
     bus.ensure_streams(&BusConfig {
