@@ -333,8 +333,8 @@ async fn wait_readyz(addr: &str, ready: bool, p: &Proc) -> String {
     }
 }
 
-/// Readiness follows the live NATS connection for the roles that used to
-/// report ready once and forever (gateway, ingest, history writer), and a
+/// Readiness follows the live NATS connection and Redis for the roles that
+/// used to report ready once and forever (gateway, ingest, history writer), and a
 /// role without a shared store refuses to start instead of silently using
 /// a private one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,6 +360,12 @@ async fn readiness_follows_nats_and_roles_need_a_shared_store() {
     let r = wait_readyz(&gw_health, false, &gw).await;
     assert!(r.contains("not ready: nats"), "{r}");
     c.nats.resume();
+    wait_readyz(&gw_health, true, &gw).await;
+    // And Redis (params, cluster status): a PING every 2 s.
+    c.redis.stop();
+    let r = wait_readyz(&gw_health, false, &gw).await;
+    assert!(r.contains("redis"), "{r}");
+    c.redis.resume();
     wait_readyz(&gw_health, true, &gw).await;
 
     // A router configured by a file only (no flags) joins the cluster.

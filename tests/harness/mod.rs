@@ -311,11 +311,20 @@ impl Redis {
     /// Kills and starts again on the same port (its data is gone: Redis
     /// keeps nothing on disk here).
     pub fn restart(&mut self) {
+        self.stop();
+        std::thread::sleep(Duration::from_millis(300));
+        self.spawn();
+    }
+
+    /// Kills the server; `resume` starts it again on the same port.
+    pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
-        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    pub fn resume(&mut self) {
         self.spawn();
     }
 }

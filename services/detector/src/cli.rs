@@ -44,6 +44,7 @@ pub fn run(args: DetectorArgs) -> Result<()> {
     run_role("detector", cluster.lifecycle(), |role| async move {
         let (bus, store) = connect(&args.cluster, &url, "spamscope-detector").await?;
         role.require_nats(&bus);
+        role.require_store(&store);
         let cfg = crate::ReplicaConfig {
             replica_id: args.replica_id,
             shards: args.cluster.shards,

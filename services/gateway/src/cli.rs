@@ -123,6 +123,7 @@ pub fn run(args: GatewayRoleArgs) -> Result<()> {
     run_role("gateway", args.cluster.lifecycle(), |role| async move {
         let (bus, store) = connect(&args.cluster, &url, "spamscope-gateway").await?;
         role.require_nats(&bus);
+        role.require_store(&store);
         let mut sup = role.supervisor();
         let addr = start(&args.gateway, args.cluster.shards, &bus, &store, &mut sup).await?;
         role.health.set_ready(true);

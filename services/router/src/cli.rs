@@ -94,6 +94,7 @@ pub fn run(args: RouterArgs) -> Result<()> {
     run_role("router", args.cluster.lifecycle(), |role| async move {
         let (bus, store) = connect(&args.cluster, &url, "spamscope-router").await?;
         role.require_nats(&bus);
+        role.require_store(&store);
         let defaults = crate::RouterConfig::default();
         let kube = if args.kube {
             let client = args.k8s.client().await?;

@@ -142,6 +142,34 @@ impl Role {
         Supervisor::new(self.shutdown.clone())
     }
 
+    /// `/readyz` fails while Redis does not answer a PING (checked every
+    /// two seconds; nothing to check for the in-memory store).
+    pub fn require_store(&self, store: &Store) {
+        if !store.is_shared() {
+            return;
+        }
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (flag, store, stop) = (up.clone(), store.clone(), self.shutdown.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = every.tick() => {
+                        let ok = matches!(
+                            tokio::time::timeout(Duration::from_secs(2), store.ping()).await,
+                            Ok(Ok(()))
+                        );
+                        flag.store(ok, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+        self.health.require("redis", move || {
+            up.load(std::sync::atomic::Ordering::Relaxed)
+        });
+    }
+
     /// `/readyz` fails while the NATS connection is down.
     pub fn require_nats(&self, bus: &Bus) {
         let client = bus.client.clone();

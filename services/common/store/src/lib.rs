@@ -233,6 +233,11 @@ impl Store {
     }
 
     /// Replicas whose heartbeat has not expired, sorted.
+    /// Whether this is a Redis store (shared between processes).
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Store::Redis(_))
+    }
+
     pub async fn live_replicas(&self) -> Result<Vec<String>, StoreError> {
         let mut out = match self {
             Store::Memory(m) => {
