@@ -46,14 +46,18 @@ pub fn parse_line(line: &str) -> Result<Option<ChatEvent>, ParseError> {
         .unwrap_or_default();
     let event_id = match irc.tag_nonempty("id") {
         Some(id) => id.into_owned(),
-        // CLEARCHAT / ROOMSTATE carry no id: derive a stable one so that two
-        // ingest replicas of one channel produce the same id.
+        // CLEARCHAT / ROOMSTATE carry no id: derive a stable one from the
+        // line's content, so that two ingest replicas of one channel produce
+        // the same id and two different lines do not (ROOMSTATE carries no
+        // timestamp: by time alone every slow-mode change after the first
+        // was dropped as a duplicate).
         None => format!(
-            "{}:{}:{}:{}",
+            "{}:{}:{}:{}:{:016x}",
             irc.command.to_ascii_lowercase(),
             channel,
             ts_ms,
-            irc.raw_tag("target-user-id").unwrap_or("")
+            irc.raw_tag("target-user-id").unwrap_or(""),
+            xxhash_rust::xxh3::xxh3_64(line.trim_end().as_bytes())
         ),
     };
     Ok(Some(ChatEvent {
@@ -377,6 +381,21 @@ mod tests {
         let clear = parse("@room-id=1;tmi-sent-ts=5 :tmi.twitch.tv CLEARCHAT #x");
         assert!(matches!(clear.kind, Some(Kind::ChatCleared(_))));
         assert_ne!(to.event_id, clear.event_id);
+    }
+
+    #[test]
+    fn roomstate_changes_without_timestamps_get_different_ids() {
+        let slow = |n: u32| {
+            parse_line(&format!(
+                "@room-id=1;slow={n} :tmi.twitch.tv ROOMSTATE #forsen"
+            ))
+            .unwrap()
+            .unwrap()
+        };
+        assert_eq!(slow(30).ts_ms, 0);
+        assert_ne!(slow(30).event_id, slow(0).event_id);
+        // The same line (two ingest replicas) keeps one id.
+        assert_eq!(slow(30).event_id, slow(30).event_id);
     }
 
     #[test]
