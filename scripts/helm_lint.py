@@ -144,8 +144,9 @@ def check_invariants(docs: list[dict], label: str) -> None:
         if d["kind"] == "StatefulSet":
             args = spec["containers"][0]["args"]
             handover = next(int(a.split("=")[1]) for a in args if a.startswith("--handover-timeout-s="))
-            if spec["terminationGracePeriodSeconds"] <= handover:
-                fail(f"[{label}] {name}: grace period not longer than the hand-over")
+            # The hand-over, then the role's 10 s shutdown grace.
+            if spec["terminationGracePeriodSeconds"] <= handover + 10:
+                fail(f"[{label}] {name}: grace period not longer than the hand-over and the shutdown grace")
     kinds = {d["kind"] for d in docs}
     for k in ["StatefulSet", "Deployment", "Service", "ConfigMap", "Role", "RoleBinding"]:
         if k not in kinds:
@@ -213,6 +214,11 @@ def main() -> int:
     must_refuse({"bogus": 1}, "bogus")
     must_refuse(
         {"detector": {"handoverTimeoutSeconds": 60, "terminationGracePeriodSeconds": 30}},
+        "terminationGracePeriodSeconds",
+    )
+    # Longer than the hand-over alone, but not with the 10 s shutdown grace.
+    must_refuse(
+        {"detector": {"handoverTimeoutSeconds": 30, "terminationGracePeriodSeconds": 35}},
         "terminationGracePeriodSeconds",
     )
     must_refuse(
