@@ -89,6 +89,37 @@ impl<'a> IrcLine<'a> {
         })
     }
 
+    /// A hash of what the line says: its tags (sorted, unescaped, empty
+    /// ones left out), command and parameters. The same for a line that
+    /// another IRC client serialised again (tag order, escaping), so two
+    /// ingest replicas and a recorded log agree.
+    pub fn content_hash(&self) -> u64 {
+        let mut tags: Vec<(&str, Cow<'_, str>)> = self
+            .tags
+            .unwrap_or("")
+            .split(';')
+            .filter_map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                (!k.is_empty() && !v.is_empty()).then(|| (k, unescape_tag_value(v)))
+            })
+            .collect();
+        tags.sort();
+        let mut s = String::new();
+        for (k, v) in &tags {
+            s.push_str(k);
+            s.push('=');
+            s.push_str(v);
+            s.push(';');
+        }
+        s.push(' ');
+        s.push_str(self.command);
+        for p in &self.params {
+            s.push(' ');
+            s.push_str(p);
+        }
+        xxhash_rust::xxh3::xxh3_64(s.as_bytes())
+    }
+
     /// The raw (still escaped) value of tag `key`; `Some("")` for a tag
     /// present without a value.
     pub fn raw_tag(&self, key: &str) -> Option<&'a str> {

@@ -57,7 +57,7 @@ pub fn parse_line(line: &str) -> Result<Option<ChatEvent>, ParseError> {
             channel,
             ts_ms,
             irc.raw_tag("target-user-id").unwrap_or(""),
-            xxhash_rust::xxh3::xxh3_64(line.trim_end().as_bytes())
+            irc.content_hash()
         ),
     };
     Ok(Some(ChatEvent {
@@ -394,8 +394,13 @@ mod tests {
         };
         assert_eq!(slow(30).ts_ms, 0);
         assert_ne!(slow(30).event_id, slow(0).event_id);
-        // The same line (two ingest replicas) keeps one id.
+        // The same line (two ingest replicas) keeps one id, also with its
+        // tags in another order (another IRC client's serialisation).
         assert_eq!(slow(30).event_id, slow(30).event_id);
+        let reordered = parse_line("@slow=30;room-id=1 :tmi.twitch.tv ROOMSTATE #forsen")
+            .unwrap()
+            .unwrap();
+        assert_eq!(reordered.event_id, slow(30).event_id);
     }
 
     #[test]
