@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use spamscope_bus::Bus;
 use spamscope_history_writer::cli::HistoryArgs;
-use spamscope_runtime::exit::Exit;
+use spamscope_runtime::exit::{Exit, secret_file};
 use spamscope_runtime::{ClusterArgs, Health, Supervisor, connect, run_role};
 use spamscope_store::Store;
 use tokio::net::TcpListener;
@@ -38,10 +38,7 @@ impl GatewayArgs {
     /// (never printed).
     pub fn admin_token(&self) -> Result<Option<String>> {
         if let Some(p) = &self.admin_token_file {
-            let t = std::fs::read_to_string(p)
-                .map_err(|e| Exit::usage(format!("--admin-token-file {}: {e}", p.display())))?
-                .trim()
-                .to_owned();
+            let t = secret_file("--admin-token-file", p)?;
             if t.len() < 16 {
                 return Err(Exit::usage(
                     "--admin-token-file: the token must have at least 16 characters",

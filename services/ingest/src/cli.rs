@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use spamscope_chat::replay::{self, Speed};
-use spamscope_runtime::exit::Exit;
+use spamscope_runtime::exit::{Exit, secret_file};
 use spamscope_runtime::{ClusterArgs, connect, run_role};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -100,12 +100,7 @@ impl IngestArgs {
                     .clone()
                     .ok_or_else(|| Exit::usage("--helix-top needs SPAMSCOPE_TWITCH_CLIENT_ID"))?;
                 let client_secret = match &self.twitch_client_secret_file {
-                    Some(p) => std::fs::read_to_string(p)
-                        .map_err(|e| {
-                            Exit::usage(format!("--twitch-client-secret-file {}: {e}", p.display()))
-                        })?
-                        .trim()
-                        .to_owned(),
+                    Some(p) => secret_file("--twitch-client-secret-file", p)?,
                     None => std::env::var("SPAMSCOPE_TWITCH_CLIENT_SECRET").map_err(|_| {
                         Exit::usage(
                             "--helix-top needs SPAMSCOPE_TWITCH_CLIENT_SECRET or --twitch-client-secret-file",
@@ -129,12 +124,7 @@ impl IngestArgs {
             None => None,
             Some(login) => {
                 let token = match &self.twitch_token_file {
-                    Some(p) => std::fs::read_to_string(p)
-                        .map_err(|e| {
-                            Exit::usage(format!("--twitch-token-file {}: {e}", p.display()))
-                        })?
-                        .trim()
-                        .to_owned(),
+                    Some(p) => secret_file("--twitch-token-file", p)?,
                     None => std::env::var("SPAMSCOPE_TWITCH_TOKEN").map_err(|_| {
                         Exit::usage(
                             "--twitch-login needs SPAMSCOPE_TWITCH_TOKEN or --twitch-token-file",

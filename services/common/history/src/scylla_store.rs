@@ -26,6 +26,8 @@
 use futures::{StreamExt, TryStreamExt};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
+use scylla::deserialize::row::DeserializeRow;
+use scylla::response::query_result::QueryRowsResult;
 use scylla::response::{PagingState, PagingStateResponse};
 use scylla::statement::Consistency;
 use scylla::statement::prepared::PreparedStatement;
@@ -129,6 +131,32 @@ type SignatureRow = (Vec<u8>, Vec<u8>, String);
 
 /// Point reads in flight at once for one page or one search.
 pub const LOOKUPS_IN_FLIGHT: usize = 16;
+
+/// The first (only) column of every row.
+fn first_column<'f, T>(rows: &'f QueryRowsResult) -> Result<Vec<T>, HistoryError>
+where
+    (T,): DeserializeRow<'f, 'f>,
+{
+    rows.rows::<(T,)>()
+        .map_err(err)?
+        .map(|r| r.map(|(v,)| v).map_err(err))
+        .collect()
+}
+
+/// Looks every key up, [`LOOKUPS_IN_FLIGHT`] at a time, in the keys'
+/// order; keys that find nothing are left out.
+async fn lookup_all<K, T, F, Fut>(keys: Vec<K>, lookup: F) -> Result<Vec<T>, HistoryError>
+where
+    F: FnMut(K) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, HistoryError>>,
+{
+    let found: Vec<Option<T>> = futures::stream::iter(keys)
+        .map(lookup)
+        .buffered(LOOKUPS_IN_FLIGHT)
+        .try_collect()
+        .await?;
+    Ok(found.into_iter().flatten().collect())
+}
 
 fn err(e: impl std::fmt::Display) -> HistoryError {
     HistoryError::Store(format!("scylla: {e}"))
@@ -477,20 +505,11 @@ impl ScyllaHistory {
             .await
             .map_err(err)?;
         let rows = res.into_rows_result().map_err(err)?;
-        let ids = rows
-            .rows::<(i64,)>()
-            .map_err(err)?
-            .map(|r| r.map(|(id,)| id).map_err(err))
-            .collect::<Result<Vec<i64>, _>>()?;
-        let items = futures::stream::iter(ids)
-            .map(|id| self.event(stream, id))
-            .buffered(LOOKUPS_IN_FLIGHT)
-            .try_collect::<Vec<_>>()
-            .await?
-            .into_iter()
-            .flatten()
-            .map(|(_, e)| e)
-            .collect();
+        let ids: Vec<i64> = first_column(&rows)?;
+        let items = lookup_all(ids, |id| async move {
+            Ok(self.event(stream, id).await?.map(|(_, e)| e))
+        })
+        .await?;
         Ok(Page {
             items,
             next: next_cursor(paging),
@@ -512,19 +531,12 @@ impl ScyllaHistory {
             .await
             .map_err(err)?;
         let rows = res.into_rows_result().map_err(err)?;
-        let users = rows
-            .rows::<(String,)>()
-            .map_err(err)?
-            .map(|r| r.map(|(u,)| u).map_err(err))
-            .collect::<Result<Vec<String>, _>>()?;
-        let items = futures::stream::iter(users)
-            .map(|user| async move { self.decision(stream, &user).await })
-            .buffered(LOOKUPS_IN_FLIGHT)
-            .try_collect::<Vec<_>>()
-            .await?
-            .into_iter()
-            .flatten()
-            .collect();
+        let users: Vec<String> = first_column(&rows)?;
+        let items = lookup_all(
+            users,
+            |user| async move { self.decision(stream, &user).await },
+        )
+        .await?;
         Ok(Page {
             items,
             next: next_cursor(paging),
@@ -546,20 +558,12 @@ impl ScyllaHistory {
             .await
             .map_err(err)?;
         let rows = res.into_rows_result().map_err(err)?;
-        let streams = rows
-            .rows::<(String,)>()
-            .map_err(err)?
-            .map(|r| r.map(|(s,)| s).map_err(err))
-            .collect::<Result<Vec<String>, _>>()?;
+        let streams: Vec<String> = first_column(&rows)?;
         let user = &user;
-        let items = futures::stream::iter(streams)
-            .map(|stream| async move { self.decision(&stream, user).await })
-            .buffered(LOOKUPS_IN_FLIGHT)
-            .try_collect::<Vec<_>>()
-            .await?
-            .into_iter()
-            .flatten()
-            .collect();
+        let items = lookup_all(streams, |stream| async move {
+            self.decision(&stream, user).await
+        })
+        .await?;
         Ok(Page {
             items,
             next: next_cursor(paging),
@@ -611,10 +615,7 @@ impl ScyllaHistory {
                     .map_err(err)?
                     .into_rows_result()
                     .map_err(err)?;
-                rows.rows::<(String,)>()
-                    .map_err(err)?
-                    .map(|r| r.map(|(fp,)| fp).map_err(err))
-                    .collect::<Result<Vec<String>, HistoryError>>()
+                first_column::<String>(&rows)
             })
             .buffered(LOOKUPS_IN_FLIGHT)
             .try_collect()

@@ -31,6 +31,15 @@ impl Exit {
     }
 }
 
+/// A secret (token, client secret) read from the file a flag names,
+/// trimmed. An unreadable file exits 64 naming the flag and the path, never
+/// the content.
+pub fn secret_file(flag: &str, path: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .map_err(|e| Exit::usage(format!("{flag} {}: {e}", path.display())))
+}
+
 pub fn code_for(e: &anyhow::Error) -> i32 {
     e.downcast_ref::<Exit>().map_or(1, |x| x.code)
 }
