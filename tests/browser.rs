@@ -33,6 +33,7 @@ fn channel_page_and_search_in_a_real_browser() {
     );
     let ui = dist.display().to_string();
     let sa = Proc::spawn(
+        SPAMSCOPE,
         "standalone",
         &[
             "standalone",

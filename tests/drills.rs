@@ -116,7 +116,7 @@ async fn two_replicas_and_ingest(c: &Cluster) -> (Proc, Proc, Proc, Proc) {
 }
 
 async fn replica_lost(signal: &'static str, drill: &'static str) {
-    let c = Cluster::start(SHARDS);
+    let c = Cluster::start(SPAMSCOPE, SHARDS);
     let files = [xqcow()];
     let expected = replay_outputs(&files);
     let (d0, mut d1, r, mut ing) = two_replicas_and_ingest(&c).await;
@@ -134,6 +134,15 @@ async fn replica_lost(signal: &'static str, drill: &'static str) {
             d1.log_text().contains("leaving: handing shards over"),
             "SIGTERM hands the shards over: {}",
             tail(&d1.log_text(), 30)
+        );
+        // The router closed them on d1 (a checkpoint each, no replay)
+        // rather than waiting out the hand-over and reopening them from
+        // the last periodic checkpoint.
+        let log = d1.log_text();
+        assert!(
+            log.contains("shard closed") && !log.contains("hand-over timed out"),
+            "the router did not Close d1's shards: {}",
+            tail(&log, 30)
         );
     }
     finish(&mut ing);
@@ -164,7 +173,7 @@ async fn drill_sigterm_a_detector() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drill_restart_nats_server() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let mut c = Cluster::start(SHARDS);
+    let mut c = Cluster::start(SPAMSCOPE, SHARDS);
     let files = [xqcow()];
     let expected = replay_outputs(&files);
     let (d0, d1, r, mut ing) = two_replicas_and_ingest(&c).await;
@@ -195,7 +204,7 @@ async fn drill_restart_nats_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drill_restart_redis_server() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let mut c = Cluster::start(SHARDS);
+    let mut c = Cluster::start(SPAMSCOPE, SHARDS);
     let files = [xqcow()];
     let expected = replay_outputs(&files);
     let (d0, d1, r, mut ing) = two_replicas_and_ingest(&c).await;
@@ -223,7 +232,7 @@ async fn drill_restart_redis_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drill_kill_the_router() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let c = Cluster::start(SHARDS);
+    let c = Cluster::start(SPAMSCOPE, SHARDS);
     let files = [xqcow()];
     let expected = replay_outputs(&files);
     let (d0, d1, r0, mut ing) = two_replicas_and_ingest(&c).await;
@@ -293,7 +302,7 @@ fn history_contents(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drill_history_writer_down_then_back() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let c = Cluster::start(SHARDS);
+    let c = Cluster::start(SPAMSCOPE, SHARDS);
     let files = [xqcow()];
     let expected = replay_outputs(&files);
     let dir = TempDir::new("history");
@@ -399,7 +408,7 @@ async fn writer_pending(url: &str) -> u64 {
 async fn drill_burst_of_malformed_payloads() {
     let _one = ONE_AT_A_TIME.lock().await;
     const BURST: u64 = 1000;
-    let c = Cluster::start(SHARDS);
+    let c = Cluster::start(SPAMSCOPE, SHARDS);
     let files = [xqcow()];
     let expected = replay_outputs(&files);
     let (d0, d1, r, mut ing) = two_replicas_and_ingest(&c).await;
@@ -501,7 +510,7 @@ fn flood_file(channel: &str, dir: &TempDir) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drill_flood_on_one_stream() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let c = Cluster::start(SHARDS);
+    let c = Cluster::start(SPAMSCOPE, SHARDS);
     let normal_shard = spamscope_routing::shard_of("twitch.xqcow", SHARDS);
     // A channel on a shard of its own.
     let channel = (0..)

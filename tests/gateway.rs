@@ -64,7 +64,7 @@ fn start_standalone() -> Running {
         "--replay",
         &cc,
     ];
-    let proc = Proc::spawn("standalone", &args, &dir.0);
+    let proc = Proc::spawn(SPAMSCOPE, "standalone", &args, &dir.0);
     Running {
         nats,
         redis,
@@ -207,58 +207,9 @@ async fn search_history_params_and_status_over_the_real_logs() {
             .all(|s| s.owner == "standalone-0" && s.epoch >= 1)
     );
 
-    // Bad requests: INVALID_ARGUMENT with a message.
-    for (what, status) in [
-        (
-            "empty search",
-            c.search_spam(SearchSpamRequest::default())
-                .await
-                .unwrap_err(),
-        ),
-        (
-            "huge page",
-            c.search_spam(SearchSpamRequest {
-                text: "x".into(),
-                page_size: 5000,
-                ..Default::default()
-            })
-            .await
-            .unwrap_err(),
-        ),
-        (
-            "long text",
-            c.search_spam(SearchSpamRequest {
-                text: "x".repeat(3000),
-                ..Default::default()
-            })
-            .await
-            .unwrap_err(),
-        ),
-        (
-            "bad stream",
-            c.channel_history(ChannelHistoryRequest {
-                stream: "irc.foo".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap_err(),
-        ),
-        (
-            "bad token",
-            c.user_history(UserHistoryRequest {
-                user: "onche".into(),
-                page_token: "%%%".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap_err(),
-        ),
-    ] {
-        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
-        assert!(!status.message().is_empty(), "{what}");
-    }
-
-    // SetParams needs the admin token; values are validated.
+    // The admin token read from --admin-token-file guards SetParams.
+    // (Request validation and the params stack are tested in process, in
+    // services/gateway/tests/api.rs.)
     let set = |json: &str| SetParamsRequest {
         scope: "twitch.xqcow".into(),
         params_json: json.into(),
@@ -268,21 +219,6 @@ async fn search_history_params_and_status_over_the_real_logs() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated);
-    let mut wrong = tonic::Request::new(set(r#"{"long_message_graphemes": 100}"#));
-    wrong.metadata_mut().insert(
-        "authorization",
-        "Bearer not-the-token-at-all".parse().unwrap(),
-    );
-    assert_eq!(
-        c.set_params(wrong).await.unwrap_err().code(),
-        Code::PermissionDenied
-    );
-    let mut bad = tonic::Request::new(set(r#"{"similarity_threshold": 7}"#));
-    bad.metadata_mut()
-        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
-    let e = c.set_params(bad).await.unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().contains("similarity_threshold"));
     let mut ok = tonic::Request::new(set(r#"{"long_message_graphemes": 100}"#));
     ok.metadata_mut()
         .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
@@ -291,54 +227,14 @@ async fn search_history_params_and_status_over_the_real_logs() {
         p.effective_json.contains("\"long_message_graphemes\":100"),
         "{p:?}"
     );
-
-    // Each write is checked against the stack it sits in: a channel layer
-    // valid alone (quiet 15 s over the default 10 s tick) makes a cluster
-    // layer that is valid alone (a 20 s tick) invalid, and the other way
-    // round. Before, both were stored and GetParams answered INTERNAL.
-    let admin = |scope: &str, json: &str| {
-        let mut req = tonic::Request::new(SetParamsRequest {
-            scope: scope.into(),
-            params_json: json.into(),
-        });
-        req.metadata_mut()
-            .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
-        req
-    };
-    c.set_params(admin("twitch.xqcow", r#"{"spam_quiet_ms": 15000}"#))
+    let p = c
+        .get_params(GetParamsRequest {
+            scope: "twitch.xqcow".into(),
+        })
         .await
-        .unwrap();
-    let e = c
-        .set_params(admin("", r#"{"tick_ms": 20000}"#))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-    assert!(e.message().contains("twitch.xqcow"), "{e:?}");
-    c.set_params(admin("", r#"{"tick_ms": 12000}"#))
-        .await
-        .unwrap();
-    let e = c
-        .set_params(admin("twitch.xqcow", r#"{"spam_quiet_ms": 11000}"#))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-    assert!(e.message().contains("spam_quiet_ms"), "{e:?}");
-    // An invalid pattern is refused at the gateway, not only by detectors.
-    let e = c
-        .set_params(admin("twitch.xqcow", r#"{"blacklist": ["(unclosed"]}"#))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-    for scope in ["", "twitch.xqcow"] {
-        let p = c
-            .get_params(GetParamsRequest {
-                scope: scope.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(p.effective_json.contains("\"tick_ms\":12000"), "{p:?}");
-    }
+        .unwrap()
+        .into_inner();
+    assert!(p.params_json.contains("long_message_graphemes"), "{p:?}");
     let _ = (&r.nats, &r.redis);
 }
 
@@ -362,6 +258,7 @@ async fn watch_channel_streams_chat_and_spam_events_live() {
     std::fs::write(&file, text).unwrap();
     let f = file.display().to_string();
     let mut ing = Proc::spawn(
+        SPAMSCOPE,
         "ingest",
         &[
             "ingest",
@@ -440,6 +337,7 @@ async fn ctrl_c_stops_standalone_with_a_channel_page_open_and_it_starts_again() 
         .to_string();
     let start = |name: &str, addr: &str| {
         Proc::spawn(
+            SPAMSCOPE,
             name,
             &[
                 "standalone",

@@ -68,7 +68,7 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 async fn lease_elects_one_router_and_a_standby_takes_over() {
     let _one = ONE_AT_A_TIME.lock().await;
     let k = FakeKube::start().await;
-    let c = Cluster::start(8);
+    let c = Cluster::start(SPAMSCOPE, 8);
     let _d0 = c.detector("d0");
     let r1 = kube_router(&c, &k, "r1", &[]);
     wait_for(&c, "r1 holds the Lease", Duration::from_secs(60), || {
@@ -111,7 +111,7 @@ async fn only_ready_pods_get_shards() {
     let k = FakeKube::start().await;
     k.set_pod("d0", true);
     k.set_pod("d1", false);
-    let c = Cluster::start(8);
+    let c = Cluster::start(SPAMSCOPE, 8);
     let _d0 = c.detector("d0");
     let _d1 = c.detector("d1");
     let _r = kube_router(&c, &k, "r1", &["--membership-from-pods"]);
@@ -130,7 +130,7 @@ async fn autoscaler_sizes_the_detectors_from_lag() {
     let _one = ONE_AT_A_TIME.lock().await;
     let k = FakeKube::start().await;
     k.lock().statefulsets.insert("spamscope-detector".into(), 1);
-    let c = Cluster::start(8);
+    let c = Cluster::start(SPAMSCOPE, 8);
     let _r = kube_router(
         &c,
         &k,
@@ -176,7 +176,7 @@ async fn ctl_scale_and_status() {
     let _one = ONE_AT_A_TIME.lock().await;
     let k = FakeKube::start().await;
     k.lock().statefulsets.insert("spamscope-detector".into(), 2);
-    let c = Cluster::start(8);
+    let c = Cluster::start(SPAMSCOPE, 8);
     let _d0 = c.detector("d0");
     let _d1 = c.detector("d1");
     let _r = c.router("r0");
@@ -238,7 +238,7 @@ async fn rbac_covers_exactly_the_api_calls() {
     let k = FakeKube::start().await;
     k.lock().statefulsets.insert("spamscope-detector".into(), 1);
     k.set_pod("d0", true);
-    let c = Cluster::start(4);
+    let c = Cluster::start(SPAMSCOPE, 4);
     let _d0 = c.detector("d0");
     let mut r = kube_router(
         &c,

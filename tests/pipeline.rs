@@ -27,7 +27,7 @@ async fn publishers(url: &str) -> BTreeMap<(String, String), BTreeSet<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_give_the_same_outputs_as_one_process() {
-    let c = Cluster::start(SHARDS);
+    let c = Cluster::start(SPAMSCOPE, SHARDS);
     let files = [xqcow(), chilledcow()];
     let expected = replay_outputs(&files);
     assert!(expected.len() > 500);
@@ -95,7 +95,7 @@ async fn two_replicas_give_the_same_outputs_as_one_process() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_out_and_in_mid_replay_moves_about_one_nth_and_loses_nothing() {
-    let c = Cluster::start(64);
+    let c = Cluster::start(SPAMSCOPE, 64);
     let files = [xqcow()];
     let expected = replay_outputs(&files);
     let d0 = c.detector("d0");
@@ -167,7 +167,7 @@ async fn scale_out_and_in_mid_replay_moves_about_one_nth_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_ingest_replicas_do_not_double_the_chat() {
-    let c = Cluster::start(SHARDS);
+    let c = Cluster::start(SPAMSCOPE, SHARDS);
     let files = [xqcow()];
     // One event per message, so JetStream can drop the second copy.
     let mut a = c.ingest_with("ingest-a", "max", &files, &["--max-batch", "1"]);
@@ -188,7 +188,7 @@ async fn two_ingest_replicas_do_not_double_the_chat() {
 /// stream too, all land.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_too_large_for_a_message_is_a_dead_letter_and_the_rest_lands() {
-    let c = Cluster::start(SHARDS);
+    let c = Cluster::start(SPAMSCOPE, SHARDS);
     let lines: Vec<String> = std::fs::read_to_string(xqcow())
         .unwrap()
         .lines()
@@ -241,7 +241,7 @@ async fn an_event_too_large_for_a_message_is_a_dead_letter_and_the_rest_lands() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_configured_with_another_shard_count_refuses_to_start() {
-    let c = Cluster::start(SHARDS);
+    let c = Cluster::start(SPAMSCOPE, SHARDS);
     let mut ing = c.ingest("ingest", "max", &[chilledcow()]);
     finish(&mut ing);
     let c32 = Cluster { shards: 32, ..c };
@@ -270,7 +270,7 @@ fn http_get(addr: &str, path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_role_serves_healthz_and_readyz() {
-    let c = Cluster::start(SHARDS);
+    let c = Cluster::start(SPAMSCOPE, SHARDS);
     let port = free_port().to_string();
     let addr = format!("127.0.0.1:{port}");
     let r = c.role(
@@ -339,7 +339,7 @@ async fn wait_readyz(addr: &str, ready: bool, p: &Proc) -> String {
 /// a private one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_nats_and_roles_need_a_shared_store() {
-    let mut c = Cluster::start(SHARDS);
+    let mut c = Cluster::start(SPAMSCOPE, SHARDS);
     let gw_health = format!("127.0.0.1:{}", free_port());
     let gw_listen = format!("127.0.0.1:{}", free_port());
     let history = c.logs.0.join("history.redb").display().to_string();
@@ -382,7 +382,12 @@ async fn readiness_follows_nats_and_roles_need_a_shared_store() {
     )
     .unwrap();
     let cfg = config.display().to_string();
-    let from_file = Proc::spawn("from-file", &["router", "--config", &cfg], &c.logs.0);
+    let from_file = Proc::spawn(
+        SPAMSCOPE,
+        "from-file",
+        &["router", "--config", &cfg],
+        &c.logs.0,
+    );
     wait_readyz(&rh, true, &from_file).await;
     assert!(
         from_file.log_text().contains("from-file"),
@@ -391,7 +396,12 @@ async fn readiness_follows_nats_and_roles_need_a_shared_store() {
     );
 
     // No --redis-url: exit 64 naming the flag.
-    let mut alone = Proc::spawn("alone", &["router", "--nats-url", &c.nats.url()], &c.logs.0);
+    let mut alone = Proc::spawn(
+        SPAMSCOPE,
+        "alone",
+        &["router", "--nats-url", &c.nats.url()],
+        &c.logs.0,
+    );
     let status = alone.wait(Duration::from_secs(20)).expect("exits");
     assert_eq!(status.code(), Some(64), "{}", alone.log_text());
     assert!(
@@ -412,7 +422,7 @@ async fn a_quiet_live_stream_ends_its_spam_event_on_the_wall_clock() {
     use prost::Message;
     use spamscope_proto::v1::{DetectorOutput, SpamEventState, detector_output};
 
-    let c = Cluster::start(4);
+    let c = Cluster::start(SPAMSCOPE, 4);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

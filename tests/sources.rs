@@ -32,7 +32,7 @@ async fn twitch_ingest_until(
     args.push("--twitch-server".into());
     args.push(format!("127.0.0.1:{}", irc.port));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut ingest = Proc::spawn(name, &refs, &logs.0);
+    let mut ingest = Proc::spawn(SPAMSCOPE, name, &refs, &logs.0);
     let deadline = Instant::now() + within;
     while chat_len(&nats.url()).await < want {
         assert!(
@@ -269,7 +269,7 @@ async fn youtube_source_follows_continuations_at_the_servers_pace() {
     args.push("--youtube-base-url".into());
     args.push(format!("http://127.0.0.1:{port}"));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut ingest = Proc::spawn("ingest-youtube", &refs, &logs.0);
+    let mut ingest = Proc::spawn(SPAMSCOPE, "ingest-youtube", &refs, &logs.0);
     // The chat closes after the last page: ingest ends by itself.
     let status = ingest
         .wait(Duration::from_secs(60))

@@ -197,7 +197,7 @@ async fn one_event_is_one_trace_across_services_and_every_role_serves_metrics() 
         )
     };
 
-    let mut c = Cluster::start(4);
+    let mut c = Cluster::start(SPAMSCOPE, 4);
     c.env = vec![
         (
             "OTEL_EXPORTER_OTLP_ENDPOINT".into(),

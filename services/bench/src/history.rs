@@ -172,7 +172,7 @@ async fn measure(
 /// returns (delivered, expected, delivered per second, latencies in ms).
 async fn watch(a: &HistoryArgs, history: History) -> Result<(u64, u64, f64, Vec<f64>)> {
     const SHARDS: u32 = 8;
-    let nats = spamscope_runtime::local_nats::LocalNats::start().await?;
+    let nats = spamscope_testkit::Nats::start();
     let url = nats.url();
     let bus = Bus::connect(&url, "spamscope-bench-gateway").await?;
     bus.ensure_streams(&BusConfig {

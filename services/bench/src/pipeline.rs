@@ -20,8 +20,7 @@ use spamscope_bus::{Bus, BusConfig, subjects};
 use spamscope_chat::replay::Speed;
 use spamscope_proto::StreamKey;
 use spamscope_proto::v1::{ChatEvent, DetectorOutput, Platform, detector_output};
-use spamscope_runtime::Health;
-use spamscope_store::Store;
+use spamscope_testkit::{FakeIrc, InProcessCluster, IrcScript, Nats};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{Sample, Sent, pct, record_latency, stamp, stamp_at, workload};
@@ -165,31 +164,26 @@ struct LiveIngest {
 async fn live_twitch(bus: &Bus, shards: u32, channels: usize) -> Result<LiveIngest> {
     let path = crate::common::data_path("testdata/twitch/xqcow-2019-09-15.irc");
     let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
-    let mut payload = String::new();
-    let mut events = 0;
+    let mut lines = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         for k in 0..channels {
-            payload.push_str(&line.replace(" #xqcow", &format!(" #bench{k}")));
-            payload.push_str("\r\n");
-            events += 1;
+            lines.push(line.replace(" #xqcow", &format!(" #bench{k}")));
         }
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
-    let server = tokio::spawn(serve_irc(listener, Bytes::from(payload), channels, sent_tx));
+    let events = lines.len();
+    // No ROOMSTATE on JOIN: the source receives exactly the recorded lines.
+    let server = FakeIrc::serve(lines, IrcScript::AllAfterJoins(channels), false);
     // Every event is a message of its own (the live source does not batch).
     let base = chat_messages(bus, shards).await?;
     let stop = CancellationToken::new();
     let cfg = spamscope_ingest::twitch::TwitchConfig {
         channels: (0..channels).map(|k| format!("bench{k}")).collect(),
         joins_per_window: channels,
-        server: Some(addr.to_string()),
+        server: Some(format!("127.0.0.1:{}", server.port)),
         ..Default::default()
     };
     let ingest = spamscope_ingest::twitch::run(bus, cfg, shards, &stop);
     let watch = async {
-        let started = sent_rx.await.context("the IRC server sent nothing")?;
         let deadline = Instant::now() + Duration::from_secs(600);
         while chat_messages(bus, shards).await? < base + events as u64 {
             anyhow::ensure!(
@@ -198,6 +192,7 @@ async fn live_twitch(bus: &Bus, shards: u32, channels: usize) -> Result<LiveInge
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let started = server.first_sent().context("the IRC server sent nothing")?;
         Ok::<_, anyhow::Error>(started.elapsed())
     };
     let (report, took) = tokio::join!(ingest, async {
@@ -205,7 +200,6 @@ async fn live_twitch(bus: &Bus, shards: u32, channels: usize) -> Result<LiveInge
         stop.cancel();
         r
     });
-    server.abort();
     let (report, took) = (report?, took?);
     Ok(LiveIngest {
         events,
@@ -214,177 +208,11 @@ async fn live_twitch(bus: &Bus, shards: u32, channels: usize) -> Result<LiveInge
     })
 }
 
-/// A minimal Twitch IRC server for one connection: acknowledges the
-/// capabilities, the login and every JOIN, and sends `payload` once
-/// `channels` channels are joined.
-async fn serve_irc(
-    listener: tokio::net::TcpListener,
-    payload: Bytes,
-    channels: usize,
-    sent: tokio::sync::oneshot::Sender<Instant>,
-) -> std::io::Result<()> {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-    let (conn, _) = listener.accept().await?;
-    let (r, mut w) = conn.into_split();
-    let mut lines = tokio::io::BufReader::new(r).lines();
-    let mut nick = String::from("justinfan");
-    let mut joined = 0;
-    let mut sent = Some(sent);
-    while let Some(line) = lines.next_line().await? {
-        let line = line.trim_end();
-        let reply = if let Some(caps) = line.strip_prefix("CAP REQ :") {
-            format!(":tmi.twitch.tv CAP * ACK :{caps}\r\n")
-        } else if let Some(n) = line.strip_prefix("NICK ") {
-            n.clone_into(&mut nick);
-            format!(":tmi.twitch.tv 001 {nick} :Welcome, GLHF!\r\n")
-        } else if let Some(rest) = line.strip_prefix("PING") {
-            format!(":tmi.twitch.tv PONG tmi.twitch.tv{rest}\r\n")
-        } else if let Some(chans) = line.strip_prefix("JOIN ") {
-            let mut out = String::new();
-            for ch in chans.split(',') {
-                joined += 1;
-                out.push_str(&format!(
-                    ":{nick}!{nick}@{nick}.tmi.twitch.tv JOIN {ch}\r\n"
-                ));
-            }
-            out
-        } else {
-            continue;
-        };
-        w.write_all(reply.as_bytes()).await?;
-        if joined >= channels
-            && let Some(tx) = sent.take()
-        {
-            let _ = tx.send(Instant::now());
-            w.write_all(&payload).await?;
-        }
-    }
-    Ok(())
-}
-
 /// A copy of `template` on a new stream of `shard`.
 fn probe_on(template: &ChatEvent, shard: u32, shards: u32) -> ChatEvent {
     let mut e = template.clone();
-    for k in 0.. {
-        e.stream_id = format!("probe-{shard}-{k}");
-        if spamscope_routing::shard_of(&e.stream_key(), shards) == shard {
-            break;
-        }
-    }
+    e.stream_id = spamscope_testkit::stream_on_shard(e.platform(), "probe", shard, shards);
     e
-}
-
-struct Cluster {
-    url: String,
-    /// The publisher's (ingest's) connection; every replica has its own, as
-    /// every role process does in production.
-    bus: Bus,
-    store: Store,
-    shards: u32,
-    counters: Vec<Arc<spamscope_detector::Counters>>,
-    stop: CancellationToken,
-}
-
-impl Cluster {
-    async fn start(
-        url: &str,
-        shards: u32,
-        replicas: usize,
-        duplicate_window: Duration,
-    ) -> Result<Self> {
-        let bus = Bus::connect(url, "spamscope-bench").await?;
-        bus.ensure_streams(&BusConfig {
-            url: url.into(),
-            shards,
-            duplicate_window,
-            ..BusConfig::default()
-        })
-        .await?;
-        let store = Store::open(None, "").await?;
-        store.ensure_shards(shards).await?;
-        let mut c = Self {
-            url: url.to_owned(),
-            bus,
-            store,
-            shards,
-            counters: Vec::new(),
-            stop: CancellationToken::new(),
-        };
-        for r in 0..replicas {
-            let counters = c.spawn_replica(format!("bench-{r}")).await?;
-            c.counters.push(counters);
-        }
-        let router = spamscope_router::RouterConfig {
-            id: "bench-router".into(),
-            shards,
-            interval: Duration::from_millis(200),
-            ..Default::default()
-        };
-        tokio::spawn(spamscope_router::run(
-            router,
-            Bus::connect(url, "spamscope-bench-router").await?,
-            c.store.clone(),
-            Health::default(),
-            c.stop.clone(),
-        ));
-        // Until every shard has an owner.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while c.store.owners().await?.len() < shards as usize {
-            anyhow::ensure!(Instant::now() < deadline, "shards were not placed");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(c)
-    }
-
-    /// Starts one detector replica on its own connection; every replica,
-    /// first or joining, has the same config.
-    async fn spawn_replica(&self, id: String) -> Result<Arc<spamscope_detector::Counters>> {
-        let bus = Bus::connect(&self.url, &format!("spamscope-bench-{id}")).await?;
-        let counters: Arc<spamscope_detector::Counters> = Arc::default();
-        let cfg = spamscope_detector::ReplicaConfig {
-            replica_id: id,
-            shards: self.shards,
-            handover_timeout: Duration::from_secs(30),
-            checkpoint_every_events: 20_000,
-            ..Default::default()
-        };
-        tokio::spawn(spamscope_detector::run(
-            cfg,
-            bus,
-            self.store.clone(),
-            Health::default(),
-            Arc::clone(&counters),
-            self.stop.clone(),
-        ));
-        Ok(counters)
-    }
-
-    fn outputs(&self) -> u64 {
-        self.counters
-            .iter()
-            .map(|c| c.outputs.load(Ordering::Relaxed))
-            .sum()
-    }
-
-    fn processed(&self) -> u64 {
-        self.counters
-            .iter()
-            .map(|c| c.events.load(Ordering::Relaxed))
-            .sum()
-    }
-
-    async fn wait_processed(&self, n: u64, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        while self.processed() < n {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "detectors processed {} of {n} events",
-                self.processed()
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        Ok(())
-    }
 }
 
 /// Raw JetStream: the same payloads published and consumed on `partitions`
@@ -472,9 +300,9 @@ pub fn run(what: BenchWhat) -> Result<()> {
     let n_streams = streams.len();
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async move {
         let nats_version = spamscope_runtime::local_nats::LocalNats::version().await;
-        let nats = spamscope_runtime::local_nats::LocalNats::start().await?;
+        let nats = Nats::start();
         let url = nats.url();
-        let c = Cluster::start(&url, a.shards, a.replicas, Duration::from_secs(a.duplicate_window_s)).await?;
+        let mut c = InProcessCluster::start(&url, a.shards, a.replicas, Duration::from_secs(a.duplicate_window_s)).await?;
 
         eprintln!("bench: raw JetStream ceiling");
         // The publisher and the consumers on connections of their own, as
@@ -549,7 +377,8 @@ pub fn run(what: BenchWhat) -> Result<()> {
         eprintln!("bench: rebalance with {} streams of state", n_streams);
         let owners_before = c.store.owners().await?;
         let changed = Instant::now();
-        let extra = c.spawn_replica("bench-extra".into()).await?;
+        let extra_cfg = c.replica_config("bench-extra");
+        let extra = Arc::clone(&c.add_replica(extra_cfg).await?.counters);
         let mut ids: Vec<String> = (0..a.replicas).map(|r| format!("bench-{r}")).collect();
         ids.push("bench-extra".into());
         let want = spamscope_routing::placement(&ids, a.shards, spamscope_routing::DEFAULT_VNODES).unwrap_or_default();
@@ -577,7 +406,7 @@ pub fn run(what: BenchWhat) -> Result<()> {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let serving = changed.elapsed();
-        c.stop.cancel();
+        c.shutdown();
 
         // Ingest alone: the detectors are stopped.
         let live = if a.irc_channels > 0 {

@@ -87,6 +87,8 @@ pub struct Counters {
     pub outputs: AtomicU64,
     pub dead_letters: AtomicU64,
     pub checkpoints: AtomicU64,
+    /// Shards this replica runs now.
+    pub owned: AtomicU64,
 }
 
 struct Running {
@@ -183,16 +185,28 @@ pub async fn run(
     // shard away (it sends Close), then close what is left locally.
     leaving.cancel();
     info!(replica = %cfg.replica_id, "leaving: handing shards over");
-    if let Err(e) = store.deregister(&cfg.replica_id).await {
-        warn!(error = %e, "deregister failed");
+    // Marked as leaving for the hand-over (and a little more): the router
+    // places nothing here any more and sends Close for every shard.
+    let marker = cfg.handover_timeout + Duration::from_secs(5);
+    if let Err(e) = store.leave(&cfg.replica_id, marker).await {
+        warn!(error = %e, "cannot leave the membership");
     }
     let deadline = tokio::time::Instant::now() + cfg.handover_timeout;
     while tokio::time::Instant::now() < deadline && !ctx.running.lock().await.is_empty() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let rest: Vec<u32> = ctx.running.lock().await.keys().copied().collect();
+    if !rest.is_empty() {
+        warn!(
+            shards = rest.len(),
+            "hand-over timed out: closing the shards the router did not move"
+        );
+    }
     for shard in rest {
         let _ = close_shard(&ctx, shard).await;
+    }
+    if let Err(e) = store.deregister(&cfg.replica_id).await {
+        warn!(error = %e, "deregister failed");
     }
     control_stop.cancel();
     let _ = control_task.await;
@@ -366,6 +380,7 @@ impl Ctx {
     }
 
     fn record_owned(&self, n: usize) {
+        self.counters.owned.store(n as u64, Ordering::Relaxed);
         spamscope_telemetry::metrics().shards_owned.record(
             n as u64,
             &[

@@ -4,11 +4,11 @@
 //! for it. Every round the leader reads the live detector replicas
 //! (heartbeats with a TTL), places the shards on a consistent-hash ring with
 //! virtual nodes, and moves only the shards whose owner changes: `Close` to
-//! the old owner if it is alive (it stops, checkpoints and replies), then the
-//! owner is recorded at epoch + 1 (a write fenced by the lock), then `Open`
-//! to the new owner. A replica that stopped heartbeating gets no `Close`: its
-//! shards reopen elsewhere from their last checkpoint. The router is not in
-//! the data path.
+//! the old owner if it is alive or leaving (it stops, checkpoints and
+//! replies), then the owner is recorded at epoch + 1 (a write fenced by the
+//! lock), then `Open` to the new owner. A replica that stopped heartbeating
+//! gets no `Close`: its shards reopen elsewhere from their last checkpoint.
+//! The router is not in the data path.
 //!
 //! In Kubernetes ([`KubeRouter`]) a router must also hold a
 //! `coordination.k8s.io` Lease before it competes for the store lock (the
@@ -244,6 +244,10 @@ pub async fn round(cfg: &RouterConfig, bus: &Bus, store: &Store) -> Result<usize
         return Ok(0);
     };
     let owners = store.owners().await?;
+    // Replicas on their way out still answer Close: their shards move with
+    // a checkpoint instead of being replayed from the last one.
+    let mut reachable = live.clone();
+    reachable.extend(store.leaving_replicas().await?);
     let moves: Vec<(u32, Option<Owner>, String)> = desired
         .into_iter()
         .enumerate()
@@ -260,10 +264,10 @@ pub async fn round(cfg: &RouterConfig, bus: &Bus, store: &Store) -> Result<usize
     let n = moves.len();
     let results: Vec<bool> = stream::iter(moves)
         .map(|(s, cur, want)| {
-            let live = &live;
+            let reachable = &reachable;
             async move {
                 let t0 = Instant::now();
-                let moved = move_shard(cfg, bus, store, live, s, cur, want).await;
+                let moved = move_shard(cfg, bus, store, reachable, s, cur, want).await;
                 if moved {
                     spamscope_telemetry::metrics().handover.record(
                         t0.elapsed().as_secs_f64(),
@@ -296,14 +300,14 @@ async fn move_shard(
     cfg: &RouterConfig,
     bus: &Bus,
     store: &Store,
-    live: &[String],
+    reachable: &[String],
     shard: u32,
     cur: Option<Owner>,
     want: String,
 ) -> bool {
     let epoch = cur.as_ref().map_or(0, |c| c.epoch);
     if let Some(c) = &cur
-        && live.contains(&c.replica)
+        && reachable.contains(&c.replica)
     {
         match command(
             bus,

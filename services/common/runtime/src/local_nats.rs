@@ -1,6 +1,7 @@
-//! A `nats-server` child process for `standalone` when no NATS URL is given,
-//! and for the benchmarks (`spamscope-bench`). The binary is `nats-server` on the PATH, or the
-//! one `SPAMSCOPE_NATS_SERVER` names.
+//! A `nats-server` child process for `standalone` when no NATS URL is given.
+//! The binary is `nats-server` on the PATH, or the one
+//! `SPAMSCOPE_NATS_SERVER` names. (Tests and benches use the test kit's
+//! fixture, which can also stop and restart the server.)
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -9,7 +9,8 @@
 //!   shard, cannot overwrite newer state.
 //! - Memory (standalone, one process): the same semantics in a mutex.
 //!
-//! Keys: `shards`, `replica:<id>`, `owners`, `leader`, `checkpoint:<shard>`,
+//! Keys: `shards`, `replica:<id>`, `leaving:<id>` (a replica handing its
+//! shards over, with a TTL), `owners`, `leader`, `checkpoint:<shard>`,
 //! `params` (scope → JSON), `progress` (shard → last sequence and pending).
 
 use std::collections::{BTreeMap, HashMap};
@@ -86,6 +87,7 @@ pub struct RedisStore {
 pub struct MemoryState {
     shards: Option<u32>,
     replicas: HashMap<String, Instant>,
+    leaving: HashMap<String, Instant>,
     owners: BTreeMap<u32, Owner>,
     leader: Option<(String, Instant)>,
     checkpoints: HashMap<u32, Vec<u8>>,
@@ -218,60 +220,110 @@ impl Store {
         Ok(())
     }
 
-    /// Leaves the membership now (clean shutdown).
-    pub async fn deregister(&self, replica: &str) -> Result<(), StoreError> {
+    /// Leaves the membership and says so for `ttl`: the router places
+    /// nothing more on `replica` but still asks it to close each shard it
+    /// owns (a hand-over without replay). [`Store::deregister`] ends it.
+    pub async fn leave(&self, replica: &str, ttl: Duration) -> Result<(), StoreError> {
         match self {
             Store::Memory(m) => {
-                Self::mem(m).replicas.remove(replica);
+                let mut g = Self::mem(m);
+                g.replicas.remove(replica);
+                g.leaving.insert(replica.to_owned(), Instant::now() + ttl);
             }
             Store::Redis(r) => {
                 let mut c = r.conn.clone();
-                let _: () = c.del(r.key(&format!("replica:{replica}"))).await?;
+                let _: () = redis::pipe()
+                    .atomic()
+                    .del(r.key(&format!("replica:{replica}")))
+                    .pset_ex(
+                        r.key(&format!("leaving:{replica}")),
+                        "1",
+                        ttl.as_millis().max(1) as u64,
+                    )
+                    .query_async(&mut c)
+                    .await?;
             }
         }
         Ok(())
     }
 
-    /// Replicas whose heartbeat has not expired, sorted.
+    /// Leaves the membership now, hand-over done or not (clean shutdown).
+    pub async fn deregister(&self, replica: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                let mut g = Self::mem(m);
+                g.replicas.remove(replica);
+                g.leaving.remove(replica);
+            }
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let _: () = c
+                    .del(&[
+                        r.key(&format!("replica:{replica}")),
+                        r.key(&format!("leaving:{replica}")),
+                    ])
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Whether this is a Redis store (shared between processes).
     pub fn is_shared(&self) -> bool {
         matches!(self, Store::Redis(_))
     }
 
+    /// Replicas whose heartbeat has not expired, sorted.
     pub async fn live_replicas(&self) -> Result<Vec<String>, StoreError> {
-        let mut out = match self {
-            Store::Memory(m) => {
-                let now = Instant::now();
-                let mut g = Self::mem(m);
-                g.replicas.retain(|_, until| *until > now);
-                g.replicas.keys().cloned().collect::<Vec<_>>()
+        match self {
+            Store::Memory(m) => Ok(Self::unexpired(&mut Self::mem(m).replicas)),
+            Store::Redis(r) => Self::scan_ids(r, "replica:").await,
+        }
+    }
+
+    /// Replicas handing their shards over ([`Store::leave`]), sorted.
+    pub async fn leaving_replicas(&self) -> Result<Vec<String>, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(Self::unexpired(&mut Self::mem(m).leaving)),
+            Store::Redis(r) => Self::scan_ids(r, "leaving:").await,
+        }
+    }
+
+    /// The keys of `map` whose time has not come, sorted; drops the others.
+    fn unexpired(map: &mut HashMap<String, Instant>) -> Vec<String> {
+        let now = Instant::now();
+        map.retain(|_, until| *until > now);
+        let mut out: Vec<String> = map.keys().cloned().collect();
+        out.sort();
+        out
+    }
+
+    /// The ids of the keys `<prefix><id>`, sorted (SCAN: never blocks Redis).
+    async fn scan_ids(r: &RedisStore, kind: &str) -> Result<Vec<String>, StoreError> {
+        let mut c = r.conn.clone();
+        let prefix = r.key(kind);
+        let pattern = format!("{prefix}*");
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut c)
+                .await?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
             }
-            Store::Redis(r) => {
-                let mut c = r.conn.clone();
-                let pattern = r.key("replica:*");
-                let prefix = r.key("replica:");
-                let mut keys: Vec<String> = Vec::new();
-                let mut cursor: u64 = 0;
-                loop {
-                    let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(500)
-                        .query_async(&mut c)
-                        .await?;
-                    keys.extend(batch);
-                    if next == 0 {
-                        break;
-                    }
-                    cursor = next;
-                }
-                keys.into_iter()
-                    .filter_map(|k| k.strip_prefix(&prefix).map(str::to_owned))
-                    .collect()
-            }
-        };
+            cursor = next;
+        }
+        let mut out: Vec<String> = keys
+            .into_iter()
+            .filter_map(|k| k.strip_prefix(&prefix).map(str::to_owned))
+            .collect();
         out.sort();
         out.dedup();
         Ok(out)
@@ -509,6 +561,24 @@ impl RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_leaving_replica_is_out_of_the_membership_until_it_deregisters() {
+        let s = Store::open(None, "").await.unwrap();
+        let long = Duration::from_secs(60);
+        s.heartbeat("a", long).await.unwrap();
+        s.heartbeat("b", long).await.unwrap();
+        s.leave("b", long).await.unwrap();
+        assert_eq!(s.live_replicas().await.unwrap(), vec!["a"]);
+        assert_eq!(s.leaving_replicas().await.unwrap(), vec!["b"]);
+        s.deregister("b").await.unwrap();
+        assert!(s.leaving_replicas().await.unwrap().is_empty());
+        // The marker expires on its own (a replica killed mid-hand-over).
+        s.leave("a", Duration::from_millis(1)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(s.leaving_replicas().await.unwrap().is_empty());
+        assert!(s.live_replicas().await.unwrap().is_empty());
+    }
 
     #[tokio::test]
     async fn memory_store_fences_owners_and_checkpoints() {

@@ -27,7 +27,7 @@ pub struct KubeState {
 }
 
 /// The fake API server; dropped with the test's runtime.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct FakeKube {
     pub url: String,
     pub state: Arc<Mutex<KubeState>>,

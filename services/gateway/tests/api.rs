@@ -1,0 +1,295 @@
+//! The gateway in process: its gRPC server on loopback over a real
+//! nats-server, the in-memory state store and an embedded history file.
+//! Request validation, the admin token and the params stack, in seconds
+//! (the subprocess tests in `tests/gateway.rs` run it over the real logs).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use spamscope_bus::{Bus, BusConfig};
+use spamscope_gateway::Gateway;
+use spamscope_history::HistoryStore;
+use spamscope_history::any::History;
+use spamscope_proto::v1::gateway_client::GatewayClient;
+use spamscope_proto::v1::{
+    ChannelHistoryRequest, GetParamsRequest, SearchSpamRequest, SetParamsRequest,
+    UserHistoryRequest, WatchChannelRequest,
+};
+use spamscope_store::Store;
+use spamscope_testkit::{Nats, TempDir};
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::transport::Channel;
+
+const TOKEN: &str = "in-process-admin-token-42";
+const SHARDS: u32 = 4;
+
+struct Running {
+    _nats: Nats,
+    _dir: TempDir,
+    client: GatewayClient<Channel>,
+    stop: CancellationToken,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn gateway(admin_token: Option<&str>) -> Running {
+    let nats = Nats::start();
+    let bus = Bus::connect(&nats.url(), "gateway-test").await.unwrap();
+    bus.ensure_streams(&BusConfig {
+        url: nats.url(),
+        shards: SHARDS,
+        ..BusConfig::default()
+    })
+    .await
+    .unwrap();
+    let store = Store::open(None, "").await.unwrap();
+    store.ensure_shards(SHARDS).await.unwrap();
+    let dir = TempDir::new("gateway-api");
+    let history = History::Embedded(Arc::new(
+        HistoryStore::open(&dir.0.join("history.redb")).unwrap(),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let gw = Gateway::new(bus, store, history, SHARDS, admin_token.map(str::to_owned));
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(spamscope_gateway::serve(listener, gw, None, stop.clone()));
+    let client = GatewayClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    Running {
+        _nats: nats,
+        _dir: dir,
+        client,
+        stop,
+        server,
+    }
+}
+
+fn admin(scope: &str, json: &str) -> tonic::Request<SetParamsRequest> {
+    let mut req = tonic::Request::new(SetParamsRequest {
+        scope: scope.into(),
+        params_json: json.into(),
+    });
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    req
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_invalid_argument_with_a_message() {
+    let mut r = gateway(Some(TOKEN)).await;
+    let c = &mut r.client;
+    for (what, status) in [
+        (
+            "empty search",
+            c.search_spam(SearchSpamRequest::default())
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "huge page",
+            c.search_spam(SearchSpamRequest {
+                text: "x".into(),
+                page_size: 5000,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+        ),
+        (
+            "long text",
+            c.search_spam(SearchSpamRequest {
+                text: "x".repeat(3000),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+        ),
+        (
+            "unknown platform",
+            c.channel_history(ChannelHistoryRequest {
+                stream: "irc.foo".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+        ),
+        (
+            "no stream id",
+            c.channel_history(ChannelHistoryRequest {
+                stream: "twitch.".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+        ),
+        (
+            "bad page token",
+            c.user_history(UserHistoryRequest {
+                user: "onche".into(),
+                page_token: "%%%".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+        ),
+        (
+            "params of a bad scope",
+            c.get_params(GetParamsRequest {
+                scope: "irc.foo".into(),
+            })
+            .await
+            .unwrap_err(),
+        ),
+        (
+            "params out of range",
+            c.set_params(admin("twitch.xqcow", r#"{"similarity_threshold": 7}"#))
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "params not JSON",
+            c.set_params(admin("", "{tick_ms: 1")).await.unwrap_err(),
+        ),
+        (
+            "unclosed pattern",
+            c.set_params(admin("twitch.xqcow", r#"{"blacklist": ["(unclosed"]}"#))
+                .await
+                .unwrap_err(),
+        ),
+    ] {
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+        assert!(!status.message().is_empty(), "{what}");
+    }
+    let e = c
+        .set_params(admin("twitch.xqcow", r#"{"similarity_threshold": 7}"#))
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("similarity_threshold"), "{e:?}");
+    // Nothing of the refused writes was stored.
+    let p = c
+        .get_params(GetParamsRequest {
+            scope: "twitch.xqcow".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p.params_json, "{}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_params_needs_the_admin_token_and_checks_the_whole_stack() {
+    let mut r = gateway(Some(TOKEN)).await;
+    let c = &mut r.client;
+    let plain = SetParamsRequest {
+        scope: "twitch.xqcow".into(),
+        params_json: r#"{"long_message_graphemes": 100}"#.into(),
+    };
+    assert_eq!(
+        c.set_params(plain.clone()).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    let mut wrong = tonic::Request::new(plain);
+    wrong
+        .metadata_mut()
+        .insert("authorization", "Bearer not-the-token".parse().unwrap());
+    let e = c.set_params(wrong).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(!e.message().contains(TOKEN));
+
+    let p = c
+        .set_params(admin("twitch.xqcow", r#"{"long_message_graphemes": 100}"#))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        p.effective_json.contains("\"long_message_graphemes\":100"),
+        "{p:?}"
+    );
+
+    // A channel layer valid alone (quiet 15 s over the default 10 s tick)
+    // makes a cluster layer valid alone (a 20 s tick) invalid, and the
+    // other way round; scopes are case-normalised.
+    c.set_params(admin("twitch.XQCOW", r#"{"spam_quiet_ms": 15000}"#))
+        .await
+        .unwrap();
+    let e = c
+        .set_params(admin("", r#"{"tick_ms": 20000}"#))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("twitch.xqcow"), "{e:?}");
+    c.set_params(admin("", r#"{"tick_ms": 12000}"#))
+        .await
+        .unwrap();
+    let e = c
+        .set_params(admin("twitch.xqcow", r#"{"spam_quiet_ms": 11000}"#))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("spam_quiet_ms"), "{e:?}");
+    for scope in ["", "twitch.xqcow", "youtube.never-seen"] {
+        let p = c
+            .get_params(GetParamsRequest {
+                scope: scope.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            p.effective_json.contains("\"tick_ms\":12000"),
+            "{scope}: {p:?}"
+        );
+    }
+    let p = c
+        .get_params(GetParamsRequest {
+            scope: "twitch.xqcow".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        p.effective_json.contains("\"spam_quiet_ms\":15000"),
+        "{p:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_admin_token_params_are_read_only() {
+    let mut r = gateway(None).await;
+    let e = r
+        .client
+        .set_params(admin("", r#"{"tick_ms": 12000}"#))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(e.message().contains("read-only"), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_open_watch_streams_and_the_server() {
+    let mut r = gateway(None).await;
+    let mut watch = r
+        .client
+        .watch_channel(WatchChannelRequest {
+            stream: "twitch.xqcow".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    r.stop.cancel();
+    // The open stream ends (with or without a status) and the server
+    // returns, both well within the roles' 10 s shutdown grace.
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = watch.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the watch stream outlived the shutdown");
+    let served = tokio::time::timeout(Duration::from_secs(5), r.server)
+        .await
+        .expect("the server outlived the shutdown");
+    served.unwrap().expect("the server ended cleanly");
+}

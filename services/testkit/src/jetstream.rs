@@ -1,0 +1,207 @@
+//! Readers of what the pipeline published on JetStream, and a gateway
+//! client that waits for its server.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::Value;
+
+use crate::{Proc, tail};
+
+/// Every message on a JetStream stream, from the start: (subject, headers,
+/// payload).
+pub async fn read_stream(
+    url: &str,
+    stream: &str,
+) -> Vec<(String, Option<async_nats::HeaderMap>, bytes::Bytes)> {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut s = js.get_stream(stream).await.unwrap();
+    let last = s.info().await.unwrap().state.last_sequence;
+    if last == 0 {
+        return Vec::new();
+    }
+    let consumer = s
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .unwrap();
+    let mut msgs = consumer.messages().await.unwrap();
+    let mut out = Vec::new();
+    while let Some(Ok(m)) = msgs.next().await {
+        let seq = m.info().unwrap().stream_sequence;
+        out.push((m.subject.to_string(), m.headers.clone(), m.payload.clone()));
+        if seq >= last {
+            break;
+        }
+    }
+    out
+}
+
+/// Detector outputs published on SPAM, as replay-style JSON by key (scores
+/// excluded); also returns how many messages carried a key seen before.
+pub async fn pipeline_outputs(url: &str) -> (BTreeMap<String, Value>, usize) {
+    use prost::Message;
+    let mut out = BTreeMap::new();
+    let mut dups = 0;
+    for (_, _, payload) in read_stream(url, "SPAM").await {
+        let o = spamscope_proto::v1::DetectorOutput::decode(payload).unwrap();
+        if matches!(
+            o.kind,
+            Some(spamscope_proto::v1::detector_output::Kind::MessageScore(_))
+        ) {
+            continue;
+        }
+        let v = spamscope_detect::json::to_json(&o);
+        let key = v["key"].as_str().unwrap().to_owned();
+        if let Some(prev) = out.insert(key, v.clone()) {
+            assert_eq!(prev, v, "two outputs with one key and different content");
+            dups += 1;
+        }
+    }
+    (out, dups)
+}
+
+/// Waits until the pipeline's outputs equal `expected`, or panics with the
+/// difference (and the logs) after `timeout`.
+pub async fn await_outputs(
+    url: &str,
+    expected: &BTreeMap<String, Value>,
+    timeout: Duration,
+    procs: &[&Proc],
+) -> usize {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (got, dups) = pipeline_outputs(url).await;
+        if &got == expected {
+            return dups;
+        }
+        if Instant::now() > deadline {
+            let missing: Vec<&String> = expected
+                .keys()
+                .filter(|k| !got.contains_key(*k))
+                .take(10)
+                .collect();
+            let extra: Vec<&String> = got
+                .keys()
+                .filter(|k| !expected.contains_key(*k))
+                .take(10)
+                .collect();
+            let differ: Vec<&String> = expected
+                .iter()
+                .filter(|(k, v)| got.get(*k).is_some_and(|g| g != *v))
+                .map(|(k, _)| k)
+                .take(5)
+                .collect();
+            for p in procs {
+                eprintln!("==== {} ====\n{}", p.name, tail(&p.log_text(), 40));
+            }
+            if let Some(k) = differ.first() {
+                eprintln!("expected {k}: {}\n     got {k}: {}", expected[*k], got[*k]);
+            }
+            panic!(
+                "pipeline outputs differ from the in-process replay: {} expected, {} got; missing {missing:?}; extra {extra:?}; different {differ:?}",
+                expected.len(),
+                got.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+/// Messages in a JetStream stream now.
+pub async fn stream_len(url: &str, stream: &str) -> u64 {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    match js.get_stream(stream).await {
+        Ok(mut s) => s.info().await.unwrap().state.messages,
+        Err(_) => 0, // not created yet
+    }
+}
+
+/// Every chat message in JetStream: the messages of all `CHAT-<shard>`
+/// streams, shard by shard, each in its stream's order (a batch is one).
+pub async fn read_chat_messages(
+    url: &str,
+) -> Vec<(String, Option<async_nats::HeaderMap>, bytes::Bytes)> {
+    let mut out = Vec::new();
+    for name in chat_streams(url).await {
+        out.extend(read_stream(url, &name).await);
+    }
+    out
+}
+
+/// Every chat event in JetStream, batches taken apart: (subject, headers
+/// of its message, the event encoded on its own), shard by shard, each in
+/// its stream's order. A payload that does not decode (the drills publish
+/// garbage) is one entry, as it is.
+pub async fn read_chat(url: &str) -> Vec<(String, Option<async_nats::HeaderMap>, bytes::Bytes)> {
+    use prost::Message;
+    let mut out = Vec::new();
+    for (subject, headers, payload) in read_chat_messages(url).await {
+        let batch = spamscope_bus::subjects::is_batch(headers.as_ref());
+        match spamscope_proto::decode_chat(batch, payload.clone()) {
+            Ok(events) => {
+                for ev in events {
+                    out.push((
+                        subject.clone(),
+                        headers.clone(),
+                        bytes::Bytes::from(ev.encode_to_vec()),
+                    ));
+                }
+            }
+            Err(_) => out.push((subject, headers, payload)),
+        }
+    }
+    out
+}
+
+/// Chat events in JetStream now, over all shards (batches counted by
+/// their events).
+pub async fn chat_events(url: &str) -> u64 {
+    read_chat(url).await.len() as u64
+}
+
+/// Chat messages in JetStream now, over all shards (a batch is one).
+pub async fn chat_len(url: &str) -> u64 {
+    let mut n = 0;
+    for name in chat_streams(url).await {
+        n += stream_len(url, &name).await;
+    }
+    n
+}
+
+async fn chat_streams(url: &str) -> Vec<String> {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut names: Vec<String> = js
+        .stream_names()
+        .filter_map(|n| async move { n.ok() })
+        .filter(|n| std::future::ready(n.starts_with(spamscope_bus::subjects::CHAT_STREAM_PREFIX)))
+        .collect()
+        .await;
+    names.sort();
+    names
+}
+
+/// A gRPC client of the gateway at `addr`, once it answers (30 s at most;
+/// the failure shows the process's log).
+pub async fn gateway_client(
+    addr: &str,
+    proc: &Proc,
+) -> spamscope_proto::v1::gateway_client::GatewayClient<tonic::transport::Channel> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(c) =
+            spamscope_proto::v1::gateway_client::GatewayClient::connect(format!("http://{addr}"))
+                .await
+        {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gateway not up:\n{}",
+            tail(&proc.log_text(), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
