@@ -530,3 +530,149 @@ fn xxh(a: &str, b: &[&str]) -> u64 {
     (a, b).hash(&mut h);
     h.finish()
 }
+
+/// Retention, size and duplicate-window flags outside their ranges are
+/// refused before anything connects (exit 64 naming the flag): a SPAM
+/// stream kept 1 s, a CHAT stream of 0 bytes or a window shorter than
+/// ingest's resends would lose or duplicate data without a word.
+#[test]
+fn stream_limit_flags_out_of_range_exit_64() {
+    let base = [
+        "router",
+        "--nats-url",
+        "nats://127.0.0.1:1",
+        "--redis-url",
+        "redis://127.0.0.1:1",
+        "--shards",
+        "8",
+    ];
+    for (extra, named) in [
+        (&["--spam-max-age-s", "1"][..], "--spam-max-age-s"),
+        (&["--chat-max-age-s", "0"][..], "--chat-max-age-s"),
+        (&["--chat-max-bytes", "0"][..], "--chat-max-bytes"),
+        (&["--spam-max-bytes=-5"][..], "--spam-max-bytes"),
+        (&["--duplicate-window-s", "30"][..], "--duplicate-window-s"),
+        (
+            &["--duplicate-window-s", "900", "--spam-max-age-s", "600"][..],
+            "--duplicate-window-s",
+        ),
+    ] {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        let out = Command::new(env!("CARGO_BIN_EXE_spamscope"))
+            .args(&args)
+            .env_remove("SPAMSCOPE_CONFIG")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{extra:?}: {err}");
+        assert!(err.contains(named), "{extra:?} should name {named}: {err}");
+    }
+}
+
+fn role_stderr(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_spamscope"))
+        .args(args)
+        .env_remove("SPAMSCOPE_CONFIG")
+        .env_remove("SPAMSCOPE_ADMIN_TOKEN")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Flags that would start a replica that cannot work (no id, a heartbeat
+/// that expires at once, a checkpoint per event of 0) exit 64 naming them.
+#[test]
+fn detector_flags_out_of_range_exit_64() {
+    let base = [
+        "detector",
+        "--nats-url",
+        "nats://127.0.0.1:1",
+        "--redis-url",
+        "redis://127.0.0.1:1",
+    ];
+    for (extra, named) in [
+        (&["--replica-id", ""][..], "--replica-id"),
+        (&["--replica-id", "d0>*"][..], "--replica-id"),
+        (
+            &["--replica-id", "d0", "--heartbeat-ttl-ms", "0"][..],
+            "--heartbeat-ttl-ms",
+        ),
+        (
+            &["--replica-id", "d0", "--checkpoint-events", "0"][..],
+            "--checkpoint-events",
+        ),
+    ] {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        let (code, err) = role_stderr(&args, &[]);
+        assert_eq!(code, Some(64), "{extra:?}: {err}");
+        assert!(err.contains(named), "{extra:?} should name {named}: {err}");
+    }
+}
+
+/// Passwords in URLs never reach the terminal, a URL that does not parse
+/// exits 64 naming its flag, and the admin token has one rule whether it
+/// comes from a file or the environment.
+#[test]
+fn urls_and_tokens_are_checked_and_never_printed() {
+    const PW: &str = "hunter2-very-secret";
+    let nats_pw = format!("nats://spamscope:{PW}@127.0.0.1:1");
+    let redis_pw = format!("redis://:{PW}@127.0.0.1:1/0");
+    // A NATS URL the client cannot parse.
+    let bad_nats = format!("nats://u:{PW}@[::1");
+    let (code, err) = role_stderr(
+        &["router", "--nats-url", &bad_nats, "--redis-url", &redis_pw],
+        &[],
+    );
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("--nats-url") && !err.contains(PW), "{err}");
+    // Not a Redis URL.
+    let (code, err) = role_stderr(
+        &[
+            "router",
+            "--nats-url",
+            &nats_pw,
+            "--redis-url",
+            &format!("http://:{PW}@127.0.0.1:1"),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("--redis-url") && !err.contains(PW), "{err}");
+    // Redis down: the error names the flag and a redacted URL.
+    let (code, err) = role_stderr(
+        &["router", "--nats-url", &nats_pw, "--redis-url", &redis_pw],
+        &[],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("--redis-url redis://***@127.0.0.1:1/0") && !err.contains(PW),
+        "{err}"
+    );
+    // An admin token of 5 characters and one with a trailing newline.
+    let gateway = [
+        "gateway",
+        "--nats-url",
+        "nats://127.0.0.1:1",
+        "--redis-url",
+        "redis://127.0.0.1:1",
+    ];
+    let (code, err) = role_stderr(&gateway, &[("SPAMSCOPE_ADMIN_TOKEN", "short")]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("SPAMSCOPE_ADMIN_TOKEN") && err.contains("16") && !err.contains("short"),
+        "{err}"
+    );
+    let file = tmp_file("admin-token-short", b"short\n");
+    let mut args = gateway.to_vec();
+    let f = file.display().to_string();
+    args.extend_from_slice(&["--admin-token-file", &f]);
+    let (code, err) = role_stderr(&args, &[]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("--admin-token-file"), "{err}");
+}

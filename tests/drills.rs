@@ -102,7 +102,11 @@ where
     t0.elapsed()
 }
 
-/// Two replicas and a router, placed; ingest of xqcow at 25× started. The
+/// Replay speed of the drills' ingest: the 7.7 minutes of #xqcow in about
+/// 12 s, so every fault (6 s in at most) lands mid-stream.
+const SPEED: &str = "40";
+
+/// Two replicas and a router, placed; ingest of xqcow at [`SPEED`] started. The
 /// start-up placement gets a generous timeout (a loaded CI machine); the
 /// recovery each drill measures has its own.
 async fn two_replicas_and_ingest(c: &Cluster) -> (Proc, Proc, Proc, Proc) {
@@ -111,7 +115,7 @@ async fn two_replicas_and_ingest(c: &Cluster) -> (Proc, Proc, Proc, Proc) {
     let r = c.router("r0");
     c.await_placement(&["d0", "d1"], Duration::from_secs(90))
         .await;
-    let ing = c.ingest("ingest", "25", &[xqcow()]);
+    let ing = c.ingest("ingest", SPEED, &[xqcow()]);
     (d0, d1, r, ing)
 }
 
@@ -523,7 +527,7 @@ async fn drill_flood_on_one_stream() {
     let files = [xqcow(), flood.clone()];
     let expected = replay_outputs(&files);
     let (d0, d1, r, mut ing) = two_replicas_and_ingest(&c).await;
-    let mut flooder = c.ingest("flood", "25", &[flood]);
+    let mut flooder = c.ingest("flood", SPEED, &[flood]);
     // Lag per shard (JetStream messages not yet consumed, as the detectors
     // report it with each checkpoint), sampled until both ingests end.
     let store = spamscope_store::Store::open(Some(&c.redis.url()), "spamscope:")

@@ -210,6 +210,14 @@ async fn fake_youtube(
     let p2 = polls.clone();
     let app = axum::Router::new()
         .route(
+            "/watch",
+            get(|| async {
+                axum::response::Html(
+                    r#"<html><script>var ytInitialPlayerResponse = {"videoDetails":{"videoId":"jfKfPfyJRdk","channelId":"UCSJ4gkVC6NrvII8umztf0Ow","isLive":true}};</script></html>"#,
+                )
+            }),
+        )
+        .route(
             "/live_chat",
             get(|| async {
                 axum::response::Html(
@@ -302,6 +310,13 @@ async fn youtube_source_follows_continuations_at_the_servers_pace() {
         .count();
     assert_eq!(messages, 65, "the 65 messages of the recorded response");
     assert!(events.iter().all(|e| e.stream_id == "jfKfPfyJRdk"));
+    // The channel id from the watch page, so the channel's params apply.
+    assert!(
+        events
+            .iter()
+            .all(|e| e.channel_id == "UCSJ4gkVC6NrvII8umztf0Ow"),
+        "every event names the video's channel"
+    );
     assert!(matches!(
         events.last().unwrap().kind,
         Some(Kind::StreamEnded(_))

@@ -175,11 +175,14 @@ async fn watch(a: &HistoryArgs, history: History) -> Result<(u64, u64, f64, Vec<
     let nats = spamscope_testkit::Nats::start();
     let url = nats.url();
     let bus = Bus::connect(&url, "spamscope-bench-gateway").await?;
-    bus.ensure_streams(&BusConfig {
-        url: url.clone(),
-        shards: SHARDS,
-        ..BusConfig::default()
-    })
+    bus.ensure_streams(
+        &BusConfig {
+            url: url.clone(),
+            shards: SHARDS,
+            ..BusConfig::default()
+        },
+        spamscope_bus::StreamLimits::Apply,
+    )
     .await?;
     let store = Store::open(None, "").await?;
     store.ensure_shards(SHARDS).await?;

@@ -14,20 +14,25 @@ use spamscope_runtime::{ClusterArgs, connect, run_role};
 pub struct DetectorArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
-    /// Stable id of this replica (a StatefulSet pod name).
-    #[arg(long, env = "SPAMSCOPE_REPLICA_ID")]
+    /// Stable id of this replica (a StatefulSet pod name): 1 to 63 letters,
+    /// digits, '-', '_' or '.' (it names the replica's NATS subject).
+    #[arg(long, env = "SPAMSCOPE_REPLICA_ID", value_parser = replica_id)]
     pub replica_id: String,
     /// Publish a spam score for every message too.
     #[arg(long)]
     pub scores: bool,
-    /// Checkpoint each shard after this many events.
-    #[arg(long, default_value_t = crate::ReplicaConfig::default().checkpoint_every_events)]
+    /// Checkpoint each shard after this many events (1 to 10,000,000).
+    #[arg(long, default_value_t = crate::ReplicaConfig::default().checkpoint_every_events,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub checkpoint_events: u64,
-    /// Heartbeat TTL in milliseconds: a replica silent this long is dropped.
-    #[arg(long, default_value_t = crate::ReplicaConfig::default().heartbeat_ttl.as_millis() as u64)]
+    /// Heartbeat TTL in milliseconds: a replica silent this long is dropped
+    /// (1,000 to 600,000).
+    #[arg(long, default_value_t = crate::ReplicaConfig::default().heartbeat_ttl.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(1000..=600_000))]
     pub heartbeat_ttl_ms: u64,
-    /// On SIGTERM, how long to wait for the hand-over, in seconds.
-    #[arg(long, default_value_t = crate::ReplicaConfig::default().handover_timeout.as_secs())]
+    /// On SIGTERM, how long to wait for the hand-over, in seconds (1 to 3600).
+    #[arg(long, default_value_t = crate::ReplicaConfig::default().handover_timeout.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub handover_timeout_s: u64,
     #[command(flatten)]
     pub params: ParamsArgs,
@@ -42,7 +47,13 @@ pub fn run(args: DetectorArgs) -> Result<()> {
     let mut cluster = args.cluster.clone();
     cluster.shutdown_grace_s += args.handover_timeout_s;
     run_role("detector", cluster.lifecycle(), |role| async move {
-        let (bus, store) = connect(&args.cluster, &url, "spamscope-detector").await?;
+        let (bus, store) = connect(
+            &args.cluster,
+            &url,
+            "spamscope-detector",
+            spamscope_bus::StreamLimits::Keep,
+        )
+        .await?;
         role.require_nats(&bus);
         role.require_store(&store);
         let cfg = crate::ReplicaConfig {
@@ -109,5 +120,17 @@ impl ParamsArgs {
         spamscope_detect::DetectorParams::layered(&[&layer])
             .map_err(|e| Exit::usage(e.to_string()))?;
         Ok(layer)
+    }
+}
+
+/// A replica id as `--replica-id` accepts it.
+fn replica_id(s: &str) -> Result<String, String> {
+    let ok = (1..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("must be 1 to 63 letters, digits, '-', '_' or '.'".into())
     }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use spamscope_bus::Bus;
 use spamscope_history_writer::cli::HistoryArgs;
-use spamscope_runtime::exit::{Exit, secret_file};
+use spamscope_runtime::exit::{Exit, secret};
 use spamscope_runtime::{ClusterArgs, Health, Supervisor, connect, run_role};
 use spamscope_store::Store;
 use tokio::net::TcpListener;
@@ -36,19 +36,24 @@ pub struct GatewayArgs {
 impl GatewayArgs {
     /// The admin token from `--admin-token-file` or `SPAMSCOPE_ADMIN_TOKEN`
     /// (never printed).
+    /// One rule for both: trimmed, at least 16 characters.
     pub fn admin_token(&self) -> Result<Option<String>> {
-        if let Some(p) = &self.admin_token_file {
-            let t = secret_file("--admin-token-file", p)?;
-            if t.len() < 16 {
-                return Err(Exit::usage(
-                    "--admin-token-file: the token must have at least 16 characters",
-                ));
-            }
-            return Ok(Some(t));
+        let token = secret(
+            "--admin-token-file",
+            self.admin_token_file.as_deref(),
+            "SPAMSCOPE_ADMIN_TOKEN",
+        )?;
+        if token.as_ref().is_some_and(|t| t.chars().count() < 16) {
+            let source = if self.admin_token_file.is_some() {
+                "--admin-token-file"
+            } else {
+                "SPAMSCOPE_ADMIN_TOKEN"
+            };
+            return Err(Exit::usage(format!(
+                "{source}: the admin token must have at least 16 characters"
+            )));
         }
-        Ok(std::env::var("SPAMSCOPE_ADMIN_TOKEN")
-            .ok()
-            .filter(|t| !t.trim().is_empty()))
+        Ok(token)
     }
 }
 
@@ -118,7 +123,13 @@ pub fn run(args: GatewayRoleArgs) -> Result<()> {
     args.cluster.require_shared_store()?;
     args.gateway.admin_token()?;
     run_role("gateway", args.cluster.lifecycle(), |role| async move {
-        let (bus, store) = connect(&args.cluster, &url, "spamscope-gateway").await?;
+        let (bus, store) = connect(
+            &args.cluster,
+            &url,
+            "spamscope-gateway",
+            spamscope_bus::StreamLimits::Keep,
+        )
+        .await?;
         role.require_nats(&bus);
         role.require_store(&store);
         let mut sup = role.supervisor();

@@ -154,23 +154,35 @@ fn token(t: &str) -> Option<&str> {
     (!t.is_empty()).then_some(t)
 }
 
-/// The built-in defaults under the stored cluster layer under `layer`
-/// (for `scope`; the cluster layer itself when `scope` is ""). A detector's
-/// own `--params` layer sits between the defaults and the cluster layer and
-/// is not known here.
+/// One stored layer, or null where there is none (or it no longer parses).
+fn stored_layer(
+    all: &std::collections::BTreeMap<String, String>,
+    scope: &str,
+) -> serde_json::Value {
+    all.get(scope)
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// The built-in defaults under the stored cluster layer, under the stored
+/// layer of `channel` (the channel of a stream scope, where it is known and
+/// another key), under `layer` (for `scope`; the cluster layer itself when
+/// `scope` is ""). A detector's own `--params` layer sits between the
+/// defaults and the cluster layer and is not known here.
 fn stacked(
     all: &std::collections::BTreeMap<String, String>,
     scope: &str,
+    channel: Option<&str>,
     layer: &serde_json::Value,
 ) -> Result<DetectorParams, spamscope_detect::ParamsError> {
     if scope.is_empty() {
         return DetectorParams::layered(&[layer]);
     }
-    let cluster: serde_json::Value = all
-        .get("")
-        .and_then(|j| serde_json::from_str(j).ok())
-        .unwrap_or(serde_json::Value::Null);
-    DetectorParams::layered(&[&cluster, layer])
+    let cluster = stored_layer(all, "");
+    let chan = channel
+        .filter(|c| *c != scope)
+        .map_or(serde_json::Value::Null, |c| stored_layer(all, c));
+    DetectorParams::layered(&[&cluster, &chan, layer])
 }
 
 fn scope_name(scope: &str) -> &str {
@@ -227,11 +239,18 @@ impl Gateway {
         let own = all.get(scope).cloned().unwrap_or_else(|| "{}".into());
         let layer: serde_json::Value =
             serde_json::from_str(&own).unwrap_or(serde_json::Value::Null);
-        let effective = stacked(&all, scope, &layer).map_err(|e| {
+        let channel = self.live.channel_of(scope);
+        let effective = stacked(&all, scope, channel.as_deref(), &layer).map_err(|e| {
             // Only layers stored before writes were checked against each
-            // other can get here.
+            // other, or a channel layer set before this gateway saw which
+            // channel the video belongs to, can get here.
+            let under = channel
+                .as_deref()
+                .map_or("the cluster layer".to_owned(), |c| {
+                    format!("the cluster layer and the layer of its channel {c}")
+                });
             GatewayError::FailedPrecondition(format!(
-                "the stored params of {} do not combine with the cluster layer ({e}); set them again",
+                "the stored params of {} do not combine with {under} ({e}); set them again",
                 scope_name(scope)
             ))
         })?;
@@ -462,19 +481,38 @@ impl GatewayApi for Gateway {
         if !layer.is_object() {
             return Err(GatewayError::Invalid("params_json must be a JSON object".into()).into());
         }
-        // Checked against the stack it will sit in: the cluster layer under
-        // a channel or stream layer, and every stored channel or stream
-        // layer over a new cluster layer.
+        // Checked against the stack it will sit in: the cluster layer (and,
+        // for a video, its channel's layer) under a channel or stream
+        // layer; every stored layer over a new cluster layer; the stored
+        // layers of a channel's known videos over a new channel layer.
         let all = self.store.all_params().await.map_err(GatewayError::from)?;
-        stacked(&all, &scope, &layer)
+        let channel = self.live.channel_of(&scope);
+        stacked(&all, &scope, channel.as_deref(), &layer)
             .and_then(spamscope_detect::params::CompiledParams::new)
             .map_err(|e| GatewayError::Invalid(e.to_string()))?;
+        let above = |other: &str| {
+            (!other.is_empty() && other != scope && all.contains_key(other))
+                .then(|| stored_layer(&all, other))
+        };
         if scope.is_empty() {
-            for (other, json) in all.iter().filter(|(s, _)| !s.is_empty()) {
-                let over: serde_json::Value =
-                    serde_json::from_str(json).unwrap_or(serde_json::Value::Null);
-                DetectorParams::layered(&[&layer, &over]).map_err(|e| {
+            for other in all.keys() {
+                let Some(over) = above(other) else { continue };
+                let chan = self
+                    .live
+                    .channel_of(other)
+                    .map_or(serde_json::Value::Null, |c| stored_layer(&all, &c));
+                DetectorParams::layered(&[&layer, &chan, &over]).map_err(|e| {
                     GatewayError::Invalid(format!("with the stored params of {other}: {e}"))
+                })?;
+            }
+        } else {
+            let cluster = stored_layer(&all, "");
+            for video in self.live.streams_of(&scope) {
+                let Some(over) = above(&video) else { continue };
+                DetectorParams::layered(&[&cluster, &layer, &over]).map_err(|e| {
+                    GatewayError::Invalid(format!(
+                        "with the stored params of {video}, a video of this channel: {e}"
+                    ))
                 })?;
             }
         }

@@ -20,6 +20,9 @@ const WINDOW: Duration = Duration::from_secs(60);
 struct StreamStats {
     platform: i32,
     stream_id: String,
+    /// The channel's id where the source names one (YouTube: the video's
+    /// channel); empty otherwise.
+    channel_id: String,
     messages: VecDeque<Instant>,
     /// (when, spam messages added).
     spam: VecDeque<(Instant, u64)>,
@@ -49,6 +52,9 @@ impl Live {
             let s = m.entry(key).or_default();
             s.platform = ev.platform;
             s.stream_id.clone_from(&ev.stream_id);
+            if !ev.channel_id.is_empty() && s.channel_id != ev.channel_id {
+                s.channel_id.clone_from(&ev.channel_id);
+            }
             match &ev.kind {
                 Some(chat_event::Kind::Message(_)) => {
                     s.messages.push_back(Instant::now());
@@ -85,6 +91,37 @@ impl Live {
                 s.spam.push_back((Instant::now(), added));
             }
         });
+    }
+
+    /// The channel key (`<platform>.<channel>`, as channel params are keyed)
+    /// of stream `key`, where it is another key than the stream's: known
+    /// for YouTube videos whose chat named their channel since this gateway
+    /// started.
+    pub fn channel_of(&self, key: &str) -> Option<String> {
+        self.with(|m| {
+            let s = m.get(key)?;
+            let chan = spamscope_detect::channel_name(
+                Platform::of(s.platform),
+                &s.stream_id,
+                &s.channel_id,
+            );
+            let ckey = StreamKey::format(Platform::of(s.platform), &chan);
+            (ckey != key).then_some(ckey)
+        })
+    }
+
+    /// The streams seen of channel `channel_key`, other than itself.
+    pub fn streams_of(&self, channel_key: &str) -> Vec<String> {
+        self.with(|m| {
+            m.iter()
+                .filter(|(k, s)| {
+                    !s.channel_id.is_empty()
+                        && k.as_str() != channel_key
+                        && StreamKey::format(Platform::of(s.platform), &s.channel_id) == channel_key
+                })
+                .map(|(k, _)| k.clone())
+                .collect()
+        })
     }
 
     /// Busiest first.

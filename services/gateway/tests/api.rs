@@ -29,6 +29,7 @@ const SHARDS: u32 = 4;
 
 struct Running {
     _nats: Nats,
+    url: String,
     _dir: TempDir,
     client: GatewayClient<Channel>,
     stop: CancellationToken,
@@ -38,11 +39,14 @@ struct Running {
 async fn gateway(admin_token: Option<&str>) -> Running {
     let nats = Nats::start();
     let bus = Bus::connect(&nats.url(), "gateway-test").await.unwrap();
-    bus.ensure_streams(&BusConfig {
-        url: nats.url(),
-        shards: SHARDS,
-        ..BusConfig::default()
-    })
+    bus.ensure_streams(
+        &BusConfig {
+            url: nats.url(),
+            shards: SHARDS,
+            ..BusConfig::default()
+        },
+        spamscope_bus::StreamLimits::Apply,
+    )
     .await
     .unwrap();
     let store = Store::open(None, "").await.unwrap();
@@ -60,6 +64,7 @@ async fn gateway(admin_token: Option<&str>) -> Running {
         .await
         .unwrap();
     Running {
+        url: nats.url(),
         _nats: nats,
         _dir: dir,
         client,
@@ -292,4 +297,83 @@ async fn shutdown_ends_open_watch_streams_and_the_server() {
         .await
         .expect("the server outlived the shutdown");
     served.unwrap().expect("the server ended cleanly");
+}
+
+/// A YouTube video sits under its channel's layer once the gateway has
+/// seen its chat name the channel: GetParams stacks it, and SetParams checks
+/// a video layer over it and a channel layer under the videos' layers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_videos_params_sit_under_its_channels_layer() {
+    use prost::Message;
+    const VIDEO: &str = "youtube.jfKfPfyJRdk";
+    const CHANNEL: &str = "youtube.UCSJ4gkVC6NrvII8umztf0Ow";
+    let mut r = gateway(Some(TOKEN)).await;
+    let c = &mut r.client;
+    c.set_params(admin(CHANNEL, r#"{"spam_quiet_ms": 15000}"#))
+        .await
+        .unwrap();
+    let effective = |p: spamscope_proto::v1::Params| -> serde_json::Value {
+        serde_json::from_str(&p.effective_json).unwrap()
+    };
+    let get = |c: &mut GatewayClient<Channel>, scope: &'static str| {
+        let mut c = c.clone();
+        async move {
+            c.get_params(GetParamsRequest {
+                scope: scope.into(),
+            })
+            .await
+        }
+    };
+    // Before its chat is seen the video is on its own.
+    let before = effective(get(c, VIDEO).await.unwrap().into_inner());
+    assert_ne!(before["spam_quiet_ms"], 15000, "{before}");
+
+    let bus = Bus::connect(&r.url, "chat-writer").await.unwrap();
+    let mut ev = spamscope_testkit::twitch_message("jfKfPfyJRdk", 1);
+    ev.platform = spamscope_proto::v1::Platform::Youtube as i32;
+    ev.channel_id = "UCSJ4gkVC6NrvII8umztf0Ow".into();
+    let subject = spamscope_bus::subjects::chat(0, "youtube", "jfKfPfyJRdk");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        bus.client
+            .publish(subject.clone(), ev.encode_to_vec().into())
+            .await
+            .unwrap();
+        let p = effective(get(c, VIDEO).await.unwrap().into_inner());
+        if p["spam_quiet_ms"] == 15000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the channel layer never applied to the video: {p}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A video layer valid alone (a 20 s tick) but not over its channel's
+    // 15 s quiet period is refused, naming the key.
+    let e = c
+        .set_params(admin(VIDEO, r#"{"tick_ms": 20000}"#))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("spam_quiet_ms"), "{e:?}");
+    let p = c
+        .set_params(admin(VIDEO, r#"{"tick_ms": 12000}"#))
+        .await
+        .unwrap()
+        .into_inner();
+    let p = effective(p);
+    assert_eq!(
+        (p["tick_ms"].clone(), p["spam_quiet_ms"].clone()),
+        (12000.into(), 15000.into()),
+        "{p}"
+    );
+    // And a channel layer that would not hold under the video's layer.
+    let e = c
+        .set_params(admin(CHANNEL, r#"{"spam_quiet_ms": 11000}"#))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains(VIDEO), "{e:?}");
 }

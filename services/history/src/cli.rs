@@ -127,7 +127,13 @@ pub fn run(args: HistoryWriterArgs) -> Result<()> {
         "history-writer",
         args.cluster.lifecycle(),
         |role| async move {
-            let (bus, _store) = connect(&args.cluster, &url, "spamscope-history-writer").await?;
+            let (bus, _store) = connect(
+                &args.cluster,
+                &url,
+                "spamscope-history-writer",
+                spamscope_bus::StreamLimits::Keep,
+            )
+            .await?;
             role.require_nats(&bus);
             let history = args.history.open().await?;
             let mut sup = role.supervisor();

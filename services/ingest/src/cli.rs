@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use spamscope_chat::replay::{self, Speed};
-use spamscope_runtime::exit::{Exit, secret_file};
+use spamscope_runtime::exit::{Exit, secret};
 use spamscope_runtime::{ClusterArgs, connect, run_role};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -51,16 +51,18 @@ pub struct IngestArgs {
     /// SPAMSCOPE_TWITCH_TOKEN); never given on the command line.
     #[arg(long, value_name = "FILE")]
     pub twitch_token_file: Option<PathBuf>,
-    /// JOINs per 10 seconds.
-    #[arg(long, default_value_t = 20)]
+    /// JOINs per 10 seconds (1 to 2000; Twitch allows 20 to most accounts).
+    #[arg(long, default_value_t = 20,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=2000))]
     pub joins_per_10s: usize,
     /// Also read the top N live channels (Helix API; needs
     /// SPAMSCOPE_TWITCH_CLIENT_ID and SPAMSCOPE_TWITCH_CLIENT_SECRET or
     /// --twitch-client-secret-file).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     pub helix_top: Option<usize>,
-    /// How often the top channels are refetched, in seconds.
-    #[arg(long, default_value_t = 3600)]
+    /// How often the top channels are refetched, in seconds (at least 60).
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(60..))]
     pub helix_refresh_s: u64,
     #[arg(long, env = "SPAMSCOPE_TWITCH_CLIENT_ID")]
     pub twitch_client_id: Option<String>,
@@ -99,14 +101,16 @@ impl IngestArgs {
                     .twitch_client_id
                     .clone()
                     .ok_or_else(|| Exit::usage("--helix-top needs SPAMSCOPE_TWITCH_CLIENT_ID"))?;
-                let client_secret = match &self.twitch_client_secret_file {
-                    Some(p) => secret_file("--twitch-client-secret-file", p)?,
-                    None => std::env::var("SPAMSCOPE_TWITCH_CLIENT_SECRET").map_err(|_| {
-                        Exit::usage(
-                            "--helix-top needs SPAMSCOPE_TWITCH_CLIENT_SECRET or --twitch-client-secret-file",
-                        )
-                    })?,
-                };
+                let client_secret = secret(
+                    "--twitch-client-secret-file",
+                    self.twitch_client_secret_file.as_deref(),
+                    "SPAMSCOPE_TWITCH_CLIENT_SECRET",
+                )?
+                .ok_or_else(|| {
+                    Exit::usage(
+                        "--helix-top needs SPAMSCOPE_TWITCH_CLIENT_SECRET or --twitch-client-secret-file",
+                    )
+                })?;
                 Some(crate::twitch::HelixConfig {
                     client_id,
                     client_secret,
@@ -123,14 +127,16 @@ impl IngestArgs {
         let credentials = match &self.twitch_login {
             None => None,
             Some(login) => {
-                let token = match &self.twitch_token_file {
-                    Some(p) => secret_file("--twitch-token-file", p)?,
-                    None => std::env::var("SPAMSCOPE_TWITCH_TOKEN").map_err(|_| {
-                        Exit::usage(
-                            "--twitch-login needs SPAMSCOPE_TWITCH_TOKEN or --twitch-token-file",
-                        )
-                    })?,
-                };
+                let token = secret(
+                    "--twitch-token-file",
+                    self.twitch_token_file.as_deref(),
+                    "SPAMSCOPE_TWITCH_TOKEN",
+                )?
+                .ok_or_else(|| {
+                    Exit::usage(
+                        "--twitch-login needs SPAMSCOPE_TWITCH_TOKEN or --twitch-token-file",
+                    )
+                })?;
                 Some((login.clone(), token))
             }
         };
@@ -173,7 +179,13 @@ pub fn run(args: IngestArgs) -> Result<()> {
     let url = args.cluster.nats_url()?;
     args.cluster.require_shared_store()?;
     run_role("ingest", args.cluster.lifecycle(), |role| async move {
-        let (bus, _store) = connect(&args.cluster, &url, "spamscope-ingest").await?;
+        let (bus, _store) = connect(
+            &args.cluster,
+            &url,
+            "spamscope-ingest",
+            spamscope_bus::StreamLimits::Keep,
+        )
+        .await?;
         role.require_nats(&bus);
         role.health.set_ready(true);
         let mut sup = role.supervisor();

@@ -70,6 +70,34 @@ pub fn parse_chat_page(html: &str) -> Option<ChatPage> {
     })
 }
 
+/// The channel a video belongs to, from its watch page: the `channelId` of
+/// the player response's `videoDetails` (the owner's `UC…` id), or the
+/// page's `<meta itemprop="channelId">`. Channel params of YouTube are keyed
+/// by it.
+pub fn parse_watch_page(html: &str) -> Option<String> {
+    let from_details = html
+        .find("\"videoDetails\"")
+        .and_then(|at| quoted_after(&html[at..], "\"channelId\""));
+    let from_meta = || {
+        let at = html.find("itemprop=\"channelId\"")?;
+        let tag_end = at + html[at..].find('>')?;
+        let tag_start = html[..at].rfind('<')?;
+        let tag = &html[tag_start..tag_end];
+        let v = tag.split("content=\"").nth(1)?;
+        v.split('"').next()
+    };
+    let id = from_details.or_else(from_meta)?;
+    is_channel_id(id).then(|| id.to_owned())
+}
+
+/// `UC` and 22 URL-safe base64 characters.
+fn is_channel_id(s: &str) -> bool {
+    s.len() == 24
+        && s.starts_with("UC")
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// Actions, next continuation and poll interval of a `get_live_chat` reply.
 pub fn parse_poll(resp: &Value) -> (Vec<Value>, Option<(String, u64)>) {
     let cont = resp.pointer("/continuationContents/liveChatContinuation");
@@ -137,9 +165,10 @@ async fn poll_video(
     stop: &CancellationToken,
 ) -> Result<IngestReport, IngestError> {
     let mut report = IngestReport::default();
+    let channel_id = watch_page_channel(http, cfg, video).await;
     let ctx = StreamContext {
         video_id: video.to_owned(),
-        channel_id: String::new(),
+        channel_id: channel_id.clone(),
     };
     let mut backoff = spamscope_runtime::Backoff::new(Duration::from_millis(500), cfg.max_poll);
     let page = loop {
@@ -238,7 +267,7 @@ async fn poll_video(
                 let end = ChatEvent {
                     platform: Platform::Youtube as i32,
                     stream_id: video.to_owned(),
-                    channel_id: String::new(),
+                    channel_id: channel_id.clone(),
                     event_id: format!("end:youtube.{video}"),
                     ts_ms: last_ts,
                     kind: Some(Kind::StreamEnded(StreamEnded {
@@ -248,6 +277,38 @@ async fn poll_video(
                 publish_one(bus, &end, shards, stop, &mut report).await?;
                 return Ok(report);
             }
+        }
+    }
+}
+
+/// The video's channel id, read once from its watch page. Without it the
+/// chat still flows: the events carry no channel id, and the channel's
+/// params layer does not apply to this video (said once, as a warning).
+async fn watch_page_channel(http: &reqwest::Client, cfg: &YoutubeConfig, video: &str) -> String {
+    let url = format!("{}/watch?v={video}", cfg.base_url);
+    let page = match http
+        .get(&url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+    {
+        Ok(r) => r.text().await.ok(),
+        Err(e) => {
+            warn!(video, error = %e, "watch page failed: no channel id, channel params will not apply to this video");
+            return String::new();
+        }
+    };
+    match page.as_deref().and_then(parse_watch_page) {
+        Some(id) => {
+            info!(video, channel = %id, "video's channel");
+            id
+        }
+        None => {
+            warn!(
+                video,
+                "no channel id on the watch page: channel params will not apply to this video"
+            );
+            String::new()
         }
     }
 }
@@ -294,5 +355,28 @@ mod tests {
         assert_eq!(actions.len(), 2);
         assert_eq!(next, Some(("next".to_owned(), 1234)));
         assert_eq!(parse_poll(&json!({})).1, None);
+    }
+
+    #[test]
+    fn watch_page_channel_id() {
+        // The player response names the owner after other channel ids
+        // (a recommended video's `externalChannelId` comes first here).
+        let html = r#"<script>var ytInitialData = {"externalChannelId":"UCaaaaaaaaaaaaaaaaaaaaaa"};
+            var ytInitialPlayerResponse = {"videoDetails":{"videoId":"jfKfPfyJRdk","title":"lofi","lengthSeconds":"0","channelId":"UCSJ4gkVC6NrvII8umztf0Ow","isLive":true}};</script>"#;
+        assert_eq!(
+            parse_watch_page(html).as_deref(),
+            Some("UCSJ4gkVC6NrvII8umztf0Ow")
+        );
+        let meta = r#"<head><meta itemprop="channelId" content="UCSJ4gkVC6NrvII8umztf0Ow"></head>"#;
+        assert_eq!(
+            parse_watch_page(meta).as_deref(),
+            Some("UCSJ4gkVC6NrvII8umztf0Ow")
+        );
+        // Not a channel id: refused rather than keyed on.
+        assert_eq!(
+            parse_watch_page(r#"{"videoDetails":{"channelId":"../../x"}}"#),
+            None
+        );
+        assert_eq!(parse_watch_page("<html>consent wall</html>"), None);
     }
 }

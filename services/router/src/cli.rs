@@ -29,17 +29,19 @@ pub struct RouterArgs {
     #[arg(long, env = "SPAMSCOPE_AUTOSCALE_MAX", requires = "kube")]
     pub autoscale_max: Option<u32>,
     /// Fewest detector replicas the autoscaler leaves.
-    #[arg(long, env = "SPAMSCOPE_AUTOSCALE_MIN", default_value_t = 1)]
+    #[arg(long, env = "SPAMSCOPE_AUTOSCALE_MIN", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub autoscale_min: u32,
     /// Pending chat events per replica before the autoscaler adds one.
     #[arg(
         long,
         env = "SPAMSCOPE_AUTOSCALE_LAG_PER_REPLICA",
-        default_value_t = 50_000
+        default_value_t = 50_000,
+        value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub autoscale_lag_per_replica: u64,
-    /// How often the autoscaler looks at the lag, in seconds.
-    #[arg(long, default_value_t = 30)]
+    /// How often the autoscaler looks at the lag, in seconds (1 to 3600).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub autoscale_interval_s: u64,
     /// Quiet time after a resize, in seconds.
     #[arg(long, default_value_t = 180)]
@@ -92,7 +94,13 @@ pub fn run(args: RouterArgs) -> Result<()> {
     let url = args.cluster.nats_url()?;
     args.cluster.require_shared_store()?;
     run_role("router", args.cluster.lifecycle(), |role| async move {
-        let (bus, store) = connect(&args.cluster, &url, "spamscope-router").await?;
+        let (bus, store) = connect(
+            &args.cluster,
+            &url,
+            "spamscope-router",
+            spamscope_bus::StreamLimits::Apply,
+        )
+        .await?;
         role.require_nats(&bus);
         role.require_store(&store);
         let defaults = crate::RouterConfig::default();

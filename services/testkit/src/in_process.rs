@@ -51,12 +51,15 @@ impl InProcessCluster {
         duplicate_window: Duration,
     ) -> Result<Self> {
         let bus = Bus::connect(url, "spamscope-testkit").await?;
-        bus.ensure_streams(&BusConfig {
-            url: url.into(),
-            shards,
-            duplicate_window,
-            ..BusConfig::default()
-        })
+        bus.ensure_streams(
+            &BusConfig {
+                url: url.into(),
+                shards,
+                duplicate_window,
+                ..BusConfig::default()
+            },
+            spamscope_bus::StreamLimits::Apply,
+        )
         .await?;
         store.ensure_shards(shards).await?;
         Ok(Self {

@@ -106,11 +106,10 @@ pub mod subjects {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
-    #[error("cannot connect to NATS at {url}: {source}")]
-    Connect {
-        url: String,
-        source: async_nats::ConnectError,
-    },
+    /// The URL is not in the message: it can hold a password (callers
+    /// name the flag and a redacted URL).
+    #[error("cannot connect to NATS: {source}")]
+    Connect { source: async_nats::ConnectError },
     #[error("JetStream stream {stream}: {reason}")]
     Stream { stream: String, reason: String },
     #[error("publish to {subject}: {reason}")]
@@ -146,6 +145,47 @@ impl Default for BusConfig {
     }
 }
 
+/// Who may change the limits of streams that already exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamLimits {
+    /// Set them to this role's config: the router's (one role owns them).
+    Apply,
+    /// Leave them as they are; report where they differ.
+    Keep,
+}
+
+/// The shortest duplicate window accepted. Ingest resends a message whose
+/// ack did not come (backoff up to 5 s, with the same message id), and a
+/// resend after the window would be stored twice: two minutes cover the
+/// retries of a publish through a NATS restart.
+pub const MIN_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// Where the retention limits of `have` differ from `want`, one line each.
+fn limit_differences(name: &str, have: &stream::Config, want: &stream::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if have.max_age != want.max_age {
+        out.push(format!(
+            "{name}: max age {} s in JetStream, {} s here",
+            have.max_age.as_secs(),
+            want.max_age.as_secs()
+        ));
+    }
+    if have.max_bytes != want.max_bytes {
+        out.push(format!(
+            "{name}: max bytes {} in JetStream, {} here",
+            have.max_bytes, want.max_bytes
+        ));
+    }
+    if have.duplicate_window != want.duplicate_window {
+        out.push(format!(
+            "{name}: duplicate window {} s in JetStream, {} s here",
+            have.duplicate_window.as_secs(),
+            want.duplicate_window.as_secs()
+        ));
+    }
+    out
+}
+
 /// JetStream publishes awaiting their ack at once, per process.
 pub const MAX_ACKS_IN_FLIGHT: usize = 65_536;
 
@@ -167,10 +207,7 @@ impl Bus {
             .connection_timeout(Duration::from_secs(5))
             .connect(url)
             .await
-            .map_err(|source| BusError::Connect {
-                url: url.to_owned(),
-                source,
-            })?;
+            .map_err(|source| BusError::Connect { source })?;
         // Every publish holds one of these until its ack arrives; a process
         // that runs out waits in `publish`. The default (5,000) is less than
         // a replica's shards may hold between settles (128 each).
@@ -180,8 +217,15 @@ impl Bus {
         Ok(Self { client, js })
     }
 
-    /// Creates the streams, or updates their retention to `cfg`.
-    pub async fn ensure_streams(&self, cfg: &BusConfig) -> Result<(), BusError> {
+    /// Creates the streams that are missing. Streams that exist get the
+    /// limits of `cfg` with [`StreamLimits::Apply`]; with
+    /// [`StreamLimits::Keep`] they keep theirs, and where those differ from
+    /// `cfg` the differences are returned, one line each.
+    pub async fn ensure_streams(
+        &self,
+        cfg: &BusConfig,
+        limits: StreamLimits,
+    ) -> Result<Vec<String>, BusError> {
         let shards = cfg.shards.max(1);
         let per_shard = (cfg.chat_max_bytes / i64::from(shards)).max(1 << 20);
         let mut streams: Vec<(String, String, Duration, i64)> = (0..shards)
@@ -206,6 +250,7 @@ impl Bus {
             cfg.spam_max_age,
             1 << 30,
         ));
+        let mut differences = Vec::new();
         for (name, subject, max_age, max_bytes) in streams {
             let config = stream::Config {
                 name: name.clone(),
@@ -220,13 +265,24 @@ impl Bus {
                 stream: name.clone(),
                 reason: e.to_string(),
             };
-            self.js
+            let mut existing = self
+                .js
                 .get_or_create_stream(config.clone())
                 .await
                 .map_err(|e| err(&e))?;
-            self.js.update_stream(config).await.map_err(|e| err(&e))?;
+            let have = existing.info().await.map_err(|e| err(&e))?.config.clone();
+            let differs = limit_differences(&name, &have, &config);
+            if differs.is_empty() {
+                continue;
+            }
+            match limits {
+                StreamLimits::Apply => {
+                    self.js.update_stream(config).await.map_err(|e| err(&e))?;
+                }
+                StreamLimits::Keep => differences.extend(differs),
+            }
         }
-        Ok(())
+        Ok(differences)
     }
 
     /// Publishes to JetStream with a message id and waits for the ack.

@@ -40,6 +40,24 @@ pub fn secret_file(flag: &str, path: &std::path::Path) -> anyhow::Result<String>
         .map_err(|e| Exit::usage(format!("{flag} {}: {e}", path.display())))
 }
 
+/// A secret from the file `flag` names, or else from the environment
+/// variable `env`; trimmed either way (a trailing newline is not part of
+/// it). `None` when neither is given or the variable is empty. Errors name
+/// the flag or the variable, never the content.
+pub fn secret(
+    flag: &str,
+    file: Option<&std::path::Path>,
+    env: &str,
+) -> anyhow::Result<Option<String>> {
+    if let Some(p) = file {
+        return secret_file(flag, p).map(Some);
+    }
+    Ok(std::env::var(env)
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty()))
+}
+
 pub fn code_for(e: &anyhow::Error) -> i32 {
     e.downcast_ref::<Exit>().map_or(1, |x| x.code)
 }

@@ -31,7 +31,7 @@ pub mod role;
 mod supervise;
 
 pub use backoff::Backoff;
-pub use role::{ClusterArgs, Lifecycle, Role, connect, run_role};
+pub use role::{ClusterArgs, Lifecycle, Role, connect, redact_url, run_role};
 pub use supervise::{Ended, Supervisor};
 
 /// How long a role has, after SIGINT or SIGTERM, to stop its tasks.

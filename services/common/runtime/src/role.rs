@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use spamscope_bus::{Bus, BusConfig};
+use spamscope_bus::{Bus, BusConfig, StreamLimits};
 use spamscope_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -15,6 +15,9 @@ use tracing::info;
 
 use crate::exit::Exit;
 use crate::{Health, Supervisor, serve_health, shutdown_on_signals};
+
+/// The longest retention accepted for a stream: one year, in seconds.
+const MAX_RETENTION_S: u64 = 365 * 24 * 3600;
 
 /// Flags every role shares.
 #[derive(Debug, Clone, clap::Args)]
@@ -40,20 +43,29 @@ pub struct ClusterArgs {
     /// Where /healthz and /readyz are served (port 0: any free port).
     #[arg(long, env = "SPAMSCOPE_HEALTH_LISTEN", default_value = "127.0.0.1:0")]
     pub health_listen: SocketAddr,
-    /// Retention of the CHAT stream, in seconds.
-    #[arg(long, default_value_t = BusConfig::default().chat_max_age.as_secs())]
+    /// Retention of the CHAT stream, in seconds (1 minute to 1 year). The
+    /// router applies the retention flags to the streams; other roles only
+    /// create missing streams and warn where theirs differ.
+    #[arg(long, default_value_t = BusConfig::default().chat_max_age.as_secs(),
+          value_parser = clap::value_parser!(u64).range(60..=MAX_RETENTION_S))]
     pub chat_max_age_s: u64,
-    /// Retention of the SPAM stream, in seconds.
-    #[arg(long, default_value_t = BusConfig::default().spam_max_age.as_secs())]
+    /// Retention of the SPAM stream, in seconds (1 minute to 1 year).
+    #[arg(long, default_value_t = BusConfig::default().spam_max_age.as_secs(),
+          value_parser = clap::value_parser!(u64).range(60..=MAX_RETENTION_S))]
     pub spam_max_age_s: u64,
-    /// Size limit of the CHAT stream, in bytes (oldest dropped first).
-    #[arg(long, default_value_t = BusConfig::default().chat_max_bytes)]
+    /// Size limit of the CHAT stream, in bytes, over all shards (oldest
+    /// dropped first; at least 64 MiB).
+    #[arg(long, default_value_t = BusConfig::default().chat_max_bytes,
+          value_parser = clap::value_parser!(i64).range(64 << 20..))]
     pub chat_max_bytes: i64,
-    /// Size limit of the SPAM stream, in bytes.
-    #[arg(long, default_value_t = BusConfig::default().spam_max_bytes)]
+    /// Size limit of the SPAM stream, in bytes (at least 16 MiB).
+    #[arg(long, default_value_t = BusConfig::default().spam_max_bytes,
+          value_parser = clap::value_parser!(i64).range(16 << 20..))]
     pub spam_max_bytes: i64,
-    /// JetStream duplicate window, in seconds.
-    #[arg(long, default_value_t = BusConfig::default().duplicate_window.as_secs())]
+    /// JetStream duplicate window, in seconds: at least 120 (ingest's
+    /// resends must fall inside it) and at most the shorter retention.
+    #[arg(long, default_value_t = BusConfig::default().duplicate_window.as_secs(),
+          value_parser = clap::value_parser!(u64).range(spamscope_bus::MIN_DUPLICATE_WINDOW.as_secs()..=MAX_RETENTION_S))]
     pub duplicate_window_s: u64,
     /// After SIGINT or SIGTERM, how long the role's tasks get to stop, in
     /// seconds (a detector gets its --handover-timeout-s on top); a second
@@ -70,8 +82,18 @@ pub struct ClusterArgs {
 }
 
 impl ClusterArgs {
-    pub fn bus_config(&self, url: &str) -> BusConfig {
-        BusConfig {
+    /// The streams' limits from the flags; a duplicate window longer than
+    /// a retention is refused (exit 64 naming the flag).
+    pub fn bus_config(&self, url: &str) -> Result<BusConfig> {
+        let shortest = self.chat_max_age_s.min(self.spam_max_age_s);
+        if self.duplicate_window_s > shortest {
+            return Err(Exit::usage(format!(
+                "--duplicate-window-s {} is longer than the shortest retention \
+                 (--chat-max-age-s / --spam-max-age-s, {shortest} s)",
+                self.duplicate_window_s
+            )));
+        }
+        Ok(BusConfig {
             url: url.to_owned(),
             shards: self.shards,
             chat_max_age: Duration::from_secs(self.chat_max_age_s),
@@ -79,7 +101,7 @@ impl ClusterArgs {
             chat_max_bytes: self.chat_max_bytes,
             spam_max_bytes: self.spam_max_bytes,
             duplicate_window: Duration::from_secs(self.duplicate_window_s),
-        }
+        })
     }
 
     pub fn lifecycle(&self) -> Lifecycle {
@@ -102,11 +124,42 @@ impl ClusterArgs {
         Ok(())
     }
 
+    /// The NATS URL (one server or a comma-separated list), checked with
+    /// the client's own parser: a bad one exits 64 naming the flag.
     pub fn nats_url(&self) -> Result<String> {
-        self.nats_url.clone().ok_or_else(|| {
+        let url = self.nats_url.clone().ok_or_else(|| {
             Exit::usage("--nats-url (or SPAMSCOPE_NATS_URL) is required for this role")
-        })
+        })?;
+        for one in url.split(',') {
+            one.trim()
+                .parse::<async_nats::ServerAddr>()
+                .map_err(|e| Exit::usage(format!("--nats-url {}: {e}", redact_url(one))))?;
+        }
+        Ok(url)
     }
+}
+
+/// `url` as it may be printed: the user and password (or token) of each
+/// server of a comma-separated list replaced by `***`, and a query string
+/// hidden (`redis://user:pw@host:6379/0` → `redis://***@host:6379/0`).
+pub fn redact_url(url: &str) -> String {
+    let one = |s: &str| {
+        let s = s.trim();
+        let (scheme, rest) = match s.split_once("://") {
+            Some((scheme, rest)) => (format!("{scheme}://"), rest),
+            None => (String::new(), s),
+        };
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        let host = authority.rfind('@').map_or(authority.to_owned(), |at| {
+            format!("***@{}", &authority[at + 1..])
+        });
+        let tail = tail
+            .find('?')
+            .map_or(tail.to_owned(), |q| format!("{}?***", &tail[..q]));
+        format!("{scheme}{host}{tail}")
+    };
+    url.split(',').map(one).collect::<Vec<_>>().join(",")
 }
 
 /// Logs, metrics and traces of a role (inside the runtime: the OTLP
@@ -242,28 +295,85 @@ pub async fn start_health(
     Ok(())
 }
 
-pub async fn connect(cluster: &ClusterArgs, url: &str, name: &str) -> Result<(Bus, Store)> {
+/// Opens the store (checking the shard count), connects to NATS and makes
+/// sure the streams exist. Only the role given [`StreamLimits::Apply`] (the
+/// router) changes the limits of existing streams; the others warn where
+/// their retention flags differ from the streams'.
+pub async fn connect(
+    cluster: &ClusterArgs,
+    url: &str,
+    name: &str,
+    limits: StreamLimits,
+) -> Result<(Bus, Store)> {
+    let bus_config = cluster.bus_config(url)?;
+    let redis = cluster.redis_url.as_deref();
+    if let Some(r) = redis {
+        Store::check_url(r)
+            .map_err(|e| Exit::usage(format!("--redis-url {}: {e}", redact_url(r))))?;
+    }
     // The shard count is checked before any per-shard stream is made.
-    let store = Store::open(cluster.redis_url.as_deref(), &cluster.redis_prefix).await?;
+    let store = Store::open(redis, &cluster.redis_prefix)
+        .await
+        .with_context(|| format!("--redis-url {}", redact_url(redis.unwrap_or_default())))?;
     store
         .ensure_shards(cluster.shards)
         .await
         .map_err(|e| Exit::usage(e.to_string()))?;
-    let bus = Bus::connect(url, name).await?;
+    let bus = Bus::connect(url, name)
+        .await
+        .with_context(|| format!("--nats-url {}", redact_url(url)))?;
     // JetStream can answer a moment after nats-server accepts connections
     // (it recovers its streams first): a role started beside it retries
     // for a while instead of exiting.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut backoff = crate::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-    loop {
-        match bus.ensure_streams(&cluster.bus_config(url)).await {
-            Ok(()) => break,
+    let differences = loop {
+        match bus.ensure_streams(&bus_config, limits).await {
+            Ok(d) => break d,
             Err(e) if tokio::time::Instant::now() + backoff.peek() < deadline => {
                 tracing::warn!(error = %e, "JetStream streams not ready; retrying");
                 tokio::time::sleep(backoff.next_delay()).await;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "NATS JetStream at --nats-url {} did not answer within 30 s: {e}",
+                    redact_url(url)
+                ));
+            }
         }
+    };
+    if let Some(first) = differences.first() {
+        tracing::warn!(
+            streams = differences.len(),
+            first = %first,
+            "the streams' limits differ from this role's retention flags; they stay as they are \
+             (the router applies its flags to the streams)"
+        );
     }
     Ok((bus, store))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn urls_lose_their_credentials() {
+        for (url, shown) in [
+            ("nats://127.0.0.1:4222", "nats://127.0.0.1:4222"),
+            ("nats://user:pw@nats:4222", "nats://***@nats:4222"),
+            ("nats://s3cr3t-token@nats:4222", "nats://***@nats:4222"),
+            ("user:pw@nats:4222", "***@nats:4222"),
+            (
+                "tls://a:b@n1:4222, nats://n2:4222",
+                "tls://***@n1:4222,nats://n2:4222",
+            ),
+            ("redis://:pw@redis:6379/0", "redis://***@redis:6379/0"),
+            ("rediss://r:6379/0?password=x", "rediss://r:6379/0?***"),
+            // An '@' in the password itself.
+            ("redis://u:p@ss@redis", "redis://***@redis"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
 }

@@ -132,6 +132,12 @@ return 1";
 
 impl Store {
     /// Redis at `url`, or the embedded store when `url` is `None`.
+    /// Checks that `url` is a Redis URL, without connecting.
+    pub fn check_url(url: &str) -> Result<(), StoreError> {
+        redis::IntoConnectionInfo::into_connection_info(url)?;
+        Ok(())
+    }
+
     pub async fn open(url: Option<&str>, prefix: &str) -> Result<Self, StoreError> {
         match url {
             None => Ok(Store::Memory(Arc::default())),

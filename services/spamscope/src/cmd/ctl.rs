@@ -121,7 +121,12 @@ struct Status {
 async fn status(a: StatusArgs) -> Result<()> {
     let store = Store::open(Some(&a.redis_url), &a.redis_prefix)
         .await
-        .map_err(|e| Exit::usage(format!("--redis-url: {e}")))?;
+        .map_err(|e| {
+            Exit::usage(format!(
+                "--redis-url {}: {e}",
+                spamscope_runtime::redact_url(&a.redis_url)
+            ))
+        })?;
     let Some(shards) = store
         .recorded_shards()
         .await
@@ -129,7 +134,8 @@ async fn status(a: StatusArgs) -> Result<()> {
     else {
         return Err(Exit::usage(format!(
             "--redis-url {}: no spamscope cluster there (no shard count under prefix {:?})",
-            a.redis_url, a.redis_prefix
+            spamscope_runtime::redact_url(&a.redis_url),
+            a.redis_prefix
         )));
     };
     let live = store.live_replicas().await?;

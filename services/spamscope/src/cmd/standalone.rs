@@ -53,7 +53,13 @@ pub fn run(args: StandaloneArgs) -> Result<()> {
                 url
             }
         };
-        let (bus, store) = connect(&args.cluster, &url, "spamscope-standalone").await?;
+        let (bus, store) = connect(
+            &args.cluster,
+            &url,
+            "spamscope-standalone",
+            spamscope_bus::StreamLimits::Apply,
+        )
+        .await?;
         role.require_nats(&bus);
         let stop = sup.shutdown().clone();
         let detector_cfg = spamscope_detector::ReplicaConfig {
