@@ -34,6 +34,13 @@ pub struct DetectorArgs {
     #[arg(long, default_value_t = crate::ReplicaConfig::default().handover_timeout.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub handover_timeout_s: u64,
+    /// Chat events dated more than this many seconds ahead of this
+    /// replica's clock go to the dead-letter subject, with the reason,
+    /// instead of the detector (60 to 86400).
+    #[arg(long, env = "SPAMSCOPE_MAX_AHEAD_S",
+          default_value_t = crate::ReplicaConfig::default().max_ahead.as_secs(),
+          value_parser = clap::value_parser!(u64).range(60..=86_400))]
+    pub max_ahead_s: u64,
     #[command(flatten)]
     pub params: ParamsArgs,
 }
@@ -65,6 +72,7 @@ pub fn run(args: DetectorArgs) -> Result<()> {
             handover_timeout: Duration::from_secs(args.handover_timeout_s),
             params,
             emit_scores: args.scores,
+            max_ahead: Duration::from_secs(args.max_ahead_s),
             ..Default::default()
         };
         let mut sup = role.supervisor();

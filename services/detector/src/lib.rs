@@ -29,7 +29,7 @@ use spamscope_runtime::Health;
 use spamscope_store::{Owner, Store};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 pub use shard::ShardCmd;
 
@@ -51,6 +51,9 @@ pub struct ReplicaConfig {
     pub params: serde_json::Value,
     /// Publish a score for every message too.
     pub emit_scores: bool,
+    /// Events dated further than this ahead of the replica's clock go to
+    /// the dead-letter subject instead of the detector.
+    pub max_ahead: Duration,
 }
 
 impl Default for ReplicaConfig {
@@ -66,6 +69,9 @@ impl Default for ReplicaConfig {
             handover_timeout: Duration::from_secs(30),
             params: serde_json::Value::Null,
             emit_scores: false,
+            max_ahead: Duration::from_millis(
+                spamscope_chat::admit::DEFAULT_MAX_AHEAD_MS.unsigned_abs(),
+            ),
         }
     }
 }
@@ -78,6 +84,11 @@ pub enum ReplicaError {
     Nats(String),
     #[error("params: {0}")]
     Params(#[from] spamscope_detect::ParamsError),
+    #[error(
+        "replica id {0} is held by another live process (its heartbeat did not expire); \
+         two replicas with one id would both open every shard of it"
+    )]
+    IdTaken(String),
 }
 
 /// Counters of a replica.
@@ -137,7 +148,29 @@ pub async fn run(
         .subscribe(subjects::CTL_PARAMS)
         .await
         .map_err(|e| ReplicaError::Nats(e.to_string()))?;
-    store.heartbeat(&cfg.replica_id, cfg.heartbeat_ttl).await?;
+    // The heartbeat is a lease on the replica id: a process restarted in
+    // place waits out its predecessor's last heartbeat; a second live
+    // process with the same id is refused.
+    let holder = format!(
+        "{}:{}:{}",
+        std::process::id(),
+        spamscope_runtime::now_ms(),
+        Arc::as_ptr(&ctx) as usize
+    );
+    let joined_by = tokio::time::Instant::now() + cfg.heartbeat_ttl + Duration::from_secs(1);
+    while !store
+        .heartbeat(&cfg.replica_id, &holder, cfg.heartbeat_ttl)
+        .await?
+    {
+        if tokio::time::Instant::now() >= joined_by {
+            return Err(ReplicaError::IdTaken(cfg.replica_id.clone()));
+        }
+        warn!(replica = %cfg.replica_id, "replica id held by another process; waiting for its heartbeat to expire");
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(cfg.heartbeat_interval) => {}
+        }
+    }
     health.set_ready(true);
     info!(replica = %cfg.replica_id, "detector replica joined");
 
@@ -151,14 +184,16 @@ pub async fn run(
     ));
 
     let leaving = CancellationToken::new();
+    let mut lost_id = false;
     let mut heartbeat = tokio::time::interval(cfg.heartbeat_interval);
     let mut reconcile = tokio::time::interval(cfg.reconcile_interval);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = heartbeat.tick() => {
-                match store.heartbeat(&cfg.replica_id, cfg.heartbeat_ttl).await {
-                    Ok(()) => health.set_ready(true),
+                match store.heartbeat(&cfg.replica_id, &holder, cfg.heartbeat_ttl).await {
+                    Ok(true) => health.set_ready(true),
+                    Ok(false) => { lost_id = true; break; }
                     Err(e) => { health.set_ready(false); warn!(error = %e, "heartbeat failed"); }
                 }
             }
@@ -179,6 +214,22 @@ pub async fn run(
                 }
             }
         }
+    }
+
+    if lost_id {
+        // Another process took the id while this one's heartbeat lapsed:
+        // its shards are that process's now. Stop without checkpoints and
+        // leave its membership alone.
+        leaving.cancel();
+        error!(replica = %cfg.replica_id, "replica id taken by another process; stopping every shard");
+        let all: Vec<u32> = ctx.running.lock().await.keys().copied().collect();
+        for shard in all {
+            stop_shard(&ctx, shard).await;
+        }
+        control_stop.cancel();
+        let _ = control_task.await;
+        health.set_ready(false);
+        return Err(ReplicaError::IdTaken(cfg.replica_id.clone()));
     }
 
     // Ordered shutdown: leave the membership, let the router move every

@@ -164,12 +164,29 @@ pub(crate) async fn run(
                             )
                         });
                         out.clear();
+                        let wall = spamscope_runtime::now_ms();
+                        let max_ahead = i64::try_from(ctx.cfg.max_ahead.as_millis()).unwrap_or(i64::MAX);
+                        let mut refused = Vec::new();
                         for ev in &events {
-                            st.detector.handle(ev, &mut out);
+                            match spamscope_chat::admit::admit(ev, wall, max_ahead) {
+                                Ok(()) => st.detector.handle(ev, &mut out),
+                                Err(why) => refused.push((ev, why)),
+                            }
                         }
-                        ctx.inc(&ctx.counters().events, events.len() as u64);
+                        let handled = (events.len() - refused.len()) as u64;
+                        for (ev, why) in refused {
+                            ctx.inc(&ctx.counters().dead_letters, 1);
+                            metrics().dead_letters.add(1, &spamscope_telemetry::service(SERVICE));
+                            let reason = format!("event {} of {} refused: {why}", ev.event_id, ev.stream_key());
+                            debug!(shard, %reason, "chat event to the dead-letter subject");
+                            let payload = bytes::Bytes::from(prost::Message::encode_to_vec(ev));
+                            if let Err(e) = ctx.bus.dead_letter("chat", msg.subject.as_str(), &reason, payload).await {
+                                warn!(shard, error = %e, "dead letter failed");
+                            }
+                        }
+                        ctx.inc(&ctx.counters().events, handled);
                         st.since_checkpoint += events.len() as u64;
-                        metrics().events_in.add(events.len() as u64, &spamscope_telemetry::service(SERVICE));
+                        metrics().events_in.add(handled, &spamscope_telemetry::service(SERVICE));
                         let published = publish(&ctx, shard, &owner, &out, trace.as_ref(), &mut st).await;
                         if let Some(cx) = &trace {
                             spamscope_telemetry::end(cx);

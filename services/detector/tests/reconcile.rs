@@ -128,3 +128,153 @@ async fn replica_follows_the_owners_table_and_checkpoints_what_it_closes() {
     );
     assert_eq!(owned(&d0), 0);
 }
+
+/// One chat event dated 2100 in a live stream went to the detector and
+/// moved the stream's clock past every real event (its spam events stopped
+/// ticking). Now it goes to the dead-letter subject with the reason, and
+/// the replica's outputs are those of the same chat without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_timestamp_goes_to_the_dead_letter_subject_and_ticks_go_on() {
+    use prost::Message;
+    use spamscope_proto::v1::{ChatEvent, chat_event::Kind};
+    let nats = Nats::start();
+    let redis = Redis::start();
+    let store = Store::open(Some(&redis.url()), "spamscope:").await.unwrap();
+    let mut c = InProcessCluster::new(&nats.url(), store.clone(), SHARDS, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(store.lead(LEADER, Duration::from_secs(600)).await.unwrap());
+    for s in 0..SHARDS {
+        own(&store, s, "d0", 1).await;
+    }
+    let cfg = ReplicaConfig {
+        reconcile_interval: Duration::from_millis(100),
+        handover_timeout: Duration::ZERO,
+        ..c.replica_config("d0")
+    };
+    let d0 = std::sync::Arc::clone(&c.add_replica(cfg).await.unwrap().counters);
+    until("d0 to run its 4 shards", || owned(&d0) == 4).await;
+
+    // A copypasta wave of 40 chatters over 4 minutes of event time (spam
+    // event updates on every tick), with the poison after the 10th.
+    let copypasta = |n: u32| {
+        let mut ev = twitch_message("poisoned", n);
+        ev.ts_ms = 1_700_000_000_000 + i64::from(n) * 6_000;
+        if let Some(Kind::Message(m)) = &mut ev.kind {
+            m.text = "THIS IS A COPYPASTA EVERYONE PASTE IT NOW".into();
+        }
+        ev
+    };
+    let clean: Vec<ChatEvent> = (0..40).map(copypasta).collect();
+    let mut poison = copypasta(1_000);
+    poison.ts_ms = 4_102_444_800_000;
+    let mut sent = clean.clone();
+    sent.insert(10, poison.clone());
+    for ev in &sent {
+        assert!(c.publish(ev).await.unwrap());
+    }
+    until("the 40 good events processed", || events(&d0) == 40).await;
+    until("the poison dead-lettered", || {
+        d0.dead_letters.load(Ordering::Relaxed) == 1
+    })
+    .await;
+
+    let dlq = jetstream::read_stream(&c.url, spamscope_bus::subjects::DLQ_STREAM).await;
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    let (_, headers, payload) = &dlq[0];
+    let reason = headers
+        .as_ref()
+        .and_then(|h| h.get(spamscope_bus::subjects::REASON_HEADER))
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_default();
+    assert!(
+        reason.contains("ahead of this detector's clock") && reason.contains(&poison.event_id),
+        "{reason}"
+    );
+    assert_eq!(ChatEvent::decode(payload.clone()).unwrap(), poison);
+
+    // The outputs equal an in-process detector's over the clean chat.
+    let mut d = spamscope_detect::Detector::new(std::sync::Arc::new(
+        spamscope_detect::ScoreModel::bundled(),
+    ));
+    let mut expected_out = Vec::new();
+    for ev in &clean {
+        d.handle(ev, &mut expected_out);
+    }
+    let expected: std::collections::BTreeMap<String, serde_json::Value> = expected_out
+        .iter()
+        .map(|o| {
+            let v = spamscope_detect::json::to_json(o);
+            (v["key"].as_str().unwrap().to_owned(), v)
+        })
+        .collect();
+    assert!(
+        expected.len() > 5,
+        "the clean chat makes spam event updates: {expected:?}"
+    );
+    jetstream::await_outputs(&c.url, &expected, Duration::from_secs(20), &[]).await;
+}
+
+/// Two processes with one `--replica-id` both opened every shard of it.
+/// The heartbeat is a lease now: the second is refused (and opened
+/// nothing) while the first lives, and takes the id over once the first
+/// is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_replica_with_the_same_id_is_refused() {
+    let nats = Nats::start();
+    let redis = Redis::start();
+    let store = Store::open(Some(&redis.url()), "spamscope:").await.unwrap();
+    let mut c = InProcessCluster::new(&nats.url(), store.clone(), SHARDS, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(store.lead(LEADER, Duration::from_secs(600)).await.unwrap());
+    for s in 0..SHARDS {
+        own(&store, s, "d0", 1).await;
+    }
+    let cfg = ReplicaConfig {
+        reconcile_interval: Duration::from_millis(100),
+        heartbeat_ttl: Duration::from_millis(1000),
+        heartbeat_interval: Duration::from_millis(250),
+        handover_timeout: Duration::ZERO,
+        ..c.replica_config("d0")
+    };
+    let first = std::sync::Arc::clone(&c.add_replica(cfg.clone()).await.unwrap().counters);
+    until("the first d0 to run its 4 shards", || owned(&first) == 4).await;
+
+    let second = std::sync::Arc::new(Counters::default());
+    let nats_url = c.url.clone();
+    let run_second = |counters: std::sync::Arc<Counters>| {
+        let (cfg, store, url) = (cfg.clone(), store.clone(), nats_url.clone());
+        async move {
+            let bus = spamscope_bus::Bus::connect(&url, "second-d0")
+                .await
+                .unwrap();
+            spamscope_detector::run(
+                cfg,
+                bus,
+                store,
+                spamscope_runtime::Health::default(),
+                counters,
+                tokio_util::sync::CancellationToken::new(),
+            )
+            .await
+        }
+    };
+    let refused = tokio::time::timeout(Duration::from_secs(10), run_second(second.clone()))
+        .await
+        .expect("the second d0 gives up within its heartbeat TTL and a second");
+    let err = refused.expect_err("a second d0 was accepted");
+    assert!(
+        matches!(err, spamscope_detector::ReplicaError::IdTaken(ref id) if id == "d0"),
+        "{err}"
+    );
+    assert_eq!(owned(&second), 0, "the refused d0 opened shards");
+    assert_eq!(owned(&first), 4, "the first d0 lost shards");
+
+    // The first stops; a new process with the id joins and runs them.
+    c.stop_replica("d0").await.unwrap().unwrap();
+    let third = std::sync::Arc::new(Counters::default());
+    let task = tokio::spawn(run_second(third.clone()));
+    until("the new d0 to run the 4 shards", || owned(&third) == 4).await;
+    task.abort();
+}

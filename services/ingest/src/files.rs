@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use spamscope_chat::replay::{self, ReplayFile};
+use spamscope_proto::v1::ChatEvent;
 use spamscope_runtime::exit::Exit;
 
 /// How many malformed lines are reported one by one on stderr.
@@ -15,6 +16,45 @@ pub fn read(paths: &[PathBuf]) -> Result<Vec<ReplayFile>> {
 }
 
 /// Reports the first malformed lines with file and line number on stderr.
+/// The events a detector accepts ([`spamscope_chat::admit`], with the
+/// wall clock now), in order; the others are counted and the first few
+/// named on stderr, as the detector service sends them to the dead-letter
+/// subject. Replays and the cluster so see the same chat.
+pub fn admitted(events: Vec<ChatEvent>) -> Vec<ChatEvent> {
+    let wall = spamscope_runtime::now_ms();
+    let mut refused = 0usize;
+    let kept: Vec<ChatEvent> = events
+        .into_iter()
+        .filter(|ev| {
+            match spamscope_chat::admit::admit(
+                ev,
+                wall,
+                spamscope_chat::admit::DEFAULT_MAX_AHEAD_MS,
+            ) {
+                Ok(()) => true,
+                Err(why) => {
+                    refused += 1;
+                    if refused <= MALFORMED_REPORTED {
+                        eprintln!(
+                            "event {} of {} refused: {why}",
+                            ev.event_id,
+                            ev.stream_key()
+                        );
+                    }
+                    false
+                }
+            }
+        })
+        .collect();
+    if refused > MALFORMED_REPORTED {
+        eprintln!(
+            "... and {} more events refused (counted, skipped)",
+            refused - MALFORMED_REPORTED
+        );
+    }
+    kept
+}
+
 pub fn report_malformed(files: &[ReplayFile]) {
     let all: Vec<_> = replay::malformed(files).collect();
     for (path, m) in all.iter().take(MALFORMED_REPORTED) {

@@ -215,7 +215,7 @@ async fn a_silent_owner_blocks_its_moves_until_its_heartbeat_expires() {
     // that hangs would: its Opens fail (the move still counts: the table
     // is the truth and a live replica would reconcile).
     f.store
-        .heartbeat("ghost", Duration::from_secs(600))
+        .heartbeat("ghost", "ghost-process", Duration::from_secs(600))
         .await
         .unwrap();
     assert_eq!(f.round().await, SHARDS as usize);

@@ -71,3 +71,80 @@ async fn only_the_owner_changes_limits_of_existing_streams() {
         .unwrap();
     assert!(differences.is_empty(), "{differences:?}");
 }
+
+#[derive(clap::Parser)]
+struct Args {
+    #[command(flatten)]
+    cluster: spamscope_runtime::ClusterArgs,
+}
+
+fn cluster_args(nats: &str, redis: &str, shards: u32) -> spamscope_runtime::ClusterArgs {
+    use clap::Parser;
+    let shards = shards.to_string();
+    Args::parse_from([
+        "role",
+        "--nats-url",
+        nats,
+        "--redis-url",
+        redis,
+        "--shards",
+        &shards,
+    ])
+    .cluster
+}
+
+/// After a Redis restart without persistence the recorded shard count was
+/// gone: a process with the wrong --shards was accepted, recorded its
+/// count, and every correct process was refused from then on. NATS's chat
+/// streams are the second record, checked first.
+#[tokio::test]
+async fn the_shard_count_is_checked_against_nats_before_redis_records_it() {
+    let nats = Nats::start();
+    let redis = spamscope_testkit::Redis::start();
+    let url = nats.url();
+    let (_bus, store) = spamscope_runtime::connect(
+        &cluster_args(&url, &redis.url(), 16),
+        &url,
+        "first",
+        StreamLimits::Apply,
+    )
+    .await
+    .unwrap();
+    assert_eq!(store.recorded_shards().await.unwrap(), Some(16));
+
+    // Redis comes back empty.
+    let empty = spamscope_testkit::Redis::start();
+    let err = spamscope_runtime::connect(
+        &cluster_args(&url, &empty.url(), 8),
+        &url,
+        "wrong",
+        StreamLimits::Keep,
+    )
+    .await
+    .map(|_| ())
+    .unwrap_err();
+    assert_eq!(spamscope_runtime::exit::code_for(&err), 64, "{err:#}");
+    assert!(
+        format!("{err:#}").contains("chat streams of 16 shards")
+            && format!("{err:#}").contains("--shards 8"),
+        "{err:#}"
+    );
+    let store = spamscope_store::Store::open(Some(&empty.url()), "spamscope:")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.recorded_shards().await.unwrap(),
+        None,
+        "the refused process recorded its count"
+    );
+    // The right count is accepted and recorded again.
+    spamscope_runtime::connect(
+        &cluster_args(&url, &empty.url(), 16),
+        &url,
+        "right",
+        StreamLimits::Keep,
+    )
+    .await
+    .unwrap();
+    assert_eq!(store.recorded_shards().await.unwrap(), Some(16));
+}

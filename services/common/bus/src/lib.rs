@@ -252,8 +252,16 @@ impl Bus {
         ));
         let mut differences = Vec::new();
         for (name, subject, max_age, max_bytes) in streams {
+            // Each chat stream says how many shards the cluster has: a
+            // second record of the count beside Redis's, written with the
+            // stream itself (so read safely while another process is still
+            // creating the others).
+            let description = name
+                .strip_prefix(subjects::CHAT_STREAM_PREFIX)
+                .map(|k| format!("spamscope chat, shard {k} of {shards}"));
             let config = stream::Config {
                 name: name.clone(),
+                description,
                 subjects: vec![subject],
                 max_age,
                 max_bytes,
@@ -272,17 +280,52 @@ impl Bus {
                 .map_err(|e| err(&e))?;
             let have = existing.info().await.map_err(|e| err(&e))?.config.clone();
             let differs = limit_differences(&name, &have, &config);
-            if differs.is_empty() {
-                continue;
-            }
             match limits {
-                StreamLimits::Apply => {
+                // Streams of older releases get their description too.
+                StreamLimits::Apply
+                    if !differs.is_empty() || have.description != config.description =>
+                {
                     self.js.update_stream(config).await.map_err(|e| err(&e))?;
                 }
+                StreamLimits::Apply => {}
                 StreamLimits::Keep => differences.extend(differs),
             }
         }
         Ok(differences)
+    }
+
+    /// How many shards the chat streams in JetStream say the cluster has
+    /// (the description [`Bus::ensure_streams`] gives each), or `None`
+    /// before any exists or when they predate the description.
+    pub async fn chat_shards(&self) -> Result<Option<u32>, BusError> {
+        use futures::TryStreamExt;
+        let err = |e: &dyn std::fmt::Display| BusError::Stream {
+            stream: format!("{}*", subjects::CHAT_STREAM_PREFIX),
+            reason: e.to_string(),
+        };
+        let names: Vec<String> = self
+            .js
+            .stream_names()
+            .try_collect()
+            .await
+            .map_err(|e| err(&e))?;
+        for name in names
+            .iter()
+            .filter(|n| n.starts_with(subjects::CHAT_STREAM_PREFIX))
+        {
+            let mut s = self.js.get_stream(name).await.map_err(|e| err(&e))?;
+            let info = s.info().await.map_err(|e| err(&e))?;
+            let shards = info
+                .config
+                .description
+                .as_deref()
+                .and_then(|d| d.rsplit_once(" of "))
+                .and_then(|(_, n)| n.parse::<u32>().ok());
+            if shards.is_some() {
+                return Ok(shards);
+            }
+        }
+        Ok(None)
     }
 
     /// Publishes to JetStream with a message id and waits for the ack.

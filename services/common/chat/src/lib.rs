@@ -14,9 +14,12 @@
 //! - [`replay`]: reading files into one timestamp-ordered event sequence with
 //!   speed control.
 //! - [`stats`]: counts per event kind (`spamscope replay --stats`).
+//! - [`admit`]: the limits an event must keep before a detector takes it
+//!   (sizes, ids, a platform, a kind, no future timestamps).
 //!
 //! Everything except [`replay::read_files`] is pure: no IO.
 
+pub mod admit;
 pub mod chat_downloader;
 pub mod format;
 pub mod irc;

@@ -277,7 +277,7 @@ impl Detector {
             .iter()
             .filter(|(_, d)| {
                 d.watermark_ms()
-                    .is_some_and(|w| w < to && to - w <= LIVE_WINDOW_MS)
+                    .is_some_and(|w| w < to && to.saturating_sub(w) <= LIVE_WINDOW_MS)
             })
             .map(|(k, _)| k)
             .collect();

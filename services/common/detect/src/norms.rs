@@ -34,7 +34,7 @@ impl ChannelNorms {
             return;
         }
         if self.messages > 0.0 {
-            let dt = (ts_ms - self.at_ms) as f64;
+            let dt = ts_ms.saturating_sub(self.at_ms) as f64;
             let f = (-dt / half_life_ms as f64 * std::f64::consts::LN_2).exp();
             self.messages *= f;
             self.walls *= f;
@@ -184,7 +184,7 @@ impl Decayed {
         if self.value == 0.0 || ts_ms <= self.at_ms {
             return self.value;
         }
-        let dt = (ts_ms - self.at_ms) as f64;
+        let dt = ts_ms.saturating_sub(self.at_ms) as f64;
         self.value * (-dt / half_life_ms as f64 * std::f64::consts::LN_2).exp()
     }
 

@@ -352,7 +352,7 @@ impl StreamDetector {
             u.supporter = true;
         }
         if u.messages > 0 && ts > u.prev_ts_ms {
-            let secs = ((ts - u.prev_ts_ms) / 1000) as usize;
+            let secs = (ts.saturating_sub(u.prev_ts_ms) / 1000) as usize;
             if let Some(slot) = self.gap_histogram.get_mut(secs) {
                 *slot += 1;
             }
@@ -682,7 +682,9 @@ impl StreamDetector {
         let tick = i64::try_from(self.params.params.tick_ms).unwrap_or(10_000);
         if self.watermark_ms == i64::MIN {
             self.watermark_ms = ts_ms;
-            self.next_tick_ms = ts_ms - ts_ms.rem_euclid(tick) + tick;
+            self.next_tick_ms = ts_ms
+                .saturating_sub(ts_ms.rem_euclid(tick))
+                .saturating_add(tick);
             return;
         }
         if ts_ms <= self.watermark_ms {
@@ -691,13 +693,13 @@ impl StreamDetector {
         self.watermark_ms = ts_ms;
         if ts_ms >= self.next_tick_ms {
             // One tick at the last boundary reached, however many passed.
-            let boundary = ts_ms - ts_ms.rem_euclid(tick);
+            let boundary = ts_ms.saturating_sub(ts_ms.rem_euclid(tick));
             // Idle users and groups are swept once a minute of event time
             // (each tick that enters a new minute), not on every tick.
             let previous = self.next_tick_ms.saturating_sub(tick);
             let sweep = boundary.div_euclid(SWEEP_MS) != previous.div_euclid(SWEEP_MS);
             self.tick(boundary, sweep, out);
-            self.next_tick_ms = boundary + tick;
+            self.next_tick_ms = boundary.saturating_add(tick);
         }
     }
 

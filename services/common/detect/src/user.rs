@@ -347,8 +347,9 @@ impl UserState {
 
     /// Mean gap between the user's messages, if there are two or more.
     pub fn avg_delay_ms(&self) -> Option<f64> {
-        (self.messages >= 2)
-            .then(|| (self.last_ts_ms - self.first_ts_ms) as f64 / f64::from(self.messages - 1))
+        (self.messages >= 2).then(|| {
+            self.last_ts_ms.saturating_sub(self.first_ts_ms) as f64 / f64::from(self.messages - 1)
+        })
     }
 
     /// Whether the user is to be flagged at `at_ms` with the suspicion

@@ -806,6 +806,40 @@ proptest! {
         let split = split % events.len();
         prop_assert_eq!(run_stream(&events, Some(split)), run_stream(&events, None));
     }
+
+    /// Timestamps from outside (0, negative, year 2100, i64 bounds) and
+    /// clocks at the bounds never overflow the detector's arithmetic (a
+    /// panic in this debug build); `admit` refuses every such message.
+    #[test]
+    fn extreme_timestamps_never_overflow(
+        seq in proptest::collection::vec(arb_event(), 1..60),
+        poison in proptest::collection::vec((0usize..60, prop_oneof![
+            Just(i64::MIN), Just(-1i64), Just(0i64), Just(4_102_444_800_000i64),
+            Just(i64::MAX - 1), Just(i64::MAX),
+        ]), 1..4),
+        clock in prop_oneof![Just(i64::MIN), Just(0i64), Just(i64::MAX)],
+    ) {
+        let mut events = build(&seq);
+        for (at, ts) in poison {
+            let at = at % events.len();
+            events[at].ts_ms = ts;
+            let refused = spamscope_chat::admit::admit(
+                &events[at],
+                1_700_000_000_000,
+                spamscope_chat::admit::DEFAULT_MAX_AHEAD_MS,
+            );
+            if matches!(events[at].kind, Some(Kind::Message(_))) {
+                prop_assert!(refused.is_err(), "{ts} admitted");
+            }
+        }
+        let mut d = Detector::new(model());
+        let mut out = Vec::new();
+        for ev in &events {
+            d.handle(ev, &mut out);
+        }
+        d.advance_live(clock, &mut out);
+        d.advance_to(clock, &mut out);
+    }
 }
 
 #[test]

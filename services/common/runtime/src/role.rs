@@ -295,8 +295,35 @@ pub async fn start_health(
     Ok(())
 }
 
-/// Opens the store (checking the shard count), connects to NATS and makes
-/// sure the streams exist. Only the role given [`StreamLimits::Apply`] (the
+/// Runs `f` until JetStream answers it: JetStream can answer a moment after
+/// nats-server accepts connections (it recovers its streams first), so a
+/// role started beside it retries for up to 30 s instead of exiting.
+async fn until_jetstream<T, F, Fut>(url: &str, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, spamscope_bus::BusError>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut backoff = crate::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if tokio::time::Instant::now() + backoff.peek() < deadline => {
+                tracing::warn!(error = %e, "JetStream not ready; retrying");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "NATS JetStream at --nats-url {} did not answer within 30 s: {e}",
+                    redact_url(url)
+                ));
+            }
+        }
+    }
+}
+
+/// Opens the store, connects to NATS, checks the shard count against both
+/// (NATS first) and makes sure the streams exist. Only the role given [`StreamLimits::Apply`] (the
 /// router) changes the limits of existing streams; the others warn where
 /// their retention flags differ from the streams'.
 pub async fn connect(
@@ -311,37 +338,29 @@ pub async fn connect(
         Store::check_url(r)
             .map_err(|e| Exit::usage(format!("--redis-url {}: {e}", redact_url(r))))?;
     }
-    // The shard count is checked before any per-shard stream is made.
     let store = Store::open(redis, &cluster.redis_prefix)
         .await
         .with_context(|| format!("--redis-url {}", redact_url(redis.unwrap_or_default())))?;
+    let bus = Bus::connect(url, name)
+        .await
+        .with_context(|| format!("--nats-url {}", redact_url(url)))?;
+    // The shard count is fixed per cluster, and recorded twice: by the
+    // chat streams in NATS and in Redis. It is checked against NATS first,
+    // then recorded or checked in Redis (a Redis restarted empty must not
+    // record a wrong count), all before any per-shard stream is made.
+    let in_nats = until_jetstream(url, || bus.chat_shards()).await?;
+    if let Some(n) = in_nats.filter(|n| *n != cluster.shards) {
+        return Err(Exit::usage(format!(
+            "NATS holds the chat streams of {n} shards, this process is configured \
+             with --shards {}; refusing to start (the shard count is fixed per cluster)",
+            cluster.shards
+        )));
+    }
     store
         .ensure_shards(cluster.shards)
         .await
         .map_err(|e| Exit::usage(e.to_string()))?;
-    let bus = Bus::connect(url, name)
-        .await
-        .with_context(|| format!("--nats-url {}", redact_url(url)))?;
-    // JetStream can answer a moment after nats-server accepts connections
-    // (it recovers its streams first): a role started beside it retries
-    // for a while instead of exiting.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut backoff = crate::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-    let differences = loop {
-        match bus.ensure_streams(&bus_config, limits).await {
-            Ok(d) => break d,
-            Err(e) if tokio::time::Instant::now() + backoff.peek() < deadline => {
-                tracing::warn!(error = %e, "JetStream streams not ready; retrying");
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
-            Err(e) => {
-                return Err(anyhow::anyhow!(
-                    "NATS JetStream at --nats-url {} did not answer within 30 s: {e}",
-                    redact_url(url)
-                ));
-            }
-        }
-    };
+    let differences = until_jetstream(url, || bus.ensure_streams(&bus_config, limits)).await?;
     if let Some(first) = differences.first() {
         tracing::warn!(
             streams = differences.len(),

@@ -87,6 +87,8 @@ pub struct RedisStore {
 pub struct MemoryState {
     shards: Option<u32>,
     replicas: HashMap<String, Instant>,
+    /// Who holds each replica id's heartbeat (see [`Store::heartbeat`]).
+    holders: HashMap<String, String>,
     leaving: HashMap<String, Instant>,
     owners: BTreeMap<u32, Owner>,
     leader: Option<(String, Instant)>,
@@ -204,26 +206,40 @@ impl Store {
         }
     }
 
-    /// Renews the membership of `replica` for `ttl`.
-    pub async fn heartbeat(&self, replica: &str, ttl: Duration) -> Result<(), StoreError> {
+    /// Renews the membership of `replica` for `ttl`, held by `holder` (a
+    /// token of one process): the heartbeat is a lease. `false` when
+    /// another holder's heartbeat of the same replica id has not expired:
+    /// two processes with one id would both open every shard of it.
+    pub async fn heartbeat(
+        &self,
+        replica: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
         match self {
             Store::Memory(m) => {
-                Self::mem(m)
-                    .replicas
-                    .insert(replica.to_owned(), Instant::now() + ttl);
+                let mut g = Self::mem(m);
+                let now = Instant::now();
+                let taken = g.replicas.get(replica).is_some_and(|until| *until > now)
+                    && g.holders.get(replica).is_some_and(|h| h != holder);
+                if taken {
+                    return Ok(false);
+                }
+                g.replicas.insert(replica.to_owned(), now + ttl);
+                g.holders.insert(replica.to_owned(), holder.to_owned());
+                Ok(true)
             }
             Store::Redis(r) => {
                 let mut c = r.conn.clone();
-                let _: () = c
-                    .pset_ex(
-                        r.key(&format!("replica:{replica}")),
-                        "1",
-                        ttl.as_millis() as u64,
-                    )
+                let ok: i32 = redis::Script::new(LEAD)
+                    .key(r.key(&format!("replica:{replica}")))
+                    .arg(holder)
+                    .arg(ttl.as_millis().max(1) as u64)
+                    .invoke_async(&mut c)
                     .await?;
+                Ok(ok == 1)
             }
         }
-        Ok(())
     }
 
     /// Leaves the membership and says so for `ttl`: the router places
@@ -572,8 +588,8 @@ mod tests {
     async fn a_leaving_replica_is_out_of_the_membership_until_it_deregisters() {
         let s = Store::open(None, "").await.unwrap();
         let long = Duration::from_secs(60);
-        s.heartbeat("a", long).await.unwrap();
-        s.heartbeat("b", long).await.unwrap();
+        assert!(s.heartbeat("a", "pa", long).await.unwrap());
+        assert!(s.heartbeat("b", "pb", long).await.unwrap());
         s.leave("b", long).await.unwrap();
         assert_eq!(s.live_replicas().await.unwrap(), vec!["a"]);
         assert_eq!(s.leaving_replicas().await.unwrap(), vec!["b"]);
@@ -619,10 +635,40 @@ mod tests {
             s.load_checkpoint(3).await.unwrap().as_deref(),
             Some(&b"x"[..])
         );
-        s.heartbeat("d0", Duration::from_millis(50)).await.unwrap();
-        s.heartbeat("d1", Duration::from_secs(5)).await.unwrap();
+        assert!(
+            s.heartbeat("d0", "p0", Duration::from_millis(50))
+                .await
+                .unwrap()
+        );
+        assert!(
+            s.heartbeat("d1", "p1", Duration::from_secs(5))
+                .await
+                .unwrap()
+        );
         assert_eq!(s.live_replicas().await.unwrap(), vec!["d0", "d1"]);
+        // A second process with a live replica's id is refused until that
+        // heartbeat expires.
+        assert!(
+            !s.heartbeat("d1", "p2", Duration::from_secs(5))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.heartbeat("d0", "p2", Duration::from_secs(5))
+                .await
+                .unwrap()
+        );
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert_eq!(s.live_replicas().await.unwrap(), vec!["d1"]);
+        assert!(
+            s.heartbeat("d0", "p2", Duration::from_secs(5))
+                .await
+                .unwrap()
+        );
+        assert!(
+            s.heartbeat("d1", "p1", Duration::from_secs(5))
+                .await
+                .unwrap()
+        );
     }
 }

@@ -13,7 +13,7 @@ use spamscope_detect::score::{ScoreModel, TrainedOn, content_hash};
 use crate::cmd::train::{LabelledFile, read_labelled};
 use crate::exit::Exit;
 use spamscope_detector::cli::ParamsArgs;
-use spamscope_ingest::files::{read, report_malformed};
+use spamscope_ingest::files::{admitted, read, report_malformed};
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["labeled", "moderation"])))]
@@ -185,7 +185,7 @@ fn moderation(args: &Args, model: ScoreModel) -> Result<Value> {
     for path in &args.moderation {
         let files = read(std::slice::from_ref(path))?;
         report_malformed(&files);
-        let events = replay::merge(files);
+        let events = admitted(replay::merge(files));
         let name = path.file_name().map_or_else(
             || path.display().to_string(),
             |n| n.to_string_lossy().into_owned(),

@@ -15,7 +15,7 @@ use spamscope_proto::v1::{DetectorOutput, detector_output::Kind};
 
 use crate::exit::Exit;
 use spamscope_detector::cli::ParamsArgs;
-use spamscope_ingest::files::{read, report_malformed};
+use spamscope_ingest::files::{admitted, read, report_malformed};
 
 /// Replays shorter than this get no progress bar.
 const PROGRESS_MIN_EVENTS: usize = 20_000;
@@ -49,8 +49,10 @@ pub fn run(args: Args) -> Result<()> {
     });
     let events = replay::merge(files);
     if args.stats {
+        // Counted as they are in the files, refused events included.
         return print_stats_of(&events, malformed, skipped, args.json);
     }
+    let events = admitted(events);
     let layer = args.params.layer()?;
     let mut detector = Detector::new(Arc::new(ScoreModel::bundled())).with_scores(args.scores);
     let mut out: Vec<DetectorOutput> = Vec::new();
