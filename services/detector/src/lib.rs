@@ -97,6 +97,10 @@ pub struct Counters {
     pub events: AtomicU64,
     pub outputs: AtomicU64,
     pub dead_letters: AtomicU64,
+    /// Times a shard's checkpoint did not match its chat stream, and the
+    /// chat sequences known to be lost then (see `shard::resume`).
+    pub chat_gaps: AtomicU64,
+    pub chat_skipped: AtomicU64,
     pub checkpoints: AtomicU64,
     /// Shards this replica runs now.
     pub owned: AtomicU64,

@@ -44,6 +44,8 @@ pub enum ShardCmd {
 struct State {
     detector: Detector,
     last_seq: u64,
+    /// Of the checkpoint loaded, then of the stream consumed.
+    stream_created_ms: i64,
     pending: u64,
     since_checkpoint: u64,
     checkpointed_at: std::time::Instant,
@@ -65,20 +67,47 @@ pub(crate) async fn run(
             return;
         }
     };
-    let deliver_policy = if st.last_seq == 0 {
-        DeliverPolicy::All
-    } else {
-        DeliverPolicy::ByStartSequence {
-            start_sequence: st.last_seq + 1,
-        }
-    };
     let messages = async {
-        let stream = ctx
+        let mut stream = ctx
             .bus
             .js
             .get_stream(subjects::chat_stream(shard))
             .await
             .map_err(|e| e.to_string())?;
+        let info = stream.info().await.map_err(|e| e.to_string())?;
+        let held = Held {
+            created_ms: i64::try_from(info.created.unix_timestamp_nanos() / 1_000_000)
+                .unwrap_or(i64::MAX),
+            first: info.state.first_sequence,
+            last: info.state.last_sequence,
+        };
+        if let Resume::Gap { from, skipped, why } =
+            resume(st.last_seq, st.stream_created_ms, &held)
+        {
+            let name = subjects::chat_stream(shard);
+            error!(
+                shard,
+                stream = %name,
+                checkpoint = st.last_seq,
+                resume_at = from,
+                skipped = skipped.map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
+                "{why}: chat was lost before this shard read it; resuming at the first sequence the stream holds"
+            );
+            ctx.inc(&ctx.counters().chat_gaps, 1);
+            ctx.inc(&ctx.counters().chat_skipped, skipped.unwrap_or(0));
+            let attrs = [KeyValue::new("service", SERVICE), KeyValue::new("shard", i64::from(shard))];
+            metrics().chat_gaps.add(1, &attrs);
+            metrics().chat_skipped.add(skipped.unwrap_or(0), &attrs);
+            st.last_seq = from.saturating_sub(1);
+        }
+        st.stream_created_ms = held.created_ms;
+        let deliver_policy = if st.last_seq == 0 {
+            DeliverPolicy::All
+        } else {
+            DeliverPolicy::ByStartSequence {
+                start_sequence: st.last_seq + 1,
+            }
+        };
         let consumer = stream
             .create_consumer(OrderedConfig {
                 deliver_policy,
@@ -279,6 +308,7 @@ async fn load(ctx: &Ctx, shard: u32) -> Result<State, String> {
         .set_default_params(ctx.cfg.params.clone(), &mut ignore)
         .map_err(|e| e.to_string())?;
     let mut last_seq = 0;
+    let mut stream_created_ms = 0;
     if let Some(bytes) = ctx
         .store
         .load_checkpoint(shard)
@@ -314,6 +344,7 @@ async fn load(ctx: &Ctx, shard: u32) -> Result<State, String> {
             Err(e) => return Err(e.to_string()),
         }
         last_seq = snap.last_sequence;
+        stream_created_ms = snap.stream_created_ms;
     }
     match ctx.store.all_params().await {
         Ok(all) => {
@@ -325,6 +356,7 @@ async fn load(ctx: &Ctx, shard: u32) -> Result<State, String> {
     Ok(State {
         detector,
         last_seq,
+        stream_created_ms,
         pending: 0,
         since_checkpoint: 0,
         checkpointed_at: std::time::Instant::now(),
@@ -415,6 +447,7 @@ async fn checkpoint(ctx: &Ctx, shard: u32, owner: &Owner, st: &mut State) -> Res
         last_sequence: st.last_seq,
         streams: st.detector.snapshot_streams(),
         written_at_ms: spamscope_runtime::now_ms(),
+        stream_created_ms: st.stream_created_ms,
     };
     let bytes = snap.encode_to_vec();
     let encoded = t0.elapsed();
@@ -464,5 +497,110 @@ async fn checkpoint(ctx: &Ctx, shard: u32, owner: &Owner, st: &mut State) -> Res
             // Keep going: the next checkpoint retries; a crash replays more.
             Ok(())
         }
+    }
+}
+
+/// What a shard's chat stream holds when the shard opens.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    created_ms: i64,
+    /// First and last sequence held (an empty stream holds none: its
+    /// first is past its last).
+    first: u64,
+    last: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Resume {
+    /// Resume after the checkpoint's sequence, as usual.
+    After,
+    /// The checkpoint does not match the stream: resume at `from`, the
+    /// first sequence it holds; `skipped` sequences are known to be lost
+    /// (`None`: unknown, the stream was created again).
+    Gap {
+        from: u64,
+        skipped: Option<u64>,
+        why: String,
+    },
+}
+
+/// Where a shard resumes, from its checkpoint (`seq` read last, of the
+/// stream created at `created_ms`; 0 for an older checkpoint) and what the
+/// stream holds. Policy: chat the stream no longer holds is gone; the shard
+/// resumes at the first sequence it holds, says how much was skipped
+/// (error log, `spamscope_detector_chat_gaps_total` and `..._skipped_total`)
+/// and keeps its detector state.
+fn resume(seq: u64, created_ms: i64, held: &Held) -> Resume {
+    let first = held.first.max(1);
+    if seq == 0 {
+        return Resume::After;
+    }
+    if created_ms != 0 && created_ms != held.created_ms {
+        return Resume::Gap {
+            from: first,
+            skipped: None,
+            why: format!(
+                "the chat stream was created again (at {} ms; the checkpoint is of the stream created at {created_ms} ms)",
+                held.created_ms
+            ),
+        };
+    }
+    if seq > held.last {
+        return Resume::Gap {
+            from: first,
+            skipped: None,
+            why: format!(
+                "the checkpoint is at sequence {seq} but the chat stream ends at {}",
+                held.last
+            ),
+        };
+    }
+    if seq + 1 < first {
+        return Resume::Gap {
+            from: first,
+            skipped: Some(first - seq - 1),
+            why: format!(
+                "retention removed sequences {}..={} before they were read",
+                seq + 1,
+                first - 1
+            ),
+        };
+    }
+    Resume::After
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Held, Resume, resume};
+
+    const T: i64 = 1_700_000_000_000;
+
+    fn gap(r: Resume) -> (u64, Option<u64>) {
+        match r {
+            Resume::Gap { from, skipped, .. } => (from, skipped),
+            Resume::After => panic!("no gap"),
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_resumes_only_on_the_stream_it_describes() {
+        let held = |first, last| Held {
+            created_ms: T,
+            first,
+            last,
+        };
+        // Nothing read yet, or the next sequence still held.
+        assert_eq!(resume(0, 0, &held(50, 80)), Resume::After);
+        assert_eq!(resume(40, T, &held(1, 80)), Resume::After);
+        assert_eq!(resume(49, T, &held(50, 80)), Resume::After);
+        // Caught up on a stream that then emptied by age.
+        assert_eq!(resume(80, T, &held(81, 80)), Resume::After);
+        // Retention passed the checkpoint: 50..=59 lost.
+        assert_eq!(gap(resume(49, T, &held(60, 80))), (60, Some(10)));
+        // The store lost: the stream created again, sequences anew.
+        assert_eq!(gap(resume(40, T - 1, &held(1, 3))), (1, None));
+        // A checkpoint of an older release (no creation time) past the end.
+        assert_eq!(gap(resume(61_260, 0, &held(0, 0))), (1, None));
+        assert_eq!(resume(40, 0, &held(1, 80)), Resume::After);
     }
 }

@@ -278,3 +278,83 @@ async fn a_second_replica_with_the_same_id_is_refused() {
     until("the new d0 to run the 4 shards", || owned(&third) == 4).await;
     task.abort();
 }
+
+/// A checkpoint is a sequence of one stream: when retention removed chat
+/// after it, or the stream was created again (its store lost), the replica
+/// used to skip silently (everything, on a fresh stream). Now it resumes at
+/// the first sequence the stream holds and counts the gap and what it
+/// knows was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_that_do_not_match_the_stream_are_a_counted_gap() {
+    let nats = Nats::start();
+    let redis = Redis::start();
+    let store = Store::open(Some(&redis.url()), "spamscope:").await.unwrap();
+    let mut c = InProcessCluster::new(&nats.url(), store.clone(), SHARDS, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(store.lead(LEADER, Duration::from_secs(600)).await.unwrap());
+    for s in 0..SHARDS {
+        own(&store, s, "d0", 1).await;
+    }
+    let cfg = ReplicaConfig {
+        reconcile_interval: Duration::from_millis(100),
+        checkpoint_every_events: 1,
+        handover_timeout: Duration::ZERO,
+        ..c.replica_config("d0")
+    };
+    let stream = "gappy";
+    let shard = spamscope_routing::shard_of(&format!("twitch.{stream}"), SHARDS);
+    let chat = spamscope_bus::subjects::chat_stream(shard);
+
+    let d0 = std::sync::Arc::clone(&c.add_replica(cfg.clone()).await.unwrap().counters);
+    until("d0 to run its 4 shards", || owned(&d0) == 4).await;
+    for n in 0..10 {
+        assert!(c.publish(&twitch_message(stream, n)).await.unwrap());
+    }
+    until("10 events processed", || events(&d0) == 10).await;
+    c.stop_replica("d0").await.unwrap().unwrap();
+
+    // Ten more arrive while no replica runs, and retention (a purge that
+    // keeps the last five) removes sequences 11..=15 before anyone read
+    // them.
+    for n in 10..20 {
+        assert!(c.publish(&twitch_message(stream, n)).await.unwrap());
+    }
+    let mut s = c.bus.js.get_stream(&chat).await.unwrap();
+    s.purge().keep(5).await.unwrap();
+    assert_eq!(s.info().await.unwrap().state.first_sequence, 16);
+    let d0 = std::sync::Arc::clone(&c.add_replica(cfg.clone()).await.unwrap().counters);
+    until("the 5 events still held processed", || events(&d0) == 5).await;
+    assert_eq!(d0.chat_gaps.load(Ordering::Relaxed), 1);
+    assert_eq!(d0.chat_skipped.load(Ordering::Relaxed), 5);
+    c.stop_replica("d0").await.unwrap().unwrap();
+
+    // The stream's store is lost: it is created again, and its sequences
+    // start over below the checkpoint's 20.
+    c.bus.js.delete_stream(&chat).await.unwrap();
+    c.bus
+        .ensure_streams(
+            &spamscope_bus::BusConfig {
+                url: c.url.clone(),
+                shards: SHARDS,
+                ..Default::default()
+            },
+            spamscope_bus::StreamLimits::Apply,
+        )
+        .await
+        .unwrap();
+    for n in 20..23 {
+        assert!(c.publish(&twitch_message(stream, n)).await.unwrap());
+    }
+    let d0 = std::sync::Arc::clone(&c.add_replica(cfg).await.unwrap().counters);
+    until("the 3 events of the new stream processed", || {
+        events(&d0) == 3
+    })
+    .await;
+    assert_eq!(d0.chat_gaps.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        d0.chat_skipped.load(Ordering::Relaxed),
+        0,
+        "unknown, not counted"
+    );
+}

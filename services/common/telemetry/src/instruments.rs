@@ -22,6 +22,12 @@ pub struct Metrics {
     pub outputs: Counter<u64>,
     /// Messages sent to a dead-letter subject.
     pub dead_letters: Counter<u64>,
+    /// Chat a detector could not read because its stream no longer held
+    /// it (retention passed a checkpoint, or the stream was created
+    /// again), by `shard`: each time, `gaps` counts one and `skipped` the
+    /// sequences known to be lost.
+    pub chat_gaps: Counter<u64>,
+    pub chat_skipped: Counter<u64>,
     /// JetStream messages not yet delivered to a shard's consumer, by `shard`.
     pub consumer_lag: Gauge<u64>,
     /// Seconds since a shard's last checkpoint, by `shard`.
@@ -57,6 +63,14 @@ pub fn metrics() -> &'static Metrics {
             dead_letters: m
                 .u64_counter("spamscope.dead_letters")
                 .with_description("Messages sent to a dead-letter subject")
+                .build(),
+            chat_gaps: m
+                .u64_counter("spamscope.detector.chat_gaps")
+                .with_description("Times a shard's checkpoint did not match its chat stream")
+                .build(),
+            chat_skipped: m
+                .u64_counter("spamscope.detector.chat_skipped")
+                .with_description("Chat sequences lost before a detector read them")
                 .build(),
             consumer_lag: m
                 .u64_gauge("spamscope.consumer.lag")
