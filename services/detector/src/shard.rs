@@ -141,6 +141,7 @@ pub(crate) async fn run(
     let mut live = tokio::time::interval(LIVE_CLOCK_EVERY);
     live.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut out: Vec<DetectorOutput> = Vec::new();
+    let mut seq_at_tick = st.last_seq;
     loop {
         tokio::select! {
             biased;
@@ -167,7 +168,18 @@ pub(crate) async fn run(
             msg = messages.next() => {
                 let msg = match msg {
                     Some(Ok(m)) => m,
-                    Some(Err(e)) => { warn!(shard, error = %e, "consumer error; continuing"); continue; }
+                    Some(Err(e)) => {
+                        warn!(shard, error = %e, "consumer error; continuing");
+                        // An ordered consumer recreates itself after the
+                        // last sequence it delivered: on a stream created
+                        // again that skips its first messages. The shard
+                        // opens again instead, through the checkpoint check.
+                        if stream_replaced(&ctx, shard, st.stream_created_ms).await {
+                            warn!(shard, "the chat stream is gone or was created again: opening the shard again");
+                            return;
+                        }
+                        continue;
+                    }
                     None => { warn!(shard, "consumer ended"); return; }
                 };
                 let seq = match msg.info() {
@@ -256,6 +268,16 @@ pub(crate) async fn run(
                 }
             }
             _ = timer.tick() => {
+                // A shard that read nothing for a period checks that its
+                // stream is still the one it consumes: an ordered consumer
+                // on a stream created again waits after the old stream's
+                // last sequence and never says so.
+                let idle = st.last_seq == seq_at_tick;
+                seq_at_tick = st.last_seq;
+                if idle && stream_replaced(&ctx, shard, st.stream_created_ms).await {
+                    warn!(shard, "the chat stream is gone or was created again: opening the shard again");
+                    return;
+                }
                 let attrs = [KeyValue::new("service", SERVICE), KeyValue::new("shard", i64::from(shard))];
                 metrics().consumer_lag.record(st.pending, &attrs);
                 metrics().checkpoint_age.record(st.checkpointed_at.elapsed().as_secs_f64(), &attrs);
@@ -497,6 +519,28 @@ async fn checkpoint(ctx: &Ctx, shard: u32, owner: &Owner, st: &mut State) -> Res
             // Keep going: the next checkpoint retries; a crash replays more.
             Ok(())
         }
+    }
+}
+
+/// Whether the shard's chat stream is gone or is another stream than the
+/// one created at `created_ms`.
+async fn stream_replaced(ctx: &Ctx, shard: u32, created_ms: i64) -> bool {
+    use async_nats::jetstream::ErrorCode;
+    use async_nats::jetstream::context::GetStreamErrorKind;
+    let mut stream = match ctx.bus.js.get_stream(subjects::chat_stream(shard)).await {
+        Ok(s) => s,
+        // Gone; any other error (NATS restarting) is not a new stream.
+        Err(e) => {
+            return matches!(e.kind(), GetStreamErrorKind::JetStream(j)
+                if j.error_code() == ErrorCode::STREAM_NOT_FOUND);
+        }
+    };
+    match stream.info().await {
+        Ok(info) => {
+            i64::try_from(info.created.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+                != created_ms
+        }
+        Err(_) => false,
     }
 }
 

@@ -358,3 +358,57 @@ async fn checkpoints_that_do_not_match_the_stream_are_a_counted_gap() {
         "unknown, not counted"
     );
 }
+
+/// The same while the replica runs: its consumer fails, the shard opens
+/// again through the checkpoint check and reads the new stream from its
+/// first message (an ordered consumer left alone would wait after the old
+/// stream's last sequence).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_created_again_under_a_running_shard_is_read_from_its_start() {
+    let nats = Nats::start();
+    let redis = Redis::start();
+    let store = Store::open(Some(&redis.url()), "spamscope:").await.unwrap();
+    let mut c = InProcessCluster::new(&nats.url(), store.clone(), SHARDS, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(store.lead(LEADER, Duration::from_secs(600)).await.unwrap());
+    for s in 0..SHARDS {
+        own(&store, s, "d0", 1).await;
+    }
+    let cfg = ReplicaConfig {
+        reconcile_interval: Duration::from_millis(100),
+        checkpoint_every_events: 1,
+        handover_timeout: Duration::ZERO,
+        ..c.replica_config("d0")
+    };
+    let stream = "recreated";
+    let shard = spamscope_routing::shard_of(&format!("twitch.{stream}"), SHARDS);
+    let chat = spamscope_bus::subjects::chat_stream(shard);
+    let d0 = std::sync::Arc::clone(&c.add_replica(cfg).await.unwrap().counters);
+    until("d0 to run its 4 shards", || owned(&d0) == 4).await;
+    for n in 0..10 {
+        assert!(c.publish(&twitch_message(stream, n)).await.unwrap());
+    }
+    until("10 events processed", || events(&d0) == 10).await;
+
+    c.bus.js.delete_stream(&chat).await.unwrap();
+    c.bus
+        .ensure_streams(
+            &spamscope_bus::BusConfig {
+                url: c.url.clone(),
+                shards: SHARDS,
+                ..Default::default()
+            },
+            spamscope_bus::StreamLimits::Apply,
+        )
+        .await
+        .unwrap();
+    for n in 10..13 {
+        assert!(c.publish(&twitch_message(stream, n)).await.unwrap());
+    }
+    until("the 3 events of the new stream processed", || {
+        events(&d0) == 13
+    })
+    .await;
+    assert_eq!(d0.chat_gaps.load(Ordering::Relaxed), 1);
+}

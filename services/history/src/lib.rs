@@ -4,7 +4,10 @@
 //! then acknowledged: a crash re-delivers the batch, and the idempotent
 //! writes make that harmless. At most `max_ack_pending` messages are in
 //! flight, so a slow store applies backpressure (JetStream keeps the rest)
-//! instead of dropping. Undecodable payloads go to `dlq.spam`.
+//! instead of dropping. Undecodable payloads go to `dlq.spam`. When the
+//! consumer fails (its idle heartbeats stop: NATS restarted, or lost its
+//! store and the SPAM stream was created again without the consumer), the
+//! writer opens it again by itself, creating it where it is gone.
 
 pub mod cli;
 
@@ -33,6 +36,9 @@ pub struct WriterConfig {
     /// Records older than this are expired (checked every `expire_every`).
     pub ttl: Option<Duration>,
     pub expire_every: Duration,
+    /// Idle heartbeat asked of the server on each pull: two missed mean
+    /// the consumer is gone or unreachable, and it is opened again.
+    pub idle_heartbeat: Duration,
 }
 
 impl Default for WriterConfig {
@@ -43,6 +49,7 @@ impl Default for WriterConfig {
             max_ack_pending: 20_000,
             ttl: None,
             expire_every: Duration::from_secs(600),
+            idle_heartbeat: Duration::from_secs(5),
         }
     }
 }
@@ -52,22 +59,13 @@ pub struct WriterCounters {
     pub written: AtomicU64,
     pub batches: AtomicU64,
     pub dead_letters: AtomicU64,
+    /// Times the consumer was opened again after an error.
+    pub reopened: AtomicU64,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum WriterError {
-    #[error("jetstream: {0}")]
-    JetStream(String),
-}
-
-pub async fn run(
-    cfg: WriterConfig,
-    bus: Bus,
-    store: History,
-    health: Health,
-    counters: Arc<WriterCounters>,
-    shutdown: CancellationToken,
-) -> Result<(), WriterError> {
+/// The durable consumer's messages, creating the consumer where it is
+/// gone.
+async fn open(bus: &Bus, cfg: &WriterConfig) -> Result<pull::Stream, WriterError> {
     let js_err = |e: &dyn std::fmt::Display| WriterError::JetStream(e.to_string());
     let stream = bus
         .js
@@ -88,7 +86,32 @@ pub async fn run(
         )
         .await
         .map_err(|e| js_err(&e))?;
-    let mut messages = consumer.messages().await.map_err(|e| js_err(&e))?;
+    consumer
+        .stream()
+        .heartbeat(cfg.idle_heartbeat)
+        .expires(cfg.idle_heartbeat * 4)
+        .messages()
+        .await
+        .map_err(|e| js_err(&e))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriterError {
+    #[error("jetstream: {0}")]
+    JetStream(String),
+}
+
+pub async fn run(
+    cfg: WriterConfig,
+    bus: Bus,
+    store: History,
+    health: Health,
+    counters: Arc<WriterCounters>,
+    shutdown: CancellationToken,
+) -> Result<(), WriterError> {
+    let mut messages = open(&bus, &cfg).await?;
+    let mut reopen =
+        spamscope_runtime::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     health.set_ready(true);
     info!("history writer consuming SPAM");
     let mut expire = tokio::time::interval(cfg.expire_every);
@@ -117,7 +140,14 @@ pub async fn run(
                 }
                 m = messages.next() => match m {
                     Some(Ok(m)) => { batch.push(m); if batch.len() >= cfg.batch { break; } }
-                    Some(Err(e)) => { warn!(error = %e, "consumer error"); tokio::time::sleep(Duration::from_millis(200)).await; }
+                    Some(Err(e)) => {
+                        warn!(error = %e, "consumer error; opening the consumer again");
+                        tokio::time::sleep(reopen.next_delay()).await;
+                        match open(&bus, &cfg).await {
+                            Ok(m) => { messages = m; reopen.reset(); counters.reopened.fetch_add(1, Ordering::Relaxed); health.set_ready(true); }
+                            Err(e) => { health.set_ready(false); warn!(error = %e, "cannot open the consumer; retrying"); }
+                        }
+                    }
                     None => return Err(WriterError::JetStream("consumer ended".into())),
                 },
             }

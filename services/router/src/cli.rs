@@ -141,6 +141,7 @@ pub fn run(args: RouterArgs) -> Result<()> {
             id: args.router_id,
             shards: args.cluster.shards,
             kube,
+            streams: Some(args.cluster.bus_config(&url)?),
             ..defaults
         };
         let mut sup = role.supervisor();

@@ -44,6 +44,11 @@ pub struct RouterConfig {
     pub parallel_moves: usize,
     /// Leadership, membership and autoscaling through the Kubernetes API.
     pub kube: Option<KubeRouter>,
+    /// The streams the leader keeps: every `streams_every` it creates those
+    /// that are missing (a NATS that lost its store) and applies these
+    /// limits. `None`: the streams are left to the roles' start.
+    pub streams: Option<spamscope_bus::BusConfig>,
+    pub streams_every: Duration,
 }
 
 /// The router's Kubernetes parts.
@@ -78,6 +83,8 @@ impl Default for RouterConfig {
             command_timeout: Duration::from_secs(10),
             parallel_moves: 16,
             kube: None,
+            streams: None,
+            streams_every: Duration::from_secs(30),
         }
     }
 }
@@ -101,6 +108,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(cfg.interval);
     let mut leading = false;
     let mut scaler = ScalerState::default();
+    let mut streams_kept: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -133,6 +141,17 @@ pub async fn run(
                 if !leading {
                     info!(router = %cfg.id, "router is leader");
                     leading = true;
+                }
+                if let Some(streams) = &cfg.streams
+                    && streams_kept.is_none_or(|t| t.elapsed() >= cfg.streams_every)
+                {
+                    streams_kept = Some(Instant::now());
+                    if let Err(e) = bus
+                        .ensure_streams(streams, spamscope_bus::StreamLimits::Apply)
+                        .await
+                    {
+                        warn!(error = %e, "cannot keep the JetStream streams");
+                    }
                 }
                 if let Err(e) = round(&cfg, &bus, &store).await {
                     warn!(error = %e, "placement round failed");

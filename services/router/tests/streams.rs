@@ -148,3 +148,59 @@ async fn the_shard_count_is_checked_against_nats_before_redis_records_it() {
     .unwrap();
     assert_eq!(store.recorded_shards().await.unwrap(), Some(16));
 }
+
+/// A NATS that lost its store has no streams until someone creates them:
+/// ingest's publishes and the detectors' consumers failed until the roles
+/// were restarted. The leading router keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_creates_streams_again_that_nats_lost() {
+    let nats = Nats::start();
+    let bus = Bus::connect(&nats.url(), "router-streams").await.unwrap();
+    let streams = BusConfig {
+        url: nats.url(),
+        shards: 4,
+        chat_max_bytes: 256 << 20,
+        spam_max_bytes: 64 << 20,
+        ..BusConfig::default()
+    };
+    bus.ensure_streams(&streams, StreamLimits::Apply)
+        .await
+        .unwrap();
+    let store = spamscope_store::Store::open(None, "").await.unwrap();
+    store.ensure_shards(4).await.unwrap();
+    let cfg = spamscope_router::RouterConfig {
+        id: "keeper".into(),
+        shards: 4,
+        interval: Duration::from_millis(100),
+        streams: Some(streams),
+        streams_every: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let router = tokio::spawn(spamscope_router::run(
+        cfg,
+        bus.clone(),
+        store,
+        spamscope_runtime::Health::default(),
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for lost in [subjects::chat_stream(2), subjects::SPAM_STREAM.to_owned()] {
+        bus.js.delete_stream(&lost).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let chat = bus.js.get_stream(subjects::chat_stream(2)).await.is_ok();
+        let spam = bus.js.get_stream(subjects::SPAM_STREAM).await.is_ok();
+        if chat && spam {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the router did not create the lost streams again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    router.await.unwrap().unwrap();
+}

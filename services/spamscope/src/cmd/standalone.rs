@@ -72,6 +72,7 @@ pub fn run(args: StandaloneArgs) -> Result<()> {
         let router_cfg = spamscope_router::RouterConfig {
             id: "standalone-router".into(),
             shards: args.cluster.shards,
+            streams: Some(args.cluster.bus_config(&url)?),
             ..Default::default()
         };
         let counters: Arc<spamscope_detector::Counters> = Arc::default();
