@@ -189,7 +189,14 @@ async fn watch(a: &HistoryArgs, history: History) -> Result<(u64, u64, f64, Vec<
     let stop = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let gateway = spamscope_gateway::Gateway::new(bus.clone(), store, history, SHARDS, None);
+    // Every bench watcher connects from this process's one address.
+    let gateway = spamscope_gateway::Gateway::new(bus.clone(), store, history, SHARDS, None)
+        .with_watch_limits(spamscope_gateway::watch::WatchLimits {
+            total: a.watchers.max(1),
+            per_client: a.watchers.max(1),
+            buffer: a.per_watcher.max(16),
+            ..Default::default()
+        });
     let server = tokio::spawn(spamscope_gateway::serve(
         listener,
         gateway,

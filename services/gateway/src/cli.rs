@@ -29,6 +29,29 @@ pub struct GatewayArgs {
     /// `spamscope history-writer` instead).
     #[arg(long)]
     pub no_writer: bool,
+    /// WatchChannel streams open at once on this gateway (more are refused
+    /// with RESOURCE_EXHAUSTED).
+    #[arg(long, env = "SPAMSCOPE_MAX_WATCHERS",
+          default_value_t = crate::watch::WatchLimits::default().total,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub max_watchers: usize,
+    /// WatchChannel streams open at once from one client address.
+    #[arg(long, env = "SPAMSCOPE_MAX_WATCHERS_PER_CLIENT",
+          default_value_t = crate::watch::WatchLimits::default().per_client,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+    pub max_watchers_per_client: usize,
+    /// Events a WatchChannel stream holds for a client that does not read;
+    /// when it stays full for --watch-stall-s, the stream ends with
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "SPAMSCOPE_WATCH_BUFFER",
+          default_value_t = crate::watch::WatchLimits::default().buffer,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(16..=65_536))]
+    pub watch_buffer: usize,
+    /// Seconds a full WatchChannel buffer waits for its client (1 to 300).
+    #[arg(long, env = "SPAMSCOPE_WATCH_STALL_S",
+          default_value_t = crate::watch::WatchLimits::default().stall.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub watch_stall_s: u64,
     #[command(flatten)]
     pub history: HistoryArgs,
 }
@@ -97,7 +120,13 @@ pub async fn start(
         history,
         shards,
         args.admin_token()?,
-    );
+    )
+    .with_watch_limits(crate::watch::WatchLimits {
+        total: args.max_watchers,
+        per_client: args.max_watchers_per_client,
+        buffer: args.watch_buffer,
+        stall: std::time::Duration::from_secs(args.watch_stall_s),
+    });
     let ui = args
         .ui_dir
         .join("index.html")

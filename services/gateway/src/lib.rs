@@ -12,9 +12,11 @@
 
 pub mod cli;
 pub mod live;
+pub mod watch;
 
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use prost::Message;
@@ -104,6 +106,9 @@ pub struct Gateway {
     /// Cancelled when the server stops: open WatchChannel streams end then,
     /// so a browser tab left open does not hold the shutdown.
     stopping: CancellationToken,
+    /// Open WatchChannel streams and their limits.
+    pub watchers: Arc<watch::Watchers>,
+    pub watch_limits: watch::WatchLimits,
 }
 
 impl Gateway {
@@ -122,6 +127,17 @@ impl Gateway {
             shards,
             admin_token,
             stopping: CancellationToken::new(),
+            watchers: Arc::default(),
+            watch_limits: watch::WatchLimits::default(),
+        }
+    }
+
+    /// With other WatchChannel limits than the defaults.
+    #[must_use]
+    pub fn with_watch_limits(self, watch_limits: watch::WatchLimits) -> Self {
+        Self {
+            watch_limits,
+            ..self
         }
     }
 }
@@ -287,6 +303,11 @@ impl GatewayApi for Gateway {
         req: Request<WatchChannelRequest>,
     ) -> Result<Response<WatchStream>, Status> {
         let key = parse_stream(&req.get_ref().stream)?;
+        let client = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        let slot = self.watchers.admit(client, &self.watch_limits)?;
         let (platform, id) = (key.platform.key(), key.id.as_str());
         let chat = self
             .bus
@@ -336,9 +357,13 @@ impl GatewayApi for Gateway {
             };
             Some(Ok(WatchChannelEvent { kind: Some(kind) }))
         });
-        let merged =
-            futures::stream::select(chat, spam).take_until(self.stopping.clone().cancelled_owned());
-        Ok(Response::new(Box::pin(merged)))
+        let merged = futures::stream::select(chat, spam);
+        Ok(Response::new(watch::bounded(
+            merged,
+            &self.watch_limits,
+            slot,
+            self.stopping.clone(),
+        )))
     }
 
     async fn search_spam(
@@ -608,9 +633,12 @@ pub async fn serve(
         }),
     };
     let stop = shutdown.clone();
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .into_future();
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { stop.cancelled().await })
+    .into_future();
     tokio::pin!(server);
     tokio::select! {
         r = &mut server => {

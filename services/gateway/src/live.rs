@@ -15,6 +15,12 @@ use spamscope_proto::v1::{
 use tokio_util::sync::CancellationToken;
 
 const WINDOW: Duration = Duration::from_secs(60);
+/// A stream with no chat and no output for this long, and no active spam
+/// event, leaves the live map (it held every stream and spam event id ever
+/// seen); it comes back with its next message.
+pub const IDLE: Duration = Duration::from_secs(3600);
+/// How often idle streams are looked for.
+const TRIM_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Default)]
 struct StreamStats {
@@ -29,6 +35,8 @@ struct StreamStats {
     /// event id → (last count, active).
     events: HashMap<u64, (u64, bool)>,
     last_message_ms: i64,
+    /// When this gateway last saw chat or an output of the stream.
+    seen: Option<Instant>,
 }
 
 /// Rolling one-minute rates per stream.
@@ -50,6 +58,7 @@ impl Live {
         let key = ev.stream_key();
         self.with(|m| {
             let s = m.entry(key).or_default();
+            s.seen = Some(Instant::now());
             s.platform = ev.platform;
             s.stream_id.clone_from(&ev.stream_id);
             if !ev.channel_id.is_empty() && s.channel_id != ev.channel_id {
@@ -77,6 +86,7 @@ impl Live {
         let key = StreamKey::format(Platform::of(e.platform), &e.stream_id);
         self.with(|m| {
             let s = m.entry(key).or_default();
+            s.seen = Some(Instant::now());
             s.platform = e.platform;
             s.stream_id.clone_from(&e.stream_id);
             let entry = s.events.entry(e.event_id).or_insert((0, true));
@@ -122,6 +132,36 @@ impl Live {
                 .map(|(k, _)| k.clone())
                 .collect()
         })
+    }
+
+    /// Forgets streams idle for `idle` with no active spam event, and the
+    /// ended spam events of the others; returns how many streams went.
+    pub fn trim(&self, idle: Duration) -> usize {
+        let now = Instant::now();
+        self.with(|m| {
+            let before = m.len();
+            m.retain(|_, s| {
+                let active = s.events.values().any(|(_, a)| *a);
+                let recent = s.seen.is_some_and(|t| now.duration_since(t) < idle);
+                active || recent
+            });
+            for s in m.values_mut() {
+                if s.events.len() > 1_000 {
+                    s.events.retain(|_, (_, active)| *active);
+                }
+            }
+            before - m.len()
+        })
+    }
+
+    /// Streams in the map.
+    pub fn len(&self) -> usize {
+        self.with(|m| m.len())
+    }
+
+    /// Whether the map is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Busiest first.
@@ -174,9 +214,11 @@ pub async fn follow(bus: Bus, live: Live, stop: CancellationToken) -> Result<(),
     };
     let mut chat = subscribe(spamscope_bus::subjects::CHAT_ALL.to_owned()).await?;
     let mut spam = subscribe(spamscope_bus::subjects::SPAM_ALL.to_owned()).await?;
+    let mut trim = tokio::time::interval(TRIM_EVERY);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
+            _ = trim.tick() => { live.trim(IDLE); }
             Some(m) = chat.next() => {
                 let batch = spamscope_bus::subjects::is_batch(m.headers.as_ref());
                 for ev in spamscope_proto::decode_chat(batch, m.payload).unwrap_or_default() {
@@ -186,5 +228,48 @@ pub async fn follow(bus: Bus, live: Live, stop: CancellationToken) -> Result<(),
             Some(m) = spam.next() => if let Ok(o) = DetectorOutput::decode(m.payload) { live.on_output(&o) },
             else => return Err("the NATS subscriptions ended".to_owned()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spamscope_proto::v1::{ChatMessage, SpamEvent};
+
+    fn chat(stream: &str) -> ChatEvent {
+        ChatEvent {
+            platform: Platform::Twitch as i32,
+            stream_id: stream.into(),
+            ts_ms: 1,
+            kind: Some(chat_event::Kind::Message(ChatMessage::default())),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn idle_streams_leave_the_map_unless_spam_is_active() {
+        let live = Live::default();
+        for s in ["quiet", "raided"] {
+            live.on_chat(&chat(s));
+        }
+        live.on_output(&DetectorOutput {
+            kind: Some(detector_output::Kind::SpamEvent(SpamEvent {
+                platform: Platform::Twitch as i32,
+                stream_id: "raided".into(),
+                event_id: 7,
+                count: 5,
+                spam: true,
+                state: SpamEventState::Active as i32,
+                ..Default::default()
+            })),
+        });
+        assert_eq!(live.trim(Duration::from_secs(60)), 0);
+        assert_eq!(live.len(), 2);
+        // Everything idle: the stream whose spam event is still active stays.
+        assert_eq!(live.trim(Duration::ZERO), 1);
+        assert_eq!(live.summaries(10)[0].stream, "twitch.raided");
+        // It comes back with its next message.
+        live.on_chat(&chat("quiet"));
+        assert_eq!(live.len(), 2);
     }
 }

@@ -30,6 +30,7 @@ const SHARDS: u32 = 4;
 struct Running {
     _nats: Nats,
     url: String,
+    addr: std::net::SocketAddr,
     _dir: TempDir,
     client: GatewayClient<Channel>,
     stop: CancellationToken,
@@ -37,6 +38,17 @@ struct Running {
 }
 
 async fn gateway(admin_token: Option<&str>) -> Running {
+    gateway_with(
+        admin_token,
+        spamscope_gateway::watch::WatchLimits::default(),
+    )
+    .await
+}
+
+async fn gateway_with(
+    admin_token: Option<&str>,
+    limits: spamscope_gateway::watch::WatchLimits,
+) -> Running {
     let nats = Nats::start();
     let bus = Bus::connect(&nats.url(), "gateway-test").await.unwrap();
     bus.ensure_streams(
@@ -57,13 +69,15 @@ async fn gateway(admin_token: Option<&str>) -> Running {
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let gw = Gateway::new(bus, store, history, SHARDS, admin_token.map(str::to_owned));
+    let gw = Gateway::new(bus, store, history, SHARDS, admin_token.map(str::to_owned))
+        .with_watch_limits(limits);
     let stop = CancellationToken::new();
     let server = tokio::spawn(spamscope_gateway::serve(listener, gw, None, stop.clone()));
     let client = GatewayClient::connect(format!("http://{addr}"))
         .await
         .unwrap();
     Running {
+        addr,
         url: nats.url(),
         _nats: nats,
         _dir: dir,
@@ -376,4 +390,116 @@ async fn a_videos_params_sit_under_its_channels_layer() {
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     assert!(e.message().contains(VIDEO), "{e:?}");
+}
+
+fn watch_request(stream: &str) -> WatchChannelRequest {
+    WatchChannelRequest {
+        stream: stream.into(),
+    }
+}
+
+/// A client may hold so many watch streams at once; the slot comes back
+/// when it closes one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_streams_are_capped_per_client() {
+    let limits = spamscope_gateway::watch::WatchLimits {
+        total: 100,
+        per_client: 3,
+        buffer: 64,
+        ..Default::default()
+    };
+    let mut r = gateway_with(None, limits).await;
+    let mut open = Vec::new();
+    for n in 0..3 {
+        open.push(
+            r.client
+                .watch_channel(watch_request(&format!("twitch.chan{n}")))
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+    }
+    let e = r
+        .client
+        .watch_channel(watch_request("twitch.chan3"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("limit per client"), "{e:?}");
+    drop(open.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match r.client.watch_channel(watch_request("twitch.chan3")).await {
+            Ok(_) => break,
+            Err(e) => {
+                assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the closed stream's slot never came back"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// A watcher that does not read is ended once its buffer fills, instead of
+/// buffering without limit; it is told why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_does_not_read_is_ended_not_buffered() {
+    use prost::Message;
+    let limits = spamscope_gateway::watch::WatchLimits {
+        total: 100,
+        per_client: 10,
+        buffer: 16,
+        stall: Duration::from_millis(500),
+    };
+    let r = gateway_with(None, limits).await;
+    // A client that takes no more than HTTP/2's default windows (a tonic
+    // client takes 2 MB per stream before the application reads).
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", r.addr))
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let mut watch = GatewayClient::new(channel)
+        .watch_channel(watch_request("twitch.flood"))
+        .await
+        .unwrap()
+        .into_inner();
+    let bus = Bus::connect(&r.url, "flooder").await.unwrap();
+    let subject = spamscope_bus::subjects::chat(0, "twitch", "flood");
+    const SENT: u32 = 5_000;
+    for n in 0..SENT {
+        let mut ev = spamscope_testkit::twitch_message("flood", n);
+        if let Some(spamscope_proto::v1::chat_event::Kind::Message(m)) = &mut ev.kind {
+            m.text = format!("{n} {}", "flood ".repeat(50));
+        }
+        bus.client
+            .publish(subject.clone(), ev.encode_to_vec().into())
+            .await
+            .unwrap();
+    }
+    bus.client.flush().await.unwrap();
+    // Past the stall time without reading: the stream is ended. Read only
+    // now: what was in flight and buffered, then the reason.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut received = 0u32;
+    let end = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match watch.next().await {
+                Some(Ok(_)) => received += 1,
+                Some(Err(e)) => return Some(e),
+                None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the stream of a watcher that did not read never ended");
+    let e = end.expect("the stream ended without saying why");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("held 16 events"), "{e:?}");
+    assert!(received < SENT, "{received} of {SENT}: nothing was bounded");
 }
