@@ -76,8 +76,7 @@ pub(crate) async fn run(
             .map_err(|e| e.to_string())?;
         let info = stream.info().await.map_err(|e| e.to_string())?;
         let held = Held {
-            created_ms: i64::try_from(info.created.unix_timestamp_nanos() / 1_000_000)
-                .unwrap_or(i64::MAX),
+            created_ms: created_ms(info),
             first: info.state.first_sequence,
             last: info.state.last_sequence,
         };
@@ -536,12 +535,15 @@ async fn stream_replaced(ctx: &Ctx, shard: u32, created_ms: i64) -> bool {
         }
     };
     match stream.info().await {
-        Ok(info) => {
-            i64::try_from(info.created.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
-                != created_ms
-        }
+        Ok(info) => self::created_ms(info) != created_ms,
         Err(_) => false,
     }
+}
+
+/// A stream's creation time, in ms since the epoch (what checkpoints
+/// record of it).
+fn created_ms(info: &async_nats::jetstream::stream::Info) -> i64 {
+    i64::try_from(info.created.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 /// What a shard's chat stream holds when the shard opens.

@@ -40,18 +40,25 @@ async fn own(store: &Store, shard: u32, replica: &str, epoch: u64) {
     assert!(store.set_owner(shard, &o, LEADER).await.unwrap());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replica_follows_the_owners_table_and_checkpoints_what_it_closes() {
+/// A nats-server, a redis-server, the in-process cluster on them, and the
+/// owners table giving every shard to "d0" at epoch 1 (this test leads).
+async fn all_shards_to_d0() -> (Nats, Redis, Store, InProcessCluster) {
     let nats = Nats::start();
     let redis = Redis::start();
     let store = Store::open(Some(&redis.url()), "spamscope:").await.unwrap();
-    let mut c = InProcessCluster::new(&nats.url(), store.clone(), SHARDS, Duration::from_secs(60))
+    let c = InProcessCluster::new(&nats.url(), store.clone(), SHARDS, Duration::from_secs(60))
         .await
         .unwrap();
     assert!(store.lead(LEADER, Duration::from_secs(600)).await.unwrap());
     for s in 0..SHARDS {
         own(&store, s, "d0", 1).await;
     }
+    (nats, redis, store, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_follows_the_owners_table_and_checkpoints_what_it_closes() {
+    let (_nats, _redis, store, mut c) = all_shards_to_d0().await;
     let cfg = ReplicaConfig {
         reconcile_interval: Duration::from_millis(100),
         checkpoint_every_events: 1,
@@ -137,16 +144,7 @@ async fn replica_follows_the_owners_table_and_checkpoints_what_it_closes() {
 async fn a_poison_timestamp_goes_to_the_dead_letter_subject_and_ticks_go_on() {
     use prost::Message;
     use spamscope_proto::v1::{ChatEvent, chat_event::Kind};
-    let nats = Nats::start();
-    let redis = Redis::start();
-    let store = Store::open(Some(&redis.url()), "spamscope:").await.unwrap();
-    let mut c = InProcessCluster::new(&nats.url(), store.clone(), SHARDS, Duration::from_secs(60))
-        .await
-        .unwrap();
-    assert!(store.lead(LEADER, Duration::from_secs(600)).await.unwrap());
-    for s in 0..SHARDS {
-        own(&store, s, "d0", 1).await;
-    }
+    let (_nats, _redis, _store, mut c) = all_shards_to_d0().await;
     let cfg = ReplicaConfig {
         reconcile_interval: Duration::from_millis(100),
         handover_timeout: Duration::ZERO,
@@ -221,16 +219,7 @@ async fn a_poison_timestamp_goes_to_the_dead_letter_subject_and_ticks_go_on() {
 /// is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_replica_with_the_same_id_is_refused() {
-    let nats = Nats::start();
-    let redis = Redis::start();
-    let store = Store::open(Some(&redis.url()), "spamscope:").await.unwrap();
-    let mut c = InProcessCluster::new(&nats.url(), store.clone(), SHARDS, Duration::from_secs(60))
-        .await
-        .unwrap();
-    assert!(store.lead(LEADER, Duration::from_secs(600)).await.unwrap());
-    for s in 0..SHARDS {
-        own(&store, s, "d0", 1).await;
-    }
+    let (_nats, _redis, store, mut c) = all_shards_to_d0().await;
     let cfg = ReplicaConfig {
         reconcile_interval: Duration::from_millis(100),
         heartbeat_ttl: Duration::from_millis(1000),
@@ -286,16 +275,7 @@ async fn a_second_replica_with_the_same_id_is_refused() {
 /// knows was lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_that_do_not_match_the_stream_are_a_counted_gap() {
-    let nats = Nats::start();
-    let redis = Redis::start();
-    let store = Store::open(Some(&redis.url()), "spamscope:").await.unwrap();
-    let mut c = InProcessCluster::new(&nats.url(), store.clone(), SHARDS, Duration::from_secs(60))
-        .await
-        .unwrap();
-    assert!(store.lead(LEADER, Duration::from_secs(600)).await.unwrap());
-    for s in 0..SHARDS {
-        own(&store, s, "d0", 1).await;
-    }
+    let (_nats, _redis, _store, mut c) = all_shards_to_d0().await;
     let cfg = ReplicaConfig {
         reconcile_interval: Duration::from_millis(100),
         checkpoint_every_events: 1,
@@ -365,16 +345,7 @@ async fn checkpoints_that_do_not_match_the_stream_are_a_counted_gap() {
 /// stream's last sequence).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_created_again_under_a_running_shard_is_read_from_its_start() {
-    let nats = Nats::start();
-    let redis = Redis::start();
-    let store = Store::open(Some(&redis.url()), "spamscope:").await.unwrap();
-    let mut c = InProcessCluster::new(&nats.url(), store.clone(), SHARDS, Duration::from_secs(60))
-        .await
-        .unwrap();
-    assert!(store.lead(LEADER, Duration::from_secs(600)).await.unwrap());
-    for s in 0..SHARDS {
-        own(&store, s, "d0", 1).await;
-    }
+    let (_nats, _redis, _store, mut c) = all_shards_to_d0().await;
     let cfg = ReplicaConfig {
         reconcile_interval: Duration::from_millis(100),
         checkpoint_every_events: 1,
