@@ -676,3 +676,27 @@ fn urls_and_tokens_are_checked_and_never_printed() {
     assert_eq!(code, Some(64), "{err}");
     assert!(err.contains("--admin-token-file"), "{err}");
 }
+
+/// A NATS server whose store cannot hold the streams' size limits: the
+/// router says which flags to lower and exits 64 at once, instead of
+/// retrying for 30 s as if JetStream were still starting.
+#[test]
+fn streams_bigger_than_the_nats_store_exit_64_naming_the_flags() {
+    let nats = spamscope_testkit::Nats::with_store(1 << 30);
+    let started = std::time::Instant::now();
+    let (code, err) = role_stderr(
+        &[
+            "router",
+            "--nats-url",
+            &nats.url(),
+            "--private-memory-store",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("--chat-max-bytes") && !err.contains("retrying"),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}

@@ -204,3 +204,50 @@ async fn the_leader_creates_streams_again_that_nats_lost() {
     stop.cancel();
     router.await.unwrap().unwrap();
 }
+
+/// JetStream reserves every stream's size limit in its store. Limits that
+/// do not fit are refused with a message naming the flags to change, never
+/// retried as if the server were still starting; limits that fit pass.
+#[tokio::test]
+async fn limits_bigger_than_the_store_are_refused_naming_the_flags() {
+    let nats = Nats::with_store(1 << 30);
+    let bus = Bus::connect(&nats.url(), "streams-no-room").await.unwrap();
+    // The defaults reserve 17 GiB.
+    let err = bus
+        .ensure_streams(&BusConfig::default(), StreamLimits::Apply)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, spamscope_bus::BusError::NoRoom { .. }),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("--chat-max-bytes") && msg.contains("--spam-max-bytes"),
+        "{msg}"
+    );
+
+    // 512 MiB of chat, 128 MiB of spam and 128 MiB of dead letters fit.
+    let fits = BusConfig {
+        chat_max_bytes: 512 << 20,
+        spam_max_bytes: 128 << 20,
+        ..BusConfig::default()
+    };
+    assert!(spamscope_bus::reserved_bytes(&fits) <= 1 << 30);
+    bus.ensure_streams(&fits, StreamLimits::Apply)
+        .await
+        .unwrap();
+    // Growing SPAM past the store later is refused the same way.
+    let grown = BusConfig {
+        spam_max_bytes: 1 << 30,
+        ..fits
+    };
+    let err = bus
+        .ensure_streams(&grown, StreamLimits::Apply)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, spamscope_bus::BusError::NoRoom { ref stream, .. } if stream == subjects::SPAM_STREAM),
+        "{err:?}"
+    );
+}

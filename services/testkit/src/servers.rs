@@ -8,20 +8,36 @@ use crate::{TempDir, free_port, wait_port};
 /// A `nats-server -js` with its own store directory. The first start lets
 /// the server pick its port (`-p -1`) and reads it from the ports file the
 /// server writes, so two tests never race for one; restarts reuse it.
+///
+/// Its JetStream store is declared, not taken from the disk: by default
+/// nats-server reserves stream limits against 3/4 of the disk free when it
+/// starts, and the roles' default limits (17 GiB together) would make every
+/// test depend on how full the disk is. Tests write megabytes.
 #[derive(Debug)]
 pub struct Nats {
     pub port: u16,
     dir: TempDir,
     child: Option<Child>,
+    store_bytes: u64,
 }
+
+/// The store a test server declares: room for the default stream limits of
+/// several clusters.
+pub const TEST_STORE_BYTES: u64 = 256 << 30;
 
 impl Nats {
     /// `nats-server` from the PATH, or the one `SPAMSCOPE_NATS_SERVER` names.
     pub fn start() -> Self {
+        Self::with_store(TEST_STORE_BYTES)
+    }
+
+    /// A server whose JetStream store holds at most `store_bytes`.
+    pub fn with_store(store_bytes: u64) -> Self {
         let mut n = Nats {
             port: 0,
             dir: TempDir::new("nats"),
             child: None,
+            store_bytes,
         };
         n.spawn();
         n
@@ -40,9 +56,19 @@ impl Nats {
         } else {
             self.port.to_string()
         };
+        let conf = self.dir.0.join("nats.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "jetstream {{\n  store_dir: {:?}\n  max_file_store: {}\n}}\n",
+                self.store_dir().to_string_lossy(),
+                self.store_bytes
+            ),
+        )
+        .unwrap();
         let mut child = Command::new(Self::program())
-            .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
-            .arg(self.dir.0.join("store"))
+            .args(["-a", "127.0.0.1", "-p", &port, "-c"])
+            .arg(&conf)
             .arg("--ports_file_dir")
             .arg(&ports)
             .stdout(Stdio::null())

@@ -112,6 +112,18 @@ pub enum BusError {
     Connect { source: async_nats::ConnectError },
     #[error("JetStream stream {stream}: {reason}")]
     Stream { stream: String, reason: String },
+    /// The server cannot reserve a stream's size limit: its store
+    /// (`jetstream { max_file_store }`, by default three quarters of the
+    /// disk free when it started) is smaller than the streams' limits
+    /// together. Retrying does not help; smaller limits or a bigger store do.
+    #[error(
+        "JetStream cannot reserve {max_bytes} bytes for stream {stream}: the server's store \
+         (jetstream max_file_store, by default 3/4 of the disk free when nats-server started) \
+         is smaller than the streams' size limits together; lower --chat-max-bytes and \
+         --spam-max-bytes (the dead-letter stream takes up to 1 GiB more) or give nats-server \
+         a bigger store"
+    )]
+    NoRoom { stream: String, max_bytes: i64 },
     #[error("publish to {subject}: {reason}")]
     Publish { subject: String, reason: String },
 }
@@ -186,6 +198,61 @@ fn limit_differences(name: &str, have: &stream::Config, want: &stream::Config) -
     out
 }
 
+/// The dead-letter stream's size limit: 1 GiB, or the SPAM stream's when
+/// that is smaller (a small install gets a small dead-letter stream).
+pub fn dlq_max_bytes(cfg: &BusConfig) -> i64 {
+    cfg.spam_max_bytes.min(1 << 30)
+}
+
+/// What the streams of `cfg` reserve in the JetStream store together.
+pub fn reserved_bytes(cfg: &BusConfig) -> i64 {
+    let shards = i64::from(cfg.shards.max(1));
+    (cfg.chat_max_bytes / shards).max(1 << 20) * shards + cfg.spam_max_bytes + dlq_max_bytes(cfg)
+}
+
+/// The smallest CHAT limit (over all shards) and SPAM limit accepted.
+pub const MIN_CHAT_MAX_BYTES: i64 = 64 << 20;
+pub const MIN_SPAM_MAX_BYTES: i64 = 16 << 20;
+
+impl BusConfig {
+    /// Scales the CHAT and SPAM size limits down together so that the
+    /// streams reserve at most `budget` bytes ([`reserved_bytes`]), never
+    /// below their minimums. `Ok(false)`: they fit as they were;
+    /// `Ok(true)`: scaled; `Err(needed)`: even the minimums need `needed`.
+    pub fn fit_into(&mut self, budget: i64) -> Result<bool, i64> {
+        if reserved_bytes(self) <= budget {
+            return Ok(false);
+        }
+        let mut smallest = self.clone();
+        smallest.chat_max_bytes = MIN_CHAT_MAX_BYTES.min(self.chat_max_bytes);
+        smallest.spam_max_bytes = MIN_SPAM_MAX_BYTES.min(self.spam_max_bytes);
+        let needed = reserved_bytes(&smallest);
+        if needed > budget {
+            return Err(needed);
+        }
+        // Halve the gap to the answer: reserved_bytes is not linear (per-
+        // shard floors, the dead-letter stream's cap), so search the scale.
+        let (chat, spam) = (self.chat_max_bytes, self.spam_max_bytes);
+        let scaled = |f: f64| -> BusConfig {
+            let mut c = self.clone();
+            c.chat_max_bytes = ((chat as f64 * f) as i64).max(smallest.chat_max_bytes);
+            c.spam_max_bytes = ((spam as f64 * f) as i64).max(smallest.spam_max_bytes);
+            c
+        };
+        let (mut lo, mut hi) = (0.0_f64, 1.0_f64);
+        for _ in 0..48 {
+            let mid = (lo + hi) / 2.0;
+            if reserved_bytes(&scaled(mid)) <= budget {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        *self = scaled(lo);
+        Ok(true)
+    }
+}
+
 /// JetStream publishes awaiting their ack at once, per process.
 pub const MAX_ACKS_IN_FLIGHT: usize = 65_536;
 
@@ -248,7 +315,7 @@ impl Bus {
             subjects::DLQ_STREAM.into(),
             "dlq.>".into(),
             cfg.spam_max_age,
-            1 << 30,
+            dlq_max_bytes(cfg),
         ));
         let mut differences = Vec::new();
         for (name, subject, max_age, max_bytes) in streams {
@@ -273,11 +340,22 @@ impl Bus {
                 stream: name.clone(),
                 reason: e.to_string(),
             };
+            let create_err = |e: jetstream::context::CreateStreamError| match e.kind() {
+                jetstream::context::CreateStreamErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::STORAGE_RESOURCES_EXCEEDED =>
+                {
+                    BusError::NoRoom {
+                        stream: name.clone(),
+                        max_bytes,
+                    }
+                }
+                _ => err(&e),
+            };
             let mut existing = self
                 .js
                 .get_or_create_stream(config.clone())
                 .await
-                .map_err(|e| err(&e))?;
+                .map_err(create_err)?;
             let have = existing.info().await.map_err(|e| err(&e))?.config.clone();
             let differs = limit_differences(&name, &have, &config);
             match limits {
@@ -285,7 +363,7 @@ impl Bus {
                 StreamLimits::Apply
                     if !differs.is_empty() || have.description != config.description =>
                 {
-                    self.js.update_stream(config).await.map_err(|e| err(&e))?;
+                    self.js.update_stream(config).await.map_err(create_err)?;
                 }
                 StreamLimits::Apply => {}
                 StreamLimits::Keep => differences.extend(differs),
@@ -411,5 +489,53 @@ mod tests {
         assert_eq!(chat_shard(12), "chat.12.>");
         assert_eq!(dlq("chat"), "dlq.chat");
         assert_eq!(ctl_detector("detector-0"), "ctl.detector.detector-0");
+    }
+
+    use super::{BusConfig, MIN_CHAT_MAX_BYTES, MIN_SPAM_MAX_BYTES, reserved_bytes};
+
+    const GIB: i64 = 1 << 30;
+    const MIB: i64 = 1 << 20;
+
+    #[test]
+    fn reserved_bytes_counts_every_stream() {
+        // 64 chat streams of 128 MiB, SPAM 8 GiB, dead letters 1 GiB.
+        let cfg = BusConfig::default();
+        assert_eq!(cfg.shards, 64);
+        assert_eq!(reserved_bytes(&cfg), 8 * GIB + 8 * GIB + GIB);
+        // The dead-letter stream is never bigger than SPAM; each chat
+        // stream holds at least 1 MiB.
+        let small = BusConfig {
+            shards: 256,
+            chat_max_bytes: 64 * MIB,
+            spam_max_bytes: 16 * MIB,
+            ..BusConfig::default()
+        };
+        assert_eq!(reserved_bytes(&small), 256 * MIB + 16 * MIB + 16 * MIB);
+    }
+
+    #[test]
+    fn streams_fit_a_budget_or_say_what_they_need() {
+        let mut cfg = BusConfig::default();
+        assert_eq!(cfg.fit_into(20 * GIB), Ok(false));
+        assert_eq!(cfg.chat_max_bytes, 8 * GIB);
+
+        // 10 GiB: both scaled by the same factor, as close under as can be.
+        assert_eq!(cfg.fit_into(10 * GIB), Ok(true));
+        let used = reserved_bytes(&cfg);
+        assert!(used <= 10 * GIB && used > 10 * GIB - 16 * MIB, "{used}");
+        assert!(
+            (cfg.chat_max_bytes - cfg.spam_max_bytes).abs() <= 1,
+            "{cfg:?}"
+        );
+
+        // Tiny: the floors hold, and what they need is said.
+        let mut tiny = BusConfig::default();
+        let needed = MIN_CHAT_MAX_BYTES + 2 * MIN_SPAM_MAX_BYTES;
+        assert_eq!(tiny.fit_into(needed - 1), Err(needed));
+        assert_eq!(tiny.fit_into(needed), Ok(true));
+        assert_eq!(
+            (tiny.chat_max_bytes, tiny.spam_max_bytes),
+            (MIN_CHAT_MAX_BYTES, MIN_SPAM_MAX_BYTES)
+        );
     }
 }

@@ -2,13 +2,22 @@
 //! The binary is `nats-server` on the PATH, or the one
 //! `SPAMSCOPE_NATS_SERVER` names. (Tests and benches use the test kit's
 //! fixture, which can also stop and restart the server.)
+//!
+//! JetStream reserves each stream's size limit in its store when the stream
+//! is created, and by default the store is three quarters of the disk free
+//! when the server starts: the default limits (8 GiB of chat, 8 GiB of spam,
+//! 1 GiB of dead letters) do not fit a machine with less than about 23 GiB
+//! free. So the store here is half the disk free under the temp dir, and
+//! limits that do not fit are scaled down to fit, and said
+//! ([`size_streams`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tokio::process::{Child, Command};
 
+use crate::ClusterArgs;
 use crate::exit::Exit;
 
 #[derive(Debug)]
@@ -36,17 +45,28 @@ impl LocalNats {
         }
     }
 
-    /// Starts `nats-server -js` on a free loopback port with a store
-    /// directory under the temp dir; killed when dropped.
-    pub async fn start() -> Result<Self> {
+    /// Starts `nats-server` with JetStream on a free loopback port, its
+    /// store (at most `store_bytes`) in a directory under the temp dir;
+    /// killed when dropped.
+    pub async fn start(store_bytes: i64) -> Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
         let dir = std::env::temp_dir().join(format!("spamscope-standalone-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
+        let conf = dir.join("nats.conf");
+        // `{:?}` quotes and escapes the path as the config syntax reads it.
+        std::fs::write(
+            &conf,
+            format!(
+                "jetstream {{\n  store_dir: {:?}\n  max_file_store: {store_bytes}\n}}\n",
+                dir.join("store").to_string_lossy()
+            ),
+        )
+        .context("write nats-server config")?;
         let child = Command::new(program())
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(&dir)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-c"])
+            .arg(&conf)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
@@ -80,9 +100,99 @@ impl LocalNats {
     }
 }
 
+/// Bytes free for an unprivileged user on the file system holding `dir`.
+pub fn free_disk(dir: &Path) -> Result<u64> {
+    let st = rustix::fs::statvfs(dir)
+        .with_context(|| format!("free disk space under {}", dir.display()))?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Sizes standalone's own JetStream store and its streams from `free`
+/// bytes of disk: the store gets half of them, and CHAT and SPAM limits
+/// that do not fit are scaled down together (said on stderr). Returns the
+/// store size; a disk too small even for the smallest streams is an error
+/// saying how much they need.
+pub fn size_streams(cluster: &mut ClusterArgs, free: u64) -> Result<i64> {
+    let budget = i64::try_from(free / 2).unwrap_or(i64::MAX);
+    let mut cfg = cluster.bus_config("")?;
+    match cfg.fit_into(budget) {
+        Ok(false) => {}
+        Ok(true) => {
+            eprintln!(
+                "standalone: {} MiB free under {}; the streams are sized to fit half of it: \
+                 chat {} MiB, spam {} MiB (--chat-max-bytes and --spam-max-bytes asked for {} \
+                 and {} MiB; pass --nats-url to use a NATS server of your own)",
+                free >> 20,
+                std::env::temp_dir().display(),
+                cfg.chat_max_bytes >> 20,
+                cfg.spam_max_bytes >> 20,
+                cluster.chat_max_bytes >> 20,
+                cluster.spam_max_bytes >> 20,
+            );
+            cluster.chat_max_bytes = cfg.chat_max_bytes;
+            cluster.spam_max_bytes = cfg.spam_max_bytes;
+        }
+        Err(needed) => {
+            return Err(anyhow::anyhow!(
+                "standalone: {} MiB free under {}; its nats-server needs at least {} MiB \
+                 for the smallest streams (free disk there, set TMPDIR, or pass --nats-url)",
+                free >> 20,
+                std::env::temp_dir().display(),
+                (needed * 2) >> 20,
+            ));
+        }
+    }
+    Ok(budget)
+}
+
 impl Drop for LocalNats {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
         let _ = std::fs::remove_dir_all(&self.dir).context("remove nats store");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::size_streams;
+    use crate::ClusterArgs;
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    }
+
+    const GIB: u64 = 1 << 30;
+
+    fn cluster() -> ClusterArgs {
+        Args::parse_from(["standalone"]).cluster
+    }
+
+    #[test]
+    fn standalone_streams_fit_half_the_free_disk() {
+        // 100 GiB free: the default 17 GiB fit in 50.
+        let mut c = cluster();
+        assert_eq!(size_streams(&mut c, 100 * GIB).unwrap(), 50 << 30);
+        assert_eq!((c.chat_max_bytes, c.spam_max_bytes), (8 << 30, 8 << 30));
+
+        // 20 GiB free (where the fixed defaults failed): scaled to 10.
+        let mut c = cluster();
+        assert_eq!(size_streams(&mut c, 20 * GIB).unwrap(), 10 << 30);
+        let cfg = c.bus_config("").unwrap();
+        assert!(spamscope_bus::reserved_bytes(&cfg) <= 10 << 30);
+        assert!(c.chat_max_bytes > 4 << 30 && c.chat_max_bytes < 8 << 30);
+
+        // 100 MiB free: not even the smallest streams; the error says
+        // what they need and the ways out.
+        let err = size_streams(&mut cluster(), 100 << 20)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("needs at least 192 MiB") && err.contains("--nats-url"),
+            "{err}"
+        );
     }
 }

@@ -56,11 +56,11 @@ pub struct ClusterArgs {
     /// Size limit of the CHAT stream, in bytes, over all shards (oldest
     /// dropped first; at least 64 MiB).
     #[arg(long, default_value_t = BusConfig::default().chat_max_bytes,
-          value_parser = clap::value_parser!(i64).range(64 << 20..))]
+          value_parser = clap::value_parser!(i64).range(spamscope_bus::MIN_CHAT_MAX_BYTES..))]
     pub chat_max_bytes: i64,
     /// Size limit of the SPAM stream, in bytes (at least 16 MiB).
     #[arg(long, default_value_t = BusConfig::default().spam_max_bytes,
-          value_parser = clap::value_parser!(i64).range(16 << 20..))]
+          value_parser = clap::value_parser!(i64).range(spamscope_bus::MIN_SPAM_MAX_BYTES..))]
     pub spam_max_bytes: i64,
     /// JetStream duplicate window, in seconds: at least 120 (ingest's
     /// resends must fall inside it) and at most the shorter retention.
@@ -308,6 +308,11 @@ where
     loop {
         match f().await {
             Ok(v) => return Ok(v),
+            // The streams do not fit the server's store: retrying does not
+            // help, and the message names the flags to change.
+            Err(e @ spamscope_bus::BusError::NoRoom { .. }) => {
+                return Err(Exit::usage(e.to_string()));
+            }
             Err(e) if tokio::time::Instant::now() + backoff.peek() < deadline => {
                 tracing::warn!(error = %e, "JetStream not ready; retrying");
                 tokio::time::sleep(backoff.next_delay()).await;

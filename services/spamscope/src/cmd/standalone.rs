@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use spamscope_chat::replay::{self, Speed};
 use spamscope_detector::cli::ParamsArgs;
 use spamscope_gateway::cli::GatewayArgs;
+use spamscope_runtime::local_nats::{self, LocalNats};
 use spamscope_runtime::{ClusterArgs, Health, connect, run_role};
 
 #[derive(Debug, clap::Args)]
@@ -33,7 +34,7 @@ pub struct StandaloneArgs {
     pub params: ParamsArgs,
 }
 
-pub fn run(args: StandaloneArgs) -> Result<()> {
+pub fn run(mut args: StandaloneArgs) -> Result<()> {
     let files = spamscope_ingest::files::read(&args.files)?;
     spamscope_ingest::files::report_malformed(&files);
     // Each file replays on its own clock, so logs recorded years apart play
@@ -41,17 +42,25 @@ pub fn run(args: StandaloneArgs) -> Result<()> {
     let per_file: Vec<Vec<spamscope_proto::v1::ChatEvent>> =
         files.into_iter().map(|f| replay::merge(vec![f])).collect();
     let params = args.params.layer()?;
+    // Its own nats-server's store and streams fit the disk it has.
+    let local_store = match args.cluster.nats_url {
+        Some(_) => None,
+        None => {
+            let free = local_nats::free_disk(&std::env::temp_dir())?;
+            Some(local_nats::size_streams(&mut args.cluster, free)?)
+        }
+    };
     run_role("standalone", args.cluster.lifecycle(), |role| async move {
         let mut sup = role.supervisor();
         // A local nats-server when none is given; stopped after every task.
-        let url = match &args.cluster.nats_url {
-            Some(u) => u.clone(),
-            None => {
-                let n = spamscope_runtime::local_nats::LocalNats::start().await?;
+        let url = match local_store {
+            Some(store_bytes) => {
+                let n = LocalNats::start(store_bytes).await?;
                 let url = n.url();
                 sup.hold(n);
                 url
             }
+            None => args.cluster.nats_url.clone().unwrap_or_default(),
         };
         let (bus, store) = connect(
             &args.cluster,
