@@ -700,3 +700,77 @@ fn streams_bigger_than_the_nats_store_exit_64_naming_the_flags() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
 }
+
+/// Archives as users keep them: every format, from standard input too;
+/// kinds the parser does not know named once; a file without chat, or
+/// empty in any format, exits 65 saying what it held.
+#[test]
+fn archive_formats_stdin_and_files_without_chat() {
+    use std::io::Write as _;
+    // Standard input, gzip-compressed, by content.
+    let gz = Command::new("gzip")
+        .arg("-c")
+        .arg(repo(
+            "testdata/formats/chat-downloader-legacy-2020.youtube.json",
+        ))
+        .output()
+        .expect("gzip on PATH")
+        .stdout;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spamscope"))
+        .args(["replay", "--stats", "--json", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&gz).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // `len(d)`, `len({x['author_id'] for x in d})`
+    assert_eq!(
+        (s["messages"].as_u64(), s["users"].as_u64()),
+        (Some(636), Some(605))
+    );
+    assert_eq!(s["messages_by_stream"]["youtube.stdin"], 636);
+
+    // An unknown kind: counted by kind and named once on stderr.
+    let items = serde_json::json!([
+        {"action_type": "add_chat_item", "message_type": "text_message", "message_id": "1",
+         "timestamp": 1_600_000_000_000_000_i64, "author": {"id": "UCaaaaaaaaaaaaaaaaaaaaaa", "name": "a"}, "message": "hi"},
+        {"action_type": "add_chat_item", "message_type": "hologram_message", "message_id": "2"},
+        {"action_type": "add_chat_item", "message_type": "hologram_message", "message_id": "3"},
+        {"action_type": "add_chat_item", "message_type": "viewer_engagement_message", "message_id": "4"}
+    ]);
+    let p = tmp_file("unknown-kind.json", items.to_string().as_bytes());
+    let out = spamscope(&["replay", "--stats", "--json", p.to_str().unwrap()]);
+    assert!(out.status.success());
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["skipped"], 3);
+    assert_eq!(s["skipped_by_kind"]["hologram_message"], 2);
+    assert_eq!(s["skipped_by_kind"]["viewer_engagement_message"], 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("hologram_message").count(), 1, "{stderr}");
+    assert!(!stderr.contains("viewer_engagement_message"), "{stderr}");
+
+    // No chat: empty in three formats, and items that are all banners.
+    for (name, content) in [
+        ("empty-array.json", &b"[]"[..]),
+        ("empty-recent.json", br#"{"messages": []}"#),
+        ("empty.irc", b"\n\n"),
+        (
+            "banners.json",
+            br#"[{"action_type": "add_banner_to_live_chat_command", "message_type": "banner"}]"#,
+        ),
+    ] {
+        let p = tmp_file(name, content);
+        let out = spamscope(&["replay", "--stats", p.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(65), "{name}: {stderr}");
+        assert!(stderr.contains(name), "{name}: {stderr}");
+    }
+}

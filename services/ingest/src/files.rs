@@ -15,7 +15,6 @@ pub fn read(paths: &[PathBuf]) -> Result<Vec<ReplayFile>> {
     replay::read_files(paths).map_err(|e| Exit::data(e.to_string()))
 }
 
-/// Reports the first malformed lines with file and line number on stderr.
 /// The events a detector accepts ([`spamscope_chat::admit`], with the
 /// wall clock now), in order; the others are counted and the first few
 /// named on stderr, as the detector service sends them to the dead-letter
@@ -55,7 +54,24 @@ pub fn admitted(events: Vec<ChatEvent>) -> Vec<ChatEvent> {
     kept
 }
 
+/// Reports on stderr, per file, the skipped kinds the parser does not know
+/// and its notes, then the first malformed lines with file and line number.
 pub fn report_malformed(files: &[ReplayFile]) {
+    // Kinds the parser does not know, each named once per file, and what
+    // a reader should know about a file's times.
+    for f in files {
+        for kind in &f.parsed.unknown_kinds {
+            let n = f.parsed.skipped_by_kind.get(kind).copied().unwrap_or(0);
+            eprintln!(
+                "{}: {n} items of kind {kind:?} skipped: a kind spamscope does not know \
+                 (counted under skipped_by_kind)",
+                f.path.display()
+            );
+        }
+        for note in &f.parsed.notes {
+            eprintln!("{}: {note}", f.path.display());
+        }
+    }
     let all: Vec<_> = replay::malformed(files).collect();
     for (path, m) in all.iter().take(MALFORMED_REPORTED) {
         eprintln!("{}:{}: malformed: {}", path.display(), m.line, m.reason);

@@ -2,15 +2,29 @@
 //! parsing all of it.
 //!
 //! Recognised: raw Twitch IRC lines; the recent-messages JSON wrapper
-//! `{"messages": ["<irc line>", ...]}`; chat-downloader JSON (an array, or one
-//! object per line); innertube actions (an array, one action, or a whole
-//! `get_live_chat` response); a bare innertube renderer object.
+//! `{"messages": ["<irc line>", ...]}`; chat-downloader JSON of every
+//! version (an array, or one object per line); yt-dlp's `live_chat.json`
+//! (one `replayChatItemAction` per line) and innertube actions (an array,
+//! one action, or a whole `get_live_chat` / `get_live_chat_replay`
+//! response); a bare innertube renderer object; Twitch VOD chat JSON
+//! (TwitchDownloader's `{streamer, video, comments}` and v5 comment
+//! objects).
+//!
+//! Nothing is dropped silently: lines and items that do not parse are
+//! [`Malformed`] with their number (a JSON document that breaks says the
+//! byte where), items that carry no chat event are counted by kind, and
+//! kinds this parser does not know are listed apart so readers name them.
+//! A file with no items, or with items but no chat event among them, is an
+//! error that says what it held.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 use spamscope_proto::v1::ChatEvent;
 
+use crate::twitch_vod::{self, VodContext};
 use crate::youtube::StreamContext;
-use crate::{ParseError, chat_downloader, twitch, youtube};
+use crate::{ParseError, chat_downloader, irc, twitch, youtube};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -19,6 +33,7 @@ pub enum Format {
     ChatDownloader,
     InnertubeActions,
     InnertubeRenderer,
+    TwitchVod,
 }
 
 impl Format {
@@ -29,6 +44,7 @@ impl Format {
             Format::ChatDownloader => "chat-downloader-json",
             Format::InnertubeActions => "youtube-innertube",
             Format::InnertubeRenderer => "youtube-innertube-renderer",
+            Format::TwitchVod => "twitch-vod-json",
         }
     }
 }
@@ -49,30 +65,108 @@ pub struct ParsedFile {
     pub malformed: Vec<Malformed>,
     /// Valid lines or items that carry no chat event (PING, banners, ...).
     pub skipped: u64,
+    /// `skipped` by the kind the file gives them (IRC command, action or
+    /// message type).
+    pub skipped_by_kind: BTreeMap<String, u64>,
+    /// Skipped kinds this parser does not know: new platform features, or
+    /// a format version it has not seen. Readers name each once.
+    pub unknown_kinds: BTreeSet<String>,
+    /// What a reader should know about the file's events (for instance
+    /// that their times are offsets into a video).
+    pub notes: Vec<String>,
+}
+
+impl ParsedFile {
+    fn new(format: Option<Format>) -> Self {
+        ParsedFile {
+            format,
+            ..ParsedFile::default()
+        }
+    }
+
+    fn skip(&mut self, kind: String, known: bool) {
+        self.skipped += 1;
+        if !known {
+            self.unknown_kinds.insert(kind.clone());
+        }
+        *self.skipped_by_kind.entry(kind).or_default() += 1;
+    }
+
+    fn note(&mut self, note: &str) {
+        if !self.notes.iter().any(|n| n == note) {
+            self.notes.push(note.to_owned());
+        }
+    }
+
+    /// `skipped_by_kind` as `kind N, kind N` (most first), for messages.
+    pub fn skipped_summary(&self) -> String {
+        let mut kinds: Vec<(&String, &u64)> = self.skipped_by_kind.iter().collect();
+        kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        kinds
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FormatError {
     #[error("not a recognised chat format: {0}")]
     Unrecognised(String),
+    /// The format was recognised but the file holds no chat.
+    #[error("no chat in this {format} file: {what}")]
+    NoChat { format: &'static str, what: String },
 }
 
 /// Parses a whole file's bytes. YouTube items get their stream from `ctx`.
 pub fn parse_bytes(bytes: &[u8], ctx: &StreamContext) -> Result<ParsedFile, FormatError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let first = bytes.iter().copied().find(|b| !b.is_ascii_whitespace());
-    match first {
-        None => Err(FormatError::Unrecognised("the file is empty".into())),
-        Some(b'[' | b'{') => parse_json(bytes, ctx),
-        Some(_) => parse_irc_lines(bytes),
+    let parsed = match first {
+        None => return Err(FormatError::Unrecognised("the file is empty".into())),
+        Some(b'[' | b'{') => parse_json(bytes, ctx)?,
+        Some(_) => parse_irc_lines(bytes)?,
+    };
+    require_chat(parsed)
+}
+
+/// Every format treats an input without chat alike: no items at all, or
+/// items of which none is a chat event, is an error that says what the
+/// file held.
+fn require_chat(parsed: ParsedFile) -> Result<ParsedFile, FormatError> {
+    if !parsed.events.is_empty() {
+        return Ok(parsed);
     }
+    let format = parsed.format.map_or("chat", Format::name);
+    let what = match (parsed.skipped, parsed.malformed.first()) {
+        (0, None) => "it holds no items".to_owned(),
+        (0, Some(m)) => format!(
+            "all {} items are malformed (item {}: {})",
+            parsed.malformed.len(),
+            m.line,
+            m.reason
+        ),
+        (n, _) => format!(
+            "{n} items, none a chat event ({}){}",
+            parsed.skipped_summary(),
+            parsed
+                .malformed
+                .first()
+                .map(|m| format!(
+                    "; {} malformed (item {}: {})",
+                    parsed.malformed.len(),
+                    m.line,
+                    m.reason
+                ))
+                .unwrap_or_default()
+        ),
+    };
+    Err(FormatError::NoChat { format, what })
 }
 
 fn parse_irc_lines(bytes: &[u8]) -> Result<ParsedFile, FormatError> {
-    let mut out = ParsedFile {
-        format: Some(Format::IrcLines),
-        ..ParsedFile::default()
-    };
+    let mut out = ParsedFile::new(Some(Format::IrcLines));
     let mut any_valid = false;
     for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
@@ -81,9 +175,23 @@ fn parse_irc_lines(bytes: &[u8]) -> Result<ParsedFile, FormatError> {
         }
         let result = std::str::from_utf8(raw)
             .map_err(|e| ParseError::new(format!("invalid UTF-8: {e}")))
-            .and_then(twitch::parse_line);
-        push(&mut out, i + 1, result);
-        any_valid |= out.malformed.last().is_none_or(|m| m.line != i + 1);
+            .and_then(|line| twitch::parse_line(line).map(|ev| (line, ev)));
+        let ok = result.is_ok();
+        match result {
+            Ok((_, Some(ev))) => out.events.push(ev),
+            Ok((line, None)) => {
+                let command = irc::IrcLine::parse(line)
+                    .map(|l| l.command.to_owned())
+                    .unwrap_or_default();
+                let known = twitch::is_known_command(&command);
+                out.skip(command, known);
+            }
+            Err(e) => out.malformed.push(Malformed {
+                line: i + 1,
+                reason: e.reason,
+            }),
+        }
+        any_valid |= ok;
         // A text file whose first lines are all not IRC is some other format.
         if !any_valid && i >= 20 {
             break;
@@ -103,17 +211,6 @@ fn parse_irc_lines(bytes: &[u8]) -> Result<ParsedFile, FormatError> {
     Ok(out)
 }
 
-fn push(out: &mut ParsedFile, line: usize, r: Result<Option<ChatEvent>, ParseError>) {
-    match r {
-        Ok(Some(ev)) => out.events.push(ev),
-        Ok(None) => out.skipped += 1,
-        Err(e) => out.malformed.push(Malformed {
-            line,
-            reason: e.reason,
-        }),
-    }
-}
-
 /// Twitch lines without `tmi-sent-ts` get the time of the line before.
 fn fill_missing_timestamps(events: &mut [ChatEvent]) {
     let mut last = 0;
@@ -126,58 +223,141 @@ fn fill_missing_timestamps(events: &mut [ChatEvent]) {
     }
 }
 
+/// Where a serde_json error points, as a byte offset into `bytes` (its
+/// line and column are 1-based; the column counts bytes).
+fn byte_offset(bytes: &[u8], e: &serde_json::Error) -> usize {
+    let line_start: usize = bytes
+        .split_inclusive(|&b| b == b'\n')
+        .take(e.line().saturating_sub(1))
+        .map(<[u8]>::len)
+        .sum();
+    (line_start + e.column().saturating_sub(1)).min(bytes.len())
+}
+
+fn json_error(bytes: &[u8], e: &serde_json::Error) -> String {
+    format!(
+        "invalid JSON at byte {} (line {}, column {}): {e}",
+        byte_offset(bytes, e),
+        e.line(),
+        e.column()
+    )
+}
+
 fn parse_json(bytes: &[u8], ctx: &StreamContext) -> Result<ParsedFile, FormatError> {
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(v) => parse_json_value(&v, ctx),
-        Err(whole_err) => {
-            // Comma-separated items cut out of an array (copied from a
-            // response body): `{...},\n{...},`.
-            if let Some(v) = parse_as_array_fragment(bytes) {
-                return parse_json_value(&v, ctx);
+    let whole_err = match serde_json::from_slice::<Value>(bytes) {
+        Ok(v) => return parse_json_value(&v, ctx),
+        Err(e) => e,
+    };
+    let trimmed = bytes.trim_ascii_start();
+    // An array that breaks (a download cut short): the items before the
+    // break are read, the break is reported with its byte offset.
+    if trimmed.starts_with(b"[") {
+        let start = bytes.len() - trimmed.len();
+        let (items, broke) = array_items(bytes, start + 1);
+        if !items.is_empty() {
+            let mut out = parse_json_value(&Value::Array(items), ctx)?;
+            if let Some((at, reason)) = broke {
+                let n = out.events.len() + out.skipped as usize + out.malformed.len();
+                out.malformed.push(Malformed {
+                    line: n + 1,
+                    reason: format!(
+                        "the JSON array breaks at byte {at}: {reason}; nothing after it is read"
+                    ),
+                });
             }
-            // One JSON object per line (chat-downloader --output x.jsonl).
-            let mut items = Vec::new();
-            for line in bytes.split(|&b| b == b'\n') {
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    items.push(None);
-                    continue;
-                }
-                items.push(Some(serde_json::from_slice::<Value>(line)));
-            }
-            let parsed = items.iter().flatten().filter(|r| r.is_ok()).count();
-            if parsed == 0 || !bytes.contains(&b'\n') {
-                return Err(FormatError::Unrecognised(format!(
-                    "invalid JSON: {whole_err}"
-                )));
-            }
-            let mut out = ParsedFile::default();
-            let mut last_ts = 0;
-            for (i, item) in items.into_iter().enumerate() {
-                match item {
-                    None => {}
-                    Some(Err(e)) => out.malformed.push(Malformed {
-                        line: i + 1,
-                        reason: format!("invalid JSON: {e}"),
-                    }),
-                    Some(Ok(v)) => {
-                        let format = item_format(&v);
-                        out.format = out.format.or(format);
-                        let r =
-                            parse_one(&v, format.unwrap_or(Format::ChatDownloader), ctx, last_ts);
-                        if let Ok(Some(ev)) = &r {
-                            last_ts = ev.ts_ms;
-                        }
-                        push(&mut out, i + 1, r);
+            return Ok(out);
+        }
+    }
+    // Comma-separated items cut out of an array (copied from a response
+    // body): `{...},\n{...},`.
+    if let Some(v) = parse_as_array_fragment(bytes) {
+        return parse_json_value(&v, ctx);
+    }
+    // One JSON object per line (chat-downloader --output x.jsonl, yt-dlp's
+    // live_chat.json).
+    if !bytes.contains(&b'\n') {
+        return Err(FormatError::Unrecognised(json_error(bytes, &whole_err)));
+    }
+    let mut lines: Vec<(usize, Result<Value, String>)> = Vec::new();
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        lines.push((
+            i + 1,
+            serde_json::from_slice::<Value>(line).map_err(|e| json_error(line, &e)),
+        ));
+    }
+    let values = lines.iter().filter(|(_, r)| r.is_ok()).count();
+    if values == 0 {
+        return Err(FormatError::Unrecognised(json_error(bytes, &whole_err)));
+    }
+    let mut out = ParsedFile::new(None);
+    let mut state = ItemState::default();
+    for (n, line) in &lines {
+        match line {
+            Err(reason) => out.malformed.push(Malformed {
+                line: *n,
+                reason: reason.clone(),
+            }),
+            Ok(v) => {
+                let format = item_format(v);
+                out.format = out.format.or(format);
+                match format {
+                    Some(f) => {
+                        parse_one(v, *n, f, ctx, &VodContext::default(), &mut state, &mut out)
                     }
+                    None => out.malformed.push(Malformed {
+                        line: *n,
+                        reason: "a JSON value that is no known chat item".into(),
+                    }),
                 }
             }
-            if out.format.is_none() {
-                return Err(FormatError::Unrecognised(
-                    "JSON lines that are neither chat-downloader items nor innertube actions"
-                        .into(),
-                ));
+        }
+    }
+    if out.format.is_none() {
+        return Err(FormatError::Unrecognised(
+            "JSON lines that are neither chat-downloader items, innertube actions nor Twitch \
+             VOD comments"
+                .into(),
+        ));
+    }
+    Ok(out)
+}
+
+/// The values of a JSON array starting at `bytes[pos..]` (just after its
+/// `[`), one by one, up to where it breaks: the byte offset and the reason.
+fn array_items(bytes: &[u8], mut pos: usize) -> (Vec<Value>, Option<(usize, String)>) {
+    let mut items = Vec::new();
+    let skip_ws = |pos: &mut usize| {
+        while bytes.get(*pos).is_some_and(u8::is_ascii_whitespace) {
+            *pos += 1;
+        }
+    };
+    skip_ws(&mut pos);
+    if bytes.get(pos) == Some(&b']') {
+        return (items, None);
+    }
+    loop {
+        let rest = &bytes[pos..];
+        let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<Value>();
+        match values.next() {
+            Some(Ok(v)) => {
+                items.push(v);
+                pos += values.byte_offset();
             }
-            Ok(out)
+            Some(Err(e)) => return (items, Some((pos + byte_offset(rest, &e), e.to_string()))),
+            None => return (items, Some((pos, "the file ends inside the array".into()))),
+        }
+        skip_ws(&mut pos);
+        match bytes.get(pos) {
+            Some(b',') => {
+                pos += 1;
+                skip_ws(&mut pos);
+            }
+            Some(b']') => return (items, None),
+            Some(_) => return (items, Some((pos, "expected `,` or `]`".into()))),
+            None => return (items, Some((pos, "the file ends inside the array".into()))),
         }
     }
 }
@@ -198,6 +378,9 @@ fn parse_as_array_fragment(bytes: &[u8]) -> Option<Value> {
 /// What one JSON object is, if it is anything we know.
 fn item_format(v: &Value) -> Option<Format> {
     let obj = v.as_object()?;
+    if twitch_vod::looks_like_comment(v) {
+        return Some(Format::TwitchVod);
+    }
     if chat_downloader::looks_like_item(v) {
         return Some(Format::ChatDownloader);
     }
@@ -216,36 +399,142 @@ fn item_format(v: &Value) -> Option<Format> {
     None
 }
 
+/// What the items of one file carry from one to the next.
+#[derive(Default)]
+struct ItemState {
+    /// The time of the last event, for items that carry none.
+    last_ts: i64,
+}
+
+/// Parses item `n` (one JSON value) of a file in `format` into `out`.
+/// Replay wrappers (`replayChatItemAction`, with the video offset beside
+/// or inside) are opened and each action inside is parsed.
 fn parse_one(
     v: &Value,
+    n: usize,
     format: Format,
     ctx: &StreamContext,
-    last_ts: i64,
-) -> Result<Option<ChatEvent>, ParseError> {
-    match format {
-        Format::ChatDownloader => chat_downloader::parse_item(v, ctx, last_ts),
-        Format::InnertubeActions => youtube::parse_action(v, ctx, last_ts),
+    vod: &VodContext,
+    state: &mut ItemState,
+    out: &mut ParsedFile,
+) {
+    if format == Format::InnertubeActions
+        && let Some(replay) = v.get("replayChatItemAction")
+    {
+        let offset_ms = replay
+            .get("videoOffsetTimeMsec")
+            .or_else(|| v.get("videoOffsetTimeMsec"))
+            .and_then(|o| match o {
+                Value::String(s) => s.parse::<i64>().ok(),
+                other => other.as_i64(),
+            });
+        let Some(actions) = replay.get("actions").and_then(Value::as_array) else {
+            out.malformed.push(Malformed {
+                line: n,
+                reason: "replayChatItemAction without actions".into(),
+            });
+            return;
+        };
+        for a in actions {
+            // Actions without a time of their own (deletions) take the
+            // last event's, or else the offset into the video.
+            let fallback = if state.last_ts > 0 {
+                state.last_ts
+            } else {
+                offset_ms.unwrap_or(0).max(1)
+            };
+            let r = youtube::parse_action(a, ctx, fallback);
+            record(r, n, || youtube::action_kind(a), state, out);
+        }
+        return;
+    }
+    let r = match format {
+        Format::ChatDownloader => {
+            if chat_downloader::is_legacy_twitch(v) {
+                out.note(
+                    "Twitch VOD items of chat-downloader's first releases hold no wall-clock \
+                     time: their times are offsets into the video (from 1970-01-01)",
+                );
+            }
+            chat_downloader::parse_item(v, ctx, state.last_ts)
+        }
+        Format::InnertubeActions => youtube::parse_action(v, ctx, state.last_ts),
         Format::InnertubeRenderer => youtube::parse_item(v, ctx),
+        Format::TwitchVod => twitch_vod::parse_comment(v, vod),
         Format::IrcLines | Format::RecentMessages => match v.as_str() {
             Some(line) => twitch::parse_line(line),
             None => Err(ParseError::new("expected a string holding an IRC line")),
         },
+    };
+    let kind = || match format {
+        Format::ChatDownloader => {
+            let k = chat_downloader::kind_name(v);
+            let known = chat_downloader::is_known_kind(&k);
+            (k, known)
+        }
+        Format::InnertubeActions | Format::InnertubeRenderer => youtube::action_kind(v),
+        Format::TwitchVod => ("comment".to_owned(), true),
+        Format::IrcLines | Format::RecentMessages => {
+            let command = v
+                .as_str()
+                .and_then(|l| irc::IrcLine::parse(l).ok())
+                .map(|l| l.command.to_owned())
+                .unwrap_or_default();
+            let known = twitch::is_known_command(&command);
+            (command, known)
+        }
+    };
+    record(r, n, kind, state, out);
+}
+
+fn record(
+    r: Result<Option<ChatEvent>, ParseError>,
+    n: usize,
+    kind: impl FnOnce() -> (String, bool),
+    state: &mut ItemState,
+    out: &mut ParsedFile,
+) {
+    match r {
+        Ok(Some(ev)) => {
+            state.last_ts = ev.ts_ms;
+            out.events.push(ev);
+        }
+        Ok(None) => {
+            let (k, known) = kind();
+            out.skip(k, known);
+        }
+        Err(e) => out.malformed.push(Malformed {
+            line: n,
+            reason: e.reason,
+        }),
     }
 }
 
 fn parse_json_value(v: &Value, ctx: &StreamContext) -> Result<ParsedFile, FormatError> {
-    // Unwrap the containers innertube and recent-messages use.
+    let mut vod = VodContext {
+        stream_id: ctx.video_id.clone(),
+        ..VodContext::default()
+    };
+    // Unwrap the containers innertube, recent-messages and TwitchDownloader
+    // use.
     let (items, format): (Vec<&Value>, Format) =
         if let Some(messages) = v.get("messages").and_then(Value::as_array) {
             (messages.iter().collect(), Format::RecentMessages)
+        } else if twitch_vod::looks_like_file(v) {
+            vod = VodContext::of_file(v, &ctx.video_id);
+            let comments = v.get("comments").and_then(Value::as_array);
+            (comments.into_iter().flatten().collect(), Format::TwitchVod)
         } else if let Some(actions) = v
             .pointer("/continuationContents/liveChatContinuation/actions")
             .or_else(|| v.pointer("/contents/liveChatRenderer/actions"))
             .or_else(|| v.get("actions"))
             .and_then(Value::as_array)
         {
-            (flatten_replay(actions), Format::InnertubeActions)
+            (actions.iter().collect(), Format::InnertubeActions)
         } else if let Some(arr) = v.as_array() {
+            if arr.is_empty() {
+                return Ok(ParsedFile::new(None));
+            }
             let format = arr
                 .iter()
                 .find_map(item_format)
@@ -256,16 +545,12 @@ fn parse_json_value(v: &Value, ctx: &StreamContext) -> Result<ParsedFile, Format
                 })
                 .ok_or_else(|| {
                     FormatError::Unrecognised(
-                    "a JSON array of neither chat-downloader items, innertube actions nor IRC lines"
-                        .into(),
-                )
+                        "a JSON array of neither chat-downloader items, innertube actions, \
+                         Twitch VOD comments nor IRC lines"
+                            .into(),
+                    )
                 })?;
-            let items = if format == Format::InnertubeActions {
-                flatten_replay(arr)
-            } else {
-                arr.iter().collect()
-            };
-            (items, format)
+            (arr.iter().collect(), format)
         } else if let Some(format) = item_format(v) {
             (vec![v], format)
         } else if v.get("authorName").is_some() && v.get("timestampUsec").is_some() {
@@ -275,48 +560,30 @@ fn parse_json_value(v: &Value, ctx: &StreamContext) -> Result<ParsedFile, Format
             } else {
                 "liveChatTextMessageRenderer"
             };
-            let mut out = ParsedFile {
-                format: Some(Format::InnertubeRenderer),
-                ..ParsedFile::default()
-            };
-            push(&mut out, 1, youtube::parse_renderer(name, v, ctx));
+            let mut out = ParsedFile::new(Some(Format::InnertubeRenderer));
+            let r = youtube::parse_renderer(name, v, ctx);
+            record(
+                r,
+                1,
+                || (name.to_owned(), true),
+                &mut ItemState::default(),
+                &mut out,
+            );
             return Ok(out);
         } else {
             return Err(FormatError::Unrecognised(
                 "a JSON object that is no known chat container".into(),
             ));
         };
-    let mut out = ParsedFile {
-        format: Some(format),
-        ..ParsedFile::default()
-    };
-    let mut last_ts = 0;
+    let mut out = ParsedFile::new(Some(format));
+    let mut state = ItemState::default();
     for (i, item) in items.into_iter().enumerate() {
-        let r = parse_one(item, format, ctx, last_ts);
-        if let Ok(Some(ev)) = &r {
-            last_ts = ev.ts_ms;
-        }
-        push(&mut out, i + 1, r);
+        parse_one(item, i + 1, format, ctx, &vod, &mut state, &mut out);
     }
     if matches!(format, Format::RecentMessages) {
         fill_missing_timestamps(&mut out.events);
     }
     Ok(out)
-}
-
-/// Chat replays wrap actions: `{"replayChatItemAction": {"actions": [...]}}`.
-fn flatten_replay(actions: &[Value]) -> Vec<&Value> {
-    let mut out = Vec::with_capacity(actions.len());
-    for a in actions {
-        match a
-            .pointer("/replayChatItemAction/actions")
-            .and_then(Value::as_array)
-        {
-            Some(inner) => out.extend(inner.iter()),
-            None => out.push(a),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

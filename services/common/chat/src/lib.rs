@@ -5,7 +5,8 @@
 //! - [`irc`]: IRCv3 line grammar (tags, prefix, command, params).
 //! - [`twitch`]: Twitch IRC commands to chat events.
 //! - [`youtube`]: YouTube innertube live-chat actions to chat events.
-//! - [`chat_downloader`]: chat-downloader's normalised JSON to chat events.
+//! - [`chat_downloader`]: chat-downloader's JSON (every version) to chat events.
+//! - [`twitch_vod`]: Twitch VOD chat JSON (TwitchDownloader, v5 comments).
 //! - [`format`]: recognising a file's format from its content and parsing it.
 //! - [`normalize`]: NFKC, case folding, invisible and confusable folding,
 //!   repeated-token compression, grapheme lengths, the similarity key
@@ -28,6 +29,7 @@ pub mod normalize;
 pub mod replay;
 pub mod stats;
 pub mod twitch;
+pub mod twitch_vod;
 pub mod youtube;
 
 pub use spamscope_proto::v1::ChatEvent;

@@ -35,8 +35,15 @@ pub enum ReadError {
 }
 
 /// The stream a YouTube file without ids belongs to: its file name up to the
-/// first dot (`chilledcow-2020-11.chat-downloader.json` → `chilledcow-2020-11`).
+/// first dot (`chilledcow-2020-11.chat-downloader.json` → `chilledcow-2020-11`;
+/// standard input: `stdin`).
 pub fn stream_context_for(path: &Path) -> StreamContext {
+    if path.as_os_str() == STDIN {
+        return StreamContext {
+            video_id: "stdin".to_owned(),
+            channel_id: String::new(),
+        };
+    }
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -52,41 +59,79 @@ pub fn stream_context_for(path: &Path) -> StreamContext {
     }
 }
 
-/// Largest decompressed size of one gzip file: a bigger one is refused
-/// rather than filling memory (a small file can inflate a thousandfold).
+/// Largest decompressed size of one compressed file: a bigger one is
+/// refused rather than filling memory (a small file can inflate a
+/// thousandfold).
 pub const MAX_DECOMPRESSED_BYTES: u64 = 4 << 30;
 
-/// The bytes of a file, decompressed when they are gzip (recognised by the
-/// magic bytes `1f 8b`, not by the name).
+/// The path that names standard input.
+pub const STDIN: &str = "-";
+
+/// How a file's bytes are compressed, from its first bytes (never its
+/// name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    pub fn of(head: &[u8]) -> Self {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+}
+
+/// The bytes of a file (`-`: standard input), decompressed when they are
+/// gzip or zstd.
 pub fn read_bytes(path: &Path) -> Result<Vec<u8>, ReadError> {
+    use std::io::{BufRead as _, Read as _};
     let io = |source| ReadError::Io {
         path: path.to_owned(),
         source,
     };
-    let bytes = std::fs::read(path).map_err(io)?;
-    if !bytes.starts_with(&[0x1f, 0x8b]) {
-        return Ok(bytes);
-    }
-    use std::io::Read as _;
-    let mut out = Vec::with_capacity(bytes.len().saturating_mul(4));
-    flate2::read::MultiGzDecoder::new(bytes.as_slice())
+    let input: Box<dyn std::io::Read> = if path.as_os_str() == STDIN {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::fs::File::open(path).map_err(io)?)
+    };
+    let mut input = std::io::BufReader::with_capacity(1 << 16, input);
+    let compression = Compression::of(input.fill_buf().map_err(io)?);
+    let mut reader: Box<dyn std::io::Read> = match compression {
+        Compression::None => Box::new(input),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input).map_err(io)?),
+    };
+    let mut out = Vec::new();
+    (&mut reader)
         .take(MAX_DECOMPRESSED_BYTES + 1)
         .read_to_end(&mut out)
         .map_err(|e| {
+            let what = match compression {
+                Compression::None => "read",
+                Compression::Gzip => "gzip",
+                Compression::Zstd => "zstd",
+            };
             io(std::io::Error::new(
                 e.kind(),
-                format!("gzip: {e} (after {} decompressed bytes)", out.len()),
+                format!("{what}: {e} (after {} bytes)", out.len()),
             ))
         })?;
     if out.len() as u64 > MAX_DECOMPRESSED_BYTES {
         return Err(io(std::io::Error::other(format!(
-            "gzip: decompresses to more than {MAX_DECOMPRESSED_BYTES} bytes"
+            "more than {MAX_DECOMPRESSED_BYTES} bytes (decompressed); split the file"
         ))));
     }
     Ok(out)
 }
 
-/// Reads and parses one file (plain or gzip-compressed).
+/// Reads and parses one file (plain, gzip or zstd; `-`: standard input).
 pub fn read_file(path: &Path) -> Result<ReplayFile, ReadError> {
     let bytes = read_bytes(path)?;
     let parsed = format::parse_bytes(&bytes, &stream_context_for(path)).map_err(|source| {

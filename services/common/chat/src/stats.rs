@@ -6,14 +6,16 @@ use serde::Serialize;
 use spamscope_proto::v1::{ChatEvent, chat_event::Kind};
 
 /// What a replay held. `messages` counts chat messages only (not notices or
-/// paid items); `deletions` single-message deletions; `bans` permanent bans
-/// and YouTube removals of all of a user's messages; `users` distinct
-/// message authors (per platform).
+/// paid items); `deletions` single messages a moderator deleted;
+/// `retractions` messages their author took back (YouTube); `bans`
+/// permanent bans and YouTube removals of all of a user's messages; `users`
+/// distinct message authors (per platform).
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
 pub struct Stats {
     pub events: u64,
     pub messages: u64,
     pub deletions: u64,
+    pub retractions: u64,
     pub timeouts: u64,
     pub bans: u64,
     pub chat_clears: u64,
@@ -24,6 +26,8 @@ pub struct Stats {
     pub streams: u64,
     pub malformed: u64,
     pub skipped: u64,
+    /// `skipped` by the kind the files give them.
+    pub skipped_by_kind: BTreeMap<String, u64>,
     pub first_ts_ms: Option<i64>,
     pub last_ts_ms: Option<i64>,
     /// Per-stream message counts, by stream key.
@@ -66,6 +70,7 @@ impl StatsBuilder {
                     self.users.insert((ev.platform, who.clone()));
                 }
             }
+            Kind::MessageDeleted(d) if d.by_author => s.retractions += 1,
             Kind::MessageDeleted(_) => s.deletions += 1,
             Kind::UserTimedOut(_) => s.timeouts += 1,
             Kind::UserBanned(_) | Kind::UserMessagesRemoved(_) => s.bans += 1,
@@ -81,8 +86,14 @@ impl StatsBuilder {
         self.stats.malformed += n;
     }
 
-    pub fn add_skipped(&mut self, n: u64) {
+    /// Skipped items of one kind (adds to `skipped` too).
+    pub fn add_skipped_kind(&mut self, kind: &str, n: u64) {
         self.stats.skipped += n;
+        *self
+            .stats
+            .skipped_by_kind
+            .entry(kind.to_owned())
+            .or_default() += n;
     }
 
     pub fn finish(mut self) -> Stats {

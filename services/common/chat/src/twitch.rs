@@ -126,21 +126,26 @@ fn author(irc: &IrcLine<'_>) -> Author {
     }
 }
 
+/// What one Twitch badge (its set name: `moderator`, `subscriber`, ...)
+/// says about its holder; the same names in IRC tags and VOD chat JSON.
+pub(crate) fn apply_badge(r: &mut Roles, name: &str) {
+    match name {
+        "broadcaster" => r.broadcaster = true,
+        "moderator" => r.moderator = true,
+        "vip" => r.vip = true,
+        "subscriber" | "founder" => r.member = true,
+        "staff" | "admin" | "global_mod" => r.staff = true,
+        "partner" => r.verified = true,
+        // Unknown badges (events, games, bits tiers...) say nothing about
+        // trust; they are dropped, the message is kept.
+        _ => {}
+    }
+}
+
 fn roles(irc: &IrcLine<'_>) -> Roles {
     let mut r = Roles::default();
     for badge in irc.raw_tag("badges").unwrap_or("").split(',') {
-        let name = badge.split_once('/').map_or(badge, |(n, _)| n);
-        match name {
-            "broadcaster" => r.broadcaster = true,
-            "moderator" => r.moderator = true,
-            "vip" => r.vip = true,
-            "subscriber" | "founder" => r.member = true,
-            "staff" | "admin" | "global_mod" => r.staff = true,
-            "partner" => r.verified = true,
-            // Unknown badges (events, games, bits tiers...) say nothing about
-            // trust; they are dropped, the message is kept.
-            _ => {}
-        }
+        apply_badge(&mut r, badge.split_once('/').map_or(badge, |(n, _)| n));
     }
     for info in irc.raw_tag("badge-info").unwrap_or("").split(',') {
         if let Some(("subscriber" | "founder", months)) = info.split_once('/') {
@@ -260,8 +265,10 @@ fn clearmsg(irc: &IrcLine<'_>) -> Result<Kind, ParseError> {
     Ok(Kind::MessageDeleted(MessageDeleted {
         target_message_id: target.into_owned(),
         user_login: irc.tag("login").map(|l| l.into_owned()).unwrap_or_default(),
-        user_id: String::new(),
         text: text.to_owned(),
+        // Twitch authors cannot delete their own messages: CLEARMSG is a
+        // moderator's.
+        ..MessageDeleted::default()
     }))
 }
 

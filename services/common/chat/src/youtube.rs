@@ -41,6 +41,51 @@ const SKIPPED_ACTIONS: &[&str] = &[
     "updateToggleButtonTextAction",
 ];
 
+/// Renderers YouTube sends that are not chat (or repeat chat, as tickers
+/// do): skipped on purpose.
+const SKIPPED_RENDERERS: &[&str] = &[
+    "liveChatViewerEngagementMessageRenderer",
+    "liveChatPlaceholderItemRenderer",
+    "liveChatModeChangeMessageRenderer",
+    "liveChatSponsorshipsGiftRedemptionAnnouncementRenderer",
+    "liveChatBannerRenderer",
+    "liveChatBannerHeaderRenderer",
+    "liveChatPurchasedProductMessageRenderer",
+    "liveChatAutoModMessageRenderer",
+    "liveChatModerationMessageRenderer",
+];
+
+/// The kind of an action (or the renderer an add action carries) that gave
+/// no event, and whether this parser knows it as not chat.
+pub fn action_kind(v: &Value) -> (String, bool) {
+    let Some(obj) = v.as_object() else {
+        return ("not an object".to_owned(), false);
+    };
+    let renderer = |name: &str| {
+        let known = SKIPPED_RENDERERS.contains(&name) || name.starts_with("liveChatTicker");
+        (name.to_owned(), known)
+    };
+    for (key, body) in obj {
+        match key.as_str() {
+            "addChatItemAction" | "replaceChatItemAction" => {
+                let item = body.get("item").or_else(|| body.get("replacementItem"));
+                if let Some((name, _)) = item
+                    .and_then(Value::as_object)
+                    .and_then(|o| o.iter().next())
+                {
+                    return renderer(name);
+                }
+            }
+            k if k.ends_with("Action") || k.ends_with("Command") => {
+                return (k.to_owned(), SKIPPED_ACTIONS.contains(&k));
+            }
+            k if k.starts_with("liveChat") && k.ends_with("Renderer") => return renderer(k),
+            _ => {}
+        }
+    }
+    ("no action".to_owned(), false)
+}
+
 /// Parses one innertube action object. `ts_fallback_ms` is used for actions
 /// that carry no timestamp (deletions): the time of the previous action.
 pub fn parse_action(
@@ -73,6 +118,7 @@ pub fn parse_action(
                         ParseError::new("markChatItemAsDeletedAction without targetItemId")
                     })?
                     .to_owned(),
+                by_author: retracted(&runs_text(body.get("deletedStateMessage")).0),
                 ..MessageDeleted::default()
             }),
             "markChatItemsByAuthorAsDeletedAction" => {
@@ -103,6 +149,14 @@ pub fn parse_action(
     }
     // Unknown action kinds are future platform features, not corruption.
     Ok(None)
+}
+
+/// YouTube says who deleted a message only in the text it shows in its
+/// place: `[message retracted]` when the author took it back, `[message
+/// deleted]` when a moderator removed it (English, as archive tools fetch
+/// chat; other languages read as a moderator's deletion).
+pub(crate) fn retracted(shown: &str) -> bool {
+    shown.contains("retracted")
 }
 
 fn envelope(ctx: &StreamContext, event_id: String, ts_ms: i64, kind: Kind) -> ChatEvent {

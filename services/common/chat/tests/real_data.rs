@@ -433,6 +433,8 @@ proptest! {
         let _ = youtube::parse_action(&json, &ctx, 0);
         let _ = youtube::parse_item(&json, &ctx);
         let _ = spamscope_chat::chat_downloader::parse_item(&json, &ctx, 0);
+        let _ = spamscope_chat::twitch_vod::parse_comment(&json, &spamscope_chat::twitch_vod::VodContext::default());
+        let _ = spamscope_chat::twitch_vod::VodContext::of_file(&json, "f");
         let _ = format::parse_bytes(json.to_string().as_bytes(), &ctx);
     }
 
@@ -457,6 +459,32 @@ fn arb_json() -> impl Strategy<Value = Value> {
         Just("runs".to_string()),
         Just("text".to_string()),
         Just("id".to_string()),
+        Just("action_type".to_string()),
+        Just("message".to_string()),
+        Just("message_id".to_string()),
+        Just("author".to_string()),
+        Just("author_id".to_string()),
+        Just("author_type".to_string()),
+        Just("badges".to_string()),
+        Just("emotes".to_string()),
+        Just("locations".to_string()),
+        Just("name".to_string()),
+        Just("time_in_seconds".to_string()),
+        Just("ban_duration".to_string()),
+        Just("target_message_id".to_string()),
+        Just("replayChatItemAction".to_string()),
+        Just("actions".to_string()),
+        Just("videoOffsetTimeMsec".to_string()),
+        Just("comments".to_string()),
+        Just("streamer".to_string()),
+        Just("commenter".to_string()),
+        Just("body".to_string()),
+        Just("created_at".to_string()),
+        Just("content_offset_seconds".to_string()),
+        Just("emoticons".to_string()),
+        Just("fragments".to_string()),
+        Just("begin".to_string()),
+        Just("end".to_string()),
         "[a-z]{1,6}",
     ];
     let leaf = prop_oneof![
@@ -465,6 +493,13 @@ fn arb_json() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(Value::from),
         "[0-9a-z$ ]{0,8}".prop_map(Value::from),
         Just(Value::from("text_message")),
+        Just(Value::from("deleted_state_message")),
+        Just(Value::from("ban_user")),
+        Just(Value::from("mark_chat_item_as_deleted")),
+        Just(Value::from("[message retracted]")),
+        Just(Value::from("2017-12-24T17:05:36.568Z")),
+        Just(Value::from("0-4,2-9")),
+        any::<f64>().prop_map(Value::from),
     ];
     leaf.prop_recursive(4, 48, 6, move |inner| {
         prop_oneof![

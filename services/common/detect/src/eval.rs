@@ -103,6 +103,8 @@ pub fn moderated_users(events: &[ChatEvent]) -> (Truth, usize) {
                 let key = user_key(ev.platform(), &a.user_id, &a.login);
                 authors.insert(ev.event_id.clone(), (key, a.login));
             }
+            // Only a moderator's deletion is a moderator action.
+            Some(Kind::MessageDeleted(d)) if d.by_author => {}
             Some(Kind::MessageDeleted(d)) => {
                 if !d.user_login.is_empty() {
                     act(
@@ -474,5 +476,55 @@ mod tests {
         assert!((average_precision(&[(0.9, false), (0.1, true)]) - 0.5).abs() < 1e-9);
         assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&mut []), None);
+    }
+
+    /// Only a moderator's deletion makes a moderated user: the author's own
+    /// retraction of a message does not.
+    #[test]
+    fn retractions_are_not_moderation() {
+        use spamscope_proto::v1::{Author, ChatMessage, MessageDeleted, chat_event::Kind};
+        let ev = |id: &str, ts: i64, kind: Kind| ChatEvent {
+            platform: spamscope_proto::v1::Platform::Youtube as i32,
+            stream_id: "v".into(),
+            event_id: id.into(),
+            ts_ms: ts,
+            kind: Some(kind),
+            ..ChatEvent::default()
+        };
+        let said = |id: &str, user: &str| {
+            ev(
+                id,
+                1,
+                Kind::Message(ChatMessage {
+                    author: Some(Author {
+                        user_id: user.into(),
+                        login: user.into(),
+                        ..Author::default()
+                    }),
+                    text: "hi".into(),
+                    ..ChatMessage::default()
+                }),
+            )
+        };
+        let deleted = |id: &str, target: &str, by_author: bool| {
+            ev(
+                id,
+                2,
+                Kind::MessageDeleted(MessageDeleted {
+                    target_message_id: target.into(),
+                    by_author,
+                    ..MessageDeleted::default()
+                }),
+            )
+        };
+        let events = [
+            said("m1", "UCa"),
+            said("m2", "UCb"),
+            deleted("d1", "m1", true),
+            deleted("d2", "m2", false),
+        ];
+        let (truth, unattributed) = moderated_users(&events);
+        let names: Vec<&str> = truth.values().map(|m| m.name.as_str()).collect();
+        assert_eq!((names, unattributed), (vec!["UCb"], 0));
     }
 }

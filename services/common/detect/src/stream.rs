@@ -191,6 +191,8 @@ impl StreamDetector {
         let ts = ev.ts_ms;
         match &ev.kind {
             Some(Kind::Message(m)) => self.on_message(ev, m, out),
+            // The author's own retraction says nothing about them.
+            Some(Kind::MessageDeleted(d)) if d.by_author => {}
             Some(Kind::MessageDeleted(d)) => {
                 let key = if !d.user_login.is_empty() || !d.user_id.is_empty() {
                     Some(user_key(self.platform, &d.user_id, &d.user_login))

@@ -611,6 +611,26 @@ fn unknown_deletions_are_counted_not_dropped() {
     );
 }
 
+/// The author's own retraction is not a moderator's deletion: it adds no
+/// evidence against them (the same deletion by a moderator does).
+#[test]
+fn retractions_are_not_deletions() {
+    let mut d = stream_detector(json!({}));
+    let mut out = Vec::new();
+    d.handle(&msg("c", "a", 1_000, "hi"), &mut out);
+    let retract = ChatEvent {
+        kind: Some(Kind::MessageDeleted(MessageDeleted {
+            target_message_id: "c-a-1000".into(),
+            by_author: true,
+            ..Default::default()
+        })),
+        ..msg("c", "x", 2_000, "")
+    };
+    d.handle(&retract, &mut out);
+    assert!(decisions(&out).is_empty(), "{:?}", decisions(&out));
+    assert_eq!(d.counters().unknown_deletions, 0);
+}
+
 #[test]
 fn params_change_re_evaluates_the_stream() {
     let mut det = Detector::new(model());

@@ -44,13 +44,17 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let files = read(&args.files)?;
     report_malformed(&files);
-    let (malformed, skipped) = files.iter().fold((0, 0), |(m, s), f| {
-        (m + f.parsed.malformed.len() as u64, s + f.parsed.skipped)
-    });
+    let mut counts = StatsBuilder::default();
+    for f in &files {
+        counts.add_malformed(f.parsed.malformed.len() as u64);
+        for (kind, n) in &f.parsed.skipped_by_kind {
+            counts.add_skipped_kind(kind, *n);
+        }
+    }
     let events = replay::merge(files);
     if args.stats {
         // Counted as they are in the files, refused events included.
-        return print_stats_of(&events, malformed, skipped, args.json);
+        return print_stats_of(&events, counts, args.json);
     }
     let events = admitted(events);
     let layer = args.params.layer()?;
@@ -109,16 +113,12 @@ pub fn run(args: Args) -> Result<()> {
 
 fn print_stats_of(
     events: &[spamscope_proto::v1::ChatEvent],
-    malformed: u64,
-    skipped: u64,
+    mut b: StatsBuilder,
     as_json: bool,
 ) -> Result<()> {
-    let mut b = StatsBuilder::default();
     for ev in events {
         b.add(ev);
     }
-    b.add_malformed(malformed);
-    b.add_skipped(skipped);
     let stats = b.finish();
     let mut out = std::io::stdout().lock();
     if as_json {
@@ -315,6 +315,7 @@ fn print_stats(out: &mut impl Write, s: &Stats) -> std::io::Result<()> {
         ("events", s.events.to_string()),
         ("messages", s.messages.to_string()),
         ("deletions", s.deletions.to_string()),
+        ("retractions", s.retractions.to_string()),
         ("timeouts", s.timeouts.to_string()),
         ("bans", s.bans.to_string()),
         ("chat clears", s.chat_clears.to_string()),
@@ -329,6 +330,9 @@ fn print_stats(out: &mut impl Write, s: &Stats) -> std::io::Result<()> {
     ];
     for (k, v) in rows {
         writeln!(out, "{k:<16}{v}")?;
+    }
+    for (kind, n) in &s.skipped_by_kind {
+        writeln!(out, "  skipped {kind:<28} {n}")?;
     }
     for (stream, n) in &s.messages_by_stream {
         writeln!(out, "  {stream:<30}{n} messages")?;
