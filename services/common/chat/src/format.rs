@@ -121,14 +121,198 @@ pub enum FormatError {
 
 /// Parses a whole file's bytes. YouTube items get their stream from `ctx`.
 pub fn parse_bytes(bytes: &[u8], ctx: &StreamContext) -> Result<ParsedFile, FormatError> {
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    let first = bytes.iter().copied().find(|b| !b.is_ascii_whitespace());
-    let parsed = match first {
-        None => return Err(FormatError::Unrecognised("the file is empty".into())),
-        Some(b'[' | b'{') => parse_json(bytes, ctx)?,
-        Some(_) => parse_irc_lines(bytes)?,
+    parse_reader(bytes, ctx, u64::MAX).map_err(|e| match e {
+        ReadFailure::Format(f) => f,
+        // Reading from memory does not fail.
+        ReadFailure::Io(e) => FormatError::Unrecognised(e.to_string()),
+    })
+}
+
+/// Longest line a line format may have: a longer one is malformed and
+/// skipped up to its newline, never held whole.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Why a file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadFailure {
+    #[error("{0}")]
+    Io(std::io::Error),
+    #[error("{0}")]
+    Format(FormatError),
+}
+
+impl From<std::io::Error> for ReadFailure {
+    fn from(e: std::io::Error) -> Self {
+        ReadFailure::Io(e)
+    }
+}
+
+impl From<FormatError> for ReadFailure {
+    fn from(e: FormatError) -> Self {
+        ReadFailure::Format(e)
+    }
+}
+
+/// Parses a file as it is read. Line formats (Twitch IRC, JSON lines such
+/// as yt-dlp's `live_chat.json`) are read a line at a time, so a big log
+/// is never in memory as bytes; a JSON document (an array or an object over
+/// several lines) is read whole, at most `max_document` bytes.
+pub fn parse_reader(
+    mut r: impl std::io::BufRead,
+    ctx: &StreamContext,
+    max_document: u64,
+) -> Result<ParsedFile, ReadFailure> {
+    // Past a byte-order mark and blank lines (counted: line numbers are
+    // the file's).
+    let mut line_no = 0usize;
+    let mut at_start = true;
+    let first = loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Err(FormatError::Unrecognised("the file is empty".into()).into());
+        }
+        let mut skip = 0;
+        if at_start && buf.starts_with(b"\xEF\xBB\xBF") {
+            skip = 3;
+        }
+        at_start = false;
+        let rest = &buf[skip..];
+        match rest.iter().position(|b| !b.is_ascii_whitespace()) {
+            Some(i) => {
+                line_no += rest[..i].iter().filter(|&&b| b == b'\n').count();
+                let first = rest[i];
+                // Keep the line's start: only whole blank lines go.
+                let line_start = rest[..i]
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |p| p + 1);
+                r.consume(skip + line_start);
+                break first;
+            }
+            None => {
+                line_no += rest.iter().filter(|&&b| b == b'\n').count();
+                let n = buf.len();
+                r.consume(n);
+            }
+        }
     };
-    require_chat(parsed)
+    let parsed = match first {
+        b'[' => parse_json(&read_rest(&mut r, Vec::new(), max_document)?, ctx)?,
+        b'{' => {
+            let mut line = Vec::new();
+            let too_long = read_line(&mut r, &mut line)?.unwrap_or(false);
+            let single = (!too_long)
+                .then(|| serde_json::from_slice::<Value>(&line).ok())
+                .flatten();
+            match single {
+                // One JSON value on the first line and more lines after it:
+                // JSON lines, read one at a time.
+                Some(v) if has_more(&mut r)? => {
+                    let mut lines = JsonLines::default();
+                    lines.value(line_no + 1, v, ctx);
+                    let mut n = line_no + 1;
+                    while let Some(too_long) = read_line(&mut r, &mut line)? {
+                        n += 1;
+                        lines.line(n, &line, too_long, ctx);
+                    }
+                    lines.finish()?
+                }
+                Some(v) => parse_json_value(&v, ctx)?,
+                None => {
+                    line.push(b'\n');
+                    parse_json(&read_rest(&mut r, line, max_document)?, ctx)?
+                }
+            }
+        }
+        _ => {
+            let mut lines = IrcLines::default();
+            let mut line = Vec::new();
+            let mut n = line_no;
+            while let Some(too_long) = read_line(&mut r, &mut line)? {
+                n += 1;
+                if !lines.line(n, &line, too_long) {
+                    break;
+                }
+            }
+            lines.finish()?
+        }
+    };
+    Ok(require_chat(parsed)?)
+}
+
+/// `prefix` and the rest of `r`, refused past `max` bytes.
+fn read_rest(
+    r: &mut impl std::io::BufRead,
+    mut prefix: Vec<u8>,
+    max: u64,
+) -> Result<Vec<u8>, ReadFailure> {
+    use std::io::Read as _;
+    r.take(max.saturating_sub(prefix.len() as u64).saturating_add(1))
+        .read_to_end(&mut prefix)?;
+    if prefix.len() as u64 > max {
+        return Err(ReadFailure::Io(std::io::Error::other(format!(
+            "a JSON document of more than {max} bytes; split it, or write it as JSON lines"
+        ))));
+    }
+    Ok(prefix)
+}
+
+/// Reads one line into `buf` (without its `\n` or `\r`), keeping at most
+/// [`MAX_LINE_BYTES`]: `Some(true)` when it was longer, `None` at the end.
+fn read_line(r: &mut impl std::io::BufRead, buf: &mut Vec<u8>) -> std::io::Result<Option<bool>> {
+    buf.clear();
+    let mut too_long = false;
+    let mut any = false;
+    loop {
+        let avail = r.fill_buf()?;
+        if avail.is_empty() {
+            return Ok(any.then_some(too_long));
+        }
+        any = true;
+        let (chunk, done) = match memchr::memchr(b'\n', avail) {
+            Some(i) => (&avail[..i], Some(i + 1)),
+            None => (avail, None),
+        };
+        let room = MAX_LINE_BYTES.saturating_sub(buf.len());
+        if chunk.len() > room {
+            too_long = true;
+        }
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let used = done.unwrap_or(avail.len());
+        r.consume(used);
+        if done.is_some() {
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+            return Ok(Some(too_long));
+        }
+    }
+}
+
+/// True when anything but whitespace is left in `r` (consumes the
+/// whitespace before it).
+fn has_more(r: &mut impl std::io::BufRead) -> std::io::Result<bool> {
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(false);
+        }
+        match buf.iter().position(|b| !b.is_ascii_whitespace()) {
+            Some(i) => {
+                // Keep the line: consume only up to its start.
+                let start = buf[..i]
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |p| p + 1);
+                r.consume(start);
+                return Ok(true);
+            }
+            None => {
+                let n = buf.len();
+                r.consume(n);
+            }
+        }
+    }
 }
 
 /// Every format treats an input without chat alike: no items at all, or
@@ -165,18 +349,40 @@ fn require_chat(parsed: ParsedFile) -> Result<ParsedFile, FormatError> {
     Err(FormatError::NoChat { format, what })
 }
 
-fn parse_irc_lines(bytes: &[u8]) -> Result<ParsedFile, FormatError> {
-    let mut out = ParsedFile::new(Some(Format::IrcLines));
-    let mut any_valid = false;
-    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        if raw.iter().all(u8::is_ascii_whitespace) {
-            continue;
+/// Twitch IRC, a line at a time.
+struct IrcLines {
+    out: ParsedFile,
+    any_valid: bool,
+}
+
+impl Default for IrcLines {
+    fn default() -> Self {
+        IrcLines {
+            out: ParsedFile::new(Some(Format::IrcLines)),
+            any_valid: false,
+        }
+    }
+}
+
+impl IrcLines {
+    /// Parses line `n`; false once the file is plainly not IRC (its first
+    /// 20 lines are none).
+    fn line(&mut self, n: usize, raw: &[u8], too_long: bool) -> bool {
+        if raw.iter().all(u8::is_ascii_whitespace) && !too_long {
+            return true;
+        }
+        let out = &mut self.out;
+        if too_long {
+            out.malformed.push(Malformed {
+                line: n,
+                reason: format!("line longer than {MAX_LINE_BYTES} bytes"),
+            });
+            return self.any_valid || n <= 20;
         }
         let result = std::str::from_utf8(raw)
             .map_err(|e| ParseError::new(format!("invalid UTF-8: {e}")))
             .and_then(|line| twitch::parse_line(line).map(|ev| (line, ev)));
-        let ok = result.is_ok();
+        self.any_valid |= result.is_ok();
         match result {
             Ok((_, Some(ev))) => out.events.push(ev),
             Ok((line, None)) => {
@@ -187,28 +393,29 @@ fn parse_irc_lines(bytes: &[u8]) -> Result<ParsedFile, FormatError> {
                 out.skip(command, known);
             }
             Err(e) => out.malformed.push(Malformed {
-                line: i + 1,
+                line: n,
                 reason: e.reason,
             }),
         }
-        any_valid |= ok;
         // A text file whose first lines are all not IRC is some other format.
-        if !any_valid && i >= 20 {
-            break;
+        self.any_valid || n <= 20
+    }
+
+    fn finish(mut self) -> Result<ParsedFile, FormatError> {
+        if !self.any_valid {
+            let why = self
+                .out
+                .malformed
+                .first()
+                .map(|m| m.reason.clone())
+                .unwrap_or_default();
+            return Err(FormatError::Unrecognised(format!(
+                "no line parses as Twitch IRC (first error: {why})"
+            )));
         }
+        fill_missing_timestamps(&mut self.out.events);
+        Ok(self.out)
     }
-    if !any_valid {
-        let why = out
-            .malformed
-            .first()
-            .map(|m| m.reason.clone())
-            .unwrap_or_default();
-        return Err(FormatError::Unrecognised(format!(
-            "no line parses as Twitch IRC (first error: {why})"
-        )));
-    }
-    fill_missing_timestamps(&mut out.events);
-    Ok(out)
 }
 
 /// Twitch lines without `tmi-sent-ts` get the time of the line before.
@@ -278,51 +485,77 @@ fn parse_json(bytes: &[u8], ctx: &StreamContext) -> Result<ParsedFile, FormatErr
     if !bytes.contains(&b'\n') {
         return Err(FormatError::Unrecognised(json_error(bytes, &whole_err)));
     }
-    let mut lines: Vec<(usize, Result<Value, String>)> = Vec::new();
+    let mut lines = JsonLines::default();
     for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        lines.push((
-            i + 1,
-            serde_json::from_slice::<Value>(line).map_err(|e| json_error(line, &e)),
-        ));
+        lines.line(i + 1, line, false, ctx);
     }
-    let values = lines.iter().filter(|(_, r)| r.is_ok()).count();
-    if values == 0 {
+    if lines.values == 0 {
         return Err(FormatError::Unrecognised(json_error(bytes, &whole_err)));
     }
-    let mut out = ParsedFile::new(None);
-    let mut state = ItemState::default();
-    for (n, line) in &lines {
-        match line {
-            Err(reason) => out.malformed.push(Malformed {
-                line: *n,
-                reason: reason.clone(),
+    lines.finish()
+}
+
+/// One JSON value per line, a line at a time.
+#[derive(Default)]
+struct JsonLines {
+    out: ParsedFile,
+    state: ItemState,
+    values: usize,
+}
+
+impl JsonLines {
+    fn line(&mut self, n: usize, raw: &[u8], too_long: bool, ctx: &StreamContext) {
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if too_long {
+            self.out.malformed.push(Malformed {
+                line: n,
+                reason: format!("line longer than {MAX_LINE_BYTES} bytes"),
+            });
+            return;
+        }
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        match serde_json::from_slice::<Value>(raw) {
+            Ok(v) => self.value(n, v, ctx),
+            Err(e) => self.out.malformed.push(Malformed {
+                line: n,
+                reason: json_error(raw, &e),
             }),
-            Ok(v) => {
-                let format = item_format(v);
-                out.format = out.format.or(format);
-                match format {
-                    Some(f) => {
-                        parse_one(v, *n, f, ctx, &VodContext::default(), &mut state, &mut out)
-                    }
-                    None => out.malformed.push(Malformed {
-                        line: *n,
-                        reason: "a JSON value that is no known chat item".into(),
-                    }),
-                }
-            }
         }
     }
-    if out.format.is_none() {
-        return Err(FormatError::Unrecognised(
-            "JSON lines that are neither chat-downloader items, innertube actions nor Twitch \
-             VOD comments"
-                .into(),
-        ));
+
+    fn value(&mut self, n: usize, v: Value, ctx: &StreamContext) {
+        self.values += 1;
+        let format = item_format(&v);
+        self.out.format = self.out.format.or(format);
+        match format {
+            Some(f) => parse_one(
+                &v,
+                n,
+                f,
+                ctx,
+                &VodContext::default(),
+                &mut self.state,
+                &mut self.out,
+            ),
+            None => self.out.malformed.push(Malformed {
+                line: n,
+                reason: "a JSON value that is no known chat item".into(),
+            }),
+        }
     }
-    Ok(out)
+
+    fn finish(self) -> Result<ParsedFile, FormatError> {
+        if self.out.format.is_none() {
+            return Err(FormatError::Unrecognised(
+                "JSON lines that are neither chat-downloader items, innertube actions nor \
+                 Twitch VOD comments"
+                    .into(),
+            ));
+        }
+        Ok(self.out)
+    }
 }
 
 /// The values of a JSON array starting at `bytes[pos..]` (just after its

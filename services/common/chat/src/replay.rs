@@ -88,58 +88,84 @@ impl Compression {
     }
 }
 
-/// The bytes of a file (`-`: standard input), decompressed when they are
-/// gzip or zstd.
-pub fn read_bytes(path: &Path) -> Result<Vec<u8>, ReadError> {
-    use std::io::{BufRead as _, Read as _};
-    let io = |source| ReadError::Io {
-        path: path.to_owned(),
-        source,
-    };
+/// A file (`-`: standard input) opened for reading, decompressed as it is
+/// read when it is gzip or zstd, with the compression found.
+pub fn open(path: &Path) -> std::io::Result<(Box<dyn std::io::BufRead>, Compression)> {
+    use std::io::BufRead as _;
     let input: Box<dyn std::io::Read> = if path.as_os_str() == STDIN {
         Box::new(std::io::stdin().lock())
     } else {
-        Box::new(std::fs::File::open(path).map_err(io)?)
+        Box::new(std::fs::File::open(path)?)
     };
     let mut input = std::io::BufReader::with_capacity(1 << 16, input);
-    let compression = Compression::of(input.fill_buf().map_err(io)?);
-    let mut reader: Box<dyn std::io::Read> = match compression {
+    let compression = Compression::of(input.fill_buf()?);
+    let reader: Box<dyn std::io::BufRead> = match compression {
         Compression::None => Box::new(input),
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input).map_err(io)?),
+        Compression::Gzip => Box::new(std::io::BufReader::with_capacity(
+            1 << 16,
+            flate2::bufread::MultiGzDecoder::new(input),
+        )),
+        Compression::Zstd => Box::new(std::io::BufReader::with_capacity(
+            1 << 16,
+            zstd::stream::read::Decoder::with_buffer(input)?,
+        )),
     };
+    Ok((reader, compression))
+}
+
+/// Adds what was being done (`gzip: ...`) to an error met while reading.
+fn reading_error(path: &Path, compression: Compression, e: std::io::Error) -> ReadError {
+    let what = match compression {
+        Compression::None => "read",
+        Compression::Gzip => "gzip",
+        Compression::Zstd => "zstd",
+    };
+    ReadError::Io {
+        path: path.to_owned(),
+        source: std::io::Error::new(e.kind(), format!("{what}: {e}")),
+    }
+}
+
+/// The bytes of a file (`-`: standard input), decompressed when they are
+/// gzip or zstd; refused past [`MAX_DECOMPRESSED_BYTES`].
+pub fn read_bytes(path: &Path) -> Result<Vec<u8>, ReadError> {
+    use std::io::Read as _;
+    let (reader, compression) = open(path).map_err(|source| ReadError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     let mut out = Vec::new();
-    (&mut reader)
+    reader
         .take(MAX_DECOMPRESSED_BYTES + 1)
         .read_to_end(&mut out)
-        .map_err(|e| {
-            let what = match compression {
-                Compression::None => "read",
-                Compression::Gzip => "gzip",
-                Compression::Zstd => "zstd",
-            };
-            io(std::io::Error::new(
-                e.kind(),
-                format!("{what}: {e} (after {} bytes)", out.len()),
-            ))
-        })?;
+        .map_err(|e| reading_error(path, compression, e))?;
     if out.len() as u64 > MAX_DECOMPRESSED_BYTES {
-        return Err(io(std::io::Error::other(format!(
-            "more than {MAX_DECOMPRESSED_BYTES} bytes (decompressed); split the file"
-        ))));
+        return Err(ReadError::Io {
+            path: path.to_owned(),
+            source: std::io::Error::other(format!(
+                "more than {MAX_DECOMPRESSED_BYTES} bytes (decompressed); split the file"
+            )),
+        });
     }
     Ok(out)
 }
 
 /// Reads and parses one file (plain, gzip or zstd; `-`: standard input).
+/// Line formats are parsed as they are read; JSON documents are read whole
+/// (at most [`MAX_DECOMPRESSED_BYTES`]).
 pub fn read_file(path: &Path) -> Result<ReplayFile, ReadError> {
-    let bytes = read_bytes(path)?;
-    let parsed = format::parse_bytes(&bytes, &stream_context_for(path)).map_err(|source| {
-        ReadError::Format {
-            path: path.to_owned(),
-            source,
-        }
+    let (reader, compression) = open(path).map_err(|source| ReadError::Io {
+        path: path.to_owned(),
+        source,
     })?;
+    let parsed = format::parse_reader(reader, &stream_context_for(path), MAX_DECOMPRESSED_BYTES)
+        .map_err(|e| match e {
+            format::ReadFailure::Io(e) => reading_error(path, compression, e),
+            format::ReadFailure::Format(source) => ReadError::Format {
+                path: path.to_owned(),
+                source,
+            },
+        })?;
     Ok(ReplayFile {
         path: path.to_owned(),
         parsed,

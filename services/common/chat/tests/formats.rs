@@ -347,3 +347,54 @@ fn gzip_and_zstd_by_content_not_name() {
     assert!(err.contains("zstd"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Line formats are read a line at a time: a line past the limit is
+/// malformed (never held whole) and the lines after it are read.
+#[test]
+fn an_overlong_line_is_malformed_and_reading_goes_on() {
+    let xqcow = std::fs::read_to_string(testdata("twitch/xqcow-2019-09-15.irc")).unwrap();
+    let lines: Vec<&str> = xqcow.lines().take(10).collect();
+    let mut irc = String::new();
+    irc.push_str("\n\n"); // blank lines count: numbers are the file's
+    irc.push_str(lines[0]);
+    irc.push('\n');
+    irc.push_str(&"x".repeat(format::MAX_LINE_BYTES + 10));
+    irc.push('\n');
+    for l in &lines[1..] {
+        irc.push_str(l);
+        irc.push_str("\r\n");
+    }
+    let f = format::parse_reader(irc.as_bytes(), &ctx("x"), u64::MAX).unwrap();
+    assert_eq!(f.events.len(), 10);
+    assert_eq!(f.malformed.len(), 1);
+    assert_eq!(f.malformed[0].line, 4);
+    assert!(
+        f.malformed[0].reason.contains("longer than"),
+        "{:?}",
+        f.malformed
+    );
+
+    // JSON lines alike.
+    let item = |id: u32| {
+        json!({"message_type": "text_message", "message_id": id.to_string(), "timestamp": 1_000_000 + id,
+            "author": {"id": "UCaaaaaaaaaaaaaaaaaaaaaa", "name": "a"}, "message": "hi"})
+        .to_string()
+    };
+    let long = format!(
+        "{{\"message\": \"{}\"}}",
+        "y".repeat(format::MAX_LINE_BYTES)
+    );
+    let body = [item(1), long, item(2), String::new(), item(3)].join("\n");
+    let f = format::parse_reader(body.as_bytes(), &ctx("j"), u64::MAX).unwrap();
+    assert_eq!((f.events.len(), f.malformed.len()), (3, 1));
+    assert_eq!(f.malformed[0].line, 2);
+}
+
+/// A JSON document bigger than the limit is refused, saying why.
+#[test]
+fn a_document_past_the_limit_is_refused() {
+    let doc = std::fs::read(testdata("formats/chat-downloader-legacy-2020.youtube.json")).unwrap();
+    let err = format::parse_reader(doc.as_slice(), &ctx("d"), 1000).unwrap_err();
+    assert!(err.to_string().contains("more than 1000 bytes"), "{err}");
+    assert!(format::parse_reader(doc.as_slice(), &ctx("d"), doc.len() as u64).is_ok());
+}
