@@ -74,7 +74,8 @@ fn replay_stats_on_the_youtube_log() {
         "testdata/youtube/chilledcow-2020-11.chat-downloader.json",
     )]);
     assert_eq!(s["deletions"], 36);
-    assert_eq!(s["bans"], 36);
+    assert_eq!(s["removals"], 36);
+    assert_eq!(s["bans"], 0);
     assert_eq!(s["messages"], 1699);
     assert_eq!(s["malformed"], 0);
     let span_ms = s["last_ts_ms"].as_i64().unwrap() - s["first_ts_ms"].as_i64().unwrap();

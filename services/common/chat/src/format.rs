@@ -165,6 +165,7 @@ pub fn parse_reader(
     // Past a byte-order mark and blank lines (counted: line numbers are
     // the file's).
     let mut line_no = 0usize;
+    let mut consumed = 0usize;
     let mut at_start = true;
     let first = loop {
         let buf = r.fill_buf()?;
@@ -187,17 +188,19 @@ pub fn parse_reader(
                     .rposition(|&b| b == b'\n')
                     .map_or(0, |p| p + 1);
                 r.consume(skip + line_start);
+                consumed += skip + line_start;
                 break first;
             }
             None => {
                 line_no += rest.iter().filter(|&&b| b == b'\n').count();
                 let n = buf.len();
                 r.consume(n);
+                consumed += n;
             }
         }
     };
     let parsed = match first {
-        b'[' => parse_json(&read_rest(&mut r, Vec::new(), max_document)?, ctx)?,
+        b'[' => stream_array(&mut r, consumed, ctx)?,
         b'{' => {
             let mut line = Vec::new();
             let too_long = read_line(&mut r, &mut line)?.unwrap_or(false);
@@ -238,6 +241,247 @@ pub fn parse_reader(
         }
     };
     Ok(require_chat(parsed)?)
+}
+
+/// Largest item of a JSON array: a bigger one is malformed and skipped,
+/// never held whole.
+pub const MAX_ITEM_BYTES: usize = 1 << 20;
+
+/// How one value of an array was read.
+enum ValueRead {
+    /// Its bytes are in the buffer.
+    Whole,
+    /// Longer than [`MAX_ITEM_BYTES`]: skipped.
+    TooBig,
+    /// The input ended inside it.
+    Ended,
+}
+
+/// Reads `r` past whitespace, counting `pos`; the next byte, if any.
+fn skip_ws(r: &mut impl std::io::BufRead, pos: &mut usize) -> std::io::Result<Option<u8>> {
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        match buf.iter().position(|b| !b.is_ascii_whitespace()) {
+            Some(i) => {
+                let b = buf[i];
+                r.consume(i);
+                *pos += i;
+                return Ok(Some(b));
+            }
+            None => {
+                let n = buf.len();
+                r.consume(n);
+                *pos += n;
+            }
+        }
+    }
+}
+
+/// Reads one JSON value's bytes into `out` by its structure (brackets,
+/// strings and escapes), without parsing it: objects and arrays up to their
+/// closing bracket, strings up to their closing quote, other scalars up to
+/// the next `,`, `]` or whitespace.
+fn read_value(
+    r: &mut impl std::io::BufRead,
+    out: &mut Vec<u8>,
+    pos: &mut usize,
+) -> std::io::Result<ValueRead> {
+    #[derive(PartialEq)]
+    enum Shape {
+        Container,
+        Text,
+        Bare,
+    }
+    out.clear();
+    let mut shape = None;
+    let (mut depth, mut in_string, mut escaped, mut too_big) = (0usize, false, false, false);
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            // A bare scalar may end the input; anything else is cut short.
+            let whole = shape == Some(Shape::Bare) && !too_big;
+            return Ok(if whole {
+                ValueRead::Whole
+            } else {
+                ValueRead::Ended
+            });
+        }
+        let mut end = None;
+        for (i, &b) in buf.iter().enumerate() {
+            let sh = shape.get_or_insert(match b {
+                b'{' | b'[' => Shape::Container,
+                b'"' => Shape::Text,
+                _ => Shape::Bare,
+            });
+            if *sh == Shape::Bare {
+                if b == b',' || b == b']' || b.is_ascii_whitespace() {
+                    end = Some(i);
+                    break;
+                }
+                continue;
+            }
+            if in_string {
+                if escaped {
+                    escaped = false;
+                } else if b == b'\\' {
+                    escaped = true;
+                } else if b == b'"' {
+                    in_string = false;
+                    if depth == 0 {
+                        end = Some(i + 1);
+                        break;
+                    }
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' => {
+                    depth = depth.saturating_sub(1);
+                    if depth == 0 {
+                        end = Some(i + 1);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let take = end.unwrap_or(buf.len());
+        if out.len() + take > MAX_ITEM_BYTES {
+            too_big = true;
+            out.clear();
+        }
+        if !too_big {
+            out.extend_from_slice(&buf[..take]);
+        }
+        r.consume(take);
+        *pos += take;
+        if end.is_some() {
+            return Ok(if too_big {
+                ValueRead::TooBig
+            } else {
+                ValueRead::Whole
+            });
+        }
+    }
+}
+
+/// A JSON array read one item at a time (at byte `pos` of the file, on its
+/// `[`): each item is parsed as it comes, an item that does not parse is
+/// malformed and the next one is read, and where the array breaks (a
+/// download cut short) is reported with its byte offset after the items
+/// before it.
+fn stream_array(
+    r: &mut impl std::io::BufRead,
+    mut pos: usize,
+    ctx: &StreamContext,
+) -> Result<ParsedFile, ReadFailure> {
+    r.consume(1);
+    pos += 1;
+    let mut out = ParsedFile::new(None);
+    let mut state = ItemState::default();
+    let vod = VodContext {
+        stream_id: ctx.video_id.clone(),
+        ..VodContext::default()
+    };
+    // Items before the first whose format is known wait for it.
+    let mut pending: Vec<(usize, Value)> = Vec::new();
+    let mut format: Option<Format> = None;
+    let mut buf = Vec::new();
+    let mut n = 0usize;
+    let mut broke: Option<(usize, &str)> = None;
+    let mut handle = |n: usize, v: Value, format: &mut Option<Format>, out: &mut ParsedFile| {
+        if format.is_none() {
+            *format = item_format(&v).or_else(|| {
+                v.as_str()
+                    .filter(|s| s.starts_with(['@', ':']))
+                    .map(|_| Format::RecentMessages)
+            });
+            match *format {
+                None => {
+                    pending.push((n, v));
+                    return;
+                }
+                Some(f) => {
+                    out.format = Some(f);
+                    for (pn, pv) in pending.drain(..) {
+                        parse_one(&pv, pn, f, ctx, &vod, &mut state, out);
+                    }
+                }
+            }
+        }
+        if let Some(f) = *format {
+            parse_one(&v, n, f, ctx, &vod, &mut state, out);
+        }
+    };
+    match skip_ws(r, &mut pos)? {
+        Some(b']') => {}
+        None => broke = Some((pos, "the file ends inside the array")),
+        Some(_) => loop {
+            n += 1;
+            let start = pos;
+            match read_value(r, &mut buf, &mut pos)? {
+                ValueRead::Whole => match serde_json::from_slice::<Value>(&buf) {
+                    Ok(v) => handle(n, v, &mut format, &mut out),
+                    Err(e) => out.malformed.push(Malformed {
+                        line: n,
+                        reason: format!(
+                            "invalid JSON at byte {}: {e}",
+                            start + byte_offset(&buf, &e)
+                        ),
+                    }),
+                },
+                ValueRead::TooBig => out.malformed.push(Malformed {
+                    line: n,
+                    reason: format!("item longer than {MAX_ITEM_BYTES} bytes (at byte {start})"),
+                }),
+                ValueRead::Ended => {
+                    broke = Some((pos, "the file ends inside an item"));
+                    break;
+                }
+            }
+            match skip_ws(r, &mut pos)? {
+                Some(b',') => {
+                    r.consume(1);
+                    pos += 1;
+                    skip_ws(r, &mut pos)?;
+                }
+                Some(b']') => break,
+                Some(_) => {
+                    broke = Some((pos, "expected `,` or `]`"));
+                    break;
+                }
+                None => {
+                    broke = Some((pos, "the file ends inside the array"));
+                    break;
+                }
+            }
+        },
+    }
+    if let Some((at, reason)) = broke {
+        out.malformed.push(Malformed {
+            line: n + 1,
+            reason: format!(
+                "the JSON array breaks at byte {at}: {reason}; nothing after it is read"
+            ),
+        });
+    }
+    if format.is_none() && !pending.is_empty() {
+        return Err(FormatError::Unrecognised(
+            "a JSON array of neither chat-downloader items, innertube actions, Twitch VOD \
+             comments nor IRC lines"
+                .into(),
+        )
+        .into());
+    }
+    if format == Some(Format::RecentMessages) {
+        fill_missing_timestamps(&mut out.events);
+    }
+    Ok(out)
 }
 
 /// `prefix` and the rest of `r`, refused past `max` bytes.

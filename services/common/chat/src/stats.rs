@@ -8,8 +8,9 @@ use spamscope_proto::v1::{ChatEvent, chat_event::Kind};
 /// What a replay held. `messages` counts chat messages only (not notices or
 /// paid items); `deletions` single messages a moderator deleted;
 /// `retractions` messages their author took back (YouTube); `bans`
-/// permanent bans and YouTube removals of all of a user's messages; `users`
-/// distinct message authors (per platform).
+/// permanent bans (Twitch); `removals` removals of all of a user's messages
+/// (YouTube, after a moderator's ban or timeout); `users` distinct message
+/// authors (per platform).
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
 pub struct Stats {
     pub events: u64,
@@ -18,6 +19,7 @@ pub struct Stats {
     pub retractions: u64,
     pub timeouts: u64,
     pub bans: u64,
+    pub removals: u64,
     pub chat_clears: u64,
     pub room_states: u64,
     pub supports: u64,
@@ -73,7 +75,8 @@ impl StatsBuilder {
             Kind::MessageDeleted(d) if d.by_author => s.retractions += 1,
             Kind::MessageDeleted(_) => s.deletions += 1,
             Kind::UserTimedOut(_) => s.timeouts += 1,
-            Kind::UserBanned(_) | Kind::UserMessagesRemoved(_) => s.bans += 1,
+            Kind::UserBanned(_) => s.bans += 1,
+            Kind::UserMessagesRemoved(_) => s.removals += 1,
             Kind::ChatCleared(_) => s.chat_clears += 1,
             Kind::RoomState(_) => s.room_states += 1,
             Kind::Support(_) => s.supports += 1,

@@ -228,7 +228,7 @@ fn deleted_state_messages_and_retractions() {
     let mut stats = spamscope_chat::stats::StatsBuilder::default();
     f.events.iter().for_each(|e| stats.add(e));
     let s = stats.finish();
-    assert_eq!((s.deletions, s.retractions, s.bans), (34, 2, 36));
+    assert_eq!((s.deletions, s.retractions, s.removals), (34, 2, 36));
 }
 
 /// A download cut short: the items before the break are read and the
@@ -390,11 +390,68 @@ fn an_overlong_line_is_malformed_and_reading_goes_on() {
     assert_eq!(f.malformed[0].line, 2);
 }
 
-/// A JSON document bigger than the limit is refused, saying why.
+/// A JSON document (an object: arrays are read an item at a time) bigger
+/// than the limit is refused, saying why.
 #[test]
 fn a_document_past_the_limit_is_refused() {
-    let doc = std::fs::read(testdata("formats/chat-downloader-legacy-2020.youtube.json")).unwrap();
-    let err = format::parse_reader(doc.as_slice(), &ctx("d"), 1000).unwrap_err();
+    let doc = std::fs::read(testdata("formats/innertube-live-chat-replay-response.json")).unwrap();
+    let Err(err) = format::parse_reader(doc.as_slice(), &ctx("d"), 1000) else {
+        panic!("a 138 kB document read with a limit of 1000 bytes")
+    };
     assert!(err.to_string().contains("more than 1000 bytes"), "{err}");
     assert!(format::parse_reader(doc.as_slice(), &ctx("d"), doc.len() as u64).is_ok());
+}
+
+/// Arrays are read an item at a time: an item that does not parse is
+/// malformed and the items after it are read; an item past the limit is
+/// skipped without being held.
+#[test]
+fn array_items_are_read_one_at_a_time() {
+    let item = |id: u32| {
+        json!({"message_type": "text_message", "message_id": id.to_string(), "timestamp": 1_000_000 + id,
+            "author": {"id": "UCaaaaaaaaaaaaaaaaaaaaaa", "name": "a"}, "message": "a \"quoted\" ] } text"})
+        .to_string()
+    };
+    let huge = format!(
+        "{{\"message\": \"{}\"}}",
+        "z".repeat(format::MAX_ITEM_BYTES)
+    );
+    let body = format!(
+        "[{}, {{\"message_type\": tru}}, {}, {huge}, {}]",
+        item(1),
+        item(2),
+        item(3)
+    );
+    let f = format::parse_reader(body.as_bytes(), &ctx("a"), 10).unwrap();
+    assert_eq!(f.events.len(), 3);
+    let lines: Vec<usize> = f.malformed.iter().map(|m| m.line).collect();
+    assert_eq!(lines, vec![2, 4], "{:?}", f.malformed);
+    assert!(
+        f.malformed[1].reason.contains("longer than"),
+        "{:?}",
+        f.malformed
+    );
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Real files cut anywhere or with a byte changed anywhere, in every
+    /// JSON format: never a panic, and a cut array keeps the items before
+    /// the cut.
+    #[test]
+    fn damaged_real_files_never_panic(file in 0usize..4, at in 0.0f64..1.0, byte in proptest::prelude::any::<u8>()) {
+        let name = [
+            "youtube/chilledcow-2020-11.chat-downloader.json",
+            "formats/chat-downloader-legacy-2020.twitch-vod.json",
+            "formats/innertube-live-chat-replay-response.json",
+            "formats/twitch-vod-comment.json",
+        ][file];
+        let bytes = std::fs::read(testdata(name)).unwrap();
+        let i = ((bytes.len() as f64) * at) as usize;
+        let _ = format::parse_bytes(&bytes[..i], &ctx("p"));
+        let mut changed = bytes.clone();
+        changed[i.min(bytes.len() - 1)] = byte;
+        let _ = format::parse_bytes(&changed, &ctx("p"));
+    }
 }

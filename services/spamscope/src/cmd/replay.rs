@@ -318,6 +318,7 @@ fn print_stats(out: &mut impl Write, s: &Stats) -> std::io::Result<()> {
         ("retractions", s.retractions.to_string()),
         ("timeouts", s.timeouts.to_string()),
         ("bans", s.bans.to_string()),
+        ("removals", s.removals.to_string()),
         ("chat clears", s.chat_clears.to_string()),
         ("room states", s.room_states.to_string()),
         ("supports", s.supports.to_string()),
