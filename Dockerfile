@@ -8,9 +8,14 @@
 
 FROM rust:1.95-bookworm AS build
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends nodejs npm \
+    && apt-get install -y --no-install-recommends python3 \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
+# Node.js 22 and npm from the npm registry (bookworm's nodejs 18 is too old
+# for the UI's build tools), checked against the registry's sha512.
+COPY scripts/install_node.py scripts/install_node.py
+RUN python3 scripts/install_node.py /opt/node
+ENV PATH=/opt/node/bin:$PATH
 # Dependencies first, so that a code change does not refetch them.
 COPY Cargo.toml Cargo.lock ./
 COPY services services

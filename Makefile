@@ -20,10 +20,15 @@ run: build ui
 replay: build
 	$(SPAMSCOPE) replay $(DATA)
 
-## ui: build the web UI (TypeScript, Vite, Connect-ES generated from proto/) into web/dist
+## ui: build the web UI (TypeScript, Vite, Connect-ES generated from proto/) into web/dist,
+## with the Node.js 22 and npm that scripts/install_node.py puts in target/node
+## (Debian 12's nodejs 18 is too old for the build tools); `npm ci` installs
+## exactly web/package-lock.json and never rewrites it
+NODE_BIN := $(CURDIR)/target/node/bin
 ui:
 	@scripts/install-deps.sh run
-	cd web && npm install --no-audit --no-fund && npm run build
+	@python3 scripts/install_node.py target/node >/dev/null
+	cd web && PATH="$(NODE_BIN):$$PATH" npm ci --no-audit --no-fund && PATH="$(NODE_BIN):$$PATH" npm run build
 
 ## test: every test of the workspace (unit, property, end-to-end, browser); builds the UI first
 test:

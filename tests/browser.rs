@@ -64,13 +64,20 @@ fn channel_page_and_search_in_a_real_browser() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let shots = repo("artifacts/screenshots");
-    let out = std::process::Command::new("node")
+    // The Node.js `make ui` installed (target/node), else the PATH's.
+    let pinned = repo("target/node/bin/node");
+    let node = if pinned.exists() {
+        pinned.into_os_string()
+    } else {
+        "node".into()
+    };
+    let out = std::process::Command::new(node)
         .arg(repo("web/tests/browser.mjs"))
         .arg(format!("http://{addr}"))
         .arg(&shots)
         .current_dir(repo("web"))
         .output()
-        .expect("node on PATH");
+        .expect("node (make ui installs it into target/node)");
     let log = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
