@@ -775,3 +775,50 @@ fn archive_formats_stdin_and_files_without_chat() {
         assert!(stderr.contains(name), "{name}: {stderr}");
     }
 }
+
+/// `make run` is read by a person: standalone prints a few lines with the
+/// UI's address (the roles' info logs only with RUST_LOG), and every
+/// output only when asked.
+#[test]
+fn standalone_says_little_unless_asked() {
+    let dir = std::env::temp_dir().join(format!("spamscope-quiet-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |extra: &[&str]| {
+        let history = dir.join(format!("h{}.redb", extra.len()));
+        let mut args = vec![
+            "standalone",
+            "--listen",
+            "127.0.0.1:0",
+            "--speed",
+            "max",
+            "--exit-when-done",
+            "--shards",
+            "4",
+            "--history-path",
+            history.to_str().unwrap(),
+            "--replay",
+        ];
+        let xq = repo("testdata/twitch/xqcow-2019-09-15.irc");
+        args.push(xq.to_str().unwrap());
+        args.extend_from_slice(extra);
+        let out = Command::new(env!("CARGO_BIN_EXE_spamscope"))
+            .args(&args)
+            .env_remove("RUST_LOG")
+            .env_remove("SPAMSCOPE_CONFIG")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        (String::from_utf8_lossy(&out.stdout).into_owned(), err)
+    };
+    let (stdout, stderr) = run(&[]);
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.lines().count() <= 10, "{stderr}");
+    assert!(
+        stderr.contains("web UI and API on http://127.0.0.1:"),
+        "{stderr}"
+    );
+    let (stdout, _) = run(&["--print-outputs"]);
+    assert!(stdout.lines().count() > 10, "{stdout}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

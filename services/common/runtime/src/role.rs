@@ -163,9 +163,12 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// Logs, metrics and traces of a role (inside the runtime: the OTLP
-/// exporter needs it).
+/// exporter needs it). Roles log at `info`; `standalone`, which a person
+/// runs in a terminal to look at the web UI, at `warn` (its own few lines
+/// are printed whatever the filter); `RUST_LOG` overrides both.
 pub fn telemetry(role: &str) -> Result<spamscope_telemetry::Telemetry> {
-    spamscope_telemetry::init(role)
+    let log_default = if role == "standalone" { "warn" } else { "info" };
+    spamscope_telemetry::init_with(role, log_default)
         .map_err(|e| Exit::usage(format!("OTEL_EXPORTER_OTLP_ENDPOINT: {e}")))
 }
 

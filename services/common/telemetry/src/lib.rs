@@ -79,7 +79,12 @@ pub fn otlp_configured() -> bool {
 /// role `service` (the OpenTelemetry `service.name` unless
 /// `OTEL_SERVICE_NAME` says otherwise). Must run inside a Tokio runtime.
 pub fn init(service: &str) -> Result<Telemetry, TelemetryError> {
-    init_logging();
+    init_with(service, "info")
+}
+
+/// [`init`] with `log_default` as the log filter when `RUST_LOG` is unset.
+pub fn init_with(service: &str, log_default: &str) -> Result<Telemetry, TelemetryError> {
+    init_logging_or(log_default);
     let mut resource = Resource::builder();
     if std::env::var("OTEL_SERVICE_NAME").is_err() {
         resource = resource.with_service_name(format!("spamscope-{service}"));

@@ -22,6 +22,10 @@ pub struct StandaloneArgs {
     /// Do not serve the gateway and UI; print outputs only.
     #[arg(long)]
     pub no_gateway: bool,
+    /// Also print every output (spam events, decisions) on stdout while the
+    /// UI is served (always so with --no-gateway).
+    #[arg(long)]
+    pub print_outputs: bool,
     /// Chat files to replay into the pipeline.
     #[arg(long = "replay", value_name = "FILE")]
     pub files: Vec<PathBuf>,
@@ -99,11 +103,13 @@ pub fn run(mut args: StandaloneArgs) -> Result<()> {
         sup.critical("router", async move {
             Ok(spamscope_router::run(router_cfg, b, s, Health::default(), st).await?)
         });
-        let (b, st) = (bus.clone(), stop.clone());
-        sup.critical("output printer", async move {
-            crate::cmd::print::print_outputs(b, st).await;
-            Ok(())
-        });
+        if args.no_gateway || args.print_outputs {
+            let (b, st) = (bus.clone(), stop.clone());
+            sup.critical("output printer", async move {
+                crate::cmd::print::print_outputs(b, st).await;
+                Ok(())
+            });
+        }
         if !args.no_gateway {
             let addr = spamscope_gateway::cli::start(
                 &args.gateway,
@@ -113,6 +119,11 @@ pub fn run(mut args: StandaloneArgs) -> Result<()> {
                 &mut sup,
             )
             .await?;
+            eprintln!(
+                "standalone: replaying {} file(s); RUST_LOG=info shows the roles' logs, \
+                 --print-outputs every output",
+                args.files.len()
+            );
             eprintln!("standalone: web UI and API on http://{addr}/");
         }
         let (shards, speed) = (args.cluster.shards, args.speed);
