@@ -201,6 +201,7 @@ async fn watch(a: &HistoryArgs, history: History) -> Result<(u64, u64, f64, Vec<
         listener,
         gateway,
         None,
+        spamscope_runtime::Health::default(),
         stop.clone(),
     ));
 

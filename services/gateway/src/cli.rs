@@ -89,12 +89,14 @@ pub struct GatewayRoleArgs {
 }
 
 /// Starts the history writer (unless `--no-writer`) and the gateway on
-/// `bus`/`store` under `sup`; returns the address served.
+/// `bus`/`store` under `sup`; returns the address served. The gateway's
+/// port also answers `/healthz`, `/readyz` (from `health`) and `/metrics`.
 pub async fn start(
     args: &GatewayArgs,
     shards: u32,
     bus: &Bus,
     store: &Store,
+    health: &Health,
     sup: &mut Supervisor,
 ) -> Result<SocketAddr> {
     let history = args.history.open().await?;
@@ -138,8 +140,9 @@ pub async fn start(
             args.ui_dir.display()
         );
     }
+    let health = health.clone();
     sup.critical("gateway server", async move {
-        crate::serve(listener, gateway, ui, stop)
+        crate::serve(listener, gateway, ui, health, stop)
             .await
             .context("gateway server")
     });
@@ -162,7 +165,15 @@ pub fn run(args: GatewayRoleArgs) -> Result<()> {
         role.require_nats(&bus);
         role.require_store(&store);
         let mut sup = role.supervisor();
-        let addr = start(&args.gateway, args.cluster.shards, &bus, &store, &mut sup).await?;
+        let addr = start(
+            &args.gateway,
+            args.cluster.shards,
+            &bus,
+            &store,
+            &role.health,
+            &mut sup,
+        )
+        .await?;
         role.health.set_ready(true);
         eprintln!("gateway: http://{addr}/ (gRPC and gRPC-web on the same port)");
         Ok(sup)

@@ -586,12 +586,41 @@ impl GatewayApi for Gateway {
     }
 }
 
-/// Serves the gateway (gRPC, gRPC-web, health, reflection) and the web UI
-/// from `ui_dir` on `listener` until `shutdown`.
+/// The content type of a gRPC or gRPC-web request, `None` for others.
+fn grpc_content_type(req: &axum::extract::Request) -> Option<axum::http::HeaderValue> {
+    req.headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .filter(|v| v.as_bytes().starts_with(b"application/grpc"))
+        .cloned()
+}
+
+/// The trailers-only answer to a call of a service or method that does not
+/// exist: UNIMPLEMENTED, as a gRPC client expects (not an HTTP error, which
+/// clients report as UNKNOWN).
+fn grpc_unimplemented(
+    content_type: axum::http::HeaderValue,
+    path: &str,
+) -> axum::response::Response {
+    let message = format!("no such service or method: {path}");
+    let mut r = axum::response::Response::new(axum::body::Body::empty());
+    let h = r.headers_mut();
+    h.insert(axum::http::header::CONTENT_TYPE, content_type);
+    h.insert("grpc-status", axum::http::HeaderValue::from_static("12"));
+    if let Ok(v) = axum::http::HeaderValue::from_str(&message.replace(['\r', '\n'], " ")) {
+        h.insert("grpc-message", v);
+    }
+    r
+}
+
+/// Serves the gateway (gRPC, gRPC-web, health, reflection v1 and v1alpha),
+/// `/healthz`, `/readyz` and `/metrics` (from `health`), and the web UI from
+/// `ui_dir`, on `listener` until `shutdown`. A gRPC call to a service or
+/// method that does not exist answers UNIMPLEMENTED, never the UI.
 pub async fn serve(
     listener: TcpListener,
     gateway: Gateway,
     ui_dir: Option<PathBuf>,
+    health: spamscope_runtime::Health,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let gateway = Gateway {
@@ -603,35 +632,56 @@ pub async fn serve(
         gateway.live.clone(),
         shutdown.clone(),
     ));
-    let (health_reporter, health) = tonic_health::server::health_reporter();
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<GatewayServer<Gateway>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(spamscope_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
+    // Reflection lists the API and health; v1alpha too, which grpcurl and
+    // older clients ask first.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(spamscope_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().map_err(std::io::Error::other)?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
         .map_err(std::io::Error::other)?;
     let api = GatewayServer::new(gateway).max_decoding_message_size(MAX_REQUEST_BYTES);
     let grpc = tonic::service::Routes::new(api)
-        .add_service(health)
-        .add_service(reflection)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .into_axum_router()
-        .layer(tonic_web::GrpcWebLayer::new());
-    let app = match ui_dir {
-        Some(dir) => {
-            let index = dir.join("index.html");
-            grpc.fallback_service(
-                tower_http::services::ServeDir::new(dir)
-                    .fallback(tower_http::services::ServeFile::new(index)),
-            )
+        .layer(tonic_web::GrpcWebLayer::new())
+        // After the gRPC-web layer, which refuses plain HTTP/1.1 requests.
+        .merge(spamscope_runtime::health_router(health));
+    let ui = ui_dir.map(|dir| {
+        let index = dir.join("index.html");
+        tower_http::services::ServeDir::new(dir)
+            .fallback(tower_http::services::ServeFile::new(index))
+    });
+    let app = grpc.fallback(move |req: axum::extract::Request| {
+        let ui = ui.clone();
+        async move {
+            use axum::response::IntoResponse as _;
+            use tower::ServiceExt as _;
+            if let Some(content_type) = grpc_content_type(&req) {
+                return grpc_unimplemented(content_type, req.uri().path());
+            }
+            match ui {
+                Some(ui) => match ui.oneshot(req).await {
+                    Ok(r) => r.into_response(),
+                    Err(never) => match never {},
+                },
+                None => (
+                    axum::http::StatusCode::NOT_FOUND,
+                    "the web UI is not built: run `make ui`\n",
+                )
+                    .into_response(),
+            }
         }
-        None => grpc.fallback(|| async {
-            (
-                axum::http::StatusCode::NOT_FOUND,
-                "the web UI is not built: run `make ui`\n",
-            )
-        }),
-    };
+    });
     let stop = shutdown.clone();
     let server = axum::serve(
         listener,

@@ -25,6 +25,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 const TOKEN: &str = "in-process-admin-token-42";
+const UI_PAGE: &str = "<!doctype html><title>spamscope test UI</title>";
 const SHARDS: u32 = 4;
 
 struct Running {
@@ -72,7 +73,19 @@ async fn gateway_with(
     let gw = Gateway::new(bus, store, history, SHARDS, admin_token.map(str::to_owned))
         .with_watch_limits(limits);
     let stop = CancellationToken::new();
-    let server = tokio::spawn(spamscope_gateway::serve(listener, gw, None, stop.clone()));
+    // A stand-in for the built UI: its fallback must not answer gRPC.
+    let ui = dir.0.join("ui");
+    std::fs::create_dir_all(&ui).unwrap();
+    std::fs::write(ui.join("index.html"), UI_PAGE).unwrap();
+    let health = spamscope_runtime::Health::default();
+    health.set_ready(true);
+    let server = tokio::spawn(spamscope_gateway::serve(
+        listener,
+        gw,
+        Some(ui),
+        health,
+        stop.clone(),
+    ));
     let client = GatewayClient::connect(format!("http://{addr}"))
         .await
         .unwrap();
@@ -502,4 +515,108 @@ async fn a_watcher_that_does_not_read_is_ended_not_buffered() {
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
     assert!(e.message().contains("held 16 events"), "{e:?}");
     assert!(received < SENT, "{received} of {SENT}: nothing was bounded");
+}
+
+/// A plain HTTP/1.1 GET on `addr`: status line and body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out.lines().next().unwrap_or("").to_owned();
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
+}
+
+/// One port for everything a client or a probe asks: the health and
+/// metrics paths are answered by the role (not by the UI's page), the UI
+/// serves its page, a gRPC call to no service is UNIMPLEMENTED (it was an
+/// HTTP 405, which clients report as UNKNOWN), and reflection v1 and
+/// v1alpha both list the API and health.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_port_answers_health_metrics_ui_and_unknown_grpc() {
+    let r = gateway(None).await;
+    let (status, body) = http_get(r.addr, "/healthz").await;
+    assert!(
+        status.contains("200") && body.contains("ok"),
+        "{status} {body}"
+    );
+    let (status, body) = http_get(r.addr, "/readyz").await;
+    assert!(
+        status.contains("200") && body.contains("ready"),
+        "{status} {body}"
+    );
+    let (status, body) = http_get(r.addr, "/metrics").await;
+    assert!(
+        status.contains("200") && !body.contains("<title>"),
+        "{status} {body}"
+    );
+    let (_, body) = http_get(r.addr, "/channels/twitch.xqcow").await;
+    assert!(body.contains(UI_PAGE), "{body}");
+
+    let channel = Channel::from_shared(format!("http://{}", r.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.unwrap();
+    let err = grpc
+        .unary::<_, spamscope_proto::v1::ListChannelsResponse, _>(
+            tonic::Request::new(spamscope_proto::v1::ListChannelsRequest::default()),
+            tonic::codegen::http::uri::PathAndQuery::from_static("/nope.v1.Nope/Call"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
+    assert!(err.message().contains("/nope.v1.Nope/Call"), "{err:?}");
+
+    // Reflection, both versions: the services listed.
+    use tonic_reflection::pb::{v1, v1alpha};
+    let mut c1 = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let req = v1::ServerReflectionRequest {
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+        ..Default::default()
+    };
+    let mut answers = c1
+        .server_reflection_info(futures::stream::iter([req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        answers.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("no service list from reflection v1")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in ["spamscope.v1.Gateway", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|n| n == want), "v1 lists {names:?}");
+    }
+    let mut ca = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let req = v1alpha::ServerReflectionRequest {
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+        ..Default::default()
+    };
+    let mut answers = ca
+        .server_reflection_info(futures::stream::iter([req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        answers.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("no service list from reflection v1alpha")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in ["spamscope.v1.Gateway", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|n| n == want), "v1alpha lists {names:?}");
+    }
 }

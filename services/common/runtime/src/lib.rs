@@ -100,7 +100,16 @@ pub async fn serve_health(
     health: Health,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = Router::new()
+    axum::serve(listener, health_router(health))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// `/healthz` (the process runs), `/readyz` (what `health` says) and
+/// `/metrics` (Prometheus text), for a role's health port or to merge into
+/// a server of its own (the gateway's).
+pub fn health_router(health: Health) -> Router {
+    Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
@@ -129,10 +138,7 @@ pub async fn serve_health(
                     spamscope_telemetry::prometheus_text(),
                 )
             }),
-        );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+        )
 }
 
 /// Cancels `token` on the first SIGTERM or SIGINT, and the returned token

@@ -116,6 +116,7 @@ pub fn run(mut args: StandaloneArgs) -> Result<()> {
                 args.cluster.shards,
                 &bus,
                 &store,
+                &role.health,
                 &mut sup,
             )
             .await?;
