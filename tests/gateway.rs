@@ -242,14 +242,15 @@ async fn search_history_params_and_status_over_the_real_logs() {
 async fn watch_channel_streams_chat_and_spam_events_live() {
     let r = start_standalone();
     let mut c = gateway_client(&r.addr, &r.proc).await;
-    let mut watch = c
+    // Before any chat of it the channel is unknown, said at once.
+    let e = c
         .watch_channel(WatchChannelRequest {
             stream: "twitch.watchme".into(),
         })
         .await
-        .unwrap()
-        .into_inner();
-    // The xqcow log again, as another channel.
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    // The xqcow log again, as another channel, at 60x.
     let dir = TempDir::new("watch");
     let text = std::fs::read_to_string(repo("testdata/twitch/xqcow-2019-09-15.irc"))
         .unwrap()
@@ -269,11 +270,27 @@ async fn watch_channel_streams_chat_and_spam_events_live() {
             "--shards",
             "8",
             "--speed",
-            "0",
+            "60",
             &f,
         ],
         &dir.0,
     );
+    // The page opens once its first chat is in.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut watch = loop {
+        match c
+            .watch_channel(WatchChannelRequest {
+                stream: "twitch.watchme".into(),
+            })
+            .await
+        {
+            Ok(w) => break w.into_inner(),
+            Err(e) if e.code() == tonic::Code::NotFound && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    };
     let (mut chat, mut spam) = (0, 0);
     let deadline = Instant::now() + Duration::from_secs(60);
     while chat < 100 || spam < 1 {

@@ -220,6 +220,26 @@ async fn watch(a: &HistoryArgs, history: History) -> Result<(u64, u64, f64, Vec<
         .collect();
     let expected = chat.len() as u64;
 
+    // One message per channel first, before any watcher: the gateway
+    // refuses to watch a stream it has never seen.
+    let seeds: Vec<ChatEvent> = chat
+        .iter()
+        .take(a.watchers)
+        .map(|e| {
+            let mut s = e.clone();
+            s.event_id = format!("seed-{}", e.event_id);
+            s
+        })
+        .collect();
+    spamscope_ingest::publish_events(
+        &bus,
+        &seeds,
+        SHARDS,
+        Speed::Max,
+        spamscope_ingest::PublishOptions::default(),
+        &CancellationToken::new(),
+    )
+    .await?;
     let sent: Sent = Arc::default();
     let delivered = Arc::new(AtomicU64::new(0));
     let lat = Arc::new(Mutex::new(Vec::with_capacity(chat.len())));

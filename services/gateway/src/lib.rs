@@ -61,6 +61,8 @@ pub enum GatewayError {
     #[error("{0}")]
     FailedPrecondition(String),
     #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -72,6 +74,7 @@ impl From<GatewayError> for Status {
             GatewayError::PermissionDenied(m) => Status::permission_denied(m),
             GatewayError::Unavailable(m) => Status::unavailable(m),
             GatewayError::FailedPrecondition(m) => Status::failed_precondition(m),
+            GatewayError::NotFound(m) => Status::not_found(m),
             GatewayError::Internal(m) => Status::internal(m),
         }
     }
@@ -154,6 +157,43 @@ impl std::fmt::Debug for Gateway {
 /// lower case).
 fn parse_stream(s: &str) -> Result<StreamKey, GatewayError> {
     StreamKey::parse(s).map_err(|e| GatewayError::Invalid(e.to_string()))
+}
+
+impl Gateway {
+    /// Refuses a stream spamscope has never seen with NOT_FOUND: one is
+    /// known when this gateway saw its chat or outputs, when JetStream
+    /// still holds chat of it (within the CHAT retention), or when the
+    /// history holds a spam event of it.
+    async fn require_known(&self, key: &StreamKey) -> Result<(), GatewayError> {
+        let name = key.to_string();
+        if self.live.contains(&name) {
+            return Ok(());
+        }
+        let shard = spamscope_routing::shard_of(&name, self.shards);
+        let subject = subjects::chat(shard, key.platform.key(), &key.id);
+        match self.bus.js.get_stream(subjects::chat_stream(shard)).await {
+            Ok(stream) => match stream.get_last_raw_message_by_subject(&subject).await {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if e.kind()
+                        == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {}
+                Err(e) => return Err(GatewayError::Unavailable(format!("JetStream: {e}"))),
+            },
+            Err(e) => return Err(GatewayError::Unavailable(format!("JetStream: {e}"))),
+        }
+        let events = self
+            .history
+            .channel_events(name.clone(), 0, i64::MAX, 1, None)
+            .await
+            .map_err(GatewayError::from)?;
+        if events.items.is_empty() {
+            return Err(GatewayError::NotFound(format!(
+                "no stream {name}: no chat or spam of it is known (stream keys are \
+                 <platform>.<channel or video id>, e.g. twitch.xqcow)"
+            )));
+        }
+        Ok(())
+    }
 }
 
 fn page_size(n: u32, default: u32) -> Result<usize, GatewayError> {
@@ -303,6 +343,7 @@ impl GatewayApi for Gateway {
         req: Request<WatchChannelRequest>,
     ) -> Result<Response<WatchStream>, Status> {
         let key = parse_stream(&req.get_ref().stream)?;
+        self.require_known(&key).await?;
         let client = req
             .extensions()
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -421,7 +462,9 @@ impl GatewayApi for Gateway {
         req: Request<ChannelHistoryRequest>,
     ) -> Result<Response<ChannelHistoryResponse>, Status> {
         let r = req.into_inner();
-        let stream = parse_stream(&r.stream)?.to_string();
+        let key = parse_stream(&r.stream)?;
+        self.require_known(&key).await?;
+        let stream = key.to_string();
         let to = if r.to_ms == 0 { i64::MAX } else { r.to_ms };
         if r.from_ms > to {
             return Err(GatewayError::Invalid("from_ms is after to_ms".into()).into());

@@ -103,6 +103,12 @@ impl Live {
         });
     }
 
+    /// True when this gateway has seen chat or outputs of stream `key`
+    /// (and has not forgotten it as idle).
+    pub fn contains(&self, key: &str) -> bool {
+        self.with(|m| m.contains_key(key))
+    }
+
     /// The channel key (`<platform>.<channel>`, as channel params are keyed)
     /// of stream `key`, where it is another key than the stream's: known
     /// for YouTube videos whose chat named their channel since this gateway

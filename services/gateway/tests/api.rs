@@ -100,6 +100,23 @@ async fn gateway_with(
     }
 }
 
+/// One chat message of Twitch stream `id` in JetStream, as ingest would
+/// publish it: the stream is then known to the gateway.
+async fn seed(url: &str, id: &str) {
+    use prost::Message as _;
+    let bus = Bus::connect(url, "seeder").await.unwrap();
+    let shard = spamscope_routing::shard_of(&format!("twitch.{id}"), SHARDS);
+    let ev = spamscope_testkit::twitch_message(id, 0);
+    bus.publish(
+        spamscope_bus::subjects::chat(shard, "twitch", id),
+        &format!("seed-{id}"),
+        async_nats::HeaderMap::new(),
+        ev.encode_to_vec().into(),
+    )
+    .await
+    .unwrap();
+}
+
 fn admin(scope: &str, json: &str) -> tonic::Request<SetParamsRequest> {
     let mut req = tonic::Request::new(SetParamsRequest {
         scope: scope.into(),
@@ -304,6 +321,7 @@ async fn without_an_admin_token_params_are_read_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_ends_open_watch_streams_and_the_server() {
     let mut r = gateway(None).await;
+    seed(&r.url, "xqcow").await;
     let mut watch = r
         .client
         .watch_channel(WatchChannelRequest {
@@ -422,6 +440,9 @@ async fn watch_streams_are_capped_per_client() {
         ..Default::default()
     };
     let mut r = gateway_with(None, limits).await;
+    for n in 0..4 {
+        seed(&r.url, &format!("chan{n}")).await;
+    }
     let mut open = Vec::new();
     for n in 0..3 {
         open.push(
@@ -477,6 +498,7 @@ async fn a_watcher_that_does_not_read_is_ended_not_buffered() {
         .connect()
         .await
         .unwrap();
+    seed(&r.url, "flood").await;
     let mut watch = GatewayClient::new(channel)
         .watch_channel(watch_request("twitch.flood"))
         .await
@@ -619,4 +641,44 @@ async fn one_port_answers_health_metrics_ui_and_unknown_grpc() {
     for want in ["spamscope.v1.Gateway", "grpc.health.v1.Health"] {
         assert!(names.iter().any(|n| n == want), "v1alpha lists {names:?}");
     }
+}
+
+/// A stream nobody has seen is NOT_FOUND at once, for its page and its
+/// live view (WatchChannel used to wait on it until the client's deadline);
+/// once chat of it is in JetStream it is known, whatever the case of its
+/// key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_streams_are_not_found_at_once() {
+    let mut r = gateway(None).await;
+    let started = std::time::Instant::now();
+    let e = r
+        .client
+        .watch_channel(watch_request("twitch.nobody_here"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    assert!(e.message().contains("twitch.nobody_here"), "{e:?}");
+    let e = r
+        .client
+        .channel_history(ChannelHistoryRequest {
+            stream: "twitch.nobody_here".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    seed(&r.url, "somebody").await;
+    r.client
+        .channel_history(ChannelHistoryRequest {
+            stream: "twitch.SomeBody".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    r.client
+        .watch_channel(watch_request("twitch.somebody"))
+        .await
+        .unwrap();
 }
