@@ -21,6 +21,9 @@ const BY_STREAM: TableDefinition<&str, ()> = TableDefinition::new("events_by_str
 const DECISIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("decisions");
 /// `user \0 inverted at \0 stream` → ().
 const DEC_BY_USER: TableDefinition<&str, ()> = TableDefinition::new("decisions_by_user");
+/// user id (lower-cased) → the login its decisions are indexed under:
+/// decisions are found by id as well as by login.
+const USER_LOGINS: TableDefinition<&str, &str> = TableDefinition::new("user_logins");
 /// `stream \0 inverted at \0 user` → ().
 const DEC_BY_STREAM: TableDefinition<&str, ()> = TableDefinition::new("decisions_by_stream");
 /// `stream \0 minute` → spam messages.
@@ -62,6 +65,7 @@ impl HistoryStore {
             txn.open_table(BY_STREAM)?;
             txn.open_table(DECISIONS)?;
             txn.open_table(DEC_BY_USER)?;
+            txn.open_table(USER_LOGINS)?;
             txn.open_table(DEC_BY_STREAM)?;
             txn.open_table(RATE)?;
             txn.open_table(SIGNATURES)?;
@@ -153,6 +157,7 @@ impl HistoryStore {
             let mut d_t = txn.open_table(DECISIONS)?;
             let mut du_t = txn.open_table(DEC_BY_USER)?;
             let mut ds_t = txn.open_table(DEC_BY_STREAM)?;
+            let mut ul_t = txn.open_table(USER_LOGINS)?;
             for d in decisions {
                 let stream = stream_key(d.platform, &d.stream_id);
                 let user = if d.user_login.is_empty() {
@@ -161,6 +166,10 @@ impl HistoryStore {
                     &d.user_login
                 };
                 let user = user.to_lowercase();
+                let id = d.user_id.to_lowercase();
+                if !id.is_empty() && id != user {
+                    ul_t.insert(id.as_str(), user.as_str())?;
+                }
                 let key = format!("{stream}\0{user}");
                 if d_t.get(key.as_str())?.is_some() {
                     continue;
@@ -256,8 +265,18 @@ impl HistoryStore {
         let txn = self.db.begin_read()?;
         let d = txn.open_table(DECISIONS)?;
         let idx = txn.open_table(DEC_BY_USER)?;
-        let user = user.to_lowercase();
-        let prefix = format!("{user}\0");
+        let mut user = user.to_lowercase();
+        let mut prefix = format!("{user}\0");
+        // Not a login decisions are indexed under: perhaps a user id.
+        let as_login = idx
+            .range(prefix.as_str()..)?
+            .next()
+            .transpose()?
+            .is_some_and(|(k, _)| k.value().starts_with(&prefix));
+        if !as_login && let Some(login) = txn.open_table(USER_LOGINS)?.get(user.as_str())? {
+            user = login.value().to_owned();
+            prefix = format!("{user}\0");
+        }
         scan(&idx, &prefix, None, cursor, page_size, |k| {
             let parts: Vec<&str> = k.split('\0').collect();
             match parts[..] {

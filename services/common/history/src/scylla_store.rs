@@ -8,6 +8,8 @@
 //!   newest-first indexes;
 //! - `decisions ((stream), user)`, `decisions_by_user ((user), at DESC,
 //!   stream)`, `decisions_by_stream ((stream), at DESC, user)`;
+//!   `user_logins (user_id)`: the login a user id's decisions are indexed
+//!   under, so they are found by id too;
 //! - `spam_rate ((stream), minute, event_id, version)`: messages added by
 //!   spam-class events (not crowd reactions),
 //!   each event version, summed per minute on read (idempotent, no counters);
@@ -110,6 +112,8 @@ struct Prepared {
     put_dec_stream: PreparedStatement,
     sightings: PreparedStatement,
     user_decisions: PreparedStatement,
+    put_user_login: PreparedStatement,
+    get_user_login: PreparedStatement,
 }
 
 pub struct ScyllaHistory {
@@ -233,6 +237,9 @@ impl ScyllaHistory {
                 "CREATE TABLE IF NOT EXISTS {ks}.decisions_by_user (user text, at bigint, stream text, PRIMARY KEY ((user), at, stream)) WITH CLUSTERING ORDER BY (at DESC, stream ASC)"
             ),
             format!(
+                "CREATE TABLE IF NOT EXISTS {ks}.user_logins (user_id text PRIMARY KEY, user text)"
+            ),
+            format!(
                 "CREATE TABLE IF NOT EXISTS {ks}.decisions_by_stream (stream text, at bigint, user text, PRIMARY KEY ((stream), at, user)) WITH CLUSTERING ORDER BY (at DESC, user ASC)"
             ),
             format!(
@@ -277,6 +284,8 @@ impl ScyllaHistory {
             put_dec_stream: prep(format!("INSERT INTO {ks}.decisions_by_stream (stream, at, user) VALUES (?, ?, ?){ttl}")).await?,
             sightings: prep(format!("SELECT stream, event_id FROM {ks}.events_by_fingerprint WHERE fingerprint = ?")).await?,
             user_decisions: prep(format!("SELECT stream FROM {ks}.decisions_by_user WHERE user = ?")).await?,
+            put_user_login: prep(format!("INSERT INTO {ks}.user_logins (user_id, user) VALUES (?, ?){ttl}")).await?,
+            get_user_login: prep(format!("SELECT user FROM {ks}.user_logins WHERE user_id = ?")).await?,
         };
         Ok(Self {
             session,
@@ -399,6 +408,13 @@ impl ScyllaHistory {
                 &d.user_login
             }
             .to_lowercase();
+            let id = d.user_id.to_lowercase();
+            if !id.is_empty() && id != user {
+                self.session
+                    .execute_unpaged(&self.st.put_user_login, (&id, &user))
+                    .await
+                    .map_err(err)?;
+            }
             let exists = self
                 .session
                 .execute_unpaged(&self.st.get_decision, (&stream, &user))
@@ -549,14 +565,32 @@ impl ScyllaHistory {
         page_size: usize,
         cursor: Option<&str>,
     ) -> Result<Page<Decision>, HistoryError> {
-        let user = user.to_lowercase();
+        let mut user = user.to_lowercase();
         let mut st = self.st.user_decisions.clone();
         st.set_page_size(page_size.max(1) as i32);
-        let (res, paging) = self
+        let (mut res, mut paging) = self
             .session
             .execute_single_page(&st, (&user,), cursor_state(cursor)?)
             .await
             .map_err(err)?;
+        // Not a login decisions are indexed under: perhaps a user id.
+        if res.is_rows() && res.clone().into_rows_result().map_err(err)?.rows_num() == 0 {
+            let login = self
+                .session
+                .execute_unpaged(&self.st.get_user_login, (&user,))
+                .await
+                .map_err(err)?
+                .into_rows_result()
+                .map_err(err)?;
+            if let Some(login) = first_column::<String>(&login)?.into_iter().next() {
+                user = login;
+                (res, paging) = self
+                    .session
+                    .execute_single_page(&st, (&user,), cursor_state(cursor)?)
+                    .await
+                    .map_err(err)?;
+            }
+        }
         let rows = res.into_rows_result().map_err(err)?;
         let streams: Vec<String> = first_column(&rows)?;
         let user = &user;

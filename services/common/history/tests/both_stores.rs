@@ -141,6 +141,20 @@ async fn suite(h: &History, semantics: bool) {
         .unwrap()
         .items;
     assert_eq!(ud.len(), 2);
+    // By the user's id too (YouTube channel id, Twitch user id), in any
+    // case; an id nobody has finds nothing.
+    let by_id = h
+        .user_decisions("uc-azena".into(), 10, None)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(by_id, ud);
+    let nobody = h
+        .user_decisions("UC-nobody".into(), 10, None)
+        .await
+        .unwrap()
+        .items;
+    assert!(nobody.is_empty());
     let rate: u64 = h
         .spam_rate("youtube.vid-a".into(), 0, i64::MAX)
         .await
