@@ -256,25 +256,6 @@ async fn one_event_is_one_trace_across_services_and_every_role_serves_metrics() 
     );
     c.await_placement(&["d0"], Duration::from_secs(60)).await;
 
-    // Watch the channel before its chat arrives.
-    let mut client = gateway_client(&gw_addr, &gw).await;
-    let mut watch = client
-        .watch_channel(WatchChannelRequest {
-            stream: "twitch.xqcow".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let watched = tokio::spawn(async move {
-        let mut outputs = 0u64;
-        while let Some(Ok(ev)) = watch.next().await {
-            if !matches!(ev.kind, Some(watch_channel_event::Kind::Chat(_))) {
-                outputs += 1;
-            }
-        }
-        outputs
-    });
-
     let mut ing = c.role(
         "ingest",
         "ingest",
@@ -286,6 +267,34 @@ async fn one_event_is_one_trace_across_services_and_every_role_serves_metrics() 
             xqcow().to_str().unwrap(),
         ],
     );
+    // Watch the channel as soon as its chat is in (before, it is unknown:
+    // NOT_FOUND).
+    let mut client = gateway_client(&gw_addr, &gw).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut watch = loop {
+        match client
+            .watch_channel(WatchChannelRequest {
+                stream: "twitch.xqcow".into(),
+            })
+            .await
+        {
+            Ok(w) => break w.into_inner(),
+            Err(e) if e.code() == tonic::Code::NotFound && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    };
+    let watched = tokio::spawn(async move {
+        let mut outputs = 0u64;
+        while let Some(Ok(ev)) = watch.next().await {
+            if !matches!(ev.kind, Some(watch_channel_event::Kind::Chat(_))) {
+                outputs += 1;
+            }
+        }
+        outputs
+    });
+
     // Scrape ingest while it runs (it exits when the log is published),
     // once its first publish is acknowledged.
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -129,8 +129,9 @@ pub fn parse_bytes(bytes: &[u8], ctx: &StreamContext) -> Result<ParsedFile, Form
 }
 
 /// Longest line a line format may have: a longer one is malformed and
-/// skipped up to its newline, never held whole.
-pub const MAX_LINE_BYTES: usize = 1 << 20;
+/// skipped up to its newline, never held whole. (A Twitch IRC line is at
+/// most a few KiB; the limit only bounds what one line can hold.)
+pub const MAX_LINE_BYTES: usize = 4 << 20;
 
 /// Why a file could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -200,33 +201,36 @@ pub fn parse_reader(
         }
     };
     let parsed = match first {
-        b'[' => stream_array(&mut r, consumed, ctx)?,
-        b'{' => {
-            let mut line = Vec::new();
-            let too_long = read_line(&mut r, &mut line)?.unwrap_or(false);
-            let single = (!too_long)
-                .then(|| serde_json::from_slice::<Value>(&line).ok())
-                .flatten();
-            match single {
-                // One JSON value on the first line and more lines after it:
-                // JSON lines, read one at a time.
-                Some(v) if has_more(&mut r)? => {
+        b'[' => {
+            let vod = VodContext {
+                stream_id: ctx.video_id.clone(),
+                ..VodContext::default()
+            };
+            stream_array(&mut r, consumed, ctx, &vod)?
+        }
+        b'{' => match stream_object(&mut r, consumed, ctx, max_document)? {
+            TopObject::Streamed(parsed) => parsed,
+            // One JSON value and more after it: JSON lines, read one at a
+            // time (or, after a comma, items cut out of an array).
+            TopObject::Whole(v) => match skip_ws(&mut r, &mut consumed)? {
+                None => parse_json_value(&v, ctx)?,
+                Some(b',') => {
+                    let first = serde_json::to_vec(&v).map_err(std::io::Error::other)?;
+                    parse_json(&read_rest(&mut r, first, max_document)?, ctx)?
+                }
+                Some(_) => {
                     let mut lines = JsonLines::default();
                     lines.value(line_no + 1, v, ctx);
                     let mut n = line_no + 1;
+                    let mut line = Vec::new();
                     while let Some(too_long) = read_line(&mut r, &mut line)? {
                         n += 1;
                         lines.line(n, &line, too_long, ctx);
                     }
                     lines.finish()?
                 }
-                Some(v) => parse_json_value(&v, ctx)?,
-                None => {
-                    line.push(b'\n');
-                    parse_json(&read_rest(&mut r, line, max_document)?, ctx)?
-                }
-            }
-        }
+            },
+        },
         _ => {
             let mut lines = IrcLines::default();
             let mut line = Vec::new();
@@ -245,7 +249,7 @@ pub fn parse_reader(
 
 /// Largest item of a JSON array: a bigger one is malformed and skipped,
 /// never held whole.
-pub const MAX_ITEM_BYTES: usize = 1 << 20;
+pub const MAX_ITEM_BYTES: usize = 4 << 20;
 
 /// How one value of an array was read.
 enum ValueRead {
@@ -283,11 +287,12 @@ fn skip_ws(r: &mut impl std::io::BufRead, pos: &mut usize) -> std::io::Result<Op
 /// Reads one JSON value's bytes into `out` by its structure (brackets,
 /// strings and escapes), without parsing it: objects and arrays up to their
 /// closing bracket, strings up to their closing quote, other scalars up to
-/// the next `,`, `]` or whitespace.
+/// the next `,`, `]`, `}` or whitespace.
 fn read_value(
     r: &mut impl std::io::BufRead,
     out: &mut Vec<u8>,
     pos: &mut usize,
+    limit: usize,
 ) -> std::io::Result<ValueRead> {
     #[derive(PartialEq)]
     enum Shape {
@@ -317,7 +322,7 @@ fn read_value(
                 _ => Shape::Bare,
             });
             if *sh == Shape::Bare {
-                if b == b',' || b == b']' || b.is_ascii_whitespace() {
+                if matches!(b, b',' | b']' | b'}') || b.is_ascii_whitespace() {
                     end = Some(i);
                     break;
                 }
@@ -351,7 +356,7 @@ fn read_value(
             }
         }
         let take = end.unwrap_or(buf.len());
-        if out.len() + take > MAX_ITEM_BYTES {
+        if out.len().saturating_add(take) > limit {
             too_big = true;
             out.clear();
         }
@@ -379,15 +384,14 @@ fn stream_array(
     r: &mut impl std::io::BufRead,
     mut pos: usize,
     ctx: &StreamContext,
+    vod: &VodContext,
 ) -> Result<ParsedFile, ReadFailure> {
+    // At the `[` (past the indentation of its line).
+    skip_ws(r, &mut pos)?;
     r.consume(1);
     pos += 1;
     let mut out = ParsedFile::new(None);
     let mut state = ItemState::default();
-    let vod = VodContext {
-        stream_id: ctx.video_id.clone(),
-        ..VodContext::default()
-    };
     // Items before the first whose format is known wait for it.
     let mut pending: Vec<(usize, Value)> = Vec::new();
     let mut format: Option<Format> = None;
@@ -409,22 +413,22 @@ fn stream_array(
                 Some(f) => {
                     out.format = Some(f);
                     for (pn, pv) in pending.drain(..) {
-                        parse_one(&pv, pn, f, ctx, &vod, &mut state, out);
+                        parse_one(&pv, pn, f, ctx, vod, &mut state, out);
                     }
                 }
             }
         }
         if let Some(f) = *format {
-            parse_one(&v, n, f, ctx, &vod, &mut state, out);
+            parse_one(&v, n, f, ctx, vod, &mut state, out);
         }
     };
     match skip_ws(r, &mut pos)? {
-        Some(b']') => {}
+        Some(b']') => r.consume(1),
         None => broke = Some((pos, "the file ends inside the array")),
         Some(_) => loop {
             n += 1;
             let start = pos;
-            match read_value(r, &mut buf, &mut pos)? {
+            match read_value(r, &mut buf, &mut pos, MAX_ITEM_BYTES)? {
                 ValueRead::Whole => match serde_json::from_slice::<Value>(&buf) {
                     Ok(v) => handle(n, v, &mut format, &mut out),
                     Err(e) => out.malformed.push(Malformed {
@@ -450,7 +454,10 @@ fn stream_array(
                     pos += 1;
                     skip_ws(r, &mut pos)?;
                 }
-                Some(b']') => break,
+                Some(b']') => {
+                    r.consume(1);
+                    break;
+                }
                 Some(_) => {
                     broke = Some((pos, "expected `,` or `]`"));
                     break;
@@ -482,6 +489,129 @@ fn stream_array(
         fill_missing_timestamps(&mut out.events);
     }
     Ok(out)
+}
+
+/// The first top-level JSON object of a file.
+enum TopObject {
+    /// A TwitchDownloader file: its `comments` parsed as they were read.
+    Streamed(ParsedFile),
+    /// Any other object, whole.
+    Whole(Value),
+}
+
+/// Reads a top-level object (at byte `pos`, on its `{`) member by member:
+/// a `comments` array (TwitchDownloader) is parsed an item at a time with
+/// the `streamer` and `video` read before it, `embeddedData` (images) is
+/// skipped unheld, and every other member is held, at most `max` bytes
+/// together.
+fn stream_object(
+    r: &mut impl std::io::BufRead,
+    mut pos: usize,
+    ctx: &StreamContext,
+    max: u64,
+) -> Result<TopObject, ReadFailure> {
+    let invalid = |at: usize, what: &str| -> ReadFailure {
+        FormatError::Unrecognised(format!("invalid JSON at byte {at}: {what}")).into()
+    };
+    // At the `{` (past the indentation of its line).
+    skip_ws(r, &mut pos)?;
+    r.consume(1);
+    pos += 1;
+    let mut held = serde_json::Map::new();
+    let mut held_bytes = 0usize;
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    let mut comments: Option<ParsedFile> = None;
+    let mut used_stream: Option<String> = None;
+    let mut buf = Vec::new();
+    if skip_ws(r, &mut pos)? == Some(b'}') {
+        r.consume(1);
+        return Ok(TopObject::Whole(Value::Object(held)));
+    }
+    loop {
+        let at = pos;
+        if skip_ws(r, &mut pos)? != Some(b'"') {
+            return Err(invalid(at, "expected a member name"));
+        }
+        if !matches!(read_value(r, &mut buf, &mut pos, 4096)?, ValueRead::Whole) {
+            return Err(invalid(at, "a member name that does not end"));
+        }
+        let key: String = serde_json::from_slice(&buf).map_err(|e| invalid(at, &e.to_string()))?;
+        if skip_ws(r, &mut pos)? != Some(b':') {
+            return Err(invalid(pos, "expected `:`"));
+        }
+        r.consume(1);
+        pos += 1;
+        let next = skip_ws(r, &mut pos)?;
+        let vstart = pos;
+        if key == "comments" && next == Some(b'[') && comments.is_none() {
+            let file = Value::Object(held.clone());
+            let vod = VodContext::of_file(&file, &ctx.video_id);
+            let parsed = stream_array(r, pos, ctx, &vod)?;
+            used_stream = Some(vod.stream_id);
+            let broke = parsed
+                .malformed
+                .last()
+                .is_some_and(|m| m.reason.contains("breaks at byte"));
+            comments = Some(parsed);
+            if broke {
+                // Cut short inside the comments: what came before is kept.
+                break;
+            }
+            // Byte offsets past the comments are not counted on (messages
+            // about later members name the array's start).
+        } else {
+            let room = if key == "embeddedData" {
+                0
+            } else {
+                limit.saturating_sub(held_bytes)
+            };
+            match read_value(r, &mut buf, &mut pos, room)? {
+                ValueRead::Whole => {
+                    held_bytes += buf.len();
+                    let v: Value = serde_json::from_slice(&buf)
+                        .map_err(|e| invalid(vstart + byte_offset(&buf, &e), &e.to_string()))?;
+                    held.insert(key, v);
+                }
+                ValueRead::TooBig if key == "embeddedData" => {}
+                ValueRead::TooBig => {
+                    return Err(ReadFailure::Io(std::io::Error::other(format!(
+                        "a JSON document of more than {max} bytes; split it, or write it as \
+                         JSON lines"
+                    ))));
+                }
+                ValueRead::Ended => return Err(invalid(pos, "the file ends inside a value")),
+            }
+        }
+        match skip_ws(r, &mut pos)? {
+            Some(b',') => {
+                r.consume(1);
+                pos += 1;
+            }
+            Some(b'}') => {
+                r.consume(1);
+                break;
+            }
+            _ if comments.is_some() => break,
+            _ => return Err(invalid(pos, "expected `,` or `}`")),
+        }
+    }
+    match comments {
+        Some(mut parsed) => {
+            // `streamer` after `comments` (other writers than
+            // TwitchDownloader): the stream is still the streamer's.
+            let vod = VodContext::of_file(&Value::Object(held), &ctx.video_id);
+            if used_stream.as_ref() != Some(&vod.stream_id) {
+                for ev in &mut parsed.events {
+                    ev.stream_id.clone_from(&vod.stream_id);
+                    if ev.channel_id.is_empty() {
+                        ev.channel_id.clone_from(&vod.channel_id);
+                    }
+                }
+            }
+            Ok(TopObject::Streamed(parsed))
+        }
+        None => Ok(TopObject::Whole(Value::Object(held))),
+    }
 }
 
 /// `prefix` and the rest of `r`, refused past `max` bytes.
@@ -529,32 +659,6 @@ fn read_line(r: &mut impl std::io::BufRead, buf: &mut Vec<u8>) -> std::io::Resul
                 buf.pop();
             }
             return Ok(Some(too_long));
-        }
-    }
-}
-
-/// True when anything but whitespace is left in `r` (consumes the
-/// whitespace before it).
-fn has_more(r: &mut impl std::io::BufRead) -> std::io::Result<bool> {
-    loop {
-        let buf = r.fill_buf()?;
-        if buf.is_empty() {
-            return Ok(false);
-        }
-        match buf.iter().position(|b| !b.is_ascii_whitespace()) {
-            Some(i) => {
-                // Keep the line: consume only up to its start.
-                let start = buf[..i]
-                    .iter()
-                    .rposition(|&b| b == b'\n')
-                    .map_or(0, |p| p + 1);
-                r.consume(start);
-                return Ok(true);
-            }
-            None => {
-                let n = buf.len();
-                r.consume(n);
-            }
         }
     }
 }

@@ -163,15 +163,20 @@ fn innertube_replay_response_and_yt_dlp_lines() {
 #[test]
 fn twitch_vod_json() {
     let comment = read_json("formats/twitch-vod-comment.json");
-    let file = json!({
-        "FileInfo": {"Version": {"Major": 1, "Minor": 4, "Patch": 0}},
-        "streamer": {"name": "LIRIK", "id": 23161357},
-        "video": {"title": "t", "id": "212237951", "created_at": "2017-12-24T17:04:47Z", "start": 0, "end": 100},
-        "comments": [comment.clone(), {"_id": "second", "content_offset_seconds": 10.0,
-            "commenter": {"_id": "1", "name": "x", "display_name": "X"},
-            "message": {"body": "hi", "user_badges": [{"_id": "moderator", "version": "1"}]}}]
-    });
-    let f = format::parse_bytes(file.to_string().as_bytes(), &ctx("file")).unwrap();
+    // In TwitchDownloader's order (json! would sort the keys), with its
+    // embedded images after the comments.
+    let second = json!({"_id": "second", "content_offset_seconds": 10.0,
+        "commenter": {"_id": "1", "name": "x", "display_name": "X"},
+        "message": {"body": "hi", "user_badges": [{"_id": "moderator", "version": "1"}]}});
+    let file = format!(
+        r#"{{"FileInfo": {{"Version": {{"Major": 1, "Minor": 4, "Patch": 0}}}},
+  "streamer": {{"name": "LIRIK", "id": 23161357}},
+  "video": {{"title": "t", "id": "212237951", "created_at": "2017-12-24T17:04:47Z", "start": 0, "end": 100}},
+  "comments": [{comment}, {second}],
+  "embeddedData": {{"firstParty": [{{"data": "{images}"}}]}}}}"#,
+        images = "A".repeat(3 << 20)
+    );
+    let f = format::parse_bytes(file.as_bytes(), &ctx("file")).unwrap();
     assert_eq!(f.format, Some(Format::TwitchVod));
     assert_eq!(messages(&f), 2);
     let ev = &f.events[0];
@@ -187,6 +192,17 @@ fn twitch_vod_json() {
         panic!()
     };
     assert!(m.author.as_ref().unwrap().roles.as_ref().unwrap().moderator);
+
+    // Read member by member: the 3 MiB of images past the comments are
+    // skipped, not held (a document limit of 1 MiB does not refuse it).
+    let small = format::parse_reader(file.as_bytes(), &ctx("file"), 1 << 20).unwrap();
+    assert_eq!(messages(&small), 2);
+    // Another writer's order, streamer after the comments: the stream is
+    // still the streamer's.
+    let sorted =
+        json!({"comments": [comment.clone()], "streamer": {"name": "LIRIK", "id": 23161357}});
+    let f = format::parse_bytes(sorted.to_string().as_bytes(), &ctx("file")).unwrap();
+    assert_eq!(f.events[0].stream_key(), "twitch.lirik");
 
     let alone = format::parse_bytes(comment.to_string().as_bytes(), &ctx("c")).unwrap();
     assert_eq!(
