@@ -276,21 +276,7 @@ async fn watch_channel_streams_chat_and_spam_events_live() {
         &dir.0,
     );
     // The page opens once its first chat is in.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut watch = loop {
-        match c
-            .watch_channel(WatchChannelRequest {
-                stream: "twitch.watchme".into(),
-            })
-            .await
-        {
-            Ok(w) => break w.into_inner(),
-            Err(e) if e.code() == tonic::Code::NotFound && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("{e:?}"),
-        }
-    };
+    let mut watch = spamscope_testkit::jetstream::watch_once_known(&mut c, "twitch.watchme").await;
     let (mut chat, mut spam) = (0, 0);
     let deadline = Instant::now() + Duration::from_secs(60);
     while chat < 100 || spam < 1 {

@@ -28,7 +28,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
-use spamscope_proto::v1::{WatchChannelRequest, watch_channel_event};
+use spamscope_proto::v1::watch_channel_event;
 
 /// One received span.
 #[derive(Debug, Clone)]
@@ -270,21 +270,8 @@ async fn one_event_is_one_trace_across_services_and_every_role_serves_metrics() 
     // Watch the channel as soon as its chat is in (before, it is unknown:
     // NOT_FOUND).
     let mut client = gateway_client(&gw_addr, &gw).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut watch = loop {
-        match client
-            .watch_channel(WatchChannelRequest {
-                stream: "twitch.xqcow".into(),
-            })
-            .await
-        {
-            Ok(w) => break w.into_inner(),
-            Err(e) if e.code() == tonic::Code::NotFound && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("{e:?}"),
-        }
-    };
+    let mut watch =
+        spamscope_testkit::jetstream::watch_once_known(&mut client, "twitch.xqcow").await;
     let watched = tokio::spawn(async move {
         let mut outputs = 0u64;
         while let Some(Ok(ev)) = watch.next().await {

@@ -205,3 +205,26 @@ pub async fn gateway_client(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A WatchChannel stream of `stream`, opened as soon as the gateway knows
+/// the stream (before its first chat it answers NOT_FOUND; 30 s at most).
+pub async fn watch_once_known(
+    client: &mut spamscope_proto::v1::gateway_client::GatewayClient<tonic::transport::Channel>,
+    stream: &str,
+) -> tonic::Streaming<spamscope_proto::v1::WatchChannelEvent> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match client
+            .watch_channel(spamscope_proto::v1::WatchChannelRequest {
+                stream: stream.into(),
+            })
+            .await
+        {
+            Ok(w) => return w.into_inner(),
+            Err(e) if e.code() == tonic::Code::NotFound && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("watch {stream}: {e:?}"),
+        }
+    }
+}
