@@ -803,26 +803,6 @@ fn parse_json(bytes: &[u8], ctx: &StreamContext) -> Result<ParsedFile, FormatErr
         Ok(v) => return parse_json_value(&v, ctx),
         Err(e) => e,
     };
-    let trimmed = bytes.trim_ascii_start();
-    // An array that breaks (a download cut short): the items before the
-    // break are read, the break is reported with its byte offset.
-    if trimmed.starts_with(b"[") {
-        let start = bytes.len() - trimmed.len();
-        let (items, broke) = array_items(bytes, start + 1);
-        if !items.is_empty() {
-            let mut out = parse_json_value(&Value::Array(items), ctx)?;
-            if let Some((at, reason)) = broke {
-                let n = out.events.len() + out.skipped as usize + out.malformed.len();
-                out.malformed.push(Malformed {
-                    line: n + 1,
-                    reason: format!(
-                        "the JSON array breaks at byte {at}: {reason}; nothing after it is read"
-                    ),
-                });
-            }
-            return Ok(out);
-        }
-    }
     // Comma-separated items cut out of an array (copied from a response
     // body): `{...},\n{...},`.
     if let Some(v) = parse_as_array_fragment(bytes) {
@@ -903,43 +883,6 @@ impl JsonLines {
             ));
         }
         Ok(self.out)
-    }
-}
-
-/// The values of a JSON array starting at `bytes[pos..]` (just after its
-/// `[`), one by one, up to where it breaks: the byte offset and the reason.
-fn array_items(bytes: &[u8], mut pos: usize) -> (Vec<Value>, Option<(usize, String)>) {
-    let mut items = Vec::new();
-    let skip_ws = |pos: &mut usize| {
-        while bytes.get(*pos).is_some_and(u8::is_ascii_whitespace) {
-            *pos += 1;
-        }
-    };
-    skip_ws(&mut pos);
-    if bytes.get(pos) == Some(&b']') {
-        return (items, None);
-    }
-    loop {
-        let rest = &bytes[pos..];
-        let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<Value>();
-        match values.next() {
-            Some(Ok(v)) => {
-                items.push(v);
-                pos += values.byte_offset();
-            }
-            Some(Err(e)) => return (items, Some((pos + byte_offset(rest, &e), e.to_string()))),
-            None => return (items, Some((pos, "the file ends inside the array".into()))),
-        }
-        skip_ws(&mut pos);
-        match bytes.get(pos) {
-            Some(b',') => {
-                pos += 1;
-                skip_ws(&mut pos);
-            }
-            Some(b']') => return (items, None),
-            Some(_) => return (items, Some((pos, "expected `,` or `]`".into()))),
-            None => return (items, Some((pos, "the file ends inside the array".into()))),
-        }
     }
 }
 
