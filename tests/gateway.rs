@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use harness::*;
 use spamscope_proto::v1::{
-    ChannelHistoryRequest, ClusterStatusRequest, GetParamsRequest, ListChannelsRequest,
-    SearchSpamRequest, SetParamsRequest, UserHistoryRequest, WatchChannelRequest,
+    ChannelChatRequest, ChannelChatResponse, ChannelHistoryRequest, ClusterStatusRequest,
+    GetParamsRequest, ListChannelsRequest, SearchSpamRequest, SetParamsRequest,
+    SpamEventDetailRequest, UserHistoryRequest, WatchChannelRequest, chat_event,
     watch_channel_event,
 };
 use tonic::Code;
@@ -305,6 +306,265 @@ async fn watch_channel_streams_chat_and_spam_events_live() {
         reply.contains("grpc-status:0") || reply.contains("grpc-status: 0"),
         "{reply}"
     );
+}
+
+/// Every page of the kept chat of `stream`, newest page first.
+async fn chat_pages(
+    c: &mut spamscope_proto::v1::gateway_client::GatewayClient<tonic::transport::Channel>,
+    stream: &str,
+    limit: u32,
+) -> Vec<ChannelChatResponse> {
+    let mut pages: Vec<ChannelChatResponse> = Vec::new();
+    loop {
+        let page_token = pages
+            .last()
+            .map(|p| p.next_page_token.clone())
+            .unwrap_or_default();
+        let p = c
+            .channel_chat(ChannelChatRequest {
+                stream: stream.into(),
+                limit,
+                page_token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let more = !p.next_page_token.is_empty();
+        pages.push(p);
+        if !more {
+            return pages;
+        }
+        assert!(pages.len() < 100, "paging does not end");
+    }
+}
+
+fn is_message(ev: &spamscope_proto::v1::ChatEvent) -> bool {
+    matches!(ev.kind, Some(chat_event::Kind::Message(_)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_chat_pages_back_to_the_start_and_a_spam_event_opens_with_its_messages() {
+    let r = start_standalone();
+    let mut c = gateway_client(&r.addr, &r.proc).await;
+    // Counted from the log itself: its chat lines and moderator actions.
+    let log = std::fs::read_to_string(repo("testdata/twitch/xqcow-2019-09-15.irc")).unwrap();
+    let privmsgs = log
+        .lines()
+        .filter(|l| l.contains(" PRIVMSG #xqcow "))
+        .count();
+    let clearchats = log
+        .lines()
+        .filter(|l| l.contains(" CLEARCHAT #xqcow"))
+        .count();
+    assert!(privmsgs > 4000 && clearchats > 10);
+
+    // Page back until the whole log is in and the newest page is scored.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let pages = loop {
+        let pages = chat_pages(&mut c, "twitch.xqcow", 1000).await;
+        let messages: usize = pages
+            .iter()
+            .map(|p| p.events.iter().filter(|e| is_message(e)).count())
+            .sum();
+        let newest = &pages[0];
+        let scored = newest.scores.len();
+        if messages == privmsgs && scored == newest.events.iter().filter(|e| is_message(e)).count()
+        {
+            break pages;
+        }
+        assert!(
+            messages <= privmsgs,
+            "{messages} messages read back, the log has {privmsgs}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{messages} of {privmsgs} messages, {scored} scores on the newest page\n{}",
+            tail(&r.proc.log_text(), 20)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    // Oldest first within a page, pages newest first, no event twice.
+    let all: Vec<_> = pages.iter().rev().flat_map(|p| p.events.iter()).collect();
+    assert!(
+        all.windows(2).all(|w| w[0].ts_ms <= w[1].ts_ms),
+        "out of order"
+    );
+    let ids: std::collections::HashSet<_> = all.iter().map(|e| &e.event_id).collect();
+    assert_eq!(ids.len(), all.len(), "an event on two pages");
+    assert!(pages.len() >= 5, "{} pages", pages.len());
+    assert!(
+        pages[..pages.len() - 1]
+            .iter()
+            .all(|p| p.events.len() >= 1000)
+    );
+    assert!(pages.iter().all(|p| p.undecodable == 0));
+    let removals = all
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.kind,
+                Some(
+                    chat_event::Kind::UserTimedOut(_)
+                        | chat_event::Kind::UserBanned(_)
+                        | chat_event::Kind::ChatCleared(_)
+                )
+            )
+        })
+        .count();
+    assert_eq!(removals, clearchats);
+    // Bad requests are refused with the reason; unknown streams are not found.
+    for (req, code) in [
+        (
+            ChannelChatRequest {
+                stream: "twitch.xqcow".into(),
+                limit: 1001,
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            ChannelChatRequest {
+                stream: "twitch.xqcow".into(),
+                page_token: "x".into(),
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            ChannelChatRequest {
+                stream: "twitch.nobodyhere".into(),
+                ..Default::default()
+            },
+            Code::NotFound,
+        ),
+    ] {
+        assert_eq!(c.channel_chat(req).await.unwrap_err().code(), code);
+    }
+
+    // The biggest spam event opens with its messages, users and timeline
+    // (once the history writer has settled: two reads alike).
+    let mut h = Default::default();
+    loop {
+        let next = c
+            .channel_history(ChannelHistoryRequest {
+                stream: "twitch.xqcow".into(),
+                page_size: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if next == h {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the history does not settle");
+        h = next;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    let h: spamscope_proto::v1::ChannelHistoryResponse = h;
+    let event = h
+        .spam_events
+        .iter()
+        .max_by_key(|e| e.count)
+        .expect("xqcow has spam events")
+        .clone();
+    let d = c
+        .spam_event_detail(SpamEventDetailRequest {
+            stream: "twitch.xqcow".into(),
+            event_id: event.event_id,
+            limit: 1000,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let got = d.event.clone().unwrap();
+    assert_eq!(got.event_id, event.event_id);
+    eprintln!(
+        "event {} {:?}: count {}, scored {}, found {}, users {}, shown {}",
+        event.event_id,
+        event.text,
+        event.count,
+        d.scored_messages,
+        d.messages_found,
+        d.users.len(),
+        d.messages.len()
+    );
+    assert!(d.scored_messages > 0 && d.scored_messages <= got.count);
+    assert_eq!(
+        d.messages_found, d.scored_messages,
+        "every scored message is kept"
+    );
+    assert_eq!(d.messages.len() as u64, d.messages_found.min(1000));
+    assert_eq!(
+        d.timeline.iter().map(|t| t.messages).sum::<u64>(),
+        d.scored_messages
+    );
+    // Who sent it: the top 100 senders, counted from the same scores; the
+    // distinct authors of its messages match the event's own count.
+    assert!(d.users.len() <= 100 && d.users.windows(2).all(|w| w[0].messages >= w[1].messages));
+    assert!(d.users.iter().map(|u| u.messages).sum::<u64>() <= d.scored_messages);
+    let authors: std::collections::HashSet<_> = d
+        .messages
+        .iter()
+        .filter_map(|m| match &m.kind {
+            Some(chat_event::Kind::Message(x)) => x.author.as_ref().map(|a| a.login.clone()),
+            _ => None,
+        })
+        .collect();
+    let unscored = got.count - d.scored_messages;
+    assert!(
+        authors.len() as u64 <= got.unique_users
+            && authors.len() as u64 + unscored >= got.unique_users,
+        "{} authors, the event says {} users",
+        authors.len(),
+        got.unique_users
+    );
+    // Its messages are the chat's own, in the event's time.
+    for m in &d.messages {
+        assert!(ids.contains(&m.event_id));
+        assert!(m.ts_ms >= got.first_seen_ms - 60_000 && m.ts_ms <= got.last_seen_ms);
+    }
+    // Decisions page on their own token, to the same set as one big page.
+    let mut paged = Vec::new();
+    let mut token = String::new();
+    loop {
+        let p = c
+            .channel_history(ChannelHistoryRequest {
+                stream: "twitch.xqcow".into(),
+                page_size: 7,
+                decisions_page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(token.is_empty() || p.spam_events.is_empty());
+        paged.extend(p.decisions.into_iter().map(|d| (d.user_id, d.at_ms)));
+        token = p.next_decisions_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    let whole: Vec<_> = h
+        .decisions
+        .iter()
+        .map(|d| (d.user_id.clone(), d.at_ms))
+        .collect();
+    assert!(
+        whole.len() > 7 && whole.len() < 100,
+        "{} decisions",
+        whole.len()
+    );
+    assert_eq!(paged, whole);
+    let e = c
+        .spam_event_detail(SpamEventDetailRequest {
+            stream: "twitch.xqcow".into(),
+            event_id: 999_999_999,
+            limit: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
 }
 
 /// One unary gRPC-web call over HTTP/1.1 with an empty message.

@@ -6,3 +6,6 @@ import { Gateway } from "./gen/spamscope/v1/gateway_pb";
 const transport = createGrpcWebTransport({ baseUrl: window.location.origin });
 
 export const api = createClient(Gateway, transport);
+
+/** Where the admin token is kept: this tab's session storage only. */
+export const ADMIN_TOKEN_KEY = "spamscope-admin-token";

@@ -11,7 +11,9 @@
 //! ([`GatewayError`]); requests, pages and queries are bounded.
 
 pub mod cli;
+pub mod kept;
 pub mod live;
+mod readback;
 pub mod watch;
 
 use std::path::PathBuf;
@@ -26,11 +28,12 @@ use spamscope_history::any::History;
 use spamscope_proto::StreamKey;
 use spamscope_proto::v1::gateway_server::{Gateway as GatewayApi, GatewayServer};
 use spamscope_proto::v1::{
-    ChannelHistoryRequest, ChannelHistoryResponse, ClusterStatusRequest, ClusterStatusResponse,
-    DetectorOutput, GetParamsRequest, ListChannelsRequest, ListChannelsResponse, Params, RatePoint,
-    SearchSpamRequest, SearchSpamResponse, SetParamsRequest, ShardStatus, SpamMatch,
-    UserHistoryRequest, UserHistoryResponse, WatchChannelEvent, WatchChannelRequest,
-    detector_output, watch_channel_event,
+    ChannelChatRequest, ChannelChatResponse, ChannelHistoryRequest, ChannelHistoryResponse,
+    ClusterStatusRequest, ClusterStatusResponse, DetectorOutput, GetParamsRequest,
+    ListChannelsRequest, ListChannelsResponse, Params, RatePoint, SearchSpamRequest,
+    SearchSpamResponse, SetParamsRequest, ShardStatus, SpamEventDetailRequest,
+    SpamEventDetailResponse, SpamMatch, UserHistoryRequest, UserHistoryResponse, WatchChannelEvent,
+    WatchChannelRequest, detector_output, watch_channel_event,
 };
 use spamscope_runtime::now_ms;
 use spamscope_store::Store;
@@ -45,6 +48,9 @@ pub use live::Live;
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Largest page of any paged call.
 pub const MAX_PAGE: u32 = 100;
+/// Most chat events or event messages one ChannelChat or
+/// SpamEventDetail returns.
+pub const MAX_READBACK: u32 = 1000;
 /// Longest search text, in characters.
 pub const MAX_QUERY_CHARS: usize = 2000;
 
@@ -197,12 +203,15 @@ impl Gateway {
 }
 
 fn page_size(n: u32, default: u32) -> Result<usize, GatewayError> {
+    bounded("page_size", n, default, MAX_PAGE)
+}
+
+/// A count from a request: `default` for 0, refused above `max`.
+fn bounded(name: &str, n: u32, default: u32, max: u32) -> Result<usize, GatewayError> {
     match n {
         0 => Ok(default as usize),
-        n if n <= MAX_PAGE => Ok(n as usize),
-        n => Err(GatewayError::Invalid(format!(
-            "page_size {n} is above {MAX_PAGE}"
-        ))),
+        n if n <= max => Ok(n as usize),
+        n => Err(GatewayError::Invalid(format!("{name} {n} is above {max}"))),
     }
 }
 
@@ -471,6 +480,25 @@ impl GatewayApi for Gateway {
         }
         let size = page_size(r.page_size, 50)?;
         let h = &self.history;
+        // A decisions page alone; else a page of events, with the first
+        // page of decisions and the rate when it is the first.
+        if !r.decisions_page_token.is_empty() {
+            let d = h
+                .channel_decisions(
+                    stream,
+                    r.from_ms,
+                    to,
+                    size,
+                    Some(r.decisions_page_token.clone()),
+                )
+                .await
+                .map_err(GatewayError::from)?;
+            return Ok(Response::new(ChannelHistoryResponse {
+                decisions: d.items,
+                next_decisions_page_token: d.next.unwrap_or_default(),
+                ..Default::default()
+            }));
+        }
         let events = h
             .channel_events(
                 stream.clone(),
@@ -481,13 +509,11 @@ impl GatewayApi for Gateway {
             )
             .await
             .map_err(GatewayError::from)?;
-        // Decisions and the rate come with the first page.
         let (decisions, rate) = if r.page_token.is_empty() {
             let d = h
-                .channel_decisions(stream.clone(), r.from_ms, to, MAX_PAGE as usize, None)
+                .channel_decisions(stream.clone(), r.from_ms, to, size, None)
                 .await
-                .map_err(GatewayError::from)?
-                .items;
+                .map_err(GatewayError::from)?;
             let rate = h
                 .spam_rate(
                     stream.clone(),
@@ -498,11 +524,18 @@ impl GatewayApi for Gateway {
                 .map_err(GatewayError::from)?;
             (d, rate)
         } else {
-            (Vec::new(), Vec::new())
+            (
+                spamscope_history::Page {
+                    items: Vec::new(),
+                    next: None,
+                },
+                Vec::new(),
+            )
         };
         Ok(Response::new(ChannelHistoryResponse {
             spam_events: events.items,
-            decisions,
+            decisions: decisions.items,
+            next_decisions_page_token: decisions.next.unwrap_or_default(),
             spam_rate: rate
                 .into_iter()
                 .map(|(minute_ms, spam_messages)| RatePoint {
@@ -595,6 +628,42 @@ impl GatewayApi for Gateway {
             .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
         info!(scope = %scope, "detector params changed");
         Ok(Response::new(self.params_of(&scope).await?))
+    }
+
+    async fn channel_chat(
+        &self,
+        req: Request<ChannelChatRequest>,
+    ) -> Result<Response<ChannelChatResponse>, Status> {
+        let r = req.into_inner();
+        let key = parse_stream(&r.stream)?;
+        let limit = bounded("limit", r.limit, 200, MAX_READBACK)?;
+        let before = match r.page_token.as_str() {
+            "" => None,
+            t => Some(
+                t.parse::<u64>()
+                    .ok()
+                    .filter(|&s| s > 0)
+                    .ok_or_else(|| GatewayError::Invalid("page_token is not valid".into()))?,
+            ),
+        };
+        self.require_known(&key).await?;
+        Ok(Response::new(self.chat_page(&key, limit, before).await?))
+    }
+
+    async fn spam_event_detail(
+        &self,
+        req: Request<SpamEventDetailRequest>,
+    ) -> Result<Response<SpamEventDetailResponse>, Status> {
+        let r = req.into_inner();
+        let key = parse_stream(&r.stream)?;
+        let limit = bounded("limit", r.limit, 200, MAX_READBACK)?;
+        if r.event_id == 0 {
+            return Err(GatewayError::Invalid("event_id is required".into()).into());
+        }
+        self.require_known(&key).await?;
+        Ok(Response::new(
+            self.event_detail(&key, r.event_id, limit).await?,
+        ))
     }
 
     async fn cluster_status(

@@ -1,9 +1,10 @@
-//! Prints detector outputs arriving on SPAM, as `spamscope replay` does.
+//! Prints detector outputs arriving on SPAM, as `spamscope replay` does
+//! (spam events and decisions; not the per-message scores).
 
 use futures::StreamExt;
 use prost::Message;
 use spamscope_bus::{Bus, subjects};
-use spamscope_proto::v1::DetectorOutput;
+use spamscope_proto::v1::{DetectorOutput, detector_output};
 use tokio_util::sync::CancellationToken;
 
 pub async fn print_outputs(bus: Bus, stop: CancellationToken) {
@@ -16,7 +17,9 @@ pub async fn print_outputs(bus: Bus, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             m = sub.next() => match m { Some(m) => m, None => return },
         };
-        if let Ok(o) = DetectorOutput::decode(msg.payload) {
+        if let Ok(o) = DetectorOutput::decode(msg.payload)
+            && !matches!(o.kind, Some(detector_output::Kind::MessageScore(_)))
+        {
             let _ = crate::cmd::replay::print_row(&mut out, &o);
         }
     }

@@ -34,6 +34,11 @@ pub struct StandaloneArgs {
     /// Stop once the replay is done and its outputs are out.
     #[arg(long)]
     pub exit_when_done: bool,
+    /// Do not publish a spam score for every message (the console then
+    /// marks no spam in the chat and a spam event opens without its
+    /// messages and users; the output stream holds about half as much).
+    #[arg(long)]
+    pub no_scores: bool,
     #[command(flatten)]
     pub params: ParamsArgs,
 }
@@ -79,6 +84,7 @@ pub fn run(mut args: StandaloneArgs) -> Result<()> {
             replica_id: "standalone-0".to_owned(),
             shards: args.cluster.shards,
             handover_timeout: Duration::ZERO,
+            emit_scores: !args.no_scores,
             params,
             ..Default::default()
         };

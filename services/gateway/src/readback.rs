@@ -1,0 +1,299 @@
+//! ChannelChat and SpamEventDetail: what JetStream keeps of a stream, read
+//! back (see [`crate::kept`]).
+//!
+//! - A chat page is the newest events before a sequence, with the scores
+//!   the detector published for its messages. Its page token is the
+//!   sequence of its oldest stored message.
+//! - An event's detail is its last update, the scores attributed to it
+//!   (users, timeline) and its messages, found by scanning the stream's
+//!   outputs and chat back to the event's start.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::ControlFlow;
+
+use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
+use prost::Message;
+use spamscope_bus::subjects;
+use spamscope_proto::StreamKey;
+use spamscope_proto::v1::{
+    ChannelChatResponse, ChatEvent, DetectorOutput, EventUser, MessageScore, SpamEvent,
+    SpamEventDetailResponse, TimelinePoint, chat_event, detector_output,
+};
+
+use crate::kept::{self, Kept, ScanEnd};
+use crate::{Gateway, GatewayError};
+
+/// Stored messages one call reads at most, in all.
+const MAX_VISIT: usize = 300_000;
+/// Scores looked through for one chat page, per event asked for.
+const SCORES_PER_EVENT: usize = 16;
+/// Timeline bucket of an event, in milliseconds.
+pub const TIMELINE_BUCKET_MS: i64 = 10_000;
+/// Users listed for an event.
+const MAX_USERS: usize = 100;
+/// Outputs up to this long before an event's first message still belong
+/// to the scan (outputs of one stream are published in chat order, but a
+/// decision can carry an earlier time).
+const SLACK_MS: i64 = 60_000;
+
+fn unavailable(e: impl std::fmt::Display) -> GatewayError {
+    GatewayError::Unavailable(e.to_string())
+}
+
+/// The event time of a detector output.
+fn output_ms(o: &DetectorOutput) -> Option<i64> {
+    match o.kind.as_ref()? {
+        detector_output::Kind::SpamEvent(e) => Some(e.last_seen_ms),
+        detector_output::Kind::Decision(d) => Some(d.at_ms),
+        detector_output::Kind::MessageScore(s) => Some(s.ts_ms),
+    }
+}
+
+impl Gateway {
+    async fn chat_stream(&self, key: &StreamKey) -> Result<(Stream, String), GatewayError> {
+        let shard = spamscope_routing::shard_of(&key.to_string(), self.shards);
+        let stream = self
+            .bus
+            .js
+            .get_stream(subjects::chat_stream(shard))
+            .await
+            .map_err(|e| unavailable(format!("JetStream: {e}")))?;
+        Ok((stream, subjects::chat(shard, key.platform.key(), &key.id)))
+    }
+
+    /// The sequence after the last chat of `subject`; None when none is kept.
+    async fn chat_end(stream: &Stream, subject: &str) -> Result<Option<u64>, GatewayError> {
+        match stream.get_last_raw_message_by_subject(subject).await {
+            Ok(m) => Ok(Some(m.sequence + 1)),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(unavailable(format!("JetStream: {e}"))),
+        }
+    }
+
+    /// A page of the kept chat of `key`: about `limit` events before
+    /// sequence `before` (None: the newest).
+    pub async fn chat_page(
+        &self,
+        key: &StreamKey,
+        limit: usize,
+        before: Option<u64>,
+    ) -> Result<ChannelChatResponse, GatewayError> {
+        let (mut stream, subject) = self.chat_stream(key).await?;
+        let before = match before {
+            Some(b) => b,
+            None => match Self::chat_end(&stream, &subject).await? {
+                Some(b) => b,
+                None => return Ok(ChannelChatResponse::default()),
+            },
+        };
+        let (first, _) = kept::bounds(&mut stream).await.map_err(unavailable)?;
+        // Newest first while reading; the page is returned oldest first.
+        let mut batches: Vec<Vec<ChatEvent>> = Vec::new();
+        let (mut events, mut oldest) = (0usize, None::<Kept>);
+        let mut undecodable = 0u32;
+        let end = kept::scan_back(&stream, first, &subject, before, MAX_VISIT, |m| {
+            match spamscope_proto::decode_chat(
+                subjects::is_batch(m.headers.as_ref()),
+                m.payload.clone(),
+            ) {
+                Ok(evs) => {
+                    events += evs.len();
+                    batches.push(evs);
+                }
+                Err(_) => undecodable += 1,
+            }
+            oldest = Some(m);
+            if events >= limit {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .await
+        .map_err(unavailable)?;
+        let events: Vec<ChatEvent> = batches.into_iter().rev().flatten().collect();
+        let scores = match &oldest {
+            Some(o) => self.scores_of(key, &events, o).await?,
+            None => Vec::new(),
+        };
+        let next_page_token = match (&oldest, end) {
+            (Some(o), ScanEnd::Stopped | ScanEnd::Budget) if o.seq > first => o.seq.to_string(),
+            _ => String::new(),
+        };
+        Ok(ChannelChatResponse {
+            events,
+            scores,
+            next_page_token,
+            undecodable,
+        })
+    }
+
+    /// The scores the detector published for the messages of `events`,
+    /// read forward from when the oldest of them was stored.
+    async fn scores_of(
+        &self,
+        key: &StreamKey,
+        events: &[ChatEvent],
+        oldest: &Kept,
+    ) -> Result<Vec<MessageScore>, GatewayError> {
+        let mut wanted: HashSet<&str> = events
+            .iter()
+            .filter(|e| matches!(e.kind, Some(chat_event::Kind::Message(_))))
+            .map(|e| e.event_id.as_str())
+            .collect();
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let spam = self
+            .bus
+            .js
+            .get_stream(subjects::SPAM_STREAM)
+            .await
+            .map_err(|e| unavailable(format!("JetStream: {e}")))?;
+        let mut scores = Vec::new();
+        kept::read(
+            &spam,
+            &subjects::spam_stream(key.platform.key(), &key.id),
+            DeliverPolicy::ByStartTime {
+                start_time: oldest.published,
+            },
+            u64::MAX,
+            (wanted.len() * SCORES_PER_EVENT).min(MAX_VISIT),
+            |m| {
+                if let Ok(DetectorOutput {
+                    kind: Some(detector_output::Kind::MessageScore(s)),
+                }) = DetectorOutput::decode(m.payload)
+                    && wanted.remove(s.message_id.as_str())
+                {
+                    scores.push(s);
+                }
+                if wanted.is_empty() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        )
+        .await
+        .map_err(unavailable)?;
+        Ok(scores)
+    }
+
+    /// Spam event `id` of `key` with its messages (at most `limit`), users
+    /// and timeline.
+    pub async fn event_detail(
+        &self,
+        key: &StreamKey,
+        id: u64,
+        limit: usize,
+    ) -> Result<SpamEventDetailResponse, GatewayError> {
+        let mut spam = self
+            .bus
+            .js
+            .get_stream(subjects::SPAM_STREAM)
+            .await
+            .map_err(|e| unavailable(format!("JetStream: {e}")))?;
+        let (first, last) = kept::bounds(&mut spam).await.map_err(unavailable)?;
+        let mut event: Option<SpamEvent> = None;
+        let mut ids: HashSet<String> = HashSet::new();
+        let mut users: HashMap<String, u64> = HashMap::new();
+        let mut timeline: BTreeMap<i64, u64> = BTreeMap::new();
+        let mut scored = 0u64;
+        let subject = subjects::spam_stream(key.platform.key(), &key.id);
+        kept::scan_back(&spam, first, &subject, last + 1, MAX_VISIT, |m| {
+            let Ok(o) = DetectorOutput::decode(m.payload) else {
+                return ControlFlow::Continue(());
+            };
+            let at = output_ms(&o);
+            match o.kind {
+                // Newest first: the first seen is the last update.
+                Some(detector_output::Kind::SpamEvent(e))
+                    if e.event_id == id && event.is_none() =>
+                {
+                    event = Some(e);
+                }
+                Some(detector_output::Kind::MessageScore(s)) if s.spam_event_id == id => {
+                    scored += 1;
+                    *timeline
+                        .entry(s.ts_ms.div_euclid(TIMELINE_BUCKET_MS) * TIMELINE_BUCKET_MS)
+                        .or_default() += 1;
+                    if ids.len() < MAX_VISIT {
+                        ids.insert(s.message_id);
+                    }
+                    if users.len() < MAX_VISIT || users.contains_key(&s.user_login) {
+                        *users.entry(s.user_login).or_default() += 1;
+                    }
+                }
+                _ => {}
+            }
+            match (&event, at) {
+                (Some(e), Some(at)) if at < e.first_seen_ms - SLACK_MS => ControlFlow::Break(()),
+                _ => ControlFlow::Continue(()),
+            }
+        })
+        .await
+        .map_err(unavailable)?;
+        let Some(event) = event else {
+            return Err(GatewayError::NotFound(format!(
+                "no spam event {id} of {key} is kept (detector outputs are kept for \
+                 --spam-max-age; the history keeps the event itself)"
+            )));
+        };
+        let mut messages = Vec::new();
+        let mut found = 0usize;
+        let (mut chat, subject) = self.chat_stream(key).await?;
+        if let Some(end) = Self::chat_end(&chat, &subject).await? {
+            let (first, _) = kept::bounds(&mut chat).await.map_err(unavailable)?;
+            kept::scan_back(&chat, first, &subject, end, MAX_VISIT, |m| {
+                let Ok(evs) =
+                    spamscope_proto::decode_chat(subjects::is_batch(m.headers.as_ref()), m.payload)
+                else {
+                    return ControlFlow::Continue(());
+                };
+                let mut older = false;
+                for ev in evs.into_iter().rev() {
+                    older |= ev.ts_ms < event.first_seen_ms - SLACK_MS;
+                    if ids.contains(&ev.event_id) {
+                        found += 1;
+                        if messages.len() < limit {
+                            messages.push(ev);
+                        }
+                    }
+                }
+                if older || found == ids.len() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .await
+            .map_err(unavailable)?;
+            messages.reverse();
+        }
+        let mut users: Vec<EventUser> = users
+            .into_iter()
+            .map(|(user_login, messages)| EventUser {
+                user_login,
+                messages,
+            })
+            .collect();
+        users.sort_by(|a, b| {
+            b.messages
+                .cmp(&a.messages)
+                .then_with(|| a.user_login.cmp(&b.user_login))
+        });
+        users.truncate(MAX_USERS);
+        Ok(SpamEventDetailResponse {
+            event: Some(event),
+            messages,
+            users,
+            timeline: timeline
+                .into_iter()
+                .map(|(at_ms, messages)| TimelinePoint { at_ms, messages })
+                .collect(),
+            scored_messages: scored,
+            messages_found: found as u64,
+        })
+    }
+}

@@ -1,0 +1,245 @@
+// A stream's page: its chat beside its spam events, the spam rate, the
+// users flagged, a time range; events open with their messages and users.
+import { api, ADMIN_TOKEN_KEY } from "./api";
+import { ChatView, chatRow, userLink } from "./chat";
+import { RateChart } from "./chart";
+import { follow, retrying } from "./conn";
+import type { ChatEvent } from "./gen/spamscope/v1/chat_pb";
+import { SpamEventClass, SpamEventState, type Decision, type SpamEvent } from "./gen/spamscope/v1/detect_pb";
+import { current, setQuery } from "./route";
+import { button, errorBox, errorText, fromLocalInput, h, num, time, toLocalInput, visible } from "./ui";
+
+export const CLASS_NAMES: Record<number, string> = {
+  [SpamEventClass.CROWD_REACTION]: "crowd reaction",
+  [SpamEventClass.COPYPASTA]: "copypasta",
+  [SpamEventClass.BOT_WAVE]: "bot wave",
+  [SpamEventClass.LINK_PROMO]: "link spam",
+  [SpamEventClass.FLOOD]: "flood",
+};
+
+const EVENTS_PAGE = 50;
+const FLAGS_PAGE = 50;
+/** Chat is live when its newest event is this recent. */
+const LIVE_MS = 5 * 60000;
+
+/** Why, for a reader: each trigger with what was seen and the bar. */
+export function evidence(d: Decision): HTMLElement {
+  return h("ul", { class: "evidence" }, ...d.triggers.map((t) => {
+    const norm = t.norm > 0 ? `, channel now ${num(t.norm)}` : "";
+    const detail = t.detail ? ` (${t.detail})` : "";
+    return h("li", {}, h("b", {}, t.name.replaceAll("_", " ")), ` ${num(t.observed)} against ${num(t.threshold)}${norm}${detail}: +${t.contribution.toFixed(2)}`);
+  }));
+}
+
+export function decisionRow(d: Decision, withStream = false): HTMLElement {
+  const stream = `${d.platform === 2 ? "youtube" : "twitch"}.${d.streamId}`;
+  return h("div", { class: "flag", "data-user": d.userLogin || d.userId },
+    h("div", {}, userLink(d.userLogin, d.userId), withStream ? h("a", { href: `#/channel/${encodeURIComponent(stream)}` }, ` in ${stream}`) : "",
+      h("span", { class: "meta" }, ` ${time(d.atMs)} · suspicion ${d.suspicion.toFixed(2)} of ${d.flagThreshold.toFixed(2)} · ${d.messagesSeen} messages seen${d.slowModeS ? ` · slow mode ${d.slowModeS} s${d.slowModeInferred ? " (inferred)" : ""}` : ""}`)),
+    evidence(d));
+}
+
+export async function channelPage(app: HTMLElement, stream: string, signal: AbortSignal) {
+  const q = current().query;
+  const from = Number(q.get("from") ?? 0), to = Number(q.get("to") ?? 0);
+  const ranged = from > 0 || to > 0;
+  const state = h("span", { class: "state", id: "stream-state" }, "…");
+  const fromIn = h("input", { type: "datetime-local", step: "1", id: "from", value: toLocalInput(from), "aria-label": "from" }) as HTMLInputElement;
+  const toIn = h("input", { type: "datetime-local", step: "1", id: "to", value: toLocalInput(to), "aria-label": "to" }) as HTMLInputElement;
+  const range = h("form", { class: "range" }, h("label", {}, "From ", fromIn), h("label", {}, " to ", toIn),
+    h("button", { type: "submit" }, "Show"), button("Live", () => { setQuery({ from: null, to: null }); window.dispatchEvent(new HashChangeEvent("hashchange")); }));
+  range.addEventListener("submit", (e) => {
+    e.preventDefault();
+    setQuery({ from: String(fromLocalInput(fromIn.value) || ""), to: String(fromLocalInput(toIn.value) || "") });
+    window.dispatchEvent(new HashChangeEvent("hashchange"));
+  });
+  const chart = new RateChart();
+  const events = h("div", { class: "scroll", id: "spam-events" });
+  const moreEvents = h("div", {});
+  const flags = h("div", { id: "decisions" });
+  const moreFlags = h("div", {});
+  const eventsTitle = h("h2", {}, "Spam events, then crowd reactions");
+  const flagsTitle = h("h2", {}, "Flagged users");
+  let chatPanel: HTMLElement;
+  let olderToken = "";
+  const chat = new ChatView(async () => {
+    try {
+      const p = await retrying(() => api.channelChat({ stream, pageToken: olderToken, limit: 300 }, { signal }), signal);
+      olderToken = p.nextPageToken;
+      chat.prepend(p.events);
+      p.scores.forEach((s) => chat.score(s));
+      return olderToken !== "";
+    } catch (e) {
+      chatPanel.append(errorBox(e));
+      return false;
+    }
+  });
+  chatPanel = h("div", { class: "panel chat-panel" }, h("h2", {}, "Chat, unfiltered"), chat.el);
+  app.replaceChildren(
+    h("div", { class: "title" }, h("h1", {}, stream), state),
+    range,
+    h("h2", {}, ranged ? "Spam messages per minute in this range" : "Spam messages per minute"), chart.el,
+    h("div", { class: "cols" }, chatPanel, h("div", { class: "panel" }, eventsTitle, events, moreEvents)),
+    h("div", { class: "panel" }, flagsTitle, flags, moreFlags));
+  signal.addEventListener("abort", () => chart.destroy(), { once: true });
+
+  const cards = new Map<bigint, HTMLElement>();
+  const lastCount = new Map<bigint, bigint>();
+  const muted = new Set<string>();
+  const put = (e: SpamEvent, live: boolean) => {
+    if (muted.has(e.text)) return;
+    const card = eventCard(e, stream, () => mute(e));
+    const old = cards.get(e.eventId);
+    if (old) old.replaceWith(card);
+    else if (live) events.prepend(card);
+    else events.append(card);
+    cards.set(e.eventId, card);
+    const added = Number(e.count - (lastCount.get(e.eventId) ?? e.count));
+    lastCount.set(e.eventId, e.count);
+    // Crowd reactions are chat, not spam: not in the spam rate.
+    if (live && added > 0 && e.spam) { chart.add(Number(e.lastSeenMs), added); chart.draw(); }
+    eventsTitle.textContent = `Spam events, then crowd reactions (${cards.size} shown)`;
+  };
+  const mute = async (e: SpamEvent) => {
+    const token = sessionStorage.getItem(ADMIN_TOKEN_KEY) || prompt("Admin token (kept for this tab only):") || "";
+    if (!token) return;
+    sessionStorage.setItem(ADMIN_TOKEN_KEY, token);
+    const card = cards.get(e.eventId);
+    try {
+      const p = await api.getParams({ scope: stream });
+      const layer = JSON.parse(p.paramsJson || "{}");
+      const phrases: string[] = layer.allowed_phrases ?? [];
+      if (!phrases.includes(e.text)) phrases.push(e.text);
+      layer.allowed_phrases = phrases;
+      await api.setParams({ scope: stream, paramsJson: JSON.stringify(layer) }, { headers: { authorization: `Bearer ${token}` } });
+      muted.add(e.text);
+      for (const [id, c] of cards) if (c.dataset.text === e.text) { c.remove(); cards.delete(id); }
+    } catch (err) {
+      if (String(errorText(err)).includes("token")) sessionStorage.removeItem(ADMIN_TOKEN_KEY);
+      card?.append(errorBox(err));
+    }
+  };
+  const putFlag = (d: Decision, live: boolean) => {
+    const row = decisionRow(d);
+    if (live) flags.prepend(row); else flags.append(row);
+    flagsTitle.textContent = `Flagged users (${flags.childElementCount} shown)`;
+  };
+  const pager = (holder: HTMLElement, label: string, token: string, load: (t: string) => Promise<string>) => {
+    holder.replaceChildren();
+    if (!token) return;
+    const b = button(label, async () => {
+      b.disabled = true;
+      try { pager(holder, label, await load(token), load); } catch (e) { b.disabled = false; holder.append(errorBox(e)); }
+    }, { class: "more" });
+    holder.append(b);
+  };
+  const loadEvents = async (token: string) => {
+    const p = await retrying(() => api.channelHistory({ stream, fromMs: BigInt(from), toMs: BigInt(to), pageSize: EVENTS_PAGE, pageToken: token }, { signal }), signal);
+    p.spamEvents.forEach((e) => { lastCount.set(e.eventId, e.count); put(e, false); });
+    return p.nextPageToken;
+  };
+  const loadFlags = async (token: string) => {
+    const p = await retrying(() => api.channelHistory({ stream, fromMs: BigInt(from), toMs: BigInt(to), pageSize: FLAGS_PAGE, decisionsPageToken: token }, { signal }), signal);
+    p.decisions.forEach((d) => putFlag(d, false));
+    return p.nextDecisionsPageToken;
+  };
+
+  try {
+    const hist = await retrying(() => api.channelHistory({ stream, fromMs: BigInt(from), toMs: BigInt(to), pageSize: EVENTS_PAGE }, { signal }), signal);
+    hist.spamEvents.forEach((e) => { lastCount.set(e.eventId, e.count); put(e, false); });
+    pager(moreEvents, "Load older events", hist.nextPageToken, loadEvents);
+    hist.spamRate.forEach((p) => chart.set(Number(p.minuteMs), Number(p.spamMessages)));
+    chart.draw();
+    hist.decisions.forEach((d) => putFlag(d, false));
+    pager(moreFlags, "Load more flagged users", hist.nextDecisionsPageToken, loadFlags);
+    if (!hist.spamEvents.length) events.append(h("p", { class: "meta empty" }, ranged ? "No spam events in this range." : "No spam events yet."));
+    if (!hist.decisions.length) flags.append(h("p", { class: "meta empty" }, "Nobody flagged."));
+  } catch (e) {
+    app.replaceChildren(h("h1", {}, stream), errorBox(e), h("p", {}, h("a", { href: "#/" }, "Back to the channels")));
+    return;
+  }
+  const ev = current().query.get("event");
+  if (ev) void openEvent(stream, BigInt(ev));
+
+  // The newest kept chat, then the live chat from there on.
+  const backfill = async () => {
+    const p = await retrying(() => api.channelChat({ stream, limit: 200 }, { signal }), signal);
+    if (!olderToken && p.nextPageToken) olderToken = p.nextPageToken;
+    chat.setMoreOlder(olderToken !== "");
+    chat.append(p.events);
+    p.scores.forEach((s) => chat.score(s));
+  };
+  const showState = () => {
+    // Live: chat arrived within the last minute (a replay counts), or its
+    // newest event is recent.
+    const now = Date.now();
+    const live = !chat.ended && chat.lastTsMs > 0 && (now - chat.lastArrivalMs < 60000 || now - chat.lastTsMs < LIVE_MS);
+    state.className = `state ${live ? "live" : "ended"}`;
+    state.textContent = live ? "live" : chat.ended ? "ended" : chat.lastTsMs ? `no chat since ${time(chat.lastTsMs)}` : "no chat kept";
+  };
+  try { await backfill(); } catch (e) { chatPanel.append(errorBox(e)); }
+  showState();
+  const timer = setInterval(showState, 5000);
+  signal.addEventListener("abort", () => clearInterval(timer), { once: true });
+  if (ranged) return;
+  try {
+    await follow((s) => api.watchChannel({ stream }, { signal: s }), (w) => {
+      switch (w.kind.case) {
+        case "chat": chat.append([w.kind.value as ChatEvent], true); showState(); break;
+        case "spamEvent": put(w.kind.value, true); break;
+        case "decision": putFlag(w.kind.value, true); break;
+        case "score": chat.score(w.kind.value); break;
+      }
+    }, signal, backfill);
+  } catch (e) {
+    chatPanel.append(errorBox(e));
+  }
+}
+
+function eventCard(e: SpamEvent, stream: string, mute: () => void): HTMLElement {
+  const ended = e.state === SpamEventState.ENDED;
+  const cls = CLASS_NAMES[e.class] ?? "unclassified";
+  const why = e.classEvidence.map((t) => `${t.name.replaceAll("_", " ")} ${num(t.observed)} (threshold ${num(t.threshold)})`).join(", ");
+  const open = h("a", { href: "#", class: "open", role: "button" }, visible(e.text) || "(no text)");
+  open.addEventListener("click", (ev) => { ev.preventDefault(); void openEvent(stream, e.eventId); });
+  const card = h("div", { class: `event${ended ? " ended" : ""}${e.spam ? "" : " crowd"}`, "data-event": String(e.eventId), "data-class": cls },
+    h("div", { class: "text" }, h("span", { class: "class" }, cls), " ", open),
+    h("div", { class: "meta" }, `${e.count} messages from ${e.uniqueUsers} users · ${time(e.firstSeenMs)} → ${time(e.lastSeenMs)} · ${ended ? "ended" : "active"}`),
+    h("div", { class: "meta" }, why),
+    h("div", { class: "actions" }, button("Mute in this channel", mute, { class: "mute", title: "Add this text to the channel's allowed phrases (admin token)" })));
+  card.dataset.text = e.text;
+  return card;
+}
+
+/** A spam event's detail in a dialog: its timeline, users and messages. */
+async function openEvent(stream: string, id: bigint) {
+  setQuery({ event: String(id) });
+  document.getElementById("event-detail")?.remove();
+  const body = h("div", { class: "detail-body" }, h("p", {}, "Loading…"));
+  const close = button("Close", () => dlg.close(), { class: "close" });
+  const dlg = h("dialog", { id: "event-detail", "aria-label": "spam event" }, close, body) as HTMLDialogElement;
+  dlg.addEventListener("close", () => { setQuery({ event: null }); dlg.remove(); });
+  document.body.append(dlg);
+  dlg.showModal();
+  try {
+    const d = await retrying(() => api.spamEventDetail({ stream, eventId: id, limit: 500 }));
+    const e = d.event!;
+    const chart = new RateChart("messages / 10 s", 10000);
+    const bucket = new Map<number, number>();
+    for (const p of d.timeline) bucket.set(Number(p.atMs), Number(p.messages));
+    const msgs = h("div", { class: "scroll detail-messages", id: "event-messages" }, ...d.messages.map((m) => chatRow(m)).filter((r): r is HTMLElement => r !== null));
+    body.replaceChildren(
+      h("h2", {}, h("span", { class: `class${e.spam ? "" : " crowd"}` }, CLASS_NAMES[e.class] ?? "unclassified"), " ", visible(e.text)),
+      h("p", { class: "meta" }, `${e.count} messages from ${e.uniqueUsers} users · ${time(e.firstSeenMs)} → ${time(e.lastSeenMs)} · fingerprint ${e.fingerprint}`),
+      h("h3", {}, "Messages per 10 seconds"), chart.el,
+      h("div", { class: "cols" },
+        h("div", {}, h("h3", {}, `Messages (${d.messages.length} of ${d.scoredMessages} shown)`), msgs),
+        h("div", {}, h("h3", {}, `Users (${d.users.length}${e.uniqueUsers > BigInt(d.users.length) ? ` of ${e.uniqueUsers}` : ""})`),
+          h("ol", { class: "users", id: "event-users" }, ...d.users.map((u) => h("li", {}, userLink(u.userLogin), ` ${u.messages}`))))));
+    for (const [t, n] of bucket) chart.set(t, n);
+    chart.draw();
+    dlg.addEventListener("close", () => chart.destroy(), { once: true });
+  } catch (err) {
+    body.replaceChildren(errorBox(err));
+  }
+}

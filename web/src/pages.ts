@@ -1,0 +1,143 @@
+// The channel list, search, user, cluster and params pages.
+import { api, ADMIN_TOKEN_KEY } from "./api";
+import { decisionRow } from "./channel";
+import { poll, retrying } from "./conn";
+import { Platform } from "./gen/spamscope/v1/chat_pb";
+import type { ChannelSummary } from "./gen/spamscope/v1/gateway_pb";
+import { current, setQuery } from "./route";
+import { button, errorBox, h, time, visible } from "./ui";
+
+function platformKey(p: Platform): string {
+  return p === Platform.TWITCH ? "twitch" : p === Platform.YOUTUBE ? "youtube" : "unknown";
+}
+
+type Column = [key: string, label: string, value: (c: ChannelSummary) => number | string, show: (c: ChannelSummary) => Node | string];
+
+const COLUMNS: Column[] = [
+  ["stream", "stream", (c) => c.stream, (c) => h("a", { href: `#/channel/${encodeURIComponent(c.stream)}` }, c.stream)],
+  ["messages", "messages / min", (c) => c.messagesPerMinute, (c) => c.messagesPerMinute.toFixed(0)],
+  ["spam", "spam / min", (c) => c.spamMessagesPerMinute, (c) => c.spamMessagesPerMinute.toFixed(0)],
+  ["events", "active spam events", (c) => c.activeSpamEvents, (c) => String(c.activeSpamEvents)],
+  ["last", "last message", (c) => Number(c.lastMessageMs), (c) => time(c.lastMessageMs)],
+];
+
+export async function channelsPage(app: HTMLElement, signal: AbortSignal) {
+  const q = current().query;
+  let sort = q.get("sort") ?? "messages";
+  let filter = q.get("q") ?? "";
+  const input = h("input", { type: "search", id: "filter", placeholder: "Filter streams", value: filter, "aria-label": "filter streams" }) as HTMLInputElement;
+  const table = h("table", { id: "channels" });
+  const note = h("p", { class: "meta" });
+  let rows: ChannelSummary[] = [];
+  const draw = () => {
+    const col = COLUMNS.find((c) => c[0] === sort) ?? COLUMNS[1];
+    const shown = rows.filter((c) => c.stream.includes(filter.toLowerCase()))
+      .sort((a, b) => {
+        const x = col[2](a), y = col[2](b);
+        return typeof x === "string" ? String(x).localeCompare(String(y)) : (y as number) - (x as number);
+      });
+    const head = h("tr", {}, ...COLUMNS.map(([key, label]) => {
+      const b = button(label + (key === sort ? " ▾" : ""), () => { sort = key; setQuery({ sort: key }); draw(); }, { class: "sort" });
+      return h("th", { "aria-sort": key === sort ? "descending" : "none" }, b);
+    }));
+    table.replaceChildren(head, ...shown.map((c) => h("tr", { "data-stream": c.stream }, ...COLUMNS.map((col) => h("td", {}, col[3](c))))));
+    note.textContent = rows.length === 0 ? "No live channels yet: streams show here while their chat arrives." : `${shown.length} of ${rows.length} live streams.`;
+  };
+  input.addEventListener("input", () => { filter = input.value.trim(); setQuery({ q: filter }); draw(); });
+  app.replaceChildren(h("h1", {}, "Channels"), input, note, table);
+  draw();
+  await poll(async () => {
+    rows = (await api.listChannels({ limit: 1000 }, { signal })).channels;
+    draw();
+  }, 2000, signal);
+}
+
+export function searchPage(app: HTMLElement, signal: AbortSignal) {
+  const input = h("input", { type: "text", id: "q", placeholder: "Paste a message: where and when was it seen?", "aria-label": "message to look for" }) as HTMLInputElement;
+  const results = h("div", { id: "results" });
+  const form = h("form", {}, input, h("button", { type: "submit" }, "Search"));
+  const run = async () => {
+    const text = input.value;
+    if (!text.trim()) return;
+    setQuery({ q: text });
+    results.replaceChildren(h("p", {}, "Searching…"));
+    try {
+      const res = await retrying(() => api.searchSpam({ text, pageSize: 20 }, { signal }), signal);
+      if (res.matches.length === 0) { results.replaceChildren(h("p", {}, "Not seen in the history.")); return; }
+      results.replaceChildren(...res.matches.map((m) => h("div", { class: "panel match", "data-fingerprint": m.fingerprint },
+        h("div", { class: "text" }, visible(m.text)), h("div", { class: "meta" }, `similarity ${m.similarity.toFixed(2)} · ${m.fingerprint}`),
+        h("table", {}, h("tr", {}, h("th", {}, "channel"), h("th", {}, "messages"), h("th", {}, "users"), h("th", {}, "first seen"), h("th", {}, "last seen")),
+          ...m.sightings.map((s) => {
+            const st = `${platformKey(s.platform)}.${s.streamId}`;
+            return h("tr", {}, h("td", {}, h("a", { href: `#/channel/${encodeURIComponent(st)}?event=${s.eventId}` }, st)), h("td", {}, String(s.count)), h("td", {}, String(s.uniqueUsers)), h("td", {}, time(s.firstSeenMs)), h("td", {}, time(s.lastSeenMs)));
+          })))));
+    } catch (e) {
+      results.replaceChildren(errorBox(e));
+    }
+  };
+  form.addEventListener("submit", (ev) => { ev.preventDefault(); void run(); });
+  app.replaceChildren(h("h1", {}, "Search"), form, results);
+  const q = current().query.get("q");
+  if (q) { input.value = q; void run(); }
+}
+
+export async function userPage(app: HTMLElement, user: string, signal: AbortSignal) {
+  const list = h("div", { id: "user-flags" });
+  const more = h("div", {});
+  app.replaceChildren(h("h1", {}, user), h("p", { class: "meta" }, "Flags across every stream, newest first, each with its evidence. Look a user up by login or by id (Twitch user id, YouTube channel id)."), list, more);
+  const load = async (token: string) => {
+    const p = await retrying(() => api.userHistory({ user, pageSize: 50, pageToken: token }, { signal }), signal);
+    p.decisions.forEach((d) => list.append(decisionRow(d, true)));
+    more.replaceChildren();
+    if (p.nextPageToken) more.append(button("Load more", () => void load(p.nextPageToken), { class: "more" }));
+    if (!token && !p.decisions.length) list.append(h("p", { class: "empty" }, `spamscope has not flagged ${user} in the history it keeps.`));
+  };
+  try { await load(""); } catch (e) { list.append(errorBox(e)); }
+}
+
+export async function clusterPage(app: HTMLElement, signal: AbortSignal) {
+  const body = h("div", {});
+  app.replaceChildren(h("h1", {}, "Cluster"), body);
+  await poll(async () => {
+    const st = await api.clusterStatus({}, { signal });
+    const owners = new Map<string, number>();
+    let lag = 0n;
+    for (const s of st.shards) { owners.set(s.owner || "(none)", (owners.get(s.owner || "(none)") ?? 0) + 1); lag += s.lag; }
+    body.replaceChildren(
+      h("p", {}, `${st.replicas.length} detector replicas · ${st.shardCount} shards · ${lag} chat messages waiting`),
+      h("table", { id: "replicas" }, h("tr", {}, h("th", {}, "replica"), h("th", {}, "shards owned")),
+        ...[...owners].map(([o, n]) => h("tr", {}, h("td", {}, o), h("td", {}, String(n))))),
+      h("details", {}, h("summary", {}, "Every shard"),
+        h("table", { id: "shards" }, h("tr", {}, h("th", {}, "shard"), h("th", {}, "owner"), h("th", {}, "epoch"), h("th", {}, "last sequence"), h("th", {}, "lag")),
+          ...st.shards.map((s) => h("tr", {}, h("td", {}, String(s.shard)), h("td", {}, s.owner || "-"), h("td", {}, String(s.epoch)), h("td", {}, String(s.lastSequence)), h("td", {}, String(s.lag)))))));
+  }, 2000, signal);
+}
+
+export function paramsPage(app: HTMLElement) {
+  const scope = h("input", { type: "text", id: "scope", value: current().query.get("scope") ?? "", placeholder: "scope: empty for the cluster defaults, or twitch.<channel>, youtube.<video id>" }) as HTMLInputElement;
+  const editor = h("textarea", { id: "params-json", "aria-label": "override at this scope (JSON)" }) as HTMLTextAreaElement;
+  const effective = h("pre", {});
+  const token = h("input", { type: "password", placeholder: "admin token (needed to save; kept for this tab only)", value: sessionStorage.getItem(ADMIN_TOKEN_KEY) ?? "" }) as HTMLInputElement;
+  const status = h("div", { role: "status" });
+  const load = async () => {
+    status.replaceChildren();
+    setQuery({ scope: scope.value.trim() });
+    try {
+      const p = await api.getParams({ scope: scope.value.trim() });
+      editor.value = JSON.stringify(JSON.parse(p.paramsJson || "{}"), null, 2);
+      effective.textContent = JSON.stringify(JSON.parse(p.effectiveJson), null, 2);
+    } catch (e) { status.append(errorBox(e)); }
+  };
+  const save = async () => {
+    status.replaceChildren();
+    try {
+      const p = await api.setParams({ scope: scope.value.trim(), paramsJson: editor.value }, { headers: { authorization: `Bearer ${token.value}` } });
+      sessionStorage.setItem(ADMIN_TOKEN_KEY, token.value);
+      effective.textContent = JSON.stringify(JSON.parse(p.effectiveJson), null, 2);
+      status.append(h("p", {}, "Saved; the detectors apply it now."));
+    } catch (e) { status.append(errorBox(e)); }
+  };
+  app.replaceChildren(h("h1", {}, "Detector params"), scope, button("Load", () => void load()),
+    h("h2", {}, "Override at this scope (JSON)"), editor, token, button("Save", () => void save()), status, h("h2", {}, "Effective"), effective);
+  void load();
+}
