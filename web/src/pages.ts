@@ -113,31 +113,96 @@ export async function clusterPage(app: HTMLElement, signal: AbortSignal) {
   }, 2000, signal);
 }
 
+interface FieldSchema {
+  type?: string | string[];
+  description?: string;
+  minimum?: number;
+  maximum?: number;
+  exclusiveMinimum?: number;
+  maxItems?: number;
+  default?: unknown;
+}
+
+/** "0.05 to 20", "above 0, at most 1", "at most 10000 entries". */
+function rangeText(f: FieldSchema): string {
+  const lo = f.exclusiveMinimum !== undefined ? `above ${f.exclusiveMinimum}` : f.minimum !== undefined && !(f.type === "integer" && f.minimum === 0) ? `from ${f.minimum}` : "";
+  const hi = f.maximum !== undefined && f.maximum < 1e15 ? `at most ${f.maximum}` : "";
+  const items = f.maxItems !== undefined ? `at most ${f.maxItems} entries` : "";
+  return [lo, hi, items].filter(Boolean).join(", ");
+}
+
+/** One param as a form row: override switch, input, meaning, range. */
+function paramField(key: string, f: FieldSchema, value: unknown, overridden: boolean) {
+  const on = h("input", { type: "checkbox", id: `ov-${key}`, "aria-label": `override ${key} at this scope` }) as HTMLInputElement;
+  on.checked = overridden;
+  let input: HTMLInputElement | HTMLTextAreaElement;
+  let read: () => unknown;
+  if (f.type === "boolean") {
+    input = h("input", { type: "checkbox", id: `p-${key}` }) as HTMLInputElement;
+    input.checked = Boolean(value);
+    read = () => (input as HTMLInputElement).checked;
+  } else if (f.type === "integer" || f.type === "number") {
+    input = h("input", { type: "number", id: `p-${key}`, step: f.type === "integer" ? "1" : "any", value: String(value) }) as HTMLInputElement;
+    if (f.minimum !== undefined) input.min = String(f.minimum);
+    if (f.maximum !== undefined && f.maximum < 1e15) input.max = String(f.maximum);
+    read = () => Number(input.value);
+  } else {
+    input = h("textarea", { id: `p-${key}`, rows: "3", placeholder: "one per line" }) as HTMLTextAreaElement;
+    input.value = Array.isArray(value) ? value.join("\n") : String(value ?? "");
+    read = () => input.value.split("\n").map((l) => l.trim()).filter(Boolean);
+  }
+  input.setAttribute("aria-describedby", `d-${key}`);
+  input.addEventListener("input", () => { on.checked = true; });
+  const range = rangeText(f);
+  const row = h("div", { class: `param${overridden ? " overridden" : ""}`, "data-key": key },
+    h("label", { class: "param-name", for: `p-${key}` }, key), on, input,
+    h("div", { class: "meta", id: `d-${key}` }, (f.description ?? "").replace(/\s+/g, " "),
+      range ? ` Range: ${range}.` : "", f.default !== undefined ? ` Default: ${JSON.stringify(f.default)}.` : ""));
+  on.addEventListener("change", () => row.classList.toggle("overridden", on.checked));
+  return { row, take: () => (on.checked ? read() : undefined) };
+}
+
 export function paramsPage(app: HTMLElement) {
-  const scope = h("input", { type: "text", id: "scope", value: current().query.get("scope") ?? "", placeholder: "scope: empty for the cluster defaults, or twitch.<channel>, youtube.<video id>" }) as HTMLInputElement;
-  const editor = h("textarea", { id: "params-json", "aria-label": "override at this scope (JSON)" }) as HTMLTextAreaElement;
-  const effective = h("pre", {});
-  const token = h("input", { type: "password", placeholder: "admin token (needed to save; kept for this tab only)", value: sessionStorage.getItem(ADMIN_TOKEN_KEY) ?? "" }) as HTMLInputElement;
+  const scope = h("input", { type: "text", id: "scope", list: "scopes", value: current().query.get("scope") ?? "", placeholder: "scope: empty for the cluster defaults, or twitch.<channel>, youtube.<channel or video id>", "aria-label": "scope" }) as HTMLInputElement;
+  const scopes = h("datalist", { id: "scopes" });
+  const scopeLinks = h("p", { class: "meta", id: "scope-list" });
+  const form = h("form", { id: "params-form" });
+  const effective = h("pre", { id: "effective" });
+  const token = h("input", { type: "password", placeholder: "admin token (needed to save; kept for this tab only)", value: sessionStorage.getItem(ADMIN_TOKEN_KEY) ?? "", "aria-label": "admin token" }) as HTMLInputElement;
   const status = h("div", { role: "status" });
+  let fields: { key: string; take: () => unknown }[] = [];
   const load = async () => {
     status.replaceChildren();
     setQuery({ scope: scope.value.trim() });
     try {
       const p = await api.getParams({ scope: scope.value.trim() });
-      editor.value = JSON.stringify(JSON.parse(p.paramsJson || "{}"), null, 2);
-      effective.textContent = JSON.stringify(JSON.parse(p.effectiveJson), null, 2);
+      const layer = JSON.parse(p.paramsJson || "{}") as Record<string, unknown>;
+      const eff = JSON.parse(p.effectiveJson) as Record<string, unknown>;
+      const schema = JSON.parse(p.schemaJson || "{}") as { properties?: Record<string, FieldSchema> };
+      effective.textContent = JSON.stringify(eff, null, 2);
+      scopes.replaceChildren(...p.scopes.map((s) => h("option", { value: s })));
+      scopeLinks.replaceChildren("Scopes with overrides: ", ...p.scopes.flatMap((s, i) => [i ? ", " : "", h("a", { href: `#/params?scope=${encodeURIComponent(s)}` }, s || "(cluster)")]));
+      if (!p.scopes.length) scopeLinks.textContent = "No scope has overrides: every detector runs on the built-in defaults.";
+      const made = Object.entries(schema.properties ?? {}).map(([key, f]) => ({ key, ...paramField(key, f, key in layer ? layer[key] : eff[key], key in layer) }));
+      fields = made;
+      form.replaceChildren(...made.map((m) => m.row));
     } catch (e) { status.append(errorBox(e)); }
   };
   const save = async () => {
     status.replaceChildren();
+    const layer: Record<string, unknown> = {};
+    for (const f of fields) { const v = f.take(); if (v !== undefined) layer[f.key] = v; }
     try {
-      const p = await api.setParams({ scope: scope.value.trim(), paramsJson: editor.value }, { headers: { authorization: `Bearer ${token.value}` } });
+      const p = await api.setParams({ scope: scope.value.trim(), paramsJson: JSON.stringify(layer) }, { headers: { authorization: `Bearer ${token.value}` } });
       sessionStorage.setItem(ADMIN_TOKEN_KEY, token.value);
       effective.textContent = JSON.stringify(JSON.parse(p.effectiveJson), null, 2);
-      status.append(h("p", {}, "Saved; the detectors apply it now."));
+      status.append(h("p", { class: "saved" }, `Saved ${Object.keys(layer).length} overrides; the detectors apply them now.`));
     } catch (e) { status.append(errorBox(e)); }
   };
-  app.replaceChildren(h("h1", {}, "Detector params"), scope, button("Load", () => void load()),
-    h("h2", {}, "Override at this scope (JSON)"), editor, token, button("Save", () => void save()), status, h("h2", {}, "Effective"), effective);
+  scope.addEventListener("change", () => void load());
+  app.replaceChildren(h("h1", {}, "Detector params"),
+    h("p", { class: "meta" }, "Layers apply in order: built-in defaults, the cluster (empty scope), a channel, a stream. Tick a key to override it at this scope; untick to inherit it."),
+    scope, scopes, button("Load", () => void load()), scopeLinks, form, token, button("Save", () => void save(), { id: "save" }), status,
+    h("details", {}, h("summary", {}, "Effective params (JSON)"), effective));
   void load();
 }

@@ -153,7 +153,8 @@ await step("mute", async () => {
   await page.locator(`#spam-events .event[data-event="${id}"]`).waitFor({ state: "detached", timeout: 10000 });
   // The channel's params now allow it.
   await page.goto(`${base}/#/params?scope=twitch.xqcow`);
-  await page.waitForFunction((t) => document.getElementById("params-json")?.value.includes(JSON.stringify(t).slice(1, -1)), text, { timeout: 10000 });
+  await page.waitForFunction((t) => document.getElementById("p-allowed_phrases")?.value.split("\n").includes(t), text, { timeout: 10000 });
+  if (!(await page.locator("#ov-allowed_phrases").isChecked())) fail("allowed_phrases not shown as overridden");
 });
 
 await step("search", async () => {
@@ -170,8 +171,23 @@ await step("cluster", async () => {
 });
 
 await step("params", async () => {
-  await page.goto(`${base}/#/params?scope=twitch.xqcow`);
-  await page.waitForFunction(() => (document.getElementById("scope")?.value ?? "") === "twitch.xqcow");
+  // A form: each key with its meaning and range; the scope is in the URL.
+  await page.goto(`${base}/#/params?scope=twitch.livechan`);
+  await page.locator("#p-sensitivity").waitFor({ timeout: 10000 });
+  const about = await page.locator("#d-sensitivity").innerText();
+  if (!about.includes("from 0.05, at most 20")) fail(`sensitivity described as: ${about}`);
+  if (!(await page.locator("#scope-list").innerText()).includes("twitch.xqcow")) fail("scopes with overrides not listed");
+  // Out of range: refused with the key named.
+  await page.fill("#p-sensitivity", "50");
+  await page.fill('input[aria-label="admin token"]', token);
+  await page.click("#save");
+  await page.locator("[role=status] .error", { hasText: "sensitivity" }).waitFor({ timeout: 10000 });
+  await page.fill("#p-sensitivity", "2");
+  await page.click("#save");
+  await page.locator("[role=status] .saved").waitFor({ timeout: 10000 });
+  await page.reload();
+  await page.locator("#p-sensitivity").waitFor({ timeout: 10000 });
+  if ((await page.locator("#p-sensitivity").inputValue()) !== "2" || !(await page.locator("#ov-sensitivity").isChecked())) fail("the override did not stay");
 });
 
 const dark = await browser.newContext({ viewport: { width: 1280, height: 900 }, colorScheme: "dark" });

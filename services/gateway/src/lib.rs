@@ -51,6 +51,10 @@ pub const MAX_PAGE: u32 = 100;
 /// Most chat events or event messages one ChannelChat or
 /// SpamEventDetail returns.
 pub const MAX_READBACK: u32 = 1000;
+/// The params' JSON Schema (keys, types, ranges, meanings), sent with
+/// every Params.
+static SCHEMA: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| DetectorParams::schema().to_string());
 /// Longest search text, in characters.
 pub const MAX_QUERY_CHARS: usize = 2000;
 
@@ -319,10 +323,20 @@ impl Gateway {
                 scope_name(scope)
             ))
         })?;
+        let scopes = all
+            .iter()
+            .filter(|(_, json)| {
+                serde_json::from_str::<serde_json::Value>(json)
+                    .is_ok_and(|v| v.as_object().is_some_and(|o| !o.is_empty()))
+            })
+            .map(|(scope, _)| scope.clone())
+            .collect();
         Ok(Params {
             scope: scope.to_owned(),
             params_json: own,
             effective_json: serde_json::to_string(&effective).unwrap_or_default(),
+            schema_json: SCHEMA.clone(),
+            scopes,
         })
     }
 }

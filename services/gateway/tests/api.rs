@@ -304,6 +304,16 @@ async fn set_params_needs_the_admin_token_and_checks_the_whole_stack() {
         p.effective_json.contains("\"spam_quiet_ms\":15000"),
         "{p:?}"
     );
+    // The scopes with overrides are listed, and the schema describes every
+    // key of the effective params with its range.
+    assert_eq!(p.scopes, vec!["".to_owned(), "twitch.xqcow".to_owned()]);
+    let schema: serde_json::Value = serde_json::from_str(&p.schema_json).unwrap();
+    let effective: serde_json::Value = serde_json::from_str(&p.effective_json).unwrap();
+    let props = schema["properties"].as_object().unwrap();
+    for key in effective.as_object().unwrap().keys() {
+        assert!(props[key]["description"].is_string(), "{key}");
+    }
+    assert_eq!(props["sensitivity"]["maximum"], 20.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,15 +56,17 @@ fn default_promo_patterns() -> Vec<String> {
 /// user's roles, summed into a suspicion that halves every
 /// `suspicion_half_life_ms`, and the user is flagged when the suspicion
 /// reaches `0.5 / sensitivity` (raised past the channel's flag budget).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetectorParams {
     // ---- flags: how much evidence flags a user ----
     /// Moves along the trade-off between few flags and catching more:
     /// a user is flagged at a suspicion of `0.5 / sensitivity`. 1 is the
     /// default; 2 flags on half the evidence, 0.5 needs twice as much.
+    #[schemars(range(min = 0.05, max = 20.0))]
     pub sensitivity: f64,
     /// Suspicion halves after this long without new evidence.
+    #[schemars(range(min = 1_000, max = 86_400_000))]
     pub suspicion_half_life_ms: u64,
     /// Flags per 1,000 recent chatters a channel may get at the plain
     /// threshold (counted over `norm_half_life_ms`); past it the threshold
@@ -72,6 +74,7 @@ pub struct DetectorParams {
     /// worst few flagged instead of hundreds. Users with evidence no culture
     /// makes normal (moderator actions, links, self-promotion, blacklists)
     /// are judged at the plain threshold. 0 turns the budget off.
+    #[schemars(range(min = 0.0, max = 1000.0))]
     pub flag_budget_per_1000: f64,
 
     // ---- who is never flagged, and how roles weigh ----
@@ -80,18 +83,25 @@ pub struct DetectorParams {
     /// The broadcaster / channel owner and platform staff are never flagged.
     pub exempt_broadcaster: bool,
     /// Logins never flagged (the channel's bots); case-insensitive.
+    #[schemars(length(max = 10_000))]
     pub trusted_users: Vec<String>,
     /// Evidence against a VIP counts this much (1 = like anyone, 0 = exempt).
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub vip_weight: f64,
     /// ...against a verified user (YouTube check mark, Twitch partner).
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub verified_weight: f64,
     /// ...against a member / subscriber of fewer than `member_trust_months`.
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub member_weight: f64,
     /// ...against a member / subscriber of at least `member_trust_months`.
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub trusted_member_weight: f64,
+    /// Months of membership from which `trusted_member_weight` applies.
     pub member_trust_months: u32,
     /// ...against a user who paid in this stream (super chat, sticker,
     /// bits, subs, gifts, membership).
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub supporter_weight: f64,
 
     // ---- evidence fed by moderators ----
@@ -106,6 +116,9 @@ pub struct DetectorParams {
     /// least `wall_min_repetition` times is a wall (emote walls,
     /// `WORD WORD WORD ...`).
     pub wall_min_graphemes: u32,
+    /// Walls: how many times the text repeats its unit at least (see
+    /// `wall_min_graphemes`).
+    #[schemars(range(min = 0.0, max = 100.0))]
     pub wall_min_repetition: f64,
     /// A message of at least this many graphemes is long even when it does
     /// not repeat (ASCII art, essays).
@@ -113,6 +126,7 @@ pub struct DetectorParams {
     /// Evidence of a wall of `long_message_graphemes` in a channel where
     /// nobody posts walls (scales with length, up to three times; a long
     /// message that does not repeat counts half).
+    #[schemars(range(min = 0.0, max = 100.0))]
     pub wall_weight: f64,
     /// A user's message similar to one they already sent recently counts
     /// as a repeat when it has at least this many letters and does not
@@ -120,90 +134,120 @@ pub struct DetectorParams {
     pub repeat_min_letters: u32,
     /// ...with this weight per earlier copy, for a 20-letter message
     /// (scales with length up to 4×).
+    #[schemars(range(min = 0.0, max = 100.0))]
     pub repeat_weight: f64,
     /// The average delay between the user's messages is below this (macro
     /// spam), over at least `min_messages_for_delay` messages...
     pub min_avg_delay_ms: u64,
+    /// Fast messages: how many of the user's messages the average delay
+    /// needs (see `min_avg_delay_ms`).
     pub min_messages_for_delay: u32,
     /// ...(with slow mode on, announced or inferred, the threshold becomes
     /// at least `slow_mode × slow_mode_factor`)...
+    #[schemars(range(min = 0.0, max = 100.0))]
     pub slow_mode_factor: f64,
     /// ...adds this per message.
+    #[schemars(range(min = 0.0, max = 100.0))]
     pub fast_weight: f64,
     /// A link to a domain not in `allowed_domains` (subdomains included),
     /// outside bot commands (`!sr https://...`).
+    #[schemars(range(min = 0.0, max = 100.0))]
     pub link_weight: f64,
+    /// Domains whose links are normal here (subdomains included): no
+    /// link evidence for them.
+    #[schemars(length(max = 10_000))]
     pub allowed_domains: Vec<String>,
     /// Self-promotion or begging phrasing (case-insensitive regular
     /// expressions on the lower-case text).
     pub promo_patterns: Vec<String>,
+    /// What a message matching `promo_patterns` adds.
+    #[schemars(range(min = 0.0, max = 100.0))]
     pub promo_weight: f64,
     /// A message in an active spam event of a spam class (copypasta, flood;
     /// twice this in a bot wave); link waves count as links.
+    #[schemars(range(min = 0.0, max = 100.0))]
     pub spam_event_weight: f64,
     /// Case-insensitive regular expressions matched against the normalised
     /// message text, and against the normalised user name (login and
     /// display name): each match is strong evidence (weight 1).
     pub blacklist: Vec<String>,
+    /// The same for user names (see `blacklist`).
     pub name_blacklist: Vec<String>,
 
     // ---- what is normal in this channel right now ----
     /// The channel's recent behaviour (share of walls, of repeats) decays
     /// with this half-life...
+    #[schemars(range(min = 1_000, max = 86_400_000))]
     pub norm_half_life_ms: u64,
     /// ...and evidence of a behaviour is divided by `1 + share / base`:
     /// walls while 10 % of the chat posts walls count 1/11 of a wall in
     /// quiet chat.
+    #[schemars(range(max = 1.0), extend("exclusiveMinimum" = 0.0))]
     pub norm_base_share: f64,
     /// The same for messages in spam events: a spam wave that takes over
     /// the chat is still spam, so its base share is higher.
+    #[schemars(range(max = 1.0), extend("exclusiveMinimum" = 0.0))]
     pub spam_norm_base_share: f64,
     /// Phrases and emotes normal in this channel (matched on the
     /// similarity key: letters and digits, case folded): never evidence,
     /// and their spam events are crowd reactions.
+    #[schemars(length(max = 10_000))]
     pub allowed_phrases: Vec<String>,
 
     // ---- similarity and spam events ----
     /// Estimated Jaccard similarity (character 3-grams of the similarity
     /// key) from which two messages count as the same spam.
+    #[schemars(range(max = 1.0), extend("exclusiveMinimum" = 0.0))]
     pub similarity_threshold: f64,
     /// A group of similar messages becomes a spam event with this many
     /// distinct users...
+    #[schemars(range(min = 1))]
     pub spam_min_users: u32,
     /// ...and this many messages.
     pub spam_min_count: u32,
-    /// A spam event ends after this long without a new message.
+    /// A spam event ends after this long without a new message (at least
+    /// `tick_ms`).
     pub spam_quiet_ms: u64,
     /// Spam event updates are emitted on this tick of event time.
+    #[schemars(range(min = 1_000, max = 600_000))]
     pub tick_ms: u64,
     /// Weight of membership in a spam-class event in the message score
     /// (halved for copypastas; crowd reactions add nothing).
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub score_event_weight: f64,
     /// Event classes: a copypasta has at least this many letters in its
     /// unit; shorter text from many users is a crowd reaction...
     pub copypasta_min_letters: u32,
     /// ...a flood has at least this many messages per user...
+    #[schemars(range(min = 0.0, max = 100.0))]
     pub flood_min_messages_per_user: f64,
     /// ...a bot wave is copypasta-length text sent about once per user,
     /// with at least this share of first-time chatters (Twitch's first-msg
     /// tag, or the user's first message in the stream), at least
     /// `bot_wave_min_users` users, arriving at least one per
     /// `bot_wave_max_ms_per_user` on average.
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub bot_wave_min_new_share: f64,
+    /// Bot waves: the fewest users a wave has (see `bot_wave_min_new_share`).
     pub bot_wave_min_users: u32,
+    /// Bot waves: the longest average gap between the wave's users, in
+    /// milliseconds (see `bot_wave_min_new_share`).
     pub bot_wave_max_ms_per_user: u64,
 
     // ---- bounded state ----
     /// Users tracked per stream; the least recently seen are evicted beyond.
+    #[schemars(range(min = 1, max = 10_000_000))]
     pub max_users: u32,
     /// A user idle for this long is forgotten (flags are reported first).
     pub user_idle_ms: u64,
     /// Groups of similar messages tracked per stream.
+    #[schemars(range(min = 1, max = 1_000_000))]
     pub max_clusters: u32,
     /// A group (or ended spam event) idle for this long is forgotten.
     pub cluster_idle_ms: u64,
     /// Recent message ids remembered per stream to attribute deletions
     /// that do not name the author (YouTube).
+    #[schemars(range(min = 1, max = 10_000_000))]
     pub max_tracked_message_ids: u32,
 }
 
@@ -314,7 +358,14 @@ impl DetectorParams {
         Ok(params)
     }
 
-    /// Checks ranges; the error names the key.
+    /// Every key with its type, default, range and meaning (its doc
+    /// comment), as a JSON Schema: what the console's params form shows.
+    pub fn schema() -> Value {
+        serde_json::to_value(schemars::schema_for!(DetectorParams)).unwrap_or(Value::Null)
+    }
+
+    /// Checks ranges (the schema states the same ones); the error names the
+    /// key.
     pub fn validate(&self) -> Result<(), ParamsError> {
         if !(self.similarity_threshold > 0.0 && self.similarity_threshold <= 1.0) {
             return Err(invalid("similarity_threshold", "must be in (0, 1]"));
@@ -490,6 +541,73 @@ impl CompiledParams {
 
 #[cfg(test)]
 mod tests {
+
+    /// The schema's ranges are the ones `validate` enforces: every bound it
+    /// states is accepted and a step past it is refused, and every key has
+    /// its meaning.
+    #[test]
+    fn schema_states_the_ranges_validate_enforces() {
+        let schema = DetectorParams::schema();
+        let props = schema["properties"].as_object().unwrap();
+        let defaults = serde_json::to_value(DetectorParams::default()).unwrap();
+        assert_eq!(props.len(), defaults.as_object().unwrap().len());
+        // (spam_quiet_ms must be at least tick_ms: set it out of the way.)
+        let ok = |k: &str, v: Value| {
+            let mut layer = serde_json::json!({ "spam_quiet_ms": 600_000 });
+            layer[k] = v;
+            DetectorParams::layered(&[&layer]).is_ok()
+        };
+        let mut bounds = 0;
+        for (k, p) in props {
+            assert!(
+                p["description"].as_str().is_some_and(|d| d.len() > 10),
+                "{k} has no meaning"
+            );
+            let integer = p["type"] == "integer";
+            let step = |b: f64| {
+                if integer {
+                    1.0
+                } else {
+                    b.abs().max(1.0) * 1e-6
+                }
+            };
+            let num = |x: f64| {
+                if integer {
+                    serde_json::json!(x as i64)
+                } else {
+                    serde_json::json!(x)
+                }
+            };
+            // (Unsigned types state a minimum of 0, which serde enforces.)
+            if let Some(min) = p["minimum"].as_f64()
+                && !(integer && min == 0.0)
+            {
+                assert!(ok(k, num(min)), "{k} = {min} refused");
+                assert!(!ok(k, num(min - step(min))), "{k} below {min} accepted");
+                bounds += 1;
+            }
+            if let Some(max) = p["maximum"].as_f64()
+                && max < 1e15
+            {
+                assert!(ok(k, num(max)), "{k} = {max} refused");
+                assert!(!ok(k, num(max + step(max))), "{k} above {max} accepted");
+                bounds += 1;
+            }
+            if let Some(min) = p["exclusiveMinimum"].as_f64() {
+                assert!(!ok(k, num(min)), "{k} = {min} accepted");
+                assert!(ok(k, num(min + step(min))), "{k} just above {min} refused");
+                bounds += 1;
+            }
+            if let Some(max) = p["maxItems"].as_u64() {
+                let list =
+                    |n: u64| Value::Array((0..n).map(|i| Value::String(format!("x{i}"))).collect());
+                assert!(ok(k, list(max)) && !ok(k, list(max + 1)), "{k} length");
+                bounds += 1;
+            }
+        }
+        assert!(bounds > 40, "only {bounds} bounds stated");
+    }
+
     use super::*;
     use serde_json::json;
 
