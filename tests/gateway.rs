@@ -13,8 +13,8 @@ use harness::*;
 use spamscope_proto::v1::{
     ChannelChatRequest, ChannelChatResponse, ChannelHistoryRequest, ClusterStatusRequest,
     GetParamsRequest, ListChannelsRequest, SearchSpamRequest, SetParamsRequest,
-    SpamEventDetailRequest, UserHistoryRequest, WatchChannelRequest, chat_event,
-    watch_channel_event,
+    SpamEventDetailRequest, UserActivityRequest, UserHistoryRequest, WatchChannelRequest,
+    chat_event, watch_channel_event,
 };
 use tonic::Code;
 
@@ -412,6 +412,47 @@ async fn kept_chat_pages_back_to_the_start_and_a_spam_event_opens_with_its_messa
         })
         .count();
     assert_eq!(removals, clearchats);
+    // One user's messages and the moderators' actions against them, by
+    // login in another case and by user id, as the log counts them: the
+    // user timed out most often.
+    let mut said: std::collections::BTreeMap<&str, (usize, usize, &str)> = Default::default();
+    for l in log.lines() {
+        if let Some((tags, rest)) = l.split_once(" :")
+            && let Some((who, _)) = rest.split_once('!')
+            && rest.contains(" PRIVMSG #xqcow ")
+        {
+            let id = tags
+                .split(';')
+                .find_map(|t| t.strip_prefix("user-id="))
+                .unwrap_or("");
+            let e = said.entry(who).or_default();
+            e.0 += 1;
+            e.2 = id;
+        } else if let Some((_, target)) = l.split_once(" CLEARCHAT #xqcow :") {
+            said.entry(target).or_default().1 += 1;
+        }
+    }
+    let (who, &(n_msgs, n_actions, id)) = said
+        .iter()
+        .filter(|(_, v)| v.0 > 0)
+        .max_by_key(|(k, v)| (v.1, std::cmp::Reverse(*k)))
+        .unwrap();
+    assert!(n_actions >= 2, "{who}: {n_actions} timeouts");
+    for user in [who.to_uppercase(), id.to_owned()] {
+        let a = c
+            .user_activity(UserActivityRequest {
+                user: user.clone(),
+                stream: "twitch.xqcow".into(),
+                limit: 1000,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(a.complete);
+        assert_eq!(a.messages.len(), n_msgs, "{user}: messages");
+        assert_eq!(a.moderation.len(), n_actions, "{user}: moderator actions");
+        assert!(a.messages.windows(2).all(|w| w[0].ts_ms <= w[1].ts_ms));
+    }
     // Bad requests are refused with the reason; unknown streams are not found.
     for (req, code) in [
         (

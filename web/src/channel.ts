@@ -34,7 +34,7 @@ export function evidence(d: Decision): HTMLElement {
 export function decisionRow(d: Decision, withStream = false): HTMLElement {
   const stream = `${d.platform === 2 ? "youtube" : "twitch"}.${d.streamId}`;
   return h("div", { class: "flag", "data-user": d.userLogin || d.userId },
-    h("div", {}, userLink(d.userLogin, d.userId), withStream ? h("a", { href: `#/channel/${encodeURIComponent(stream)}` }, ` in ${stream}`) : "",
+    h("div", {}, userLink(d.userLogin, d.userId, stream), withStream ? h("a", { href: `#/channel/${encodeURIComponent(stream)}` }, ` in ${stream}`) : "",
       h("span", { class: "meta" }, ` ${time(d.atMs)} · suspicion ${d.suspicion.toFixed(2)} of ${d.flagThreshold.toFixed(2)} · ${d.messagesSeen} messages seen${d.slowModeS ? ` · slow mode ${d.slowModeS} s${d.slowModeInferred ? " (inferred)" : ""}` : ""}`)),
     evidence(d));
 }
@@ -235,7 +235,7 @@ async function openEvent(stream: string, id: bigint) {
       h("div", { class: "cols" },
         h("div", {}, h("h3", {}, `Messages (${d.messages.length} of ${d.scoredMessages} shown)`), msgs),
         h("div", {}, h("h3", {}, `Users (${d.users.length}${e.uniqueUsers > BigInt(d.users.length) ? ` of ${e.uniqueUsers}` : ""})`),
-          h("ol", { class: "users", id: "event-users" }, ...d.users.map((u) => h("li", {}, userLink(u.userLogin), ` ${u.messages}`))))));
+          h("ol", { class: "users", id: "event-users" }, ...d.users.map((u) => h("li", {}, userLink(u.userLogin, "", stream), ` ${u.messages}`))))));
     for (const [t, n] of bucket) chart.set(t, n);
     chart.draw();
     dlg.addEventListener("close", () => chart.destroy(), { once: true });

@@ -10,10 +10,15 @@ import { button, clock, h, visible } from "./ui";
 const KEEP_LIVE = 1500;
 const KEEP_MAX = 6000;
 
-/** A link to a user's page. */
-export function userLink(login: string, id = ""): HTMLElement {
+/** The stream key of a chat event. */
+export const streamOf = (ev: { platform: Platform; streamId: string }) =>
+  `${ev.platform === Platform.YOUTUBE ? "youtube" : "twitch"}.${ev.streamId}`;
+
+/** A link to a user's page (with the stream it was seen in, if known). */
+export function userLink(login: string, id = "", stream = ""): HTMLElement {
   const key = login || id;
-  return h("a", { class: "who", href: `#/user/${encodeURIComponent(key)}` }, login || id || "?");
+  const q = stream ? `?stream=${encodeURIComponent(stream)}` : "";
+  return h("a", { class: "who", href: `#/user/${encodeURIComponent(key)}${q}` }, login || id || "?");
 }
 
 function badges(a: Author | undefined, platform: Platform): HTMLElement[] {
@@ -50,13 +55,15 @@ export function withEmotes(text: string, emotes: EmoteRange[]): (Node | string)[
 /** One chat event as a row; null for events a reader need not see. */
 export function chatRow(ev: ChatEvent): HTMLElement | null {
   const t = h("span", { class: "ts" }, clock(ev.tsMs));
+  const st = streamOf(ev);
+  const link = (login: string, id = "") => userLink(login, id, st);
   const k = ev.kind;
   switch (k.case) {
     case "message": {
       const m = k.value;
       const a = m.author;
       return h("div", { class: `msg${m.action ? " action" : ""}`, "data-id": ev.eventId, "data-user": a?.login ?? "", "data-user-id": a?.userId ?? "" },
-        t, ...badges(a, ev.platform), userLink(a?.login ?? "", a?.userId ?? ""), h("span", { class: "text" }, ...withEmotes(m.text, m.emotes)));
+        t, ...badges(a, ev.platform), link(a?.login ?? "", a?.userId ?? ""), h("span", { class: "text" }, ...withEmotes(m.text, m.emotes)));
     }
     case "messageDeleted": {
       const d = k.value;
@@ -64,9 +71,9 @@ export function chatRow(ev: ChatEvent): HTMLElement | null {
       return h("div", { class: "mod-line" }, t, d.byAuthor ? `${who} took a message back` : `a message by ${who} was deleted by a moderator`);
     }
     case "userTimedOut":
-      return h("div", { class: "mod-line" }, t, userLink(k.value.userLogin, k.value.userId), ` was timed out for ${k.value.durationS} s`);
+      return h("div", { class: "mod-line" }, t, link(k.value.userLogin, k.value.userId), ` was timed out for ${k.value.durationS} s`);
     case "userBanned":
-      return h("div", { class: "mod-line" }, t, userLink(k.value.userLogin, k.value.userId), " was banned");
+      return h("div", { class: "mod-line" }, t, link(k.value.userLogin, k.value.userId), " was banned");
     case "userMessagesRemoved":
       return h("div", { class: "mod-line" }, t, `every message of ${k.value.userId} was removed by a moderator`);
     case "chatCleared":
@@ -83,7 +90,7 @@ export function chatRow(ev: ChatEvent): HTMLElement | null {
     }
     case "support": {
       const s = k.value;
-      return h("div", { class: "support-line" }, t, userLink(s.author?.login ?? "", s.author?.userId ?? ""), ` supported ${s.amountText}`, s.text ? `: ${visible(s.text)}` : "");
+      return h("div", { class: "support-line" }, t, link(s.author?.login ?? "", s.author?.userId ?? ""), ` supported ${s.amountText}`, s.text ? `: ${visible(s.text)}` : "");
     }
     case "userNotice":
       return h("div", { class: "room-line" }, t, visible(k.value.systemText || k.value.text));

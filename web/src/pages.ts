@@ -1,6 +1,7 @@
 // The channel list, search, user, cluster and params pages.
 import { api, ADMIN_TOKEN_KEY } from "./api";
-import { decisionRow } from "./channel";
+import { CLASS_NAMES, decisionRow } from "./channel";
+import { chatRow } from "./chat";
 import { poll, retrying } from "./conn";
 import { Platform } from "./gen/spamscope/v1/chat_pb";
 import type { ChannelSummary } from "./gen/spamscope/v1/gateway_pb";
@@ -81,16 +82,53 @@ export function searchPage(app: HTMLElement, signal: AbortSignal) {
   if (q) { input.value = q; void run(); }
 }
 
+/** What a user did in one stream: messages, moderator actions, spam events. */
+async function activity(user: string, stream: string, signal: AbortSignal): Promise<HTMLElement> {
+  const box = h("section", { class: "panel activity", "data-stream": stream }, h("h2", {}, "In ", h("a", { href: `#/channel/${encodeURIComponent(stream)}` }, stream)), h("p", { class: "meta" }, "Reading the kept chat…"));
+  try {
+    const a = await retrying(() => api.userActivity({ user, stream, limit: 200 }, { signal }), signal);
+    const rows = (evs: typeof a.messages) => evs.map((e) => chatRow(e)).filter((r): r is HTMLElement => r !== null);
+    box.replaceChildren(box.firstChild!,
+      h("p", { class: "meta" }, a.complete ? "All the chat and outputs spamscope keeps of this stream were read." : "Only the newest 300,000 stored messages were read."),
+      h("h3", {}, `Moderator actions (${a.moderation.length})`),
+      a.moderation.length ? h("div", { class: "user-actions" }, ...rows(a.moderation)) : h("p", { class: "meta" }, "None kept."),
+      h("h3", {}, `Spam events they took part in (${a.spamEvents.length})`),
+      a.spamEvents.length ? h("ul", { class: "user-events" }, ...a.spamEvents.map((e) => h("li", {},
+        h("span", { class: `class${e.spam ? "" : " crowd"}` }, CLASS_NAMES[e.class] ?? "unclassified"), " ",
+        h("a", { href: `#/channel/${encodeURIComponent(stream)}?event=${e.eventId}` }, visible(e.text)),
+        h("span", { class: "meta" }, ` ${e.count} messages from ${e.uniqueUsers} users, ${time(e.firstSeenMs)}`)))) : h("p", { class: "meta" }, "None."),
+      h("h3", {}, `Messages (${a.messages.length}${a.messages.length >= 200 ? ", the newest" : ""})`),
+      a.messages.length ? h("div", { class: "scroll user-messages" }, ...rows(a.messages)) : h("p", { class: "meta" }, "None kept."));
+  } catch (e) {
+    box.append(errorBox(e));
+  }
+  return box;
+}
+
 export async function userPage(app: HTMLElement, user: string, signal: AbortSignal) {
   const list = h("div", { id: "user-flags" });
   const more = h("div", {});
-  app.replaceChildren(h("h1", {}, user), h("p", { class: "meta" }, "Flags across every stream, newest first, each with its evidence. Look a user up by login or by id (Twitch user id, YouTube channel id)."), list, more);
+  const streams = h("div", { id: "user-streams" });
+  app.replaceChildren(h("h1", {}, user),
+    h("p", { class: "meta" }, "Flags across every stream, newest first, each with its evidence; then what the user did in the streams they were flagged or seen in. Look a user up by login or by id (Twitch user id, YouTube channel id)."),
+    h("h2", {}, "Flags"), list, more, streams);
+  const seen = new Set<string>();
+  const from = current().query.get("stream");
+  const show = (stream: string) => {
+    if (seen.has(stream) || seen.size >= 5) return;
+    seen.add(stream);
+    const slot = h("div", {});
+    streams.append(slot);
+    void activity(user, stream, signal).then((b) => slot.replaceWith(b));
+  };
+  if (from) show(from);
   const load = async (token: string) => {
     const p = await retrying(() => api.userHistory({ user, pageSize: 50, pageToken: token }, { signal }), signal);
     p.decisions.forEach((d) => list.append(decisionRow(d, true)));
     more.replaceChildren();
     if (p.nextPageToken) more.append(button("Load more", () => void load(p.nextPageToken), { class: "more" }));
     if (!token && !p.decisions.length) list.append(h("p", { class: "empty" }, `spamscope has not flagged ${user} in the history it keeps.`));
+    p.decisions.forEach((d) => show(`${d.platform === Platform.YOUTUBE ? "youtube" : "twitch"}.${d.streamId}`));
   };
   try { await load(""); } catch (e) { list.append(errorBox(e)); }
 }

@@ -140,6 +140,11 @@ await step("user-page", async () => {
   await page.locator("#user-flags .flag .evidence li").first().waitFor({ timeout: 20000 });
   const h1 = await page.locator("h1").innerText();
   if (h1 !== who) fail(`user page of ${h1}, clicked ${who}`);
+  // What they said there and what the moderators did, from the kept chat.
+  const there = page.locator('#user-streams .activity[data-stream="twitch.xqcow"]');
+  await there.locator(".user-messages .msg").first().waitFor({ timeout: 20000 });
+  const heading = await there.locator("h3").first().innerText();
+  if (!/^Moderator actions \(\d+\)$/.test(heading)) fail(`actions heading: ${heading}`);
 });
 
 await step("mute", async () => {

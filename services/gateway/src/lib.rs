@@ -32,8 +32,9 @@ use spamscope_proto::v1::{
     ClusterStatusRequest, ClusterStatusResponse, DetectorOutput, GetParamsRequest,
     ListChannelsRequest, ListChannelsResponse, Params, RatePoint, SearchSpamRequest,
     SearchSpamResponse, SetParamsRequest, ShardStatus, SpamEventDetailRequest,
-    SpamEventDetailResponse, SpamMatch, UserHistoryRequest, UserHistoryResponse, WatchChannelEvent,
-    WatchChannelRequest, detector_output, watch_channel_event,
+    SpamEventDetailResponse, SpamMatch, UserActivityRequest, UserActivityResponse,
+    UserHistoryRequest, UserHistoryResponse, WatchChannelEvent, WatchChannelRequest,
+    detector_output, watch_channel_event,
 };
 use spamscope_runtime::now_ms;
 use spamscope_store::Store;
@@ -678,6 +679,21 @@ impl GatewayApi for Gateway {
         Ok(Response::new(
             self.event_detail(&key, r.event_id, limit).await?,
         ))
+    }
+
+    async fn user_activity(
+        &self,
+        req: Request<UserActivityRequest>,
+    ) -> Result<Response<UserActivityResponse>, Status> {
+        let r = req.into_inner();
+        let key = parse_stream(&r.stream)?;
+        let user = r.user.trim();
+        if user.is_empty() || user.chars().count() > 200 {
+            return Err(GatewayError::Invalid("user must be 1 to 200 characters".into()).into());
+        }
+        let limit = bounded("limit", r.limit, 100, MAX_READBACK)?;
+        self.require_known(&key).await?;
+        Ok(Response::new(self.activity_of(&key, user, limit).await?))
     }
 
     async fn cluster_status(

@@ -18,7 +18,7 @@ use spamscope_bus::subjects;
 use spamscope_proto::StreamKey;
 use spamscope_proto::v1::{
     ChannelChatResponse, ChatEvent, DetectorOutput, EventUser, MessageScore, SpamEvent,
-    SpamEventDetailResponse, TimelinePoint, chat_event, detector_output,
+    SpamEventDetailResponse, TimelinePoint, UserActivityResponse, chat_event, detector_output,
 };
 
 use crate::kept::{self, Kept, ScanEnd};
@@ -32,6 +32,10 @@ const SCORES_PER_EVENT: usize = 16;
 pub const TIMELINE_BUCKET_MS: i64 = 10_000;
 /// Users listed for an event.
 const MAX_USERS: usize = 100;
+/// Moderator actions listed for a user, and pending ones held while
+/// reading back (a deletion is read before the message it names).
+const MAX_ACTIONS: usize = 1000;
+const MAX_PENDING: usize = 20_000;
 /// Outputs up to this long before an event's first message still belong
 /// to the scan (outputs of one stream are published in chat order, but a
 /// decision can carry an earlier time).
@@ -294,6 +298,146 @@ impl Gateway {
                 .collect(),
             scored_messages: scored,
             messages_found: found as u64,
+        })
+    }
+
+    /// What `user` (login or id) did in stream `key`, and what moderators
+    /// did about it, from the kept chat and outputs.
+    pub async fn activity_of(
+        &self,
+        key: &StreamKey,
+        user: &str,
+        limit: usize,
+    ) -> Result<UserActivityResponse, GatewayError> {
+        let login = user.to_lowercase();
+        let is_user = |l: &str, id: &str| {
+            (!l.is_empty() && l.to_lowercase() == login) || (!id.is_empty() && id == user)
+        };
+        let mut messages: Vec<ChatEvent> = Vec::new();
+        let mut actions: Vec<ChatEvent> = Vec::new();
+        // Read before what they refer to: deletions by target message,
+        // removals by user id.
+        let mut deletions: HashMap<String, ChatEvent> = HashMap::new();
+        let mut removals: Vec<ChatEvent> = Vec::new();
+        let mut user_ids: HashSet<String> = HashSet::new();
+        let (mut chat, subject) = self.chat_stream(key).await?;
+        let mut complete = true;
+        if let Some(end) = Self::chat_end(&chat, &subject).await? {
+            let (first, _) = kept::bounds(&mut chat).await.map_err(unavailable)?;
+            let scan = kept::scan_back(&chat, first, &subject, end, MAX_VISIT, |m| {
+                let Ok(evs) =
+                    spamscope_proto::decode_chat(subjects::is_batch(m.headers.as_ref()), m.payload)
+                else {
+                    return ControlFlow::Continue(());
+                };
+                for ev in evs.into_iter().rev() {
+                    match &ev.kind {
+                        Some(chat_event::Kind::Message(msg)) => {
+                            let Some(a) = &msg.author else { continue };
+                            if !is_user(&a.login, &a.user_id) {
+                                continue;
+                            }
+                            if !a.user_id.is_empty() {
+                                user_ids.insert(a.user_id.clone());
+                            }
+                            if let Some(d) = deletions.remove(&ev.event_id)
+                                && actions.len() < MAX_ACTIONS
+                            {
+                                actions.push(d);
+                            }
+                            if messages.len() < limit {
+                                messages.push(ev);
+                            }
+                        }
+                        Some(chat_event::Kind::MessageDeleted(d)) if !d.by_author => {
+                            if is_user(&d.user_login, &d.user_id) {
+                                if actions.len() < MAX_ACTIONS {
+                                    actions.push(ev);
+                                }
+                            } else if d.user_login.is_empty()
+                                && d.user_id.is_empty()
+                                && deletions.len() < MAX_PENDING
+                            {
+                                deletions.insert(d.target_message_id.clone(), ev);
+                            }
+                        }
+                        Some(chat_event::Kind::UserTimedOut(t))
+                            if is_user(&t.user_login, &t.user_id)
+                                && actions.len() < MAX_ACTIONS =>
+                        {
+                            actions.push(ev);
+                        }
+                        Some(chat_event::Kind::UserBanned(b))
+                            if is_user(&b.user_login, &b.user_id)
+                                && actions.len() < MAX_ACTIONS =>
+                        {
+                            actions.push(ev);
+                        }
+                        Some(chat_event::Kind::UserMessagesRemoved(_))
+                            if removals.len() < MAX_PENDING =>
+                        {
+                            removals.push(ev);
+                        }
+                        _ => {}
+                    }
+                }
+                ControlFlow::Continue(())
+            })
+            .await
+            .map_err(unavailable)?;
+            complete &= scan == ScanEnd::Start;
+        }
+        for r in removals {
+            if let Some(chat_event::Kind::UserMessagesRemoved(x)) = &r.kind
+                && (user_ids.contains(&x.user_id) || x.user_id == user)
+                && actions.len() < MAX_ACTIONS
+            {
+                actions.push(r);
+            }
+        }
+        // The spam events of their messages: the scores name the user's
+        // login and the event; each event's last update is read first.
+        let mut spam = self
+            .bus
+            .js
+            .get_stream(subjects::SPAM_STREAM)
+            .await
+            .map_err(|e| unavailable(format!("JetStream: {e}")))?;
+        let (first, last) = kept::bounds(&mut spam).await.map_err(unavailable)?;
+        let mut latest: HashMap<u64, SpamEvent> = HashMap::new();
+        let mut theirs: HashSet<u64> = HashSet::new();
+        let subject = subjects::spam_stream(key.platform.key(), &key.id);
+        let scan = kept::scan_back(&spam, first, &subject, last + 1, MAX_VISIT, |m| {
+            match DetectorOutput::decode(m.payload).ok().and_then(|o| o.kind) {
+                Some(detector_output::Kind::SpamEvent(e))
+                    if latest.len() < MAX_PENDING && !latest.contains_key(&e.event_id) =>
+                {
+                    latest.insert(e.event_id, e);
+                }
+                Some(detector_output::Kind::MessageScore(s))
+                    if s.spam_event_id != 0 && is_user(&s.user_login, "") =>
+                {
+                    theirs.insert(s.spam_event_id);
+                }
+                _ => {}
+            }
+            ControlFlow::Continue(())
+        })
+        .await
+        .map_err(unavailable)?;
+        complete &= scan == ScanEnd::Start;
+        let mut spam_events: Vec<SpamEvent> = theirs
+            .into_iter()
+            .filter_map(|id| latest.remove(&id))
+            .collect();
+        spam_events.sort_by(|a, b| b.last_seen_ms.cmp(&a.last_seen_ms));
+        messages.reverse();
+        actions.sort_by_key(|e| e.ts_ms);
+        Ok(UserActivityResponse {
+            messages,
+            moderation: actions,
+            spam_events,
+            complete,
         })
     }
 }
