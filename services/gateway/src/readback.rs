@@ -430,7 +430,7 @@ impl Gateway {
             .into_iter()
             .filter_map(|id| latest.remove(&id))
             .collect();
-        spam_events.sort_by(|a, b| b.last_seen_ms.cmp(&a.last_seen_ms));
+        spam_events.sort_by_key(|e| std::cmp::Reverse(e.last_seen_ms));
         messages.reverse();
         actions.sort_by_key(|e| e.ts_ms);
         Ok(UserActivityResponse {
