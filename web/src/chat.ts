@@ -14,9 +14,13 @@ const KEEP_MAX = 6000;
 export const streamOf = (ev: { platform: Platform; streamId: string }) =>
   `${ev.platform === Platform.YOUTUBE ? "youtube" : "twitch"}.${ev.streamId}`;
 
-/** A link to a user's page (with the stream it was seen in, if known). */
+/**
+ * A link to a user's page (with the stream it was seen in, if known).
+ * YouTube users go by their channel id, the one stable id (display names
+ * are neither unique nor fixed); Twitch users by login.
+ */
 export function userLink(login: string, id = "", stream = ""): HTMLElement {
-  const key = login || id;
+  const key = (stream.startsWith("youtube.") && id) || login || id;
   const q = stream ? `?stream=${encodeURIComponent(stream)}` : "";
   return h("a", { class: "who", href: `#/user/${encodeURIComponent(key)}${q}` }, login || id || "?");
 }
@@ -52,8 +56,12 @@ export function withEmotes(text: string, emotes: EmoteRange[]): (Node | string)[
   return out;
 }
 
-/** One chat event as a row; null for events a reader need not see. */
-export function chatRow(ev: ChatEvent): HTMLElement | null {
+/**
+ * One chat event as a row; null for events a reader need not see. `names`
+ * maps user ids to the names seen with them (YouTube removals name only
+ * the id).
+ */
+export function chatRow(ev: ChatEvent, names?: Map<string, string>): HTMLElement | null {
   const t = h("span", { class: "ts" }, clock(ev.tsMs));
   const st = streamOf(ev);
   const link = (login: string, id = "") => userLink(login, id, st);
@@ -74,8 +82,10 @@ export function chatRow(ev: ChatEvent): HTMLElement | null {
       return h("div", { class: "mod-line" }, t, link(k.value.userLogin, k.value.userId), ` was timed out for ${k.value.durationS} s`);
     case "userBanned":
       return h("div", { class: "mod-line" }, t, link(k.value.userLogin, k.value.userId), " was banned");
-    case "userMessagesRemoved":
-      return h("div", { class: "mod-line" }, t, `every message of ${k.value.userId} was removed by a moderator`);
+    case "userMessagesRemoved": {
+      const id = k.value.userId;
+      return h("div", { class: "mod-line" }, t, "every message of ", link(names?.get(id) ?? id, id), " was removed by a moderator");
+    }
     case "chatCleared":
       return h("div", { class: "mod-line" }, t, "the chat was cleared by a moderator");
     case "roomState": {
@@ -112,6 +122,8 @@ export class ChatView {
   private autoTop = 0;
   /** Scores that arrived before their message. */
   private scores = new Map<string, number>();
+  /** Names seen per user id, for lines that name only the id. */
+  private names = new Map<string, string>();
   /** Event ids already shown (a reopened watch and a backfill overlap). */
   private seen = new Set<string>();
   /** Last event time shown, and when chat last arrived live (wall clock). */
@@ -175,7 +187,11 @@ export class ChatView {
   private row(ev: ChatEvent): HTMLElement | null {
     if (this.seen.has(ev.eventId)) return null;
     this.seen.add(ev.eventId);
-    const r = chatRow(ev);
+    if (ev.kind.case === "message") {
+      const a = ev.kind.value.author;
+      if (a?.userId && (a.displayName || a.login) && this.names.size < 50000) this.names.set(a.userId, a.displayName || a.login);
+    }
+    const r = chatRow(ev, this.names);
     const s = this.scores.get(ev.eventId);
     if (r && s !== undefined) { mark(r, s); this.scores.delete(ev.eventId); }
     return r;

@@ -109,7 +109,8 @@ export async function userPage(app: HTMLElement, user: string, signal: AbortSign
   const list = h("div", { id: "user-flags" });
   const more = h("div", {});
   const streams = h("div", { id: "user-streams" });
-  app.replaceChildren(h("h1", {}, user),
+  const title = h("h1", {}, user);
+  app.replaceChildren(title,
     h("p", { class: "meta" }, "Flags across every stream, newest first, each with its evidence; then what the user did in the streams they were flagged or seen in. Look a user up by login or by id (Twitch user id, YouTube channel id)."),
     h("h2", {}, "Flags"), list, more, streams);
   const seen = new Set<string>();
@@ -125,6 +126,9 @@ export async function userPage(app: HTMLElement, user: string, signal: AbortSign
   const load = async (token: string) => {
     const p = await retrying(() => api.userHistory({ user, pageSize: 50, pageToken: token }, { signal }), signal);
     p.decisions.forEach((d) => list.append(decisionRow(d, true)));
+    // A YouTube channel id: say the name it goes by.
+    const name = p.decisions[0]?.userLogin;
+    if (!token && name && name.toLowerCase() !== user.toLowerCase()) title.textContent = `${name} (${user})`;
     more.replaceChildren();
     if (p.nextPageToken) more.append(button("Load more", () => void load(p.nextPageToken), { class: "more" }));
     if (!token && !p.decisions.length) list.append(h("p", { class: "empty" }, `spamscope has not flagged ${user} in the history it keeps.`));

@@ -21,8 +21,9 @@ const BY_STREAM: TableDefinition<&str, ()> = TableDefinition::new("events_by_str
 const DECISIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("decisions");
 /// `user \0 inverted at \0 stream` → ().
 const DEC_BY_USER: TableDefinition<&str, ()> = TableDefinition::new("decisions_by_user");
-/// user id (lower-cased) → the login its decisions are indexed under:
-/// decisions are found by id as well as by login.
+/// another name of a user (lower-cased) → the user its decisions are
+/// indexed under ([`crate::types::decision_user`]): a Twitch user id → the
+/// login, a YouTube display name → the channel id.
 const USER_LOGINS: TableDefinition<&str, &str> = TableDefinition::new("user_logins");
 /// `stream \0 inverted at \0 user` → ().
 const DEC_BY_STREAM: TableDefinition<&str, ()> = TableDefinition::new("decisions_by_stream");
@@ -160,15 +161,9 @@ impl HistoryStore {
             let mut ul_t = txn.open_table(USER_LOGINS)?;
             for d in decisions {
                 let stream = stream_key(d.platform, &d.stream_id);
-                let user = if d.user_login.is_empty() {
-                    &d.user_id
-                } else {
-                    &d.user_login
-                };
-                let user = user.to_lowercase();
-                let id = d.user_id.to_lowercase();
-                if !id.is_empty() && id != user {
-                    ul_t.insert(id.as_str(), user.as_str())?;
+                let (user, alias) = crate::types::decision_user(d);
+                if let Some((alias, user)) = alias {
+                    ul_t.insert(alias.as_str(), user.as_str())?;
                 }
                 let key = format!("{stream}\0{user}");
                 if d_t.get(key.as_str())?.is_some() {
@@ -267,7 +262,7 @@ impl HistoryStore {
         let idx = txn.open_table(DEC_BY_USER)?;
         let mut user = user.to_lowercase();
         let mut prefix = format!("{user}\0");
-        // Not a login decisions are indexed under: perhaps a user id.
+        // Not a user decisions are indexed under: perhaps another name.
         let as_login = idx
             .range(prefix.as_str()..)?
             .next()

@@ -8,8 +8,9 @@
 //!   newest-first indexes;
 //! - `decisions ((stream), user)`, `decisions_by_user ((user), at DESC,
 //!   stream)`, `decisions_by_stream ((stream), at DESC, user)`;
-//!   `user_logins (user_id)`: the login a user id's decisions are indexed
-//!   under, so they are found by id too;
+//!   `user_logins (user_id)`: another name of a user (column `user_id`:
+//!   a Twitch user id, a YouTube display name) → the user its decisions are
+//!   indexed under (`types::decision_user`), so they are found by it too;
 //! - `spam_rate ((stream), minute, event_id, version)`: messages added by
 //!   spam-class events (not crowd reactions),
 //!   each event version, summed per minute on read (idempotent, no counters);
@@ -402,16 +403,10 @@ impl ScyllaHistory {
         }
         for d in decisions {
             let stream = stream_key(d.platform, &d.stream_id);
-            let user = if d.user_login.is_empty() {
-                &d.user_id
-            } else {
-                &d.user_login
-            }
-            .to_lowercase();
-            let id = d.user_id.to_lowercase();
-            if !id.is_empty() && id != user {
+            let (user, alias) = crate::types::decision_user(d);
+            if let Some((alias, user)) = alias {
                 self.session
-                    .execute_unpaged(&self.st.put_user_login, (&id, &user))
+                    .execute_unpaged(&self.st.put_user_login, (&alias, &user))
                     .await
                     .map_err(err)?;
             }
@@ -573,7 +568,7 @@ impl ScyllaHistory {
             .execute_single_page(&st, (&user,), cursor_state(cursor)?)
             .await
             .map_err(err)?;
-        // Not a login decisions are indexed under: perhaps a user id.
+        // Not a user decisions are indexed under: perhaps another name.
         if res.is_rows() && res.clone().into_rows_result().map_err(err)?.rows_num() == 0 {
             let login = self
                 .session

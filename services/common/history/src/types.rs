@@ -2,7 +2,7 @@
 
 use base64::Engine;
 use spamscope_proto::StreamKey;
-use spamscope_proto::v1::{Platform, SpamEvent};
+use spamscope_proto::v1::{Decision, Platform, SpamEvent};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
@@ -57,4 +57,24 @@ pub(crate) fn decode_cursor(c: &str) -> Result<String, HistoryError> {
         .decode(c)
         .map_err(|_| HistoryError::BadCursor)?;
     String::from_utf8(b).map_err(|_| HistoryError::BadCursor)
+}
+
+/// Which user a decision is indexed under, and another name that finds it.
+///
+/// - Twitch: the login (lower case), found by the user id as well.
+/// - YouTube: the author's channel id (lower case), the one stable id: two
+///   authors may share a display name and one can change it. Found by the
+///   display name too (the channel id that name last had).
+///
+/// The alias is `(alias, indexed user)` when it differs from the key.
+pub fn decision_user(d: &Decision) -> (String, Option<(String, String)>) {
+    let (login, id) = (d.user_login.to_lowercase(), d.user_id.to_lowercase());
+    let by_id = Platform::of(d.platform) == Platform::Youtube && !id.is_empty();
+    let (user, alias) = if by_id || login.is_empty() {
+        (id, login)
+    } else {
+        (login, id)
+    };
+    let alias = (!alias.is_empty() && alias != user).then(|| (alias, user.clone()));
+    (user, alias)
 }

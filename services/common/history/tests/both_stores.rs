@@ -155,6 +155,24 @@ async fn suite(h: &History, semantics: bool) {
         .unwrap()
         .items;
     assert!(nobody.is_empty());
+    // Two YouTube authors may share a display name: both are kept, each
+    // found by its channel id; the name finds the one that had it last.
+    let mut other = decision("vid-a", "AZENA", 1_607_054_620_000);
+    other.user_id = "UC-someone-else".into();
+    h.write(vec![], vec![other.clone()]).await.unwrap();
+    let both = h
+        .channel_decisions("youtube.vid-a".into(), 0, i64::MAX, 10, None)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(both.len(), 2, "{both:?}");
+    let by = |u: &'static str| h.user_decisions(u.into(), 10, None);
+    assert_eq!(
+        by("UC-someone-else").await.unwrap().items,
+        vec![other.clone()]
+    );
+    assert_eq!(by("uc-azena").await.unwrap().items, ud);
+    assert_eq!(by("Azena").await.unwrap().items, vec![other]);
     let rate: u64 = h
         .spam_rate("youtube.vid-a".into(), 0, i64::MAX)
         .await
