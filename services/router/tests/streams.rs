@@ -251,3 +251,76 @@ async fn limits_bigger_than_the_store_are_refused_naming_the_flags() {
         "{err:?}"
     );
 }
+
+/// A stream's chat is capped per stream: a busy channel loses its own
+/// oldest messages past the cap, and a quiet channel of the same shard
+/// keeps all of its own.
+#[tokio::test]
+async fn chat_is_capped_per_stream_not_per_shard() {
+    use futures::TryStreamExt;
+    let nats = Nats::start();
+    let bus = Bus::connect(&nats.url(), "per-stream-test").await.unwrap();
+    let cfg = BusConfig {
+        url: nats.url(),
+        shards: 1,
+        chat_max_bytes: 256 << 20,
+        spam_max_bytes: 64 << 20,
+        chat_max_per_stream: spamscope_bus::MIN_CHAT_MAX_PER_STREAM,
+        ..BusConfig::default()
+    };
+    bus.ensure_streams(&cfg, StreamLimits::Apply).await.unwrap();
+    let (busy, quiet) = (
+        subjects::chat(0, "twitch", "busy"),
+        subjects::chat(0, "twitch", "quiet"),
+    );
+    let mut acks = Vec::new();
+    for i in 0..1500 {
+        acks.push(
+            bus.js
+                .publish(busy.clone(), format!("b{i}").into())
+                .await
+                .unwrap(),
+        );
+        if i % 150 == 0 {
+            acks.push(
+                bus.js
+                    .publish(quiet.clone(), format!("q{i}").into())
+                    .await
+                    .unwrap(),
+            );
+        }
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
+    let s = bus.js.get_stream(subjects::chat_stream(0)).await.unwrap();
+    let counts: std::collections::BTreeMap<String, usize> = s
+        .info_with_subjects("chat.0.>")
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(counts[&busy], 1000, "{counts:?}");
+    assert_eq!(counts[&quiet], 10, "{counts:?}");
+    // The busy channel's newest are the ones kept.
+    let last = s.get_last_raw_message_by_subject(&busy).await.unwrap();
+    assert_eq!(&last.payload[..], b"b1499");
+    // Another role with another cap only reports the difference.
+    let differences = bus
+        .ensure_streams(
+            &BusConfig {
+                chat_max_per_stream: 5000,
+                ..cfg.clone()
+            },
+            StreamLimits::Keep,
+        )
+        .await
+        .unwrap();
+    assert!(
+        differences
+            .iter()
+            .any(|d| d.contains("max messages per stream 1000 in JetStream, 5000 here")),
+        "{differences:?}"
+    );
+}

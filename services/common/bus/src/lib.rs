@@ -139,6 +139,10 @@ pub struct BusConfig {
     pub chat_max_bytes: i64,
     pub spam_max_age: Duration,
     pub spam_max_bytes: i64,
+    /// Chat messages kept per stream (channel or video): past it a stream's
+    /// oldest go first, so one busy channel cannot push every other
+    /// channel's chat out of its shard.
+    pub chat_max_per_stream: i64,
     /// JetStream drops a message whose `Nats-Msg-Id` it saw within this.
     pub duplicate_window: Duration,
 }
@@ -152,6 +156,7 @@ impl Default for BusConfig {
             chat_max_bytes: 8 << 30,
             spam_max_age: Duration::from_secs(7 * 24 * 3600),
             spam_max_bytes: 8 << 30,
+            chat_max_per_stream: 1_000_000,
             duplicate_window: Duration::from_secs(10 * 60),
         }
     }
@@ -165,6 +170,9 @@ pub enum StreamLimits {
     /// Leave them as they are; report where they differ.
     Keep,
 }
+
+/// The fewest chat messages a stream may be held to.
+pub const MIN_CHAT_MAX_PER_STREAM: i64 = 1000;
 
 /// The shortest duplicate window accepted. Ingest resends a message whose
 /// ack did not come (backoff up to 5 s, with the same message id), and a
@@ -186,6 +194,13 @@ fn limit_differences(name: &str, have: &stream::Config, want: &stream::Config) -
         out.push(format!(
             "{name}: max bytes {} in JetStream, {} here",
             have.max_bytes, want.max_bytes
+        ));
+    }
+    // (JetStream stores "no limit" as -1.)
+    if have.max_messages_per_subject.max(0) != want.max_messages_per_subject.max(0) {
+        out.push(format!(
+            "{name}: max messages per stream {} in JetStream, {} here",
+            have.max_messages_per_subject, want.max_messages_per_subject
         ));
     }
     if have.duplicate_window != want.duplicate_window {
@@ -295,13 +310,16 @@ impl Bus {
     ) -> Result<Vec<String>, BusError> {
         let shards = cfg.shards.max(1);
         let per_shard = (cfg.chat_max_bytes / i64::from(shards)).max(1 << 20);
-        let mut streams: Vec<(String, String, Duration, i64)> = (0..shards)
+        // (name, subject, max age, max bytes, max messages per subject; 0
+        // is no limit)
+        let mut streams: Vec<(String, String, Duration, i64, i64)> = (0..shards)
             .map(|s| {
                 (
                     subjects::chat_stream(s),
                     subjects::chat_shard(s),
                     cfg.chat_max_age,
                     per_shard,
+                    cfg.chat_max_per_stream,
                 )
             })
             .collect();
@@ -310,15 +328,17 @@ impl Bus {
             subjects::SPAM_ALL.into(),
             cfg.spam_max_age,
             cfg.spam_max_bytes,
+            0,
         ));
         streams.push((
             subjects::DLQ_STREAM.into(),
             "dlq.>".into(),
             cfg.spam_max_age,
             dlq_max_bytes(cfg),
+            0,
         ));
         let mut differences = Vec::new();
-        for (name, subject, max_age, max_bytes) in streams {
+        for (name, subject, max_age, max_bytes, per_subject) in streams {
             // Each chat stream says how many shards the cluster has: a
             // second record of the count beside Redis's, written with the
             // stream itself (so read safely while another process is still
@@ -327,6 +347,7 @@ impl Bus {
                 .strip_prefix(subjects::CHAT_STREAM_PREFIX)
                 .map(|k| format!("spamscope chat, shard {k} of {shards}"));
             let config = stream::Config {
+                max_messages_per_subject: per_subject,
                 name: name.clone(),
                 description,
                 subjects: vec![subject],

@@ -62,6 +62,14 @@ pub struct ClusterArgs {
     #[arg(long, default_value_t = BusConfig::default().spam_max_bytes,
           value_parser = clap::value_parser!(i64).range(spamscope_bus::MIN_SPAM_MAX_BYTES..))]
     pub spam_max_bytes: i64,
+    /// Chat messages kept per stream (channel or video) in the CHAT
+    /// streams, at least 1,000: a stream's oldest go first past it, so one
+    /// busy channel cannot push the others' chat out (the console reads
+    /// chat back from here). A detector lagging this far behind on one
+    /// stream would miss that stream's oldest messages.
+    #[arg(long, default_value_t = BusConfig::default().chat_max_per_stream,
+          value_parser = clap::value_parser!(i64).range(spamscope_bus::MIN_CHAT_MAX_PER_STREAM..))]
+    pub chat_max_per_stream: i64,
     /// JetStream duplicate window, in seconds: at least 120 (ingest's
     /// resends must fall inside it) and at most the shorter retention.
     #[arg(long, default_value_t = BusConfig::default().duplicate_window.as_secs(),
@@ -100,6 +108,7 @@ impl ClusterArgs {
             spam_max_age: Duration::from_secs(self.spam_max_age_s),
             chat_max_bytes: self.chat_max_bytes,
             spam_max_bytes: self.spam_max_bytes,
+            chat_max_per_stream: self.chat_max_per_stream,
             duplicate_window: Duration::from_secs(self.duplicate_window_s),
         })
     }
