@@ -40,8 +40,28 @@ function badges(a: Author | undefined, platform: Platform): HTMLElement[] {
   return out.filter(([on]) => on).map(([, cls, title]) => h("span", { class: `badge ${cls}`, title }, cls === "first" ? "new" : cls));
 }
 
-/** The text with its emotes styled as such (by name: no images fetched). */
-export function withEmotes(text: string, emotes: EmoteRange[]): (Node | string)[] {
+/**
+ * Twitch emote images, once the browser has shown it can reach Twitch's
+ * CDN (one probe at start); until then, and on YouTube, emotes are their
+ * names, styled.
+ */
+let twitchCdn = false;
+export function probeEmoteImages() {
+  const img = new Image();
+  img.onload = () => { twitchCdn = img.naturalWidth > 0; };
+  img.src = "https://static-cdn.jtvnw.net/emoticons/v2/25/default/dark/1.0";
+}
+
+function emote(name: string, id: string, platform: Platform): HTMLElement {
+  if (twitchCdn && platform === Platform.TWITCH && /^[\w-]+$/.test(id)) {
+    const dark = document.documentElement.dataset.theme === "dark" ? "dark" : "light";
+    return h("img", { class: "emote-img", alt: name, title: name, src: `https://static-cdn.jtvnw.net/emoticons/v2/${id}/default/${dark}/1.0` });
+  }
+  return h("span", { class: "emote", title: `emote ${id}` }, name);
+}
+
+/** The text with its emotes shown as such. */
+export function withEmotes(text: string, emotes: EmoteRange[], platform = Platform.UNSPECIFIED): (Node | string)[] {
   if (!emotes.length) return [visible(text)];
   const chars = Array.from(text);
   const out: (Node | string)[] = [];
@@ -49,7 +69,7 @@ export function withEmotes(text: string, emotes: EmoteRange[]): (Node | string)[
   for (const e of [...emotes].sort((a, b) => a.start - b.start)) {
     if (e.start < at || e.end > chars.length) continue;
     if (e.start > at) out.push(visible(chars.slice(at, e.start).join("")));
-    out.push(h("span", { class: "emote", title: `emote ${e.emoteId}` }, chars.slice(e.start, e.end).join("")));
+    out.push(emote(chars.slice(e.start, e.end).join(""), e.emoteId, platform));
     at = e.end;
   }
   if (at < chars.length) out.push(visible(chars.slice(at).join("")));
@@ -71,7 +91,7 @@ export function chatRow(ev: ChatEvent, names?: Map<string, string>): HTMLElement
       const m = k.value;
       const a = m.author;
       return h("div", { class: `msg${m.action ? " action" : ""}`, "data-id": ev.eventId, "data-user": a?.login ?? "", "data-user-id": a?.userId ?? "" },
-        t, ...badges(a, ev.platform), link(a?.login ?? "", a?.userId ?? ""), h("span", { class: "text" }, ...withEmotes(m.text, m.emotes)));
+        t, ...badges(a, ev.platform), link(a?.login ?? "", a?.userId ?? ""), h("span", { class: "text" }, ...withEmotes(m.text, m.emotes, ev.platform)));
     }
     case "messageDeleted": {
       const d = k.value;

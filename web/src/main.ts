@@ -6,6 +6,7 @@
 //   #/cluster                      replicas, shards, lag
 //   #/params?scope=                detector params (admin token to change)
 import { channelPage } from "./channel";
+import { probeEmoteImages } from "./chat";
 import { channelsPage, clusterPage, paramsPage, searchPage, userPage } from "./pages";
 import { current } from "./route";
 import { errorBox } from "./ui";
@@ -50,4 +51,5 @@ window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", app
 applyTheme();
 
 window.addEventListener("hashchange", route);
+probeEmoteImages();
 route();

@@ -19,8 +19,15 @@ const COLUMNS: Column[] = [
   ["messages", "messages / min", (c) => c.messagesPerMinute, (c) => c.messagesPerMinute.toFixed(0)],
   ["spam", "spam / min", (c) => c.spamMessagesPerMinute, (c) => c.spamMessagesPerMinute.toFixed(0)],
   ["events", "active spam events", (c) => c.activeSpamEvents, (c) => String(c.activeSpamEvents)],
+  ["state", "state", (c) => state(c), (c) => h("span", { class: `state ${state(c)}` }, state(c))],
   ["last", "last message", (c) => Number(c.lastMessageMs), (c) => time(c.lastMessageMs)],
 ];
+
+/** Live: chat arrived within the last minute; ended: the platform said so. */
+function state(c: ChannelSummary): string {
+  if (c.ended) return "ended";
+  return c.quietMs >= 0 && c.quietMs < 60000n ? "live" : "quiet";
+}
 
 export async function channelsPage(app: HTMLElement, signal: AbortSignal) {
   const q = current().query;

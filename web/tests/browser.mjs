@@ -60,6 +60,10 @@ await step("channels", async () => {
   await page.waitForFunction(() => [...document.querySelectorAll("#channels tr[data-stream]")].every((r) => r.dataset.stream.includes("xqc")));
   if (!page.url().includes("q=xqc")) fail(`filter not in the URL: ${page.url()}`);
   await page.fill("#filter", "");
+  // Each stream's state: the live replay is live, the finished log is not.
+  await page.locator(`tr[data-stream="${liveStream}"] .state.live`).waitFor({ timeout: 30000 });
+  const xq = await page.locator('tr[data-stream="twitch.xqcow"] .state').innerText();
+  if (xq === "live") fail("the finished xqcow log is shown as live");
 });
 
 await step("live-scroll-back", async () => {

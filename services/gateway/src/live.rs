@@ -37,6 +37,10 @@ struct StreamStats {
     last_message_ms: i64,
     /// When this gateway last saw chat or an output of the stream.
     seen: Option<Instant>,
+    /// When this gateway last saw a chat message of the stream.
+    last_chat: Option<Instant>,
+    /// The platform said the stream ended, and no message came since.
+    ended: bool,
 }
 
 /// Rolling one-minute rates per stream.
@@ -68,8 +72,11 @@ impl Live {
                 Some(chat_event::Kind::Message(_)) => {
                     s.messages.push_back(Instant::now());
                     s.last_message_ms = s.last_message_ms.max(ev.ts_ms);
+                    s.last_chat = Some(Instant::now());
+                    s.ended = false;
                 }
                 Some(chat_event::Kind::StreamEnded(_)) => {
+                    s.ended = true;
                     for e in s.events.values_mut() {
                         e.1 = false;
                     }
@@ -191,6 +198,10 @@ impl Live {
                             as f64,
                         active_spam_events: s.events.values().filter(|(_, a)| *a).count() as u32,
                         last_message_ms: s.last_message_ms,
+                        ended: s.ended,
+                        quiet_ms: s.last_chat.map_or(-1, |t| {
+                            i64::try_from(now.duration_since(t).as_millis()).unwrap_or(i64::MAX)
+                        }),
                     }
                 })
                 .collect()
@@ -277,5 +288,29 @@ mod tests {
         // It comes back with its next message.
         live.on_chat(&chat("quiet"));
         assert_eq!(live.len(), 2);
+    }
+
+    #[test]
+    fn a_stream_is_ended_when_the_platform_says_so_until_chat_comes_again() {
+        let live = Live::default();
+        let state = |live: &Live| {
+            let c = live.summaries(10).pop().unwrap();
+            (c.ended, c.quiet_ms)
+        };
+        live.on_chat(&ChatEvent {
+            kind: Some(chat_event::Kind::RoomState(Default::default())),
+            ..chat("show")
+        });
+        assert_eq!(state(&live), (false, -1), "no message seen yet");
+        live.on_chat(&chat("show"));
+        let (ended, quiet) = state(&live);
+        assert!(!ended && (0..5_000).contains(&quiet));
+        live.on_chat(&ChatEvent {
+            kind: Some(chat_event::Kind::StreamEnded(Default::default())),
+            ..chat("show")
+        });
+        assert!(state(&live).0);
+        live.on_chat(&chat("show"));
+        assert!(!state(&live).0);
     }
 }
