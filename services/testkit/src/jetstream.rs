@@ -15,7 +15,9 @@ pub async fn read_stream(
     url: &str,
     stream: &str,
 ) -> Vec<(String, Option<async_nats::HeaderMap>, bytes::Bytes)> {
-    let client = async_nats::connect(url).await.unwrap();
+    let client = async_nats::connect(url.split(',').collect::<Vec<_>>())
+        .await
+        .unwrap();
     let js = async_nats::jetstream::new(client);
     let mut s = js.get_stream(stream).await.unwrap();
     let last = s.info().await.unwrap().state.last_sequence;
@@ -110,7 +112,9 @@ pub async fn await_outputs(
 }
 /// Messages in a JetStream stream now.
 pub async fn stream_len(url: &str, stream: &str) -> u64 {
-    let client = async_nats::connect(url).await.unwrap();
+    let client = async_nats::connect(url.split(',').collect::<Vec<_>>())
+        .await
+        .unwrap();
     let js = async_nats::jetstream::new(client);
     match js.get_stream(stream).await {
         Ok(mut s) => s.info().await.unwrap().state.messages,
@@ -171,7 +175,9 @@ pub async fn chat_len(url: &str) -> u64 {
 }
 
 async fn chat_streams(url: &str) -> Vec<String> {
-    let client = async_nats::connect(url).await.unwrap();
+    let client = async_nats::connect(url.split(',').collect::<Vec<_>>())
+        .await
+        .unwrap();
     let js = async_nats::jetstream::new(client);
     let mut names: Vec<String> = js
         .stream_names()

@@ -120,6 +120,9 @@ pub struct Cluster {
     pub shards: u32,
     /// Environment of every role process started through [`Cluster::role`].
     pub env: Vec<(String, String)>,
+    /// A replicated NATS the roles use instead of `nats` (see
+    /// [`Cluster::replicated`]).
+    pub nats_cluster: Option<crate::NatsCluster>,
 }
 
 impl Cluster {
@@ -131,12 +134,32 @@ impl Cluster {
             logs: TempDir::new("logs"),
             shards,
             env: Vec::new(),
+            nats_cluster: None,
         }
+    }
+
+    /// Roles on a JetStream cluster of `nodes` nats-servers, every stream
+    /// with `nodes` replicas.
+    pub fn replicated(bin: impl Into<PathBuf>, shards: u32, nodes: usize) -> Self {
+        let mut c = Self::start(bin, shards);
+        c.nats_cluster = Some(crate::NatsCluster::start(nodes));
+        c.env
+            .push(("SPAMSCOPE_STREAM_REPLICAS".into(), nodes.to_string()));
+        c
+    }
+
+    /// What the roles' `--nats-url` is: every node of the replicated NATS,
+    /// or the one server.
+    pub fn nats_url(&self) -> String {
+        self.nats_cluster
+            .as_ref()
+            .map_or_else(|| self.nats.url(), crate::NatsCluster::url)
     }
 
     pub fn role(&self, name: &str, role: &str, extra: &[&str]) -> Proc {
         let mut args: Vec<String> = vec![role.into()];
         args.extend(cluster_args(&self.nats, &self.redis, self.shards));
+        args[2] = self.nats_url();
         args.extend(extra.iter().map(|s| s.to_string()));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         Proc::spawn_env(&self.bin, name, &refs, &self.logs.0, &self.env)

@@ -19,6 +19,8 @@ pub struct Nats {
     dir: TempDir,
     child: Option<Child>,
     store_bytes: u64,
+    /// Membership of a [`NatsCluster`]: its config lines.
+    cluster: Option<String>,
 }
 
 /// The store a test server declares: room for the default stream limits of
@@ -38,9 +40,15 @@ impl Nats {
             dir: TempDir::new("nats"),
             child: None,
             store_bytes,
+            cluster: None,
         };
         n.spawn();
         n
+    }
+
+    /// The server's process id while it runs (for SIGSTOP drills).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     fn program() -> std::ffi::OsString {
@@ -60,9 +68,10 @@ impl Nats {
         std::fs::write(
             &conf,
             format!(
-                "jetstream {{\n  store_dir: {:?}\n  max_file_store: {}\n}}\n",
+                "jetstream {{\n  store_dir: {:?}\n  max_file_store: {}\n}}\n{}",
                 self.store_dir().to_string_lossy(),
-                self.store_bytes
+                self.store_bytes,
+                self.cluster.as_deref().unwrap_or("")
             ),
         )
         .unwrap();
@@ -150,6 +159,105 @@ impl Nats {
 impl Drop for Nats {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A JetStream cluster of nats-servers on loopback, routed to each other,
+/// each with its own store; streams on it can keep replicas.
+#[derive(Debug)]
+pub struct NatsCluster {
+    pub nodes: Vec<Nats>,
+    monitor: Vec<u16>,
+}
+
+impl NatsCluster {
+    /// `n` servers (3 for R3 streams), once JetStream has a meta leader.
+    pub fn start(n: usize) -> Self {
+        let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let monitor: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let route_list = routes
+            .iter()
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let nodes = (0..n)
+            .map(|i| {
+                let mut node = Nats {
+                    port: 0,
+                    dir: TempDir::new("nats-node"),
+                    child: None,
+                    store_bytes: TEST_STORE_BYTES,
+                    cluster: Some(format!(
+                        "server_name: n{i}\nhttp_port: {}\ncluster {{\n  name: spamscope-test\n  \
+                         listen: 127.0.0.1:{}\n  routes: [{route_list}]\n}}\n",
+                        monitor[i], routes[i]
+                    )),
+                };
+                node.spawn();
+                node
+            })
+            .collect();
+        let c = NatsCluster { nodes, monitor };
+        c.await_meta_leader();
+        c
+    }
+
+    /// Every node's client URL, comma-separated (what `--nats-url` takes).
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(Nats::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `GET path` on node `i`'s monitoring port; None if it does not answer.
+    pub fn monitor(&self, i: usize, path: &str) -> Option<serde_json::Value> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.monitor[i])).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        serde_json::from_str(body.split_once("\r\n\r\n")?.1).ok()
+    }
+
+    /// Waits until every live node agrees on a JetStream meta leader.
+    pub fn await_meta_leader(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let leaders: Vec<Option<String>> = (0..self.nodes.len())
+                .filter(|&i| self.nodes[i].child.is_some())
+                .map(|i| {
+                    self.monitor(i, "/jsz")
+                        .and_then(|v| v["meta_cluster"]["leader"].as_str().map(str::to_owned))
+                })
+                .collect();
+            if leaders.iter().all(Option::is_some) && leaders.windows(2).all(|w| w[0] == w[1]) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no JetStream meta leader: {leaders:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The node (`n<i>`) leading stream `name`, by its own monitoring.
+    pub fn stream_leader(&self, name: &str) -> Option<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].child.is_some())
+            .find_map(|i| {
+                let v = self.monitor(i, "/jsz?streams=true")?;
+                let streams = v["account_details"][0]["stream_detail"].as_array()?.clone();
+                streams
+                    .iter()
+                    .find(|s| s["name"] == name)
+                    .and_then(|s| s["cluster"]["leader"].as_str())
+                    .and_then(|l| l.strip_prefix('n'))
+                    .and_then(|n| n.parse().ok())
+            })
     }
 }
 

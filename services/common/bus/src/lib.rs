@@ -143,6 +143,9 @@ pub struct BusConfig {
     /// oldest go first, so one busy channel cannot push every other
     /// channel's chat out of its shard.
     pub chat_max_per_stream: i64,
+    /// Copies JetStream keeps of every stream (1 on a single server; 3 on
+    /// a NATS cluster of three or more survives the loss of one node).
+    pub replicas: usize,
     /// JetStream drops a message whose `Nats-Msg-Id` it saw within this.
     pub duplicate_window: Duration,
 }
@@ -157,6 +160,7 @@ impl Default for BusConfig {
             spam_max_age: Duration::from_secs(7 * 24 * 3600),
             spam_max_bytes: 8 << 30,
             chat_max_per_stream: 1_000_000,
+            replicas: 1,
             duplicate_window: Duration::from_secs(10 * 60),
         }
     }
@@ -194,6 +198,12 @@ fn limit_differences(name: &str, have: &stream::Config, want: &stream::Config) -
         out.push(format!(
             "{name}: max bytes {} in JetStream, {} here",
             have.max_bytes, want.max_bytes
+        ));
+    }
+    if have.num_replicas.max(1) != want.num_replicas.max(1) {
+        out.push(format!(
+            "{name}: {} replicas in JetStream, {} here",
+            have.num_replicas, want.num_replicas
         ));
     }
     // (JetStream stores "no limit" as -1.)
@@ -279,15 +289,18 @@ pub struct Bus {
 }
 
 impl Bus {
-    /// Connects (retrying until the server answers) and reconnects forever
-    /// after a disconnect.
+    /// Connects (retrying until a server answers) and reconnects forever
+    /// after a disconnect. `url` is one server or a comma-separated list
+    /// (the servers of a NATS cluster; the client also learns the others
+    /// from the one it reaches).
     pub async fn connect(url: &str, name: &str) -> Result<Self, BusError> {
+        let servers: Vec<&str> = url.split(',').map(str::trim).collect();
         let client = async_nats::ConnectOptions::new()
             .name(name)
             .retry_on_initial_connect()
             .max_reconnects(None)
             .connection_timeout(Duration::from_secs(5))
-            .connect(url)
+            .connect(servers)
             .await
             .map_err(|source| BusError::Connect { source })?;
         // Every publish holds one of these until its ack arrives; a process
@@ -348,6 +361,7 @@ impl Bus {
                 .map(|k| format!("spamscope chat, shard {k} of {shards}"));
             let config = stream::Config {
                 max_messages_per_subject: per_subject,
+                num_replicas: cfg.replicas.max(1),
                 name: name.clone(),
                 description,
                 subjects: vec![subject],

@@ -70,6 +70,12 @@ pub struct ClusterArgs {
     #[arg(long, default_value_t = BusConfig::default().chat_max_per_stream,
           value_parser = clap::value_parser!(i64).range(spamscope_bus::MIN_CHAT_MAX_PER_STREAM..))]
     pub chat_max_per_stream: i64,
+    /// Copies JetStream keeps of every stream, 1 to 5: 3 on a NATS cluster
+    /// of three or more nodes survives the loss of one (the servers must
+    /// be clustered with JetStream; a single server accepts only 1).
+    #[arg(long, env = "SPAMSCOPE_STREAM_REPLICAS", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub stream_replicas: u8,
     /// JetStream duplicate window, in seconds: at least 120 (ingest's
     /// resends must fall inside it) and at most the shorter retention.
     #[arg(long, default_value_t = BusConfig::default().duplicate_window.as_secs(),
@@ -109,6 +115,7 @@ impl ClusterArgs {
             chat_max_bytes: self.chat_max_bytes,
             spam_max_bytes: self.spam_max_bytes,
             chat_max_per_stream: self.chat_max_per_stream,
+            replicas: usize::from(self.stream_replicas),
             duplicate_window: Duration::from_secs(self.duplicate_window_s),
         })
     }
