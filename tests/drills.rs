@@ -260,6 +260,63 @@ async fn drill_sigkill_the_leader_of_a_replicated_nats() {
     });
 }
 
+/// The node leading the SPAM stream of the three-node JetStream cluster
+/// paused (SIGSTOP) for 10 s mid-replay, then resumed: the other two elect
+/// a leader and go on, and the paused node catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_pause_the_leader_of_a_replicated_nats() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let c = Cluster::replicated(SPAMSCOPE, SHARDS, 3);
+    let files = [xqcow()];
+    let expected = replay_outputs(&files);
+    let (d0, d1, r, mut ing) = two_replicas_and_ingest(&c).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let url = c.nats_url();
+    let before = chat_len(&url).await;
+    assert!(
+        before > 0 && before < events_of(&files),
+        "{before} chat messages in"
+    );
+    let nc = c.nats_cluster.as_ref().unwrap();
+    let leader = nc.stream_leader("SPAM").expect("SPAM has a leader");
+    let pid = nc.nodes[leader].pid().unwrap().to_string();
+    let signal = |sig: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    let t0 = Instant::now();
+    signal("-STOP");
+    time_until(
+        Duration::from_secs(60),
+        "chat flowing with the leader paused",
+        || {
+            let url = url.clone();
+            async move { chat_len(&url).await > before }
+        },
+    )
+    .await;
+    let recover = t0.elapsed();
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(t0.elapsed())).await;
+    signal("-CONT");
+    nc.await_meta_leader();
+    finish(&mut ing);
+    let (events_in, outputs, lost, dups) = verify(&c, &files, &expected, 0, &[&d0, &d1, &r]).await;
+    report(&Row {
+        drill: "SIGSTOP the SPAM leader of a 3-node NATS for 10 s (R3)",
+        events_in,
+        outputs,
+        lost,
+        dups,
+        recover,
+        what: "until new chat lands with the leader paused".into(),
+    });
+}
+
 /// Every node of the three-node JetStream cluster SIGKILLed at once
 /// mid-replay and started again: the roles reconnect, and what JetStream
 /// had acknowledged is all there (a process kill leaves the page cache; a

@@ -19,15 +19,35 @@ pub async fn read_stream(
         .await
         .unwrap();
     let js = async_nats::jetstream::new(client);
-    let mut s = js.get_stream(stream).await.unwrap();
-    let last = s.info().await.unwrap().state.last_sequence;
+    // A JetStream cluster electing leaders answers "temporarily
+    // unavailable" for a few seconds: ask again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (last, consumer) = loop {
+        let attempt = async {
+            let mut s = js.get_stream(stream).await.map_err(|e| e.to_string())?;
+            let last = s
+                .info()
+                .await
+                .map_err(|e| e.to_string())?
+                .state
+                .last_sequence;
+            let c = s
+                .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((last, c))
+        };
+        match attempt.await {
+            Ok(v) => break v,
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "{stream}: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+    };
     if last == 0 {
         return Vec::new();
     }
-    let consumer = s
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
-        .await
-        .unwrap();
     let mut msgs = consumer.messages().await.unwrap();
     let mut out = Vec::new();
     while let Some(Ok(m)) = msgs.next().await {

@@ -300,6 +300,9 @@ impl Bus {
             .retry_on_initial_connect()
             .max_reconnects(None)
             .connection_timeout(Duration::from_secs(5))
+            // A server that stops answering (frozen, partitioned) is left
+            // after two missed pings, about 10 s, not the default 2 min.
+            .ping_interval(Duration::from_secs(5))
             .connect(servers)
             .await
             .map_err(|source| BusError::Connect { source })?;
