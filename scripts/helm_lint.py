@@ -210,6 +210,7 @@ def main() -> int:
     must_refuse({"shards": 0}, "shards")
     must_refuse({"detector": {"replicas": "two"}}, "replicas")
     must_refuse({"nats": {"url": "http://nats:4222"}}, "url")
+    must_refuse({"nats": {"url": "nats://nats:4222", "streamReplicas": 7}}, "streamReplicas")
     must_refuse({"secrets": {"adminToken": "short"}}, "adminToken")
     must_refuse({"bogus": 1}, "bogus")
     must_refuse(
