@@ -153,6 +153,24 @@ def check_invariants(docs: list[dict], label: str) -> None:
             fail(f"[{label}] no {k} rendered")
 
 
+def check_nats_url(docs: list[dict], values: dict, label: str) -> None:
+    """With nats.existingSecret every container reads the NATS URL (and its
+    login) from that Secret, and the ConfigMap does not carry the URL."""
+    secret = values.get("nats", {}).get("existingSecret")
+    config = [d for d in docs if d["kind"] == "ConfigMap"]
+    in_config = any("SPAMSCOPE_NATS_URL" in (d.get("data") or {}) for d in config)
+    for d, spec in pod_specs(docs):
+        for c in spec["containers"]:
+            env = {e["name"]: e for e in c.get("env", [])}
+            ref = env.get("SPAMSCOPE_NATS_URL", {}).get("valueFrom", {}).get("secretKeyRef", {})
+            if secret and ref.get("name") != secret:
+                fail(f"[{label}] {d['metadata']['name']}/{c['name']} does not read the NATS URL from {secret}")
+            if not secret and ref:
+                fail(f"[{label}] {d['metadata']['name']}/{c['name']} reads the NATS URL from a Secret")
+    if bool(secret) == in_config:
+        fail(f"[{label}] the ConfigMap {'holds' if in_config else 'lacks'} SPAMSCOPE_NATS_URL")
+
+
 def must_refuse(values: dict, key: str) -> None:
     chart = helm.Chart.load(CHART)
     try:
@@ -206,6 +224,7 @@ def main() -> int:
         for d in docs:
             validate(d, f"[{label}] {d['__path']}")
         check_invariants(docs, label)
+        check_nats_url(docs, values, label)
         print(f"ok   {label}: helm lint --strict, {len(docs)} objects valid for Kubernetes {KUBE_VERSION}")
     must_refuse({"shards": 0}, "shards")
     must_refuse({"detector": {"replicas": "two"}}, "replicas")

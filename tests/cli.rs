@@ -678,6 +678,70 @@ fn urls_and_tokens_are_checked_and_never_printed() {
     assert!(err.contains("--admin-token-file"), "{err}");
 }
 
+/// A NATS server that requires a login: the user and password in the URL
+/// (percent-encoded) log in and the router makes its streams; a wrong
+/// password exits 64 at once saying the login was refused, without the
+/// password.
+#[test]
+fn nats_logins_from_the_url_and_refused_ones_exit_64() {
+    const PW: &str = "pa ss/wörd-0123456789";
+    let nats = spamscope_testkit::Nats::with_config(&format!(
+        "authorization {{\n  user: spamscope\n  password: {PW:?}\n}}\n"
+    ));
+    let encoded = "pa%20ss%2Fw%C3%B6rd-0123456789";
+    let good = format!("nats://spamscope:{encoded}@127.0.0.1:{}", nats.port);
+    let dir = spamscope_testkit::TempDir::new("nats-login");
+    let _router = spamscope_testkit::Proc::spawn(
+        env!("CARGO_BIN_EXE_spamscope"),
+        "router",
+        &[
+            "router",
+            "--nats-url",
+            &good,
+            "--private-memory-store",
+            "--shards",
+            "2",
+        ],
+        &dir.0,
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let made = rt.block_on(async {
+        let client =
+            async_nats::ConnectOptions::with_user_and_password("spamscope".into(), PW.into())
+                .connect(nats.url())
+                .await
+                .unwrap();
+        let js = async_nats::jetstream::new(client);
+        for _ in 0..150 {
+            if js.get_stream("CHAT-1").await.is_ok() {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        false
+    });
+    assert!(made, "the router did not log in and make its streams");
+    let started = std::time::Instant::now();
+    let bad = format!("nats://spamscope:WRONG-{encoded}@127.0.0.1:{}", nats.port);
+    let (code, err) = role_stderr(
+        &[
+            "router",
+            "--nats-url",
+            &bad,
+            "--private-memory-store",
+            "--shards",
+            "2",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("--nats-url") && err.contains("refused") && !err.contains("WRONG"),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}
+
 /// A NATS server whose store cannot hold the streams' size limits: the
 /// router says which flags to lower and exits 64 at once, instead of
 /// retrying for 30 s as if JetStream were still starting.

@@ -91,6 +91,13 @@ readinessProbe:
   valueFrom:
     fieldRef:
       fieldPath: metadata.name
+{{- if .Values.nats.existingSecret }}
+- name: SPAMSCOPE_NATS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.nats.existingSecret }}
+      key: {{ .Values.nats.existingSecretKey }}
+{{- end }}
 {{- if .Values.redis.existingSecret }}
 - name: SPAMSCOPE_REDIS_URL
   valueFrom:

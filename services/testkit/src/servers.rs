@@ -19,8 +19,9 @@ pub struct Nats {
     dir: TempDir,
     child: Option<Child>,
     store_bytes: u64,
-    /// Membership of a [`NatsCluster`]: its config lines.
-    cluster: Option<String>,
+    /// More config lines (the membership of a [`NatsCluster`], an
+    /// `authorization` block).
+    extra: Option<String>,
 }
 
 /// The store a test server declares: room for the default stream limits of
@@ -40,7 +41,20 @@ impl Nats {
             dir: TempDir::new("nats"),
             child: None,
             store_bytes,
-            cluster: None,
+            extra: None,
+        };
+        n.spawn();
+        n
+    }
+
+    /// A server with more configuration (e.g. an `authorization` block).
+    pub fn with_config(extra: &str) -> Self {
+        let mut n = Nats {
+            port: 0,
+            dir: TempDir::new("nats"),
+            child: None,
+            store_bytes: TEST_STORE_BYTES,
+            extra: Some(extra.to_owned()),
         };
         n.spawn();
         n
@@ -71,7 +85,7 @@ impl Nats {
                 "jetstream {{\n  store_dir: {:?}\n  max_file_store: {}\n}}\n{}",
                 self.store_dir().to_string_lossy(),
                 self.store_bytes,
-                self.cluster.as_deref().unwrap_or("")
+                self.extra.as_deref().unwrap_or("")
             ),
         )
         .unwrap();
@@ -187,7 +201,7 @@ impl NatsCluster {
                     dir: TempDir::new("nats-node"),
                     child: None,
                     store_bytes: TEST_STORE_BYTES,
-                    cluster: Some(format!(
+                    extra: Some(format!(
                         "server_name: n{i}\nhttp_port: {}\ncluster {{\n  name: spamscope-test\n  \
                          listen: 127.0.0.1:{}\n  routes: [{route_list}]\n}}\n",
                         monitor[i], routes[i]

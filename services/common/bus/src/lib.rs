@@ -126,6 +126,9 @@ pub enum BusError {
     NoRoom { stream: String, max_bytes: i64 },
     #[error("publish to {subject}: {reason}")]
     Publish { subject: String, reason: String },
+    /// A credentials file that cannot be read (named, never its content).
+    #[error("NATS {what}")]
+    Auth { what: String },
 }
 
 /// Retention of the streams.
@@ -286,16 +289,99 @@ pub const MAX_ACKS_IN_FLIGHT: usize = 65_536;
 pub struct Bus {
     pub client: async_nats::Client,
     pub js: jetstream::Context,
+    server_error: ServerError,
+}
+
+/// The last error a server reported to the client.
+#[derive(Clone, Default)]
+struct ServerError(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+
+impl std::fmt::Debug for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerError")
+    }
+}
+
+/// How to authenticate to NATS and which TLS certificate authority to
+/// trust, beyond what the URL says (a user and password, or a token, in
+/// the URL are used as well: `nats://user:password@host:4222`,
+/// `nats://token@host:4222`, percent-encoded).
+#[derive(Debug, Clone, Default)]
+pub struct NatsAuth {
+    /// A `.creds` file (user JWT and NKEY seed), as `nsc` writes them.
+    pub creds_file: Option<std::path::PathBuf>,
+    /// A file holding an NKEY seed (`SU...`).
+    pub nkey_file: Option<std::path::PathBuf>,
+    /// PEM certificate authority to trust; TLS is then required.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// The credentials a server URL carries: (user, password) or a token.
+fn url_credentials(server: &str) -> Option<(String, Option<String>)> {
+    let addr: async_nats::ServerAddr = server.parse().ok()?;
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let user = addr.username().filter(|u| !u.is_empty())?;
+    Some((decode(user), addr.password().map(decode)))
 }
 
 impl Bus {
+    /// [`Bus::connect_with`] without other credentials than the URL's.
+    pub async fn connect(url: &str, name: &str) -> Result<Self, BusError> {
+        Self::connect_with(url, name, &NatsAuth::default()).await
+    }
+
     /// Connects (retrying until a server answers) and reconnects forever
     /// after a disconnect. `url` is one server or a comma-separated list
     /// (the servers of a NATS cluster; the client also learns the others
-    /// from the one it reaches).
-    pub async fn connect(url: &str, name: &str) -> Result<Self, BusError> {
+    /// from the one it reaches). What the server says went wrong (a refused
+    /// login) is kept: [`Bus::server_error`].
+    pub async fn connect_with(url: &str, name: &str, auth: &NatsAuth) -> Result<Self, BusError> {
         let servers: Vec<&str> = url.split(',').map(str::trim).collect();
-        let client = async_nats::ConnectOptions::new()
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some(path) = &auth.creds_file {
+            options = options
+                .credentials_file(path)
+                .await
+                .map_err(|e| BusError::Auth {
+                    what: format!("credentials file {}: {e}", path.display()),
+                })?;
+        }
+        if let Some(path) = &auth.nkey_file {
+            let seed = std::fs::read_to_string(path).map_err(|e| BusError::Auth {
+                what: format!("NKEY seed file {}: {e}", path.display()),
+            })?;
+            options = options.nkey(seed.trim().to_owned());
+        }
+        if let Some(path) = &auth.ca_file {
+            options = options
+                .add_root_certificates(path.clone())
+                .require_tls(true);
+        }
+        match servers.iter().find_map(|s| url_credentials(s)) {
+            Some((user, Some(password))) => options = options.user_and_password(user, password),
+            Some((token, None)) => options = options.token(token),
+            None => {}
+        }
+        let server_error = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+        let seen = std::sync::Arc::clone(&server_error);
+        let client = options
+            .event_callback(move |event| {
+                let seen = std::sync::Arc::clone(&seen);
+                async move {
+                    let said = match event {
+                        async_nats::Event::ServerError(e) => e.to_string(),
+                        async_nats::Event::ClientError(e) => e.to_string(),
+                        _ => return,
+                    };
+                    *seen
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(said);
+                }
+            })
             .name(name)
             .retry_on_initial_connect()
             .max_reconnects(None)
@@ -306,13 +392,28 @@ impl Bus {
             .connect(servers)
             .await
             .map_err(|source| BusError::Connect { source })?;
+        let server_error = ServerError(server_error);
         // Every publish holds one of these until its ack arrives; a process
         // that runs out waits in `publish`. The default (5,000) is less than
         // a replica's shards may hold between settles (128 each).
         let js = jetstream::ContextBuilder::new()
             .max_ack_inflight(MAX_ACKS_IN_FLIGHT)
             .build(client.clone());
-        Ok(Self { client, js })
+        Ok(Self {
+            client,
+            js,
+            server_error,
+        })
+    }
+
+    /// The last error the server reported to this client, or the client
+    /// met talking to it (for example "authorization violation"), if any.
+    pub fn server_error(&self) -> Option<String> {
+        self.server_error
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Creates the streams that are missing. Streams that exist get the

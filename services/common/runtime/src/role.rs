@@ -62,6 +62,18 @@ pub struct ClusterArgs {
     #[arg(long, default_value_t = BusConfig::default().spam_max_bytes,
           value_parser = clap::value_parser!(i64).range(spamscope_bus::MIN_SPAM_MAX_BYTES..))]
     pub spam_max_bytes: i64,
+    /// NATS `.creds` file (user JWT and NKEY seed) to log in with. A user
+    /// and password, or a token, can also be given in --nats-url
+    /// (`nats://user:password@host:4222`, percent-encoded).
+    #[arg(long, env = "SPAMSCOPE_NATS_CREDS_FILE", value_name = "FILE")]
+    pub nats_creds_file: Option<PathBuf>,
+    /// File holding an NKEY seed to log in to NATS with.
+    #[arg(long, env = "SPAMSCOPE_NATS_NKEY_FILE", value_name = "FILE")]
+    pub nats_nkey_file: Option<PathBuf>,
+    /// PEM certificate authority to trust for NATS over TLS (TLS is then
+    /// required; `tls://` URLs require it with the system's roots).
+    #[arg(long, env = "SPAMSCOPE_NATS_CA_FILE", value_name = "FILE")]
+    pub nats_ca_file: Option<PathBuf>,
     /// Chat messages kept per stream (channel or video) in the CHAT
     /// streams, at least 1,000: a stream's oldest go first past it, so one
     /// busy channel cannot push the others' chat out (the console reads
@@ -317,7 +329,7 @@ pub async fn start_health(
 /// Runs `f` until JetStream answers it: JetStream can answer a moment after
 /// nats-server accepts connections (it recovers its streams first), so a
 /// role started beside it retries for up to 30 s instead of exiting.
-async fn until_jetstream<T, F, Fut>(url: &str, mut f: F) -> Result<T>
+async fn until_jetstream<T, F, Fut>(url: &str, bus: &Bus, mut f: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, spamscope_bus::BusError>>,
@@ -332,13 +344,30 @@ where
             Err(e @ spamscope_bus::BusError::NoRoom { .. }) => {
                 return Err(Exit::usage(e.to_string()));
             }
+            // Refused credentials do not get better either.
+            Err(_)
+                if bus
+                    .server_error()
+                    .is_some_and(|s| s.to_lowercase().contains("authorization")) =>
+            {
+                return Err(Exit::usage(format!(
+                    "NATS at --nats-url {} refused this login ({}): check the user and \
+                     password or token in the URL, --nats-creds-file or --nats-nkey-file",
+                    redact_url(url),
+                    bus.server_error().unwrap_or_default()
+                )));
+            }
             Err(e) if tokio::time::Instant::now() + backoff.peek() < deadline => {
                 tracing::warn!(error = %e, "JetStream not ready; retrying");
                 tokio::time::sleep(backoff.next_delay()).await;
             }
             Err(e) => {
+                let said = bus
+                    .server_error()
+                    .map(|s| format!(" (the server said: {s})"))
+                    .unwrap_or_default();
                 return Err(anyhow::anyhow!(
-                    "NATS JetStream at --nats-url {} did not answer within 30 s: {e}",
+                    "NATS JetStream at --nats-url {} did not answer within 30 s: {e}{said}",
                     redact_url(url)
                 ));
             }
@@ -365,14 +394,20 @@ pub async fn connect(
     let store = Store::open(redis, &cluster.redis_prefix)
         .await
         .with_context(|| format!("--redis-url {}", redact_url(redis.unwrap_or_default())))?;
-    let bus = Bus::connect(url, name)
-        .await
-        .with_context(|| format!("--nats-url {}", redact_url(url)))?;
+    let auth = spamscope_bus::NatsAuth {
+        creds_file: cluster.nats_creds_file.clone(),
+        nkey_file: cluster.nats_nkey_file.clone(),
+        ca_file: cluster.nats_ca_file.clone(),
+    };
+    let bus = match Bus::connect_with(url, name, &auth).await {
+        Err(e @ spamscope_bus::BusError::Auth { .. }) => return Err(Exit::usage(e.to_string())),
+        other => other.with_context(|| format!("--nats-url {}", redact_url(url)))?,
+    };
     // The shard count is fixed per cluster, and recorded twice: by the
     // chat streams in NATS and in Redis. It is checked against NATS first,
     // then recorded or checked in Redis (a Redis restarted empty must not
     // record a wrong count), all before any per-shard stream is made.
-    let in_nats = until_jetstream(url, || bus.chat_shards()).await?;
+    let in_nats = until_jetstream(url, &bus, || bus.chat_shards()).await?;
     if let Some(n) = in_nats.filter(|n| *n != cluster.shards) {
         return Err(Exit::usage(format!(
             "NATS holds the chat streams of {n} shards, this process is configured \
@@ -384,7 +419,8 @@ pub async fn connect(
         .ensure_shards(cluster.shards)
         .await
         .map_err(|e| Exit::usage(e.to_string()))?;
-    let differences = until_jetstream(url, || bus.ensure_streams(&bus_config, limits)).await?;
+    let differences =
+        until_jetstream(url, &bus, || bus.ensure_streams(&bus_config, limits)).await?;
     if let Some(first) = differences.first() {
         tracing::warn!(
             streams = differences.len(),
