@@ -206,13 +206,18 @@ async fn drill_restart_nats_server() {
     });
 }
 
-/// A three-node JetStream cluster with every stream kept three times: the
-/// node leading the SPAM stream (where every output is being written) is
-/// SIGKILLed mid-replay and started again later. Chat goes on through the
-/// other two, and nothing is lost or doubled.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drill_sigkill_the_leader_of_a_replicated_nats() {
-    let _one = ONE_AT_A_TIME.lock().await;
+/// A fault on a three-node JetStream cluster with every stream kept three
+/// times, mid-replay. `fault` gets the cluster and the node leading the
+/// SPAM stream (where every output is being written) right after the
+/// clock starts; the time to recover runs until new chat lands; `heal`
+/// then undoes what is left of the fault (given when the fault began).
+/// Nothing may be lost or doubled.
+async fn replicated_fault(
+    drill: &'static str,
+    fault: impl FnOnce(&mut NatsCluster, usize),
+    heal: impl FnOnce(&mut NatsCluster, usize, Instant),
+    what: &str,
+) {
     let mut c = Cluster::replicated(SPAMSCOPE, SHARDS, 3);
     let files = [xqcow()];
     let expected = replay_outputs(&files);
@@ -231,138 +236,97 @@ async fn drill_sigkill_the_leader_of_a_replicated_nats() {
         "{before} chat messages in"
     );
     let t0 = Instant::now();
-    nc.nodes[leader].stop();
-    time_until(
-        Duration::from_secs(60),
-        "chat flowing with a node down",
-        || {
-            let url = url.clone();
-            async move { chat_len(&url).await > before }
-        },
-    )
-    .await;
-    let recover = t0.elapsed();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    nc.nodes[leader].resume();
-    nc.await_meta_leader();
-    finish(&mut ing);
-    let (events_in, outputs, lost, dups) = verify(&c, &files, &expected, 0, &[&d0, &d1, &r]).await;
-    report(&Row {
-        drill: "SIGKILL the SPAM leader of a 3-node NATS (R3)",
-        events_in,
-        outputs,
-        lost,
-        dups,
-        recover,
-        what: format!(
-            "until new chat lands with the node down; it led SPAM and {chat_led} of {SHARDS} chat streams"
-        ),
-    });
-}
-
-/// The node leading the SPAM stream of the three-node JetStream cluster
-/// paused (SIGSTOP) for 10 s mid-replay, then resumed: the other two elect
-/// a leader and go on, and the paused node catches up.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drill_pause_the_leader_of_a_replicated_nats() {
-    let _one = ONE_AT_A_TIME.lock().await;
-    let c = Cluster::replicated(SPAMSCOPE, SHARDS, 3);
-    let files = [xqcow()];
-    let expected = replay_outputs(&files);
-    let (d0, d1, r, mut ing) = two_replicas_and_ingest(&c).await;
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let url = c.nats_url();
-    let before = chat_len(&url).await;
-    assert!(
-        before > 0 && before < events_of(&files),
-        "{before} chat messages in"
-    );
-    let nc = c.nats_cluster.as_ref().unwrap();
-    let leader = nc.stream_leader("SPAM").expect("SPAM has a leader");
-    let pid = nc.nodes[leader].pid().unwrap().to_string();
-    let signal = |sig: &str| {
-        assert!(
-            std::process::Command::new("kill")
-                .args([sig, &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-    };
-    let t0 = Instant::now();
-    signal("-STOP");
-    time_until(
-        Duration::from_secs(60),
-        "chat flowing with the leader paused",
-        || {
-            let url = url.clone();
-            async move { chat_len(&url).await > before }
-        },
-    )
-    .await;
-    let recover = t0.elapsed();
-    tokio::time::sleep(Duration::from_secs(10).saturating_sub(t0.elapsed())).await;
-    signal("-CONT");
-    nc.await_meta_leader();
-    finish(&mut ing);
-    let (events_in, outputs, lost, dups) = verify(&c, &files, &expected, 0, &[&d0, &d1, &r]).await;
-    report(&Row {
-        drill: "SIGSTOP the SPAM leader of a 3-node NATS for 10 s (R3)",
-        events_in,
-        outputs,
-        lost,
-        dups,
-        recover,
-        what: "until new chat lands with the leader paused".into(),
-    });
-}
-
-/// Every node of the three-node JetStream cluster SIGKILLed at once
-/// mid-replay and started again: the roles reconnect, and what JetStream
-/// had acknowledged is all there (a process kill leaves the page cache; a
-/// power loss could take the last `sync_interval` of writes, see
-/// OPERATIONS.md).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drill_sigkill_every_node_of_a_replicated_nats() {
-    let _one = ONE_AT_A_TIME.lock().await;
-    let mut c = Cluster::replicated(SPAMSCOPE, SHARDS, 3);
-    let files = [xqcow()];
-    let expected = replay_outputs(&files);
-    let (d0, d1, r, mut ing) = two_replicas_and_ingest(&c).await;
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let url = c.nats_url();
-    let before = chat_len(&url).await;
-    assert!(
-        before > 0 && before < events_of(&files),
-        "{before} chat messages in"
-    );
-    let nc = c.nats_cluster.as_mut().unwrap();
-    let t0 = Instant::now();
-    for n in &mut nc.nodes {
-        n.stop();
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    for n in &mut nc.nodes {
-        n.resume();
-    }
-    nc.await_meta_leader();
+    fault(nc, leader);
     time_until(Duration::from_secs(90), "chat flowing again", || {
         let url = url.clone();
         async move { chat_len(&url).await > before }
     })
     .await;
     let recover = t0.elapsed();
+    heal(nc, leader, t0);
+    nc.await_meta_leader();
     finish(&mut ing);
     let (events_in, outputs, lost, dups) = verify(&c, &files, &expected, 0, &[&d0, &d1, &r]).await;
     report(&Row {
-        drill: "SIGKILL all 3 nodes of a NATS cluster (R3)",
+        drill,
         events_in,
         outputs,
         lost,
         dups,
         recover,
-        what: "until new chat lands after the restart".into(),
+        what: format!("{what}; the SPAM leader also led {chat_led} of {SHARDS} chat streams"),
     });
+}
+
+/// `kill -<sig>` of a nats-server node.
+fn signal_node(nc: &NatsCluster, node: usize, sig: &str) {
+    let pid = nc.nodes[node].pid().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+/// The SPAM leader SIGKILLed; chat goes on through the other two; the node
+/// is started again later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_sigkill_the_leader_of_a_replicated_nats() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    replicated_fault(
+        "SIGKILL the SPAM leader of a 3-node NATS (R3)",
+        |nc, leader| nc.nodes[leader].stop(),
+        |nc, leader, _| {
+            std::thread::sleep(Duration::from_secs(3));
+            nc.nodes[leader].resume();
+        },
+        "until new chat lands with the node down",
+    )
+    .await;
+}
+
+/// The SPAM leader paused (SIGSTOP) for 10 s, then resumed: the other two
+/// elect a leader and go on, and the paused node catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_pause_the_leader_of_a_replicated_nats() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    replicated_fault(
+        "SIGSTOP the SPAM leader of a 3-node NATS for 10 s (R3)",
+        |nc, leader| signal_node(nc, leader, "-STOP"),
+        |nc, leader, t0| {
+            std::thread::sleep(Duration::from_secs(10).saturating_sub(t0.elapsed()));
+            signal_node(nc, leader, "-CONT");
+        },
+        "until new chat lands with the leader paused",
+    )
+    .await;
+}
+
+/// Every node SIGKILLed at once and started again: the roles reconnect,
+/// and what JetStream had acknowledged is all there (a process kill leaves
+/// the page cache; a power loss could take the last `sync_interval` of
+/// writes, see OPERATIONS.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_sigkill_every_node_of_a_replicated_nats() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    replicated_fault(
+        "SIGKILL all 3 nodes of a NATS cluster (R3)",
+        |nc, _| {
+            for n in &mut nc.nodes {
+                n.stop();
+            }
+            std::thread::sleep(Duration::from_secs(2));
+            for n in &mut nc.nodes {
+                n.resume();
+            }
+            nc.await_meta_leader();
+        },
+        |_, _, _| {},
+        "until new chat lands after the restart",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

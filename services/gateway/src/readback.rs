@@ -55,6 +55,14 @@ fn output_ms(o: &DetectorOutput) -> Option<i64> {
 }
 
 impl Gateway {
+    async fn spam_stream(&self) -> Result<Stream, GatewayError> {
+        self.bus
+            .js
+            .get_stream(subjects::SPAM_STREAM)
+            .await
+            .map_err(|e| unavailable(format!("JetStream: {e}")))
+    }
+
     async fn chat_stream(&self, key: &StreamKey) -> Result<(Stream, String), GatewayError> {
         let shard = spamscope_routing::shard_of(&key.to_string(), self.shards);
         let stream = self
@@ -149,12 +157,7 @@ impl Gateway {
         if wanted.is_empty() {
             return Ok(Vec::new());
         }
-        let spam = self
-            .bus
-            .js
-            .get_stream(subjects::SPAM_STREAM)
-            .await
-            .map_err(|e| unavailable(format!("JetStream: {e}")))?;
+        let spam = self.spam_stream().await?;
         let mut scores = Vec::new();
         kept::read(
             &spam,
@@ -192,12 +195,7 @@ impl Gateway {
         id: u64,
         limit: usize,
     ) -> Result<SpamEventDetailResponse, GatewayError> {
-        let mut spam = self
-            .bus
-            .js
-            .get_stream(subjects::SPAM_STREAM)
-            .await
-            .map_err(|e| unavailable(format!("JetStream: {e}")))?;
+        let mut spam = self.spam_stream().await?;
         let (first, last) = kept::bounds(&mut spam).await.map_err(unavailable)?;
         let mut event: Option<SpamEvent> = None;
         let mut ids: HashSet<String> = HashSet::new();
@@ -397,12 +395,7 @@ impl Gateway {
         }
         // The spam events of their messages: the scores name the user's
         // login and the event; each event's last update is read first.
-        let mut spam = self
-            .bus
-            .js
-            .get_stream(subjects::SPAM_STREAM)
-            .await
-            .map_err(|e| unavailable(format!("JetStream: {e}")))?;
+        let mut spam = self.spam_stream().await?;
         let (first, last) = kept::bounds(&mut spam).await.map_err(unavailable)?;
         let mut latest: HashMap<u64, SpamEvent> = HashMap::new();
         let mut theirs: HashSet<u64> = HashSet::new();
