@@ -227,9 +227,18 @@ async fn replicated_fault(
     let before = chat_len(&url).await;
     let nc = c.nats_cluster.as_mut().unwrap();
     let leader = nc.stream_leader("SPAM").expect("SPAM has a leader");
-    let chat_led = (0..SHARDS)
-        .filter(|k| nc.stream_leader(&format!("CHAT-{k}")) == Some(leader))
-        .count();
+    // Which node led what when the fault came.
+    let mut chat_led = vec![0; nc.nodes.len()];
+    for k in 0..SHARDS {
+        if let Some(n) = nc.stream_leader(&format!("CHAT-{k}")) {
+            chat_led[n] += 1;
+        }
+    }
+    let chat_led = chat_led
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("/");
     // The fault must hit something: chat is half in, the node leads SPAM.
     assert!(
         before > 0 && before < events_of(&files),
@@ -254,7 +263,9 @@ async fn replicated_fault(
         lost,
         dups,
         recover,
-        what: format!("{what}; the SPAM leader also led {chat_led} of {SHARDS} chat streams"),
+        what: format!(
+            "{what}; SPAM led by n{leader}, the {SHARDS} chat streams by n0/n1/n2: {chat_led}"
+        ),
     });
 }
 
@@ -281,6 +292,23 @@ async fn drill_sigkill_the_leader_of_a_replicated_nats() {
         |nc, leader, _| {
             std::thread::sleep(Duration::from_secs(3));
             nc.nodes[leader].resume();
+        },
+        "until new chat lands with the node down",
+    )
+    .await;
+}
+
+/// A node that does not lead SPAM SIGKILLed (a follower of the outputs,
+/// likely leading some chat streams); started again later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_sigkill_a_follower_of_a_replicated_nats() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    replicated_fault(
+        "SIGKILL a node that does not lead SPAM, 3-node NATS (R3)",
+        |nc, leader| nc.nodes[(leader + 1) % 3].stop(),
+        |nc, leader, _| {
+            std::thread::sleep(Duration::from_secs(3));
+            nc.nodes[(leader + 1) % 3].resume();
         },
         "until new chat lands with the node down",
     )
