@@ -24,7 +24,7 @@ async fn twitch_ingest_until(
     within: Duration,
 ) -> Proc {
     let mut args: Vec<String> = vec!["ingest".into(), "--source".into(), "twitch".into()];
-    args.extend(cluster_args(nats, redis, 16));
+    args.extend(cluster_args(&nats.url(), redis, 16));
     for c in channels {
         args.push("--channel".into());
         args.push(c.clone());
@@ -273,7 +273,7 @@ async fn youtube_source_follows_continuations_at_the_servers_pace() {
         "--video".into(),
         "jfKfPfyJRdk".into(),
     ];
-    args.extend(cluster_args(&nats, &redis, 16));
+    args.extend(cluster_args(&nats.url(), &redis, 16));
     args.push("--youtube-base-url".into());
     args.push(format!("http://127.0.0.1:{port}"));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -374,7 +374,7 @@ async fn twitch_top_channels_come_from_helix() {
         "--helix-top".into(),
         "2".into(),
     ];
-    args.extend(cluster_args(&nats, &redis, 16));
+    args.extend(cluster_args(&nats.url(), &redis, 16));
     args.push("--twitch-server".into());
     args.push(format!("127.0.0.1:{}", irc.port));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -1,13 +1,14 @@
 // A stream's page: its chat beside its spam events, the spam rate, the
 // users flagged, a time range; events open with their messages and users.
+import { Code, ConnectError } from "@connectrpc/connect";
 import { api, ADMIN_TOKEN_KEY } from "./api";
-import { ChatView, chatRow, userLink } from "./chat";
+import { ChatView, chatRow, streamOf, userLink } from "./chat";
 import { RateChart } from "./chart";
 import { follow, retrying } from "./conn";
 import type { ChatEvent } from "./gen/spamscope/v1/chat_pb";
 import { SpamEventClass, SpamEventState, type Decision, type SpamEvent } from "./gen/spamscope/v1/detect_pb";
 import { current, setQuery } from "./route";
-import { button, errorBox, errorText, fromLocalInput, h, num, time, toLocalInput, visible } from "./ui";
+import { button, errorBox, fromLocalInput, h, num, time, toLocalInput, visible } from "./ui";
 
 export const CLASS_NAMES: Record<number, string> = {
   [SpamEventClass.CROWD_REACTION]: "crowd reaction",
@@ -32,7 +33,7 @@ export function evidence(d: Decision): HTMLElement {
 }
 
 export function decisionRow(d: Decision, withStream = false): HTMLElement {
-  const stream = `${d.platform === 2 ? "youtube" : "twitch"}.${d.streamId}`;
+  const stream = streamOf(d);
   return h("div", { class: "flag", "data-user": d.userLogin || d.userId },
     h("div", {}, userLink(d.userLogin, d.userId, stream), withStream ? h("a", { href: `#/channel/${encodeURIComponent(stream)}` }, ` in ${stream}`) : "",
       h("span", { class: "meta" }, ` ${time(d.atMs)} · suspicion ${d.suspicion.toFixed(2)} of ${d.flagThreshold.toFixed(2)} · ${d.messagesSeen} messages seen${d.slowModeS ? ` · slow mode ${d.slowModeS} s${d.slowModeInferred ? " (inferred)" : ""}` : ""}`)),
@@ -115,7 +116,7 @@ export async function channelPage(app: HTMLElement, stream: string, signal: Abor
       muted.add(e.text);
       for (const [id, c] of cards) if (c.dataset.text === e.text) { c.remove(); cards.delete(id); }
     } catch (err) {
-      if (String(errorText(err)).includes("token")) sessionStorage.removeItem(ADMIN_TOKEN_KEY);
+      if (err instanceof ConnectError && [Code.Unauthenticated, Code.PermissionDenied].includes(err.code)) sessionStorage.removeItem(ADMIN_TOKEN_KEY);
       card?.append(errorBox(err));
     }
   };

@@ -10,9 +10,11 @@ import { button, clock, h, visible } from "./ui";
 const KEEP_LIVE = 1500;
 const KEEP_MAX = 6000;
 
-/** The stream key of a chat event. */
-export const streamOf = (ev: { platform: Platform; streamId: string }) =>
-  `${ev.platform === Platform.YOUTUBE ? "youtube" : "twitch"}.${ev.streamId}`;
+/** The stream key (`<platform>.<id>`) of anything that names its stream. */
+export function streamOf(x: { platform: Platform; streamId: string }): string {
+  const p = x.platform === Platform.TWITCH ? "twitch" : x.platform === Platform.YOUTUBE ? "youtube" : "unknown";
+  return `${p}.${x.streamId}`;
+}
 
 /**
  * A link to a user's page (with the stream it was seen in, if known).

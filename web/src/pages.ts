@@ -1,16 +1,11 @@
 // The channel list, search, user, cluster and params pages.
 import { api, ADMIN_TOKEN_KEY } from "./api";
 import { CLASS_NAMES, decisionRow } from "./channel";
-import { chatRow } from "./chat";
+import { chatRow, streamOf } from "./chat";
 import { poll, retrying } from "./conn";
-import { Platform } from "./gen/spamscope/v1/chat_pb";
 import type { ChannelSummary } from "./gen/spamscope/v1/gateway_pb";
 import { current, setQuery } from "./route";
 import { button, errorBox, h, time, visible } from "./ui";
-
-function platformKey(p: Platform): string {
-  return p === Platform.TWITCH ? "twitch" : p === Platform.YOUTUBE ? "youtube" : "unknown";
-}
 
 type Column = [key: string, label: string, value: (c: ChannelSummary) => number | string, show: (c: ChannelSummary) => Node | string];
 
@@ -49,7 +44,7 @@ export async function channelsPage(app: HTMLElement, signal: AbortSignal) {
       return h("th", { "aria-sort": key === sort ? "descending" : "none" }, b);
     }));
     table.replaceChildren(head, ...shown.map((c) => h("tr", { "data-stream": c.stream }, ...COLUMNS.map((col) => h("td", {}, col[3](c))))));
-    note.textContent = rows.length === 0 ? "No live channels yet: streams show here while their chat arrives." : `${shown.length} of ${rows.length} live streams.`;
+    note.textContent = rows.length === 0 ? "No streams yet: a stream shows here from its first chat until an hour after its last." : `${shown.length} of ${rows.length} streams seen in the last hour.`;
   };
   input.addEventListener("input", () => { filter = input.value.trim(); setQuery({ q: filter }); draw(); });
   app.replaceChildren(h("h1", {}, "Channels"), input, note, table);
@@ -76,7 +71,7 @@ export function searchPage(app: HTMLElement, signal: AbortSignal) {
         h("div", { class: "text" }, visible(m.text)), h("div", { class: "meta" }, `similarity ${m.similarity.toFixed(2)} · ${m.fingerprint}`),
         h("table", {}, h("tr", {}, h("th", {}, "channel"), h("th", {}, "messages"), h("th", {}, "users"), h("th", {}, "first seen"), h("th", {}, "last seen")),
           ...m.sightings.map((s) => {
-            const st = `${platformKey(s.platform)}.${s.streamId}`;
+            const st = streamOf(s);
             return h("tr", {}, h("td", {}, h("a", { href: `#/channel/${encodeURIComponent(st)}?event=${s.eventId}` }, st)), h("td", {}, String(s.count)), h("td", {}, String(s.uniqueUsers)), h("td", {}, time(s.firstSeenMs)), h("td", {}, time(s.lastSeenMs)));
           })))));
     } catch (e) {
@@ -139,7 +134,7 @@ export async function userPage(app: HTMLElement, user: string, signal: AbortSign
     more.replaceChildren();
     if (p.nextPageToken) more.append(button("Load more", () => void load(p.nextPageToken), { class: "more" }));
     if (!token && !p.decisions.length) list.append(h("p", { class: "empty" }, `spamscope has not flagged ${user} in the history it keeps.`));
-    p.decisions.forEach((d) => show(`${d.platform === Platform.YOUTUBE ? "youtube" : "twitch"}.${d.streamId}`));
+    p.decisions.forEach((d) => show(streamOf(d)));
   };
   try { await load(""); } catch (e) { list.append(errorBox(e)); }
 }

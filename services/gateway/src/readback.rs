@@ -308,8 +308,10 @@ impl Gateway {
         limit: usize,
     ) -> Result<UserActivityResponse, GatewayError> {
         let login = user.to_lowercase();
+        // Compared without allocating: this runs on every stored message.
         let is_user = |l: &str, id: &str| {
-            (!l.is_empty() && l.to_lowercase() == login) || (!id.is_empty() && id == user)
+            (!l.is_empty() && l.chars().flat_map(char::to_lowercase).eq(login.chars()))
+                || (!id.is_empty() && id == user)
         };
         let mut messages: Vec<ChatEvent> = Vec::new();
         let mut actions: Vec<ChatEvent> = Vec::new();

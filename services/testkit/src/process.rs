@@ -96,11 +96,11 @@ pub fn finish(p: &mut Proc) {
     );
 }
 
-/// Cluster flags for a role.
-pub fn cluster_args(nats: &Nats, redis: &Redis, shards: u32) -> Vec<String> {
+/// Cluster flags for a role (`nats_url`: one server or a list).
+pub fn cluster_args(nats_url: &str, redis: &Redis, shards: u32) -> Vec<String> {
     vec![
         "--nats-url".into(),
-        nats.url(),
+        nats_url.to_owned(),
         "--redis-url".into(),
         redis.url(),
         "--shards".into(),
@@ -158,8 +158,7 @@ impl Cluster {
 
     pub fn role(&self, name: &str, role: &str, extra: &[&str]) -> Proc {
         let mut args: Vec<String> = vec![role.into()];
-        args.extend(cluster_args(&self.nats, &self.redis, self.shards));
-        args[2] = self.nats_url();
+        args.extend(cluster_args(&self.nats_url(), &self.redis, self.shards));
         args.extend(extra.iter().map(|s| s.to_string()));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         Proc::spawn_env(&self.bin, name, &refs, &self.logs.0, &self.env)
