@@ -41,6 +41,14 @@ pub struct DetectorArgs {
           default_value_t = crate::ReplicaConfig::default().max_ahead.as_secs(),
           value_parser = clap::value_parser!(u64).range(60..=86_400))]
     pub max_ahead_s: u64,
+    /// Chat events dated more than this many seconds behind their
+    /// stream's clock (its newest event, or the wall clock for a live
+    /// stream) go to the dead-letter subject, with the reason, instead of
+    /// the detector (60 to 86400).
+    #[arg(long, env = "SPAMSCOPE_MAX_BEHIND_S",
+          default_value_t = crate::ReplicaConfig::default().max_behind.as_secs(),
+          value_parser = clap::value_parser!(u64).range(60..=86_400))]
+    pub max_behind_s: u64,
     #[command(flatten)]
     pub params: ParamsArgs,
 }
@@ -73,6 +81,7 @@ pub fn run(args: DetectorArgs) -> Result<()> {
             params,
             emit_scores: args.scores,
             max_ahead: Duration::from_secs(args.max_ahead_s),
+            max_behind: Duration::from_secs(args.max_behind_s),
             ..Default::default()
         };
         let mut sup = role.supervisor();

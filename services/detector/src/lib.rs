@@ -54,6 +54,9 @@ pub struct ReplicaConfig {
     /// Events dated further than this ahead of the replica's clock go to
     /// the dead-letter subject instead of the detector.
     pub max_ahead: Duration,
+    /// Events dated further than this behind their stream's clock go to
+    /// the dead-letter subject instead of the detector.
+    pub max_behind: Duration,
 }
 
 impl Default for ReplicaConfig {
@@ -71,6 +74,9 @@ impl Default for ReplicaConfig {
             emit_scores: false,
             max_ahead: Duration::from_millis(
                 spamscope_chat::admit::DEFAULT_MAX_AHEAD_MS.unsigned_abs(),
+            ),
+            max_behind: Duration::from_millis(
+                spamscope_chat::admit::DEFAULT_MAX_BEHIND_MS.unsigned_abs(),
             ),
         }
     }

@@ -206,9 +206,13 @@ pub(crate) async fn run(
                         out.clear();
                         let wall = spamscope_runtime::now_ms();
                         let max_ahead = i64::try_from(ctx.cfg.max_ahead.as_millis()).unwrap_or(i64::MAX);
+                        let max_behind = i64::try_from(ctx.cfg.max_behind.as_millis()).unwrap_or(i64::MAX);
                         let mut refused = Vec::new();
                         for ev in &events {
-                            match spamscope_chat::admit::admit(ev, wall, max_ahead) {
+                            let clock = st.detector.clock_of(ev);
+                            match spamscope_chat::admit::admit(ev, wall, max_ahead)
+                                .and_then(|()| spamscope_chat::admit::admit_behind(ev, clock, max_behind))
+                            {
                                 Ok(()) => st.detector.handle(ev, &mut out),
                                 Err(why) => refused.push((ev, why)),
                             }

@@ -139,9 +139,10 @@ async fn replica_follows_the_owners_table_and_checkpoints_what_it_closes() {
 /// One chat event dated 2100 in a live stream went to the detector and
 /// moved the stream's clock past every real event (its spam events stopped
 /// ticking). Now it goes to the dead-letter subject with the reason, and
-/// the replica's outputs are those of the same chat without it.
+/// so does one dated 1970, far behind its stream's clock; the replica's
+/// outputs are those of the same chat without them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_poison_timestamp_goes_to_the_dead_letter_subject_and_ticks_go_on() {
+async fn poison_timestamps_go_to_the_dead_letter_subject_and_ticks_go_on() {
     use prost::Message;
     use spamscope_proto::v1::{ChatEvent, chat_event::Kind};
     let (_nats, _redis, _store, mut c) = all_shards_to_d0().await;
@@ -166,30 +167,39 @@ async fn a_poison_timestamp_goes_to_the_dead_letter_subject_and_ticks_go_on() {
     let clean: Vec<ChatEvent> = (0..40).map(copypasta).collect();
     let mut poison = copypasta(1_000);
     poison.ts_ms = 4_102_444_800_000;
+    // And one dated 1970, 20 events in: it would open a spam event first
+    // seen decades before the rest.
+    let mut old = copypasta(1_001);
+    old.ts_ms = 1_000;
     let mut sent = clean.clone();
     sent.insert(10, poison.clone());
+    sent.insert(21, old.clone());
     for ev in &sent {
         assert!(c.publish(ev).await.unwrap());
     }
     until("the 40 good events processed", || events(&d0) == 40).await;
     until("the poison dead-lettered", || {
-        d0.dead_letters.load(Ordering::Relaxed) == 1
+        d0.dead_letters.load(Ordering::Relaxed) == 2
     })
     .await;
 
     let dlq = jetstream::read_stream(&c.url, spamscope_bus::subjects::DLQ_STREAM).await;
-    assert_eq!(dlq.len(), 1, "{dlq:?}");
-    let (_, headers, payload) = &dlq[0];
-    let reason = headers
-        .as_ref()
-        .and_then(|h| h.get(spamscope_bus::subjects::REASON_HEADER))
-        .map(|v| v.as_str().to_owned())
-        .unwrap_or_default();
-    assert!(
-        reason.contains("ahead of this detector's clock") && reason.contains(&poison.event_id),
-        "{reason}"
-    );
-    assert_eq!(ChatEvent::decode(payload.clone()).unwrap(), poison);
+    assert_eq!(dlq.len(), 2, "{dlq:?}");
+    for ((_, headers, payload), (ev, why)) in dlq.iter().zip([
+        (&poison, "ahead of this detector's clock"),
+        (&old, "behind its stream's clock"),
+    ]) {
+        let reason = headers
+            .as_ref()
+            .and_then(|h| h.get(spamscope_bus::subjects::REASON_HEADER))
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default();
+        assert!(
+            reason.contains(why) && reason.contains(&ev.event_id),
+            "{reason}"
+        );
+        assert_eq!(&ChatEvent::decode(payload.clone()).unwrap(), ev);
+    }
 
     // The outputs equal an in-process detector's over the clean chat.
     let mut d = spamscope_detect::Detector::new(std::sync::Arc::new(

@@ -1,10 +1,13 @@
 //! What a chat event must look like before a detector takes it: bounded
-//! sizes, a platform and a kind, and a timestamp that is not in the future.
+//! sizes, a platform and a kind, and a timestamp that is neither in the
+//! future nor far behind its stream's clock.
 //!
 //! Events come from outside (chat servers, archives, anything that can
 //! publish on the bus). One event dated 2100 moves its stream's clock past
 //! every real event, so the stream's spam events stop ticking for the rest
-//! of the stream; a 1 MB text costs a similarity search over 1 MB. Such
+//! of the stream; one dated 1970 in a live stream opens a spam event "first
+//! seen" 56 years ago in the console and the history; a 1 MB text costs a
+//! similarity search over 1 MB. Such
 //! events are refused with a reason (the detector service sends them to the
 //! dead-letter subject; `replay` and `eval` count and name them), never
 //! applied.
@@ -22,6 +25,9 @@ pub const MAX_EMOTES: usize = 2_048;
 /// How far ahead of the detector's clock an event may be dated by default
 /// (clocks of chat servers and detectors that disagree by less pass).
 pub const DEFAULT_MAX_AHEAD_MS: i64 = 3_600_000;
+/// How far behind its stream's clock an event may be dated by default
+/// (chat delivered late by a slow source or a retry passes).
+pub const DEFAULT_MAX_BEHIND_MS: i64 = 3_600_000;
 
 /// Why an event was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +121,37 @@ pub fn admit(ev: &ChatEvent, wall_ms: i64, max_ahead_ms: i64) -> Result<(), Refu
     Ok(())
 }
 
+/// Checks `ev` against its stream's clock: `clock_ms` is the latest time
+/// the stream has reached (its newest event, or the live clock), `None`
+/// for a stream not seen yet. An event dated more than `max_behind_ms`
+/// before it is refused. Events without a time (0: ROOMSTATE) apply at the
+/// stream's time and pass. `replay` and `eval` merge their files in time
+/// order, so no event of theirs is ever behind; a live source an hour
+/// late, or a forged date on the bus, is.
+pub fn admit_behind(
+    ev: &ChatEvent,
+    clock_ms: Option<i64>,
+    max_behind_ms: i64,
+) -> Result<(), Refused> {
+    let Some(clock) = clock_ms else {
+        return Ok(());
+    };
+    if ev.ts_ms <= 0 {
+        return Ok(());
+    }
+    let behind = clock.saturating_sub(ev.ts_ms);
+    if behind > max_behind_ms {
+        return Err(Refused(format!(
+            "timestamp {} is {} s behind its stream's clock {} (at most {} s)",
+            ev.ts_ms,
+            behind / 1000,
+            clock,
+            max_behind_ms / 1000
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,5 +227,35 @@ mod tests {
         let mut ev = message(NOW, "hi");
         ev.event_id = "e".repeat(300);
         assert!(refused(&ev).starts_with("event id of 300 bytes"));
+    }
+
+    #[test]
+    fn an_event_far_behind_its_stream_is_refused_and_late_chat_passes() {
+        let hour = DEFAULT_MAX_BEHIND_MS;
+        // The stream's first event, then chat 59 minutes late.
+        assert_eq!(admit_behind(&message(1, "hi"), None, hour), Ok(()));
+        assert_eq!(
+            admit_behind(&message(NOW - 59 * 60_000, "hi"), Some(NOW), hour),
+            Ok(())
+        );
+        // Dated 1970 (1 ms), and an hour and a second late.
+        let e = admit_behind(&message(1, "hi"), Some(NOW), hour)
+            .unwrap_err()
+            .0;
+        assert!(
+            e.contains("behind its stream's clock") && e.contains("(at most 3600 s)"),
+            "{e}"
+        );
+        assert!(admit_behind(&message(NOW - hour - 1_000, "hi"), Some(NOW), hour).is_err());
+        // No time: applies at the stream's time.
+        let mut room = message(0, "");
+        room.kind = Some(Kind::RoomState(RoomState::default()));
+        assert_eq!(admit_behind(&room, Some(NOW), hour), Ok(()));
+        // Clocks at the bounds do not overflow.
+        assert!(admit_behind(&message(1, "hi"), Some(i64::MAX), hour).is_err());
+        assert_eq!(
+            admit_behind(&message(i64::MAX, "hi"), Some(i64::MIN), hour),
+            Ok(())
+        );
     }
 }

@@ -231,14 +231,28 @@ impl Detector {
         Ok(())
     }
 
-    /// Handles one event; a stream's detector is created on its first
-    /// event and dropped after its `StreamEnded`.
-    pub fn handle(&mut self, ev: &ChatEvent, out: &mut Vec<DetectorOutput>) {
-        // One reused buffer: no key allocation (and no formatting) per event.
+    /// The clock of `ev`'s stream (the latest time it reached), `None` for
+    /// a stream this detector does not hold.
+    pub fn clock_of(&mut self, ev: &ChatEvent) -> Option<i64> {
+        self.fill_key(ev);
+        self.streams
+            .get(self.key_buf.as_str())
+            .and_then(StreamDetector::watermark_ms)
+    }
+
+    /// `key_buf` := `ev`'s stream key. One reused buffer: no key
+    /// allocation (and no formatting) per event.
+    fn fill_key(&mut self, ev: &ChatEvent) {
         self.key_buf.clear();
         self.key_buf.push_str(ev.platform().key());
         self.key_buf.push('.');
         self.key_buf.push_str(&ev.stream_id);
+    }
+
+    /// Handles one event; a stream's detector is created on its first
+    /// event and dropped after its `StreamEnded`.
+    pub fn handle(&mut self, ev: &ChatEvent, out: &mut Vec<DetectorOutput>) {
+        self.fill_key(ev);
         let ended = matches!(ev.kind, Some(Kind::StreamEnded(_)));
         match self.streams.get_mut(self.key_buf.as_str()) {
             Some(d) => d.handle(ev, out),
