@@ -107,6 +107,8 @@ pub struct Counters {
     /// chat sequences known to be lost then (see `shard::resume`).
     pub chat_gaps: AtomicU64,
     pub chat_skipped: AtomicU64,
+    /// Times a shard opened again because its consumer stopped delivering.
+    pub consumer_restarts: AtomicU64,
     pub checkpoints: AtomicU64,
     /// Shards this replica runs now.
     pub owned: AtomicU64,

@@ -141,6 +141,9 @@ pub(crate) async fn run(
     live.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut out: Vec<DetectorOutput> = Vec::new();
     let mut seq_at_tick = st.last_seq;
+    // The stream held chat past what was read at the last tick, and the
+    // shard read nothing since.
+    let mut behind_at_tick = false;
     loop {
         tokio::select! {
             biased;
@@ -173,7 +176,7 @@ pub(crate) async fn run(
                         // last sequence it delivered: on a stream created
                         // again that skips its first messages. The shard
                         // opens again instead, through the checkpoint check.
-                        if stream_replaced(&ctx, shard, st.stream_created_ms).await {
+                        if matches!(consumer_check(&ctx, shard, st.stream_created_ms, st.last_seq).await, Check::Replaced) {
                             warn!(shard, "the chat stream is gone or was created again: opening the shard again");
                             return;
                         }
@@ -272,14 +275,40 @@ pub(crate) async fn run(
             }
             _ = timer.tick() => {
                 // A shard that read nothing for a period checks that its
-                // stream is still the one it consumes: an ordered consumer
-                // on a stream created again waits after the old stream's
-                // last sequence and never says so.
+                // consumer still delivers: an ordered consumer on a stream
+                // created again waits after the old stream's last sequence
+                // and never says so, and one whose server paused (a NATS
+                // node stopped for 10 s) can wait for good. Either way the
+                // shard opens again from its checkpoint.
                 let idle = st.last_seq == seq_at_tick;
                 seq_at_tick = st.last_seq;
-                if idle && stream_replaced(&ctx, shard, st.stream_created_ms).await {
-                    warn!(shard, "the chat stream is gone or was created again: opening the shard again");
-                    return;
+                if !idle {
+                    behind_at_tick = false;
+                } else {
+                    match consumer_check(&ctx, shard, st.stream_created_ms, st.last_seq).await {
+                        Check::Replaced => {
+                            warn!(shard, "the chat stream is gone or was created again: opening the shard again");
+                            return;
+                        }
+                        // Chat that was there a whole period ago is still
+                        // not delivered.
+                        Check::Behind(last) if behind_at_tick => {
+                            warn!(
+                                shard,
+                                read = st.last_seq,
+                                stream_last = last,
+                                "the consumer delivered nothing for a period while the stream holds more chat: opening the shard again"
+                            );
+                            ctx.inc(&ctx.counters().consumer_restarts, 1);
+                            metrics().consumer_restarts.add(
+                                1,
+                                &[KeyValue::new("service", SERVICE), KeyValue::new("shard", i64::from(shard))],
+                            );
+                            return;
+                        }
+                        Check::Behind(_) => behind_at_tick = true,
+                        Check::Fine => behind_at_tick = false,
+                    }
                 }
                 let attrs = [KeyValue::new("service", SERVICE), KeyValue::new("shard", i64::from(shard))];
                 metrics().consumer_lag.record(st.pending, &attrs);
@@ -462,7 +491,10 @@ async fn settle(st: &mut State) -> Result<(), String> {
 /// could not be delivered).
 async fn checkpoint(ctx: &Ctx, shard: u32, owner: &Owner, st: &mut State) -> Result<(), String> {
     let t0 = std::time::Instant::now();
-    settle(st).await?;
+    if let Err(e) = settle(st).await {
+        warn!(shard, error = %e, "outputs not acknowledged: no checkpoint; the shard opens again from its last one");
+        return Err(e);
+    }
     let settled = t0.elapsed();
     let snap = ShardSnapshot {
         version: CHECKPOINT_VERSION,
@@ -525,22 +557,33 @@ async fn checkpoint(ctx: &Ctx, shard: u32, owner: &Owner, st: &mut State) -> Res
     }
 }
 
-/// Whether the shard's chat stream is gone or is another stream than the
-/// one created at `created_ms`.
-async fn stream_replaced(ctx: &Ctx, shard: u32, created_ms: i64) -> bool {
+/// What an idle shard finds when it looks at its chat stream.
+enum Check {
+    /// The stream is gone, or is another stream than the one created at
+    /// the checkpoint's time.
+    Replaced,
+    /// The stream holds chat up to this sequence, past what was read.
+    Behind(u64),
+    /// Nothing to read (or the server cannot say now: NATS restarting).
+    Fine,
+}
+
+async fn consumer_check(ctx: &Ctx, shard: u32, created_ms: i64, read: u64) -> Check {
     use async_nats::jetstream::ErrorCode;
     use async_nats::jetstream::context::GetStreamErrorKind;
     let mut stream = match ctx.bus.js.get_stream(subjects::chat_stream(shard)).await {
         Ok(s) => s,
         // Gone; any other error (NATS restarting) is not a new stream.
         Err(e) => {
-            return matches!(e.kind(), GetStreamErrorKind::JetStream(j)
+            let gone = matches!(e.kind(), GetStreamErrorKind::JetStream(j)
                 if j.error_code() == ErrorCode::STREAM_NOT_FOUND);
+            return if gone { Check::Replaced } else { Check::Fine };
         }
     };
     match stream.info().await {
-        Ok(info) => self::created_ms(info) != created_ms,
-        Err(_) => false,
+        Ok(info) if self::created_ms(info) != created_ms => Check::Replaced,
+        Ok(info) if info.state.last_sequence > read => Check::Behind(info.state.last_sequence),
+        _ => Check::Fine,
     }
 }
 

@@ -10,54 +10,73 @@ use serde_json::Value;
 use crate::{Proc, tail};
 
 /// Every message on a JetStream stream, from the start: (subject, headers,
-/// payload).
+/// payload). A JetStream cluster electing leaders answers "temporarily
+/// unavailable" or breaks a consumer for a few seconds: the reader asks
+/// again from the sequence it reached (an error used to end the read
+/// early, and a drill then counted the unread chat as lost).
 pub async fn read_stream(
     url: &str,
     stream: &str,
 ) -> Vec<(String, Option<async_nats::HeaderMap>, bytes::Bytes)> {
+    use async_nats::jetstream::consumer::DeliverPolicy;
+    use async_nats::jetstream::consumer::pull::OrderedConfig;
     let client = async_nats::connect(url.split(',').collect::<Vec<_>>())
         .await
         .unwrap();
     let js = async_nats::jetstream::new(client);
-    // A JetStream cluster electing leaders answers "temporarily
-    // unavailable" for a few seconds: ask again.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let (last, consumer) = loop {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut out = Vec::new();
+    let mut last = None;
+    let mut next = 1u64;
+    loop {
         let attempt = async {
             let mut s = js.get_stream(stream).await.map_err(|e| e.to_string())?;
-            let last = s
+            let l = s
                 .info()
                 .await
                 .map_err(|e| e.to_string())?
                 .state
                 .last_sequence;
+            let last = *last.get_or_insert(l);
+            if next > last {
+                return Ok::<_, String>(None);
+            }
             let c = s
-                .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+                .create_consumer(OrderedConfig {
+                    deliver_policy: DeliverPolicy::ByStartSequence {
+                        start_sequence: next,
+                    },
+                    ..Default::default()
+                })
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok::<_, String>((last, c))
+            let msgs = c.messages().await.map_err(|e| e.to_string())?;
+            Ok(Some((last, msgs)))
         };
-        match attempt.await {
-            Ok(v) => break v,
-            Err(e) => {
-                assert!(std::time::Instant::now() < deadline, "{stream}: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            }
-        }
-    };
-    if last == 0 {
-        return Vec::new();
+        let error = match attempt.await {
+            Ok(None) => return out,
+            Ok(Some((last, mut msgs))) => loop {
+                match msgs.next().await {
+                    Some(Ok(m)) => {
+                        let seq = m.info().unwrap().stream_sequence;
+                        out.push((m.subject.to_string(), m.headers.clone(), m.payload.clone()));
+                        next = seq + 1;
+                        if seq >= last {
+                            return out;
+                        }
+                    }
+                    Some(Err(e)) => break e.to_string(),
+                    None => break "consumer ended".to_owned(),
+                }
+            },
+            Err(e) => e,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{stream}: {error} (read up to sequence {next})"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let mut msgs = consumer.messages().await.unwrap();
-    let mut out = Vec::new();
-    while let Some(Ok(m)) = msgs.next().await {
-        let seq = m.info().unwrap().stream_sequence;
-        out.push((m.subject.to_string(), m.headers.clone(), m.payload.clone()));
-        if seq >= last {
-            break;
-        }
-    }
-    out
 }
 
 /// Detector outputs published on SPAM, as replay-style JSON by key (scores

@@ -282,14 +282,29 @@ impl NatsCluster {
 pub struct Redis {
     pub port: u16,
     child: Option<Child>,
+    /// Where an append-only file keeps every write (fsync'd each time),
+    /// for a server whose restart keeps its data.
+    aof_dir: Option<std::path::PathBuf>,
 }
 
 impl Redis {
+    /// A server that keeps nothing on disk.
     pub fn start() -> Self {
+        Self::start_in(None)
+    }
+
+    /// A server that keeps every write in an append-only file under `dir`
+    /// (`appendfsync always`): a restart, even after SIGKILL, keeps it.
+    pub fn persistent(dir: &std::path::Path) -> Self {
+        Self::start_in(Some(dir.to_owned()))
+    }
+
+    fn start_in(aof_dir: Option<std::path::PathBuf>) -> Self {
         for _ in 0..5 {
             let mut r = Redis {
                 port: free_port(),
                 child: None,
+                aof_dir: aof_dir.clone(),
             };
             if r.try_spawn() {
                 return r;
@@ -300,17 +315,15 @@ impl Redis {
 
     /// Starts on `self.port`; false if the server exited before listening.
     fn try_spawn(&mut self) -> bool {
+        let port = self.port.to_string();
+        let mut args = vec!["--port", &port, "--bind", "127.0.0.1", "--save", ""];
+        let dir = self.aof_dir.as_ref().map(|d| d.display().to_string());
+        match &dir {
+            Some(d) => args.extend(["--appendonly", "yes", "--appendfsync", "always", "--dir", d]),
+            None => args.extend(["--appendonly", "no"]),
+        }
         let mut child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -337,8 +350,8 @@ impl Redis {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    /// Kills and starts again on the same port (its data is gone: Redis
-    /// keeps nothing on disk here).
+    /// Kills (SIGKILL) and starts again on the same port: its data is gone
+    /// unless it is [`Redis::persistent`].
     pub fn restart(&mut self) {
         self.stop();
         std::thread::sleep(Duration::from_millis(300));

@@ -28,6 +28,10 @@ pub struct Metrics {
     /// sequences known to be lost.
     pub chat_gaps: Counter<u64>,
     pub chat_skipped: Counter<u64>,
+    /// Times a shard's consumer delivered nothing for two checkpoint
+    /// periods while its stream held more chat, and the shard opened again
+    /// from its checkpoint, by `shard`.
+    pub consumer_restarts: Counter<u64>,
     /// JetStream messages not yet delivered to a shard's consumer, by `shard`.
     pub consumer_lag: Gauge<u64>,
     /// Seconds since a shard's last checkpoint, by `shard`.
@@ -71,6 +75,10 @@ pub fn metrics() -> &'static Metrics {
             chat_skipped: m
                 .u64_counter("spamscope.detector.chat_skipped")
                 .with_description("Chat sequences lost before a detector read them")
+                .build(),
+            consumer_restarts: m
+                .u64_counter("spamscope.detector.consumer_restarts")
+                .with_description("Shards opened again because their consumer stopped delivering")
                 .build(),
             consumer_lag: m
                 .u64_gauge("spamscope.consumer.lag")
