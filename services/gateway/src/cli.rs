@@ -52,6 +52,20 @@ pub struct GatewayArgs {
           default_value_t = crate::watch::WatchLimits::default().stall.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..=300))]
     pub watch_stall_s: u64,
+    /// Connections open at once (gRPC, gRPC-web, the UI); more are closed
+    /// as they come, counted and logged.
+    #[arg(long, env = "SPAMSCOPE_MAX_CONNECTIONS",
+          default_value_t = crate::conn::ConnLimits::default().max_connections,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub max_connections: usize,
+    /// Seconds a connection has to send its first bytes, and an HTTP/1.1
+    /// request its whole head (also between kept-alive requests); HTTP/2
+    /// connections are pinged this often and closed when a ping goes
+    /// unanswered as long (1 to 300).
+    #[arg(long, env = "SPAMSCOPE_HEADER_TIMEOUT_S",
+          default_value_t = crate::conn::ConnLimits::default().header_timeout.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub header_timeout_s: u64,
     #[command(flatten)]
     pub history: HistoryArgs,
 }
@@ -128,6 +142,12 @@ pub async fn start(
         per_client: args.max_watchers_per_client,
         buffer: args.watch_buffer,
         stall: std::time::Duration::from_secs(args.watch_stall_s),
+    })
+    .with_conn_limits(crate::conn::ConnLimits {
+        max_connections: args.max_connections,
+        header_timeout: std::time::Duration::from_secs(args.header_timeout_s),
+        keepalive: std::time::Duration::from_secs(args.header_timeout_s),
+        ..crate::conn::ConnLimits::default()
     });
     let ui = args
         .ui_dir

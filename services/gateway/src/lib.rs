@@ -5,12 +5,14 @@
 //! - [`Gateway`]: the service. Live views subscribe to NATS, history queries
 //!   read the history store, params and cluster status read the state store.
 //! - `live`: rolling per-stream rates for ListChannels.
-//! - [`serve`]: one axum server for all of it on an already-bound listener.
+//! - [`serve`]: one axum router for all of it on an already-bound listener,
+//!   its connections bounded by `conn`.
 //!
 //! Every error is a `tonic::Status` with a message, made in one place
 //! ([`GatewayError`]); requests, pages and queries are bounded.
 
 pub mod cli;
+pub mod conn;
 pub mod kept;
 pub mod live;
 mod readback;
@@ -123,6 +125,9 @@ pub struct Gateway {
     /// Open WatchChannel streams and their limits.
     pub watchers: Arc<watch::Watchers>,
     pub watch_limits: watch::WatchLimits,
+    /// Limits on connections, and what they turned away.
+    pub conn_limits: conn::ConnLimits,
+    pub conn_counters: Arc<conn::ConnCounters>,
 }
 
 impl Gateway {
@@ -143,6 +148,17 @@ impl Gateway {
             stopping: CancellationToken::new(),
             watchers: Arc::default(),
             watch_limits: watch::WatchLimits::default(),
+            conn_limits: conn::ConnLimits::default(),
+            conn_counters: Arc::default(),
+        }
+    }
+
+    /// With other connection limits than the defaults.
+    #[must_use]
+    pub fn with_conn_limits(self, conn_limits: conn::ConnLimits) -> Self {
+        Self {
+            conn_limits,
+            ..self
         }
     }
 
@@ -765,6 +781,7 @@ pub async fn serve(
     health: spamscope_runtime::Health,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let (conn_limits, conn_counters) = (gateway.conn_limits, Arc::clone(&gateway.conn_counters));
     let gateway = Gateway {
         stopping: shutdown.clone(),
         ..gateway
@@ -824,13 +841,7 @@ pub async fn serve(
             }
         }
     });
-    let stop = shutdown.clone();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { stop.cancelled().await })
-    .into_future();
+    let server = conn::serve(listener, app, conn_limits, conn_counters, shutdown.clone());
     tokio::pin!(server);
     tokio::select! {
         r = &mut server => {

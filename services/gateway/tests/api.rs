@@ -24,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Channel;
 
+use spamscope_gateway::conn::ConnLimits;
+
 const TOKEN: &str = "in-process-admin-token-42";
 const UI_PAGE: &str = "<!doctype html><title>spamscope test UI</title>";
 const SHARDS: u32 = 4;
@@ -36,6 +38,7 @@ struct Running {
     client: GatewayClient<Channel>,
     stop: CancellationToken,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
+    conn_counters: Arc<spamscope_gateway::conn::ConnCounters>,
 }
 
 async fn gateway(admin_token: Option<&str>) -> Running {
@@ -49,6 +52,14 @@ async fn gateway(admin_token: Option<&str>) -> Running {
 async fn gateway_with(
     admin_token: Option<&str>,
     limits: spamscope_gateway::watch::WatchLimits,
+) -> Running {
+    gateway_conn(admin_token, limits, ConnLimits::default()).await
+}
+
+async fn gateway_conn(
+    admin_token: Option<&str>,
+    limits: spamscope_gateway::watch::WatchLimits,
+    conn: ConnLimits,
 ) -> Running {
     let nats = Nats::start();
     let bus = Bus::connect(&nats.url(), "gateway-test").await.unwrap();
@@ -71,7 +82,9 @@ async fn gateway_with(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let gw = Gateway::new(bus, store, history, SHARDS, admin_token.map(str::to_owned))
-        .with_watch_limits(limits);
+        .with_watch_limits(limits)
+        .with_conn_limits(conn);
+    let conn_counters = Arc::clone(&gw.conn_counters);
     let stop = CancellationToken::new();
     // A stand-in for the built UI: its fallback must not answer gRPC.
     let ui = dir.0.join("ui");
@@ -97,6 +110,7 @@ async fn gateway_with(
         client,
         stop,
         server,
+        conn_counters,
     }
 }
 
@@ -691,4 +705,148 @@ async fn unknown_streams_are_not_found_at_once() {
         .watch_channel(watch_request("twitch.somebody"))
         .await
         .unwrap();
+}
+
+/// Whether the server closed `s` within `within` (EOF or reset), reading
+/// and dropping whatever it sent first (an HTTP/1.1 408 or 400).
+async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(within, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// 1,000 idle or half-open connections were all still held 70 s later.
+/// Now a connection that sends nothing, and one that never finishes its
+/// request head, are closed after the header timeout; a kept-alive
+/// HTTP/1.1 connection that goes quiet too. A WatchChannel stream quieter
+/// than that timeout is not touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_half_open_connections_are_closed_but_a_quiet_watch_is_not() {
+    use tokio::io::AsyncWriteExt as _;
+    let conn = ConnLimits {
+        header_timeout: Duration::from_secs(1),
+        keepalive: Duration::from_secs(1),
+        ..ConnLimits::default()
+    };
+    let r = gateway_conn(None, spamscope_gateway::watch::WatchLimits::default(), conn).await;
+    seed(&r.url, "quiet").await;
+    let mut watch = r
+        .client
+        .clone()
+        .watch_channel(watch_request("twitch.quiet"))
+        .await
+        .unwrap()
+        .into_inner();
+
+    let mut silent = Vec::new();
+    let mut half_open = Vec::new();
+    for _ in 0..5 {
+        silent.push(tokio::net::TcpStream::connect(r.addr).await.unwrap());
+        let mut s = tokio::net::TcpStream::connect(r.addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
+            .await
+            .unwrap();
+        half_open.push(s);
+    }
+    // A kept-alive connection: one answered request, then quiet.
+    let mut kept = tokio::net::TcpStream::connect(r.addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    for s in silent
+        .iter_mut()
+        .chain(half_open.iter_mut())
+        .chain([&mut kept])
+    {
+        assert!(
+            closed_within(s, Duration::from_secs(10)).await,
+            "a connection was still open 10 s past a 1 s header timeout"
+        );
+    }
+    assert!(
+        r.conn_counters
+            .silent
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 5,
+        "the silent connections were counted"
+    );
+
+    // The watch stream, quiet all along, still delivers.
+    let bus = Bus::connect(&r.url, "after").await.unwrap();
+    let shard = spamscope_routing::shard_of("twitch.quiet", SHARDS);
+    let ev = spamscope_testkit::twitch_message("quiet", 7);
+    bus.client
+        .publish(
+            spamscope_bus::subjects::chat(shard, "twitch", "quiet"),
+            prost::Message::encode_to_vec(&ev).into(),
+        )
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("the quiet watch stream delivered nothing")
+        .expect("the quiet watch stream ended")
+        .expect("the quiet watch stream failed");
+    drop(got);
+}
+
+/// Past `max_connections` a connection is closed as it comes, counted; a
+/// slot given back takes a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_maximum_are_closed_at_once() {
+    let conn = ConnLimits {
+        max_connections: 4,
+        ..ConnLimits::default()
+    };
+    let r = gateway_conn(None, spamscope_gateway::watch::WatchLimits::default(), conn).await;
+    // The test's gRPC client holds one; three more fill the gateway.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(r.addr).await.unwrap());
+    }
+    let mut over = tokio::net::TcpStream::connect(r.addr).await.unwrap();
+    // Well before the 30 s header timeout.
+    assert!(
+        closed_within(&mut over, Duration::from_secs(5)).await,
+        "the fifth connection was held"
+    );
+    assert_eq!(
+        r.conn_counters
+            .refused
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    drop(held.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        // Refused connections are closed under the writer: no unwraps.
+        let mut answer = String::new();
+        if let Ok(mut s) = tokio::net::TcpStream::connect(r.addr).await {
+            let asked = s
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                .await;
+            if asked.is_ok() {
+                let _ = s.read_to_string(&mut answer).await;
+            }
+        }
+        if answer.starts_with("HTTP/1.1 200") {
+            assert!(answer.ends_with("ok\n"), "{answer}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slot given back never took a new connection: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
