@@ -886,3 +886,83 @@ fn standalone_says_little_unless_asked() {
     assert!(stdout.lines().count() > 10, "{stdout}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Redis over TLS: a router given a `rediss://` URL and the server's
+/// certificate authority logs in and records the cluster's shard count
+/// there; without the authority the certificate is refused and the router
+/// exits naming --redis-url; a certificate authority for a URL without TLS
+/// exits 64 naming --redis-ca-file.
+#[test]
+fn redis_over_tls_with_its_certificate_authority() {
+    let dir = spamscope_testkit::TempDir::new("redis-tls");
+    let redis = spamscope_testkit::Redis::tls(&dir.0);
+    let nats = spamscope_testkit::Nats::start();
+    let url = redis.url();
+    assert!(url.starts_with("rediss://"), "{url}");
+    let ca = dir.0.join("ca.pem");
+    let _router = spamscope_testkit::Proc::spawn(
+        env!("CARGO_BIN_EXE_spamscope"),
+        "router",
+        &[
+            "router",
+            "--nats-url",
+            &nats.url(),
+            "--redis-url",
+            &url,
+            "--redis-ca-file",
+            ca.to_str().unwrap(),
+            "--shards",
+            "3",
+        ],
+        &dir.0,
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let recorded = rt.block_on(async {
+        let pem = std::fs::read(&ca).unwrap();
+        let store = spamscope_store::Store::open_tls(Some(&url), "spamscope:", Some(pem))
+            .await
+            .unwrap();
+        for _ in 0..150 {
+            if let Ok(Some(n)) = store.recorded_shards().await {
+                return Some(n);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        None
+    });
+    assert_eq!(recorded, Some(3), "the router did not reach Redis over TLS");
+
+    // The system's roots do not hold the test's authority.
+    let (code, err) = role_stderr(
+        &[
+            "router",
+            "--nats-url",
+            &nats.url(),
+            "--redis-url",
+            &url,
+            "--shards",
+            "3",
+        ],
+        &[],
+    );
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("--redis-url"), "{err}");
+    let plain = format!("redis://127.0.0.1:{}/", redis.port);
+    let (code, err) = role_stderr(
+        &[
+            "router",
+            "--nats-url",
+            &nats.url(),
+            "--redis-url",
+            &plain,
+            "--redis-ca-file",
+            ca.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("--redis-ca-file") && err.contains("rediss://"),
+        "{err}"
+    );
+}

@@ -285,6 +285,8 @@ pub struct Redis {
     /// Where an append-only file keeps every write (fsync'd each time),
     /// for a server whose restart keeps its data.
     aof_dir: Option<std::path::PathBuf>,
+    /// Certificates of a server that speaks only TLS (see [`Redis::tls`]).
+    tls_dir: Option<std::path::PathBuf>,
 }
 
 impl Redis {
@@ -299,12 +301,88 @@ impl Redis {
         Self::start_in(Some(dir.to_owned()))
     }
 
+    /// A server that speaks only TLS, with a certificate for 127.0.0.1
+    /// signed by a certificate authority of its own, made with the openssl
+    /// command line in `dir`: `ca.pem` there is what a client must trust.
+    pub fn tls(dir: &std::path::Path) -> Self {
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl on PATH (Debian package openssl)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=spamscope test CA",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ]);
+        for _ in 0..5 {
+            let mut r = Redis {
+                port: free_port(),
+                child: None,
+                aof_dir: None,
+                tls_dir: Some(dir.to_owned()),
+            };
+            if r.try_spawn() {
+                return r;
+            }
+        }
+        panic!("redis-server did not start with TLS on any of 5 free ports");
+    }
+
     fn start_in(aof_dir: Option<std::path::PathBuf>) -> Self {
         for _ in 0..5 {
             let mut r = Redis {
                 port: free_port(),
                 child: None,
                 aof_dir: aof_dir.clone(),
+                tls_dir: None,
             };
             if r.try_spawn() {
                 return r;
@@ -316,7 +394,27 @@ impl Redis {
     /// Starts on `self.port`; false if the server exited before listening.
     fn try_spawn(&mut self) -> bool {
         let port = self.port.to_string();
-        let mut args = vec!["--port", &port, "--bind", "127.0.0.1", "--save", ""];
+        let mut args = vec!["--bind", "127.0.0.1", "--save", ""];
+        let tls = self.tls_dir.as_ref().map(|d| {
+            ["server.pem", "server.key", "ca.pem"].map(|f| d.join(f).display().to_string())
+        });
+        match &tls {
+            Some([cert, key, ca]) => args.extend([
+                "--port",
+                "0",
+                "--tls-port",
+                &port,
+                "--tls-cert-file",
+                cert,
+                "--tls-key-file",
+                key,
+                "--tls-ca-cert-file",
+                ca,
+                "--tls-auth-clients",
+                "no",
+            ]),
+            None => args.extend(["--port", &port]),
+        }
         let dir = self.aof_dir.as_ref().map(|d| d.display().to_string());
         match &dir {
             Some(d) => args.extend(["--appendonly", "yes", "--appendfsync", "always", "--dir", d]),
@@ -347,7 +445,12 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls_dir.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 
     /// Kills (SIGKILL) and starts again on the same port: its data is gone

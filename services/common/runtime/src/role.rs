@@ -33,6 +33,10 @@ pub struct ClusterArgs {
     /// Redis for membership, shard owners and checkpoints.
     #[arg(long, env = "SPAMSCOPE_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// PEM certificate authority to trust for Redis over TLS (a
+    /// `rediss://` URL; without this file the system's roots are trusted).
+    #[arg(long, env = "SPAMSCOPE_REDIS_CA_FILE", value_name = "FILE")]
+    pub redis_ca_file: Option<PathBuf>,
     /// Prefix of every Redis key.
     #[arg(long, env = "SPAMSCOPE_REDIS_PREFIX", default_value = spamscope_store::DEFAULT_PREFIX)]
     pub redis_prefix: String,
@@ -391,9 +395,17 @@ pub async fn connect(
         Store::check_url(r)
             .map_err(|e| Exit::usage(format!("--redis-url {}: {e}", redact_url(r))))?;
     }
-    let store = Store::open(redis, &cluster.redis_prefix)
-        .await
-        .with_context(|| format!("--redis-url {}", redact_url(redis.unwrap_or_default())))?;
+    let ca = match &cluster.redis_ca_file {
+        Some(f) => Some(crate::exit::secret_file("--redis-ca-file", f)?.into_bytes()),
+        None => None,
+    };
+    let store = match Store::open_tls(redis, &cluster.redis_prefix, ca).await {
+        Err(e @ spamscope_store::StoreError::CaWithoutTls) => {
+            return Err(Exit::usage(format!("--redis-ca-file: {e}")));
+        }
+        other => other
+            .with_context(|| format!("--redis-url {}", redact_url(redis.unwrap_or_default())))?,
+    };
     let auth = spamscope_bus::NatsAuth {
         creds_file: cluster.nats_creds_file.clone(),
         nkey_file: cluster.nats_nkey_file.clone(),

@@ -34,6 +34,8 @@ pub enum StoreError {
     ShardMismatch { recorded: u32, configured: u32 },
     #[error("stored value of {key} is not valid: {value:?}")]
     Corrupt { key: String, value: String },
+    #[error("a certificate authority was given for a Redis URL without TLS (use rediss://)")]
+    CaWithoutTls,
 }
 
 /// Owner of one shard at one epoch.
@@ -141,10 +143,36 @@ impl Store {
     }
 
     pub async fn open(url: Option<&str>, prefix: &str) -> Result<Self, StoreError> {
+        Self::open_tls(url, prefix, None).await
+    }
+
+    /// [`Store::open`], with `ca_pem` (PEM) the certificate authority to
+    /// trust for a `rediss://` URL instead of the system's roots.
+    pub async fn open_tls(
+        url: Option<&str>,
+        prefix: &str,
+        ca_pem: Option<Vec<u8>>,
+    ) -> Result<Self, StoreError> {
         match url {
             None => Ok(Store::Memory(Arc::default())),
             Some(url) => {
-                let client = redis::Client::open(url)?;
+                let tls = url.starts_with("rediss://");
+                if tls {
+                    // Several rustls providers are built in (kube, NATS):
+                    // say which. Fails only when one is installed already.
+                    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+                }
+                let client = match ca_pem {
+                    Some(_) if !tls => return Err(StoreError::CaWithoutTls),
+                    Some(root) => redis::Client::build_with_tls(
+                        url,
+                        redis::TlsCertificates {
+                            client_tls: None,
+                            root_cert: Some(root),
+                        },
+                    )?,
+                    None => redis::Client::open(url)?,
+                };
                 let config = redis::aio::ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(Duration::from_secs(5)))
                     .set_response_timeout(Some(Duration::from_secs(5)))
