@@ -393,3 +393,105 @@ async fn a_stream_created_again_under_a_running_shard_is_read_from_its_start() {
     .await;
     assert_eq!(d0.chat_gaps.load(Ordering::Relaxed), 1);
 }
+
+/// A shard reads on after the NATS node leading its chat stream (where its
+/// consumer lives) is paused for 10 s mid-stream on a 3-node cluster, with
+/// chat published meanwhile. A drill once saw three shards of one
+/// detector read nothing more, and say nothing, after such a pause; the
+/// detector now opens a shard again when it reads nothing for two
+/// checkpoint periods while its stream holds more chat. In every run here
+/// the consumer recovered by itself (restarts 0, printed), so this test
+/// guards the fault, not that backstop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_reads_on_after_the_node_of_its_consumer_is_paused() {
+    let nodes = spamscope_testkit::NatsCluster::start(3);
+    let url = nodes.url();
+    let redis = Redis::start();
+    let store = Store::open(Some(&redis.url()), "spamscope:").await.unwrap();
+    let mut c = spamscope_testkit::InProcessCluster::replicated(
+        &url,
+        store.clone(),
+        SHARDS,
+        Duration::from_secs(60),
+        3,
+    )
+    .await
+    .unwrap();
+    assert!(store.lead(LEADER, Duration::from_secs(600)).await.unwrap());
+    for s in 0..SHARDS {
+        own(&store, s, "d0", 1).await;
+    }
+    let cfg = ReplicaConfig {
+        reconcile_interval: Duration::from_millis(100),
+        checkpoint_interval: Duration::from_millis(1000),
+        handover_timeout: Duration::ZERO,
+        ..c.replica_config("d0")
+    };
+    let d0 = std::sync::Arc::clone(&c.add_replica(cfg).await.unwrap().counters);
+    until("d0 to run its 4 shards", || owned(&d0) == 4).await;
+    let shard = 2;
+    let stream = spamscope_testkit::stream_on_shard(
+        spamscope_proto::v1::Platform::Twitch,
+        "paused",
+        shard,
+        SHARDS,
+    );
+    for n in 0..20 {
+        assert!(c.publish(&twitch_message(&stream, n)).await.unwrap());
+    }
+    until("the first 20 events", || events(&d0) == 20).await;
+    // The node leading the shard's chat stream (where its consumer is).
+    let name = spamscope_bus::subjects::chat_stream(shard);
+    let leader = nodes
+        .stream_leader(&name)
+        .expect("the chat stream has a leader");
+    let pid = nodes.nodes[leader].pid().unwrap().to_string();
+    let kill = |sig: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    kill("-STOP");
+    let paused = Instant::now();
+    let mut sent = 20;
+    // Chat goes on (through the other two, once they elect a leader).
+    while paused.elapsed() < Duration::from_secs(10) {
+        if c.publish(&twitch_message(&stream, sent))
+            .await
+            .unwrap_or(false)
+        {
+            sent += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    kill("-CONT");
+    for _ in 0..20 {
+        while !c
+            .publish(&twitch_message(&stream, sent))
+            .await
+            .unwrap_or(false)
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        sent += 1;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while events(&d0) < u64::from(sent) {
+        assert!(
+            Instant::now() < deadline,
+            "the shard read {} of {sent} events after its node was paused (consumer restarts: {})",
+            events(&d0),
+            d0.consumer_restarts.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "read {} of {sent}; consumer restarts: {}",
+        events(&d0),
+        d0.consumer_restarts.load(Ordering::Relaxed)
+    );
+}

@@ -50,12 +50,25 @@ impl InProcessCluster {
         shards: u32,
         duplicate_window: Duration,
     ) -> Result<Self> {
+        Self::replicated(url, store, shards, duplicate_window, 1).await
+    }
+
+    /// [`InProcessCluster::new`] with every stream kept `replicas` times
+    /// (a JetStream cluster of as many servers at `url`).
+    pub async fn replicated(
+        url: &str,
+        store: Store,
+        shards: u32,
+        duplicate_window: Duration,
+        replicas: usize,
+    ) -> Result<Self> {
         let bus = Bus::connect(url, "spamscope-testkit").await?;
         bus.ensure_streams(
             &BusConfig {
                 url: url.into(),
                 shards,
                 duplicate_window,
+                replicas,
                 ..BusConfig::default()
             },
             spamscope_bus::StreamLimits::Apply,
