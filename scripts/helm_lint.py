@@ -171,6 +171,36 @@ def check_nats_url(docs: list[dict], values: dict, label: str) -> None:
         fail(f"[{label}] the ConfigMap {'holds' if in_config else 'lacks'} SPAMSCOPE_NATS_URL")
 
 
+def check_ca_files(docs: list[dict], values: dict, label: str) -> None:
+    """With nats.caSecret / redis.caSecret every container is given the
+    file's path in SPAMSCOPE_NATS_CA_FILE / SPAMSCOPE_REDIS_CA_FILE, and
+    that path lies on a mount of that Secret; without, neither."""
+    for what in ["nats", "redis"]:
+        secret = values.get(what, {}).get("caSecret")
+        key = values.get(what, {}).get("caSecretKey", "ca.crt")
+        var = f"SPAMSCOPE_{what.upper()}_CA_FILE"
+        for d, spec in pod_specs(docs):
+            volumes = {v["name"]: v for v in spec.get("volumes", [])}
+            for c in spec["containers"]:
+                where = f"[{label}] {d['metadata']['name']}/{c['name']}"
+                env = {e["name"]: e.get("value") for e in c.get("env", [])}
+                path = env.get(var)
+                if not secret:
+                    if path:
+                        fail(f"{where} sets {var} without {what}.caSecret")
+                    continue
+                if not path or not path.endswith("/" + key):
+                    fail(f"{where} does not point {var} at {key}: {path}")
+                    continue
+                mounted = [
+                    m for m in c.get("volumeMounts", [])
+                    if path.startswith(m["mountPath"].rstrip("/") + "/")
+                    and volumes.get(m["name"], {}).get("secret", {}).get("secretName") == secret
+                ]
+                if not mounted:
+                    fail(f"{where}: {path} is not on a mount of the Secret {secret}")
+
+
 def must_refuse(values: dict, key: str) -> None:
     chart = helm.Chart.load(CHART)
     try:
@@ -225,6 +255,7 @@ def main() -> int:
             validate(d, f"[{label}] {d['__path']}")
         check_invariants(docs, label)
         check_nats_url(docs, values, label)
+        check_ca_files(docs, values, label)
         print(f"ok   {label}: helm lint --strict, {len(docs)} objects valid for Kubernetes {KUBE_VERSION}")
     must_refuse({"shards": 0}, "shards")
     must_refuse({"detector": {"replicas": "two"}}, "replicas")

@@ -105,6 +105,42 @@ readinessProbe:
       name: {{ .Values.redis.existingSecret }}
       key: {{ .Values.redis.existingSecretKey }}
 {{- end }}
+{{- if .Values.nats.caSecret }}
+- name: SPAMSCOPE_NATS_CA_FILE
+  value: {{ printf "/etc/spamscope/nats-ca/%s" .Values.nats.caSecretKey | quote }}
+{{- end }}
+{{- if .Values.redis.caSecret }}
+- name: SPAMSCOPE_REDIS_CA_FILE
+  value: {{ printf "/etc/spamscope/redis-ca/%s" .Values.redis.caSecretKey | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Mounts of the private certificate authorities (a list's items). */}}
+{{- define "spamscope.caMounts" -}}
+{{- if .Values.nats.caSecret }}
+- name: nats-ca
+  mountPath: /etc/spamscope/nats-ca
+  readOnly: true
+{{- end }}
+{{- if .Values.redis.caSecret }}
+- name: redis-ca
+  mountPath: /etc/spamscope/redis-ca
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* Volumes of the private certificate authorities (a list's items). */}}
+{{- define "spamscope.caVolumes" -}}
+{{- if .Values.nats.caSecret }}
+- name: nats-ca
+  secret:
+    secretName: {{ .Values.nats.caSecret }}
+{{- end }}
+{{- if .Values.redis.caSecret }}
+- name: redis-ca
+  secret:
+    secretName: {{ .Values.redis.caSecret }}
+{{- end }}
 {{- end -}}
 
 {{/* History store flags of the gateway and the history writer. */}}
