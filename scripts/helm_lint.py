@@ -144,8 +144,10 @@ def check_invariants(docs: list[dict], label: str) -> None:
         if d["kind"] == "StatefulSet":
             args = spec["containers"][0]["args"]
             handover = next(int(a.split("=")[1]) for a in args if a.startswith("--handover-timeout-s="))
-            # The hand-over, then the role's 10 s shutdown grace.
-            if spec["terminationGracePeriodSeconds"] <= handover + 10:
+            env = {e["name"]: e.get("value") for e in spec["containers"][0].get("env", [])}
+            grace = int(env["SPAMSCOPE_SHUTDOWN_GRACE_S"])
+            # The hand-over, then the role's shutdown grace.
+            if spec["terminationGracePeriodSeconds"] <= handover + grace:
                 fail(f"[{label}] {name}: grace period not longer than the hand-over and the shutdown grace")
     kinds = {d["kind"] for d in docs}
     for k in ["StatefulSet", "Deployment", "Service", "ConfigMap", "Role", "RoleBinding"]:
@@ -258,6 +260,8 @@ def main() -> int:
         check_ca_files(docs, values, label)
         print(f"ok   {label}: helm lint --strict, {len(docs)} objects valid for Kubernetes {KUBE_VERSION}")
     must_refuse({"shards": 0}, "shards")
+    must_refuse({"shutdownGraceSeconds": 40}, "shutdownGraceSeconds")
+    must_refuse({"shutdownGraceSeconds": 25, "detector": {"handoverTimeoutSeconds": 40}}, "terminationGracePeriodSeconds")
     must_refuse({"detector": {"replicas": "two"}}, "replicas")
     must_refuse({"nats": {"url": "http://nats:4222"}}, "url")
     must_refuse({"nats": {"url": "nats://nats:4222", "streamReplicas": 7}}, "streamReplicas")

@@ -105,6 +105,8 @@ readinessProbe:
       name: {{ .Values.redis.existingSecret }}
       key: {{ .Values.redis.existingSecretKey }}
 {{- end }}
+- name: SPAMSCOPE_SHUTDOWN_GRACE_S
+  value: {{ .Values.shutdownGraceSeconds | quote }}
 {{- if .Values.nats.caSecret }}
 - name: SPAMSCOPE_NATS_CA_FILE
   value: {{ printf "/etc/spamscope/nats-ca/%s" .Values.nats.caSecretKey | quote }}
