@@ -391,18 +391,6 @@ async fn replicated_fault(
     });
 }
 
-/// `kill -<sig>` of a nats-server node.
-fn signal_node(nc: &NatsCluster, node: usize, sig: &str) {
-    let pid = nc.nodes[node].pid().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-}
-
 /// The SPAM leader SIGKILLed; chat goes on through the other two; the node
 /// is started again later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -444,10 +432,10 @@ async fn drill_pause_the_leader_of_a_replicated_nats() {
     let _one = ONE_AT_A_TIME.lock().await;
     replicated_fault(
         "SIGSTOP the SPAM leader of a 3-node NATS for 10 s (R3)",
-        |nc, leader| signal_node(nc, leader, "-STOP"),
+        |nc, leader| nc.signal(leader, "-STOP"),
         |nc, leader, t0| {
             std::thread::sleep(Duration::from_secs(10).saturating_sub(t0.elapsed()));
-            signal_node(nc, leader, "-CONT");
+            nc.signal(leader, "-CONT");
         },
         "until new chat lands with the leader paused",
     )

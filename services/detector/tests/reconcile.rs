@@ -445,17 +445,7 @@ async fn a_shard_reads_on_after_the_node_of_its_consumer_is_paused() {
     let leader = nodes
         .stream_leader(&name)
         .expect("the chat stream has a leader");
-    let pid = nodes.nodes[leader].pid().unwrap().to_string();
-    let kill = |sig: &str| {
-        assert!(
-            std::process::Command::new("kill")
-                .args([sig, &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-    };
-    kill("-STOP");
+    nodes.signal(leader, "-STOP");
     let paused = Instant::now();
     let mut sent = 20;
     // Chat goes on (through the other two, once they elect a leader).
@@ -468,7 +458,7 @@ async fn a_shard_reads_on_after_the_node_of_its_consumer_is_paused() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    kill("-CONT");
+    nodes.signal(leader, "-CONT");
     for _ in 0..20 {
         while !c
             .publish(&twitch_message(&stream, sent))

@@ -258,6 +258,16 @@ impl NatsCluster {
         }
     }
 
+    /// `kill -<sig>` of node `i` (`-STOP` pauses it, `-CONT` resumes it).
+    pub fn signal(&self, i: usize, sig: &str) {
+        let pid = self.nodes[i].pid().expect("the node runs").to_string();
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    }
+
     /// The node (`n<i>`) leading stream `name`, by its own monitoring.
     pub fn stream_leader(&self, name: &str) -> Option<usize> {
         (0..self.nodes.len())
