@@ -212,12 +212,13 @@ pub(crate) async fn run(
                         let max_behind = i64::try_from(ctx.cfg.max_behind.as_millis()).unwrap_or(i64::MAX);
                         let mut refused = Vec::new();
                         for ev in &events {
-                            let clock = st.detector.clock_of(ev);
-                            match spamscope_chat::admit::admit(ev, wall, max_ahead)
-                                .and_then(|()| spamscope_chat::admit::admit_behind(ev, clock, max_behind))
-                            {
-                                Ok(()) => st.detector.handle(ev, &mut out),
-                                Err(why) => refused.push((ev, why)),
+                            let admitted = spamscope_chat::admit::admit(ev, wall, max_ahead).and_then(|()| {
+                                st.detector.handle_admitted(ev, &mut out, |clock| {
+                                    spamscope_chat::admit::admit_behind(ev, clock, max_behind)
+                                })
+                            });
+                            if let Err(why) = admitted {
+                                refused.push((ev, why));
                             }
                         }
                         let handled = (events.len() - refused.len()) as u64;

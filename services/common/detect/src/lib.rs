@@ -231,15 +231,6 @@ impl Detector {
         Ok(())
     }
 
-    /// The clock of `ev`'s stream (the latest time it reached), `None` for
-    /// a stream this detector does not hold.
-    pub fn clock_of(&mut self, ev: &ChatEvent) -> Option<i64> {
-        self.fill_key(ev);
-        self.streams
-            .get(self.key_buf.as_str())
-            .and_then(StreamDetector::watermark_ms)
-    }
-
     /// `key_buf` := `ev`'s stream key. One reused buffer: no key
     /// allocation (and no formatting) per event.
     fn fill_key(&mut self, ev: &ChatEvent) {
@@ -252,12 +243,33 @@ impl Detector {
     /// Handles one event; a stream's detector is created on its first
     /// event and dropped after its `StreamEnded`.
     pub fn handle(&mut self, ev: &ChatEvent, out: &mut Vec<DetectorOutput>) {
+        let admitted = self.handle_admitted(ev, out, |_| Ok::<(), std::convert::Infallible>(()));
+        match admitted {
+            Ok(()) => {}
+            Err(never) => match never {},
+        }
+    }
+
+    /// [`Detector::handle`] if `admit`, given the clock of `ev`'s stream
+    /// (the latest time it reached; `None` for a stream this detector does
+    /// not hold), accepts it; otherwise its refusal, and nothing changes.
+    /// The stream is looked up once for both.
+    pub fn handle_admitted<E>(
+        &mut self,
+        ev: &ChatEvent,
+        out: &mut Vec<DetectorOutput>,
+        admit: impl FnOnce(Option<i64>) -> Result<(), E>,
+    ) -> Result<(), E> {
         self.fill_key(ev);
         let ended = matches!(ev.kind, Some(Kind::StreamEnded(_)));
         match self.streams.get_mut(self.key_buf.as_str()) {
-            Some(d) => d.handle(ev, out),
-            None if ended => return,
+            Some(d) => {
+                admit(d.watermark_ms())?;
+                d.handle(ev, out);
+            }
+            None if ended => return admit(None),
             None => {
+                admit(None)?;
                 let chan = channel_name(ev.platform(), &ev.stream_id, &ev.channel_id);
                 let params = self.params_for(ev.platform(), &ev.stream_id, &chan);
                 let mut d = StreamDetector::new(
@@ -275,6 +287,7 @@ impl Detector {
             self.ended
                 .insert(self.key_buf.clone(), d.counters().clone());
         }
+        Ok(())
     }
 
     /// Moves the clock of every live stream to `wall_ms` less
