@@ -296,6 +296,14 @@ pub struct Bus {
 #[derive(Clone, Default)]
 struct ServerError(std::sync::Arc<std::sync::Mutex<Option<String>>>);
 
+impl ServerError {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 impl std::fmt::Debug for ServerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ServerError")
@@ -366,20 +374,18 @@ impl Bus {
             Some((token, None)) => options = options.token(token),
             None => {}
         }
-        let server_error = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
-        let seen = std::sync::Arc::clone(&server_error);
+        let server_error = ServerError::default();
+        let seen = server_error.clone();
         let client = options
             .event_callback(move |event| {
-                let seen = std::sync::Arc::clone(&seen);
+                let seen = seen.clone();
                 async move {
                     let said = match event {
                         async_nats::Event::ServerError(e) => e.to_string(),
                         async_nats::Event::ClientError(e) => e.to_string(),
                         _ => return,
                     };
-                    *seen
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(said);
+                    *seen.slot() = Some(said);
                 }
             })
             .name(name)
@@ -392,7 +398,6 @@ impl Bus {
             .connect(servers)
             .await
             .map_err(|source| BusError::Connect { source })?;
-        let server_error = ServerError(server_error);
         // Every publish holds one of these until its ack arrives; a process
         // that runs out waits in `publish`. The default (5,000) is less than
         // a replica's shards may hold between settles (128 each).
@@ -409,11 +414,7 @@ impl Bus {
     /// The last error the server reported to this client, or the client
     /// met talking to it (for example "authorization violation"), if any.
     pub fn server_error(&self) -> Option<String> {
-        self.server_error
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.server_error.slot().clone()
     }
 
     /// Creates the streams that are missing. Streams that exist get the
