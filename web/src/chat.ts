@@ -164,7 +164,7 @@ export class ChatView {
     }, { class: "older", hidden: "" });
     this.list.prepend(this.older);
     this.list.addEventListener("scroll", () => {
-      this.following = this.atBottom() || this.list.scrollTop >= this.autoTop - 2;
+      this.following = this.readerAtEnd();
       if (this.following) { this.unseen = 0; this.resume.hidden = true; }
     });
     this.el = h("div", { class: "chat-wrap" }, this.list, this.resume);
@@ -172,6 +172,11 @@ export class ChatView {
 
   private atBottom(): boolean {
     return this.list.scrollHeight - this.list.scrollTop - this.list.clientHeight < 40;
+  }
+
+  /** Whether the view is where this view last put it (or at the end): above that, the reader scrolled. */
+  private readerAtEnd(): boolean {
+    return this.atBottom() || this.list.scrollTop >= this.autoTop - 2;
   }
 
   private pin() {
@@ -222,6 +227,9 @@ export class ChatView {
   /** Newer events at the end (`live`: as they arrive); scrolls only while following. */
   append(events: ChatEvent[], live = false) {
     if (live && events.length) this.lastArrivalMs = Date.now();
+    // A scroll whose event is not dispatched yet (it fires on the next
+    // frame) is the reader's all the same: pinning now would undo it.
+    if (this.following && !this.readerAtEnd()) this.following = false;
     let added = 0;
     for (const ev of events) {
       const r = this.row(ev);
