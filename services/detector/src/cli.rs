@@ -49,6 +49,21 @@ pub struct DetectorArgs {
           default_value_t = crate::ReplicaConfig::default().max_behind.as_secs(),
           value_parser = clap::value_parser!(u64).range(60..=86_400))]
     pub max_behind_s: u64,
+    /// A stream that got no chat for this many seconds, and that no clock
+    /// moves (recorded chat, or a live stream with no user or group left
+    /// to age), leaves memory at the shard's next checkpoint; its state is
+    /// loaded back from Redis when its chat comes (10 to 86400).
+    #[arg(long, env = "SPAMSCOPE_STREAM_IDLE_S",
+          default_value_t = crate::ReplicaConfig::default().stream_idle.as_secs(),
+          value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    pub stream_idle_s: u64,
+    /// Streams a shard holds in memory at most: beyond it the least
+    /// recently active that no clock moves leave memory, however recent
+    /// (100 to 1,000,000).
+    #[arg(long, env = "SPAMSCOPE_MAX_STREAMS_PER_SHARD",
+          default_value_t = crate::ReplicaConfig::default().max_streams as u64,
+          value_parser = clap::value_parser!(u64).range(100..=1_000_000))]
+    pub max_streams_per_shard: u64,
     #[command(flatten)]
     pub params: ParamsArgs,
 }
@@ -82,6 +97,8 @@ pub fn run(args: DetectorArgs) -> Result<()> {
             emit_scores: args.scores,
             max_ahead: Duration::from_secs(args.max_ahead_s),
             max_behind: Duration::from_secs(args.max_behind_s),
+            stream_idle: Duration::from_secs(args.stream_idle_s),
+            max_streams: usize::try_from(args.max_streams_per_shard).unwrap_or(usize::MAX),
             ..Default::default()
         };
         let mut sup = role.supervisor();

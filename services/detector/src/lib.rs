@@ -57,6 +57,13 @@ pub struct ReplicaConfig {
     /// Events dated further than this behind their stream's clock go to
     /// the dead-letter subject instead of the detector.
     pub max_behind: Duration,
+    /// A stream that needs no clock and got no chat for this long leaves
+    /// memory at the next checkpoint; its state is loaded back when its
+    /// chat comes.
+    pub stream_idle: Duration,
+    /// A shard holds at most this many streams in memory (beyond it, the
+    /// least recently active that need no clock leave, however recent).
+    pub max_streams: usize,
 }
 
 impl Default for ReplicaConfig {
@@ -78,6 +85,8 @@ impl Default for ReplicaConfig {
             max_behind: Duration::from_millis(
                 spamscope_chat::admit::DEFAULT_MAX_BEHIND_MS.unsigned_abs(),
             ),
+            stream_idle: Duration::from_secs(600),
+            max_streams: 5_000,
         }
     }
 }
@@ -110,6 +119,10 @@ pub struct Counters {
     /// Times a shard opened again because its consumer stopped delivering.
     pub consumer_restarts: AtomicU64,
     pub checkpoints: AtomicU64,
+    /// Streams moved out of memory, and loaded back (see
+    /// [`ReplicaConfig::stream_idle`]).
+    pub streams_evicted: AtomicU64,
+    pub streams_loaded: AtomicU64,
     /// Shards this replica runs now.
     pub owned: AtomicU64,
 }

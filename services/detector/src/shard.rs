@@ -13,7 +13,9 @@ use futures::StreamExt;
 use prost::Message;
 use spamscope_bus::subjects;
 use spamscope_detect::{Detector, output_key};
-use spamscope_proto::v1::{ChatEvent, DetectorOutput, Platform, ShardSnapshot, detector_output};
+use spamscope_proto::v1::{
+    ChatEvent, DetectorOutput, DetectorSnapshot, Platform, ShardSnapshot, detector_output,
+};
 use spamscope_store::Owner;
 use spamscope_telemetry::{KeyValue, TraceContext, metrics};
 use tokio::sync::{mpsc, oneshot};
@@ -28,8 +30,9 @@ const SERVICE: &str = "detector";
 /// `Detector::advance_live`).
 const LIVE_CLOCK_EVERY: Duration = Duration::from_secs(1);
 
-/// Version of the shard checkpoint layout.
-const CHECKPOINT_VERSION: u32 = 1;
+/// Version of the shard checkpoint layout: 2 saves each stream apart
+/// (`ShardSnapshot::ticking`); 1 (read, never written) held every stream.
+const CHECKPOINT_VERSION: u32 = 2;
 
 #[derive(Debug)]
 pub enum ShardCmd {
@@ -208,6 +211,13 @@ pub(crate) async fn run(
                         });
                         out.clear();
                         let wall = spamscope_runtime::now_ms();
+                        st.detector.set_wall_clock(wall);
+                        if let Err(e) = load_missing(&ctx, shard, &mut st.detector, &events).await {
+                            // Handling its chat without its state would
+                            // start the stream afresh: read it again later.
+                            warn!(shard, error = %e, "cannot load saved stream state; the shard opens again from its checkpoint");
+                            return;
+                        }
                         let max_ahead = i64::try_from(ctx.cfg.max_ahead.as_millis()).unwrap_or(i64::MAX);
                         let max_behind = i64::try_from(ctx.cfg.max_behind.as_millis()).unwrap_or(i64::MAX);
                         let mut refused = Vec::new();
@@ -314,7 +324,10 @@ pub(crate) async fn run(
                 let attrs = [KeyValue::new("service", SERVICE), KeyValue::new("shard", i64::from(shard))];
                 metrics().consumer_lag.record(st.pending, &attrs);
                 metrics().checkpoint_age.record(st.checkpointed_at.elapsed().as_secs_f64(), &attrs);
-                if st.since_checkpoint > 0 && checkpoint(&ctx, shard, &owner, &mut st).await.is_err() {
+                metrics().streams_held.record(st.detector.held() as u64, &attrs);
+                st.detector.set_wall_clock(spamscope_runtime::now_ms());
+                let evict = !st.detector.evictable(idle_ms(&ctx), ctx.cfg.max_streams).is_empty();
+                if (st.since_checkpoint > 0 || evict) && checkpoint(&ctx, shard, &owner, &mut st).await.is_err() {
                     return;
                 }
             }
@@ -372,14 +385,33 @@ async fn load(ctx: &Ctx, shard: u32) -> Result<State, String> {
     {
         let snap = ShardSnapshot::decode(bytes.as_slice())
             .map_err(|e| format!("checkpoint does not decode: {e}"))?;
-        if snap.version != CHECKPOINT_VERSION {
+        if !(1..=CHECKPOINT_VERSION).contains(&snap.version) {
             return Err(format!(
-                "checkpoint version {} (this build reads {CHECKPOINT_VERSION})",
+                "checkpoint version {} (this build reads 1 to {CHECKPOINT_VERSION})",
                 snap.version
             ));
         }
-        let streams = snap.streams.len();
-        match detector.restore_streams(snap.streams) {
+        // The streams the clock moves come now; the others when their chat
+        // does (`load_missing`).
+        let mut held = snap.streams;
+        let saved = ctx
+            .store
+            .load_streams(shard, &snap.ticking)
+            .await
+            .map_err(|e| format!("cannot load the state of its live streams: {e}"))?;
+        for (key, bytes) in snap.ticking.iter().zip(saved) {
+            let Some(bytes) = bytes else {
+                return Err(format!(
+                    "the checkpoint names stream {key}, whose state is missing"
+                ));
+            };
+            held.push(
+                DetectorSnapshot::decode(bytes.as_slice())
+                    .map_err(|e| format!("state of stream {key} does not decode: {e}"))?,
+            );
+        }
+        let streams = held.len();
+        match detector.restore_streams(held) {
             Ok(()) => {}
             // A checkpoint from a release whose detector state differs
             // (an upgrade): its streams start afresh after the checkpoint's
@@ -397,6 +429,15 @@ async fn load(ctx: &Ctx, shard: u32) -> Result<State, String> {
                     .map_err(|e| e.to_string())?;
             }
             Err(e) => return Err(e.to_string()),
+        }
+        if snap.version == 1 {
+            // Restored streams count as changed: the first checkpoint of
+            // this build saves each of them apart.
+            info!(
+                shard,
+                streams,
+                "checkpoint of the version 1 layout: its streams are saved apart from now on"
+            );
         }
         last_seq = snap.last_sequence;
         stream_created_ms = snap.stream_created_ms;
@@ -417,6 +458,65 @@ async fn load(ctx: &Ctx, shard: u32) -> Result<State, String> {
         checkpointed_at: std::time::Instant::now(),
         acks: Vec::new(),
     })
+}
+
+fn idle_ms(ctx: &Ctx) -> i64 {
+    i64::try_from(ctx.cfg.stream_idle.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Loads the saved state of the streams of `events` this shard does not
+/// hold (they left memory idle, or another owner saved them), one round
+/// trip for the batch. A stream without saved state is new.
+async fn load_missing(
+    ctx: &Ctx,
+    shard: u32,
+    detector: &mut Detector,
+    events: &[ChatEvent],
+) -> Result<(), String> {
+    let mut missing: Vec<String> = Vec::new();
+    for ev in events {
+        if !detector.holds(ev) {
+            let key = ev.stream_key();
+            if !missing.contains(&key) {
+                missing.push(key);
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let saved = ctx
+        .store
+        .load_streams(shard, &missing)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut loaded = 0;
+    for (key, bytes) in missing.iter().zip(saved) {
+        let Some(bytes) = bytes else { continue };
+        // State this build cannot read (another release's, or damaged)
+        // would stop the shard for good: the stream starts afresh instead,
+        // and says so.
+        let restored = DetectorSnapshot::decode(bytes.as_slice())
+            .map_err(|e| format!("does not decode: {e}"))
+            .and_then(|snap| detector.restore_stream(snap).map_err(|e| e.to_string()));
+        match restored {
+            Ok(()) => loaded += 1,
+            Err(e) => {
+                warn!(shard, stream = %key, error = %e, "saved stream state unreadable: the stream starts afresh")
+            }
+        }
+    }
+    if loaded > 0 {
+        ctx.inc(&ctx.counters().streams_loaded, loaded);
+        metrics().streams_loaded.add(
+            loaded,
+            &[
+                KeyValue::new("service", SERVICE),
+                KeyValue::new("shard", i64::from(shard)),
+            ],
+        );
+    }
+    Ok(())
 }
 
 async fn publish(
@@ -497,24 +597,43 @@ async fn checkpoint(ctx: &Ctx, shard: u32, owner: &Owner, st: &mut State) -> Res
         return Err(e);
     }
     let settled = t0.elapsed();
+    let wall = spamscope_runtime::now_ms();
+    st.detector.set_wall_clock(wall);
+    // Only the streams that changed are written; after this every held
+    // stream's state is saved, so the idle ones can leave memory.
+    let changes = st.detector.take_changes();
+    let evict = st.detector.evictable(idle_ms(ctx), ctx.cfg.max_streams);
     let snap = ShardSnapshot {
         version: CHECKPOINT_VERSION,
         shard,
         epoch: owner.epoch,
         owner: owner.replica.clone(),
         last_sequence: st.last_seq,
-        streams: st.detector.snapshot_streams(),
-        written_at_ms: spamscope_runtime::now_ms(),
+        streams: Vec::new(),
+        written_at_ms: wall,
         stream_created_ms: st.stream_created_ms,
+        ticking: changes.ticking.clone(),
     };
-    let bytes = snap.encode_to_vec();
+    let position = snap.encode_to_vec();
+    let changed: Vec<(String, Vec<u8>)> = changes
+        .changed
+        .iter()
+        .map(|(k, s)| (k.clone(), s.encode_to_vec()))
+        .collect();
+    let bytes = position.len() + changed.iter().map(|(_, b)| b.len()).sum::<usize>();
     let encoded = t0.elapsed();
-    let saved = ctx.store.save_checkpoint(shard, owner, &bytes).await;
+    let write = spamscope_store::CheckpointWrite {
+        position: &position,
+        changed: &changed,
+        removed: &changes.removed,
+    };
+    let saved = ctx.store.save_checkpoint(shard, owner, write).await;
     if t0.elapsed() > Duration::from_millis(100) {
         // The shard reads nothing meanwhile: its streams' outputs are late.
         warn!(
             shard,
-            bytes = bytes.len(),
+            bytes,
+            streams = changed.len(),
             settle_ms = settled.as_millis() as u64,
             encode_ms = (encoded - settled).as_millis() as u64,
             total_ms = t0.elapsed().as_millis() as u64,
@@ -523,13 +642,35 @@ async fn checkpoint(ctx: &Ctx, shard: u32, owner: &Owner, st: &mut State) -> Res
     } else {
         debug!(
             shard,
-            bytes = bytes.len(),
+            bytes,
+            streams = changed.len(),
             total_ms = t0.elapsed().as_millis() as u64,
             "checkpoint"
         );
     }
+    if !matches!(saved, Ok(true)) {
+        st.detector.unsaved(changes);
+    }
     match saved {
         Ok(true) => {
+            st.detector.evict(&evict);
+            st.detector.clear_ended();
+            if !evict.is_empty() {
+                ctx.inc(&ctx.counters().streams_evicted, evict.len() as u64);
+                metrics().streams_evicted.add(
+                    evict.len() as u64,
+                    &[
+                        KeyValue::new("service", SERVICE),
+                        KeyValue::new("shard", i64::from(shard)),
+                    ],
+                );
+                debug!(
+                    shard,
+                    streams = evict.len(),
+                    held = st.detector.held(),
+                    "idle streams left memory"
+                );
+            }
             st.since_checkpoint = 0;
             st.checkpointed_at = std::time::Instant::now();
             ctx.inc(&ctx.counters().checkpoints, 1);

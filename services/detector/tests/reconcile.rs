@@ -485,3 +485,144 @@ async fn a_shard_reads_on_after_the_node_of_its_consumer_is_paused() {
         d0.consumer_restarts.load(Ordering::Relaxed)
     );
 }
+
+/// Real chat (the xqcow log) dealt by chatter into 40 streams over the 4
+/// shards. With at most 3 streams held per shard and a short idle time,
+/// streams leave memory at every checkpoint and come back when their chat
+/// does; half-way every shard moves to a second replica, which loads each
+/// stream's saved state only when its chat comes. The outputs equal an
+/// in-process detector's that holds every stream, and Redis ends holding
+/// the state of every stream, written only as streams changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_streams_leave_memory_and_a_new_owner_loads_them_when_their_chat_comes() {
+    let (_nats, _redis, store, mut c) = all_shards_to_d0().await;
+    let file = spamscope_chat::replay::read_file(&spamscope_testkit::xqcow()).unwrap();
+    let mut chat = spamscope_chat::replay::merge(vec![file]);
+    let mut streams = std::collections::BTreeSet::new();
+    for ev in &mut chat {
+        use spamscope_proto::v1::chat_event::Kind;
+        let who = match &ev.kind {
+            Some(Kind::Message(m)) => m.author.as_ref().map_or("", |a| a.login.as_str()),
+            Some(Kind::UserTimedOut(t)) => t.user_login.as_str(),
+            Some(Kind::UserBanned(b)) => b.user_login.as_str(),
+            Some(Kind::MessageDeleted(d)) => d.user_login.as_str(),
+            _ => "",
+        };
+        let k = who.bytes().map(u64::from).sum::<u64>() % 40;
+        ev.stream_id = format!("xqcow-{k}");
+        streams.insert(ev.stream_key());
+    }
+    assert_eq!(streams.len(), 40);
+    let base = c.replica_config("d0");
+    let quick = |id: &str| ReplicaConfig {
+        replica_id: id.to_owned(),
+        reconcile_interval: Duration::from_millis(100),
+        checkpoint_every_events: 30,
+        checkpoint_interval: Duration::from_millis(200),
+        stream_idle: Duration::from_millis(300),
+        max_streams: 3,
+        handover_timeout: Duration::ZERO,
+        ..base.clone()
+    };
+    let d0 = std::sync::Arc::clone(&c.add_replica(quick("d0")).await.unwrap().counters);
+    until("d0 to run its 4 shards", || owned(&d0) == 4).await;
+    let half = chat.len() / 2;
+    for ev in &chat[..half] {
+        assert!(c.publish(ev).await.unwrap());
+    }
+    until("the first half processed", || events(&d0) == half as u64).await;
+    let d1 = std::sync::Arc::clone(&c.add_replica(quick("d1")).await.unwrap().counters);
+    for s in 0..SHARDS {
+        own(&store, s, "d1", 2).await;
+    }
+    until("d1 to run every shard", || {
+        owned(&d1) == 4 && owned(&d0) == 0
+    })
+    .await;
+    for ev in &chat[half..] {
+        assert!(c.publish(ev).await.unwrap());
+    }
+    // d1 reads the second half, and again what d0 read after its last
+    // checkpoint (the table took the shards from d0: no closing one).
+    let second_half = (chat.len() - half) as u64;
+    until("the second half processed", || events(&d1) >= second_half).await;
+    assert_eq!(d1.dead_letters.load(Ordering::Relaxed), 0);
+
+    let mut d = spamscope_detect::Detector::new(std::sync::Arc::new(
+        spamscope_detect::ScoreModel::bundled(),
+    ));
+    let mut expected_out = Vec::new();
+    for ev in &chat {
+        d.handle(ev, &mut expected_out);
+    }
+    let expected: std::collections::BTreeMap<String, serde_json::Value> = expected_out
+        .iter()
+        .map(|o| {
+            let v = spamscope_detect::json::to_json(o);
+            (v["key"].as_str().unwrap().to_owned(), v)
+        })
+        .collect();
+    assert!(expected.len() > 20, "{} outputs", expected.len());
+    jetstream::await_outputs(&c.url, &expected, Duration::from_secs(30), &[]).await;
+
+    let evicted0 = d0.streams_evicted.load(Ordering::Relaxed);
+    let loaded0 = d0.streams_loaded.load(Ordering::Relaxed);
+    let loaded1 = d1.streams_loaded.load(Ordering::Relaxed);
+    // At most 3 of a shard's streams stay held: the rest left at least once.
+    let key_set = |evs: &[spamscope_proto::v1::ChatEvent]| {
+        evs.iter()
+            .map(|e| e.stream_key())
+            .collect::<std::collections::BTreeSet<String>>()
+    };
+    let first = key_set(&chat[..half]);
+    assert!(
+        evicted0 >= first.len() as u64 - 3 * u64::from(SHARDS),
+        "d0 evicted {evicted0} of {} streams",
+        first.len()
+    );
+    assert!(loaded0 > 0, "d0 loaded no stream back");
+    // d1 held nothing at first: every stream of the first half with chat
+    // in the second was loaded from what d0 saved.
+    let both = key_set(&chat[half..]).intersection(&first).count() as u64;
+    assert!(both > 20, "{both} streams chat in both halves");
+    assert!(
+        loaded1 >= both,
+        "d1 loaded {loaded1} streams, {both} had saved state and chat"
+    );
+    c.stop_replica("d1").await.unwrap().expect("d1 stopped");
+    let mut saved = 0;
+    for s in 0..SHARDS {
+        saved += store.saved_streams(s).await.unwrap().0;
+    }
+    // Every stream's state is saved but that of a stream that ended (the
+    // replay ends the log's stream: its last event went to one of them).
+    let mut last = std::collections::BTreeMap::new();
+    for ev in &chat {
+        last.insert(ev.stream_key(), ev);
+    }
+    let ended: Vec<&String> = last
+        .iter()
+        .filter(|(_, ev)| {
+            matches!(
+                ev.kind,
+                Some(spamscope_proto::v1::chat_event::Kind::StreamEnded(_))
+            )
+        })
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    let mut unsaved = Vec::new();
+    for k in &streams {
+        let shard = spamscope_routing::shard_of(k, SHARDS);
+        if store
+            .load_streams(shard, std::slice::from_ref(k))
+            .await
+            .unwrap()[0]
+            .is_none()
+        {
+            unsaved.push(k);
+        }
+    }
+    assert_eq!(unsaved, ended, "streams without saved state");
+    assert_eq!(saved, streams.len() as u64 - 1, "streams with saved state");
+}

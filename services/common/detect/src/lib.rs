@@ -60,7 +60,7 @@ fn check(layers: &[&Value]) -> Result<(), ParamsError> {
 /// validated on write against the layers under it.
 #[derive(Debug)]
 pub struct Detector {
-    streams: HashMap<String, StreamDetector>,
+    streams: HashMap<String, Slot>,
     /// The process's layer (`--params`).
     defaults: Value,
     /// The cluster-wide layer set at runtime (the stored "" scope).
@@ -72,7 +72,38 @@ pub struct Detector {
     emit_scores: bool,
     /// Counters of streams that ended, kept for summaries.
     ended: BTreeMap<String, stream::StreamCounters>,
+    /// Streams that ended since [`Detector::take_changes`].
+    removed: Vec<String>,
+    /// The wall clock of the caller ([`Detector::set_wall_clock`]): when
+    /// each stream was last handled, for [`Detector::evictable`].
+    wall_ms: i64,
     key_buf: String,
+}
+
+/// A held stream and what the owner's checkpoints need to know of it.
+#[derive(Debug)]
+struct Slot {
+    d: StreamDetector,
+    /// Changed since the last [`Detector::take_changes`].
+    dirty: bool,
+    /// [`Detector::wall_ms`] when it last handled an event.
+    touched_ms: i64,
+}
+
+/// What changed since the last [`Detector::take_changes`]: the snapshots
+/// of the streams that changed, the streams that ended, and the held
+/// streams that need the clock (live, with users or groups to age).
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub changed: Vec<(String, spamscope_proto::v1::DetectorSnapshot)>,
+    pub removed: Vec<String>,
+    pub ticking: Vec<String>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.changed.is_empty() && self.removed.is_empty()
+    }
 }
 
 impl Detector {
@@ -87,6 +118,8 @@ impl Detector {
             model,
             emit_scores: false,
             ended: BTreeMap::new(),
+            removed: Vec::new(),
+            wall_ms: 0,
             key_buf: String::new(),
         }
     }
@@ -214,18 +247,20 @@ impl Detector {
         let mut keys: Vec<String> = self
             .streams
             .iter()
-            .filter(|(_, d)| affected(d))
+            .filter(|(_, s)| affected(&s.d))
             .map(|(k, _)| k.clone())
             .collect();
         keys.sort();
         for k in keys {
-            let Some(d) = self.streams.get(&k) else {
+            let Some(s) = self.streams.get(&k) else {
                 continue;
             };
+            let d = &s.d;
             let (platform, sid, chan) = (d.platform(), d.stream_id().to_owned(), channel_of(d));
             let p = self.params_for(platform, &sid, &chan);
-            if let Some(d) = self.streams.get_mut(&k) {
-                d.set_params(p, out);
+            if let Some(s) = self.streams.get_mut(&k) {
+                s.d.set_params(p, out);
+                s.dirty = true;
             }
         }
         Ok(())
@@ -263,9 +298,11 @@ impl Detector {
         self.fill_key(ev);
         let ended = matches!(ev.kind, Some(Kind::StreamEnded(_)));
         match self.streams.get_mut(self.key_buf.as_str()) {
-            Some(d) => {
-                admit(d.watermark_ms())?;
-                d.handle(ev, out);
+            Some(s) => {
+                admit(s.d.watermark_ms())?;
+                s.d.handle(ev, out);
+                s.dirty = true;
+                s.touched_ms = self.wall_ms;
             }
             None if ended => return admit(None),
             None => {
@@ -280,12 +317,18 @@ impl Detector {
                 )
                 .with_scores(self.emit_scores);
                 d.handle(ev, out);
-                self.streams.insert(self.key_buf.clone(), d);
+                let slot = Slot {
+                    d,
+                    dirty: true,
+                    touched_ms: self.wall_ms,
+                };
+                self.streams.insert(self.key_buf.clone(), slot);
             }
         }
-        if ended && let Some(d) = self.streams.remove(self.key_buf.as_str()) {
+        if ended && let Some(s) = self.streams.remove(self.key_buf.as_str()) {
             self.ended
-                .insert(self.key_buf.clone(), d.counters().clone());
+                .insert(self.key_buf.clone(), s.d.counters().clone());
+            self.removed.push(self.key_buf.clone());
         }
         Ok(())
     }
@@ -302,8 +345,8 @@ impl Detector {
         let mut live: Vec<&String> = self
             .streams
             .iter()
-            .filter(|(_, d)| {
-                d.watermark_ms()
+            .filter(|(_, s)| {
+                s.d.watermark_ms()
                     .is_some_and(|w| w < to && to.saturating_sub(w) <= LIVE_WINDOW_MS)
             })
             .map(|(k, _)| k)
@@ -314,8 +357,8 @@ impl Detector {
         live.sort();
         let live: Vec<String> = live.into_iter().cloned().collect();
         for k in live {
-            if let Some(d) = self.streams.get_mut(&k) {
-                d.advance_to(to, out);
+            if let Some(s) = self.streams.get_mut(&k) {
+                s.advance_to(to, out);
             }
         }
     }
@@ -326,18 +369,149 @@ impl Detector {
         keys.sort();
         let keys: Vec<String> = keys.into_iter().cloned().collect();
         for k in keys {
-            if let Some(d) = self.streams.get_mut(&k) {
-                d.advance_to(now_ms, out);
+            if let Some(s) = self.streams.get_mut(&k) {
+                s.advance_to(now_ms, out);
             }
         }
     }
 
     pub fn stream(&self, key: &str) -> Option<&StreamDetector> {
-        self.streams.get(key)
+        self.streams.get(key).map(|s| &s.d)
     }
 
     pub fn streams(&self) -> impl Iterator<Item = &StreamDetector> {
-        self.streams.values()
+        self.streams.values().map(|s| &s.d)
+    }
+
+    /// Whether the stream of `ev` is held in memory (no allocation).
+    pub fn holds(&mut self, ev: &ChatEvent) -> bool {
+        self.fill_key(ev);
+        self.streams.contains_key(self.key_buf.as_str())
+    }
+
+    /// Streams held in memory.
+    pub fn held(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// The caller's wall clock, recorded on the streams it handles next
+    /// ([`Detector::evictable`] measures idleness with it).
+    pub fn set_wall_clock(&mut self, wall_ms: i64) {
+        self.wall_ms = wall_ms;
+    }
+
+    /// Forgets the counters of ended streams (a long-running owner that
+    /// needs no summary).
+    pub fn clear_ended(&mut self) {
+        self.ended.clear();
+    }
+
+    /// Snapshots of the streams that changed since the last call, the
+    /// streams that ended, and the held streams that need the clock; each
+    /// stream counts as unchanged afterwards. If saving them fails, give
+    /// them back with [`Detector::unsaved`].
+    pub fn take_changes(&mut self) -> Changes {
+        let live_from = self
+            .wall_ms
+            .saturating_sub(LIVE_WINDOW_MS + LIVE_LATENESS_MS);
+        let mut c = Changes {
+            removed: std::mem::take(&mut self.removed),
+            ..Changes::default()
+        };
+        for (k, s) in &mut self.streams {
+            if s.dirty {
+                s.dirty = false;
+                c.changed.push((k.clone(), s.d.snapshot()));
+            }
+            if s.needs_clock(live_from) {
+                c.ticking.push(k.clone());
+            }
+        }
+        c.changed.sort_by(|a, b| a.0.cmp(&b.0));
+        c.ticking.sort();
+        c.removed.sort();
+        c.removed.dedup();
+        // A stream that ended and started again is changed, not removed.
+        c.removed
+            .retain(|k| c.changed.binary_search_by(|(x, _)| x.cmp(k)).is_err());
+        c
+    }
+
+    /// Changes [`Detector::take_changes`] gave that were not saved: they
+    /// count as changed again.
+    pub fn unsaved(&mut self, c: Changes) {
+        for (k, _) in c.changed {
+            if let Some(s) = self.streams.get_mut(&k) {
+                s.dirty = true;
+            }
+        }
+        self.removed.extend(c.removed);
+    }
+
+    /// Streams that can leave memory without changing any output: not
+    /// handled for `idle_ms` (of the wall clock) and needing no clock
+    /// (recorded chat, whose time moves only with its events, or a live
+    /// stream with no user or group left to age). Beyond `max_held`
+    /// streams, the least recently handled of those that need no clock go
+    /// too, however recent. Their state must be saved (unchanged since the
+    /// last [`Detector::take_changes`]) before [`Detector::evict`].
+    pub fn evictable(&self, idle_ms: i64, max_held: usize) -> Vec<String> {
+        let live_from = self
+            .wall_ms
+            .saturating_sub(LIVE_WINDOW_MS + LIVE_LATENESS_MS);
+        let idle_before = self.wall_ms.saturating_sub(idle_ms);
+        let mut quiet: Vec<(i64, &String)> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| !s.needs_clock(live_from))
+            .map(|(k, s)| (s.touched_ms, k))
+            .collect();
+        quiet.sort_unstable();
+        let over = self.streams.len().saturating_sub(max_held);
+        quiet
+            .iter()
+            .enumerate()
+            .take_while(|(i, (touched, _))| *i < over || *touched <= idle_before)
+            .map(|(_, (_, k))| (*k).clone())
+            .collect()
+    }
+
+    /// Drops streams from memory (their state saved, see
+    /// [`Detector::evictable`]); [`Detector::restore_stream`] brings one
+    /// back when its chat arrives.
+    pub fn evict(&mut self, keys: &[String]) {
+        for k in keys {
+            self.streams.remove(k);
+        }
+    }
+
+    /// Puts back one stream saved by an owner (a snapshot of
+    /// [`Detector::take_changes`]), unchanged.
+    pub fn restore_stream(
+        &mut self,
+        snapshot: spamscope_proto::v1::DetectorSnapshot,
+    ) -> Result<(), snapshot::SnapshotError> {
+        self.restore(snapshot, false)
+    }
+
+    fn restore(
+        &mut self,
+        s: spamscope_proto::v1::DetectorSnapshot,
+        dirty: bool,
+    ) -> Result<(), snapshot::SnapshotError> {
+        let platform = Platform::of(s.platform);
+        let chan = channel_name(platform, &s.stream_id, &s.channel_id);
+        let params = self.params_for(platform, &s.stream_id, &chan);
+        let key = StreamKey::format(platform, &s.stream_id);
+        let d = StreamDetector::restore(s, params, Arc::clone(&self.model))?
+            .with_scores(self.emit_scores);
+        let slot = Slot {
+            d,
+            dirty,
+            touched_ms: self.wall_ms,
+        };
+        self.streams.insert(key, slot);
+        Ok(())
     }
 
     /// Counters of the streams that ended.
@@ -351,7 +525,7 @@ impl Detector {
         keys.sort();
         keys.into_iter()
             .filter_map(|k| self.streams.get(k))
-            .map(StreamDetector::snapshot)
+            .map(|s| s.d.snapshot())
             .collect()
     }
 
@@ -362,13 +536,7 @@ impl Detector {
         snapshots: Vec<spamscope_proto::v1::DetectorSnapshot>,
     ) -> Result<(), snapshot::SnapshotError> {
         for s in snapshots {
-            let platform = Platform::of(s.platform);
-            let chan = channel_name(platform, &s.stream_id, &s.channel_id);
-            let params = self.params_for(platform, &s.stream_id, &chan);
-            let key = StreamKey::format(platform, &s.stream_id);
-            let d = StreamDetector::restore(s, params, Arc::clone(&self.model))?
-                .with_scores(self.emit_scores);
-            self.streams.insert(key, d);
+            self.restore(s, true)?;
         }
         Ok(())
     }
@@ -408,6 +576,27 @@ pub fn output_key(o: &DetectorOutput) -> String {
             s.message_id
         ),
         None => String::new(),
+    }
+}
+
+impl Slot {
+    /// Whether the clock must keep moving this stream while it is quiet:
+    /// live (its time at or after `live_from`) with users or groups that
+    /// age.
+    fn needs_clock(&self, live_from: i64) -> bool {
+        self.d.watermark_ms().is_some_and(|w| w >= live_from)
+            && (self.d.tracked_users() > 0 || self.d.tracked_groups() > 0)
+    }
+
+    /// Moves its clock; a tick that can change something makes it
+    /// changed.
+    fn advance_to(&mut self, now_ms: i64, out: &mut Vec<DetectorOutput>) {
+        let before = self.d.watermark_ms();
+        let ages = self.d.tracked_users() > 0 || self.d.tracked_groups() > 0;
+        self.d.advance_to(now_ms, out);
+        if ages || before.is_none() {
+            self.dirty |= self.d.watermark_ms() != before;
+        }
     }
 }
 

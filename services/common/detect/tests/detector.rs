@@ -1011,3 +1011,117 @@ fn a_user_flagged_again_after_being_forgotten_is_a_new_decision() {
     assert_eq!(keys.len(), 2, "{keys:?}");
     assert_ne!(keys[0], keys[1]);
 }
+
+/// The xqcow log dealt by chatter into `n` streams (a chatter's messages,
+/// deletions, timeouts and ban stay in one stream; room lines go to the
+/// first).
+fn xqcow_by_chatter(n: u64) -> Vec<ChatEvent> {
+    let mut events = events_of("twitch/xqcow-2019-09-15.irc");
+    for ev in &mut events {
+        let who = match &ev.kind {
+            Some(Kind::Message(m)) => m.author.as_ref().map_or("", |a| a.login.as_str()),
+            Some(Kind::UserTimedOut(t)) => t.user_login.as_str(),
+            Some(Kind::UserBanned(b)) => b.user_login.as_str(),
+            Some(Kind::MessageDeleted(d)) => d.user_login.as_str(),
+            _ => "",
+        };
+        let k = if who.is_empty() {
+            0
+        } else {
+            who.bytes()
+                .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
+                % n
+        };
+        ev.stream_id = format!("xqcow-{k}");
+    }
+    events
+}
+
+/// An owner that saves what changed every 40 events and lets idle streams
+/// (and any beyond 8 held) leave memory, loading a stream back when its
+/// chat comes, publishes exactly what a detector holding every stream
+/// does, on real chat dealt into 60 streams.
+#[test]
+fn streams_that_leave_memory_and_come_back_change_no_output() {
+    use prost::Message;
+    let events = xqcow_by_chatter(60);
+    let streams: std::collections::BTreeSet<&str> =
+        events.iter().map(|e| e.stream_id.as_str()).collect();
+    assert!(streams.len() >= 50, "{} streams", streams.len());
+    let whole = run(&events);
+
+    let mut d = Detector::new(model()).with_scores(true);
+    let mut saved: std::collections::HashMap<String, Vec<u8>> = Default::default();
+    let (mut evicted, mut loaded, mut max_held) = (0, 0, 0);
+    let mut out = Vec::new();
+    for (i, ev) in events.iter().enumerate() {
+        // Replayed in 2033, one second of wall clock per event; idle
+        // after 20 s.
+        d.set_wall_clock(2_000_000_000_000 + i as i64 * 1_000);
+        if !d.holds(ev)
+            && let Some(bytes) = saved.get(&ev.stream_key())
+        {
+            let snap = spamscope_proto::v1::DetectorSnapshot::decode(bytes.as_slice()).unwrap();
+            d.restore_stream(snap).unwrap();
+            loaded += 1;
+        }
+        d.handle(ev, &mut out);
+        max_held = max_held.max(d.held());
+        if i % 40 == 39 {
+            let c = d.take_changes();
+            for k in &c.removed {
+                saved.remove(k);
+            }
+            for (k, s) in c.changed {
+                saved.insert(k, s.encode_to_vec());
+            }
+            let gone = d.evictable(20_000, 8);
+            evicted += gone.len();
+            d.evict(&gone);
+            assert!(d.held() <= 8, "{} held after eviction", d.held());
+        }
+    }
+    assert!(
+        evicted > 200 && loaded > 200,
+        "{evicted} evicted, {loaded} loaded"
+    );
+    assert!(max_held < streams.len(), "every stream was held at once");
+    assert_eq!(out.len(), whole.len());
+    assert!(out == whole, "the outputs differ");
+    // What is saved is every stream seen (nothing ended), and each
+    // changed stream is written once per period, not every stream.
+    let c = d.take_changes();
+    assert!(c.changed.len() <= 40, "{} streams changed", c.changed.len());
+}
+
+/// A live stream with a user to forget needs the clock: it stays in
+/// memory, however idle, until the clock has aged that user out.
+#[test]
+fn a_live_stream_with_users_to_age_stays_until_they_are_forgotten() {
+    let now = 1_800_000_000_000_i64;
+    let key = "twitch.live".to_owned();
+    let mut d = Detector::new(model());
+    d.set_wall_clock(now);
+    let mut out = Vec::new();
+    d.handle(&msg("live", "alice", now - 1_000, "hello there"), &mut out);
+    assert_eq!(d.take_changes().ticking, vec![key.clone()]);
+    let mut minutes = 0;
+    let ages = |d: &Detector| {
+        let s = d.stream("twitch.live").unwrap();
+        s.tracked_users() + s.tracked_groups() > 0
+    };
+    while ages(&d) {
+        assert!(
+            d.evictable(1_000, 100).is_empty(),
+            "evicted with a user to age after {minutes} min"
+        );
+        minutes += 1;
+        assert!(minutes < 240, "the user was never forgotten");
+        let wall = now + minutes * 60_000;
+        d.set_wall_clock(wall);
+        d.advance_live(wall, &mut out);
+    }
+    assert!(minutes > 1, "forgotten after {minutes} min");
+    assert!(d.take_changes().ticking.is_empty());
+    assert_eq!(d.evictable(1_000, 100), vec![key]);
+}

@@ -10,7 +10,9 @@
 //! - Memory (standalone, one process): the same semantics in a mutex.
 //!
 //! Keys: `shards`, `replica:<id>`, `leaving:<id>` (a replica handing its
-//! shards over, with a TTL), `owners`, `leader`, `checkpoint:<shard>`,
+//! shards over, with a TTL), `owners`, `leader`, `checkpoint:<shard>` (the
+//! shard's position), `streams:<shard>` (a hash: stream key → that stream's
+//! detector state, written with the checkpoint, only what changed),
 //! `params` (scope → JSON), `progress` (shard → last sequence and pending).
 
 use std::collections::{BTreeMap, HashMap};
@@ -95,6 +97,7 @@ pub struct MemoryState {
     owners: BTreeMap<u32, Owner>,
     leader: Option<(String, Instant)>,
     checkpoints: HashMap<u32, Vec<u8>>,
+    streams: HashMap<u32, HashMap<String, Vec<u8>>>,
     params: BTreeMap<String, String>,
     progress: BTreeMap<u32, Progress>,
 }
@@ -132,7 +135,20 @@ return 1";
 const SAVE_CHECKPOINT: &str = r"
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('SET', KEYS[2], ARGV[3])
+local removed = tonumber(ARGV[4])
+for i = 5, 4 + removed do redis.call('HDEL', KEYS[3], ARGV[i]) end
+for i = 5 + removed, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
 return 1";
+
+/// A shard's checkpoint as [`Store::save_checkpoint`] writes it: its
+/// position, and the state of the streams that changed or ended since the
+/// last one.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointWrite<'a> {
+    pub position: &'a [u8],
+    pub changed: &'a [(String, Vec<u8>)],
+    pub removed: &'a [String],
+}
 
 impl Store {
     /// Redis at `url`, or the embedded store when `url` is `None`.
@@ -481,13 +497,15 @@ impl Store {
         }
     }
 
-    /// Writes the checkpoint of `shard`, only while `owner` owns it at its
-    /// epoch. False means the write was fenced: the caller lost the shard.
+    /// Writes the checkpoint of `shard` (its position, and the state of the
+    /// streams that changed or ended), all or nothing, only while `owner`
+    /// owns it at its epoch. False means the write was fenced: the caller
+    /// lost the shard.
     pub async fn save_checkpoint(
         &self,
         shard: u32,
         owner: &Owner,
-        bytes: &[u8],
+        w: CheckpointWrite<'_>,
     ) -> Result<bool, StoreError> {
         match self {
             Store::Memory(m) => {
@@ -495,20 +513,87 @@ impl Store {
                 if g.owners.get(&shard) != Some(owner) {
                     return Ok(false);
                 }
-                g.checkpoints.insert(shard, bytes.to_vec());
+                g.checkpoints.insert(shard, w.position.to_vec());
+                let streams = g.streams.entry(shard).or_default();
+                for k in w.removed {
+                    streams.remove(k);
+                }
+                for (k, v) in w.changed {
+                    streams.insert(k.clone(), v.clone());
+                }
                 Ok(true)
             }
             Store::Redis(r) => {
                 let mut c = r.conn.clone();
-                let ok: i32 = redis::Script::new(SAVE_CHECKPOINT)
+                let save = redis::Script::new(SAVE_CHECKPOINT);
+                let mut script = save.prepare_invoke();
+                script
                     .key(r.key("owners"))
                     .key(r.key(&format!("checkpoint:{shard}")))
+                    .key(r.key(&format!("streams:{shard}")))
                     .arg(shard)
                     .arg(owner.encode())
-                    .arg(bytes)
-                    .invoke_async(&mut c)
-                    .await?;
+                    .arg(w.position)
+                    .arg(w.removed.len());
+                for k in w.removed {
+                    script.arg(k);
+                }
+                for (k, v) in w.changed {
+                    script.arg(k).arg(v.as_slice());
+                }
+                let ok: i32 = script.invoke_async(&mut c).await?;
                 Ok(ok == 1)
+            }
+        }
+    }
+
+    /// The saved state of these streams of `shard` (`None` for a stream
+    /// without any), in the order asked.
+    pub async fn load_streams(
+        &self,
+        shard: u32,
+        keys: &[String],
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self {
+            Store::Memory(m) => {
+                let g = Self::mem(m);
+                let streams = g.streams.get(&shard);
+                Ok(keys
+                    .iter()
+                    .map(|k| streams.and_then(|s| s.get(k)).cloned())
+                    .collect())
+            }
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let mut cmd = redis::cmd("HMGET");
+                cmd.arg(r.key(&format!("streams:{shard}"))).arg(keys);
+                Ok(cmd.query_async(&mut c).await?)
+            }
+        }
+    }
+
+    /// How many streams of `shard` have saved state, and their bytes.
+    pub async fn saved_streams(&self, shard: u32) -> Result<(u64, u64), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                let g = Self::mem(m);
+                Ok(g.streams.get(&shard).map_or((0, 0), |s| {
+                    (s.len() as u64, s.values().map(|v| v.len() as u64).sum())
+                }))
+            }
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let key = r.key(&format!("streams:{shard}"));
+                let n: u64 = c.hlen(&key).await?;
+                let bytes: Option<u64> = redis::cmd("MEMORY")
+                    .arg("USAGE")
+                    .arg(&key)
+                    .query_async(&mut c)
+                    .await?;
+                Ok((n, bytes.unwrap_or(0)))
             }
         }
     }
@@ -612,6 +697,87 @@ impl RedisStore {
 mod tests {
     use super::*;
 
+    fn position(bytes: &[u8]) -> CheckpointWrite<'_> {
+        CheckpointWrite {
+            position: bytes,
+            changed: &[],
+            removed: &[],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_writes_only_the_streams_that_changed_or_ended() {
+        let s = Store::open(None, "").await.unwrap();
+        assert!(s.lead("r", Duration::from_secs(5)).await.unwrap());
+        let a = Owner {
+            replica: "d0".into(),
+            epoch: 1,
+        };
+        assert!(s.set_owner(2, &a, "r").await.unwrap());
+        let keys = |ks: &[&str]| ks.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+        let first = [
+            ("t.a".to_owned(), b"A1".to_vec()),
+            ("t.b".to_owned(), b"B1".to_vec()),
+        ];
+        let w = CheckpointWrite {
+            position: b"p1",
+            changed: &first,
+            removed: &[],
+        };
+        assert!(s.save_checkpoint(2, &a, w).await.unwrap());
+        // The next one names only what moved: a changed, b ended, c new.
+        let second = [
+            ("t.a".to_owned(), b"A2".to_vec()),
+            ("t.c".to_owned(), b"C1".to_vec()),
+        ];
+        let removed = keys(&["t.b"]);
+        let w = CheckpointWrite {
+            position: b"p2",
+            changed: &second,
+            removed: &removed,
+        };
+        assert!(s.save_checkpoint(2, &a, w).await.unwrap());
+        let got = s
+            .load_streams(2, &keys(&["t.a", "t.b", "t.c", "t.d"]))
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            vec![Some(b"A2".to_vec()), None, Some(b"C1".to_vec()), None]
+        );
+        assert_eq!(s.saved_streams(2).await.unwrap(), (2, 4));
+        assert_eq!(
+            s.load_checkpoint(2).await.unwrap().as_deref(),
+            Some(&b"p2"[..])
+        );
+        // Fenced: a stale owner changes neither the position nor a stream.
+        let b = Owner {
+            replica: "d1".into(),
+            epoch: 2,
+        };
+        assert!(s.set_owner(2, &b, "r").await.unwrap());
+        let stale = [("t.a".to_owned(), b"stale".to_vec())];
+        let w = CheckpointWrite {
+            position: b"p3",
+            changed: &stale,
+            removed: &removed,
+        };
+        assert!(!s.save_checkpoint(2, &a, w).await.unwrap());
+        assert_eq!(
+            s.load_streams(2, &keys(&["t.a"])).await.unwrap(),
+            vec![Some(b"A2".to_vec())]
+        );
+        assert_eq!(
+            s.load_checkpoint(2).await.unwrap().as_deref(),
+            Some(&b"p2"[..])
+        );
+        // Other shards are apart.
+        assert_eq!(
+            s.load_streams(3, &keys(&["t.a"])).await.unwrap(),
+            vec![None]
+        );
+    }
+
     #[tokio::test]
     async fn a_leaving_replica_is_out_of_the_membership_until_it_deregisters() {
         let s = Store::open(None, "").await.unwrap();
@@ -649,14 +815,14 @@ mod tests {
         };
         assert!(s.set_owner(3, &a, "r1").await.unwrap());
         assert!(!s.set_owner(3, &a, "r2").await.unwrap(), "not the leader");
-        assert!(s.save_checkpoint(3, &a, b"x").await.unwrap());
+        assert!(s.save_checkpoint(3, &a, position(b"x")).await.unwrap());
         let b = Owner {
             replica: "d1".into(),
             epoch: 2,
         };
         assert!(s.set_owner(3, &b, "r1").await.unwrap());
         assert!(
-            !s.save_checkpoint(3, &a, b"stale").await.unwrap(),
+            !s.save_checkpoint(3, &a, position(b"stale")).await.unwrap(),
             "stale owner fenced"
         );
         assert_eq!(

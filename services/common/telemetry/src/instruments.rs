@@ -32,6 +32,13 @@ pub struct Metrics {
     /// periods while its stream held more chat, and the shard opened again
     /// from its checkpoint, by `shard`.
     pub consumer_restarts: Counter<u64>,
+    /// Streams a shard holds in memory, by `shard`.
+    pub streams_held: Gauge<u64>,
+    /// Streams moved out of memory to the shard's saved state (idle, or
+    /// beyond the cap), and streams loaded back when their chat came, by
+    /// `shard`.
+    pub streams_evicted: Counter<u64>,
+    pub streams_loaded: Counter<u64>,
     /// JetStream messages not yet delivered to a shard's consumer, by `shard`.
     pub consumer_lag: Gauge<u64>,
     /// Seconds since a shard's last checkpoint, by `shard`.
@@ -79,6 +86,18 @@ pub fn metrics() -> &'static Metrics {
             consumer_restarts: m
                 .u64_counter("spamscope.detector.consumer_restarts")
                 .with_description("Shards opened again because their consumer stopped delivering")
+                .build(),
+            streams_held: m
+                .u64_gauge("spamscope.detector.streams.held")
+                .with_description("Streams a shard holds in memory")
+                .build(),
+            streams_evicted: m
+                .u64_counter("spamscope.detector.streams.evicted")
+                .with_description("Streams moved out of memory to the shard's saved state")
+                .build(),
+            streams_loaded: m
+                .u64_counter("spamscope.detector.streams.loaded")
+                .with_description("Streams loaded back from the shard's saved state")
                 .build(),
             consumer_lag: m
                 .u64_gauge("spamscope.consumer.lag")
