@@ -425,3 +425,52 @@ async fn twitch_top_channels_come_from_helix() {
         "the secret never reaches the logs"
     );
 }
+
+/// Slow mode on, off, on and off again within seconds: ROOMSTATE carries
+/// no id and no time, so the third line had the first's id and JetStream
+/// dropped it (and the fourth the second's) as a duplicate. Every change
+/// reaches the chat stream now, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_slow_mode_change_reaches_the_chat_stream() {
+    let mut recorded: Vec<String> =
+        std::fs::read_to_string(repo("testdata/twitch/xqcow-2019-09-15.irc"))
+            .unwrap()
+            .lines()
+            .take(40)
+            .map(str::to_owned)
+            .collect();
+    for (at, slow) in [(5, 30), (15, 0), (25, 30), (35, 0)] {
+        recorded.insert(
+            at,
+            format!("@room-id=71092938;slow={slow} :tmi.twitch.tv ROOMSTATE #xqcow"),
+        );
+    }
+    let irc = FakeIrc::start(recorded.clone());
+    let nats = Nats::start();
+    let redis = Redis::start();
+    let logs = TempDir::new("logs");
+    // The 44 lines and the ROOMSTATE of the JOIN.
+    twitch_ingest_until(
+        "ingest-slow-mode",
+        (&nats, &redis, &logs),
+        &irc,
+        &["xqcow".to_owned()],
+        recorded.len() as u64 + 1,
+        Duration::from_secs(60),
+    )
+    .await;
+    let slow: Vec<Option<u32>> = read_chat(&nats.url())
+        .await
+        .iter()
+        .filter_map(|(_, _, p)| {
+            match spamscope_proto::v1::ChatEvent::decode(p.clone())
+                .unwrap()
+                .kind
+            {
+                Some(spamscope_proto::v1::chat_event::Kind::RoomState(r)) => Some(r.slow_mode_s),
+                _ => None,
+            }
+        })
+        .collect();
+    assert_eq!(slow, [Some(0), Some(30), Some(0), Some(30), Some(0)]);
+}

@@ -201,6 +201,7 @@ async fn run_with<T: Transport>(
     info!(channels = cfg.channels.len(), "reading Twitch chat");
     let mut report = IngestReport::default();
     let mut chunk: Vec<ChatEvent> = Vec::new();
+    let mut untimed = spamscope_chat::twitch::UntimedIds::default();
     loop {
         // Wait for a line, then take every line already received (up to
         // LIVE_CHUNK) without waiting: one quiet channel's line goes out at
@@ -214,7 +215,10 @@ async fn run_with<T: Transport>(
         while let Some(msg) = next.take() {
             let raw = msg.source().as_raw_irc();
             match parse_line(&raw) {
-                Ok(Some(ev)) => chunk.push(ev),
+                Ok(Some(mut ev)) => {
+                    untimed.apply(&mut ev);
+                    chunk.push(ev);
+                }
                 Ok(None) => {}
                 Err(e) => {
                     let reason = format!("unparsable IRC line: {e}");

@@ -701,6 +701,7 @@ fn require_chat(parsed: ParsedFile) -> Result<ParsedFile, FormatError> {
 struct IrcLines {
     out: ParsedFile,
     any_valid: bool,
+    untimed: twitch::UntimedIds,
 }
 
 impl Default for IrcLines {
@@ -708,6 +709,7 @@ impl Default for IrcLines {
         IrcLines {
             out: ParsedFile::new(Some(Format::IrcLines)),
             any_valid: false,
+            untimed: twitch::UntimedIds::default(),
         }
     }
 }
@@ -732,7 +734,10 @@ impl IrcLines {
             .and_then(|line| twitch::parse_line(line).map(|ev| (line, ev)));
         self.any_valid |= result.is_ok();
         match result {
-            Ok((_, Some(ev))) => out.events.push(ev),
+            Ok((_, Some(mut ev))) => {
+                self.untimed.apply(&mut ev);
+                out.events.push(ev);
+            }
             Ok((line, None)) => {
                 let command = irc::IrcLine::parse(line)
                     .map(|l| l.command.to_owned())
@@ -928,6 +933,8 @@ fn item_format(v: &Value) -> Option<Format> {
 struct ItemState {
     /// The time of the last event, for items that carry none.
     last_ts: i64,
+    /// Ids of IRC lines without id or time (recent-messages).
+    untimed: twitch::UntimedIds,
 }
 
 /// Parses item `n` (one JSON value) of a file in `format` into `out`.
@@ -986,7 +993,12 @@ fn parse_one(
         Format::InnertubeRenderer => youtube::parse_item(v, ctx),
         Format::TwitchVod => twitch_vod::parse_comment(v, vod),
         Format::IrcLines | Format::RecentMessages => match v.as_str() {
-            Some(line) => twitch::parse_line(line),
+            Some(line) => twitch::parse_line(line).map(|ev| {
+                ev.map(|mut ev| {
+                    state.untimed.apply(&mut ev);
+                    ev
+                })
+            }),
             None => Err(ParseError::new("expected a string holding an IRC line")),
         },
     };

@@ -337,6 +337,55 @@ fn usernotice(irc: &IrcLine<'_>) -> Kind {
     }
 }
 
+/// Ids of the lines Twitch sends with neither id nor time (ROOMSTATE).
+/// Their content alone repeats when a setting goes back to an earlier value
+/// (slow mode on, off, on again), and the bus drops the repeat as a
+/// duplicate. Through this, each such event's id also names the previous
+/// such line of its channel and how many times this same change was seen:
+/// every change gets an id of its own, and two readers that saw the same
+/// lines (two ingest replicas of a channel) give the same ids.
+#[derive(Debug, Default)]
+pub struct UntimedIds {
+    channels: std::collections::HashMap<String, UntimedChannel>,
+}
+
+#[derive(Debug, Default)]
+struct UntimedChannel {
+    /// Id (as parsed) of the channel's last untimed line.
+    last: String,
+    /// Times each change (previous id, id) was seen.
+    seen: std::collections::HashMap<(String, String), u32>,
+}
+
+/// Changes remembered per channel; past it the counts start over (a
+/// reader that saw fewer changes gives other ids: a repeated event, never
+/// a lost one).
+const UNTIMED_CHANGES: usize = 4096;
+/// Channels remembered; past it the table starts over.
+const UNTIMED_CHANNELS: usize = 100_000;
+
+impl UntimedIds {
+    /// Gives `ev` its id if it is an untimed line of [`parse_line`]'s.
+    pub fn apply(&mut self, ev: &mut ChatEvent) {
+        if ev.ts_ms != 0 || !matches!(ev.kind, Some(Kind::RoomState(_))) {
+            return;
+        }
+        if self.channels.len() >= UNTIMED_CHANNELS && !self.channels.contains_key(&ev.stream_id) {
+            self.channels.clear();
+        }
+        let ch = self.channels.entry(ev.stream_id.clone()).or_default();
+        if ch.seen.len() >= UNTIMED_CHANGES {
+            ch.seen.clear();
+        }
+        let change = (std::mem::take(&mut ch.last), ev.event_id.clone());
+        let n = ch.seen.entry(change.clone()).or_insert(0);
+        *n += 1;
+        let previous = xxhash_rust::xxh3::xxh3_64(change.0.as_bytes());
+        ch.last = change.1;
+        ev.event_id = format!("{}:after:{previous:016x}:{n}", ev.event_id);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,6 +457,35 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(reordered.event_id, slow(30).event_id);
+    }
+
+    /// Slow mode on, off, on, off: every change is an event of its own
+    /// (the third had the first's id and was dropped as a duplicate), and
+    /// a second reader of the same lines gives the same ids.
+    #[test]
+    fn a_setting_that_comes_back_is_a_new_event() {
+        let lines = [30, 0, 30, 0, 30]
+            .map(|n| format!("@room-id=1;slow={n} :tmi.twitch.tv ROOMSTATE #forsen"));
+        let ids = || {
+            let mut u = UntimedIds::default();
+            lines
+                .iter()
+                .map(|l| {
+                    let mut ev = parse_line(l).unwrap().unwrap();
+                    u.apply(&mut ev);
+                    ev.event_id
+                })
+                .collect::<Vec<_>>()
+        };
+        let first = ids();
+        let distinct: std::collections::BTreeSet<&String> = first.iter().collect();
+        assert_eq!(distinct.len(), lines.len(), "{first:?}");
+        assert_eq!(ids(), first);
+        // Timed events keep their ids.
+        let mut u = UntimedIds::default();
+        let mut msg = parse("@id=abc;tmi-sent-ts=5 :a!a@a PRIVMSG #forsen :hi");
+        u.apply(&mut msg);
+        assert_eq!(msg.event_id, "abc");
     }
 
     #[test]
