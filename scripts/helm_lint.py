@@ -176,31 +176,63 @@ def check_nats_url(docs: list[dict], values: dict, label: str) -> None:
 def check_ca_files(docs: list[dict], values: dict, label: str) -> None:
     """With nats.caSecret / redis.caSecret every container is given the
     file's path in SPAMSCOPE_NATS_CA_FILE / SPAMSCOPE_REDIS_CA_FILE, and
-    that path lies on a mount of that Secret; without, neither."""
+    with nats.clientCertSecret / redis.clientCertSecret the client
+    certificate and key in SPAMSCOPE_*_CERT_FILE and SPAMSCOPE_*_KEY_FILE;
+    each path lies on a mount of that Secret. Without the value, no
+    container sets the variable."""
     for what in ["nats", "redis"]:
-        secret = values.get(what, {}).get("caSecret")
-        key = values.get(what, {}).get("caSecretKey", "ca.crt")
-        var = f"SPAMSCOPE_{what.upper()}_CA_FILE"
-        for d, spec in pod_specs(docs):
-            volumes = {v["name"]: v for v in spec.get("volumes", [])}
-            for c in spec["containers"]:
-                where = f"[{label}] {d['metadata']['name']}/{c['name']}"
-                env = {e["name"]: e.get("value") for e in c.get("env", [])}
-                path = env.get(var)
+        v = values.get(what, {})
+        files = [
+            ("caSecret", v.get("caSecret"), v.get("caSecretKey", "ca.crt"), "CA_FILE"),
+            ("clientCertSecret", v.get("clientCertSecret"), "tls.crt", "CERT_FILE"),
+            ("clientCertSecret", v.get("clientCertSecret"), "tls.key", "KEY_FILE"),
+        ]
+        for value, secret, key, suffix in files:
+            var = f"SPAMSCOPE_{what.upper()}_{suffix}"
+            for d, spec in pod_specs(docs):
+                volumes = {vol["name"]: vol for vol in spec.get("volumes", [])}
+                for c in spec["containers"]:
+                    where = f"[{label}] {d['metadata']['name']}/{c['name']}"
+                    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+                    path = env.get(var)
+                    if not secret:
+                        if path:
+                            fail(f"{where} sets {var} without {what}.{value}")
+                        continue
+                    if not path or not path.endswith("/" + key):
+                        fail(f"{where} does not point {var} at {key}: {path}")
+                        continue
+                    mounted = [
+                        m for m in c.get("volumeMounts", [])
+                        if path.startswith(m["mountPath"].rstrip("/") + "/")
+                        and volumes.get(m["name"], {}).get("secret", {}).get("secretName") == secret
+                    ]
+                    if not mounted:
+                        fail(f"{where}: {path} is not on a mount of the Secret {secret}")
+
+
+def check_scylla_login(docs: list[dict], values: dict, label: str) -> None:
+    """With history.scylla.existingSecret (and the scylla backend) every
+    container that runs the history store reads SPAMSCOPE_SCYLLA_USER and
+    SPAMSCOPE_SCYLLA_PASSWORD from that Secret; without it, none does."""
+    history = values.get("history", {})
+    secret = history.get("scylla", {}).get("existingSecret")
+    if history.get("backend", "scylla") != "scylla":
+        secret = None
+    for d, spec in pod_specs(docs):
+        for c in spec["containers"]:
+            args = c.get("args", [])
+            if not args or args[0] not in ("gateway", "history-writer"):
+                continue
+            where = f"[{label}] {d['metadata']['name']}/{c['name']}"
+            env = {e["name"]: e for e in c.get("env", [])}
+            for var, key in [("SPAMSCOPE_SCYLLA_USER", "scylla-user"), ("SPAMSCOPE_SCYLLA_PASSWORD", "scylla-password")]:
+                ref = env.get(var, {}).get("valueFrom", {}).get("secretKeyRef", {})
                 if not secret:
-                    if path:
-                        fail(f"{where} sets {var} without {what}.caSecret")
-                    continue
-                if not path or not path.endswith("/" + key):
-                    fail(f"{where} does not point {var} at {key}: {path}")
-                    continue
-                mounted = [
-                    m for m in c.get("volumeMounts", [])
-                    if path.startswith(m["mountPath"].rstrip("/") + "/")
-                    and volumes.get(m["name"], {}).get("secret", {}).get("secretName") == secret
-                ]
-                if not mounted:
-                    fail(f"{where}: {path} is not on a mount of the Secret {secret}")
+                    if var in env:
+                        fail(f"{where} sets {var} without history.scylla.existingSecret")
+                elif ref.get("name") != secret or ref.get("key") != key:
+                    fail(f"{where} does not read {var} from {secret}/{key}: {ref}")
 
 
 def must_refuse(values: dict, key: str) -> None:
@@ -258,6 +290,7 @@ def main() -> int:
         check_invariants(docs, label)
         check_nats_url(docs, values, label)
         check_ca_files(docs, values, label)
+        check_scylla_login(docs, values, label)
         print(f"ok   {label}: helm lint --strict, {len(docs)} objects valid for Kubernetes {KUBE_VERSION}")
     must_refuse({"shards": 0}, "shards")
     must_refuse({"shutdownGraceSeconds": 40}, "shutdownGraceSeconds")

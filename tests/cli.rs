@@ -887,6 +887,113 @@ fn standalone_says_little_unless_asked() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// NATS and Redis that verify their clients (`tls { verify: true }`,
+/// `tls-auth-clients yes`): a router with the client certificate of their
+/// authority records the shard count in Redis and its streams in NATS;
+/// without it Redis refuses the router, and so does NATS; a certificate
+/// without its key exits 64 naming the flag.
+#[test]
+fn nats_and_redis_that_verify_clients_take_a_client_certificate() {
+    let dir = spamscope_testkit::TempDir::new("mtls");
+    let redis = spamscope_testkit::Redis::tls_verifying_clients(&dir.0);
+    let file = |f: &str| dir.0.join(f).display().to_string();
+    let (ca, cert, key) = (file("ca.pem"), file("client.pem"), file("client.key"));
+    let nats = spamscope_testkit::Nats::with_config(&format!(
+        "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n  ca_file: {:?}\n  verify: true\n}}\n",
+        file("server.pem"),
+        file("server.key"),
+        ca
+    ));
+    let url = redis.url();
+    let with_certs = |redis_cert: bool, nats_cert: bool| {
+        let mut args = vec![
+            "router".to_owned(),
+            "--router-id".into(),
+            "r0".into(),
+            "--nats-url".into(),
+            nats.url(),
+            "--nats-ca-file".into(),
+            ca.clone(),
+            "--redis-url".into(),
+            url.clone(),
+            "--redis-ca-file".into(),
+            ca.clone(),
+            "--shards".into(),
+            "3".into(),
+        ];
+        if redis_cert {
+            args.extend([
+                "--redis-cert-file".into(),
+                cert.clone(),
+                "--redis-key-file".into(),
+                key.clone(),
+            ]);
+        }
+        if nats_cert {
+            args.extend([
+                "--nats-cert-file".into(),
+                cert.clone(),
+                "--nats-key-file".into(),
+                key.clone(),
+            ]);
+        }
+        args
+    };
+    let args = with_certs(true, true);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _router =
+        spamscope_testkit::Proc::spawn(env!("CARGO_BIN_EXE_spamscope"), "router", &refs, &dir.0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (recorded, streams) = rt.block_on(async {
+        let tls = spamscope_store::RedisTls {
+            ca_pem: Some(std::fs::read(&ca).unwrap()),
+            client: Some((std::fs::read(&cert).unwrap(), std::fs::read(&key).unwrap())),
+        };
+        let store = spamscope_store::Store::open_tls(Some(&url), "spamscope:", tls)
+            .await
+            .unwrap();
+        let mut recorded = None;
+        for _ in 0..150 {
+            if let Ok(Some(n)) = store.recorded_shards().await {
+                recorded = Some(n);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        let auth = spamscope_bus::NatsAuth {
+            ca_file: Some(ca.clone().into()),
+            client_cert: Some((cert.clone().into(), key.clone().into())),
+            ..Default::default()
+        };
+        let bus = spamscope_bus::Bus::connect_with(&nats.url(), "test", &auth)
+            .await
+            .unwrap();
+        (recorded, bus.chat_shards().await.unwrap())
+    });
+    assert_eq!(recorded, Some(3), "the router did not reach Redis");
+    assert_eq!(
+        streams,
+        Some(3),
+        "the router did not make its streams in NATS"
+    );
+
+    for (redis_cert, nats_cert, named) in
+        [(false, true, "--redis-url"), (true, false, "--nats-url")]
+    {
+        let args = with_certs(redis_cert, nats_cert);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, err) = role_stderr(&refs, &[]);
+        assert_ne!(code, Some(0), "{err}");
+        assert!(err.contains(named), "without a client certificate: {err}");
+    }
+    let mut args = with_certs(false, false);
+    args.extend(["--nats-cert-file".into(), cert.clone()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, err) = role_stderr(&refs, &[]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("--nats-key-file"), "{err}");
+}
+
 /// Redis over TLS: a router given a `rediss://` URL and the server's
 /// certificate authority logs in and records the cluster's shard count
 /// there; without the authority the certificate is refused and the router
@@ -919,7 +1026,11 @@ fn redis_over_tls_with_its_certificate_authority() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let recorded = rt.block_on(async {
         let pem = std::fs::read(&ca).unwrap();
-        let store = spamscope_store::Store::open_tls(Some(&url), "spamscope:", Some(pem))
+        let tls = spamscope_store::RedisTls {
+            ca_pem: Some(pem),
+            client: None,
+        };
+        let store = spamscope_store::Store::open_tls(Some(&url), "spamscope:", tls)
             .await
             .unwrap();
         for _ in 0..150 {
@@ -965,4 +1076,50 @@ fn redis_over_tls_with_its_certificate_authority() {
         err.contains("--redis-ca-file") && err.contains("rediss://"),
         "{err}"
     );
+}
+
+/// Half a Scylla login, or a certificate authority that holds no
+/// certificate, exits 64 naming the flag before anything is contacted.
+#[test]
+fn scylla_login_and_tls_flags_are_checked_first() {
+    let dir = spamscope_testkit::TempDir::new("scylla-flags");
+    let not_pem = dir.0.join("ca.pem");
+    std::fs::write(&not_pem, "not a certificate\n").unwrap();
+    let pw = dir.0.join("pw");
+    std::fs::write(&pw, "s3cret-scylla\n").unwrap();
+    for role in ["history-writer", "gateway"] {
+        let base = [
+            role,
+            "--nats-url",
+            "nats://127.0.0.1:1",
+            "--redis-url",
+            "redis://127.0.0.1:1",
+            "--scylla-nodes",
+            "127.0.0.1:1",
+        ];
+        for (extra, env, named) in [
+            (vec!["--scylla-user", "spamscope"], vec![], "--scylla-user"),
+            (
+                vec!["--scylla-password-file", pw.to_str().unwrap()],
+                vec![],
+                "--scylla-user",
+            ),
+            (
+                vec![],
+                vec![("SPAMSCOPE_SCYLLA_PASSWORD", "s3cret-scylla")],
+                "--scylla-user",
+            ),
+            (
+                vec!["--scylla-ca-file", not_pem.to_str().unwrap()],
+                vec![],
+                "--scylla-ca-file",
+            ),
+        ] {
+            let args: Vec<&str> = base.iter().copied().chain(extra.iter().copied()).collect();
+            let (code, err) = role_stderr(&args, &env);
+            assert_eq!(code, Some(64), "{role} {extra:?}: {err}");
+            assert!(err.contains(named), "{role} {extra:?}: {err}");
+            assert!(!err.contains("s3cret-scylla"), "the password shown: {err}");
+        }
+    }
 }

@@ -115,6 +115,18 @@ readinessProbe:
 - name: SPAMSCOPE_REDIS_CA_FILE
   value: {{ printf "/etc/spamscope/redis-ca/%s" .Values.redis.caSecretKey | quote }}
 {{- end }}
+{{- if .Values.nats.clientCertSecret }}
+- name: SPAMSCOPE_NATS_CERT_FILE
+  value: /etc/spamscope/nats-client/tls.crt
+- name: SPAMSCOPE_NATS_KEY_FILE
+  value: /etc/spamscope/nats-client/tls.key
+{{- end }}
+{{- if .Values.redis.clientCertSecret }}
+- name: SPAMSCOPE_REDIS_CERT_FILE
+  value: /etc/spamscope/redis-client/tls.crt
+- name: SPAMSCOPE_REDIS_KEY_FILE
+  value: /etc/spamscope/redis-client/tls.key
+{{- end }}
 {{- end -}}
 
 {{/* Mounts of the private certificate authorities (a list's items). */}}
@@ -127,6 +139,16 @@ readinessProbe:
 {{- if .Values.redis.caSecret }}
 - name: redis-ca
   mountPath: /etc/spamscope/redis-ca
+  readOnly: true
+{{- end }}
+{{- if .Values.nats.clientCertSecret }}
+- name: nats-client
+  mountPath: /etc/spamscope/nats-client
+  readOnly: true
+{{- end }}
+{{- if .Values.redis.clientCertSecret }}
+- name: redis-client
+  mountPath: /etc/spamscope/redis-client
   readOnly: true
 {{- end }}
 {{- end -}}
@@ -142,6 +164,32 @@ readinessProbe:
 - name: redis-ca
   secret:
     secretName: {{ .Values.redis.caSecret }}
+{{- end }}
+{{- if .Values.nats.clientCertSecret }}
+- name: nats-client
+  secret:
+    secretName: {{ .Values.nats.clientCertSecret }}
+{{- end }}
+{{- if .Values.redis.clientCertSecret }}
+- name: redis-client
+  secret:
+    secretName: {{ .Values.redis.clientCertSecret }}
+{{- end }}
+{{- end -}}
+
+{{/* The Scylla login of the gateway and the history writer (a list's items). */}}
+{{- define "spamscope.historyEnv" -}}
+{{- if and (eq .Values.history.backend "scylla") .Values.history.scylla.existingSecret }}
+- name: SPAMSCOPE_SCYLLA_USER
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.history.scylla.existingSecret }}
+      key: scylla-user
+- name: SPAMSCOPE_SCYLLA_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.history.scylla.existingSecret }}
+      key: scylla-password
 {{- end }}
 {{- end -}}
 

@@ -172,6 +172,7 @@ pub async fn start(
 /// `spamscope gateway`.
 pub fn run(args: GatewayRoleArgs) -> Result<()> {
     let url = args.cluster.nats_url()?;
+    args.gateway.history.check()?;
     args.cluster.require_shared_store()?;
     args.gateway.admin_token()?;
     run_role("gateway", args.cluster.lifecycle(), |role| async move {

@@ -47,9 +47,72 @@ pub struct ScyllaArgs {
     /// Consistency of reads and writes: one, quorum, local_quorum, all.
     #[arg(long, default_value = "local_quorum")]
     pub scylla_consistency: String,
+    /// User to log in to Scylla with (PasswordAuthenticator), with
+    /// --scylla-password-file or SPAMSCOPE_SCYLLA_PASSWORD.
+    #[arg(long, env = "SPAMSCOPE_SCYLLA_USER")]
+    pub scylla_user: Option<String>,
+    /// File holding the password of --scylla-user (or the environment's
+    /// SPAMSCOPE_SCYLLA_PASSWORD).
+    #[arg(long, value_name = "FILE")]
+    pub scylla_password_file: Option<PathBuf>,
+    /// PEM certificate authority: connect to Scylla over TLS, trusting it.
+    #[arg(long, env = "SPAMSCOPE_SCYLLA_CA_FILE", value_name = "FILE")]
+    pub scylla_ca_file: Option<PathBuf>,
+}
+
+/// A Scylla login (user, password) and the PEM authority to trust over TLS.
+type ScyllaAccess = (Option<(String, String)>, Option<Vec<u8>>);
+
+impl ScyllaArgs {
+    /// The login and TLS these flags ask for; exit 64 naming the flag for
+    /// half a login or an unreadable file.
+    fn login_and_tls(&self) -> Result<ScyllaAccess> {
+        let password = spamscope_runtime::exit::secret(
+            "--scylla-password-file",
+            self.scylla_password_file.as_deref(),
+            "SPAMSCOPE_SCYLLA_PASSWORD",
+        )?;
+        let login = match (
+            self.scylla_user.as_deref().filter(|u| !u.is_empty()),
+            password,
+        ) {
+            (Some(user), Some(password)) => Some((user.to_owned(), password)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(Exit::usage(
+                    "--scylla-user needs a password: --scylla-password-file or SPAMSCOPE_SCYLLA_PASSWORD",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(Exit::usage(
+                    "--scylla-password-file (or SPAMSCOPE_SCYLLA_PASSWORD) needs --scylla-user",
+                ));
+            }
+        };
+        let ca = match &self.scylla_ca_file {
+            Some(f) => {
+                let pem = format!(
+                    "{}\n",
+                    spamscope_runtime::exit::secret_file("--scylla-ca-file", f)?
+                )
+                .into_bytes();
+                spamscope_history::scylla_store::tls_config(&pem)
+                    .map_err(|e| Exit::usage(format!("--scylla-ca-file {}: {e}", f.display())))?;
+                Some(pem)
+            }
+            None => None,
+        };
+        Ok((login, ca))
+    }
 }
 
 impl HistoryArgs {
+    /// Checks the flags that need no server (exit 64 naming the flag), so
+    /// a bad one is said before any connection is tried.
+    pub fn check(&self) -> Result<()> {
+        self.scylla.login_and_tls().map(|_| ())
+    }
+
     /// Opens the store these flags name.
     pub async fn open(&self) -> Result<History> {
         if self.scylla.scylla_nodes.is_empty() {
@@ -61,6 +124,7 @@ impl HistoryArgs {
             })?;
             return Ok(History::Embedded(Arc::new(h)));
         }
+        let (login, ca_pem) = self.scylla.login_and_tls()?;
         use scylla::statement::Consistency;
         let consistency = match self.scylla.scylla_consistency.to_ascii_lowercase().as_str() {
             "one" => Consistency::One,
@@ -80,6 +144,8 @@ impl HistoryArgs {
             ttl_s: u32::try_from(self.history_ttl_days * 86_400).unwrap_or(u32::MAX),
             consistency,
             cluster_metadata: true,
+            login,
+            ca_pem,
         };
         let h = spamscope_history::scylla_store::ScyllaHistory::connect(&cfg).await?;
         Ok(History::Scylla(Arc::new(h)))
@@ -122,6 +188,7 @@ pub struct HistoryWriterArgs {
 /// `spamscope history-writer`.
 pub fn run(args: HistoryWriterArgs) -> Result<()> {
     let url = args.cluster.nats_url()?;
+    args.history.check()?;
     args.cluster.require_shared_store()?;
     run_role(
         "history-writer",

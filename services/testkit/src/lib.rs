@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 pub use in_process::InProcessCluster;
 pub use irc::{FakeIrc, IrcScript};
 pub use process::{Cluster, Proc, cluster_args, finish};
-pub use servers::{Nats, NatsCluster, Redis};
+pub use servers::{Nats, NatsCluster, Redis, test_pki};
 
 /// A path in the repository (the bundled data, the web UI, the chart).
 pub fn repo(rel: &str) -> PathBuf {

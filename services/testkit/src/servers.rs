@@ -297,6 +297,7 @@ pub struct Redis {
     aof_dir: Option<std::path::PathBuf>,
     /// Certificates of a server that speaks only TLS (see [`Redis::tls`]).
     tls_dir: Option<std::path::PathBuf>,
+    verify_clients: bool,
 }
 
 impl Redis {
@@ -312,72 +313,28 @@ impl Redis {
     }
 
     /// A server that speaks only TLS, with a certificate for 127.0.0.1
-    /// signed by a certificate authority of its own, made with the openssl
-    /// command line in `dir`: `ca.pem` there is what a client must trust.
+    /// signed by a certificate authority of its own ([`test_pki`]):
+    /// `ca.pem` in `dir` is what a client must trust.
     pub fn tls(dir: &std::path::Path) -> Self {
-        let openssl = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(dir)
-                .output()
-                .expect("openssl on PATH (Debian package openssl)");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=spamscope test CA",
-        ]);
-        openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ]);
-        std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-        ]);
+        Self::tls_with(dir, false)
+    }
+
+    /// [`Redis::tls`] that also requires every client to present a
+    /// certificate of that authority (`tls-auth-clients yes`):
+    /// `client.pem` and `client.key` in `dir` are one.
+    pub fn tls_verifying_clients(dir: &std::path::Path) -> Self {
+        Self::tls_with(dir, true)
+    }
+
+    fn tls_with(dir: &std::path::Path, verify_clients: bool) -> Self {
+        test_pki(dir);
         for _ in 0..5 {
             let mut r = Redis {
                 port: free_port(),
                 child: None,
                 aof_dir: None,
                 tls_dir: Some(dir.to_owned()),
+                verify_clients,
             };
             if r.try_spawn() {
                 return r;
@@ -393,6 +350,7 @@ impl Redis {
                 child: None,
                 aof_dir: aof_dir.clone(),
                 tls_dir: None,
+                verify_clients: false,
             };
             if r.try_spawn() {
                 return r;
@@ -421,7 +379,7 @@ impl Redis {
                 "--tls-ca-cert-file",
                 ca,
                 "--tls-auth-clients",
-                "no",
+                if self.verify_clients { "yes" } else { "no" },
             ]),
             None => args.extend(["--port", &port]),
         }
@@ -491,5 +449,87 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A certificate authority and what it signed, made with the openssl
+/// command line in `dir` (once; later calls reuse them): `ca.pem`;
+/// `server.pem` and `server.key` for 127.0.0.1 and localhost; `client.pem`
+/// and `client.key`, a client certificate (CN `spamscope`).
+pub fn test_pki(dir: &std::path::Path) {
+    if dir.join("client.pem").exists() {
+        return;
+    }
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl on PATH (Debian package openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=spamscope test CA",
+    ]);
+    for (name, cn, ext) in [
+        (
+            "server",
+            "127.0.0.1",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "spamscope", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        let (key, csr, pem, extfile) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+        );
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN={cn}"),
+        ]);
+        std::fs::write(dir.join(&extfile), ext).unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &extfile,
+        ]);
     }
 }

@@ -322,6 +322,9 @@ pub struct NatsAuth {
     pub nkey_file: Option<std::path::PathBuf>,
     /// PEM certificate authority to trust; TLS is then required.
     pub ca_file: Option<std::path::PathBuf>,
+    /// PEM client certificate and its key, for servers that verify
+    /// clients; TLS is then required.
+    pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// The credentials a server URL carries: (user, password) or a token.
@@ -367,6 +370,16 @@ impl Bus {
         if let Some(path) = &auth.ca_file {
             options = options
                 .add_root_certificates(path.clone())
+                .require_tls(true);
+        }
+        if let Some((cert, key)) = &auth.client_cert {
+            for (what, f) in [("client certificate", cert), ("client key", key)] {
+                std::fs::metadata(f).map_err(|e| BusError::Auth {
+                    what: format!("{what} {}: {e}", f.display()),
+                })?;
+            }
+            options = options
+                .add_client_certificate(cert.clone(), key.clone())
                 .require_tls(true);
         }
         match servers.iter().find_map(|s| url_credentials(s)) {

@@ -26,6 +26,8 @@
 //! after another. Rows expire with `USING TTL` when a TTL is
 //! set, so [`ScyllaHistory::expire`] has nothing to do.
 
+use std::sync::Arc;
+
 use futures::{StreamExt, TryStreamExt};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
@@ -53,6 +55,11 @@ pub struct ScyllaConfig {
     /// Schema agreement and schema metadata (off for single-node test
     /// servers that do not publish peers).
     pub cluster_metadata: bool,
+    /// (user, password) for a cluster that asks for a login
+    /// (PasswordAuthenticator).
+    pub login: Option<(String, String)>,
+    /// PEM certificate authority: connect over TLS, trusting it.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for ScyllaConfig {
@@ -64,6 +71,8 @@ impl Default for ScyllaConfig {
             ttl_s: 30 * 86_400,
             consistency: Consistency::LocalQuorum,
             cluster_metadata: true,
+            login: None,
+            ca_pem: None,
         }
     }
 }
@@ -194,6 +203,30 @@ fn next_cursor(p: PagingStateResponse) -> Option<String> {
     }
 }
 
+/// A TLS client configuration trusting the certificate authorities in
+/// `pem` only.
+pub fn tls_config(pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, HistoryError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let bad = |e: String| HistoryError::Store(format!("certificate authority: {e}"));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        roots
+            .add(cert.map_err(|e| bad(e.to_string()))?)
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("no PEM certificate in it".into()));
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 impl ScyllaHistory {
     /// Connects, creates or migrates the keyspace and tables, prepares
     /// every statement.
@@ -204,13 +237,17 @@ impl ScyllaHistory {
                 cfg.keyspace
             )));
         }
-        let session = SessionBuilder::new()
+        let mut builder = SessionBuilder::new()
             .known_nodes(&cfg.nodes)
             .auto_await_schema_agreement(cfg.cluster_metadata)
-            .fetch_schema_metadata(cfg.cluster_metadata)
-            .build()
-            .await
-            .map_err(err)?;
+            .fetch_schema_metadata(cfg.cluster_metadata);
+        if let Some((user, password)) = &cfg.login {
+            builder = builder.user(user, password);
+        }
+        if let Some(pem) = &cfg.ca_pem {
+            builder = builder.tls_context(Some(tls_config(pem)?));
+        }
+        let session = builder.build().await.map_err(err)?;
         let ks = &cfg.keyspace;
         let ttl = if cfg.ttl_s > 0 {
             format!(" USING TTL {}", cfg.ttl_s)

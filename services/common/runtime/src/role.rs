@@ -37,6 +37,24 @@ pub struct ClusterArgs {
     /// `rediss://` URL; without this file the system's roots are trusted).
     #[arg(long, env = "SPAMSCOPE_REDIS_CA_FILE", value_name = "FILE")]
     pub redis_ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) to present to Redis over TLS, for a
+    /// server that requires one (`tls-auth-clients yes`); with
+    /// --redis-key-file.
+    #[arg(
+        long,
+        env = "SPAMSCOPE_REDIS_CERT_FILE",
+        value_name = "FILE",
+        requires = "redis_key_file"
+    )]
+    pub redis_cert_file: Option<PathBuf>,
+    /// PEM private key of --redis-cert-file.
+    #[arg(
+        long,
+        env = "SPAMSCOPE_REDIS_KEY_FILE",
+        value_name = "FILE",
+        requires = "redis_cert_file"
+    )]
+    pub redis_key_file: Option<PathBuf>,
     /// Prefix of every Redis key.
     #[arg(long, env = "SPAMSCOPE_REDIS_PREFIX", default_value = spamscope_store::DEFAULT_PREFIX)]
     pub redis_prefix: String,
@@ -78,6 +96,24 @@ pub struct ClusterArgs {
     /// required; `tls://` URLs require it with the system's roots).
     #[arg(long, env = "SPAMSCOPE_NATS_CA_FILE", value_name = "FILE")]
     pub nats_ca_file: Option<PathBuf>,
+    /// PEM client certificate to present to NATS (TLS is then required),
+    /// for servers that verify clients (`tls { verify: true }`); with
+    /// --nats-key-file.
+    #[arg(
+        long,
+        env = "SPAMSCOPE_NATS_CERT_FILE",
+        value_name = "FILE",
+        requires = "nats_key_file"
+    )]
+    pub nats_cert_file: Option<PathBuf>,
+    /// PEM private key of --nats-cert-file.
+    #[arg(
+        long,
+        env = "SPAMSCOPE_NATS_KEY_FILE",
+        value_name = "FILE",
+        requires = "nats_cert_file"
+    )]
+    pub nats_key_file: Option<PathBuf>,
     /// Chat messages kept per stream (channel or video) in the CHAT
     /// streams, at least 1,000: a stream's oldest go first past it, so one
     /// busy channel cannot push the others' chat out (the console reads
@@ -395,13 +431,29 @@ pub async fn connect(
         Store::check_url(r)
             .map_err(|e| Exit::usage(format!("--redis-url {}: {e}", redact_url(r))))?;
     }
-    let ca = match &cluster.redis_ca_file {
-        Some(f) => Some(crate::exit::secret_file("--redis-ca-file", f)?.into_bytes()),
-        None => None,
+    let pem = |flag: &str, f: &Option<PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {
+        f.as_ref()
+            .map(|f| crate::exit::secret_file(flag, f).map(|s| format!("{s}\n").into_bytes()))
+            .transpose()
     };
-    let store = match Store::open_tls(redis, &cluster.redis_prefix, ca).await {
+    let tls = spamscope_store::RedisTls {
+        ca_pem: pem("--redis-ca-file", &cluster.redis_ca_file)?,
+        client: match (
+            pem("--redis-cert-file", &cluster.redis_cert_file)?,
+            pem("--redis-key-file", &cluster.redis_key_file)?,
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            _ => None,
+        },
+    };
+    let store = match Store::open_tls(redis, &cluster.redis_prefix, tls).await {
         Err(e @ spamscope_store::StoreError::CaWithoutTls) => {
-            return Err(Exit::usage(format!("--redis-ca-file: {e}")));
+            let flag = if cluster.redis_ca_file.is_some() {
+                "--redis-ca-file"
+            } else {
+                "--redis-cert-file"
+            };
+            return Err(Exit::usage(format!("{flag}: {e}")));
         }
         other => other
             .with_context(|| format!("--redis-url {}", redact_url(redis.unwrap_or_default())))?,
@@ -410,6 +462,10 @@ pub async fn connect(
         creds_file: cluster.nats_creds_file.clone(),
         nkey_file: cluster.nats_nkey_file.clone(),
         ca_file: cluster.nats_ca_file.clone(),
+        client_cert: cluster
+            .nats_cert_file
+            .clone()
+            .zip(cluster.nats_key_file.clone()),
     };
     let bus = match Bus::connect_with(url, name, &auth).await {
         Err(e @ spamscope_bus::BusError::Auth { .. }) => return Err(Exit::usage(e.to_string())),

@@ -36,8 +36,20 @@ pub enum StoreError {
     ShardMismatch { recorded: u32, configured: u32 },
     #[error("stored value of {key} is not valid: {value:?}")]
     Corrupt { key: String, value: String },
-    #[error("a certificate authority was given for a Redis URL without TLS (use rediss://)")]
+    #[error(
+        "a certificate authority or client certificate was given for a Redis URL without TLS (use rediss://)"
+    )]
     CaWithoutTls,
+}
+
+/// TLS of a `rediss://` connection beyond the URL: a certificate authority
+/// to trust instead of the system's roots, and a client certificate for a
+/// server that asks for one (`tls-auth-clients yes`), all PEM.
+#[derive(Debug, Clone, Default)]
+pub struct RedisTls {
+    pub ca_pem: Option<Vec<u8>>,
+    /// (certificate chain, private key).
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Owner of one shard at one epoch.
@@ -159,7 +171,7 @@ impl Store {
     }
 
     pub async fn open(url: Option<&str>, prefix: &str) -> Result<Self, StoreError> {
-        Self::open_tls(url, prefix, None).await
+        Self::open_tls(url, prefix, RedisTls::default()).await
     }
 
     /// [`Store::open`], with `ca_pem` (PEM) the certificate authority to
@@ -167,7 +179,7 @@ impl Store {
     pub async fn open_tls(
         url: Option<&str>,
         prefix: &str,
-        ca_pem: Option<Vec<u8>>,
+        tls_files: RedisTls,
     ) -> Result<Self, StoreError> {
         match url {
             None => Ok(Store::Memory(Arc::default())),
@@ -178,16 +190,24 @@ impl Store {
                     // say which. Fails only when one is installed already.
                     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
                 }
-                let client = match ca_pem {
-                    Some(_) if !tls => return Err(StoreError::CaWithoutTls),
-                    Some(root) => redis::Client::build_with_tls(
+                let client = match tls_files {
+                    RedisTls {
+                        ca_pem: None,
+                        client: None,
+                    } => redis::Client::open(url)?,
+                    _ if !tls => return Err(StoreError::CaWithoutTls),
+                    RedisTls { ca_pem, client } => redis::Client::build_with_tls(
                         url,
                         redis::TlsCertificates {
-                            client_tls: None,
-                            root_cert: Some(root),
+                            client_tls: client.map(|(client_cert, client_key)| {
+                                redis::ClientTlsConfig {
+                                    client_cert,
+                                    client_key,
+                                }
+                            }),
+                            root_cert: ca_pem,
                         },
                     )?,
-                    None => redis::Client::open(url)?,
                 };
                 let config = redis::aio::ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(Duration::from_secs(5)))
