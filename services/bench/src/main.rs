@@ -6,6 +6,7 @@
 
 mod common;
 mod history;
+mod memory;
 mod pipeline;
 
 /// The same allocator as the `spamscope` binary, so the numbers are its.

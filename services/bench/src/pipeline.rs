@@ -32,6 +32,9 @@ pub enum BenchWhat {
     /// History store write rate and search latency; concurrent WatchChannel
     /// streams on a gateway.
     History(crate::history::HistoryArgs),
+    /// Resident memory of a detector holding many idle streams and of a
+    /// gateway with many watchers, each its own process.
+    Memory(crate::memory::MemoryArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -289,6 +292,7 @@ pub fn run(what: BenchWhat) -> Result<()> {
     let a = match what {
         BenchWhat::Pipeline(a) => a,
         BenchWhat::History(h) => return crate::history::run(h),
+        BenchWhat::Memory(m) => return crate::memory::run(m),
     };
     eprintln!(
         "bench: building {} events over {} streams",

@@ -86,7 +86,7 @@ impl Default for ReplicaConfig {
                 spamscope_chat::admit::DEFAULT_MAX_BEHIND_MS.unsigned_abs(),
             ),
             stream_idle: Duration::from_secs(600),
-            max_streams: 5_000,
+            max_streams: 1_000,
         }
     }
 }

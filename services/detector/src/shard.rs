@@ -52,6 +52,10 @@ struct State {
     pending: u64,
     since_checkpoint: u64,
     checkpointed_at: std::time::Instant,
+    /// Streams held right after the last checkpoint (those that could not
+    /// leave memory stay): a flood of new streams past it by a tenth
+    /// checkpoints early, so the cap holds between checkpoints too.
+    held_after_checkpoint: usize,
     acks: Vec<(String, PublishAckFuture)>,
 }
 
@@ -266,7 +270,9 @@ pub(crate) async fn run(
                     }
                 }
                 st.last_seq = seq;
-                if st.since_checkpoint >= ctx.cfg.checkpoint_every_events
+                let held_limit = st.held_after_checkpoint.max(ctx.cfg.max_streams);
+                let flooded = st.detector.held() > held_limit + held_limit / 10;
+                if (st.since_checkpoint >= ctx.cfg.checkpoint_every_events || flooded)
                     && checkpoint(&ctx, shard, &owner, &mut st).await.is_err()
                 {
                     return;
@@ -456,6 +462,7 @@ async fn load(ctx: &Ctx, shard: u32) -> Result<State, String> {
         pending: 0,
         since_checkpoint: 0,
         checkpointed_at: std::time::Instant::now(),
+        held_after_checkpoint: 0,
         acks: Vec::new(),
     })
 }
@@ -655,6 +662,7 @@ async fn checkpoint(ctx: &Ctx, shard: u32, owner: &Owner, st: &mut State) -> Res
         Ok(true) => {
             st.detector.evict(&evict);
             st.detector.clear_ended();
+            st.held_after_checkpoint = st.detector.held();
             if !evict.is_empty() {
                 ctx.inc(&ctx.counters().streams_evicted, evict.len() as u64);
                 metrics().streams_evicted.add(

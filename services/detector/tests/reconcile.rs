@@ -40,6 +40,26 @@ async fn own(store: &Store, shard: u32, replica: &str, epoch: u64) {
     assert!(store.set_owner(shard, &o, LEADER).await.unwrap());
 }
 
+/// The outputs of one in-process detector over `events`, by key, as
+/// `jetstream::await_outputs` compares them.
+fn in_process_outputs(
+    events: &[spamscope_proto::v1::ChatEvent],
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let mut d = spamscope_detect::Detector::new(std::sync::Arc::new(
+        spamscope_detect::ScoreModel::bundled(),
+    ));
+    let mut out = Vec::new();
+    for ev in events {
+        d.handle(ev, &mut out);
+    }
+    out.iter()
+        .map(|o| {
+            let v = spamscope_detect::json::to_json(o);
+            (v["key"].as_str().unwrap().to_owned(), v)
+        })
+        .collect()
+}
+
 /// A nats-server, a redis-server, the in-process cluster on them, and the
 /// owners table giving every shard to "d0" at epoch 1 (this test leads).
 async fn all_shards_to_d0() -> (Nats, Redis, Store, InProcessCluster) {
@@ -202,20 +222,7 @@ async fn poison_timestamps_go_to_the_dead_letter_subject_and_ticks_go_on() {
     }
 
     // The outputs equal an in-process detector's over the clean chat.
-    let mut d = spamscope_detect::Detector::new(std::sync::Arc::new(
-        spamscope_detect::ScoreModel::bundled(),
-    ));
-    let mut expected_out = Vec::new();
-    for ev in &clean {
-        d.handle(ev, &mut expected_out);
-    }
-    let expected: std::collections::BTreeMap<String, serde_json::Value> = expected_out
-        .iter()
-        .map(|o| {
-            let v = spamscope_detect::json::to_json(o);
-            (v["key"].as_str().unwrap().to_owned(), v)
-        })
-        .collect();
+    let expected = in_process_outputs(&clean);
     assert!(
         expected.len() > 5,
         "the clean chat makes spam event updates: {expected:?}"
@@ -548,20 +555,7 @@ async fn idle_streams_leave_memory_and_a_new_owner_loads_them_when_their_chat_co
     until("the second half processed", || events(&d1) >= second_half).await;
     assert_eq!(d1.dead_letters.load(Ordering::Relaxed), 0);
 
-    let mut d = spamscope_detect::Detector::new(std::sync::Arc::new(
-        spamscope_detect::ScoreModel::bundled(),
-    ));
-    let mut expected_out = Vec::new();
-    for ev in &chat {
-        d.handle(ev, &mut expected_out);
-    }
-    let expected: std::collections::BTreeMap<String, serde_json::Value> = expected_out
-        .iter()
-        .map(|o| {
-            let v = spamscope_detect::json::to_json(o);
-            (v["key"].as_str().unwrap().to_owned(), v)
-        })
-        .collect();
+    let expected = in_process_outputs(&chat);
     assert!(expected.len() > 20, "{} outputs", expected.len());
     jetstream::await_outputs(&c.url, &expected, Duration::from_secs(30), &[]).await;
 
