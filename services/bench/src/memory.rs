@@ -57,7 +57,7 @@ fn metric(addr: &str, name: &str) -> Result<f64> {
         .lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
+        .fold(0.0, |a, b| a + b))
 }
 
 /// Resident and peak resident memory of a process, in MiB.
@@ -301,13 +301,18 @@ async fn gateway(a: &MemoryArgs) -> Result<GatewayRun> {
         &CancellationToken::new(),
     )
     .await?;
-    let mut client = connect(&addr).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (before, _) = rss(g.pid())?;
     let delivered = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::new();
     let mut idle = Vec::new();
+    // A connection per 100 streams: HTTP/2 servers take a bounded number
+    // of concurrent streams per connection (hyper: 200).
+    let mut client = connect(&addr).await?;
     for w in 0..a.watchers {
+        if w > 0 && w % 100 == 0 {
+            client = connect(&addr).await?;
+        }
         let mut s = client
             .watch_channel(WatchChannelRequest {
                 stream: format!("twitch.watch{w}"),
