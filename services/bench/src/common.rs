@@ -118,3 +118,20 @@ pub(crate) fn record_latency(
 
 /// One latency sample with where and when it arrived (for `--latency-csv`).
 pub(crate) type Sample = (Instant, f64, String);
+
+/// A gRPC client of the gateway at `addr`, retrying for 30 s while it
+/// starts. Each call is a connection of its own.
+pub(crate) async fn gateway_client(
+    addr: &str,
+) -> Result<spamscope_proto::v1::gateway_client::GatewayClient<tonic::transport::Channel>> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match spamscope_proto::v1::gateway_client::GatewayClient::connect(format!("http://{addr}"))
+            .await
+        {
+            Ok(c) => return Ok(c),
+            Err(e) if std::time::Instant::now() > deadline => return Err(e.into()),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+}

@@ -17,7 +17,6 @@ use spamscope_bus::{Bus, BusConfig};
 use spamscope_chat::replay::Speed;
 use spamscope_detect::{Detector, ScoreModel};
 use spamscope_history::any::History;
-use spamscope_proto::v1::gateway_client::GatewayClient;
 use spamscope_proto::v1::{
     ChatEvent, Decision, SpamEvent, WatchChannelRequest, detector_output, watch_channel_event,
 };
@@ -245,7 +244,7 @@ async fn watch(a: &HistoryArgs, history: History) -> Result<(u64, u64, f64, Vec<
     let lat = Arc::new(Mutex::new(Vec::with_capacity(chat.len())));
     let mut clients = Vec::new();
     for w in 0..a.watchers {
-        let mut c = connect(&addr.to_string()).await?;
+        let mut c = crate::common::gateway_client(&addr.to_string()).await?;
         let mut s = c
             .watch_channel(WatchChannelRequest {
                 stream: format!("twitch.watch{w}"),
@@ -305,15 +304,4 @@ async fn watch(a: &HistoryArgs, history: History) -> Result<(u64, u64, f64, Vec<
     lat.sort_by(f64::total_cmp);
     drop(nats);
     Ok((delivered.load(Ordering::Relaxed), expected, rate, lat))
-}
-
-async fn connect(addr: &str) -> Result<GatewayClient<tonic::transport::Channel>> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match GatewayClient::connect(format!("http://{addr}")).await {
-            Ok(c) => return Ok(c),
-            Err(e) if Instant::now() > deadline => return Err(e.into()),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
 }

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use spamscope_bus::Bus;
 use spamscope_chat::replay::Speed;
-use spamscope_proto::v1::gateway_client::GatewayClient;
 use spamscope_proto::v1::{ChatEvent, WatchChannelRequest, watch_channel_event};
 use spamscope_testkit::{Cluster, Proc, TempDir, free_port, twitch_message};
 use tokio_util::sync::CancellationToken;
@@ -308,10 +307,10 @@ async fn gateway(a: &MemoryArgs) -> Result<GatewayRun> {
     let mut idle = Vec::new();
     // A connection per 100 streams: HTTP/2 servers take a bounded number
     // of concurrent streams per connection (hyper: 200).
-    let mut client = connect(&addr).await?;
+    let mut client = crate::common::gateway_client(&addr).await?;
     for w in 0..a.watchers {
         if w > 0 && w % 100 == 0 {
-            client = connect(&addr).await?;
+            client = crate::common::gateway_client(&addr).await?;
         }
         let mut s = client
             .watch_channel(WatchChannelRequest {
@@ -376,15 +375,4 @@ async fn gateway(a: &MemoryArgs) -> Result<GatewayRun> {
 
 fn history_arg(p: &Path) -> &str {
     p.to_str().unwrap_or("history.redb")
-}
-
-async fn connect(addr: &str) -> Result<GatewayClient<tonic::transport::Channel>> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match GatewayClient::connect(format!("http://{addr}")).await {
-            Ok(c) => return Ok(c),
-            Err(e) if Instant::now() > deadline => return Err(e.into()),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
 }
