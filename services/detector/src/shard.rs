@@ -406,15 +406,17 @@ async fn load(ctx: &Ctx, shard: u32) -> Result<State, String> {
             .await
             .map_err(|e| format!("cannot load the state of its live streams: {e}"))?;
         for (key, bytes) in snap.ticking.iter().zip(saved) {
-            let Some(bytes) = bytes else {
-                return Err(format!(
-                    "the checkpoint names stream {key}, whose state is missing"
-                ));
-            };
-            held.push(
-                DetectorSnapshot::decode(bytes.as_slice())
-                    .map_err(|e| format!("state of stream {key} does not decode: {e}"))?,
-            );
+            // State gone or damaged (the hash deleted by hand) must not
+            // keep the shard closed for good: that stream starts afresh.
+            match bytes.map(|b| DetectorSnapshot::decode(b.as_slice())) {
+                Some(Ok(s)) => held.push(s),
+                Some(Err(e)) => {
+                    warn!(shard, stream = %key, error = %e, "saved stream state does not decode: the stream starts afresh");
+                }
+                None => {
+                    warn!(shard, stream = %key, "the checkpoint names a stream whose state is missing: it starts afresh");
+                }
+            }
         }
         let streams = held.len();
         match detector.restore_streams(held) {

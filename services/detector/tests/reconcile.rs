@@ -620,3 +620,72 @@ async fn idle_streams_leave_memory_and_a_new_owner_loads_them_when_their_chat_co
     assert_eq!(unsaved, ended, "streams without saved state");
     assert_eq!(saved, streams.len() as u64 - 1, "streams with saved state");
 }
+
+/// A checkpoint names the live streams a new owner loads at once. If the
+/// state of one is gone from Redis (deleted by hand), the shard still
+/// opens, with that stream afresh, instead of staying closed for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_stream_whose_saved_state_is_gone_starts_afresh() {
+    use prost::Message;
+    let (_nats, _redis, store, mut c) = all_shards_to_d0().await;
+    let base = ReplicaConfig {
+        reconcile_interval: Duration::from_millis(100),
+        checkpoint_interval: Duration::from_millis(200),
+        handover_timeout: Duration::ZERO,
+        ..c.replica_config("d0")
+    };
+    let d0 = std::sync::Arc::clone(&c.add_replica(base.clone()).await.unwrap().counters);
+    until("d0 to run its 4 shards", || owned(&d0) == 4).await;
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let stream = "livechan";
+    let key = format!("twitch.{stream}");
+    let shard = spamscope_routing::shard_of(&key, SHARDS);
+    let mut ev = twitch_message(stream, 1);
+    ev.ts_ms = now();
+    assert!(c.publish(&ev).await.unwrap());
+    // The checkpoint names the live stream (a user to age).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let snap = store
+            .load_checkpoint(shard)
+            .await
+            .unwrap()
+            .map(|b| spamscope_proto::v1::ShardSnapshot::decode(b.as_slice()).unwrap());
+        if snap.is_some_and(|s| s.ticking.contains(&key)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no checkpoint names {key}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Nobody runs the shard while its saved state is deleted.
+    own(&store, shard, "d9", 2).await;
+    until("d0 to let the shard go", || owned(&d0) == 3).await;
+    let position = store.load_checkpoint(shard).await.unwrap().unwrap();
+    let d9 = Owner {
+        replica: "d9".into(),
+        epoch: 2,
+    };
+    let removed = [key.clone()];
+    let w = spamscope_store::CheckpointWrite {
+        position: &position,
+        changed: &[],
+        removed: &removed,
+    };
+    assert!(store.save_checkpoint(shard, &d9, w).await.unwrap());
+    assert_eq!(
+        store.load_streams(shard, &removed).await.unwrap(),
+        vec![None]
+    );
+
+    own(&store, shard, "d0", 3).await;
+    until("d0 to open the shard again", || owned(&d0) == 4).await;
+    let mut next = twitch_message(stream, 2);
+    next.ts_ms = now();
+    assert!(c.publish(&next).await.unwrap());
+    until("the next event read", || events(&d0) == 2).await;
+}
