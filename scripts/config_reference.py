@@ -17,6 +17,7 @@ OTHER_ENV = [
     ("SPAMSCOPE_ADMIN_TOKEN", "gateway, standalone", "admin token that SetParams requires (at least 16 characters), instead of `--admin-token-file`"),
     ("SPAMSCOPE_TWITCH_TOKEN", "ingest", "OAuth token for `--twitch-login`, instead of `--twitch-token-file`"),
     ("SPAMSCOPE_TWITCH_CLIENT_SECRET", "ingest", "Helix client secret for `--helix-top`, instead of `--twitch-client-secret-file`"),
+    ("SPAMSCOPE_SCYLLA_PASSWORD", "gateway, history-writer, standalone", "password of `--scylla-user`, instead of `--scylla-password-file`"),
     ("SPAMSCOPE_NATS_SERVER", "standalone, bench", "the `nats-server` binary to start when no `--nats-url` is given (default: `nats-server` on the PATH)"),
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "every role", "OTLP endpoint for traces and metrics (off when unset)"),
     ("RUST_LOG", "every command", "log filter (default `info`)"),

@@ -10,7 +10,9 @@
    (which tests/kube.rs checks against the code), only the router mounts a
    service account token, every container is non-root with a read-only root
    file system and probes on /healthz and /readyz, the detector's grace
-   period outlasts its hand-over.
+   period outlasts its hand-over; every flag and SPAMSCOPE_ variable a
+   container is given is one its role reads (docs/configuration.md, which
+   a cli test keeps equal to `--help`).
 4. Values the chart must refuse (schema or template), with the key named.
 5. k8s/: every kustomization's resources exist and validate; the overlay's
    Helm values render.
@@ -155,6 +157,53 @@ def check_invariants(docs: list[dict], label: str) -> None:
             fail(f"[{label}] no {k} rendered")
 
 
+def role_inputs() -> dict[str, set[str]]:
+    """Flags and variables each role reads, from docs/configuration.md."""
+    import re
+
+    roles: dict[str, set[str]] = {}
+    outside: list[tuple[str, list[str]]] = []
+    current = None
+    for line in (ROOT / "docs" / "configuration.md").read_text().splitlines():
+        m = re.match(r"^## `spamscope ([a-z-]+)`", line)
+        if m:
+            current = roles.setdefault(m.group(1), set())
+            continue
+        if line.startswith("## "):
+            current = None
+            continue
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if current is not None and len(cells) >= 2 and cells[0].startswith("`--"):
+            current.add(cells[0].strip("`").split()[0])
+            if cells[1]:
+                current.add(cells[1].strip("`"))
+        elif current is None and len(cells) >= 2 and cells[0].startswith("`SPAMSCOPE_"):
+            outside.append((cells[0].strip("`"), [r.strip() for r in cells[1].split(",")]))
+    for var, readers in outside:
+        for r in readers:
+            if r in roles:
+                roles[r].add(var)
+    return roles
+
+
+def check_role_inputs(docs: list[dict], label: str) -> None:
+    roles = role_inputs()
+    for d, spec in pod_specs(docs):
+        for c in spec["containers"]:
+            args = c.get("args", [])
+            if not args or args[0] not in roles:
+                continue
+            known = roles[args[0]]
+            for a in args[1:]:
+                flag = a.split("=")[0]
+                if flag.startswith("--") and flag not in known:
+                    fail(f"[{label}] {d['metadata']['name']}/{c['name']}: {args[0]} has no flag {flag}")
+            for e in c.get("env", []):
+                n = e["name"]
+                if n.startswith("SPAMSCOPE_") and n not in known:
+                    fail(f"[{label}] {d['metadata']['name']}/{c['name']}: {args[0]} reads no {n}")
+
+
 def check_nats_url(docs: list[dict], values: dict, label: str) -> None:
     """With nats.existingSecret every container reads the NATS URL (and its
     login) from that Secret, and the ConfigMap does not carry the URL."""
@@ -288,6 +337,7 @@ def main() -> int:
         for d in docs:
             validate(d, f"[{label}] {d['__path']}")
         check_invariants(docs, label)
+        check_role_inputs(docs, label)
         check_nats_url(docs, values, label)
         check_ca_files(docs, values, label)
         check_scylla_login(docs, values, label)
@@ -300,6 +350,8 @@ def main() -> int:
     must_refuse({"nats": {"url": "nats://nats:4222", "streamReplicas": 7}}, "streamReplicas")
     must_refuse({"secrets": {"adminToken": "short"}}, "adminToken")
     must_refuse({"bogus": 1}, "bogus")
+    must_refuse({"detector": {"streamForgetSeconds": 3600}}, "streamForgetSeconds")
+    must_refuse({"gateway": {"watchBuffer": 1}}, "watchBuffer")
     must_refuse(
         {"detector": {"handoverTimeoutSeconds": 60, "terminationGracePeriodSeconds": 30}},
         "terminationGracePeriodSeconds",

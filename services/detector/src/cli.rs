@@ -64,6 +64,15 @@ pub struct DetectorArgs {
           default_value_t = crate::ReplicaConfig::default().max_streams as u64,
           value_parser = clap::value_parser!(u64).range(100..=1_000_000))]
     pub max_streams_per_shard: u64,
+    /// The saved state of a stream nobody wrote for this many seconds (no
+    /// chat came, or none that changed it) is deleted from Redis: its
+    /// next chat starts it afresh, as a new stream. Bounds what streams
+    /// that never end (Twitch channels, YouTube streams whose end was not
+    /// seen) keep in Redis (86400 to 31536000).
+    #[arg(long, env = "SPAMSCOPE_STREAM_FORGET_S",
+          default_value_t = crate::ReplicaConfig::default().stream_forget.as_secs(),
+          value_parser = clap::value_parser!(u64).range(86_400..=31_536_000))]
+    pub stream_forget_s: u64,
     #[command(flatten)]
     pub params: ParamsArgs,
 }
@@ -98,6 +107,7 @@ pub fn run(args: DetectorArgs) -> Result<()> {
             max_ahead: Duration::from_secs(args.max_ahead_s),
             max_behind: Duration::from_secs(args.max_behind_s),
             stream_idle: Duration::from_secs(args.stream_idle_s),
+            stream_forget: Duration::from_secs(args.stream_forget_s),
             max_streams: usize::try_from(args.max_streams_per_shard).unwrap_or(usize::MAX),
             ..Default::default()
         };

@@ -61,6 +61,9 @@ pub struct ReplicaConfig {
     /// memory at the next checkpoint; its state is loaded back when its
     /// chat comes.
     pub stream_idle: Duration,
+    /// Saved state of a stream not written for this long is deleted (the
+    /// stream starts afresh with its next chat).
+    pub stream_forget: Duration,
     /// A shard holds at most this many streams in memory (beyond it, the
     /// least recently active that need no clock leave, however recent).
     pub max_streams: usize,
@@ -86,6 +89,7 @@ impl Default for ReplicaConfig {
                 spamscope_chat::admit::DEFAULT_MAX_BEHIND_MS.unsigned_abs(),
             ),
             stream_idle: Duration::from_secs(600),
+            stream_forget: Duration::from_secs(7 * 86_400),
             max_streams: 1_000,
         }
     }
@@ -123,6 +127,8 @@ pub struct Counters {
     /// [`ReplicaConfig::stream_idle`]).
     pub streams_evicted: AtomicU64,
     pub streams_loaded: AtomicU64,
+    /// Saved stream states deleted after [`ReplicaConfig::stream_forget`].
+    pub streams_forgotten: AtomicU64,
     /// Shards this replica runs now.
     pub owned: AtomicU64,
 }

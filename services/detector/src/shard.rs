@@ -16,7 +16,7 @@ use spamscope_detect::{Detector, output_key};
 use spamscope_proto::v1::{
     ChatEvent, DetectorOutput, DetectorSnapshot, Platform, ShardSnapshot, detector_output,
 };
-use spamscope_store::Owner;
+use spamscope_store::{Owner, Saved};
 use spamscope_telemetry::{KeyValue, TraceContext, metrics};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -449,6 +449,23 @@ async fn load(ctx: &Ctx, shard: u32) -> Result<State, String> {
         }
         last_seq = snap.last_sequence;
         stream_created_ms = snap.stream_created_ms;
+        // State saved by a release that kept no write times is forgotten
+        // counting from now.
+        match ctx
+            .store
+            .stamp_saved_streams(shard, spamscope_runtime::now_ms())
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => info!(
+                shard,
+                streams = n,
+                "saved streams without a write time stamped now (--stream-forget-s counts from here)"
+            ),
+            Err(e) => {
+                warn!(shard, error = %e, "cannot stamp saved streams; they are kept until stamped")
+            }
+        }
     }
     match ctx.store.all_params().await {
         Ok(all) => {
@@ -635,6 +652,9 @@ async fn checkpoint(ctx: &Ctx, shard: u32, owner: &Owner, st: &mut State) -> Res
         position: &position,
         changed: &changed,
         removed: &changes.removed,
+        now_ms: wall,
+        forget_before_ms: wall
+            .saturating_sub(i64::try_from(ctx.cfg.stream_forget.as_millis()).unwrap_or(i64::MAX)),
     };
     let saved = ctx.store.save_checkpoint(shard, owner, write).await;
     if t0.elapsed() > Duration::from_millis(100) {
@@ -657,11 +677,26 @@ async fn checkpoint(ctx: &Ctx, shard: u32, owner: &Owner, st: &mut State) -> Res
             "checkpoint"
         );
     }
-    if !matches!(saved, Ok(true)) {
+    if !matches!(saved, Ok(Saved::Written { .. })) {
         st.detector.unsaved(changes);
     }
     match saved {
-        Ok(true) => {
+        Ok(Saved::Written { forgotten }) => {
+            if forgotten > 0 {
+                ctx.inc(&ctx.counters().streams_forgotten, forgotten);
+                metrics().streams_forgotten.add(
+                    forgotten,
+                    &[
+                        KeyValue::new("service", SERVICE),
+                        KeyValue::new("shard", i64::from(shard)),
+                    ],
+                );
+                info!(
+                    shard,
+                    streams = forgotten,
+                    "saved state of streams silent for --stream-forget-s deleted"
+                );
+            }
             st.detector.evict(&evict);
             st.detector.clear_ended();
             st.held_after_checkpoint = st.detector.held();
@@ -693,7 +728,7 @@ async fn checkpoint(ctx: &Ctx, shard: u32, owner: &Owner, st: &mut State) -> Res
             }
             Ok(())
         }
-        Ok(false) => {
+        Ok(Saved::Fenced) => {
             warn!(
                 shard,
                 epoch = owner.epoch,

@@ -675,8 +675,16 @@ async fn a_live_stream_whose_saved_state_is_gone_starts_afresh() {
         position: &position,
         changed: &[],
         removed: &removed,
+        now_ms: now(),
+        forget_before_ms: i64::MIN,
     };
-    assert!(store.save_checkpoint(shard, &d9, w).await.unwrap());
+    assert!(
+        store
+            .save_checkpoint(shard, &d9, w)
+            .await
+            .unwrap()
+            .written()
+    );
     assert_eq!(
         store.load_streams(shard, &removed).await.unwrap(),
         vec![None]

@@ -13,6 +13,8 @@
 //! shards over, with a TTL), `owners`, `leader`, `checkpoint:<shard>` (the
 //! shard's position), `streams:<shard>` (a hash: stream key → that stream's
 //! detector state, written with the checkpoint, only what changed),
+//! `streams_saved:<shard>` (a sorted set: stream key → when its state was
+//! last written, so state nobody wrote for long is forgotten),
 //! `params` (scope → JSON), `progress` (shard → last sequence and pending).
 
 use std::collections::{BTreeMap, HashMap};
@@ -109,10 +111,52 @@ pub struct MemoryState {
     owners: BTreeMap<u32, Owner>,
     leader: Option<(String, Instant)>,
     checkpoints: HashMap<u32, Vec<u8>>,
-    streams: HashMap<u32, HashMap<String, Vec<u8>>>,
+    streams: HashMap<u32, SavedStreams>,
     params: BTreeMap<String, String>,
     progress: BTreeMap<u32, Progress>,
 }
+
+/// The saved stream states of one shard in the embedded store, with the
+/// order in which they were last written.
+#[derive(Debug, Default)]
+struct SavedStreams {
+    state: HashMap<String, (Vec<u8>, i64)>,
+    by_time: std::collections::BTreeSet<(i64, String)>,
+}
+
+impl SavedStreams {
+    fn remove(&mut self, key: &str) {
+        if let Some((_, at)) = self.state.remove(key) {
+            self.by_time.remove(&(at, key.to_owned()));
+        }
+    }
+
+    fn insert(&mut self, key: &str, bytes: Vec<u8>, at: i64) {
+        self.remove(key);
+        self.by_time.insert((at, key.to_owned()));
+        self.state.insert(key.to_owned(), (bytes, at));
+    }
+
+    /// Removes at most `limit` states last written before `before`.
+    fn forget(&mut self, before: i64, limit: usize) -> u64 {
+        let mut n = 0;
+        while n < limit {
+            match self.by_time.first() {
+                Some((at, key)) if *at < before => {
+                    let key = key.clone();
+                    self.remove(&key);
+                    n += 1;
+                }
+                _ => break,
+            }
+        }
+        n as u64
+    }
+}
+
+/// At most this many forgotten stream states are removed per checkpoint,
+/// so one checkpoint stays short however many streams went quiet at once.
+pub const FORGET_PER_CHECKPOINT: usize = 1_000;
 
 /// How far the owner of a shard has consumed CHAT.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -143,14 +187,37 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1";
 
 /// Writes a checkpoint only while the owners table says ARGV[2] owns shard
-/// ARGV[1] at exactly this epoch.
+/// ARGV[1] at exactly this epoch (-1 when not), stamps the streams it
+/// writes with ARGV[4] and forgets at most ARGV[6] streams last written
+/// before ARGV[5]; returns how many it forgot.
 const SAVE_CHECKPOINT: &str = r"
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return -1 end
 redis.call('SET', KEYS[2], ARGV[3])
-local removed = tonumber(ARGV[4])
-for i = 5, 4 + removed do redis.call('HDEL', KEYS[3], ARGV[i]) end
-for i = 5 + removed, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
-return 1";
+local removed = tonumber(ARGV[7])
+for i = 8, 7 + removed do
+  redis.call('HDEL', KEYS[3], ARGV[i])
+  redis.call('ZREM', KEYS[4], ARGV[i])
+end
+for i = 8 + removed, #ARGV, 2 do
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+  redis.call('ZADD', KEYS[4], ARGV[4], ARGV[i])
+end
+local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[5], 'LIMIT', 0, ARGV[6])
+for _, k in ipairs(old) do
+  redis.call('HDEL', KEYS[3], k)
+  redis.call('ZREM', KEYS[4], k)
+end
+return #old";
+
+/// Stamps with ARGV[1] the saved streams that have no time yet (state
+/// written by a release before the times were kept); returns how many.
+const STAMP_UNTIMED: &str = r"
+if redis.call('ZCARD', KEYS[2]) >= redis.call('HLEN', KEYS[1]) then return 0 end
+local n = 0
+for _, k in ipairs(redis.call('HKEYS', KEYS[1])) do
+  n = n + redis.call('ZADD', KEYS[2], 'NX', ARGV[1], k)
+end
+return n";
 
 /// A shard's checkpoint as [`Store::save_checkpoint`] writes it: its
 /// position, and the state of the streams that changed or ended since the
@@ -160,6 +227,28 @@ pub struct CheckpointWrite<'a> {
     pub position: &'a [u8],
     pub changed: &'a [(String, Vec<u8>)],
     pub removed: &'a [String],
+    /// When this is written (wall clock, ms): the time `changed` is
+    /// stamped with.
+    pub now_ms: i64,
+    /// Saved states last written before this (wall clock, ms) are
+    /// forgotten, at most [`FORGET_PER_CHECKPOINT`] per write; `i64::MIN`
+    /// keeps them all.
+    pub forget_before_ms: i64,
+}
+
+/// What [`Store::save_checkpoint`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saved {
+    /// Written; this many streams' saved state was forgotten.
+    Written { forgotten: u64 },
+    /// Not written: the caller does not own the shard at its epoch.
+    Fenced,
+}
+
+impl Saved {
+    pub fn written(self) -> bool {
+        matches!(self, Saved::Written { .. })
+    }
 }
 
 impl Store {
@@ -519,19 +608,20 @@ impl Store {
 
     /// Writes the checkpoint of `shard` (its position, and the state of the
     /// streams that changed or ended), all or nothing, only while `owner`
-    /// owns it at its epoch. False means the write was fenced: the caller
-    /// lost the shard.
+    /// owns it at its epoch, and forgets saved state nobody wrote since
+    /// [`CheckpointWrite::forget_before_ms`]. [`Saved::Fenced`] means the
+    /// caller lost the shard.
     pub async fn save_checkpoint(
         &self,
         shard: u32,
         owner: &Owner,
         w: CheckpointWrite<'_>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Saved, StoreError> {
         match self {
             Store::Memory(m) => {
                 let mut g = Self::mem(m);
                 if g.owners.get(&shard) != Some(owner) {
-                    return Ok(false);
+                    return Ok(Saved::Fenced);
                 }
                 g.checkpoints.insert(shard, w.position.to_vec());
                 let streams = g.streams.entry(shard).or_default();
@@ -539,9 +629,10 @@ impl Store {
                     streams.remove(k);
                 }
                 for (k, v) in w.changed {
-                    streams.insert(k.clone(), v.clone());
+                    streams.insert(k, v.clone(), w.now_ms);
                 }
-                Ok(true)
+                let forgotten = streams.forget(w.forget_before_ms, FORGET_PER_CHECKPOINT);
+                Ok(Saved::Written { forgotten })
             }
             Store::Redis(r) => {
                 let mut c = r.conn.clone();
@@ -551,9 +642,13 @@ impl Store {
                     .key(r.key("owners"))
                     .key(r.key(&format!("checkpoint:{shard}")))
                     .key(r.key(&format!("streams:{shard}")))
+                    .key(r.key(&format!("streams_saved:{shard}")))
                     .arg(shard)
                     .arg(owner.encode())
                     .arg(w.position)
+                    .arg(w.now_ms)
+                    .arg(w.forget_before_ms)
+                    .arg(FORGET_PER_CHECKPOINT)
                     .arg(w.removed.len());
                 for k in w.removed {
                     script.arg(k);
@@ -561,8 +656,32 @@ impl Store {
                 for (k, v) in w.changed {
                     script.arg(k).arg(v.as_slice());
                 }
-                let ok: i32 = script.invoke_async(&mut c).await?;
-                Ok(ok == 1)
+                let n: i64 = script.invoke_async(&mut c).await?;
+                Ok(match u64::try_from(n) {
+                    Ok(forgotten) => Saved::Written { forgotten },
+                    Err(_) => Saved::Fenced,
+                })
+            }
+        }
+    }
+
+    /// Gives the saved streams of `shard` that have no write time (saved by
+    /// a release before the times were kept) the time `now_ms`, so they are
+    /// forgotten like the others; returns how many. Cheap when none lacks
+    /// one.
+    pub async fn stamp_saved_streams(&self, shard: u32, now_ms: i64) -> Result<u64, StoreError> {
+        match self {
+            // The embedded store always had the times.
+            Store::Memory(_) => Ok(0),
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let n: u64 = redis::Script::new(STAMP_UNTIMED)
+                    .key(r.key(&format!("streams:{shard}")))
+                    .key(r.key(&format!("streams_saved:{shard}")))
+                    .arg(now_ms)
+                    .invoke_async(&mut c)
+                    .await?;
+                Ok(n)
             }
         }
     }
@@ -583,7 +702,7 @@ impl Store {
                 let streams = g.streams.get(&shard);
                 Ok(keys
                     .iter()
-                    .map(|k| streams.and_then(|s| s.get(k)).cloned())
+                    .map(|k| streams.and_then(|s| s.state.get(k)).map(|(b, _)| b.clone()))
                     .collect())
             }
             Store::Redis(r) => {
@@ -601,7 +720,10 @@ impl Store {
             Store::Memory(m) => {
                 let g = Self::mem(m);
                 Ok(g.streams.get(&shard).map_or((0, 0), |s| {
-                    (s.len() as u64, s.values().map(|v| v.len() as u64).sum())
+                    (
+                        s.state.len() as u64,
+                        s.state.values().map(|(v, _)| v.len() as u64).sum(),
+                    )
                 }))
             }
             Store::Redis(r) => {
@@ -722,6 +844,8 @@ mod tests {
             position: bytes,
             changed: &[],
             removed: &[],
+            now_ms: 0,
+            forget_before_ms: i64::MIN,
         }
     }
 
@@ -743,8 +867,10 @@ mod tests {
             position: b"p1",
             changed: &first,
             removed: &[],
+            now_ms: 0,
+            forget_before_ms: i64::MIN,
         };
-        assert!(s.save_checkpoint(2, &a, w).await.unwrap());
+        assert!(s.save_checkpoint(2, &a, w).await.unwrap().written());
         // The next one names only what moved: a changed, b ended, c new.
         let second = [
             ("t.a".to_owned(), b"A2".to_vec()),
@@ -755,8 +881,10 @@ mod tests {
             position: b"p2",
             changed: &second,
             removed: &removed,
+            now_ms: 0,
+            forget_before_ms: i64::MIN,
         };
-        assert!(s.save_checkpoint(2, &a, w).await.unwrap());
+        assert!(s.save_checkpoint(2, &a, w).await.unwrap().written());
         let got = s
             .load_streams(2, &keys(&["t.a", "t.b", "t.c", "t.d"]))
             .await
@@ -781,8 +909,10 @@ mod tests {
             position: b"p3",
             changed: &stale,
             removed: &removed,
+            now_ms: 0,
+            forget_before_ms: i64::MIN,
         };
-        assert!(!s.save_checkpoint(2, &a, w).await.unwrap());
+        assert!(!s.save_checkpoint(2, &a, w).await.unwrap().written());
         assert_eq!(
             s.load_streams(2, &keys(&["t.a"])).await.unwrap(),
             vec![Some(b"A2".to_vec())]
@@ -835,14 +965,22 @@ mod tests {
         };
         assert!(s.set_owner(3, &a, "r1").await.unwrap());
         assert!(!s.set_owner(3, &a, "r2").await.unwrap(), "not the leader");
-        assert!(s.save_checkpoint(3, &a, position(b"x")).await.unwrap());
+        assert!(
+            s.save_checkpoint(3, &a, position(b"x"))
+                .await
+                .unwrap()
+                .written()
+        );
         let b = Owner {
             replica: "d1".into(),
             epoch: 2,
         };
         assert!(s.set_owner(3, &b, "r1").await.unwrap());
         assert!(
-            !s.save_checkpoint(3, &a, position(b"stale")).await.unwrap(),
+            !s.save_checkpoint(3, &a, position(b"stale"))
+                .await
+                .unwrap()
+                .written(),
             "stale owner fenced"
         );
         assert_eq!(

@@ -39,6 +39,9 @@ pub struct Metrics {
     /// `shard`.
     pub streams_evicted: Counter<u64>,
     pub streams_loaded: Counter<u64>,
+    /// Saved stream states deleted because nobody wrote them for
+    /// `--stream-forget-s`, by `shard`.
+    pub streams_forgotten: Counter<u64>,
     /// JetStream messages not yet delivered to a shard's consumer, by `shard`.
     pub consumer_lag: Gauge<u64>,
     /// Seconds since a shard's last checkpoint, by `shard`.
@@ -98,6 +101,10 @@ pub fn metrics() -> &'static Metrics {
             streams_loaded: m
                 .u64_counter("spamscope.detector.streams.loaded")
                 .with_description("Streams loaded back from the shard's saved state")
+                .build(),
+            streams_forgotten: m
+                .u64_counter("spamscope.detector.streams.forgotten")
+                .with_description("Saved stream states deleted after a long silence")
                 .build(),
             consumer_lag: m
                 .u64_gauge("spamscope.consumer.lag")
