@@ -163,8 +163,14 @@ fn channel_per_shard(prefix: &str) -> Vec<String> {
 }
 
 fn spread_chat() -> Chat {
+    spread_chat_as("xqcow", 900_000)
+}
+
+/// [`spread_chat`] on channels named `<prefix>_<i>` with room ids from
+/// `room_base`: the same chat again as streams the cluster never saw.
+fn spread_chat_as(prefix: &str, room_base: usize) -> Chat {
     let text = std::fs::read_to_string(xqcow()).unwrap();
-    let channels = channel_per_shard("xqcow");
+    let channels = channel_per_shard(prefix);
     let mut per_channel = vec![0usize; channels.len()];
     let mut out = String::new();
     for l in text.lines() {
@@ -177,7 +183,7 @@ fn spread_chat() -> Chat {
         per_channel[k] += 1;
         out.push_str(
             &l.replacen("#xqcow", &format!("#{}", channels[k]), 1)
-                .replacen("room-id=71092938", &format!("room-id={}", 900_000 + k), 1),
+                .replacen("room-id=71092938", &format!("room-id={}", room_base + k), 1),
         );
         out.push('\n');
     }
@@ -186,7 +192,7 @@ fn spread_chat() -> Chat {
         "every shard gets its share of the chat: {per_channel:?}"
     );
     let dir = TempDir::new("drill-chat");
-    let path = dir.0.join("xqcow-by-chatter.irc");
+    let path = dir.0.join(format!("{prefix}-by-chatter.irc"));
     std::fs::write(&path, out).unwrap();
     let files = vec![path];
     let expected = replay_outputs(&files);
@@ -730,6 +736,289 @@ async fn drill_history_writer_down_then_back() {
         dups,
         recover,
         what: "from its restart until it has caught up with what it missed".into(),
+    });
+}
+
+/// A detector that serves its metrics; with the address of `/metrics`.
+async fn detector_with_metrics(c: &Cluster, id: &str) -> (Proc, String) {
+    let d = c.detector_with(id, &["--health-listen", "127.0.0.1:0"]);
+    let addr = health_addr(&d).await;
+    (d, addr)
+}
+
+/// Gaps and skipped sequences the detectors serving `metrics` counted, by
+/// shard (`spamscope_detector_chat_gaps_total`, `..._chat_skipped_total`,
+/// as an alert reads them).
+fn gaps_counted(metrics: &[&str]) -> (BTreeMap<u32, u64>, BTreeMap<u32, u64>) {
+    let (mut gaps, mut skipped) = (BTreeMap::new(), BTreeMap::new());
+    for addr in metrics {
+        let text = http_get(addr, "/metrics");
+        for (k, n) in counter_by_shard(&text, "spamscope_detector_chat_gaps_total") {
+            *gaps.entry(k).or_default() += n;
+        }
+        for (k, n) in counter_by_shard(&text, "spamscope_detector_chat_skipped_total") {
+            *skipped.entry(k).or_default() += n;
+        }
+    }
+    (gaps, skipped)
+}
+
+/// Waits until every shard's checkpoint in Redis covers all the chat its
+/// stream holds (60 s at most).
+async fn checkpoints_cover_the_chat(c: &Cluster) {
+    use prost::Message;
+    let store = spamscope_store::Store::open(Some(&c.redis.url()), "spamscope:")
+        .await
+        .unwrap();
+    let client = async_nats::connect(c.nats_url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let t0 = Instant::now();
+    loop {
+        let mut behind = Vec::new();
+        for k in 0..SHARDS {
+            let mut stream = js.get_stream(format!("CHAT-{k}")).await.unwrap();
+            let last = stream.info().await.unwrap().state.last_sequence;
+            let at = match store.load_checkpoint(k).await.unwrap() {
+                Some(b) => {
+                    spamscope_proto::v1::ShardSnapshot::decode(b.as_slice())
+                        .unwrap()
+                        .last_sequence
+                }
+                None => 0,
+            };
+            if at < last {
+                behind.push((k, at, last));
+            }
+        }
+        if behind.is_empty() {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "checkpoints behind the chat (shard, checkpoint, last): {behind:?}\n{}",
+            c.log_tails(20)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The JetStream store is lost (nats-server stopped, its store directory
+/// deleted, started again) after the detectors checkpointed all the chat:
+/// every stream comes back empty with sequences starting over. Each shard
+/// must notice, count one gap and read the new stream from its start, the
+/// history writer must find its consumer gone and make a new one, and
+/// chat after the loss must come out exactly as one process gives it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_jetstream_store_lost() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut c = Cluster::start(SPAMSCOPE, SHARDS);
+    let before = spread_chat();
+    let after = spread_chat_as("after", 910_000);
+    let dir = TempDir::new("history");
+    let path = dir.0.join("history.redb");
+    let mut w = c.role(
+        "writer",
+        "history-writer",
+        &["--history-path", path.to_str().unwrap()],
+    );
+    let (d0, m0) = detector_with_metrics(&c, "d0").await;
+    let (d1, m1) = detector_with_metrics(&c, "d1").await;
+    let r = c.router("r0");
+    c.await_placement(&["d0", "d1"], Duration::from_secs(90))
+        .await;
+    let mut ing = c.ingest("ingest-before", SPEED, &before.files);
+    finish(&mut ing);
+    verify(&c, &before.files, &before.expected, 0, &[&d0, &d1, &r]).await;
+    // What the loss hits: chat on every shard, read and checkpointed.
+    let url = c.nats_url();
+    let held = chat_by_shard(&url).await;
+    assert!(held.values().all(|n| *n > 0), "{held:?}");
+    checkpoints_cover_the_chat(&c).await;
+    assert!(gaps_counted(&[&m0, &m1]).0.is_empty());
+
+    let t0 = Instant::now();
+    c.nats.stop();
+    std::fs::remove_dir_all(c.nats.store_dir()).unwrap();
+    c.nats.resume();
+    time_until(
+        Duration::from_secs(90),
+        "a gap counted on every shard",
+        || {
+            let (m0, m1) = (m0.clone(), m1.clone());
+            async move { gaps_counted(&[&m0, &m1]).0.len() == SHARDS as usize }
+        },
+    )
+    .await;
+    let recover = t0.elapsed();
+    let (gaps, skipped) = gaps_counted(&[&m0, &m1]);
+    assert!(
+        gaps.values().all(|n| *n == 1),
+        "one gap per shard: {gaps:?}"
+    );
+    assert_eq!(
+        skipped.values().sum::<u64>(),
+        0,
+        "what a lost store held is unknown, not counted: {skipped:?}"
+    );
+    let log = format!("{}{}", d0.log_text(), d1.log_text());
+    assert_eq!(
+        log.matches("the chat stream was created again").count(),
+        SHARDS as usize,
+        "an error per shard naming the cause"
+    );
+
+    let mut ing = c.ingest("ingest-after", SPEED, &after.files);
+    finish(&mut ing);
+    let (events_in, outputs, lost, dups) =
+        verify(&c, &after.files, &after.expected, 0, &[&d0, &d1, &r, &w]).await;
+    time_until(Duration::from_secs(90), "history writer caught up", || {
+        let url = url.clone();
+        async move { writer_pending(&url).await == 0 }
+    })
+    .await;
+    w.signal("-TERM");
+    w.wait(Duration::from_secs(20)).expect("writer stops");
+    let want_events: BTreeSet<(String, u64)> = after
+        .expected
+        .values()
+        .filter(|v| v["kind"] == "spam_event")
+        .map(|v| {
+            (
+                v["stream"].as_str().unwrap().to_owned(),
+                v["event_id"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want_decisions = after
+        .expected
+        .values()
+        .filter(|v| v["kind"] == "decision")
+        .count();
+    assert!(!want_events.is_empty() && want_decisions > 0);
+    let streams: BTreeSet<String> = want_events.iter().map(|(s, _)| s.clone()).collect();
+    let (events, decisions) = history_contents(&path, &streams);
+    assert_eq!(
+        events,
+        want_events,
+        "spam events after the loss in history\n{}",
+        tail(&w.log_text(), 30)
+    );
+    assert_eq!(
+        decisions, want_decisions,
+        "decisions after the loss in history"
+    );
+    report(&Row {
+        drill: "JetStream store lost (wiped, restarted)",
+        events_in,
+        outputs,
+        lost,
+        dups,
+        recover,
+        what: format!(
+            "until every shard counted its gap; the store held {} chat messages, all read and checkpointed; the chat after it exact, in SPAM and in the history",
+            held.values().sum::<u64>()
+        ),
+    });
+}
+
+/// Retention removes chat nobody read yet: the detectors are down
+/// (SIGKILL, after checkpointing all they read) while a second log is
+/// published and then purged from every chat stream. Their successors
+/// must count exactly the purged messages as skipped, per shard, and go
+/// on with the chat after it exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_retention_passes_a_checkpoint() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let c = Cluster::start(SPAMSCOPE, SHARDS);
+    let read = spread_chat();
+    let unread = spread_chat_as("unread", 920_000);
+    let later = spread_chat_as("later", 930_000);
+    let r = c.router("r0");
+    let (mut d0, mut d1) = (c.detector("d0"), c.detector("d1"));
+    c.await_placement(&["d0", "d1"], Duration::from_secs(90))
+        .await;
+    let mut ing = c.ingest("ingest-read", SPEED, &read.files);
+    finish(&mut ing);
+    verify(&c, &read.files, &read.expected, 0, &[&d0, &d1, &r]).await;
+    checkpoints_cover_the_chat(&c).await;
+    d0.signal("-KILL");
+    d1.signal("-KILL");
+    d0.wait(Duration::from_secs(10)).expect("d0 killed");
+    d1.wait(Duration::from_secs(10)).expect("d1 killed");
+
+    let url = c.nats_url();
+    let at_kill = chat_by_shard(&url).await;
+    let mut ing = c.ingest("ingest-unread", SPEED, &unread.files);
+    finish(&mut ing);
+    let published = chat_by_shard(&url).await;
+    // The lost range exists on every shard: chat published after the
+    // checkpoints, counted from the streams before the purge.
+    let removed: BTreeMap<u32, u64> = published
+        .iter()
+        .map(|(k, n)| (*k, n - at_kill[k]))
+        .collect();
+    assert!(removed.values().all(|n| *n > 0), "{removed:?}");
+    let client = async_nats::connect(url.as_str()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    for k in 0..SHARDS {
+        js.get_stream(format!("CHAT-{k}"))
+            .await
+            .unwrap()
+            .purge()
+            .await
+            .unwrap();
+    }
+
+    let t0 = Instant::now();
+    let (d2, m2) = detector_with_metrics(&c, "d2").await;
+    let (d3, m3) = detector_with_metrics(&c, "d3").await;
+    c.await_placement(&["d2", "d3"], Duration::from_secs(60))
+        .await;
+    time_until(
+        Duration::from_secs(60),
+        "a gap counted on every shard",
+        || {
+            let (m2, m3) = (m2.clone(), m3.clone());
+            async move { gaps_counted(&[&m2, &m3]).0.len() == SHARDS as usize }
+        },
+    )
+    .await;
+    let recover = t0.elapsed();
+    let (gaps, skipped) = gaps_counted(&[&m2, &m3]);
+    assert!(
+        gaps.values().all(|n| *n == 1),
+        "one gap per shard: {gaps:?}"
+    );
+    assert_eq!(
+        skipped, removed,
+        "skipped per shard = what the purge removed"
+    );
+    let log = format!("{}{}", d2.log_text(), d3.log_text());
+    assert_eq!(
+        log.matches("retention removed sequences").count(),
+        SHARDS as usize,
+        "an error per shard naming the range"
+    );
+
+    let mut ing = c.ingest("ingest-later", SPEED, &later.files);
+    finish(&mut ing);
+    // SPAM keeps the outputs of the chat read before; the chat streams
+    // hold only the later log.
+    let mut expected = read.expected.clone();
+    expected.extend(later.expected.clone());
+    let (events_in, outputs, lost, dups) =
+        verify(&c, &later.files, &expected, 0, &[&d2, &d3, &r]).await;
+    report(&Row {
+        drill: "retention removes chat before it was read",
+        events_in,
+        outputs,
+        lost,
+        dups,
+        recover,
+        what: format!(
+            "from the new detectors' start until every shard counted its gap; {} unread messages removed, counted as skipped exactly per shard; the chat after it exact",
+            removed.values().sum::<u64>()
+        ),
     });
 }
 

@@ -255,19 +255,6 @@ async fn a_process_configured_with_another_shard_count_refuses_to_start() {
     );
 }
 
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_role_serves_healthz_and_readyz() {
     let c = Cluster::start(SPAMSCOPE, SHARDS);
@@ -294,17 +281,7 @@ async fn every_role_serves_healthz_and_readyz() {
         "detector",
         &["--replica-id", "d0", "--health-listen", "127.0.0.1:0"],
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let daddr = loop {
-        if let Some(a) = d.log_text().lines().find_map(|l| {
-            l.strip_prefix("health: http://")
-                .map(|x| x.trim_end_matches("/healthz").to_owned())
-        }) {
-            break a;
-        }
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let daddr = health_addr(&d).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while !http_get(&daddr, "/readyz").starts_with("HTTP/1.1 200") {
         assert!(Instant::now() < deadline, "{}", d.log_text());

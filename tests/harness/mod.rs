@@ -28,3 +28,64 @@ pub fn replay_outputs(files: &[PathBuf]) -> BTreeMap<String, Value> {
         .map(|v| (v["key"].as_str().unwrap().to_owned(), v))
         .collect()
 }
+
+/// A plain HTTP/1.1 GET on loopback: the whole response, head and body.
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The address a role started with `--health-listen 127.0.0.1:0` serves
+/// its health and metrics on (it logs it; 20 s at most).
+pub async fn health_addr(p: &Proc) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(a) = p.log_text().lines().find_map(|l| {
+            l.strip_prefix("health: http://")
+                .map(|x| x.trim_end_matches("/healthz").to_owned())
+        }) {
+            return a;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} logged no health address:\n{}",
+            p.name,
+            tail(&p.log_text(), 20)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The values of Prometheus counter `name` by its `shard` label, summed
+/// over its other labels, from a `/metrics` response.
+pub fn counter_by_shard(metrics: &str, name: &str) -> BTreeMap<u32, u64> {
+    let mut by = BTreeMap::new();
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let Some(labels) = rest.strip_prefix('{') else {
+            continue;
+        };
+        let Some((labels, value)) = labels.split_once('}') else {
+            continue;
+        };
+        let shard = labels
+            .split(',')
+            .find_map(|kv| kv.strip_prefix("shard=\""))
+            .and_then(|v| v.trim_end_matches('"').parse::<u32>().ok());
+        let value = value.trim().parse::<f64>().ok();
+        if let (Some(shard), Some(value)) = (shard, value) {
+            *by.entry(shard).or_default() += value as u64;
+        }
+    }
+    by
+}

@@ -165,20 +165,23 @@ impl Cluster {
     }
 
     pub fn detector(&self, id: &str) -> Proc {
-        self.role(
+        self.detector_with(id, &[])
+    }
+
+    /// [`Cluster::detector`] with more flags.
+    pub fn detector_with(&self, id: &str, extra: &[&str]) -> Proc {
+        let mut args = vec![
+            "--replica-id",
             id,
-            "detector",
-            &[
-                "--replica-id",
-                id,
-                "--heartbeat-ttl-ms",
-                "2000",
-                "--checkpoint-events",
-                "300",
-                "--handover-timeout-s",
-                "20",
-            ],
-        )
+            "--heartbeat-ttl-ms",
+            "2000",
+            "--checkpoint-events",
+            "300",
+            "--handover-timeout-s",
+            "20",
+        ];
+        args.extend_from_slice(extra);
+        self.role(id, "detector", &args)
     }
 
     pub fn router(&self, id: &str) -> Proc {
