@@ -632,6 +632,73 @@ fn grpc_web_call(addr: &str, path: &str, msg: &[u8]) -> String {
 /// open (a WatchChannel stream). Ctrl-C must end it promptly with status 0,
 /// the watch stream must end, the nats-server child must be gone, and the
 /// next start on the same history file must not find it locked.
+/// The port standalone's own nats-server listens on, from its log.
+async fn standalone_nats_port(sa: &Proc) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(p) = sa.log_text().lines().find_map(|l| {
+            l.strip_prefix("standalone: started nats-server on 127.0.0.1:")
+                .and_then(|p| p.trim().parse().ok())
+        }) {
+            return p;
+        }
+        assert!(Instant::now() < deadline, "{}", sa.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A SIGKILL gives standalone no chance to stop its nats-server: the next
+/// standalone started on the machine stops it and removes its store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_standalone_stops_a_nats_server_a_killed_one_left() {
+    let dir = TempDir::new("orphan");
+    // A temp dir of their own: other tests' standalones reap only theirs.
+    let tmp = dir.0.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let env = [("TMPDIR".to_owned(), tmp.display().to_string())];
+    let start = |name: &str| {
+        let history = dir.0.join(format!("{name}.redb")).display().to_string();
+        let addr = format!("127.0.0.1:{}", free_port());
+        Proc::spawn_env(
+            SPAMSCOPE,
+            name,
+            &["standalone", "--listen", &addr, "--history-path", &history],
+            &dir.0,
+            &env,
+        )
+    };
+    let mut first = start("killed");
+    let port = standalone_nats_port(&first).await;
+    let store = tmp.join(format!("spamscope-standalone-{}", first.pid()));
+    assert!(store.is_dir(), "{} missing", store.display());
+    first.signal("-KILL");
+    first.wait(Duration::from_secs(10)).expect("killed");
+    // The fault left something behind: the server still answers.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "the nats-server did not outlive the SIGKILL: nothing to reap"
+    );
+
+    let mut second = start("next");
+    standalone_nats_port(&second).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() || store.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the orphaned nats-server on {port} or its store {} is still there:\n{}",
+            store.display(),
+            second.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    second.signal("-INT");
+    let status = second
+        .wait(Duration::from_secs(15))
+        .expect("stops on SIGINT");
+    assert!(status.success(), "{}", second.log_text());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_stops_standalone_with_a_channel_page_open_and_it_starts_again() {
     let dir = TempDir::new("stop");
@@ -662,19 +729,7 @@ async fn ctrl_c_stops_standalone_with_a_channel_page_open_and_it_starts_again() 
     let addr = format!("127.0.0.1:{}", free_port());
     let mut sa = start("first", &addr);
     let mut c = gateway_client(&addr, &sa).await;
-    let nats_port: u16 = {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(p) = sa.log_text().lines().find_map(|l| {
-                l.strip_prefix("standalone: started nats-server on 127.0.0.1:")
-                    .and_then(|p| p.trim().parse().ok())
-            }) {
-                break p;
-            }
-            assert!(Instant::now() < deadline, "{}", sa.log_text());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
+    let nats_port = standalone_nats_port(&sa).await;
     let mut watch = c
         .watch_channel(WatchChannelRequest {
             stream: "twitch.xqcow".into(),

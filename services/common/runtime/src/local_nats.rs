@@ -52,14 +52,16 @@ impl LocalNats {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let dir = std::env::temp_dir().join(format!("spamscope-standalone-{}", std::process::id()));
+        reap_orphans(&std::env::temp_dir());
+        let dir = std::env::temp_dir().join(format!("{DIR_PREFIX}{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let conf = dir.join("nats.conf");
         // `{:?}` quotes and escapes the path as the config syntax reads it.
         std::fs::write(
             &conf,
             format!(
-                "jetstream {{\n  store_dir: {:?}\n  max_file_store: {store_bytes}\n}}\n",
+                "pid_file: {:?}\njetstream {{\n  store_dir: {:?}\n  max_file_store: {store_bytes}\n}}\n",
+                dir.join(PID_FILE).to_string_lossy(),
                 dir.join("store").to_string_lossy()
             ),
         )
@@ -98,6 +100,94 @@ impl LocalNats {
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
+}
+
+/// Each standalone's server lives in `<temp dir>/spamscope-standalone-<pid
+/// of spamscope>`, and writes its own pid to [`PID_FILE`] there.
+const DIR_PREFIX: &str = "spamscope-standalone-";
+const PID_FILE: &str = "nats.pid";
+
+/// Stops the nats-servers, and deletes the stores, that standalones killed
+/// without a chance to clean up (SIGKILL, an OOM kill) left under
+/// `temp`: a server keeps running with its port and its store (up to half
+/// the free disk) otherwise. Only a directory whose spamscope process is
+/// gone counts, and only a server whose command line names that
+/// directory's config is signalled, so a live standalone or an unrelated
+/// process that reused a pid is never touched. Said on stderr.
+pub fn reap_orphans(temp: &Path) {
+    let Ok(entries) = std::fs::read_dir(temp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(owner) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(DIR_PREFIX))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if alive(owner) {
+            continue;
+        }
+        let dir = entry.path();
+        if let Some(server) = orphan_server(&dir) {
+            match rustix::process::kill_process(server, rustix::process::Signal::TERM) {
+                Ok(()) => {
+                    // It flushes and exits within a second or two.
+                    for _ in 0..50 {
+                        if !alive(server.as_raw_nonzero().get()) {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    eprintln!(
+                        "standalone: stopped nats-server {} that spamscope {owner} left running",
+                        server.as_raw_nonzero()
+                    );
+                }
+                Err(e) => eprintln!(
+                    "standalone: cannot stop nats-server {} that spamscope {owner} left running: {e}",
+                    server.as_raw_nonzero()
+                ),
+            }
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => eprintln!(
+                "standalone: removed {} that spamscope {owner} left behind",
+                dir.display()
+            ),
+            Err(e) => eprintln!("standalone: cannot remove {}: {e}", dir.display()),
+        }
+    }
+}
+
+/// Whether a process with this pid exists (one of another user's counts).
+fn alive(pid: i32) -> bool {
+    rustix::process::Pid::from_raw(pid).is_some_and(|p| {
+        !matches!(
+            rustix::process::test_kill_process(p),
+            Err(rustix::io::Errno::SRCH)
+        )
+    })
+}
+
+/// The server a standalone directory's pid file names, if that process
+/// still runs that directory's config.
+fn orphan_server(dir: &Path) -> Option<rustix::process::Pid> {
+    let pid: i32 = std::fs::read_to_string(dir.join(PID_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let conf = dir.join("nats.conf");
+    let conf = conf.to_string_lossy();
+    cmdline
+        .split(|b| *b == 0)
+        .any(|arg| arg == conf.as_bytes())
+        .then(|| rustix::process::Pid::from_raw(pid))
+        .flatten()
 }
 
 /// Bytes free for an unprivileged user on the file system holding `dir`.
