@@ -17,7 +17,10 @@ const EVENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("events");
 const BY_FP: TableDefinition<&str, ()> = TableDefinition::new("events_by_fingerprint");
 /// `stream \0 inverted last_seen \0 event_id` → ().
 const BY_STREAM: TableDefinition<&str, ()> = TableDefinition::new("events_by_stream");
-/// `stream \0 user` → Decision.
+/// `stream \0 user \0 inverted at` → Decision: every decision about a
+/// user in a stream (flagged again after the detector forgot them, say).
+/// Files written before kept one per user, as `stream \0 user`; they are
+/// still read ([`get_decision`]).
 const DECISIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("decisions");
 /// `user \0 inverted at \0 stream` → ().
 const DEC_BY_USER: TableDefinition<&str, ()> = TableDefinition::new("decisions_by_user");
@@ -165,8 +168,15 @@ impl HistoryStore {
                 if let Some((alias, user)) = alias {
                     ul_t.insert(alias.as_str(), user.as_str())?;
                 }
-                let key = format!("{stream}\0{user}");
-                if d_t.get(key.as_str())?.is_some() {
+                let key = format!("{stream}\0{user}\0{}", inv(d.at_ms));
+                // Written already (a redelivery), or by a release that kept
+                // one decision per user, under the old key.
+                if d_t.get(key.as_str())?.is_some()
+                    || d_t
+                        .get(format!("{stream}\0{user}").as_str())?
+                        .and_then(|v| Decision::decode(v.value()).ok())
+                        .is_some_and(|old| old.at_ms == d.at_ms)
+                {
                     continue;
                 }
                 d_t.insert(key.as_str(), d.encode_to_vec().as_slice())?;
@@ -244,7 +254,7 @@ impl HistoryStore {
         scan(&idx, &prefix, Some(range), cursor, page_size, |k| {
             let parts: Vec<&str> = k.split('\0').collect();
             match parts[..] {
-                [s, _, user] => get_decision(&d, s, user),
+                [s, at, user] => get_decision(&d, s, user, at),
                 _ => Ok(None),
             }
         })
@@ -275,7 +285,7 @@ impl HistoryStore {
         scan(&idx, &prefix, None, cursor, page_size, |k| {
             let parts: Vec<&str> = k.split('\0').collect();
             match parts[..] {
-                [u, _, stream] => get_decision(&d, stream, u),
+                [u, at, stream] => get_decision(&d, stream, u, at),
                 _ => Ok(None),
             }
         })
@@ -444,7 +454,7 @@ impl HistoryStore {
                 .collect();
             for (k, d) in old {
                 let stream = stream_key(d.platform, &d.stream_id);
-                let user = k.rsplit('\0').next().unwrap_or("").to_owned();
+                let user = k.split('\0').nth(1).unwrap_or("").to_owned();
                 d_t.remove(k.as_str())?;
                 du_t.remove(format!("{user}\0{}\0{stream}", inv(d.at_ms)).as_str())?;
                 ds_t.remove(format!("{stream}\0{}\0{user}", inv(d.at_ms)).as_str())?;
@@ -482,13 +492,20 @@ fn get_event(
     })
 }
 
+/// The decision about `user` in `stream` at `inv_at` (as the indexes
+/// write it), under its key or the key of the release that kept one per
+/// user.
 fn get_decision(
     t: &redb::ReadOnlyTable<&'static str, &'static [u8]>,
     stream: &str,
     user: &str,
+    inv_at: &str,
 ) -> Result<Option<Decision>, HistoryError> {
+    if let Some(v) = t.get(format!("{stream}\0{user}\0{inv_at}").as_str())? {
+        return Ok(Some(Decision::decode(v.value())?));
+    }
     Ok(match t.get(format!("{stream}\0{user}").as_str())? {
-        Some(v) => Some(Decision::decode(v.value())?),
+        Some(v) => Some(Decision::decode(v.value())?).filter(|d| inv(d.at_ms) == inv_at),
         None => None,
     })
 }

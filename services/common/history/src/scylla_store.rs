@@ -6,8 +6,12 @@
 //! - `events_by_fingerprint ((fingerprint), last_seen DESC, stream,
 //!   event_id)` and `events_by_stream ((stream), last_seen DESC, event_id)`:
 //!   newest-first indexes;
-//! - `decisions ((stream), user)`, `decisions_by_user ((user), at DESC,
-//!   stream)`, `decisions_by_stream ((stream), at DESC, user)`;
+//! - `decisions_at ((stream), user, at)`: every decision about a user in a
+//!   stream (flagged again after the detector forgot them, say);
+//!   `decisions ((stream), user)`, where releases before kept one per user,
+//!   is still read until its rows expire;
+//!   `decisions_by_user ((user), at DESC, stream)`, `decisions_by_stream
+//!   ((stream), at DESC, user)`;
 //!   `user_logins (user_id)`: another name of a user (column `user_id`:
 //!   a Twitch user id, a YouTube display name) → the user its decisions are
 //!   indexed under (`types::decision_user`), so they are found by it too;
@@ -92,7 +96,7 @@ const CHANNEL_EVENTS: RangeQuery = RangeQuery {
     col: "last_seen",
 };
 const CHANNEL_DECISIONS: RangeQuery = RangeQuery {
-    select: "user",
+    select: "user, at",
     table: "decisions_by_stream",
     key: "stream",
     col: "at",
@@ -117,6 +121,7 @@ struct Prepared {
     put_band: PreparedStatement,
     get_band: PreparedStatement,
     get_decision: PreparedStatement,
+    get_old_decision: PreparedStatement,
     put_decision: PreparedStatement,
     put_dec_user: PreparedStatement,
     put_dec_stream: PreparedStatement,
@@ -154,6 +159,16 @@ where
     rows.rows::<(T,)>()
         .map_err(err)?
         .map(|r| r.map(|(v,)| v).map_err(err))
+        .collect()
+}
+
+fn two_columns<'f, A, B>(rows: &'f QueryRowsResult) -> Result<Vec<(A, B)>, HistoryError>
+where
+    (A, B): DeserializeRow<'f, 'f>,
+{
+    rows.rows::<(A, B)>()
+        .map_err(err)?
+        .map(|r| r.map_err(err))
         .collect()
 }
 
@@ -272,6 +287,9 @@ impl ScyllaHistory {
                 "CREATE TABLE IF NOT EXISTS {ks}.decisions (stream text, user text, at bigint, body blob, PRIMARY KEY ((stream), user))"
             ),
             format!(
+                "CREATE TABLE IF NOT EXISTS {ks}.decisions_at (stream text, user text, at bigint, body blob, PRIMARY KEY ((stream), user, at))"
+            ),
+            format!(
                 "CREATE TABLE IF NOT EXISTS {ks}.decisions_by_user (user text, at bigint, stream text, PRIMARY KEY ((user), at, stream)) WITH CLUSTERING ORDER BY (at DESC, stream ASC)"
             ),
             format!(
@@ -316,12 +334,13 @@ impl ScyllaHistory {
             put_sig: prep(format!("INSERT INTO {ks}.signatures (fingerprint, chars, words, text) VALUES (?, ?, ?, ?){ttl}")).await?,
             put_band: prep(format!("INSERT INTO {ks}.lsh_bands (band, fingerprint) VALUES (?, ?){ttl}")).await?,
             get_band: prep(format!("SELECT fingerprint FROM {ks}.lsh_bands WHERE band = ?")).await?,
-            get_decision: prep(format!("SELECT body FROM {ks}.decisions WHERE stream = ? AND user = ?")).await?,
-            put_decision: prep(format!("INSERT INTO {ks}.decisions (stream, user, at, body) VALUES (?, ?, ?, ?){ttl}")).await?,
+            get_decision: prep(format!("SELECT body FROM {ks}.decisions_at WHERE stream = ? AND user = ? AND at = ?")).await?,
+            get_old_decision: prep(format!("SELECT at, body FROM {ks}.decisions WHERE stream = ? AND user = ?")).await?,
+            put_decision: prep(format!("INSERT INTO {ks}.decisions_at (stream, user, at, body) VALUES (?, ?, ?, ?){ttl}")).await?,
             put_dec_user: prep(format!("INSERT INTO {ks}.decisions_by_user (user, at, stream) VALUES (?, ?, ?){ttl}")).await?,
             put_dec_stream: prep(format!("INSERT INTO {ks}.decisions_by_stream (stream, at, user) VALUES (?, ?, ?){ttl}")).await?,
             sightings: prep(format!("SELECT stream, event_id FROM {ks}.events_by_fingerprint WHERE fingerprint = ?")).await?,
-            user_decisions: prep(format!("SELECT stream FROM {ks}.decisions_by_user WHERE user = ?")).await?,
+            user_decisions: prep(format!("SELECT stream, at FROM {ks}.decisions_by_user WHERE user = ?")).await?,
             put_user_login: prep(format!("INSERT INTO {ks}.user_logins (user_id, user) VALUES (?, ?){ttl}")).await?,
             get_user_login: prep(format!("SELECT user FROM {ks}.user_logins WHERE user_id = ?")).await?,
         };
@@ -447,18 +466,8 @@ impl ScyllaHistory {
                     .await
                     .map_err(err)?;
             }
-            let exists = self
-                .session
-                .execute_unpaged(&self.st.get_decision, (&stream, &user))
-                .await
-                .map_err(err)?
-                .into_rows_result()
-                .map_err(err)?
-                .rows_num()
-                > 0;
-            if exists {
-                continue;
-            }
+            // Keyed by its time, a decision written again (a redelivery)
+            // writes the same rows: no read first.
             self.session
                 .execute_unpaged(
                     &self.st.put_decision,
@@ -478,18 +487,37 @@ impl ScyllaHistory {
         Ok(())
     }
 
-    async fn decision(&self, stream: &str, user: &str) -> Result<Option<Decision>, HistoryError> {
+    /// The decision about `user` in `stream` at `at`, from its table or
+    /// from the table of the releases that kept one per user.
+    async fn decision(
+        &self,
+        stream: &str,
+        user: &str,
+        at: i64,
+    ) -> Result<Option<Decision>, HistoryError> {
         let rows = self
             .session
-            .execute_unpaged(&self.st.get_decision, (stream, user))
+            .execute_unpaged(&self.st.get_decision, (stream, user, at))
             .await
             .map_err(err)?
             .into_rows_result()
             .map_err(err)?;
-        Ok(match rows.maybe_first_row::<(Vec<u8>,)>().map_err(err)? {
-            Some((b,)) => Some(Decision::decode(b.as_slice())?),
-            None => None,
-        })
+        if let Some((b,)) = rows.maybe_first_row::<(Vec<u8>,)>().map_err(err)? {
+            return Ok(Some(Decision::decode(b.as_slice())?));
+        }
+        let rows = self
+            .session
+            .execute_unpaged(&self.st.get_old_decision, (stream, user))
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        Ok(
+            match rows.maybe_first_row::<(i64, Vec<u8>)>().map_err(err)? {
+                Some((old_at, b)) if old_at == at => Some(Decision::decode(b.as_slice())?),
+                _ => None,
+            },
+        )
     }
 
     pub async fn sightings(
@@ -579,11 +607,10 @@ impl ScyllaHistory {
             .await
             .map_err(err)?;
         let rows = res.into_rows_result().map_err(err)?;
-        let users: Vec<String> = first_column(&rows)?;
-        let items = lookup_all(
-            users,
-            |user| async move { self.decision(stream, &user).await },
-        )
+        let users: Vec<(String, i64)> = two_columns(&rows)?;
+        let items = lookup_all(users, |(user, at)| async move {
+            self.decision(stream, &user, at).await
+        })
         .await?;
         Ok(Page {
             items,
@@ -624,10 +651,10 @@ impl ScyllaHistory {
             }
         }
         let rows = res.into_rows_result().map_err(err)?;
-        let streams: Vec<String> = first_column(&rows)?;
+        let streams: Vec<(String, i64)> = two_columns(&rows)?;
         let user = &user;
-        let items = lookup_all(streams, |stream| async move {
-            self.decision(&stream, user).await
+        let items = lookup_all(streams, |(stream, at)| async move {
+            self.decision(&stream, user, at).await
         })
         .await?;
         Ok(Page {

@@ -172,7 +172,28 @@ async fn suite(h: &History, semantics: bool) {
         vec![other.clone()]
     );
     assert_eq!(by("uc-azena").await.unwrap().items, ud);
-    assert_eq!(by("Azena").await.unwrap().items, vec![other]);
+    assert_eq!(by("Azena").await.unwrap().items, vec![other.clone()]);
+    // Flagged again later in the same stream (the detector forgot the
+    // user, then saw new evidence): both decisions are kept, each once
+    // however often it is delivered.
+    let again = decision("vid-a", "Azena", 1_607_054_900_000);
+    h.write(vec![], vec![again.clone()]).await.unwrap();
+    h.write(vec![], vec![again.clone(), decisions[0].clone()])
+        .await
+        .unwrap();
+    let mut twice = by("uc-azena").await.unwrap().items;
+    twice.sort_by_key(|d| d.at_ms);
+    assert_eq!(
+        twice,
+        vec![decisions[0].clone(), decisions[1].clone(), again.clone()]
+    );
+    let mut in_a = h
+        .channel_decisions("youtube.vid-a".into(), 0, i64::MAX, 10, None)
+        .await
+        .unwrap()
+        .items;
+    in_a.sort_by_key(|d| d.at_ms);
+    assert_eq!(in_a, vec![decisions[0].clone(), other, again]);
     let rate: u64 = h
         .spam_rate("youtube.vid-a".into(), 0, i64::MAX)
         .await

@@ -242,3 +242,68 @@ fn a_pasted_variant_finds_the_copypasta_of_the_real_log() {
     );
     let _ = std::fs::remove_file(&path);
 }
+
+/// A history file written by a release that kept one decision per user
+/// and stream (key `stream \0 user`) still answers with it; the same
+/// decision delivered again is not stored twice, and a later one for the
+/// same user is kept beside it.
+#[test]
+fn decisions_of_a_file_that_kept_one_per_user_are_still_read() {
+    use prost::Message;
+    use redb::TableDefinition;
+    let path = tmp("old-decisions");
+    let old = decision("old", "someone", 1_000_000);
+    {
+        // The old layout, written by hand: the body under `stream \0 user`,
+        // the two time indexes as they still are.
+        let db = redb::Database::create(&path).unwrap();
+        let inv = |ts: i64| format!("{:020}", u64::MAX - ts as u64);
+        let txn = db.begin_write().unwrap();
+        {
+            let mut d: redb::Table<&str, &[u8]> =
+                txn.open_table(TableDefinition::new("decisions")).unwrap();
+            d.insert("twitch.old\0someone", old.encode_to_vec().as_slice())
+                .unwrap();
+            let mut by_user: redb::Table<&str, ()> = txn
+                .open_table(TableDefinition::new("decisions_by_user"))
+                .unwrap();
+            by_user
+                .insert(
+                    format!("someone\0{}\0twitch.old", inv(old.at_ms)).as_str(),
+                    (),
+                )
+                .unwrap();
+            let mut by_stream: redb::Table<&str, ()> = txn
+                .open_table(TableDefinition::new("decisions_by_stream"))
+                .unwrap();
+            by_stream
+                .insert(
+                    format!("twitch.old\0{}\0someone", inv(old.at_ms)).as_str(),
+                    (),
+                )
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let h = HistoryStore::open(&path).unwrap();
+    let all = || {
+        h.channel_decisions("twitch.old", 0, i64::MAX, 10, None)
+            .unwrap()
+            .items
+    };
+    assert_eq!(all(), vec![old.clone()]);
+    h.write(&[], std::slice::from_ref(&old)).unwrap();
+    assert_eq!(all(), vec![old.clone()], "delivered again: not doubled");
+    let later = decision("old", "someone", 2_000_000);
+    h.write(&[], std::slice::from_ref(&later)).unwrap();
+    assert_eq!(all(), vec![later.clone(), old.clone()]);
+    assert_eq!(
+        h.user_decisions("someone", 10, None).unwrap().items,
+        vec![later, old]
+    );
+    // The TTL removes both layouts.
+    assert_eq!(h.expire(i64::MAX).unwrap(), 2);
+    assert!(all().is_empty());
+    drop(h);
+    let _ = std::fs::remove_file(&path);
+}
