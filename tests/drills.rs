@@ -652,6 +652,49 @@ fn history_contents(
     (events, decisions)
 }
 
+/// Asserts that the history file at `path` holds the spam events and
+/// decisions of `expected` (the outputs of one process), each once;
+/// `writer`'s log explains a failure.
+fn history_holds(path: &std::path::Path, expected: &BTreeMap<String, Value>, writer: &Proc) {
+    let want_events: BTreeSet<(String, u64)> = expected
+        .values()
+        .filter(|v| v["kind"] == "spam_event")
+        .map(|v| {
+            (
+                v["stream"].as_str().unwrap().to_owned(),
+                v["event_id"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want_decisions = expected
+        .values()
+        .filter(|v| v["kind"] == "decision")
+        .count();
+    assert!(!want_events.is_empty() && want_decisions > 0);
+    let streams: BTreeSet<String> = want_events.iter().map(|(s, _)| s.clone()).collect();
+    let (events, decisions) = history_contents(path, &streams);
+    let missing: Vec<&Value> = want_events
+        .difference(&events)
+        .filter_map(|(s, id)| {
+            expected
+                .values()
+                .filter(|v| {
+                    v["kind"] == "spam_event"
+                        && v["stream"] == s.as_str()
+                        && v["event_id"].as_u64() == Some(*id)
+                })
+                .max_by_key(|v| v["version"].as_u64())
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "spam events missing from history: {missing:?}\n{}",
+        tail(&writer.log_text(), 30)
+    );
+    assert_eq!(events, want_events, "spam events in history");
+    assert_eq!(decisions, want_decisions, "decisions in history");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drill_history_writer_down_then_back() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -692,42 +735,7 @@ async fn drill_history_writer_down_then_back() {
     .await;
     w.signal("-TERM");
     w.wait(Duration::from_secs(20)).expect("writer stops");
-    let want_events: BTreeSet<(String, u64)> = expected
-        .values()
-        .filter(|v| v["kind"] == "spam_event")
-        .map(|v| {
-            (
-                v["stream"].as_str().unwrap().to_owned(),
-                v["event_id"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    let want_decisions = expected
-        .values()
-        .filter(|v| v["kind"] == "decision")
-        .count();
-    let streams: BTreeSet<String> = want_events.iter().map(|(s, _)| s.clone()).collect();
-    let (events, decisions) = history_contents(&path, &streams);
-    let missing: Vec<&Value> = want_events
-        .difference(&events)
-        .filter_map(|(s, id)| {
-            expected
-                .values()
-                .filter(|v| {
-                    v["kind"] == "spam_event"
-                        && v["stream"] == s.as_str()
-                        && v["event_id"].as_u64() == Some(*id)
-                })
-                .max_by_key(|v| v["version"].as_u64())
-        })
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "spam events missing from history: {missing:?}\n{}",
-        tail(&w.log_text(), 30)
-    );
-    assert_eq!(events, want_events, "spam events in history");
-    assert_eq!(decisions, want_decisions, "decisions in history");
+    history_holds(&path, expected, &w);
     report(&Row {
         drill: "history writer down 8 s, then back",
         events_in,
@@ -761,6 +769,27 @@ fn gaps_counted(metrics: &[&str]) -> (BTreeMap<u32, u64>, BTreeMap<u32, u64>) {
         }
     }
     (gaps, skipped)
+}
+
+/// Waits until every shard counted a gap at the detectors serving
+/// `metrics`, asserts it counted exactly one, and gives what each skipped.
+async fn one_gap_per_shard(metrics: &[&str], timeout: Duration) -> BTreeMap<u32, u64> {
+    let metrics: Vec<String> = metrics.iter().map(|m| (*m).to_owned()).collect();
+    time_until(timeout, "a gap counted on every shard", || {
+        let metrics = metrics.clone();
+        async move {
+            let m: Vec<&str> = metrics.iter().map(String::as_str).collect();
+            gaps_counted(&m).0.len() == SHARDS as usize
+        }
+    })
+    .await;
+    let m: Vec<&str> = metrics.iter().map(String::as_str).collect();
+    let (gaps, skipped) = gaps_counted(&m);
+    assert!(
+        gaps.values().all(|n| *n == 1),
+        "one gap per shard: {gaps:?}"
+    );
+    skipped
 }
 
 /// Waits until every shard's checkpoint in Redis covers all the chat its
@@ -840,21 +869,8 @@ async fn drill_jetstream_store_lost() {
     c.nats.stop();
     std::fs::remove_dir_all(c.nats.store_dir()).unwrap();
     c.nats.resume();
-    time_until(
-        Duration::from_secs(90),
-        "a gap counted on every shard",
-        || {
-            let (m0, m1) = (m0.clone(), m1.clone());
-            async move { gaps_counted(&[&m0, &m1]).0.len() == SHARDS as usize }
-        },
-    )
-    .await;
+    let skipped = one_gap_per_shard(&[&m0, &m1], Duration::from_secs(90)).await;
     let recover = t0.elapsed();
-    let (gaps, skipped) = gaps_counted(&[&m0, &m1]);
-    assert!(
-        gaps.values().all(|n| *n == 1),
-        "one gap per shard: {gaps:?}"
-    );
     assert_eq!(
         skipped.values().sum::<u64>(),
         0,
@@ -878,35 +894,7 @@ async fn drill_jetstream_store_lost() {
     .await;
     w.signal("-TERM");
     w.wait(Duration::from_secs(20)).expect("writer stops");
-    let want_events: BTreeSet<(String, u64)> = after
-        .expected
-        .values()
-        .filter(|v| v["kind"] == "spam_event")
-        .map(|v| {
-            (
-                v["stream"].as_str().unwrap().to_owned(),
-                v["event_id"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    let want_decisions = after
-        .expected
-        .values()
-        .filter(|v| v["kind"] == "decision")
-        .count();
-    assert!(!want_events.is_empty() && want_decisions > 0);
-    let streams: BTreeSet<String> = want_events.iter().map(|(s, _)| s.clone()).collect();
-    let (events, decisions) = history_contents(&path, &streams);
-    assert_eq!(
-        events,
-        want_events,
-        "spam events after the loss in history\n{}",
-        tail(&w.log_text(), 30)
-    );
-    assert_eq!(
-        decisions, want_decisions,
-        "decisions after the loss in history"
-    );
+    history_holds(&path, &after.expected, &w);
     report(&Row {
         drill: "JetStream store lost (wiped, restarted)",
         events_in,
@@ -974,21 +962,8 @@ async fn drill_retention_passes_a_checkpoint() {
     let (d3, m3) = detector_with_metrics(&c, "d3").await;
     c.await_placement(&["d2", "d3"], Duration::from_secs(60))
         .await;
-    time_until(
-        Duration::from_secs(60),
-        "a gap counted on every shard",
-        || {
-            let (m2, m3) = (m2.clone(), m3.clone());
-            async move { gaps_counted(&[&m2, &m3]).0.len() == SHARDS as usize }
-        },
-    )
-    .await;
+    let skipped = one_gap_per_shard(&[&m2, &m3], Duration::from_secs(60)).await;
     let recover = t0.elapsed();
-    let (gaps, skipped) = gaps_counted(&[&m2, &m3]);
-    assert!(
-        gaps.values().all(|n| *n == 1),
-        "one gap per shard: {gaps:?}"
-    );
     assert_eq!(
         skipped, removed,
         "skipped per shard = what the purge removed"
