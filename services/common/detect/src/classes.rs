@@ -5,9 +5,8 @@
 
 use spamscope_proto::v1::{SpamEventClass, Trigger};
 
-use crate::clusters::Cluster;
 use crate::params::DetectorParams;
-use crate::user::round3;
+use crate::stable::round3;
 
 /// Lower-case class name as in JSON output and evaluation reports.
 pub fn class_name(c: SpamEventClass) -> &'static str {
@@ -53,40 +52,29 @@ fn ev(name: &str, observed: f64, threshold: f64, detail: &str) -> Trigger {
     }
 }
 
-/// The measurements a class is decided on.
-struct Measures {
-    users: f64,
-    per_user: f64,
-    letters: f64,
-    new_share: f64,
-    ms_per_user: f64,
-    link_share: f64,
-}
-
-fn measures(c: &Cluster) -> Measures {
-    let users = c.unique_users().max(1) as f64;
-    let spread_ms = c.last_seen_ms.saturating_sub(c.first_seen_ms).max(0) as f64;
-    Measures {
-        users,
-        per_user: c.count as f64 / users,
-        letters: f64::from(c.letters),
-        new_share: c.new_users as f64 / users,
-        ms_per_user: spread_ms / users,
-        link_share: if c.count == 0 {
-            0.0
-        } else {
-            f64::from(c.link_messages) / c.count as f64
-        },
-    }
+/// The measurements of a group a class is decided on.
+#[derive(Debug, Clone, Copy)]
+pub struct Measures {
+    /// Distinct users (at least 1).
+    pub users: f64,
+    pub per_user: f64,
+    /// Letters and digits of the repeated unit.
+    pub letters: f64,
+    /// Share of the users who are first-time chatters.
+    pub new_share: f64,
+    /// Time from the first message to the last, per user.
+    pub ms_per_user: f64,
+    /// Share of the messages with a link.
+    pub link_share: f64,
 }
 
 /// The class of a group, checked in order: allow list, links, flood, bot
 /// wave (copypasta-length text, once per user, mostly from first-time
 /// chatters, arriving fast), then copypasta against crowd reaction by text
-/// length. Cheap: called for every message of an event.
-pub fn class_of(c: &Cluster, p: &DetectorParams) -> SpamEventClass {
-    let m = measures(c);
-    if c.allowed {
+/// length. Cheap: called for every message of an event. `allowed`: the
+/// group's text is on the channel's allow list.
+pub fn class_of(m: &Measures, allowed: bool, p: &DetectorParams) -> SpamEventClass {
+    if allowed {
         SpamEventClass::CrowdReaction
     } else if m.link_share >= 0.5 {
         SpamEventClass::LinkPromo
@@ -107,18 +95,23 @@ pub fn class_of(c: &Cluster, p: &DetectorParams) -> SpamEventClass {
 }
 
 /// The class of a group and the measurements behind it, with their
-/// thresholds (for the event's updates).
-pub fn classify(c: &Cluster, p: &DetectorParams) -> (SpamEventClass, Vec<Trigger>) {
-    let class = class_of(c, p);
-    let m = measures(c);
+/// thresholds (for the event's updates); `link_domain` names the link of
+/// link spam.
+pub fn classify(
+    m: &Measures,
+    allowed: bool,
+    link_domain: &str,
+    p: &DetectorParams,
+) -> (SpamEventClass, Vec<Trigger>) {
+    let class = class_of(m, allowed, p);
     let evidence = match class {
-        _ if c.allowed => vec![ev(
+        _ if allowed => vec![ev(
             "allowed_phrase",
             1.0,
             1.0,
             "on the channel's allow list",
         )],
-        SpamEventClass::LinkPromo => vec![ev("link_share", m.link_share, 0.5, &c.link_domain)],
+        SpamEventClass::LinkPromo => vec![ev("link_share", m.link_share, 0.5, link_domain)],
         SpamEventClass::Flood => vec![ev(
             "messages_per_user",
             m.per_user,

@@ -30,6 +30,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use gaoya::minhash::{MinHashIndex, MinHasher, MinHasher32, SmallVecContainer};
 use spamscope_proto::v1::{SpamEventClass, SpamEventState, Trigger};
 
+use crate::classes::Measures;
 use crate::params::DetectorParams;
 use spamscope_chat::normalize::word_key_hashes;
 
@@ -55,11 +56,6 @@ pub const MAX_GROUP_USERS: usize = 4096;
 const SAMPLE_USERS: usize = 5;
 
 pub type Signature = Vec<u32>;
-
-/// Stable 64-bit hash (xxh3), the same in every process and release.
-pub fn stable_hash(s: &str) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(s.as_bytes())
-}
 
 /// MinHash signatures of normalised text.
 pub struct Signer {
@@ -171,13 +167,32 @@ impl Cluster {
         self.spam_recent.add(ts_ms, half_life_ms);
     }
 
+    /// What the group's class is decided on.
+    fn measures(&self) -> Measures {
+        let users = self.unique_users().max(1) as f64;
+        let spread_ms = self.last_seen_ms.saturating_sub(self.first_seen_ms).max(0) as f64;
+        Measures {
+            users,
+            per_user: self.count as f64 / users,
+            letters: f64::from(self.letters),
+            new_share: self.new_users as f64 / users,
+            ms_per_user: spread_ms / users,
+            link_share: if self.count == 0 {
+                0.0
+            } else {
+                f64::from(self.link_messages) / self.count as f64
+            },
+        }
+    }
+
     /// Text, letters and class follow the group as it grows.
     pub fn refresh(&mut self, p: &DetectorParams) {
         if let Some((text, letters)) = self.dominant().map(|d| (d.text.clone(), d.letters)) {
             self.text = text;
             self.letters = letters;
         }
-        let (class, evidence) = crate::classes::classify(self, p);
+        let (class, evidence) =
+            crate::classes::classify(&self.measures(), self.allowed, &self.link_domain, p);
         self.class = class;
         self.class_evidence = evidence;
     }
@@ -402,7 +417,7 @@ impl Clusters {
             if promoted_now && let Some(d) = c.dominant() {
                 c.letters = d.letters;
             }
-            c.class = crate::classes::class_of(c, p);
+            c.class = crate::classes::class_of(&c.measures(), c.allowed, p);
         }
         Assignment {
             cluster: id,
@@ -622,6 +637,7 @@ impl Clusters {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stable::stable_hash;
     use spamscope_chat::normalize::{normalize, similarity_key};
 
     struct Msg {

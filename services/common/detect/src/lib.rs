@@ -16,6 +16,8 @@
 //! - [`score`]: the message spam score model (train, load, score).
 //! - [`eval`]: moderation and labelled-comment evaluation.
 //! - [`json`]: outputs as JSON objects (the CLI's `--json` lines).
+//! - [`stable`]: the text hash and evidence rounding every output relies
+//!   on being the same in every process.
 //! - [`Detector`]: one detector instance per stream, created on first event
 //!   and dropped when the stream ends.
 
@@ -27,6 +29,7 @@ pub mod norms;
 pub mod params;
 pub mod score;
 pub mod snapshot;
+pub mod stable;
 pub mod stream;
 pub mod user;
 

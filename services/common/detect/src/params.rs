@@ -508,7 +508,7 @@ pub struct CompiledParams {
 impl CompiledParams {
     pub fn new(params: DetectorParams) -> Result<Arc<Self>, ParamsError> {
         params.validate()?;
-        let hash = crate::clusters::stable_hash;
+        let hash = crate::stable::stable_hash;
         Ok(Arc::new(Self {
             blacklist: compile_set("blacklist", &params.blacklist)?,
             name_blacklist: compile_set("name_blacklist", &params.name_blacklist)?,

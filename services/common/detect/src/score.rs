@@ -18,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 use spamscope_chat::normalize::normalize;
 
-use crate::clusters::stable_hash;
+use crate::stable::stable_hash;
 
 /// Hashed feature space.
 const DIM_BITS: u32 = 18;

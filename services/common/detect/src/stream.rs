@@ -18,11 +18,12 @@ use spamscope_proto::v1::{
 };
 
 use crate::classes::{class_name, class_weight, is_spam};
-use crate::clusters::{Clusters, Message, Signer, stable_hash};
+use crate::clusters::{Clusters, Message, Signer};
 use crate::norms::{ChannelNorms, rarity};
 use crate::params::CompiledParams;
 use crate::score::{ScoreModel, combine};
-use crate::user::{EvidenceKind, Observation, UserState, pack_roles, round3};
+use crate::stable::{round3, stable_hash};
+use crate::user::{EvidenceKind, Observation, UserState, pack_roles};
 
 /// Gap histogram buckets: whole seconds 0..=120.
 pub const GAP_BUCKETS: usize = 121;

@@ -12,6 +12,7 @@ use std::borrow::Cow;
 use spamscope_proto::v1::{Roles, Trigger};
 
 use crate::params::DetectorParams;
+use crate::stable::round3;
 
 /// Role bits kept per user.
 pub mod role {
@@ -387,16 +388,6 @@ impl UserState {
                 count: e.count,
             })
             .collect()
-    }
-}
-
-/// Three decimals: evidence is for people, and f32 noise in the last
-/// digits only makes outputs differ between equal runs' printouts.
-pub fn round3(v: f64) -> f64 {
-    if v.is_finite() {
-        (v * 1000.0).round() / 1000.0
-    } else {
-        0.0
     }
 }
 
