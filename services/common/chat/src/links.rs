@@ -6,7 +6,14 @@
 //! gg`, `site [.] com`, `site . com`, full-width or one-dot-leader dots.
 //!
 //! Without the suffix check a scheme-less finder takes `e.g.`, `v1.2.3` or
-//! `lol.exe` for links; with it, only names under a real suffix count.
+//! `lol.exe` for links; with it, only names under a real suffix count. Real
+//! suffixes are many and some are words (`.you`, `.name`, `.live`, `.me`,
+//! `.in`): a bare name (no scheme, no `www.`, no path) counts only under a
+//! suffix link spam uses ([`BARE_SUFFIXES`]), and a period followed by a
+//! space (the end of a sentence) is closed up only before a suffix that is
+//! no word ([`AFTER_PERIOD_SUFFIXES`]). In real chat "your boss.you
+//! decide", "D.VA", "self.name", "give your best. live" and "GG. GG" are
+//! prose with a space missing or a sentence ending, not links.
 
 use std::sync::LazyLock;
 
@@ -25,6 +32,23 @@ static FINDER: LazyLock<LinkFinder> = LazyLock::new(|| {
 const SPACED_SUFFIXES: [&str; 24] = [
     "com", "net", "org", "tv", "gg", "ly", "me", "tk", "io", "co", "xyz", "ru", "info", "link",
     "live", "site", "online", "shop", "app", "store", "club", "fun", "top", "ml",
+];
+
+/// Suffixes after which "x. suffix" (a period, then a space: how a
+/// sentence ends) is closed up: none is a word people write after a
+/// sentence.
+const AFTER_PERIOD_SUFFIXES: [&str; 10] = [
+    "com", "net", "org", "ly", "tk", "io", "xyz", "ru", "ml", "info",
+];
+
+/// Suffixes under which a bare name (no scheme, no `www.`, no path) is a
+/// link: the generic and country suffixes link spam and link shorteners
+/// use. Under any other a bare `word.word` is taken for prose.
+const BARE_SUFFIXES: [&str; 40] = [
+    "com", "net", "org", "info", "biz", "xyz", "top", "site", "online", "club", "shop", "store",
+    "app", "io", "gg", "ly", "tk", "ml", "ga", "cf", "gq", "ru", "tv", "me", "co", "cc", "su",
+    "pw", "ws", "vip", "win", "bid", "icu", "buzz", "link", "click", "live", "fun", "stream",
+    "money",
 ];
 
 /// A link found in a message.
@@ -94,9 +118,12 @@ fn may_hold_link(text: &str) -> bool {
 static SPACED: LazyLock<Vec<(String, String)>> = LazyLock::new(|| {
     let mut v = Vec::new();
     for suffix in SPACED_SUFFIXES {
-        for sep in [" . ", " .", ". ", " dot "] {
+        for sep in [" . ", " .", " dot "] {
             v.push((format!("{sep}{suffix}"), format!(".{suffix}")));
         }
+    }
+    for suffix in AFTER_PERIOD_SUFFIXES {
+        v.push((format!(". {suffix}"), format!(".{suffix}")));
     }
     v
 });
@@ -162,8 +189,20 @@ pub fn find(text: &str) -> Vec<Link> {
     let clean = deobfuscate(text);
     let mut out: Vec<Link> = Vec::new();
     for l in FINDER.links(&clean) {
-        let host = host_of(l.as_str());
+        let url = l.as_str();
+        let host = host_of(url);
         if host.is_empty() || !host.contains('.') {
+            continue;
+        }
+        let bare = !url.contains("://")
+            && !host.starts_with("www.")
+            && url.trim_end_matches(['.', '/']).len() <= host.len();
+        if bare
+            && !host
+                .rsplit('.')
+                .next()
+                .is_some_and(|tld| BARE_SUFFIXES.contains(&tld))
+        {
             continue;
         }
         let Some(suffix) = psl::suffix(host.as_bytes()) else {
@@ -213,6 +252,11 @@ mod tests {
         let l = find("therglove.blogspot.in/2014/01/x.html");
         assert_eq!(l[0].host, "therglove.blogspot.in");
         assert_eq!(domains("xnxx.com"), ["xnxx.com"]);
+        // Under a suffix that is a word, with a scheme, `www.` or a path.
+        assert_eq!(domains("https://boss.you"), ["boss.you"]);
+        assert_eq!(domains("www.site.in"), ["site.in"]);
+        assert_eq!(domains("site.in/free"), ["site.in"]);
+        assert_eq!(domains("free skins. com"), ["skins.com"]);
     }
 
     #[test]
@@ -240,6 +284,16 @@ mod tests {
             "hi",
             "a/b test",
             "com",
+            // A space missing after a period, or a sentence ending before
+            // a word that is also a suffix.
+            "not your boss.you decide",
+            "D.VA main",
+            "self.name = name",
+            "FIRE.FIRE",
+            "give your best. live free",
+            "first place. me second",
+            "nice one. GG",
+            "BE JAKE.BE LIKE JAKE",
         ] {
             assert!(domains(t).is_empty(), "{t}: {:?}", find(t));
         }
