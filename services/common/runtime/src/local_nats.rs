@@ -175,11 +175,14 @@ fn alive(pid: i32) -> bool {
 /// The server a standalone directory's pid file names, if that process
 /// still runs that directory's config.
 fn orphan_server(dir: &Path) -> Option<rustix::process::Pid> {
-    let pid: i32 = std::fs::read_to_string(dir.join(PID_FILE))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
+    // A pid is a few digits: read no more (anyone can write under /tmp).
+    let mut head = [0u8; 32];
+    let n = std::io::Read::read(
+        &mut std::fs::File::open(dir.join(PID_FILE)).ok()?,
+        &mut head,
+    )
+    .ok()?;
+    let pid: i32 = std::str::from_utf8(&head[..n]).ok()?.trim().parse().ok()?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let conf = dir.join("nats.conf");
     let conf = conf.to_string_lossy();
