@@ -112,6 +112,28 @@ fn malformed_lines_are_counted_and_reported_with_file_and_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("mixed.irc:11:"), "{stderr}");
     assert!(stderr.contains("mixed.irc:21:"), "{stderr}");
+
+    // JSON lines whose first line was cut short: that line is counted,
+    // the others are read (the file used to exit 65).
+    let items: Vec<String> = (0..5)
+        .map(|i| {
+            serde_json::json!({"message_type": "text_message", "message_id": format!("m{i}"),
+                "timestamp": 1_600_000_000_000_000_i64 + i, "author": {"id": "UCaaaaaaaaaaaaaaaaaaaaaa", "name": "a"},
+                "message": format!("hi {i}")})
+            .to_string()
+        })
+        .collect();
+    let cut = format!("{}\n{}\n", &items[0][..40], items[1..].join("\n"));
+    let p = tmp_file("cut-first.jsonl", cut.as_bytes());
+    let out = spamscope(&["replay", "--stats", "--json", p.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (s["malformed"].as_u64(), s["messages"].as_u64()),
+        (Some(1), Some(4))
+    );
+    assert!(stderr.contains("cut-first.jsonl:1:"), "{stderr}");
 }
 
 #[test]

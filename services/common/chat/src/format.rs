@@ -201,6 +201,18 @@ pub fn parse_reader(
         }
     };
     let parsed = match first {
+        b'{' if first_json_line_broken(&mut r)? => {
+            // JSON lines whose first line is cut short or garbled: that
+            // line is counted malformed, the rest is read.
+            let mut lines = JsonLines::default();
+            let mut n = line_no;
+            let mut line = Vec::new();
+            while let Some(too_long) = read_line(&mut r, &mut line)? {
+                n += 1;
+                lines.line(n, &line, too_long, ctx);
+            }
+            lines.finish()?
+        }
         b'[' => {
             let vod = VodContext {
                 stream_id: ctx.video_id.clone(),
@@ -828,6 +840,28 @@ fn parse_json(bytes: &[u8], ctx: &StreamContext) -> Result<ParsedFile, FormatErr
     lines.finish()
 }
 
+/// Whether the file at `r` (at a line starting with `{`) is JSON lines
+/// whose first line is broken: that line is not JSON by itself and the next
+/// one is a whole object. A document over several lines ("{" then
+/// `"key": ...`) is not. Looks only at what is buffered (two lines of chat
+/// fit a reader's buffer; if not, the file is read as a document).
+fn first_json_line_broken(r: &mut impl std::io::BufRead) -> std::io::Result<bool> {
+    use serde::de::IgnoredAny;
+    let buf = r.fill_buf()?;
+    let Some(end) = memchr::memchr(b'\n', buf) else {
+        return Ok(false);
+    };
+    if serde_json::from_slice::<IgnoredAny>(&buf[..end]).is_ok() {
+        return Ok(false);
+    }
+    let rest = &buf[end + 1..];
+    let Some(end2) = memchr::memchr(b'\n', rest) else {
+        return Ok(false);
+    };
+    let second = rest[..end2].trim_ascii();
+    Ok(second.starts_with(b"{") && serde_json::from_slice::<IgnoredAny>(second).is_ok())
+}
+
 /// One JSON value per line, a line at a time.
 #[derive(Default)]
 struct JsonLines {
@@ -1166,6 +1200,30 @@ mod tests {
         assert!(parse_bytes(br#"{"foo": 1}"#, &ctx()).is_err());
         assert!(parse_bytes(b"[1, 2, 3]", &ctx()).is_err());
         assert!(parse_bytes(b"{ not json", &ctx()).is_err());
+    }
+
+    /// A JSON-lines archive whose first line was cut short loses that line
+    /// only (counted malformed), not the file.
+    #[test]
+    fn json_lines_with_a_broken_first_line() {
+        let item = |id: &str| {
+            format!(
+                "{{\"message_type\":\"text_message\",\"id\":\"{id}\",\"timestamp\":1000,\"author\":\"x\",\"author_id\":\"U\",\"message\":\"hi\"}}"
+            )
+        };
+        let text = format!(
+            "{{\"message_type\":\"text_mes\n{}\n{}\n",
+            item("a"),
+            item("b")
+        );
+        let f = parse_bytes(text.as_bytes(), &ctx()).unwrap();
+        assert_eq!(f.format, Some(Format::ChatDownloader));
+        assert_eq!(f.events.len(), 2);
+        assert_eq!(f.malformed.len(), 1);
+        assert_eq!(f.malformed[0].line, 1);
+        // A document over several lines is still one document.
+        let doc = format!("{{\n\"messages\": [\n{}\n]}}\n", item("c"));
+        assert!(!first_json_line_broken(&mut doc.as_bytes()).unwrap());
     }
 
     #[test]
