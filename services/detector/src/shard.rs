@@ -101,7 +101,7 @@ pub(crate) async fn run(
             );
             ctx.inc(&ctx.counters().chat_gaps, 1);
             ctx.inc(&ctx.counters().chat_skipped, skipped.unwrap_or(0));
-            let attrs = [KeyValue::new("service", SERVICE), KeyValue::new("shard", i64::from(shard))];
+            let attrs = shard_attrs(shard);
             metrics().chat_gaps.add(1, &attrs);
             metrics().chat_skipped.add(skipped.unwrap_or(0), &attrs);
             st.last_seq = from.saturating_sub(1);
@@ -319,7 +319,7 @@ pub(crate) async fn run(
                             ctx.inc(&ctx.counters().consumer_restarts, 1);
                             metrics().consumer_restarts.add(
                                 1,
-                                &[KeyValue::new("service", SERVICE), KeyValue::new("shard", i64::from(shard))],
+                                &shard_attrs(shard),
                             );
                             return;
                         }
@@ -327,7 +327,7 @@ pub(crate) async fn run(
                         Check::Fine => behind_at_tick = false,
                     }
                 }
-                let attrs = [KeyValue::new("service", SERVICE), KeyValue::new("shard", i64::from(shard))];
+                let attrs = shard_attrs(shard);
                 metrics().consumer_lag.record(st.pending, &attrs);
                 metrics().checkpoint_age.record(st.checkpointed_at.elapsed().as_secs_f64(), &attrs);
                 metrics().streams_held.record(st.detector.held() as u64, &attrs);
@@ -486,6 +486,14 @@ async fn load(ctx: &Ctx, shard: u32) -> Result<State, String> {
     })
 }
 
+/// The attributes of every per-shard metric.
+fn shard_attrs(shard: u32) -> [KeyValue; 2] {
+    [
+        KeyValue::new("service", SERVICE),
+        KeyValue::new("shard", i64::from(shard)),
+    ]
+}
+
 fn idle_ms(ctx: &Ctx) -> i64 {
     i64::try_from(ctx.cfg.stream_idle.as_millis()).unwrap_or(i64::MAX)
 }
@@ -534,13 +542,7 @@ async fn load_missing(
     }
     if loaded > 0 {
         ctx.inc(&ctx.counters().streams_loaded, loaded);
-        metrics().streams_loaded.add(
-            loaded,
-            &[
-                KeyValue::new("service", SERVICE),
-                KeyValue::new("shard", i64::from(shard)),
-            ],
-        );
+        metrics().streams_loaded.add(loaded, &shard_attrs(shard));
     }
     Ok(())
 }
@@ -684,13 +686,9 @@ async fn checkpoint(ctx: &Ctx, shard: u32, owner: &Owner, st: &mut State) -> Res
         Ok(Saved::Written { forgotten }) => {
             if forgotten > 0 {
                 ctx.inc(&ctx.counters().streams_forgotten, forgotten);
-                metrics().streams_forgotten.add(
-                    forgotten,
-                    &[
-                        KeyValue::new("service", SERVICE),
-                        KeyValue::new("shard", i64::from(shard)),
-                    ],
-                );
+                metrics()
+                    .streams_forgotten
+                    .add(forgotten, &shard_attrs(shard));
                 info!(
                     shard,
                     streams = forgotten,
@@ -702,13 +700,9 @@ async fn checkpoint(ctx: &Ctx, shard: u32, owner: &Owner, st: &mut State) -> Res
             st.held_after_checkpoint = st.detector.held();
             if !evict.is_empty() {
                 ctx.inc(&ctx.counters().streams_evicted, evict.len() as u64);
-                metrics().streams_evicted.add(
-                    evict.len() as u64,
-                    &[
-                        KeyValue::new("service", SERVICE),
-                        KeyValue::new("shard", i64::from(shard)),
-                    ],
-                );
+                metrics()
+                    .streams_evicted
+                    .add(evict.len() as u64, &shard_attrs(shard));
                 debug!(
                     shard,
                     streams = evict.len(),

@@ -204,14 +204,7 @@ pub fn parse_reader(
         b'{' if first_json_line_broken(&mut r)? => {
             // JSON lines whose first line is cut short or garbled: that
             // line is counted malformed, the rest is read.
-            let mut lines = JsonLines::default();
-            let mut n = line_no;
-            let mut line = Vec::new();
-            while let Some(too_long) = read_line(&mut r, &mut line)? {
-                n += 1;
-                lines.line(n, &line, too_long, ctx);
-            }
-            lines.finish()?
+            read_json_lines(&mut r, JsonLines::default(), line_no, ctx)?
         }
         b'[' => {
             let vod = VodContext {
@@ -233,13 +226,7 @@ pub fn parse_reader(
                 Some(_) => {
                     let mut lines = JsonLines::default();
                     lines.value(line_no + 1, v, ctx);
-                    let mut n = line_no + 1;
-                    let mut line = Vec::new();
-                    while let Some(too_long) = read_line(&mut r, &mut line)? {
-                        n += 1;
-                        lines.line(n, &line, too_long, ctx);
-                    }
-                    lines.finish()?
+                    read_json_lines(&mut r, lines, line_no + 1, ctx)?
                 }
             },
         },
@@ -838,6 +825,23 @@ fn parse_json(bytes: &[u8], ctx: &StreamContext) -> Result<ParsedFile, FormatErr
         return Err(FormatError::Unrecognised(json_error(bytes, &whole_err)));
     }
     lines.finish()
+}
+
+/// Reads the rest of `r` into `lines` a line at a time, the first being
+/// line `after + 1` of the file.
+fn read_json_lines(
+    r: &mut impl std::io::BufRead,
+    mut lines: JsonLines,
+    after: usize,
+    ctx: &StreamContext,
+) -> Result<ParsedFile, ReadFailure> {
+    let mut n = after;
+    let mut line = Vec::new();
+    while let Some(too_long) = read_line(r, &mut line)? {
+        n += 1;
+        lines.line(n, &line, too_long, ctx);
+    }
+    Ok(lines.finish()?)
 }
 
 /// Whether the file at `r` (at a line starting with `{`) is JSON lines

@@ -114,7 +114,7 @@ const PID_FILE: &str = "nats.pid";
 /// gone counts, and only a server whose command line names that
 /// directory's config is signalled, so a live standalone or an unrelated
 /// process that reused a pid is never touched. Said on stderr.
-pub fn reap_orphans(temp: &Path) {
+fn reap_orphans(temp: &Path) {
     let Ok(entries) = std::fs::read_dir(temp) else {
         return;
     };
