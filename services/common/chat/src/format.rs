@@ -57,11 +57,32 @@ pub struct Malformed {
     pub reason: String,
 }
 
+/// Where a file's events go as they are parsed, when they are not held in
+/// [`ParsedFile::events`] ([`parse_reader_into`]).
+pub type EventSink = Box<dyn FnMut(ChatEvent) + Send>;
+
+/// An [`EventSink`] in a [`ParsedFile`].
+#[derive(Default)]
+struct Sink(Option<EventSink>);
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Sink(..)"
+        } else {
+            "Sink(none)"
+        })
+    }
+}
+
 /// Everything one file held.
 #[derive(Debug, Default)]
 pub struct ParsedFile {
     pub format: Option<Format>,
+    /// The events, in file order; empty when they went to a sink.
     pub events: Vec<ChatEvent>,
+    /// How many events the file held (held or sent to the sink).
+    pub event_count: u64,
     pub malformed: Vec<Malformed>,
     /// Valid lines or items that carry no chat event (PING, banners, ...).
     pub skipped: u64,
@@ -74,6 +95,11 @@ pub struct ParsedFile {
     /// What a reader should know about the file's events (for instance
     /// that their times are offsets into a video).
     pub notes: Vec<String>,
+    sink: Sink,
+    /// Events without a time take the time of the event before (Twitch
+    /// lines without `tmi-sent-ts`).
+    fill_untimed: bool,
+    last_ts: i64,
 }
 
 impl ParsedFile {
@@ -81,6 +107,54 @@ impl ParsedFile {
         ParsedFile {
             format,
             ..ParsedFile::default()
+        }
+    }
+
+    /// A file of these events (tests, and callers that build events
+    /// themselves).
+    pub fn with_events(events: Vec<ChatEvent>) -> Self {
+        ParsedFile {
+            event_count: events.len() as u64,
+            events,
+            ..ParsedFile::default()
+        }
+    }
+
+    /// Drops the sink the events went to (flushing what it holds).
+    pub fn drop_sink(&mut self) {
+        self.sink = Sink(None);
+    }
+
+    fn with_sink(mut self, sink: Option<EventSink>) -> Self {
+        self.sink = Sink(sink);
+        self
+    }
+
+    /// One event of the file, in file order: to the sink, or held.
+    fn emit(&mut self, mut ev: ChatEvent) {
+        if self.fill_untimed {
+            if ev.ts_ms == 0 {
+                ev.ts_ms = self.last_ts;
+            } else {
+                self.last_ts = ev.ts_ms;
+            }
+        }
+        self.event_count += 1;
+        match &mut self.sink.0 {
+            Some(sink) => sink(ev),
+            None => self.events.push(ev),
+        }
+    }
+
+    /// Sends the held events to `sink` (a file read whole before its
+    /// events could go out one by one).
+    fn drain_into(&mut self, sink: Option<EventSink>) {
+        if let Some(mut sink) = sink {
+            for ev in self.events.drain(..) {
+                sink(ev);
+            }
+            self.events = Vec::new();
+            self.sink = Sink(Some(sink));
         }
     }
 
@@ -159,9 +233,23 @@ impl From<FormatError> for ReadFailure {
 /// is never in memory as bytes; a JSON document (an array or an object over
 /// several lines) is read whole, at most `max_document` bytes.
 pub fn parse_reader(
+    r: impl std::io::BufRead,
+    ctx: &StreamContext,
+    max_document: u64,
+) -> Result<ParsedFile, ReadFailure> {
+    parse_reader_into(r, ctx, max_document, None)
+}
+
+/// [`parse_reader`], each event handed to `sink` as soon as it is parsed
+/// (in file order) instead of held: a line format, a JSON array, JSON lines
+/// and a TwitchDownloader file whose `streamer` comes before its
+/// `comments` then hold no event in memory. The other JSON documents are
+/// read whole first (at most `max_document` bytes), then sent.
+pub fn parse_reader_into(
     mut r: impl std::io::BufRead,
     ctx: &StreamContext,
     max_document: u64,
+    sink: Option<EventSink>,
 ) -> Result<ParsedFile, ReadFailure> {
     // Past a byte-order mark and blank lines (counted: line numbers are
     // the file's).
@@ -204,34 +292,40 @@ pub fn parse_reader(
         b'{' if first_json_line_broken(&mut r)? => {
             // JSON lines whose first line is cut short or garbled: that
             // line is counted malformed, the rest is read.
-            read_json_lines(&mut r, JsonLines::default(), line_no, ctx)?
+            read_json_lines(&mut r, JsonLines::new(sink), line_no, ctx)?
         }
         b'[' => {
             let vod = VodContext {
                 stream_id: ctx.video_id.clone(),
                 ..VodContext::default()
             };
-            stream_array(&mut r, consumed, ctx, &vod)?
+            stream_array(&mut r, consumed, ctx, &vod, sink)?
         }
-        b'{' => match stream_object(&mut r, consumed, ctx, max_document)? {
-            TopObject::Streamed(parsed) => parsed,
+        b'{' => match stream_object(&mut r, consumed, ctx, max_document, sink)? {
+            (TopObject::Streamed(parsed), _) => parsed,
             // One JSON value and more after it: JSON lines, read one at a
             // time (or, after a comma, items cut out of an array).
-            TopObject::Whole(v) => match skip_ws(&mut r, &mut consumed)? {
-                None => parse_json_value(&v, ctx)?,
+            (TopObject::Whole(v), sink) => match skip_ws(&mut r, &mut consumed)? {
+                None => {
+                    let mut parsed = parse_json_value(&v, ctx)?;
+                    parsed.drain_into(sink);
+                    parsed
+                }
                 Some(b',') => {
                     let first = serde_json::to_vec(&v).map_err(std::io::Error::other)?;
-                    parse_json(&read_rest(&mut r, first, max_document)?, ctx)?
+                    let mut parsed = parse_json(&read_rest(&mut r, first, max_document)?, ctx)?;
+                    parsed.drain_into(sink);
+                    parsed
                 }
                 Some(_) => {
-                    let mut lines = JsonLines::default();
+                    let mut lines = JsonLines::new(sink);
                     lines.value(line_no + 1, v, ctx);
                     read_json_lines(&mut r, lines, line_no + 1, ctx)?
                 }
             },
         },
         _ => {
-            let mut lines = IrcLines::default();
+            let mut lines = IrcLines::new(sink);
             let mut line = Vec::new();
             let mut n = line_no;
             while let Some(too_long) = read_line(&mut r, &mut line)? {
@@ -384,12 +478,13 @@ fn stream_array(
     mut pos: usize,
     ctx: &StreamContext,
     vod: &VodContext,
+    sink: Option<EventSink>,
 ) -> Result<ParsedFile, ReadFailure> {
     // At the `[` (past the indentation of its line).
     skip_ws(r, &mut pos)?;
     r.consume(1);
     pos += 1;
-    let mut out = ParsedFile::new(None);
+    let mut out = ParsedFile::new(None).with_sink(sink);
     let mut state = ItemState::default();
     // Items before the first whose format is known wait for it.
     let mut pending: Vec<(usize, Value)> = Vec::new();
@@ -411,6 +506,7 @@ fn stream_array(
                 }
                 Some(f) => {
                     out.format = Some(f);
+                    out.fill_untimed = f == Format::RecentMessages;
                     for (pn, pv) in pending.drain(..) {
                         parse_one(&pv, pn, f, ctx, vod, &mut state, out);
                     }
@@ -484,9 +580,6 @@ fn stream_array(
         )
         .into());
     }
-    if format == Some(Format::RecentMessages) {
-        fill_missing_timestamps(&mut out.events);
-    }
     Ok(out)
 }
 
@@ -502,13 +595,17 @@ enum TopObject {
 /// a `comments` array (TwitchDownloader) is parsed an item at a time with
 /// the `streamer` and `video` read before it, `embeddedData` (images) is
 /// skipped unheld, and every other member is held, at most `max` bytes
-/// together.
+/// together. The comments go to `sink` as they are read when `streamer`
+/// came before them (the stream is known); otherwise they are held until
+/// the object ends. The sink comes back unused with an object that is not
+/// a TwitchDownloader file.
 fn stream_object(
     r: &mut impl std::io::BufRead,
     mut pos: usize,
     ctx: &StreamContext,
     max: u64,
-) -> Result<TopObject, ReadFailure> {
+    mut sink: Option<EventSink>,
+) -> Result<(TopObject, Option<EventSink>), ReadFailure> {
     let invalid = |at: usize, what: &str| -> ReadFailure {
         FormatError::Unrecognised(format!("invalid JSON at byte {at}: {what}")).into()
     };
@@ -524,7 +621,7 @@ fn stream_object(
     let mut buf = Vec::new();
     if skip_ws(r, &mut pos)? == Some(b'}') {
         r.consume(1);
-        return Ok(TopObject::Whole(Value::Object(held)));
+        return Ok((TopObject::Whole(Value::Object(held)), sink));
     }
     loop {
         let at = pos;
@@ -545,7 +642,14 @@ fn stream_object(
         if key == "comments" && next == Some(b'[') && comments.is_none() {
             let file = Value::Object(held.clone());
             let vod = VodContext::of_file(&file, &ctx.video_id);
-            let parsed = stream_array(r, pos, ctx, &vod)?;
+            // A `streamer` after the comments may name another stream:
+            // hold them until then.
+            let now = if held.contains_key("streamer") {
+                sink.take()
+            } else {
+                None
+            };
+            let parsed = stream_array(r, pos, ctx, &vod, now)?;
             used_stream = Some(vod.stream_id);
             let broke = parsed
                 .malformed
@@ -607,9 +711,10 @@ fn stream_object(
                     }
                 }
             }
-            Ok(TopObject::Streamed(parsed))
+            parsed.drain_into(sink);
+            Ok((TopObject::Streamed(parsed), None))
         }
-        None => Ok(TopObject::Whole(Value::Object(held))),
+        None => Ok((TopObject::Whole(Value::Object(held)), sink)),
     }
 }
 
@@ -666,7 +771,7 @@ fn read_line(r: &mut impl std::io::BufRead, buf: &mut Vec<u8>) -> std::io::Resul
 /// items of which none is a chat event, is an error that says what the
 /// file held.
 fn require_chat(parsed: ParsedFile) -> Result<ParsedFile, FormatError> {
-    if !parsed.events.is_empty() {
+    if parsed.event_count > 0 {
         return Ok(parsed);
     }
     let format = parsed.format.map_or("chat", Format::name);
@@ -703,17 +808,17 @@ struct IrcLines {
     untimed: twitch::UntimedIds,
 }
 
-impl Default for IrcLines {
-    fn default() -> Self {
+impl IrcLines {
+    fn new(sink: Option<EventSink>) -> Self {
+        let mut out = ParsedFile::new(Some(Format::IrcLines)).with_sink(sink);
+        out.fill_untimed = true;
         IrcLines {
-            out: ParsedFile::new(Some(Format::IrcLines)),
+            out,
             any_valid: false,
             untimed: twitch::UntimedIds::default(),
         }
     }
-}
 
-impl IrcLines {
     /// Parses line `n`; false once the file is plainly not IRC (its first
     /// 20 lines are none).
     fn line(&mut self, n: usize, raw: &[u8], too_long: bool) -> bool {
@@ -735,7 +840,7 @@ impl IrcLines {
         match result {
             Ok((_, Some(mut ev))) => {
                 self.untimed.apply(&mut ev);
-                out.events.push(ev);
+                out.emit(ev);
             }
             Ok((line, None)) => {
                 let command = irc::IrcLine::parse(line)
@@ -753,7 +858,7 @@ impl IrcLines {
         self.any_valid || n <= 20
     }
 
-    fn finish(mut self) -> Result<ParsedFile, FormatError> {
+    fn finish(self) -> Result<ParsedFile, FormatError> {
         if !self.any_valid {
             let why = self
                 .out
@@ -765,20 +870,7 @@ impl IrcLines {
                 "no line parses as Twitch IRC (first error: {why})"
             )));
         }
-        fill_missing_timestamps(&mut self.out.events);
         Ok(self.out)
-    }
-}
-
-/// Twitch lines without `tmi-sent-ts` get the time of the line before.
-fn fill_missing_timestamps(events: &mut [ChatEvent]) {
-    let mut last = 0;
-    for ev in events {
-        if ev.ts_ms == 0 {
-            ev.ts_ms = last;
-        } else {
-            last = ev.ts_ms;
-        }
     }
 }
 
@@ -875,6 +967,13 @@ struct JsonLines {
 }
 
 impl JsonLines {
+    fn new(sink: Option<EventSink>) -> Self {
+        JsonLines {
+            out: ParsedFile::default().with_sink(sink),
+            ..JsonLines::default()
+        }
+    }
+
     fn line(&mut self, n: usize, raw: &[u8], too_long: bool, ctx: &StreamContext) {
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         if too_long {
@@ -1071,7 +1170,7 @@ fn record(
     match r {
         Ok(Some(ev)) => {
             state.last_ts = ev.ts_ms;
-            out.events.push(ev);
+            out.emit(ev);
         }
         Ok(None) => {
             let (k, known) = kind();
@@ -1150,12 +1249,10 @@ fn parse_json_value(v: &Value, ctx: &StreamContext) -> Result<ParsedFile, Format
             ));
         };
     let mut out = ParsedFile::new(Some(format));
+    out.fill_untimed = format == Format::RecentMessages;
     let mut state = ItemState::default();
     for (i, item) in items.into_iter().enumerate() {
         parse_one(item, i + 1, format, ctx, &vod, &mut state, &mut out);
-    }
-    if matches!(format, Format::RecentMessages) {
-        fill_missing_timestamps(&mut out.events);
     }
     Ok(out)
 }

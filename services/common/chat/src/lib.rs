@@ -28,6 +28,7 @@ pub mod links;
 pub mod normalize;
 pub mod replay;
 pub mod stats;
+pub mod streaming;
 pub mod twitch;
 pub mod twitch_vod;
 pub mod youtube;

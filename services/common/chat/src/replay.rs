@@ -159,17 +159,26 @@ pub fn read_file(path: &Path) -> Result<ReplayFile, ReadError> {
         source,
     })?;
     let parsed = format::parse_reader(reader, &stream_context_for(path), MAX_DECOMPRESSED_BYTES)
-        .map_err(|e| match e {
-            format::ReadFailure::Io(e) => reading_error(path, compression, e),
-            format::ReadFailure::Format(source) => ReadError::Format {
-                path: path.to_owned(),
-                source,
-            },
-        })?;
+        .map_err(|e| read_failure(path, compression, e))?;
     Ok(ReplayFile {
         path: path.to_owned(),
         parsed,
     })
+}
+
+/// The error for a file whose reading failed.
+pub(crate) fn read_failure(
+    path: &Path,
+    compression: Compression,
+    e: format::ReadFailure,
+) -> ReadError {
+    match e {
+        format::ReadFailure::Io(e) => reading_error(path, compression, e),
+        format::ReadFailure::Format(source) => ReadError::Format {
+            path: path.to_owned(),
+            source,
+        },
+    }
 }
 
 /// Reads every file; the first file that cannot be replayed is the error.
@@ -303,10 +312,7 @@ mod tests {
     fn file(events: Vec<ChatEvent>) -> ReplayFile {
         ReplayFile {
             path: PathBuf::from("x"),
-            parsed: ParsedFile {
-                events,
-                ..ParsedFile::default()
-            },
+            parsed: ParsedFile::with_events(events),
         }
     }
 
