@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod common;
+mod detector_loop;
 mod history;
 mod memory;
 mod pipeline;

@@ -35,6 +35,9 @@ pub enum BenchWhat {
     /// Resident memory of a detector holding many idle streams and of a
     /// gateway with many watchers, each its own process.
     Memory(crate::memory::MemoryArgs),
+    /// The detector loop alone over chat files parsed before timing (the
+    /// race with the seed detector, `scripts/seed_race.py`).
+    Core(crate::detector_loop::CoreArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -293,6 +296,7 @@ pub fn run(what: BenchWhat) -> Result<()> {
         BenchWhat::Pipeline(a) => a,
         BenchWhat::History(h) => return crate::history::run(h),
         BenchWhat::Memory(m) => return crate::memory::run(m),
+        BenchWhat::Core(c) => return crate::detector_loop::run(c),
     };
     eprintln!(
         "bench: building {} events over {} streams",

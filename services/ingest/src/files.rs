@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use spamscope_chat::replay::{self, ReplayFile};
+use spamscope_chat::streaming::{Replay, ReplayOptions};
 use spamscope_proto::v1::ChatEvent;
 use spamscope_runtime::exit::Exit;
 
@@ -15,42 +16,96 @@ pub fn read(paths: &[PathBuf]) -> Result<Vec<ReplayFile>> {
     replay::read_files(paths).map_err(|e| Exit::data(e.to_string()))
 }
 
-/// The events a detector accepts ([`spamscope_chat::admit`], with the
-/// wall clock now), in order; the others are counted and the first few
-/// named on stderr, as the detector service sends them to the dead-letter
-/// subject. Replays and the cluster so see the same chat.
-pub fn admitted(events: Vec<ChatEvent>) -> Vec<ChatEvent> {
-    let wall = spamscope_runtime::now_ms();
-    let mut refused = 0usize;
-    let kept: Vec<ChatEvent> = events
-        .into_iter()
-        .filter(|ev| {
-            match spamscope_chat::admit::admit(
-                ev,
-                wall,
-                spamscope_chat::admit::DEFAULT_MAX_AHEAD_MS,
-            ) {
-                Ok(()) => true,
-                Err(why) => {
-                    refused += 1;
-                    if refused <= MALFORMED_REPORTED {
-                        eprintln!(
-                            "event {} of {} refused: {why}",
-                            ev.event_id,
-                            ev.stream_key()
-                        );
-                    }
-                    false
-                }
-            }
-        })
-        .collect();
-    if refused > MALFORMED_REPORTED {
+/// Opens `paths` for a streaming replay: read as they are consumed,
+/// merged by time (exit 65 on a file that cannot be used).
+pub fn open(paths: &[PathBuf]) -> Result<Replay> {
+    Replay::open(paths, ReplayOptions::default()).map_err(|e| Exit::data(e.to_string()).into())
+}
+
+/// The next event of a streaming replay; a file that breaks while it is
+/// read exits 65 (the events before it were replayed).
+pub fn next_event(replay: &mut Replay) -> Result<Option<ChatEvent>> {
+    replay
+        .next()
+        .transpose()
+        .map_err(|e| Exit::data(e.to_string()).into())
+}
+
+/// Says on stderr how many events came later in their file than the
+/// replay's look-ahead (replayed where they came, out of time order).
+pub fn report_order(replay: &Replay) {
+    let n = replay.out_of_order();
+    if n > 0 {
         eprintln!(
-            "... and {} more events refused (counted, skipped)",
-            refused - MALFORMED_REPORTED
+            "{n} events came more than {} s after later events of their file: replayed \
+             where they came, out of time order",
+            replay.options().look_ahead_ms / 1000
         );
     }
+}
+
+/// Which events a detector accepts ([`spamscope_chat::admit`], with the
+/// wall clock when it was made); the others are counted and the first few
+/// named on stderr, as the detector service sends them to the dead-letter
+/// subject. Replays and the cluster so see the same chat.
+#[derive(Debug)]
+pub struct Admission {
+    wall: i64,
+    max_ahead_ms: i64,
+    refused: usize,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission::new(spamscope_chat::admit::DEFAULT_MAX_AHEAD_MS)
+    }
+}
+
+impl Admission {
+    /// Refusing events dated more than `max_ahead_ms` after the wall clock
+    /// now.
+    pub fn new(max_ahead_ms: i64) -> Self {
+        Admission {
+            wall: spamscope_runtime::now_ms(),
+            max_ahead_ms,
+            refused: 0,
+        }
+    }
+
+    /// Whether `ev` is accepted (a refusal is counted, and named while few).
+    pub fn admit(&mut self, ev: &ChatEvent) -> bool {
+        match spamscope_chat::admit::admit(ev, self.wall, self.max_ahead_ms) {
+            Ok(()) => true,
+            Err(why) => {
+                self.refused += 1;
+                if self.refused <= MALFORMED_REPORTED {
+                    eprintln!(
+                        "event {} of {} refused: {why}",
+                        ev.event_id,
+                        ev.stream_key()
+                    );
+                }
+                false
+            }
+        }
+    }
+
+    /// Says how many more were refused than were named.
+    pub fn finish(&self) {
+        if self.refused > MALFORMED_REPORTED {
+            eprintln!(
+                "... and {} more events refused (counted, skipped)",
+                self.refused - MALFORMED_REPORTED
+            );
+        }
+    }
+}
+
+/// The events a detector accepts, in order ([`Admission`]).
+pub fn admitted(events: Vec<ChatEvent>) -> Vec<ChatEvent> {
+    let mut a = Admission::default();
+    let kept: Vec<ChatEvent> = events.into_iter().filter(|ev| a.admit(ev)).collect();
+    a.finish();
     kept
 }
 

@@ -8,17 +8,14 @@ use std::time::Instant;
 
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
-use spamscope_chat::replay::{self, Pacer, Speed};
+use spamscope_chat::replay::{Pacer, Speed};
 use spamscope_chat::stats::{Stats, StatsBuilder};
 use spamscope_detect::{Detector, ScoreModel, json};
 use spamscope_proto::v1::{DetectorOutput, detector_output::Kind};
 
 use crate::exit::Exit;
 use spamscope_detector::cli::ParamsArgs;
-use spamscope_ingest::files::{admitted, read, report_malformed};
-
-/// Replays shorter than this get no progress bar.
-const PROGRESS_MIN_EVENTS: usize = 20_000;
+use spamscope_ingest::files::{Admission, next_event, open, report_malformed, report_order};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -37,88 +34,109 @@ pub struct Args {
     /// Replay speed: 0 or "max" as fast as possible, 1 real time, N for N×.
     #[arg(long, default_value = "max")]
     pub speed: Speed,
+    /// Events dated more than this many seconds after the wall clock are
+    /// refused (counted, the first named on stderr), as a detector replica
+    /// refuses them; an archive dated past today (a synthetic one) needs
+    /// more.
+    #[arg(long, default_value_t = DEFAULT_MAX_AHEAD_S,
+          value_parser = clap::value_parser!(u64).range(60..))]
+    pub max_ahead_s: u64,
     #[command(flatten)]
     pub params: ParamsArgs,
 }
 
+const DEFAULT_MAX_AHEAD_S: u64 = spamscope_chat::admit::DEFAULT_MAX_AHEAD_MS.unsigned_abs() / 1000;
+
+/// The files are read as they are replayed (`spamscope_chat::streaming`):
+/// memory does not grow with their size. What was malformed or skipped in
+/// them is reported at the end.
 pub fn run(args: Args) -> Result<()> {
-    let files = read(&args.files)?;
-    report_malformed(&files);
-    let mut counts = StatsBuilder::default();
-    for f in &files {
-        counts.add_malformed(f.parsed.malformed.len() as u64);
-        for (kind, n) in &f.parsed.skipped_by_kind {
-            counts.add_skipped_kind(kind, *n);
-        }
-    }
-    let events = replay::merge(files);
+    let layer = if args.stats {
+        serde_json::Value::Null
+    } else {
+        args.params.layer()?
+    };
+    let mut source = open(&args.files)?;
     if args.stats {
         // Counted as they are in the files, refused events included.
-        return print_stats_of(&events, counts, args.json);
+        let mut counts = StatsBuilder::default();
+        while let Some(ev) = next_event(&mut source)? {
+            counts.add(&ev);
+        }
+        report_malformed(source.files());
+        report_order(&source);
+        for f in source.files() {
+            counts.add_malformed(f.parsed.malformed.len() as u64);
+            for (kind, n) in &f.parsed.skipped_by_kind {
+                counts.add_skipped_kind(kind, *n);
+            }
+        }
+        return print_stats_of(counts, args.json);
     }
-    let events = admitted(events);
-    let layer = args.params.layer()?;
     let mut detector = Detector::new(Arc::new(ScoreModel::bundled())).with_scores(args.scores);
     let mut out: Vec<DetectorOutput> = Vec::new();
     detector
         .set_default_params(layer, &mut out)
         .map_err(|e| Exit::usage(e.to_string()))?;
 
-    let progress = if events.len() >= PROGRESS_MIN_EVENTS {
-        let pb = ProgressBar::new(events.len() as u64);
-        pb.set_style(
-            ProgressStyle::with_template("{bar:40} {pos}/{len} events {per_sec} eta {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        pb
-    } else {
-        ProgressBar::hidden()
-    };
+    // On a terminal only (indicatif draws nothing otherwise).
+    let progress = ProgressBar::new_spinner();
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} {pos} events {per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let max_ahead_ms = i64::try_from(args.max_ahead_s.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let mut admission = Admission::new(max_ahead_ms);
+    let mut replayed = 0usize;
     let mut summary = Summary::default();
     let mut pacer = Pacer::new(args.speed);
     let stdout = std::io::stdout();
     let mut w = std::io::BufWriter::new(stdout.lock());
     let started = Instant::now();
-    for ev in &events {
+    while let Some(ev) = next_event(&mut source)? {
+        if !admission.admit(&ev) {
+            continue;
+        }
+        replayed += 1;
         let wait = pacer.delay(ev.ts_ms, Instant::now());
         if !wait.is_zero() {
             w.flush()?;
             std::thread::sleep(wait);
         }
         out.clear();
-        detector.handle(ev, &mut out);
+        detector.handle(&ev, &mut out);
         summary.messages += u64::from(matches!(
             ev.kind,
             Some(spamscope_proto::v1::chat_event::Kind::Message(_))
         ));
         for o in &out {
-            summary.note(o);
             if args.json {
                 serde_json::to_writer(&mut w, &json::to_json(o))?;
                 writeln!(w)?;
-            } else if !matches!(o.kind, Some(Kind::MessageScore(_))) {
-                progress.suspend(|| print_row(&mut w, o))?;
+            } else {
+                // The table's summary (not kept for JSON lines).
+                summary.note(o);
+                if !matches!(o.kind, Some(Kind::MessageScore(_))) {
+                    progress.suspend(|| print_row(&mut w, o))?;
+                }
             }
         }
         progress.inc(1);
     }
     progress.finish_and_clear();
     let elapsed = started.elapsed();
+    w.flush()?;
+    report_malformed(source.files());
+    report_order(&source);
+    admission.finish();
     if !args.json {
-        summary.print(&mut w, &detector, events.len(), elapsed)?;
+        summary.print(&mut w, &detector, replayed, elapsed)?;
     }
     w.flush()?;
     Ok(())
 }
 
-fn print_stats_of(
-    events: &[spamscope_proto::v1::ChatEvent],
-    mut b: StatsBuilder,
-    as_json: bool,
-) -> Result<()> {
-    for ev in events {
-        b.add(ev);
-    }
+fn print_stats_of(b: StatsBuilder, as_json: bool) -> Result<()> {
     let stats = b.finish();
     let mut out = std::io::stdout().lock();
     if as_json {
@@ -211,12 +229,24 @@ pub fn print_row(w: &mut impl Write, o: &DetectorOutput) -> std::io::Result<()> 
     }
 }
 
+/// What the summary prints of a spam event.
+#[derive(Debug)]
+struct EventLine {
+    spam: bool,
+    class: &'static str,
+    count: u64,
+    unique_users: u64,
+    fingerprint: String,
+    text: String,
+}
+
 #[derive(Debug, Default)]
 struct Summary {
     messages: u64,
     decisions: u64,
-    /// Final state of each spam event, by (stream, event id).
-    events: std::collections::BTreeMap<(String, u64), spamscope_proto::v1::SpamEvent>,
+    /// Final state of each spam event, by (stream, event id): what the
+    /// summary prints of it, not the whole event (a long replay has many).
+    events: std::collections::BTreeMap<(String, u64), EventLine>,
     triggers: std::collections::BTreeMap<String, u64>,
 }
 
@@ -224,8 +254,20 @@ impl Summary {
     fn note(&mut self, o: &DetectorOutput) {
         match &o.kind {
             Some(Kind::SpamEvent(e)) => {
-                self.events
-                    .insert((e.stream_id.clone(), e.event_id), e.clone());
+                let line = EventLine {
+                    spam: e.spam,
+                    class: spamscope_detect::classes::class_name(e.class()),
+                    count: e.count,
+                    unique_users: e.unique_users,
+                    fingerprint: e.fingerprint.clone(),
+                    text: truncate(&e.text, 50),
+                };
+                match self.events.get_mut(&(e.stream_id.clone(), e.event_id)) {
+                    Some(l) => *l = line,
+                    None => {
+                        self.events.insert((e.stream_id.clone(), e.event_id), line);
+                    }
+                }
             }
             Some(Kind::Decision(d)) => {
                 self.decisions += 1;
@@ -253,9 +295,7 @@ impl Summary {
         let spam_events = self.events.values().filter(|e| e.spam).count();
         let mut by_class: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
         for e in self.events.values() {
-            let c = by_class
-                .entry(spamscope_detect::classes::class_name(e.class()))
-                .or_default();
+            let c = by_class.entry(e.class).or_default();
             c.0 += 1;
             c.1 += e.count;
         }
@@ -287,19 +327,19 @@ impl Summary {
                 )?;
             }
         }
-        let mut top: Vec<&spamscope_proto::v1::SpamEvent> = self.events.values().collect();
-        top.sort_by(|a, b| b.count.cmp(&a.count).then(a.event_id.cmp(&b.event_id)));
+        let mut top: Vec<(&(String, u64), &EventLine)> = self.events.iter().collect();
+        top.sort_by(|a, b| b.1.count.cmp(&a.1.count).then(a.0.1.cmp(&b.0.1)));
         writeln!(w, "  largest spam events")?;
-        for e in top.iter().filter(|e| e.spam).take(10) {
+        for ((stream, _), e) in top.iter().filter(|e| e.1.spam).take(10) {
             writeln!(
                 w,
                 "    {:<22} {:>5} msgs {:>4} users  {:<10} {}  \"{}\"",
-                truncate(&e.stream_id, 22),
+                truncate(stream, 22),
                 e.count,
                 e.unique_users,
-                spamscope_detect::classes::class_name(e.class()),
+                e.class,
                 e.fingerprint,
-                truncate(&e.text, 50)
+                e.text
             )?;
         }
         Ok(())
