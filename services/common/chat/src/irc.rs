@@ -14,6 +14,9 @@ use crate::ParseError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IrcLine<'a> {
     tags: Option<&'a str>,
+    /// The tags split once into (key, raw value): a line is asked for
+    /// a dozen of its twenty-odd tags.
+    tag_list: Vec<(&'a str, &'a str)>,
     /// `nick!user@host` or `server`, without the leading ':'.
     pub prefix: Option<&'a str>,
     pub command: &'a str,
@@ -81,8 +84,14 @@ impl<'a> IrcLine<'a> {
             params.push(p);
             rest = next;
         }
+        let tag_list = tags.map_or_else(Vec::new, |t| {
+            t.split(';')
+                .map(|kv| kv.split_once('=').unwrap_or((kv, "")))
+                .collect()
+        });
         Ok(IrcLine {
             tags,
+            tag_list,
             prefix,
             command,
             params,
@@ -123,13 +132,9 @@ impl<'a> IrcLine<'a> {
     /// The raw (still escaped) value of tag `key`; `Some("")` for a tag
     /// present without a value.
     pub fn raw_tag(&self, key: &str) -> Option<&'a str> {
-        self.tags?
-            .split(';')
-            .find_map(|kv| match kv.split_once('=') {
-                Some((k, v)) if k == key => Some(v),
-                None if kv == key => Some(""),
-                _ => None,
-            })
+        self.tag_list
+            .iter()
+            .find_map(|&(k, v)| (k == key).then_some(v))
     }
 
     /// The unescaped value of tag `key`.

@@ -16,6 +16,8 @@
 //! - [`score`]: the message spam score model (train, load, score).
 //! - [`eval`]: moderation and labelled-comment evaluation.
 //! - [`json`]: outputs as JSON objects (the CLI's `--json` lines).
+//! - [`text`]: what a text says by itself (normal form, key, hashes,
+//!   links), worked out once per distinct text.
 //! - [`stable`]: the text hash and evidence rounding every output relies
 //!   on being the same in every process.
 //! - [`Detector`]: one detector instance per stream, created on first event
@@ -31,6 +33,7 @@ pub mod score;
 pub mod snapshot;
 pub mod stable;
 pub mod stream;
+pub mod text;
 pub mod user;
 
 use std::collections::{BTreeMap, HashMap};

@@ -11,7 +11,7 @@ use std::sync::{Arc, LazyLock};
 
 use rustc_hash::FxHashMap;
 use spamscope_chat::links;
-use spamscope_chat::normalize::{grapheme_len, normalize, repetition, similarity_key};
+use spamscope_chat::normalize::normalize;
 use spamscope_proto::v1::{
     Author, ChatEvent, ChatMessage, Decision, DetectorOutput, MessageScore, Platform, SpamEvent,
     SpamEventClass, chat_event::Kind, detector_output,
@@ -299,21 +299,21 @@ impl StreamDetector {
         let no_author = Author::default();
         let author = m.author.as_ref().unwrap_or(&no_author);
         let key = user_key(self.platform, &author.user_id, &author.login);
-        let normalized = normalize(&m.text);
-        let norm_hash = stable_hash(&normalized);
-        let sk = similarity_key(&normalized);
-        let key_hash = stable_hash(&sk.key);
-        // Length only matters from the shortest length threshold up, and a
-        // text has at least as many bytes as graphemes: shorter texts skip
-        // the grapheme segmentation.
+        // Normal form, similarity key, hashes, length and links: once per
+        // distinct text.
+        let facts = crate::text::facts(&m.text);
+        let normalized = facts.normalized.as_str();
+        let (norm_hash, key_hash) = (facts.norm_hash, facts.key_hash);
+        // Length only matters from the shortest length threshold up (a
+        // text has at least as many bytes as graphemes).
         let graphemes =
             if m.text.len() >= p.wall_min_graphemes.min(p.long_message_graphemes) as usize {
-                grapheme_len(&m.text) as u64
+                facts.graphemes
             } else {
                 0
             };
         let allowed = !params.allowed_keys.is_empty() && params.allowed_keys.contains(&key_hash);
-        let link = links::find(&m.text).into_iter().find(|l| {
+        let link = facts.links.iter().find(|l| {
             !params
                 .allowed_domains
                 .iter()
@@ -372,16 +372,16 @@ impl StreamDetector {
             p,
             Message {
                 norm_hash,
-                key: &sk.key,
+                key: &facts.key,
                 key_hash,
-                letters: sk.letters as u32,
-                normalized: &normalized,
+                letters: facts.letters as u32,
+                normalized,
                 text: &m.text,
                 user: key,
                 login: &author.login,
                 ts_ms: ts,
                 new_user,
-                link_domain: link.as_ref().map(|l| l.domain.as_str()),
+                link_domain: link.map(|l| l.domain.as_str()),
                 allowed,
             },
         );
@@ -406,7 +406,7 @@ impl StreamDetector {
         let g = graphemes as f64;
         let long = f64::from(p.long_message_graphemes.max(1));
         let copies = if graphemes >= u64::from(p.wall_min_graphemes) {
-            repetition(&m.text)
+            facts.copies(&m.text)
         } else {
             1.0
         };
@@ -414,11 +414,9 @@ impl StreamDetector {
             && graphemes >= u64::from(p.wall_min_graphemes)
             && f64::from(copies) >= p.wall_min_repetition;
         let long_message = !allowed && !wall && graphemes >= u64::from(p.long_message_graphemes);
-        let key_len = sk.key.chars().count();
-        let repeat = !allowed
-            && own >= 2
-            && key_len >= p.repeat_min_letters as usize
-            && !m.text.trim_start().starts_with('!');
+        let key_len = facts.key_chars;
+        let repeat =
+            !allowed && own >= 2 && key_len >= p.repeat_min_letters as usize && !facts.command;
         // Shares before this message. For a message in a spam event, the
         // norm is the share of *other* spam: a channel where waves are the
         // culture discounts them, a single wave that takes over the chat
@@ -491,8 +489,7 @@ impl StreamDetector {
                 detail: Cow::Borrowed(""),
             });
         }
-        let command = m.text.trim_start().starts_with('!');
-        if let Some(l) = link.as_ref().filter(|_| !command) {
+        if let Some(l) = link.filter(|_| !facts.command) {
             seen.push(Observation {
                 kind: EvidenceKind::Link,
                 weight: p.link_weight,
@@ -504,7 +501,7 @@ impl StreamDetector {
         }
         if !allowed
             && !params.promo.is_empty()
-            && sk.letters >= 12
+            && facts.letters >= 12
             && params.promo.is_match(&m.text)
             && let Some(i) = params.promo.matches(&m.text).iter().next()
         {
@@ -533,7 +530,7 @@ impl StreamDetector {
             seen.push(spam_event());
         }
         if !params.blacklist.is_empty()
-            && let Some(i) = params.blacklist.matches(&normalized).iter().next()
+            && let Some(i) = params.blacklist.matches(normalized).iter().next()
         {
             seen.push(Observation {
                 kind: EvidenceKind::BlacklistedText,

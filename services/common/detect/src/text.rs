@@ -1,0 +1,167 @@
+//! What a message's text says by itself, worked out once per distinct
+//! text: chat repeats itself (on the normvio-dev logs two messages in
+//! three are an exact copy of an earlier one: emotes, copypastas, bot
+//! waves), and the normal form, similarity key, hashes, length and links of
+//! a text do not depend on who sent it, where, or the params.
+//!
+//! The cache is per thread (a detector's stream loop runs on one) and
+//! bounded: two generations of at most [`GENERATION`] texts, each at most
+//! [`MAX_CACHED_BYTES`] long; when the newer one fills, the older is
+//! dropped, and a text found in the older moves to the newer. A longer
+//! text is worked out each time. Memoising pure functions: the outputs are
+//! the same with or without it.
+
+use std::cell::{OnceCell, RefCell};
+use std::rc::Rc;
+
+use rustc_hash::FxHashMap;
+use spamscope_chat::links::{self, Link};
+use spamscope_chat::normalize::{grapheme_len, normalize, repetition, similarity_key};
+
+use crate::stable::stable_hash;
+
+/// Texts per generation.
+pub const GENERATION: usize = 4096;
+/// Longest text kept (bytes): a cache entry holds about three copies.
+pub const MAX_CACHED_BYTES: usize = 1024;
+
+/// What a text says by itself.
+#[derive(Debug)]
+pub struct TextFacts {
+    /// [`normalize`]d text and its hash.
+    pub normalized: String,
+    pub norm_hash: u64,
+    /// [`similarity_key`], its hash, letters and digits of the whole text,
+    /// and the key's length in chars.
+    pub key: String,
+    pub key_hash: u64,
+    pub letters: usize,
+    pub key_chars: usize,
+    /// Visible grapheme clusters ([`grapheme_len`]).
+    pub graphemes: u64,
+    /// Links in the text ([`links::find`]), before any allow list.
+    pub links: Vec<Link>,
+    /// Whether it is a bot command (`!command`).
+    pub command: bool,
+    /// [`repetition`], worked out when first asked.
+    copies: OnceCell<f32>,
+}
+
+impl TextFacts {
+    fn of(text: &str) -> Self {
+        let normalized = normalize(text);
+        let sk = similarity_key(&normalized);
+        TextFacts {
+            norm_hash: stable_hash(&normalized),
+            key_hash: stable_hash(&sk.key),
+            key_chars: sk.key.chars().count(),
+            letters: sk.letters,
+            key: sk.key,
+            normalized,
+            graphemes: grapheme_len(text) as u64,
+            links: links::find(text),
+            command: text.trim_start().starts_with('!'),
+            copies: OnceCell::new(),
+        }
+    }
+
+    /// How many times the text repeats one unit ([`repetition`] of
+    /// `text`, the text these facts are of).
+    pub fn copies(&self, text: &str) -> f32 {
+        *self.copies.get_or_init(|| repetition(text))
+    }
+}
+
+#[derive(Default)]
+struct Cache {
+    newer: FxHashMap<Box<str>, Rc<TextFacts>>,
+    older: FxHashMap<Box<str>, Rc<TextFacts>>,
+    hits: u64,
+    misses: u64,
+}
+
+thread_local! {
+    static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
+}
+
+/// The facts of `text`, from this thread's cache when it has them.
+pub fn facts(text: &str) -> Rc<TextFacts> {
+    if text.len() > MAX_CACHED_BYTES {
+        return Rc::new(TextFacts::of(text));
+    }
+    CACHE.with(|cache| {
+        let mut c = cache.borrow_mut();
+        if let Some(f) = c.newer.get(text) {
+            let f = Rc::clone(f);
+            c.hits += 1;
+            return f;
+        }
+        let found = c.older.remove_entry(text);
+        let (key, f) = match found {
+            Some(kv) => {
+                c.hits += 1;
+                kv
+            }
+            None => {
+                c.misses += 1;
+                (Box::from(text), Rc::new(TextFacts::of(text)))
+            }
+        };
+        if c.newer.len() >= GENERATION {
+            c.older = std::mem::take(&mut c.newer);
+        }
+        c.newer.insert(key, Rc::clone(&f));
+        f
+    })
+}
+
+/// This thread's cache hits and misses so far (for benchmarks).
+pub fn cache_counts() -> (u64, u64) {
+    CACHE.with(|c| {
+        let c = c.borrow();
+        (c.hits, c.misses)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_facts_equal_fresh_ones_and_the_cache_stays_bounded() {
+        let texts: Vec<String> = (0..3 * GENERATION)
+            .map(|i| format!("KEKW {} LUL https://bit.ly/x{}", i % 5000, i % 7))
+            .collect();
+        for t in texts.iter().chain(texts.iter().rev()) {
+            let cached = facts(t);
+            let fresh = TextFacts::of(t);
+            assert_eq!(cached.normalized, fresh.normalized);
+            assert_eq!(cached.key, fresh.key);
+            assert_eq!(
+                (
+                    cached.norm_hash,
+                    cached.key_hash,
+                    cached.letters,
+                    cached.key_chars
+                ),
+                (
+                    fresh.norm_hash,
+                    fresh.key_hash,
+                    fresh.letters,
+                    fresh.key_chars
+                )
+            );
+            assert_eq!(cached.graphemes, fresh.graphemes);
+            assert_eq!(cached.links, fresh.links);
+            assert_eq!(cached.copies(t), repetition(t));
+        }
+        CACHE.with(|c| {
+            let c = c.borrow();
+            assert!(c.newer.len() <= GENERATION && c.older.len() <= GENERATION);
+        });
+        let (hits, misses) = cache_counts();
+        assert!(hits > 0 && misses > 0, "{hits} {misses}");
+        let long = "a".repeat(MAX_CACHED_BYTES + 1);
+        assert_eq!(facts(&long).graphemes, (MAX_CACHED_BYTES + 1) as u64);
+    }
+}
