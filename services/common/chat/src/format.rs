@@ -408,7 +408,9 @@ fn read_value(
             });
         }
         let mut end = None;
-        for (i, &b) in buf.iter().enumerate() {
+        let mut i = 0;
+        while i < buf.len() {
+            let b = buf[i];
             let sh = shape.get_or_insert(match b {
                 b'{' | b'[' => Shape::Container,
                 b'"' => Shape::Text,
@@ -419,18 +421,30 @@ fn read_value(
                     end = Some(i);
                     break;
                 }
+                i += 1;
                 continue;
             }
             if in_string {
                 if escaped {
                     escaped = false;
-                } else if b == b'\\' {
-                    escaped = true;
-                } else if b == b'"' {
-                    in_string = false;
-                    if depth == 0 {
-                        end = Some(i + 1);
-                        break;
+                    i += 1;
+                    continue;
+                }
+                // Text is most of an item: jump to its next quote or escape.
+                match memchr::memchr2(b'"', b'\\', &buf[i..]) {
+                    None => i = buf.len(),
+                    Some(j) => {
+                        i += j;
+                        if buf[i] == b'\\' {
+                            escaped = true;
+                        } else {
+                            in_string = false;
+                            if depth == 0 {
+                                end = Some(i + 1);
+                                break;
+                            }
+                        }
+                        i += 1;
                     }
                 }
                 continue;
@@ -447,6 +461,7 @@ fn read_value(
                 }
                 _ => {}
             }
+            i += 1;
         }
         let take = end.unwrap_or(buf.len());
         if out.len().saturating_add(take) > limit {

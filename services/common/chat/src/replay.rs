@@ -281,6 +281,12 @@ impl Pacer {
         }
     }
 
+    /// Whether events are spaced out at all (not [`Speed::Max`]): a caller
+    /// can skip reading the clock when not.
+    pub fn paced(&self) -> bool {
+        self.speed != Speed::Max
+    }
+
     /// How long to wait before emitting an event stamped `ts_ms`.
     pub fn delay(&mut self, ts_ms: i64, now: Instant) -> Duration {
         let Speed::Factor(f) = self.speed else {

@@ -58,29 +58,11 @@ enum Piece {
     End(Box<Result<ParsedFile, ReadError>>),
 }
 
-/// An event held in a file's look-ahead, ordered by time, then by its place
-/// in the file.
+/// An event held in a file's look-ahead, at its place in the file.
 struct Held {
     ts: i64,
     seq: u64,
     ev: ChatEvent,
-}
-
-impl PartialEq for Held {
-    fn eq(&self, other: &Self) -> bool {
-        (self.ts, self.seq) == (other.ts, other.seq)
-    }
-}
-impl Eq for Held {}
-impl PartialOrd for Held {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Held {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.ts, self.seq).cmp(&(other.ts, other.seq))
-    }
 }
 
 /// Stream ids by platform: looked up by `&str`, no key built per event.
@@ -90,7 +72,10 @@ type ByPlatform<T> = HashMap<i32, HashMap<String, T>>;
 struct Source {
     path: PathBuf,
     rx: Receiver<Piece>,
-    held: BinaryHeap<Reverse<Held>>,
+    /// The look-ahead, in (time, place in file) order: an event in order
+    /// goes to the back, a late one is put in its place (near the back:
+    /// disorder is small).
+    held: VecDeque<Held>,
     /// Latest event time read from the file so far.
     reached: i64,
     seq: u64,
@@ -109,12 +94,12 @@ impl Source {
     /// needs; `None` once it has ended.
     fn next_ready(&mut self, opts: &ReplayOptions) -> Result<Option<Held>, ReadError> {
         loop {
-            if let Some(Reverse(top)) = self.held.peek() {
+            if let Some(front) = self.held.front() {
                 let due = self.ended.is_some()
-                    || self.reached.saturating_sub(top.ts) > opts.look_ahead_ms
+                    || self.reached.saturating_sub(front.ts) > opts.look_ahead_ms
                     || self.held.len() > opts.max_held;
                 if due {
-                    return Ok(self.held.pop().map(|Reverse(h)| h));
+                    return Ok(self.held.pop_front());
                 }
             } else if self.ended.is_some() {
                 return Ok(None);
@@ -129,11 +114,20 @@ impl Source {
                         }
                         self.seq += 1;
                         self.reached = self.reached.max(ev.ts_ms);
-                        self.held.push(Reverse(Held {
-                            ts: ev.ts_ms,
+                        let ts = ev.ts_ms;
+                        let held = Held {
+                            ts,
                             seq: self.seq,
                             ev,
-                        }));
+                        };
+                        if self.held.back().is_none_or(|b| b.ts <= ts) {
+                            self.held.push_back(held);
+                        } else {
+                            // After every held event of its time or earlier
+                            // (their places in the file come first).
+                            let at = self.held.partition_point(|h| h.ts <= ts);
+                            self.held.insert(at, held);
+                        }
                     }
                 }
                 Ok(Piece::End(end)) => self.ended = Some((*end)?),
@@ -261,7 +255,7 @@ impl Replay {
             sources.push(Source {
                 rx: spawn_reader(i, path.clone())?,
                 path,
-                held: BinaryHeap::new(),
+                held: VecDeque::new(),
                 reached: i64::MIN,
                 seq: 0,
                 ended: None,

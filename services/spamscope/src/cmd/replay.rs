@@ -98,7 +98,11 @@ pub fn run(args: Args) -> Result<()> {
             continue;
         }
         replayed += 1;
-        let wait = pacer.delay(ev.ts_ms, Instant::now());
+        let wait = if pacer.paced() {
+            pacer.delay(ev.ts_ms, Instant::now())
+        } else {
+            std::time::Duration::ZERO
+        };
         if !wait.is_zero() {
             w.flush()?;
             std::thread::sleep(wait);
@@ -111,7 +115,7 @@ pub fn run(args: Args) -> Result<()> {
         ));
         for o in &out {
             if args.json {
-                serde_json::to_writer(&mut w, &json::to_json(o))?;
+                json::write_json(&mut w, o)?;
                 writeln!(w)?;
             } else {
                 // The table's summary (not kept for JSON lines).
