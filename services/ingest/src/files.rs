@@ -19,7 +19,7 @@ pub fn read(paths: &[PathBuf]) -> Result<Vec<ReplayFile>> {
 /// Opens `paths` for a streaming replay: read as they are consumed,
 /// merged by time (exit 65 on a file that cannot be used).
 pub fn open(paths: &[PathBuf]) -> Result<Replay> {
-    Replay::open(paths, ReplayOptions::default()).map_err(|e| Exit::data(e.to_string()).into())
+    Replay::open(paths, ReplayOptions::default()).map_err(|e| Exit::data(e.to_string()))
 }
 
 /// The next event of a streaming replay; a file that breaks while it is
@@ -28,7 +28,7 @@ pub fn next_event(replay: &mut Replay) -> Result<Option<ChatEvent>> {
     replay
         .next()
         .transpose()
-        .map_err(|e| Exit::data(e.to_string()).into())
+        .map_err(|e| Exit::data(e.to_string()))
 }
 
 /// Says on stderr how many events came later in their file than the

@@ -26,7 +26,7 @@ use crate::format::{self, EventSink, ParsedFile};
 use crate::replay::{MAX_DECOMPRESSED_BYTES, ReadError, ReplayFile, stream_ended};
 
 /// Events a reader thread sends at once.
-const BATCH: usize = 256;
+const BATCH: usize = 64;
 /// Batches in flight from one reader thread.
 const IN_FLIGHT: usize = 2;
 
