@@ -87,5 +87,5 @@ fn main() {
         "state: {per_user:.0} bytes per tracked user ({} users tracked)",
         d.tracked_users()
     );
-    println!("target: at most 512 bytes per tracked user");
+    println!("target: at most 256 bytes per tracked user");
 }

@@ -42,8 +42,8 @@ impl StreamDetector {
             .iter()
             .map(|(k, u)| UserSnapshot {
                 key: *k,
-                user_id: u.user_id.clone(),
-                login: u.login.clone(),
+                user_id: u.user_id().to_owned(),
+                login: u.login().to_owned(),
                 messages: u.messages,
                 deleted: u.deleted,
                 first_ts_ms: u.first_ts_ms,
@@ -59,7 +59,7 @@ impl StreamDetector {
                 suspicion: u.suspicion,
                 suspicion_at_ms: u.suspicion_at_ms,
                 evidence: u
-                    .evidence
+                    .evidence()
                     .iter()
                     .map(|e| EvidenceSnapshot {
                         kind: e.kind as u32,
@@ -199,9 +199,10 @@ impl StreamDetector {
                         "user recent groups differ in length",
                     ));
                 }
+                let (names, id_len) = crate::user::pack_names(&u.user_id, &u.login);
                 let state = UserState {
-                    user_id: u.user_id,
-                    login: u.login,
+                    names,
+                    id_len,
                     messages: u.messages,
                     deleted: u.deleted,
                     first_ts_ms: u.first_ts_ms,
@@ -243,7 +244,8 @@ impl StreamDetector {
                                 detail: e.detail,
                             })
                         })
-                        .collect::<Result<Vec<_>, SnapshotError>>()?,
+                        .collect::<Result<Vec<_>, SnapshotError>>()
+                        .map(|v| (!v.is_empty()).then(|| Box::new(v)))?,
                 };
                 Ok((u.key, state))
             })

@@ -337,14 +337,9 @@ impl StreamDetector {
             .users
             .entry(key)
             .or_insert_with(|| UserState::new(&author.user_id, &author.login));
-        if u.login.is_empty() {
-            u.login.clone_from(&author.login);
-        }
-        if u.user_id.is_empty() {
-            u.user_id.clone_from(&author.user_id);
-        }
+        u.fill_names(&author.user_id, &author.login);
         if is_new {
-            u.trusted = is_trusted(&params, &u.login);
+            u.trusted = is_trusted(&params, u.login());
         }
         let mut first_time = false;
         if let Some(r) = &author.roles {
@@ -663,8 +658,8 @@ impl StreamDetector {
             kind: Some(detector_output::Kind::Decision(Decision {
                 platform: self.platform as i32,
                 stream_id: self.stream_id.clone(),
-                user_id: u.user_id.clone(),
-                user_login: u.login.clone(),
+                user_id: u.user_id().to_owned(),
+                user_login: u.login().to_owned(),
                 at_ms,
                 triggers: u.triggers(),
                 messages_seen: u64::from(u.messages),
@@ -779,7 +774,7 @@ impl StreamDetector {
     pub fn set_params(&mut self, params: Arc<CompiledParams>, out: &mut Vec<DetectorOutput>) {
         self.params = params;
         for u in self.users.values_mut() {
-            u.trusted = is_trusted(&self.params, &u.login);
+            u.trusted = is_trusted(&self.params, u.login());
         }
         let mut keys: Vec<u64> = self.users.keys().copied().collect();
         keys.sort_unstable();

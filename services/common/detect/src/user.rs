@@ -146,8 +146,11 @@ pub struct Observation {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UserState {
-    pub user_id: String,
-    pub login: String,
+    /// The user id, then the login, in one allocation (a user's state is
+    /// kept small: a busy stream tracks a hundred thousand).
+    pub(crate) names: Box<str>,
+    /// Bytes of `names` that are the user id.
+    pub(crate) id_len: u32,
     pub messages: u32,
     pub deleted: u32,
     /// Earliest and latest message times (event time).
@@ -170,18 +173,34 @@ pub struct UserState {
     pub suspicion_at_ms: i64,
     /// A moderator acted (timeout, ban, removal) or deleted enough messages.
     pub decisive: bool,
-    pub evidence: Vec<Evidence>,
+    /// What was observed, by kind; none for most chatters, so boxed
+    /// ([`UserState::evidence`]): never an empty box.
+    #[allow(
+        clippy::box_collection,
+        reason = "8 bytes for each of the many users without evidence, a Vec takes 24"
+    )]
+    pub(crate) evidence: Option<Box<Vec<Evidence>>>,
     /// When the user was last counted in the channel norms as a chatter,
     /// a waller, a repeater and a spam-event member (each at most once
     /// per norm half-life, so one heavy spammer is one chatter).
     pub norm_marks: [i64; 4],
 }
 
+/// A user id and a login as [`UserState`] keeps them.
+pub(crate) fn pack_names(user_id: &str, login: &str) -> (Box<str>, u32) {
+    match u32::try_from(user_id.len()) {
+        Ok(n) => ([user_id, login].concat().into_boxed_str(), n),
+        // Never from chat (ids are at most 256 bytes).
+        Err(_) => (Box::from(login), 0),
+    }
+}
+
 impl UserState {
     pub fn new(user_id: &str, login: &str) -> Self {
+        let (names, id_len) = pack_names(user_id, login);
         Self {
-            user_id: user_id.to_owned(),
-            login: login.to_owned(),
+            names,
+            id_len,
             first_ts_ms: i64::MAX,
             last_ts_ms: i64::MIN,
             prev_ts_ms: i64::MIN,
@@ -189,6 +208,32 @@ impl UserState {
             suspicion_at_ms: i64::MIN,
             norm_marks: [i64::MIN; 4],
             ..Self::default()
+        }
+    }
+
+    /// What was observed about the user, by kind.
+    pub fn evidence(&self) -> &[Evidence] {
+        self.evidence.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    /// The platform's user id (may be empty).
+    pub fn user_id(&self) -> &str {
+        self.names.get(..self.id_len as usize).unwrap_or("")
+    }
+
+    /// The login (may be empty).
+    pub fn login(&self) -> &str {
+        self.names.get(self.id_len as usize..).unwrap_or("")
+    }
+
+    /// Fills the user id and the login where they are empty.
+    pub fn fill_names(&mut self, user_id: &str, login: &str) {
+        let id_missing = self.user_id().is_empty() && !user_id.is_empty();
+        let login_missing = self.login().is_empty() && !login.is_empty();
+        if id_missing || login_missing {
+            let id = if id_missing { user_id } else { self.user_id() };
+            let name = if login_missing { login } else { self.login() };
+            (self.names, self.id_len) = pack_names(id, name);
         }
     }
 
@@ -255,10 +300,11 @@ impl UserState {
         } else if !o.kind.decisive() {
             return;
         }
-        let e = match self.evidence.iter_mut().position(|e| e.kind == o.kind) {
-            Some(i) => &mut self.evidence[i],
+        let list = self.evidence.get_or_insert_with(Box::default);
+        let e = match list.iter_mut().position(|e| e.kind == o.kind) {
+            Some(i) => &mut list[i],
             None => {
-                self.evidence.push(Evidence {
+                list.push(Evidence {
                     kind: o.kind,
                     count: 0,
                     contribution: 0.0,
@@ -267,8 +313,8 @@ impl UserState {
                     threshold: o.threshold as f32,
                     detail: String::new(),
                 });
-                let last = self.evidence.len() - 1;
-                &mut self.evidence[last]
+                let last = list.len() - 1;
+                &mut list[last]
             }
         };
         e.count = e.count.saturating_add(1);
@@ -335,6 +381,11 @@ impl UserState {
                 self.recent.remove(i);
             }
         }
+        // Most chatters are in one group: room for one first (a growing
+        // vector starts at four, 48 bytes more for each of them).
+        if self.recent.capacity() == 0 {
+            self.recent.reserve_exact(1);
+        }
         self.recent.push((cluster, 1));
         1
     }
@@ -361,7 +412,7 @@ impl UserState {
 
     /// Whether any of the evidence is outside the flag budget.
     pub fn has_evidence_outside_budget(&self) -> bool {
-        self.evidence
+        self.evidence()
             .iter()
             .any(|e| e.kind.outside_budget() && e.contribution > 0.0)
     }
@@ -369,7 +420,7 @@ impl UserState {
     /// The evidence as triggers, strongest contribution first (decisive
     /// moderator evidence before everything).
     pub fn triggers(&self) -> Vec<Trigger> {
-        let mut ev: Vec<&Evidence> = self.evidence.iter().collect();
+        let mut ev: Vec<&Evidence> = self.evidence().iter().collect();
         ev.sort_by(|a, b| {
             b.kind
                 .decisive()
