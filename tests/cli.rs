@@ -1149,3 +1149,57 @@ fn scylla_login_and_tls_flags_are_checked_first() {
         }
     }
 }
+
+/// A log dated 80 years ahead (the xqcow log with its `tmi-sent-ts` moved):
+/// refused by default, as a detector replica refuses it, counted and named
+/// on stderr; replayed whole with `--max-ahead-s` large enough, with the
+/// same decisions and spam events as the log where it was.
+#[test]
+fn replay_refuses_the_future_unless_max_ahead_allows_it() {
+    const SHIFT_MS: i64 = 80 * 365 * 86_400_000;
+    let log = std::fs::read_to_string(repo("testdata/twitch/xqcow-2019-09-15.irc")).unwrap();
+    let shifted: String = log
+        .lines()
+        .map(|l| {
+            let Some(at) = l.find("tmi-sent-ts=") else {
+                return format!("{l}\n");
+            };
+            let start = at + "tmi-sent-ts=".len();
+            let end = start + l[start..].find([';', ' ']).unwrap();
+            let ts: i64 = l[start..end].parse().unwrap();
+            format!("{}{}{}\n", &l[..start], ts + SHIFT_MS, &l[end..])
+        })
+        .collect();
+    let future = tmp_file("xqcow-future.irc", shifted.as_bytes());
+    let future = future.to_str().unwrap();
+    let kinds = |out: &Output| {
+        let mut n = std::collections::BTreeMap::<String, usize>::new();
+        for v in json_lines(out) {
+            *n.entry(v["kind"].as_str().unwrap().to_owned()).or_default() += 1;
+        }
+        n
+    };
+
+    let refused = spamscope(&["replay", "--json", future]);
+    assert!(refused.status.success());
+    assert!(kinds(&refused).is_empty());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("refused") && err.contains("ahead"), "{err}");
+    assert!(err.contains("more events refused"), "{err}");
+
+    let allowed = spamscope(&["replay", "--json", "--max-ahead-s", "4000000000", future]);
+    assert!(allowed.status.success());
+    let plain = spamscope(&[
+        "replay",
+        "--json",
+        repo("testdata/twitch/xqcow-2019-09-15.irc")
+            .to_str()
+            .unwrap(),
+    ]);
+    let (a, b) = (kinds(&allowed), kinds(&plain));
+    assert_eq!(a, b);
+    assert_eq!(b["decision"], 25);
+
+    let too_small = spamscope(&["replay", "--max-ahead-s", "59", future]);
+    assert_eq!(too_small.status.code(), Some(64));
+}
