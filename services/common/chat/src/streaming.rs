@@ -58,11 +58,29 @@ enum Piece {
     End(Box<Result<ParsedFile, ReadError>>),
 }
 
-/// An event held in a file's look-ahead, at its place in the file.
+/// An event held in a file's look-ahead, ordered by time, then by its
+/// place in the file.
 struct Held {
     ts: i64,
     seq: u64,
     ev: ChatEvent,
+}
+
+impl PartialEq for Held {
+    fn eq(&self, other: &Self) -> bool {
+        (self.ts, self.seq) == (other.ts, other.seq)
+    }
+}
+impl Eq for Held {}
+impl PartialOrd for Held {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Held {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.ts, self.seq).cmp(&(other.ts, other.seq))
+    }
 }
 
 /// Stream ids by platform: looked up by `&str`, no key built per event.
@@ -72,10 +90,12 @@ type ByPlatform<T> = HashMap<i32, HashMap<String, T>>;
 struct Source {
     path: PathBuf,
     rx: Receiver<Piece>,
-    /// The look-ahead, in (time, place in file) order: an event in order
-    /// goes to the back, a late one is put in its place (near the back:
-    /// disorder is small).
+    /// The look-ahead: events in order, in (time, place in file) order
+    /// (most of a file: appending is all it costs)...
     held: VecDeque<Held>,
+    /// ... and the events that came earlier than the newest one held
+    /// (a heap: a file in no order at all costs a log per event).
+    late: BinaryHeap<Reverse<Held>>,
     /// Latest event time read from the file so far.
     reached: i64,
     seq: u64,
@@ -94,12 +114,28 @@ impl Source {
     /// needs; `None` once it has ended.
     fn next_ready(&mut self, opts: &ReplayOptions) -> Result<Option<Held>, ReadError> {
         loop {
-            if let Some(front) = self.held.front() {
+            let late_first = match (self.held.front(), self.late.peek()) {
+                (Some(h), Some(Reverse(l))) => Some(l < h),
+                (None, Some(_)) => Some(true),
+                (Some(_), None) => Some(false),
+                (None, None) => None,
+            };
+            if let Some(late_first) = late_first {
+                let front_ts = if late_first {
+                    self.late.peek().map(|Reverse(l)| l.ts)
+                } else {
+                    self.held.front().map(|h| h.ts)
+                }
+                .unwrap_or(i64::MIN);
                 let due = self.ended.is_some()
-                    || self.reached.saturating_sub(front.ts) > opts.look_ahead_ms
-                    || self.held.len() > opts.max_held;
+                    || self.reached.saturating_sub(front_ts) > opts.look_ahead_ms
+                    || self.held.len() + self.late.len() > opts.max_held;
                 if due {
-                    return Ok(self.held.pop_front());
+                    return Ok(if late_first {
+                        self.late.pop().map(|Reverse(l)| l)
+                    } else {
+                        self.held.pop_front()
+                    });
                 }
             } else if self.ended.is_some() {
                 return Ok(None);
@@ -123,10 +159,7 @@ impl Source {
                         if self.held.back().is_none_or(|b| b.ts <= ts) {
                             self.held.push_back(held);
                         } else {
-                            // After every held event of its time or earlier
-                            // (their places in the file come first).
-                            let at = self.held.partition_point(|h| h.ts <= ts);
-                            self.held.insert(at, held);
+                            self.late.push(Reverse(held));
                         }
                     }
                 }
@@ -256,6 +289,7 @@ impl Replay {
                 rx: spawn_reader(i, path.clone())?,
                 path,
                 held: VecDeque::new(),
+                late: BinaryHeap::new(),
                 reached: i64::MIN,
                 seq: 0,
                 ended: None,
