@@ -150,10 +150,9 @@ impl ParsedFile {
     /// events could go out one by one).
     fn drain_into(&mut self, sink: Option<EventSink>) {
         if let Some(mut sink) = sink {
-            for ev in self.events.drain(..) {
-                sink(ev);
-            }
-            self.events = Vec::new();
+            std::mem::take(&mut self.events)
+                .into_iter()
+                .for_each(&mut sink);
             self.sink = Sink(Some(sink));
         }
     }

@@ -154,31 +154,32 @@ pub fn read_bytes(path: &Path) -> Result<Vec<u8>, ReadError> {
 /// Line formats are parsed as they are read; JSON documents are read whole
 /// (at most [`MAX_DECOMPRESSED_BYTES`]).
 pub fn read_file(path: &Path) -> Result<ReplayFile, ReadError> {
+    Ok(ReplayFile {
+        path: path.to_owned(),
+        parsed: read_into(path, None)?,
+    })
+}
+
+/// [`read_file`]'s parse, each event handed to `sink` as it is parsed
+/// when there is one ([`format::parse_reader_into`]).
+pub fn read_into(path: &Path, sink: Option<format::EventSink>) -> Result<ParsedFile, ReadError> {
     let (reader, compression) = open(path).map_err(|source| ReadError::Io {
         path: path.to_owned(),
         source,
     })?;
-    let parsed = format::parse_reader(reader, &stream_context_for(path), MAX_DECOMPRESSED_BYTES)
-        .map_err(|e| read_failure(path, compression, e))?;
-    Ok(ReplayFile {
-        path: path.to_owned(),
-        parsed,
-    })
-}
-
-/// The error for a file whose reading failed.
-pub(crate) fn read_failure(
-    path: &Path,
-    compression: Compression,
-    e: format::ReadFailure,
-) -> ReadError {
-    match e {
+    format::parse_reader_into(
+        reader,
+        &stream_context_for(path),
+        MAX_DECOMPRESSED_BYTES,
+        sink,
+    )
+    .map_err(|e| match e {
         format::ReadFailure::Io(e) => reading_error(path, compression, e),
         format::ReadFailure::Format(source) => ReadError::Format {
             path: path.to_owned(),
             source,
         },
-    }
+    })
 }
 
 /// Reads every file; the first file that cannot be replayed is the error.

@@ -22,8 +22,8 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use spamscope_proto::v1::ChatEvent;
 
-use crate::format::{self, EventSink, ParsedFile};
-use crate::replay::{MAX_DECOMPRESSED_BYTES, ReadError, ReplayFile, stream_ended};
+use crate::format::{EventSink, ParsedFile};
+use crate::replay::{ReadError, ReplayFile, stream_ended};
 
 /// Events a reader thread sends at once.
 const BATCH: usize = 64;
@@ -251,7 +251,7 @@ fn spawn_reader(index: usize, path: PathBuf) -> Result<Receiver<Piece>, ReadErro
             };
             let sink: EventSink = Box::new(move |ev| batcher.push(ev));
             // The sink (and its last batch) goes before the end.
-            let result = read_into(&thread_path, sink).map(|mut parsed| {
+            let result = crate::replay::read_into(&thread_path, Some(sink)).map(|mut parsed| {
                 parsed.drop_sink();
                 parsed
             });
@@ -259,22 +259,6 @@ fn spawn_reader(index: usize, path: PathBuf) -> Result<Receiver<Piece>, ReadErro
         })
         .map_err(|source| ReadError::Io { path, source })?;
     Ok(rx)
-}
-
-/// Parses `path` (plain, gzip or zstd; `-`: standard input), its events to
-/// `sink` in file order.
-pub fn read_into(path: &Path, sink: EventSink) -> Result<ParsedFile, ReadError> {
-    let (reader, compression) = crate::replay::open(path).map_err(|source| ReadError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    format::parse_reader_into(
-        reader,
-        &crate::replay::stream_context_for(path),
-        MAX_DECOMPRESSED_BYTES,
-        Some(sink),
-    )
-    .map_err(|e| crate::replay::read_failure(path, compression, e))
 }
 
 impl Replay {

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use spamscope_chat::format::{self, EventSink};
+use spamscope_chat::format::EventSink;
 use spamscope_chat::replay;
 use spamscope_chat::streaming::{Replay, ReplayOptions};
 use spamscope_proto::v1::{ChatEvent, chat_event::Kind};
@@ -125,14 +125,7 @@ fn a_sink_gets_what_the_file_holds_in_every_format() {
         let got = Arc::new(Mutex::new(Vec::new()));
         let mine = Arc::clone(&got);
         let sink: EventSink = Box::new(move |ev| mine.lock().unwrap().push(ev));
-        let (reader, _) = replay::open(p).unwrap();
-        let counts = format::parse_reader_into(
-            reader,
-            &replay::stream_context_for(p),
-            replay::MAX_DECOMPRESSED_BYTES,
-            Some(sink),
-        )
-        .unwrap();
+        let counts = replay::read_into(p, Some(sink)).unwrap();
         assert!(counts.events.is_empty(), "{}", p.display());
         assert_eq!(counts.event_count, whole.events.len() as u64);
         assert_eq!(*got.lock().unwrap(), whole.events, "{}", p.display());

@@ -1,8 +1,15 @@
 //! Detector outputs as JSON objects, one per output, with a `"kind"` of
 //! `"spam_event"`, `"decision"` or `"message_score"`. The CLI prints them;
 //! their keys are a documented interface (README).
+//!
+//! One description of each object ([`View`]) serves both forms: a
+//! `serde_json::Value` ([`to_json`]) and the bytes written straight to a
+//! writer ([`write_json`], the replay writes hundreds of thousands). Its
+//! fields are declared in key order, the order a JSON map sorts them in, so
+//! both forms print the same bytes.
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use spamscope_proto::StreamKey;
 use spamscope_proto::v1::{DetectorOutput, Platform, SpamEventState, detector_output::Kind};
 
@@ -19,240 +26,183 @@ pub fn state_name(state: i32) -> &'static str {
     }
 }
 
-pub fn to_json(o: &DetectorOutput) -> Value {
-    let mut v = body(o);
-    if let Value::Object(m) = &mut v {
-        m.insert("key".into(), Value::String(crate::output_key(o)));
-    }
-    v
+#[derive(Serialize)]
+struct Evidence<'a> {
+    detail: &'a str,
+    name: &'a str,
+    observed: f64,
+    threshold: f64,
 }
 
-fn body(o: &DetectorOutput) -> Value {
+#[derive(Serialize)]
+struct SpamEventOut<'a> {
+    class: &'a str,
+    class_evidence: Vec<Evidence<'a>>,
+    count: u64,
+    event_id: u64,
+    fingerprint: &'a str,
+    first_seen_ms: i64,
+    key: String,
+    kind: &'a str,
+    last_seen_ms: i64,
+    sample_users: &'a [String],
+    spam: bool,
+    state: &'a str,
+    stream: String,
+    text: &'a str,
+    unique_users: u64,
+    version: u64,
+}
+
+#[derive(Serialize)]
+struct TriggerOut<'a> {
+    contribution: f64,
+    count: u32,
+    detail: &'a str,
+    name: &'a str,
+    norm: f64,
+    observed: f64,
+    threshold: f64,
+}
+
+#[derive(Serialize)]
+struct DecisionOut<'a> {
+    at_ms: i64,
+    flag_threshold: f64,
+    key: String,
+    kind: &'a str,
+    messages_seen: u64,
+    slow_mode_inferred: bool,
+    slow_mode_s: u32,
+    stream: String,
+    suspicion: f64,
+    triggers: Vec<TriggerOut<'a>>,
+    user: &'a str,
+    user_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct ScoreOut<'a> {
+    key: String,
+    kind: &'a str,
+    message_id: &'a str,
+    score: f64,
+    spam_event_class: &'a str,
+    spam_event_id: u64,
+    stream: String,
+    ts_ms: i64,
+    user: &'a str,
+}
+
+#[derive(Serialize)]
+struct UnknownOut {
+    key: String,
+    kind: &'static str,
+}
+
+/// One output as its JSON object.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum View<'a> {
+    SpamEvent(SpamEventOut<'a>),
+    Decision(DecisionOut<'a>),
+    Score(ScoreOut<'a>),
+    Unknown(UnknownOut),
+}
+
+fn view(o: &DetectorOutput) -> View<'_> {
+    let key = crate::output_key(o);
     match &o.kind {
-        Some(Kind::SpamEvent(e)) => json!({
-            "kind": "spam_event",
-            "stream": stream(e.platform, &e.stream_id),
-            "event_id": e.event_id,
-            "version": e.version,
-            "fingerprint": e.fingerprint,
-            "text": e.text,
-            "count": e.count,
-            "unique_users": e.unique_users,
-            "first_seen_ms": e.first_seen_ms,
-            "last_seen_ms": e.last_seen_ms,
-            "state": state_name(e.state),
-            "sample_users": e.sample_users,
-            "class": crate::classes::class_name(e.class()),
-            "spam": e.spam,
-            "class_evidence": e.class_evidence.iter().map(|t| json!({
-                "name": t.name,
-                "observed": t.observed,
-                "threshold": t.threshold,
-                "detail": t.detail,
-            })).collect::<Vec<_>>(),
+        Some(Kind::SpamEvent(e)) => View::SpamEvent(SpamEventOut {
+            class: crate::classes::class_name(e.class()),
+            class_evidence: e
+                .class_evidence
+                .iter()
+                .map(|t| Evidence {
+                    detail: &t.detail,
+                    name: &t.name,
+                    observed: t.observed,
+                    threshold: t.threshold,
+                })
+                .collect(),
+            count: e.count,
+            event_id: e.event_id,
+            fingerprint: &e.fingerprint,
+            first_seen_ms: e.first_seen_ms,
+            key,
+            kind: "spam_event",
+            last_seen_ms: e.last_seen_ms,
+            sample_users: &e.sample_users,
+            spam: e.spam,
+            state: state_name(e.state),
+            stream: stream(e.platform, &e.stream_id),
+            text: &e.text,
+            unique_users: e.unique_users,
+            version: e.version,
         }),
-        Some(Kind::Decision(d)) => json!({
-            "kind": "decision",
-            "stream": stream(d.platform, &d.stream_id),
-            "user": if d.user_login.is_empty() { &d.user_id } else { &d.user_login },
-            "user_id": d.user_id,
-            "at_ms": d.at_ms,
-            "messages_seen": d.messages_seen,
-            "slow_mode_s": d.slow_mode_s,
-            "slow_mode_inferred": d.slow_mode_inferred,
-            "suspicion": d.suspicion,
-            "flag_threshold": d.flag_threshold,
-            "triggers": d.triggers.iter().map(|t| json!({
-                "name": t.name,
-                "observed": t.observed,
-                "threshold": t.threshold,
-                "norm": t.norm,
-                "contribution": t.contribution,
-                "count": t.count,
-                "detail": t.detail,
-            })).collect::<Vec<_>>(),
+        Some(Kind::Decision(d)) => View::Decision(DecisionOut {
+            at_ms: d.at_ms,
+            flag_threshold: d.flag_threshold,
+            key,
+            kind: "decision",
+            messages_seen: d.messages_seen,
+            slow_mode_inferred: d.slow_mode_inferred,
+            slow_mode_s: d.slow_mode_s,
+            stream: stream(d.platform, &d.stream_id),
+            suspicion: d.suspicion,
+            triggers: d
+                .triggers
+                .iter()
+                .map(|t| TriggerOut {
+                    contribution: t.contribution,
+                    count: t.count,
+                    detail: &t.detail,
+                    name: &t.name,
+                    norm: t.norm,
+                    observed: t.observed,
+                    threshold: t.threshold,
+                })
+                .collect(),
+            user: if d.user_login.is_empty() {
+                &d.user_id
+            } else {
+                &d.user_login
+            },
+            user_id: &d.user_id,
         }),
-        Some(Kind::MessageScore(s)) => json!({
-            "kind": "message_score",
-            "stream": stream(s.platform, &s.stream_id),
-            "message_id": s.message_id,
-            "user": s.user_login,
-            "score": s.score,
-            "spam_event_id": s.spam_event_id,
-            "spam_event_class": if s.spam_event_id == 0 { "" } else { crate::classes::class_name(s.spam_event_class()) },
-            "ts_ms": s.ts_ms,
+        Some(Kind::MessageScore(s)) => View::Score(ScoreOut {
+            key,
+            kind: "message_score",
+            message_id: &s.message_id,
+            score: s.score,
+            spam_event_class: if s.spam_event_id == 0 {
+                ""
+            } else {
+                crate::classes::class_name(s.spam_event_class())
+            },
+            spam_event_id: s.spam_event_id,
+            stream: stream(s.platform, &s.stream_id),
+            ts_ms: s.ts_ms,
+            user: &s.user_login,
         }),
-        None => json!({"kind": "unknown"}),
+        None => View::Unknown(UnknownOut {
+            key,
+            kind: "unknown",
+        }),
     }
+}
+
+/// `o` as a JSON object.
+pub fn to_json(o: &DetectorOutput) -> Value {
+    // Plain structs of strings, numbers and lists: nothing in them can fail
+    // to become a value.
+    serde_json::to_value(view(o)).unwrap_or(Value::Null)
 }
 
 /// Writes `o` as one JSON object, the same bytes as serialising
-/// [`to_json`]'s value, without building that value (the replay writes
-/// hundreds of thousands). The fields are in key order, as a JSON map
-/// sorts them.
+/// [`to_json`]'s value, without building that value.
 pub fn write_json(w: &mut impl std::io::Write, o: &DetectorOutput) -> serde_json::Result<()> {
-    use serde::Serialize;
-
-    #[derive(Serialize)]
-    struct Evidence<'a> {
-        detail: &'a str,
-        name: &'a str,
-        observed: f64,
-        threshold: f64,
-    }
-    #[derive(Serialize)]
-    struct SpamEventOut<'a> {
-        class: &'a str,
-        class_evidence: Vec<Evidence<'a>>,
-        count: u64,
-        event_id: u64,
-        fingerprint: &'a str,
-        first_seen_ms: i64,
-        key: String,
-        kind: &'a str,
-        last_seen_ms: i64,
-        sample_users: &'a [String],
-        spam: bool,
-        state: &'a str,
-        stream: String,
-        text: &'a str,
-        unique_users: u64,
-        version: u64,
-    }
-    #[derive(Serialize)]
-    struct TriggerOut<'a> {
-        contribution: f64,
-        count: u32,
-        detail: &'a str,
-        name: &'a str,
-        norm: f64,
-        observed: f64,
-        threshold: f64,
-    }
-    #[derive(Serialize)]
-    struct DecisionOut<'a> {
-        at_ms: i64,
-        flag_threshold: f64,
-        key: String,
-        kind: &'a str,
-        messages_seen: u64,
-        slow_mode_inferred: bool,
-        slow_mode_s: u32,
-        stream: String,
-        suspicion: f64,
-        triggers: Vec<TriggerOut<'a>>,
-        user: &'a str,
-        user_id: &'a str,
-    }
-    #[derive(Serialize)]
-    struct ScoreOut<'a> {
-        key: String,
-        kind: &'a str,
-        message_id: &'a str,
-        score: f64,
-        spam_event_class: &'a str,
-        spam_event_id: u64,
-        stream: String,
-        ts_ms: i64,
-        user: &'a str,
-    }
-    #[derive(Serialize)]
-    struct UnknownOut {
-        key: String,
-        kind: &'static str,
-    }
-
-    let key = crate::output_key(o);
-    match &o.kind {
-        Some(Kind::SpamEvent(e)) => serde_json::to_writer(
-            w,
-            &SpamEventOut {
-                class: crate::classes::class_name(e.class()),
-                class_evidence: e
-                    .class_evidence
-                    .iter()
-                    .map(|t| Evidence {
-                        detail: &t.detail,
-                        name: &t.name,
-                        observed: t.observed,
-                        threshold: t.threshold,
-                    })
-                    .collect(),
-                count: e.count,
-                event_id: e.event_id,
-                fingerprint: &e.fingerprint,
-                first_seen_ms: e.first_seen_ms,
-                key,
-                kind: "spam_event",
-                last_seen_ms: e.last_seen_ms,
-                sample_users: &e.sample_users,
-                spam: e.spam,
-                state: state_name(e.state),
-                stream: stream(e.platform, &e.stream_id),
-                text: &e.text,
-                unique_users: e.unique_users,
-                version: e.version,
-            },
-        ),
-        Some(Kind::Decision(d)) => serde_json::to_writer(
-            w,
-            &DecisionOut {
-                at_ms: d.at_ms,
-                flag_threshold: d.flag_threshold,
-                key,
-                kind: "decision",
-                messages_seen: d.messages_seen,
-                slow_mode_inferred: d.slow_mode_inferred,
-                slow_mode_s: d.slow_mode_s,
-                stream: stream(d.platform, &d.stream_id),
-                suspicion: d.suspicion,
-                triggers: d
-                    .triggers
-                    .iter()
-                    .map(|t| TriggerOut {
-                        contribution: t.contribution,
-                        count: t.count,
-                        detail: &t.detail,
-                        name: &t.name,
-                        norm: t.norm,
-                        observed: t.observed,
-                        threshold: t.threshold,
-                    })
-                    .collect(),
-                user: if d.user_login.is_empty() {
-                    &d.user_id
-                } else {
-                    &d.user_login
-                },
-                user_id: &d.user_id,
-            },
-        ),
-        Some(Kind::MessageScore(s)) => serde_json::to_writer(
-            w,
-            &ScoreOut {
-                key,
-                kind: "message_score",
-                message_id: &s.message_id,
-                score: s.score,
-                spam_event_class: if s.spam_event_id == 0 {
-                    ""
-                } else {
-                    crate::classes::class_name(s.spam_event_class())
-                },
-                spam_event_id: s.spam_event_id,
-                stream: stream(s.platform, &s.stream_id),
-                ts_ms: s.ts_ms,
-                user: &s.user_login,
-            },
-        ),
-        None => serde_json::to_writer(
-            w,
-            &UnknownOut {
-                key,
-                kind: "unknown",
-            },
-        ),
-    }
+    serde_json::to_writer(w, &view(o))
 }
 
 #[cfg(test)]
