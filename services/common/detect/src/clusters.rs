@@ -23,7 +23,7 @@
 //! list still finds the heavy hitters); its fingerprint is the hash of that
 //! variant's key at the event's first update and never changes after.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -77,6 +77,31 @@ impl Default for Signer {
                 SEED,
             ),
         }
+    }
+}
+
+/// The signer of every detector (its hashes are fixed: signatures from
+/// any process compare).
+pub(crate) static SIGNER: std::sync::LazyLock<Signer> = std::sync::LazyLock::new(Signer::default);
+
+/// What grouping derives from a similarity key when its exact key is not
+/// grouped yet: the MinHash signature and the word pieces. Worked out at
+/// most once; the text cache ([`crate::text`]) keeps one per distinct text,
+/// so a copypasta is signed once per process, not once per stream.
+#[derive(Debug, Default)]
+pub struct Derived {
+    signature: std::cell::OnceCell<Signature>,
+    pieces: std::cell::OnceCell<Vec<(u64, usize)>>,
+}
+
+impl Derived {
+    fn signature(&self, key: &str) -> &Signature {
+        self.signature.get_or_init(|| SIGNER.sign(key))
+    }
+
+    fn pieces(&self, normalized: &str) -> &[(u64, usize)] {
+        self.pieces
+            .get_or_init(|| word_key_hashes(normalized, MAX_PIECE_WORDS))
     }
 }
 
@@ -257,7 +282,8 @@ pub struct Assignment {
 
 /// All groups of one stream.
 pub struct Clusters {
-    pub clusters: BTreeMap<u64, Cluster>,
+    /// By id (iterate in id order where order shows: see the snapshot).
+    pub clusters: FxHashMap<u64, Cluster>,
     exact: FxHashMap<u64, u64>,
     partial: FxHashMap<u64, u64>,
     /// Band buckets hold one or two groups almost always: an inline small
@@ -282,7 +308,7 @@ impl std::fmt::Debug for Clusters {
 impl Default for Clusters {
     fn default() -> Self {
         Self {
-            clusters: BTreeMap::new(),
+            clusters: FxHashMap::default(),
             exact: FxHashMap::default(),
             partial: FxHashMap::default(),
             // Small start: most streams are quiet, and the default
@@ -314,22 +340,24 @@ pub struct Message<'a> {
     pub link_domain: Option<&'a str>,
     /// On the channel's allow list.
     pub allowed: bool,
+    /// Signature and word pieces of `key` and `normalized`, when needed.
+    pub derived: &'a Derived,
 }
 
 impl Clusters {
     /// Puts a message in its group.
-    pub fn assign(&mut self, signer: &Signer, p: &DetectorParams, m: Message<'_>) -> Assignment {
+    pub fn assign(&mut self, p: &DetectorParams, m: Message<'_>) -> Assignment {
         let id = match self.exact.get(&m.key_hash) {
             Some(&id) if self.clusters.contains_key(&id) => id,
             _ => {
-                let sig = signer.sign(m.key);
-                match self.nearest(&sig, p.similarity_threshold) {
+                let sig = m.derived.signature(m.key);
+                match self.nearest(sig, p.similarity_threshold) {
                     Some(id) => id,
                     None => {
-                        let pieces = word_key_hashes(m.normalized, MAX_PIECE_WORDS);
-                        match self.by_pieces(&m, &pieces) {
+                        let pieces = m.derived.pieces(m.normalized);
+                        match self.by_pieces(&m, pieces) {
                             Some(id) => id,
-                            None => self.create(sig, &m, &pieces),
+                            None => self.create(sig.clone(), &m, pieces),
                         }
                     }
                 }
@@ -539,14 +567,15 @@ impl Clusters {
         if !sweep && self.clusters.len() <= max as usize {
             return emit;
         }
+        let idle_now = |c: &Cluster| {
+            !c.is_active_event()
+                && !c.has_pending_update()
+                && now_ms.saturating_sub(c.last_seen_ms) >= idle
+        };
         let mut forget: Vec<u64> = self
             .clusters
             .values()
-            .filter(|c| {
-                !c.is_active_event()
-                    && !c.has_pending_update()
-                    && now_ms.saturating_sub(c.last_seen_ms) >= idle
-            })
+            .filter(|c| idle_now(c))
             .map(|c| c.id)
             .collect();
         let over = self
@@ -559,7 +588,7 @@ impl Clusters {
             let mut rest: Vec<(bool, i64, u64)> = self
                 .clusters
                 .values()
-                .filter(|c| !forget.contains(&c.id) && !c.has_pending_update())
+                .filter(|c| !idle_now(c) && !c.has_pending_update())
                 .map(|c| (c.is_active_event(), c.last_seen_ms, c.id))
                 .collect();
             rest.sort_unstable();
@@ -663,7 +692,6 @@ mod tests {
     fn put(c: &mut Clusters, p: &DetectorParams, t: &str, user: u64, ts: i64) -> Assignment {
         let m = prep(t);
         c.assign(
-            &Signer::default(),
             p,
             Message {
                 norm_hash: m.norm_hash,
@@ -678,6 +706,7 @@ mod tests {
                 new_user: false,
                 link_domain: None,
                 allowed: false,
+                derived: &Derived::default(),
             },
         )
     }
@@ -778,7 +807,6 @@ mod tests {
             let m = prep(&t);
             id = c
                 .assign(
-                    &Signer::default(),
                     &p,
                     Message {
                         norm_hash: stable_hash(&t),
@@ -793,6 +821,7 @@ mod tests {
                         new_user: false,
                         link_domain: None,
                         allowed: false,
+                        derived: &Derived::default(),
                     },
                 )
                 .cluster;

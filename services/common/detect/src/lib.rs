@@ -66,7 +66,7 @@ fn check(layers: &[&Value]) -> Result<(), ParamsError> {
 /// validated on write against the layers under it.
 #[derive(Debug)]
 pub struct Detector {
-    streams: HashMap<String, Slot>,
+    streams: rustc_hash::FxHashMap<String, Slot>,
     /// The process's layer (`--params`).
     defaults: Value,
     /// The cluster-wide layer set at runtime (the stored "" scope).
@@ -115,7 +115,7 @@ impl Changes {
 impl Detector {
     pub fn new(model: Arc<ScoreModel>) -> Self {
         Self {
-            streams: HashMap::new(),
+            streams: rustc_hash::FxHashMap::default(),
             defaults: Value::Null,
             cluster: Value::Null,
             channel_params: HashMap::new(),

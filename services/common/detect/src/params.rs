@@ -493,6 +493,9 @@ fn compile_set(key: &str, patterns: &[String]) -> Result<RegexSet, ParamsError> 
 /// detectors that use them.
 #[derive(Debug)]
 pub struct CompiledParams {
+    /// Unique to this compilation in this process (the text cache keys
+    /// pattern results by it).
+    pub id: u64,
     pub params: DetectorParams,
     pub blacklist: RegexSet,
     pub name_blacklist: RegexSet,
@@ -509,7 +512,9 @@ impl CompiledParams {
     pub fn new(params: DetectorParams) -> Result<Arc<Self>, ParamsError> {
         params.validate()?;
         let hash = crate::stable::stable_hash;
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Ok(Arc::new(Self {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             blacklist: compile_set("blacklist", &params.blacklist)?,
             name_blacklist: compile_set("name_blacklist", &params.name_blacklist)?,
             promo: compile_set("promo_patterns", &params.promo_patterns)?,

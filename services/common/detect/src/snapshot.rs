@@ -76,10 +76,10 @@ impl StreamDetector {
             })
             .collect();
         users.sort_unstable_by_key(|u| u.key);
-        let clusters = self
-            .clusters
-            .clusters
-            .values()
+        let mut in_order: Vec<&Cluster> = self.clusters.clusters.values().collect();
+        in_order.sort_unstable_by_key(|c| c.id);
+        let clusters = in_order
+            .into_iter()
             .map(|c| {
                 let mut members: Vec<u64> = c.users.iter().copied().collect();
                 members.sort_unstable();
@@ -300,7 +300,7 @@ impl StreamDetector {
             .into_iter()
             .zip(s.message_users)
             .collect::<VecDeque<_>>();
-        d.message_index = d.message_ids.iter().copied().collect();
+        d.message_index = None;
         if let Some(n) = s.norms {
             d.norms = ChannelNorms {
                 messages: n.messages,

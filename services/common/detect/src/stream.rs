@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use spamscope_chat::links;
@@ -18,7 +18,7 @@ use spamscope_proto::v1::{
 };
 
 use crate::classes::{class_name, class_weight, is_spam};
-use crate::clusters::{Clusters, Message, Signer};
+use crate::clusters::{Clusters, Message};
 use crate::norms::{ChannelNorms, rarity};
 use crate::params::CompiledParams;
 use crate::score::{ScoreModel, combine};
@@ -34,8 +34,6 @@ const MAX_REPEAT_STEP: u32 = 4;
 const MIN_GAP_SAMPLES: u32 = 30;
 /// Slow mode is inferred when at most this share of gaps is shorter.
 const SLOW_MODE_QUANTILE: f64 = 0.02;
-
-pub(crate) static SIGNER: LazyLock<Signer> = LazyLock::new(Signer::default);
 
 /// Counters a stream detector keeps about itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,7 +61,9 @@ pub struct StreamDetector {
     pub(crate) clusters: Clusters,
     /// Recent message ids (hashed) and their authors, oldest first.
     pub(crate) message_ids: VecDeque<(u64, u64)>,
-    pub(crate) message_index: FxHashMap<u64, u64>,
+    /// The same by id, built when a deletion first needs it (Twitch
+    /// deletions name their author, so most streams never do).
+    pub(crate) message_index: Option<FxHashMap<u64, u64>>,
     /// Slow mode announced by the platform (Twitch ROOMSTATE, YouTube mode
     /// change); `None` until one arrives.
     pub(crate) slow_mode_s: Option<u32>,
@@ -103,7 +103,7 @@ impl StreamDetector {
             users: FxHashMap::default(),
             clusters: Clusters::default(),
             message_ids: VecDeque::new(),
-            message_index: FxHashMap::default(),
+            message_index: None,
             slow_mode_s: None,
             gap_histogram: vec![0; GAP_BUCKETS],
             counters: StreamCounters::default(),
@@ -198,7 +198,9 @@ impl StreamDetector {
                 let key = if !d.user_login.is_empty() || !d.user_id.is_empty() {
                     Some(user_key(self.platform, &d.user_id, &d.user_login))
                 } else {
+                    let ids = &self.message_ids;
                     self.message_index
+                        .get_or_insert_with(|| ids.iter().copied().collect())
                         .get(&stable_hash(&d.target_message_id))
                         .copied()
                 };
@@ -324,10 +326,14 @@ impl StreamDetector {
         if !ev.event_id.is_empty() {
             let mid = stable_hash(&ev.event_id);
             self.message_ids.push_back((mid, key));
-            self.message_index.insert(mid, key);
+            if let Some(index) = &mut self.message_index {
+                index.insert(mid, key);
+            }
             while self.message_ids.len() > p.max_tracked_message_ids as usize {
-                if let Some((old, _)) = self.message_ids.pop_front() {
-                    self.message_index.remove(&old);
+                if let Some((old, _)) = self.message_ids.pop_front()
+                    && let Some(index) = &mut self.message_index
+                {
+                    index.remove(&old);
                 }
             }
         }
@@ -363,7 +369,6 @@ impl StreamDetector {
         u.last_seen_ms = u.last_seen_ms.max(ts);
 
         let a = self.clusters.assign(
-            &SIGNER,
             p,
             Message {
                 norm_hash,
@@ -378,6 +383,7 @@ impl StreamDetector {
                 new_user,
                 link_domain: link.map(|l| l.domain.as_str()),
                 allowed,
+                derived: &facts.derived,
             },
         );
 
@@ -494,12 +500,8 @@ impl StreamDetector {
                 detail: Cow::Owned(l.domain.clone()),
             });
         }
-        if !allowed
-            && !params.promo.is_empty()
-            && facts.letters >= 12
-            && params.promo.is_match(&m.text)
-            && let Some(i) = params.promo.matches(&m.text).iter().next()
-        {
+        let hits = facts.patterns(&params, &m.text);
+        if !allowed && let Some(i) = hits.promo {
             seen.push(Observation {
                 kind: EvidenceKind::SelfPromotion,
                 weight: p.promo_weight,
@@ -524,9 +526,7 @@ impl StreamDetector {
         if a.in_active_event && event_weight > 0.0 && !a.promoted_now {
             seen.push(spam_event());
         }
-        if !params.blacklist.is_empty()
-            && let Some(i) = params.blacklist.matches(normalized).iter().next()
-        {
+        if let Some(i) = hits.blacklist {
             seen.push(Observation {
                 kind: EvidenceKind::BlacklistedText,
                 weight: 1.0,

@@ -10,14 +10,21 @@
 //! dropped, and a text found in the older moves to the newer. A longer
 //! text is worked out each time. Memoising pure functions: the outputs are
 //! the same with or without it.
+//!
+//! Two things depend on more than the text and are kept for the last one
+//! asked: which promotion and blacklist patterns match (per compiled
+//! params, which most streams share), and what grouping derives from the
+//! key (its signature and word pieces, [`Derived`]).
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
 
 use rustc_hash::FxHashMap;
 use spamscope_chat::links::{self, Link};
 use spamscope_chat::normalize::{grapheme_len, normalize, repetition, similarity_key};
 
+use crate::clusters::Derived;
+use crate::params::CompiledParams;
 use crate::stable::stable_hash;
 
 /// Texts per generation.
@@ -45,7 +52,23 @@ pub struct TextFacts {
     pub command: bool,
     /// [`repetition`], worked out when first asked.
     copies: OnceCell<f32>,
+    /// What grouping derives from the key on a miss.
+    pub derived: Derived,
+    /// Pattern results for the compiled params of this id.
+    patterns: Cell<Option<(u64, PatternHits)>>,
 }
+
+/// The first pattern of a params' sets that matches a text, if any.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PatternHits {
+    /// In `promo` (matched on the text; only texts of 12 letters or more).
+    pub promo: Option<usize>,
+    /// In `blacklist` (matched on the normal form).
+    pub blacklist: Option<usize>,
+}
+
+/// Texts with fewer letters are not matched for self-promotion.
+const MIN_PROMO_LETTERS: usize = 12;
 
 impl TextFacts {
     fn of(text: &str) -> Self {
@@ -62,7 +85,36 @@ impl TextFacts {
             links: links::find(text),
             command: text.trim_start().starts_with('!'),
             copies: OnceCell::new(),
+            derived: Derived::default(),
+            patterns: Cell::new(None),
         }
+    }
+
+    /// Which of `params`' promotion and blacklist patterns match `text`
+    /// (the text these facts are of).
+    pub fn patterns(&self, params: &CompiledParams, text: &str) -> PatternHits {
+        if let Some((id, hits)) = self.patterns.get()
+            && id == params.id
+        {
+            return hits;
+        }
+        let first = |set: &regex::RegexSet, s: &str| {
+            if set.is_empty() || !set.is_match(s) {
+                None
+            } else {
+                set.matches(s).iter().next()
+            }
+        };
+        let hits = PatternHits {
+            promo: if self.letters >= MIN_PROMO_LETTERS {
+                first(&params.promo, text)
+            } else {
+                None
+            },
+            blacklist: first(&params.blacklist, &self.normalized),
+        };
+        self.patterns.set(Some((params.id, hits)));
+        hits
     }
 
     /// How many times the text repeats one unit ([`repetition`] of
