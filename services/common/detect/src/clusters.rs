@@ -95,11 +95,11 @@ pub struct Derived {
 }
 
 impl Derived {
-    fn signature(&self, key: &str) -> &Signature {
+    pub(crate) fn signature(&self, key: &str) -> &Signature {
         self.signature.get_or_init(|| SIGNER.sign(key))
     }
 
-    fn pieces(&self, normalized: &str) -> &[(u64, usize)] {
+    pub(crate) fn pieces(&self, normalized: &str) -> &[(u64, usize)] {
         self.pieces
             .get_or_init(|| word_key_hashes(normalized, MAX_PIECE_WORDS))
     }

@@ -213,6 +213,34 @@ mod tests {
         });
         let (hits, misses) = cache_counts();
         assert!(hits > 0 && misses > 0, "{hits} {misses}");
+        // What grouping derives is the signer's and the word pieces' own.
+        let t = "WATCH SADIST on youtube";
+        let f = facts(t);
+        let signer = crate::clusters::Signer::default();
+        assert_eq!(f.derived.signature(&f.key), &signer.sign(&f.key));
+        assert_eq!(
+            f.derived.pieces(&f.normalized),
+            &spamscope_chat::normalize::word_key_hashes(
+                &f.normalized,
+                crate::clusters::MAX_PIECE_WORDS
+            )[..]
+        );
+        // Pattern results follow the params asked, not the last ones.
+        let promo = "hey follow my twitch channel please";
+        let with = CompiledParams::defaults();
+        let without = CompiledParams::new(crate::params::DetectorParams {
+            promo_patterns: Vec::new(),
+            blacklist: vec!["twitch".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        let f = facts(promo);
+        for _ in 0..2 {
+            assert_eq!(f.patterns(&with, promo).promo, Some(0));
+            assert_eq!(f.patterns(&with, promo).blacklist, None);
+            assert_eq!(f.patterns(&without, promo).promo, None);
+            assert_eq!(f.patterns(&without, promo).blacklist, Some(0));
+        }
         let long = "a".repeat(MAX_CACHED_BYTES + 1);
         assert_eq!(facts(&long).graphemes, (MAX_CACHED_BYTES + 1) as u64);
     }

@@ -666,6 +666,40 @@ fn unknown_deletions_are_counted_not_dropped() {
     );
 }
 
+/// The index of message ids is built on the first deletion that needs it
+/// and kept from then on: messages sent later are found, messages pushed
+/// out of `max_tracked_message_ids` are not.
+#[test]
+fn deletions_find_later_messages_and_forget_evicted_ones() {
+    let mut d = stream_detector(json!({"max_tracked_message_ids": 2}));
+    let mut out = Vec::new();
+    let del = |target: &str, ts: i64| ChatEvent {
+        kind: Some(Kind::MessageDeleted(MessageDeleted {
+            target_message_id: target.into(),
+            ..Default::default()
+        })),
+        ..msg("c", "x", ts, "")
+    };
+    d.handle(&msg("c", "a", 1_000, "hi"), &mut out);
+    d.handle(&del("never-seen", 2_000), &mut out);
+    assert_eq!(d.counters().unknown_deletions, 1);
+    d.handle(&msg("c", "b", 3_000, "hello"), &mut out);
+    d.handle(&del("c-b-3000", 3_500), &mut out);
+    assert_eq!(
+        d.counters().unknown_deletions,
+        1,
+        "a message after the build"
+    );
+    d.handle(&msg("c", "e", 4_000, "yo"), &mut out);
+    d.handle(&msg("c", "f", 5_000, "sup"), &mut out);
+    // Only e and f are remembered now.
+    d.handle(&del("c-a-1000", 6_000), &mut out);
+    d.handle(&del("c-b-3000", 6_000), &mut out);
+    assert_eq!(d.counters().unknown_deletions, 3);
+    d.handle(&del("c-f-5000", 6_000), &mut out);
+    assert_eq!(d.counters().unknown_deletions, 3);
+}
+
 /// The author's own retraction is not a moderator's deletion: it adds no
 /// evidence against them (the same deletion by a moderator does).
 #[test]
