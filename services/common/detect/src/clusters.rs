@@ -87,7 +87,7 @@ pub(crate) static SIGNER: std::sync::LazyLock<Signer> = std::sync::LazyLock::new
 /// What grouping derives from a similarity key when its exact key is not
 /// grouped yet: the MinHash signature and the word pieces. Worked out at
 /// most once; the text cache ([`crate::text`]) keeps one per distinct text,
-/// so a copypasta is signed once per process, not once per stream.
+/// so a copypasta is signed once per detector thread, not once per stream.
 #[derive(Debug, Default)]
 pub struct Derived {
     signature: std::cell::OnceCell<Signature>,

@@ -11,10 +11,11 @@
 //! text is worked out each time. Memoising pure functions: the outputs are
 //! the same with or without it.
 //!
-//! Two things depend on more than the text and are kept for the last one
-//! asked: which promotion and blacklist patterns match (per compiled
-//! params, which most streams share), and what grouping derives from the
-//! key (its signature and word pieces, [`Derived`]).
+//! Each entry also keeps, worked out when first needed, what grouping
+//! derives from the text's key (its MinHash signature and word pieces,
+//! [`Derived`]) and which promotion and blacklist patterns match it for the
+//! compiled params last asked (most streams share one compilation; another
+//! one's results replace them).
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
