@@ -12,7 +12,8 @@
 //!   benches).
 //! - [`FakeIrc`]: enough of Twitch's IRC server for a client, replaying
 //!   recorded lines; [`fake_kube::FakeKube`]: the few Kubernetes API
-//!   endpoints spamscope calls.
+//!   endpoints spamscope calls; [`platforms`]: Twitch Helix's and the
+//!   YouTube Data API's moderation endpoints.
 //! - [`jetstream`]: readers of what the pipeline published.
 //!
 //! Fixtures panic with the reason (and the logs) when something is wrong:
@@ -24,6 +25,7 @@ pub mod fake_kube;
 mod in_process;
 mod irc;
 pub mod jetstream;
+pub mod platforms;
 mod process;
 mod servers;
 

@@ -105,6 +105,24 @@ impl Derived {
     }
 }
 
+/// How alike two texts are as grouping sees them: the estimated Jaccard
+/// similarity of their similarity keys' character trigrams (the share of
+/// equal MinHash slots), 1 for the same key and 0 when either has no
+/// letters or digits. Grouping puts a text in a group from
+/// [`crate::DetectorParams::similarity_threshold`] on.
+pub fn similarity(a: &str, b: &str) -> f64 {
+    let (fa, fb) = (crate::text::facts(a), crate::text::facts(b));
+    if fa.key.is_empty() || fb.key.is_empty() {
+        return 0.0;
+    }
+    if fa.key_hash == fb.key_hash && fa.key == fb.key {
+        return 1.0;
+    }
+    let (sa, sb) = (fa.derived.signature(&fa.key), fb.derived.signature(&fb.key));
+    let equal = sa.iter().zip(sb).filter(|(x, y)| x == y).count();
+    equal as f64 / sa.len().max(1) as f64
+}
+
 impl Signer {
     /// Signature of a similarity key.
     pub fn sign(&self, key: &str) -> Signature {
@@ -687,6 +705,21 @@ mod tests {
             key: k.key,
             text: t.to_owned(),
         }
+    }
+
+    #[test]
+    fn similarity_sees_what_grouping_sees() {
+        let pasta = "I am once again asking for your financial support to keep this stream alive";
+        // Spacing, case and punctuation are not part of the key.
+        assert_eq!(
+            similarity(pasta, &pasta.to_uppercase().replace(' ', "  ")),
+            1.0
+        );
+        let edited = pasta.replace("financial", "emotional");
+        let s = similarity(pasta, &edited);
+        assert!((0.5..1.0).contains(&s), "{s}");
+        assert!(similarity(pasta, "what a play, that was insane") < 0.2);
+        assert_eq!(similarity(pasta, "!!! :) :)"), 0.0);
     }
 
     fn put(c: &mut Clusters, p: &DetectorParams, t: &str, user: u64, ts: i64) -> Assignment {

@@ -1,0 +1,447 @@
+//! The engine on hand-built chat: who a nuke reaches and spares, the grace
+//! window, undo, the ladder, and what each policy mode does with detector
+//! outputs.
+
+#![allow(clippy::unwrap_used)]
+
+use spamscope_act::{ActionKind, Engine, NukeRequest, Output, Policies, Record, Status};
+use spamscope_proto::v1::{
+    Author, ChatEvent, ChatMessage, Decision, DetectorOutput, Platform, Roles, SpamEvent,
+    SpamEventClass, Trigger, chat_event, detector_output,
+};
+
+const PASTA: &str =
+    "THIS STREAM IS SPONSORED BY RAID SHADOW LEGENDS the best free mobile game of the year";
+const T0: i64 = 1_700_000_000_000;
+
+fn msg(id: &str, login: &str, text: &str, ts: i64, roles: Roles) -> ChatEvent {
+    ChatEvent {
+        platform: Platform::Twitch as i32,
+        stream_id: "chan".into(),
+        channel_id: "1001".into(),
+        event_id: id.into(),
+        ts_ms: ts,
+        kind: Some(chat_event::Kind::Message(ChatMessage {
+            author: Some(Author {
+                user_id: format!("id-{login}"),
+                login: login.into(),
+                display_name: login.into(),
+                roles: Some(roles),
+            }),
+            text: text.into(),
+            ..ChatMessage::default()
+        })),
+    }
+}
+
+fn plain() -> Roles {
+    Roles::default()
+}
+
+fn records(out: &[Output]) -> Vec<&Record> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Record(r) => Some(&**r),
+            _ => None,
+        })
+        .collect()
+}
+
+fn users_with(out: &[Output], status: &str) -> Vec<String> {
+    let mut u: Vec<String> = records(out)
+        .iter()
+        .filter(|r| r.status.name() == status)
+        .map(|r| r.action.target.user_login.clone())
+        .collect();
+    u.sort();
+    u.dedup();
+    u
+}
+
+fn policies(text: &str) -> Policies {
+    Policies::from_toml(text).unwrap()
+}
+
+#[test]
+fn a_nuke_reaches_every_sender_spares_the_protected_keeps_its_grace_and_undoes() {
+    let p = policies(
+        r#"
+        [channels."twitch.chan"]
+        dry_run = false
+        ladder = ["timeout 10m"]
+        allow = ["friend"]
+        "#,
+    );
+    let mut e = Engine::new(p);
+    let mut out = Vec::new();
+    let mut n = 0;
+    let mut send =
+        |e: &mut Engine, login: &str, text: &str, ts: i64, roles: Roles, out: &mut Vec<Output>| {
+            n += 1;
+            e.on_chat(&msg(&format!("m{n}"), login, text, ts, roles), out);
+        };
+    for (i, u) in ["spam1", "spam2", "spam3", "spam4", "spam5"]
+        .iter()
+        .enumerate()
+    {
+        // Edited copies count too: case, spacing and one changed word.
+        let text = match i {
+            0 => PASTA.to_owned(),
+            1 => PASTA.to_lowercase(),
+            2 => PASTA.replace("mobile", "phone"),
+            _ => format!("{PASTA} !!!"),
+        };
+        send(&mut e, u, &text, T0 + i as i64 * 1000, plain(), &mut out);
+    }
+    send(
+        &mut e,
+        "modguy",
+        PASTA,
+        T0 + 6000,
+        Roles {
+            moderator: true,
+            ..plain()
+        },
+        &mut out,
+    );
+    send(
+        &mut e,
+        "chan",
+        PASTA,
+        T0 + 7000,
+        Roles {
+            broadcaster: true,
+            ..plain()
+        },
+        &mut out,
+    );
+    send(&mut e, "friend", PASTA, T0 + 8000, plain(), &mut out);
+    send(
+        &mut e,
+        "vipguy",
+        PASTA,
+        T0 + 9000,
+        Roles {
+            vip: true,
+            ..plain()
+        },
+        &mut out,
+    );
+    send(
+        &mut e,
+        "bystander",
+        "what a play that was insane",
+        T0 + 9500,
+        plain(),
+        &mut out,
+    );
+    assert!(out.is_empty(), "chat alone does nothing: {out:?}");
+
+    let now = T0 + 10_000;
+    let report = e
+        .nuke(
+            &NukeRequest {
+                stream: "twitch.chan".into(),
+                text: Some(PASTA.into()),
+                by: "alice".into(),
+                ..NukeRequest::default()
+            },
+            now,
+            &mut out,
+        )
+        .unwrap();
+    assert_eq!(report.users, 9, "{report:?}");
+    assert_eq!(report.protected, 4);
+    assert!(!report.dry_run);
+    assert_eq!(
+        users_with(&out, "pending"),
+        ["spam1", "spam2", "spam3", "spam4", "spam5"]
+    );
+    assert_eq!(
+        users_with(&out, "protected"),
+        ["chan", "friend", "modguy", "vipguy"]
+    );
+    for r in records(&out) {
+        if r.status == Status::Pending {
+            assert_eq!(r.action.kind, ActionKind::Timeout { seconds: 600 });
+            assert_eq!(r.action.target.channel_id, "1001");
+            assert!(r.by.contains("alice"), "{}", r.by);
+        }
+    }
+    let nuke = report.nuke;
+    out.clear();
+
+    // During the grace window: a new sender is timed out, a repeat sender
+    // loses the copy, other chat is left alone.
+    send(
+        &mut e,
+        "spam6",
+        &PASTA.to_uppercase(),
+        now + 30_000,
+        plain(),
+        &mut out,
+    );
+    send(&mut e, "spam1", PASTA, now + 31_000, plain(), &mut out);
+    send(&mut e, "bystander", "lol", now + 32_000, plain(), &mut out);
+    let grace: Vec<(String, ActionKind)> = records(&out)
+        .iter()
+        .map(|r| (r.action.target.user_login.clone(), r.action.kind))
+        .collect();
+    assert_eq!(
+        grace,
+        [
+            ("spam6".to_owned(), ActionKind::Timeout { seconds: 600 }),
+            ("spam1".to_owned(), ActionKind::Delete),
+        ]
+    );
+    out.clear();
+    // After it: nothing.
+    send(&mut e, "spam7", PASTA, now + 61_000, plain(), &mut out);
+    assert!(out.is_empty(), "{out:?}");
+
+    // Undo lifts the six timeouts, not the deletion.
+    let undo = e.undo(nuke, "bob", now + 70_000).unwrap();
+    let mut lifted: Vec<&str> = undo
+        .iter()
+        .map(|r| {
+            assert_eq!(r.action.kind, ActionKind::Unban);
+            assert_eq!(r.status, Status::Pending);
+            assert!(r.undoes.is_some());
+            r.action.target.user_login.as_str()
+        })
+        .collect();
+    lifted.sort();
+    assert_eq!(
+        lifted,
+        ["spam1", "spam2", "spam3", "spam4", "spam5", "spam6"]
+    );
+    assert!(e.undo(nuke, "bob", now + 71_000).is_err(), "undone twice");
+    assert!(e.undo(999, "bob", now).is_err());
+}
+
+#[test]
+fn the_ladder_climbs_with_each_action_and_forgets_after_the_strike_memory() {
+    let p = policies("[defaults]\nstrike_memory = \"1h\"\n");
+    let mut e = Engine::new(p);
+    let mut out = Vec::new();
+    let mut steps = Vec::new();
+    // Rounds further apart than the grace window (60 s).
+    for (round, at) in [0, 120_000, 240_000, 360_000, 360_000 + 2 * 3_600_000]
+        .into_iter()
+        .enumerate()
+    {
+        let ts = T0 + at;
+        e.on_chat(
+            &msg(&format!("r{round}"), "pest", PASTA, ts, plain()),
+            &mut out,
+        );
+        out.clear();
+        e.nuke(
+            &NukeRequest {
+                stream: "twitch.chan".into(),
+                text: Some(PASTA.into()),
+                since_ms: Some(ts),
+                by: "alice".into(),
+                ..NukeRequest::default()
+            },
+            ts + 1,
+            &mut out,
+        )
+        .unwrap();
+        let r = records(&out);
+        assert_eq!(r.len(), 1, "{out:?}");
+        assert_eq!(r[0].status, Status::DryRun, "dry-run is the default");
+        steps.push(r[0].action.kind);
+        if r[0].action.kind == ActionKind::Delete {
+            assert_eq!(r[0].action.target.message_id, format!("r{round}"));
+        }
+        out.clear();
+    }
+    assert_eq!(
+        steps,
+        [
+            ActionKind::Delete,
+            ActionKind::Timeout { seconds: 60 },
+            ActionKind::Timeout { seconds: 600 },
+            ActionKind::Timeout { seconds: 600 },
+            ActionKind::Delete,
+        ]
+    );
+}
+
+fn event(id: u64, class: SpamEventClass, users: u64, ts: i64) -> DetectorOutput {
+    DetectorOutput {
+        kind: Some(detector_output::Kind::SpamEvent(SpamEvent {
+            platform: Platform::Twitch as i32,
+            stream_id: "chan".into(),
+            event_id: id,
+            text: PASTA.into(),
+            count: users,
+            unique_users: users,
+            first_seen_ms: T0,
+            last_seen_ms: ts,
+            class: class as i32,
+            spam: !matches!(class, SpamEventClass::CrowdReaction),
+            ..SpamEvent::default()
+        })),
+    }
+}
+
+#[test]
+fn policy_modes_decide_between_nothing_a_suggestion_and_an_action() {
+    let p = policies(
+        r#"
+        [defaults]
+        bot_wave = "auto"
+        copypasta = "suggest"
+        min_event_users = 3
+        [channels."twitch.chan"]
+        flagged_users = "suggest"
+        "#,
+    );
+    let mut e = Engine::new(p);
+    let mut out = Vec::new();
+    for i in 0..4 {
+        e.on_chat(
+            &msg(
+                &format!("m{i}"),
+                &format!("bot{i}"),
+                PASTA,
+                T0 + i * 100,
+                plain(),
+            ),
+            &mut out,
+        );
+    }
+    // Too few users yet; then a crowd reaction: nothing.
+    e.on_detector(&event(1, SpamEventClass::BotWave, 2, T0 + 400), &mut out);
+    e.on_detector(
+        &event(2, SpamEventClass::CrowdReaction, 40, T0 + 400),
+        &mut out,
+    );
+    assert!(out.is_empty(), "{out:?}");
+    // A bot wave with enough users: nuked at once, in dry-run.
+    e.on_detector(&event(1, SpamEventClass::BotWave, 4, T0 + 500), &mut out);
+    assert_eq!(
+        users_with(&out, "dry_run"),
+        ["bot0", "bot1", "bot2", "bot3"]
+    );
+    assert!(
+        records(&out)
+            .iter()
+            .all(|r| r.by.contains("policy:bot_wave"))
+    );
+    let n = out.len();
+    // Its next update does not nuke again.
+    e.on_detector(&event(1, SpamEventClass::BotWave, 5, T0 + 600), &mut out);
+    assert_eq!(out.len(), n);
+    out.clear();
+
+    // A copypasta is offered once.
+    e.on_detector(&event(3, SpamEventClass::Copypasta, 4, T0 + 700), &mut out);
+    e.on_detector(&event(3, SpamEventClass::Copypasta, 6, T0 + 800), &mut out);
+    let offered: Vec<u64> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::NukeSuggested(s) => Some(s.event_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(offered, [3]);
+    out.clear();
+
+    // A flagged user is suggested, with the evidence; accepting it acts.
+    e.on_chat(
+        &msg(
+            "x1",
+            "sus",
+            "buy followers at example dot com",
+            T0 + 900,
+            plain(),
+        ),
+        &mut out,
+    );
+    let flag = DetectorOutput {
+        kind: Some(detector_output::Kind::Decision(Decision {
+            platform: Platform::Twitch as i32,
+            stream_id: "chan".into(),
+            user_id: "id-sus".into(),
+            user_login: "sus".into(),
+            at_ms: T0 + 900,
+            triggers: vec![Trigger {
+                name: "self_promotion".into(),
+                detail: "example.com".into(),
+                ..Trigger::default()
+            }],
+            suspicion: 1.2,
+            flag_threshold: 1.0,
+            ..Decision::default()
+        })),
+    };
+    e.on_detector(&flag, &mut out);
+    e.on_detector(&flag, &mut out);
+    let r = records(&out);
+    assert_eq!(r.len(), 1, "suggested once: {out:?}");
+    assert_eq!(r[0].status, Status::Suggested);
+    assert_eq!(r[0].action.kind, ActionKind::Delete);
+    assert_eq!(r[0].action.target.message_id, "x1");
+    assert!(
+        r[0].evidence.contains("self_promotion (example.com)"),
+        "{}",
+        r[0].evidence
+    );
+    let accepted = e.accept(r[0].id, "carol", T0 + 1000).unwrap();
+    assert_eq!(accepted.status, Status::DryRun);
+    assert!(accepted.by.contains("accepted by carol"));
+    assert!(
+        e.accept(r[0].id, "carol", T0 + 1000).is_err(),
+        "accepted once"
+    );
+}
+
+#[test]
+fn bad_requests_are_refused_with_the_reason() {
+    let mut e = Engine::new(Policies::default());
+    let mut out = Vec::new();
+    let ask = |stream: &str, event: Option<u64>, text: Option<&str>| NukeRequest {
+        stream: stream.into(),
+        event_id: event,
+        text: text.map(str::to_owned),
+        by: "alice".into(),
+        ..NukeRequest::default()
+    };
+    assert!(
+        e.nuke(&ask("chan", None, Some("x")), T0, &mut out)
+            .unwrap_err()
+            .to_string()
+            .contains("stream")
+    );
+    assert!(
+        e.nuke(&ask("twitch.nobody", None, Some("x")), T0, &mut out)
+            .unwrap_err()
+            .to_string()
+            .contains("no recent chat")
+    );
+    e.on_chat(&msg("m", "u", "hello", T0, plain()), &mut out);
+    assert!(
+        e.nuke(&ask("twitch.chan", Some(7), None), T0, &mut out)
+            .unwrap_err()
+            .to_string()
+            .contains("no spam event 7")
+    );
+    assert!(
+        e.nuke(&ask("twitch.chan", None, None), T0, &mut out)
+            .unwrap_err()
+            .to_string()
+            .contains("either")
+    );
+    let mut long = ask("twitch.chan", None, Some("hello"));
+    long.grace = Some(std::time::Duration::from_secs(7200));
+    assert!(
+        e.nuke(&long, T0, &mut out)
+            .unwrap_err()
+            .to_string()
+            .contains("grace")
+    );
+    assert!(out.is_empty());
+}
