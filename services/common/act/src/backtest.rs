@@ -166,6 +166,7 @@ pub fn run(
                         event_id: Some(s.event_id),
                         by: format!("backtest:{}", s.by),
                         dry_run: true,
+                        min_copies: s.min_copies,
                         ..NukeRequest::default()
                     };
                     let mut more = Vec::new();

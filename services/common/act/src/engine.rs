@@ -29,7 +29,8 @@ use spamscope_detect::classes::class_name;
 use spamscope_detect::clusters::similarity;
 use spamscope_proto::StreamKey;
 use spamscope_proto::v1::{
-    ChatEvent, DetectorOutput, Platform, Roles, SpamEvent, chat_event::Kind, detector_output,
+    ChatEvent, DetectorOutput, Platform, Roles, SpamEvent, SpamEventClass, chat_event::Kind,
+    detector_output,
 };
 
 use crate::action::{Action, ActionKind, Record, Status, Target};
@@ -70,6 +71,8 @@ pub struct NukeSuggestion {
     pub event_id: u64,
     pub class: &'static str,
     pub users: u64,
+    /// Copies a user must have sent to be acted on when it is accepted.
+    pub min_copies: usize,
     pub text: String,
     pub by: String,
 }
@@ -107,6 +110,10 @@ pub struct NukeRequest {
     pub grace: Option<Duration>,
     /// One step for every user (default: each user's next ladder step).
     pub step: Option<Step>,
+    /// Act only on users who sent at least this many copies (a flood is a
+    /// few users repeating themselves: one copy is a bystander echoing).
+    /// 0 or 1: everyone.
+    pub min_copies: usize,
     /// Who asks (a moderator's name or a rule).
     pub by: String,
     /// Only report, even where the channel acts.
@@ -172,6 +179,9 @@ struct Nuke {
     text: String,
     by: String,
     step: Option<Step>,
+    min_copies: usize,
+    /// The earliest message it reaches.
+    since_ms: i64,
     dry_run: bool,
     until_ms: i64,
     /// Users acted on by this nuke.
@@ -359,12 +369,25 @@ impl Engine {
             let Some(n) = self.nukes.get(&id) else {
                 continue;
             };
+            let acted = n.users.contains(&user);
+            if !acted && n.min_copies > 1 {
+                // Only once they have sent enough copies since the nuke's start.
+                let copies = self.streams.get(key).map_or(0, |st| {
+                    st.recent
+                        .iter()
+                        .filter(|s| {
+                            s.ts_ms >= n.since_ms
+                                && user_of(&s.login, &s.user_id) == user
+                                && similarity(&n.text, &s.text) >= self.similarity
+                        })
+                        .count()
+                });
+                if copies < n.min_copies {
+                    continue;
+                }
+            }
             // A user this nuke already acted on only loses the new copy.
-            let step = if n.users.contains(&user) {
-                Some(Step::Delete)
-            } else {
-                n.step
-            };
+            let step = if acted { Some(Step::Delete) } else { n.step };
             let ask = Ask {
                 by: format!("nuke:{id} by {}", n.by),
                 evidence: format!("sent a copy during nuke {id}'s grace window"),
@@ -502,6 +525,7 @@ impl Engine {
                     event_id: e.event_id,
                     class,
                     users: e.unique_users,
+                    min_copies: min_copies_for(e.class()),
                     text: e.text.clone(),
                     by: format!("policy:{class}"),
                 }));
@@ -512,6 +536,7 @@ impl Engine {
                     event_id: Some(e.event_id),
                     by: format!("policy:{class}"),
                     dry_run: policy.dry_run,
+                    min_copies: min_copies_for(e.class()),
                     ..NukeRequest::default()
                 };
                 // The event exists (just recorded), so this cannot fail.
@@ -597,6 +622,8 @@ impl Engine {
                 text,
                 by: req.by.clone(),
                 step: req.step,
+                min_copies: req.min_copies,
+                since_ms: since,
                 dry_run,
                 until_ms: now_ms.saturating_add(grace.as_millis() as i64),
                 users: HashSet::new(),
@@ -617,16 +644,18 @@ impl Engine {
                 by_user[i].1.push(s.clone());
             }
         }
+        by_user.retain(|(_, msgs)| msgs.len() >= req.min_copies);
         let what = match event_id {
             Some(e) => format!("spam event {e}"),
             None => "the nuked text".to_owned(),
         };
+        let since_text = time_text(since);
         let mut protected = 0;
         for (user, msgs) in &by_user {
             let ask = Ask {
                 by: format!("nuke:{id} by {}", req.by),
                 evidence: format!(
-                    "sent {} cop{} of {what} since {since}",
+                    "sent {} cop{} of {what} since {since_text}",
                     msgs.len(),
                     if msgs.len() == 1 { "y" } else { "ies" },
                 ),
@@ -651,7 +680,7 @@ impl Engine {
         Ok(NukeReport {
             nuke: id,
             stream: key,
-            messages: matched.len(),
+            messages: by_user.iter().map(|(_, m)| m.len()).sum(),
             users: by_user.len(),
             protected,
             until_ms,
@@ -861,4 +890,15 @@ impl Engine {
         }
         Ok(records)
     }
+}
+
+/// Copies a user must have sent before a nuke of an event of this class
+/// acts on them: a flood is its few repeaters, not whoever echoed once.
+pub fn min_copies_for(class: SpamEventClass) -> usize {
+    if class == SpamEventClass::Flood { 2 } else { 1 }
+}
+
+/// A time for people (UTC, RFC 3339).
+fn time_text(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map_or_else(|_| ms.to_string(), |t| t.to_string())
 }

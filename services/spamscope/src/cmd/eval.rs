@@ -16,7 +16,7 @@ use spamscope_detector::cli::ParamsArgs;
 use spamscope_ingest::files::{admitted, read, report_malformed};
 
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("what").required(true).args(["labeled", "moderation"])))]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["labeled", "moderation", "policy"])))]
 pub struct Args {
     /// Labelled CSV files (CONTENT, CLASS): precision, recall, F1, accuracy,
     /// PR-AUC of the message score. A file the model was trained on is
@@ -28,10 +28,19 @@ pub struct Args {
     /// own (a recording).
     #[arg(long, num_args = 1.., value_name = "FILE")]
     pub moderation: Vec<PathBuf>,
+    /// Backtest a policy file (TOML, see the README's "Acting on spam"):
+    /// what it would have done over the chat logs given (LOGS, or
+    /// --moderation), every channel in dry-run, compared with what the
+    /// moderators did.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Chat logs to backtest --policy on (plain or gzip).
+    #[arg(value_name = "LOGS", requires = "policy")]
+    pub logs: Vec<PathBuf>,
     /// Labels of the moderated users (normvio-dev's `labels.json`: channel,
     /// user, label, action_ms, file): recall for spam-like categories and
     /// for the rest apart.
-    #[arg(long, value_name = "FILE", requires = "moderation")]
+    #[arg(long, value_name = "FILE")]
     pub labels: Option<PathBuf>,
     /// Also measure at these sensitivities (comma-separated, e.g.
     /// `0.5,1,2`): flags per 1,000 chatters against recall.
@@ -69,6 +78,9 @@ pub fn run(args: Args) -> Result<()> {
         }
         None => ScoreModel::bundled(),
     };
+    if let Some(policy) = &args.policy {
+        return backtest(&args, policy, model);
+    }
     let mut report = serde_json::Map::new();
     if !args.labeled.is_empty() {
         report = labelled(&args, &model)?;
@@ -157,8 +169,8 @@ fn print_classification(name: &str, how: &str, r: &ClassificationReport) {
     );
 }
 
-fn moderation(args: &Args, model: ScoreModel) -> Result<Value> {
-    let labels = match &args.labels {
+fn read_labels(args: &Args) -> Result<Option<Vec<eval::Label>>> {
+    Ok(match &args.labels {
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .map_err(|e| Exit::data(format!("--labels {}: cannot read: {e}", p.display())))?;
@@ -168,7 +180,12 @@ fn moderation(args: &Args, model: ScoreModel) -> Result<Value> {
             )
         }
         None => None,
-    };
+    })
+}
+
+/// The params layer of the command line, with the triggers fed by
+/// moderator actions off unless asked for.
+fn eval_params(args: &Args) -> Result<Value> {
     let mut layer = args.params.layer()?;
     if !args.with_moderation_triggers
         && let (Value::Object(l), Value::Object(p)) = (&mut layer, eval::predictive_params())
@@ -177,19 +194,34 @@ fn moderation(args: &Args, model: ScoreModel) -> Result<Value> {
             l.entry(k).or_insert(v);
         }
     }
+    Ok(layer)
+}
+
+/// A recording's events (merged, admitted) and its name.
+fn recording(path: &std::path::Path) -> Result<(String, Vec<spamscope_proto::v1::ChatEvent>)> {
+    let files = read(std::slice::from_ref(&path.to_path_buf()))?;
+    report_malformed(&files);
+    let events = admitted(replay::merge(files));
+    let name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    Ok((name, events))
+}
+
+fn moderation(args: &Args, model: ScoreModel) -> Result<Value> {
+    let labels = read_labels(args)?;
+    if labels.is_some() && args.moderation.is_empty() {
+        return Err(Exit::usage("--labels needs --moderation or --policy"));
+    }
+    let layer = eval_params(args)?;
     let model = Arc::new(model);
     // The default point first, then the curve's.
     let mut points: Vec<Option<f64>> = vec![None];
     points.extend(args.curve.iter().map(|s| Some(*s)));
     let mut runs: Vec<Vec<eval::RecordingRun>> = vec![Vec::new(); points.len()];
     for path in &args.moderation {
-        let files = read(std::slice::from_ref(path))?;
-        report_malformed(&files);
-        let events = admitted(replay::merge(files));
-        let name = path.file_name().map_or_else(
-            || path.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        );
+        let (name, events) = recording(path)?;
         for (i, point) in points.iter().enumerate() {
             let mut l = layer.clone();
             if let (Some(s), Value::Object(o)) = (point, &mut l) {
@@ -347,4 +379,116 @@ fn print_moderation(r: &eval::ModerationReport, labelled: bool, curve: &[Value])
             }
         );
     }
+}
+
+fn backtest(args: &Args, policy_file: &std::path::Path, model: ScoreModel) -> Result<()> {
+    let text = std::fs::read_to_string(policy_file)
+        .map_err(|e| Exit::usage(format!("--policy {}: {e}", policy_file.display())))?;
+    let policies = spamscope_act::Policies::from_toml(&text)
+        .map_err(|e| Exit::usage(format!("--policy {}: {e}", policy_file.display())))?;
+    let logs: Vec<&PathBuf> = args.logs.iter().chain(&args.moderation).collect();
+    if logs.is_empty() {
+        return Err(Exit::usage(
+            "--policy needs chat logs to run over (LOGS...)",
+        ));
+    }
+    let labels = read_labels(args)?;
+    let layer = eval_params(args)?;
+    let mut recordings = Vec::new();
+    for path in logs {
+        let (name, events) = recording(path)?;
+        let mut truth = spamscope_act::backtest::truth_of(&events);
+        if let Some(l) = &labels {
+            eval::apply_labels(&mut truth, l, &name);
+        }
+        recordings.push((name, events, truth));
+    }
+    let r = spamscope_act::backtest::run(&recordings, &policies, layer, Arc::new(model))
+        .map_err(|e| Exit::usage(e.to_string()))?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer(&mut out, &r)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    print_backtest(&mut out, &r)?;
+    Ok(())
+}
+
+fn print_backtest(
+    out: &mut impl Write,
+    r: &spamscope_act::backtest::BacktestReport,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "recordings {}  chatters {}  moderated users {}  (every channel in dry-run)",
+        r.recordings, r.chatters, r.moderated_users
+    )?;
+    for (name, s) in [
+        ("on its own (auto rules)", &r.auto),
+        ("if every suggestion were accepted", &r.if_accepted),
+    ] {
+        writeln!(
+            out,
+            "{name}: {} actions on {} users ({:.1} per 1,000 chatters); {} of them moderated too (agreement {:.3}); {:.3} of the moderated users covered",
+            s.actions,
+            s.users,
+            s.users_per_1000_chatters,
+            s.users_moderated,
+            s.agreement,
+            s.moderated_covered
+        )?;
+    }
+    let nukes: Vec<String> = r
+        .nukes_suggested
+        .iter()
+        .map(|(c, n)| format!("{c} {n}"))
+        .collect();
+    writeln!(
+        out,
+        "suggested: nukes {}; flagged users {}; protected users spared {}",
+        if nukes.is_empty() {
+            "none".to_owned()
+        } else {
+            nukes.join(", ")
+        },
+        r.users_suggested,
+        r.protected_users
+    )?;
+    writeln!(
+        out,
+        "rule                      mode     users  moderated  agreement  median lead  actions"
+    )?;
+    for (rule, x) in &r.rules {
+        let acts: Vec<String> = x.actions.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        writeln!(
+            out,
+            "{rule:<25} {:<8} {:>5}  {:>9}  {:>9.3}  {:>11}  {}",
+            x.mode,
+            x.users,
+            x.users_moderated,
+            x.agreement,
+            lead(x.lead_time_median_s),
+            acts.join(", ")
+        )?;
+    }
+    if !r.examples.is_empty() {
+        writeln!(out, "first actions:")?;
+        for e in &r.examples {
+            let what = match e.action.kind {
+                spamscope_act::ActionKind::Timeout { seconds } => format!("timeout {seconds}s"),
+                k => k.name().to_owned(),
+            };
+            writeln!(
+                out,
+                "  {:<22} {:<20} {:<12} {:<9} {}",
+                e.stream,
+                e.action.target.user_login,
+                what,
+                e.status.name(),
+                e.evidence
+            )?;
+        }
+    }
+    Ok(())
 }
