@@ -1203,3 +1203,63 @@ fn replay_refuses_the_future_unless_max_ahead_allows_it() {
     let too_small = spamscope(&["replay", "--max-ahead-s", "59", future]);
     assert_eq!(too_small.status.code(), Some(64));
 }
+
+#[test]
+fn a_policy_is_backtested_and_replayed_in_dry_run() {
+    let xqcow = repo("testdata/twitch/xqcow-2019-09-15.irc");
+    let xqcow = xqcow.to_str().unwrap();
+    let policy = tmp_file(
+        "policy.toml",
+        b"[defaults]\ndry_run = false\nflagged_users = \"auto\"\nflood = \"auto\"\n",
+    );
+    let policy = policy.to_str().unwrap();
+    let out = spamscope(&["eval", "--json", "--policy", policy, xqcow]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["chatters"], 1208);
+    assert!(r["auto"]["users"].as_u64().unwrap() >= 3, "{r}");
+    assert!(r["auto"]["agreement"].as_f64().unwrap() >= 0.75, "{r}");
+    for e in r["examples"].as_array().unwrap() {
+        assert_eq!(e["status"], "dry_run", "a backtest never acts: {e}");
+    }
+    // The text report says the same.
+    let out = spamscope(&["eval", "--policy", policy, xqcow]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("every channel in dry-run"), "{text}");
+    assert!(text.contains("flagged_users"), "{text}");
+
+    // A replay with a policy prints its records next to the detector's.
+    let out = spamscope(&["replay", "--json", "--policy", policy, xqcow]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let records: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "record").collect();
+    assert!(!records.is_empty());
+    assert!(
+        records.iter().all(|r| r["status"] == "dry_run"),
+        "{records:?}"
+    );
+    let moderators = lines.iter().filter(|l| l["kind"] == "moderator").count();
+    // 57 timeouts and 1 ban in the log (replay --stats), plus deletions.
+    assert!(moderators >= 58, "{moderators}");
+
+    // A bad policy file exits 64 and names the key.
+    let bad = tmp_file("bad-policy.toml", b"[defaults]\nbot_wave = \"always\"\n");
+    let out = spamscope(&["eval", "--policy", bad.to_str().unwrap(), xqcow]);
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bot_wave"), "{err}");
+    let out = spamscope(&["eval", "--policy", policy]);
+    assert_eq!(out.status.code(), Some(64), "no logs");
+}

@@ -56,6 +56,9 @@ pub struct BacktestReport {
     /// Users a rule matched but who are protected (moderators, the
     /// broadcaster, VIPs, the allow list): never acted on.
     pub protected_users: usize,
+    /// Actions not taken because a moderator's own timeout or ban already
+    /// held the user.
+    pub left_to_moderators: u64,
     /// Per rule (`flagged_users`, `copypasta`, ...).
     pub rules: BTreeMap<String, RuleReport>,
     /// The first actions, for reading.
@@ -182,6 +185,7 @@ pub fn run(
             }
         }
         report.chatters += chatters.len();
+        report.left_to_moderators += engine.counts().left_to_moderators;
         for (k, m) in truth {
             truth_all.insert(k.clone(), m.first_action_ms);
         }

@@ -56,7 +56,7 @@ pub struct ModeratorAction {
     pub stream: String,
     pub at_ms: i64,
     /// `timeout`, `ban` or `delete`.
-    pub kind: &'static str,
+    pub action: &'static str,
     pub user_id: String,
     pub user_login: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -169,6 +169,9 @@ struct StreamState {
     events: HashMap<u64, EventSeen>,
     /// Users already suggested or acted on for their flag.
     flag_handled: HashSet<String>,
+    /// User → until when a moderator's own timeout or ban holds them
+    /// (`i64::MAX` for a ban): spamscope leaves them alone meanwhile.
+    held: HashMap<String, i64>,
 }
 
 #[derive(Debug)]
@@ -204,9 +207,32 @@ struct Ask {
     status: Status,
 }
 
+/// What the engine chose not to do, counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Actions not taken because a moderator's own timeout or ban already
+    /// held the user.
+    pub left_to_moderators: u64,
+}
+
+/// Users remembered as held by a moderator's timeout or ban per stream.
+const MAX_HELD: usize = 100_000;
+
+fn hold(st: &mut StreamState, user: String, until: i64, now: i64) {
+    if st.held.len() >= MAX_HELD && !st.held.contains_key(&user) {
+        st.held.retain(|_, u| *u > now);
+        if st.held.len() >= MAX_HELD {
+            return;
+        }
+    }
+    let e = st.held.entry(user).or_insert(until);
+    *e = (*e).max(until);
+}
+
 /// See the module documentation.
 #[derive(Debug)]
 pub struct Engine {
+    counts: Counts,
     policies: Policies,
     /// Least similarity for a message to count as a copy of a nuked text.
     similarity: f64,
@@ -249,7 +275,13 @@ impl Engine {
             nukes: BTreeMap::new(),
             suggestions: BTreeMap::new(),
             next_id: 1,
+            counts: Counts::default(),
         }
+    }
+
+    /// What it chose not to do so far.
+    pub fn counts(&self) -> Counts {
+        self.counts
     }
 
     pub fn policies(&self) -> &Policies {
@@ -286,11 +318,11 @@ impl Engine {
         if !ev.channel_id.is_empty() && st.channel_id != ev.channel_id {
             st.channel_id.clone_from(&ev.channel_id);
         }
-        let moderator = |kind, user_id: &str, login: &str, duration_s| {
+        let moderator = |action, user_id: &str, login: &str, duration_s| {
             Output::Moderator(ModeratorAction {
                 stream: key.clone(),
                 at_ms: now,
-                kind,
+                action,
                 user_id: user_id.to_owned(),
                 user_login: login.to_owned(),
                 duration_s,
@@ -326,6 +358,8 @@ impl Engine {
                 self.grace_check(&key, &seen, out);
             }
             Some(Kind::UserTimedOut(t)) => {
+                let until = now.saturating_add(i64::from(t.duration_s) * 1000);
+                hold(st, user_of(&t.user_login, &t.user_id), until, now);
                 out.push(moderator(
                     "timeout",
                     &t.user_id,
@@ -334,6 +368,7 @@ impl Engine {
                 ));
             }
             Some(Kind::UserBanned(b)) => {
+                hold(st, user_of(&b.user_login, &b.user_id), i64::MAX, now);
                 out.push(moderator("ban", &b.user_id, &b.user_login, None))
             }
             Some(Kind::MessageDeleted(d)) if !d.by_author => {
@@ -423,13 +458,15 @@ impl Engine {
                 if policy.flagged_users == Mode::Off || !st.flag_handled.insert(user.clone()) {
                     return;
                 }
+                // Their latest message: one suggestion per flag, and the
+                // next rung, a timeout, clears the rest on the platform.
                 let mut theirs: Vec<Seen> = st
                     .recent
                     .iter()
                     .rev()
-                    .filter(|s| user_of(&s.login, &s.user_id) == user)
-                    .take(MAX_DELETES_PER_USER)
+                    .find(|s| user_of(&s.login, &s.user_id) == user)
                     .cloned()
+                    .into_iter()
                     .collect();
                 if theirs.is_empty() {
                     theirs.push(Seen {
@@ -704,6 +741,11 @@ impl Engine {
         let Some(st) = self.streams.get_mut(key) else {
             return;
         };
+        if st.held.get(user).is_some_and(|until| *until > now_ms) {
+            // The moderators got there first.
+            self.counts.left_to_moderators += 1;
+            return;
+        }
         let protected = protection(policy, &first.login, first.roles.as_ref())
             .or_else(|| st.protected.get(user).copied());
         // Strikes within the memory.

@@ -445,3 +445,76 @@ fn bad_requests_are_refused_with_the_reason() {
     );
     assert!(out.is_empty());
 }
+
+#[test]
+fn a_user_the_moderators_already_hold_is_left_to_them_and_counted() {
+    let p = policies("[defaults]\nladder = [\"timeout 60s\"]\n");
+    let mut e = Engine::new(p);
+    let mut out = Vec::new();
+    for (i, u) in ["held", "banned", "free"].iter().enumerate() {
+        e.on_chat(
+            &msg(&format!("m{i}"), u, PASTA, T0 + i as i64, plain()),
+            &mut out,
+        );
+    }
+    let action = |kind| ChatEvent {
+        platform: Platform::Twitch as i32,
+        stream_id: "chan".into(),
+        ts_ms: T0 + 10,
+        kind: Some(kind),
+        ..ChatEvent::default()
+    };
+    e.on_chat(
+        &action(chat_event::Kind::UserTimedOut(
+            spamscope_proto::v1::UserTimedOut {
+                user_id: "id-held".into(),
+                user_login: "held".into(),
+                duration_s: 600,
+            },
+        )),
+        &mut out,
+    );
+    e.on_chat(
+        &action(chat_event::Kind::UserBanned(
+            spamscope_proto::v1::UserBanned {
+                user_id: "id-banned".into(),
+                user_login: "banned".into(),
+            },
+        )),
+        &mut out,
+    );
+    let kinds: Vec<&str> = out
+        .iter()
+        .map(|o| match o {
+            Output::Moderator(m) => m.action,
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["timeout", "ban"],
+        "moderators' actions are reported"
+    );
+    out.clear();
+    let nuke = |e: &mut Engine, at: i64, out: &mut Vec<Output>| {
+        e.nuke(
+            &NukeRequest {
+                stream: "twitch.chan".into(),
+                text: Some(PASTA.into()),
+                since_ms: Some(T0),
+                by: "alice".into(),
+                ..NukeRequest::default()
+            },
+            at,
+            out,
+        )
+        .unwrap()
+    };
+    nuke(&mut e, T0 + 20, &mut out);
+    assert_eq!(users_with(&out, "dry_run"), ["free"]);
+    assert_eq!(e.counts().left_to_moderators, 2);
+    // Once the moderator's timeout has run out, spamscope may act again.
+    out.clear();
+    nuke(&mut e, T0 + 700_000, &mut out);
+    assert_eq!(users_with(&out, "dry_run"), ["free", "held"]);
+}

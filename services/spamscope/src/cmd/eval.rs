@@ -78,6 +78,9 @@ pub fn run(args: Args) -> Result<()> {
         }
         None => ScoreModel::bundled(),
     };
+    if args.labels.is_some() && args.moderation.is_empty() && args.policy.is_none() {
+        return Err(Exit::usage("--labels needs --moderation or --policy"));
+    }
     if let Some(policy) = &args.policy {
         return backtest(&args, policy, model);
     }
@@ -211,9 +214,6 @@ fn recording(path: &std::path::Path) -> Result<(String, Vec<spamscope_proto::v1:
 
 fn moderation(args: &Args, model: ScoreModel) -> Result<Value> {
     let labels = read_labels(args)?;
-    if labels.is_some() && args.moderation.is_empty() {
-        return Err(Exit::usage("--labels needs --moderation or --policy"));
-    }
     let layer = eval_params(args)?;
     let model = Arc::new(model);
     // The default point first, then the curve's.
@@ -381,11 +381,24 @@ fn print_moderation(r: &eval::ModerationReport, labelled: bool, curve: &[Value])
     }
 }
 
+/// A policy file; with `dry` every channel in dry-run (a replay or a
+/// backtest never acts). Errors exit 64 and name the file and the key.
+pub fn read_policy(path: &std::path::Path, dry: bool) -> Result<spamscope_act::Policies> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Exit::usage(format!("--policy {}: {e}", path.display())))?;
+    let mut p = spamscope_act::Policies::from_toml(&text)
+        .map_err(|e| Exit::usage(format!("--policy {}: {e}", path.display())))?;
+    if dry {
+        p.defaults.dry_run = true;
+        for c in p.channels.values_mut() {
+            c.dry_run = true;
+        }
+    }
+    Ok(p)
+}
+
 fn backtest(args: &Args, policy_file: &std::path::Path, model: ScoreModel) -> Result<()> {
-    let text = std::fs::read_to_string(policy_file)
-        .map_err(|e| Exit::usage(format!("--policy {}: {e}", policy_file.display())))?;
-    let policies = spamscope_act::Policies::from_toml(&text)
-        .map_err(|e| Exit::usage(format!("--policy {}: {e}", policy_file.display())))?;
+    let policies = read_policy(policy_file, true)?;
     let logs: Vec<&PathBuf> = args.logs.iter().chain(&args.moderation).collect();
     if logs.is_empty() {
         return Err(Exit::usage(

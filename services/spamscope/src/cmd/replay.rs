@@ -31,6 +31,12 @@ pub struct Args {
     /// Also print the spam score of every message (kind "message_score").
     #[arg(long)]
     pub scores: bool,
+    /// Also run a policy file (TOML, see the README's "Acting on spam") and
+    /// print what it suggests and would do, every channel in dry-run:
+    /// nothing is sent to a platform (kinds "record", "nuke_suggested" and
+    /// "moderator" with --json).
+    #[arg(long, value_name = "FILE", conflicts_with = "stats")]
+    pub policy: Option<PathBuf>,
     /// Replay speed: 0 or "max" as fast as possible, 1 real time, N for N×.
     #[arg(long, default_value = "max")]
     pub speed: Speed,
@@ -73,6 +79,13 @@ pub fn run(args: Args) -> Result<()> {
         }
         return print_stats_of(counts, args.json);
     }
+    let mut engine = match &args.policy {
+        Some(p) => Some(spamscope_act::Engine::new(crate::cmd::eval::read_policy(
+            p, true,
+        )?)),
+        None => None,
+    };
+    let mut acts: Vec<spamscope_act::Output> = Vec::new();
     let mut detector = Detector::new(Arc::new(ScoreModel::bundled())).with_scores(args.scores);
     let mut out: Vec<DetectorOutput> = Vec::new();
     detector
@@ -109,6 +122,13 @@ pub fn run(args: Args) -> Result<()> {
         }
         out.clear();
         detector.handle(&ev, &mut out);
+        if let Some(engine) = engine.as_mut() {
+            acts.clear();
+            engine.on_chat(&ev, &mut acts);
+            for o in &out {
+                engine.on_detector(o, &mut acts);
+            }
+        }
         summary.messages += u64::from(matches!(
             ev.kind,
             Some(spamscope_proto::v1::chat_event::Kind::Message(_))
@@ -125,6 +145,16 @@ pub fn run(args: Args) -> Result<()> {
                 }
             }
         }
+        for a in &acts {
+            if args.json {
+                serde_json::to_writer(&mut w, a)?;
+                writeln!(w)?;
+            } else {
+                summary.note_act(a);
+                progress.suspend(|| print_act(&mut w, a))?;
+            }
+        }
+        acts.clear();
         progress.inc(1);
     }
     progress.finish_and_clear();
@@ -134,6 +164,9 @@ pub fn run(args: Args) -> Result<()> {
     report_order(&source);
     admission.finish();
     if !args.json {
+        if let Some(e) = &engine {
+            summary.left_to_moderators = e.counts().left_to_moderators;
+        }
         summary.print(&mut w, &detector, replayed, elapsed)?;
     }
     w.flush()?;
@@ -244,10 +277,53 @@ struct EventLine {
     text: String,
 }
 
+/// A row for what a policy suggests or would do.
+fn print_act(w: &mut impl Write, a: &spamscope_act::Output) -> std::io::Result<()> {
+    use spamscope_act::{ActionKind, Output};
+    match a {
+        Output::Record(r) => {
+            let what = match r.action.kind {
+                ActionKind::Timeout { seconds } => format!("timeout {seconds}s"),
+                k => k.name().to_owned(),
+            };
+            writeln!(
+                w,
+                "{}  ACTION      {:<24} {:<20} {:<12} {:<9} {} [{}]",
+                clock(r.at_ms),
+                truncate(&r.stream, 24),
+                truncate(&r.action.target.user_login, 20),
+                what,
+                r.status.name(),
+                truncate(&r.evidence, 80),
+                r.by
+            )
+        }
+        Output::NukeSuggested(n) => writeln!(
+            w,
+            "{}  SUGGEST     {:<24} nuke {} #{} ({} users) [{}]",
+            clock(n.at_ms),
+            truncate(&n.stream, 24),
+            n.class,
+            n.event_id,
+            n.users,
+            n.by
+        ),
+        Output::Moderator(_) => Ok(()),
+    }
+}
+
 #[derive(Debug, Default)]
 struct Summary {
     messages: u64,
     decisions: u64,
+    /// With a policy: actions by status, nukes suggested, moderators'
+    /// own actions.
+    actions: std::collections::BTreeMap<&'static str, u64>,
+    acted_users: std::collections::BTreeSet<(String, String)>,
+    nukes_suggested: u64,
+    moderator_actions: u64,
+    left_to_moderators: u64,
+    policy: bool,
     /// Final state of each spam event, by (stream, event id): what the
     /// summary prints of it, not the whole event (a long replay has many).
     events: std::collections::BTreeMap<(String, u64), EventLine>,
@@ -255,6 +331,22 @@ struct Summary {
 }
 
 impl Summary {
+    fn note_act(&mut self, a: &spamscope_act::Output) {
+        use spamscope_act::Output;
+        self.policy = true;
+        match a {
+            Output::Record(r) => {
+                *self.actions.entry(r.status.name()).or_default() += 1;
+                if matches!(r.status, spamscope_act::Status::DryRun) {
+                    self.acted_users
+                        .insert((r.stream.clone(), r.action.target.user_login.clone()));
+                }
+            }
+            Output::NukeSuggested(_) => self.nukes_suggested += 1,
+            Output::Moderator(_) => self.moderator_actions += 1,
+        }
+    }
+
     fn note(&mut self, o: &DetectorOutput) {
         match &o.kind {
             Some(Kind::SpamEvent(e)) => {
@@ -330,6 +422,26 @@ impl Summary {
                     c.unknown_deletions
                 )?;
             }
+        }
+        if self.policy {
+            let by: Vec<String> = self
+                .actions
+                .iter()
+                .map(|(s, n)| format!("{s} {n}"))
+                .collect();
+            writeln!(
+                w,
+                "  policy (dry-run)       actions: {}; users it would act on {}; nukes suggested {}; moderators' own actions {}; left to the moderators (already held) {}",
+                if by.is_empty() {
+                    "none".to_owned()
+                } else {
+                    by.join(", ")
+                },
+                self.acted_users.len(),
+                self.nukes_suggested,
+                self.moderator_actions,
+                self.left_to_moderators
+            )?;
         }
         let mut top: Vec<(&(String, u64), &EventLine)> = self.events.iter().collect();
         top.sort_by(|a, b| b.1.count.cmp(&a.1.count).then(a.0.1.cmp(&b.0.1)));
