@@ -98,19 +98,23 @@ fn rule_of(r: &Record) -> (String, &'static str) {
     (rule, if accepted { "suggest" } else { "auto" })
 }
 
-/// (stream, user) → the first action's time.
-type FirstActions = HashMap<(String, u64), i64>;
+/// A user of one recording: (recording, stream, user key). A user of two
+/// recordings (two days of one channel) counts in each, as in
+/// `eval --moderation`.
+type UserOf = (usize, String, u64);
+/// User → the first action's time.
+type FirstActions = HashMap<UserOf, i64>;
 
 #[derive(Default)]
 struct Tally {
     /// rule → (mode, kind → n, users)
     rules: BTreeMap<String, (String, BTreeMap<String, usize>, FirstActions)>,
-    auto: HashMap<(String, u64), i64>,
-    all: HashMap<(String, u64), i64>,
+    auto: FirstActions,
+    all: FirstActions,
     auto_actions: usize,
     all_actions: usize,
-    protected: HashSet<(String, u64)>,
-    suggested_users: HashSet<(String, u64)>,
+    protected: HashSet<UserOf>,
+    suggested_users: HashSet<UserOf>,
 }
 
 /// Runs `policies` over each recording (a name and its time-ordered
@@ -132,9 +136,9 @@ pub fn run(
         ..BacktestReport::default()
     };
     let mut tally = Tally::default();
-    let mut truth_all: HashMap<(String, u64), i64> = HashMap::new();
+    let mut truth_all: FirstActions = HashMap::new();
     let mut nukes_suggested: BTreeMap<String, usize> = BTreeMap::new();
-    for (_, events, truth) in recordings {
+    for (rec, (_, events, truth)) in recordings.iter().enumerate() {
         let mut d = Detector::new(Arc::clone(&model));
         let mut det_out: Vec<DetectorOutput> = Vec::new();
         d.set_default_params(params.clone(), &mut det_out)?;
@@ -180,21 +184,21 @@ pub fn run(
             }
             for o in out.drain(..) {
                 if let Output::Record(r) = o {
-                    tally_record(&mut tally, *r, &mut report.examples);
+                    tally_record(&mut tally, rec, *r, &mut report.examples);
                 }
             }
         }
         report.chatters += chatters.len();
         report.left_to_moderators += engine.counts().left_to_moderators;
-        for (k, m) in truth {
-            truth_all.insert(k.clone(), m.first_action_ms);
+        for ((stream, user), m) in truth {
+            truth_all.insert((rec, stream.clone(), *user), m.first_action_ms);
         }
     }
     report.moderated_users = truth_all.len();
     report.nukes_suggested = nukes_suggested;
     report.users_suggested = tally.suggested_users.len();
     report.protected_users = tally.protected.len();
-    let summary = |users: &HashMap<(String, u64), i64>, actions: usize, chatters: usize| {
+    let summary = |users: &FirstActions, actions: usize, chatters: usize| {
         let moderated = users.keys().filter(|k| truth_all.contains_key(*k)).count();
         Summary {
             actions,
@@ -236,9 +240,10 @@ fn ratio(a: usize, b: usize) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }
 
-fn tally_record(t: &mut Tally, r: Record, examples: &mut Vec<Record>) {
+fn tally_record(t: &mut Tally, rec: usize, r: Record, examples: &mut Vec<Record>) {
     let tg = &r.action.target;
     let key = (
+        rec,
         r.stream.clone(),
         user_key(Platform::of(tg.platform), &tg.user_id, &tg.user_login),
     );

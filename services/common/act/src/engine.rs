@@ -250,9 +250,20 @@ fn user_of(login: &str, user_id: &str) -> String {
     }
 }
 
-fn protection(p: &Policy, login: &str, roles: Option<&Roles>) -> Option<&'static str> {
+/// Why a user is never acted on, if they are: the channel's allow list,
+/// their roles in the chat, or being the channel itself (a Twitch channel's
+/// login is its broadcaster's, which logs without badges still show).
+fn protection(
+    p: &Policy,
+    login: &str,
+    roles: Option<&Roles>,
+    channel_login: Option<&str>,
+) -> Option<&'static str> {
     if p.allows(login) {
         return Some("on the channel's allow list");
+    }
+    if channel_login.is_some_and(|c| c.eq_ignore_ascii_case(login)) {
+        return Some("the broadcaster");
     }
     let r = roles?;
     if r.broadcaster {
@@ -340,7 +351,8 @@ impl Engine {
                     roles: a.roles,
                 };
                 let user = user_of(&seen.login, &seen.user_id);
-                if let Some(why) = protection(&policy, &seen.login, seen.roles.as_ref())
+                let channel = (ev.platform() == Platform::Twitch).then_some(ev.stream_id.as_str());
+                if let Some(why) = protection(&policy, &seen.login, seen.roles.as_ref(), channel)
                     && (st.protected.len() < MAX_PROTECTED || st.protected.contains_key(&user))
                 {
                     st.protected.insert(user, why);
@@ -746,7 +758,9 @@ impl Engine {
             self.counts.left_to_moderators += 1;
             return;
         }
-        let protected = protection(policy, &first.login, first.roles.as_ref())
+        let channel =
+            (Platform::of(st.platform) == Platform::Twitch).then_some(st.stream_id.as_str());
+        let protected = protection(policy, &first.login, first.roles.as_ref(), channel)
             .or_else(|| st.protected.get(user).copied());
         // Strikes within the memory.
         let memory = policy.strike_memory.as_millis() as i64;

@@ -136,3 +136,28 @@ fn an_allowed_user_is_spared_and_counted() {
             .all(|e| e.action.target.user_login != first)
     );
 }
+
+#[test]
+fn each_recording_counts_its_own_users_as_eval_does() {
+    // Two days of one channel: a user moderated on both counts twice, as
+    // in `eval --moderation` (found on normvio-dev, where merging them
+    // matched actions to moderators' actions of another day).
+    let events = xqcow();
+    let one = run(&events, ALL_AUTO);
+    let truth = backtest::truth_of(&events);
+    let recs = vec![
+        ("day1".to_owned(), events.clone(), truth.clone()),
+        ("day2".to_owned(), events.clone(), truth),
+    ];
+    let two = backtest::run(
+        &recs,
+        &Policies::from_toml(ALL_AUTO).unwrap(),
+        predictive_params(),
+        Arc::new(ScoreModel::bundled()),
+    )
+    .unwrap();
+    assert_eq!(two.chatters, 2 * one.chatters);
+    assert_eq!(two.moderated_users, 2 * one.moderated_users);
+    assert_eq!(two.auto.users, 2 * one.auto.users);
+    assert_eq!(two.auto.users_moderated, 2 * one.auto.users_moderated);
+}

@@ -459,14 +459,15 @@ fn print_backtest(
         .collect();
     writeln!(
         out,
-        "suggested: nukes {}; flagged users {}; protected users spared {}",
+        "suggested: nukes {}; flagged users {}; protected users spared {}; left to the moderators (they had acted already) {}",
         if nukes.is_empty() {
             "none".to_owned()
         } else {
             nukes.join(", ")
         },
         r.users_suggested,
-        r.protected_users
+        r.protected_users,
+        r.left_to_moderators
     )?;
     writeln!(
         out,
