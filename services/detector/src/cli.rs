@@ -73,8 +73,28 @@ pub struct DetectorArgs {
           default_value_t = crate::ReplicaConfig::default().stream_forget.as_secs(),
           value_parser = clap::value_parser!(u64).range(86_400..=31_536_000))]
     pub stream_forget_s: u64,
+    /// Run a channel policy file (TOML; the README's "Acting on spam")
+    /// beside the detector: what it suggests and would do is published with
+    /// the spam events (kinds action, nuke_suggestion, command_result).
+    /// Every channel is in dry-run: nothing is sent to a platform.
+    #[arg(long, env = "SPAMSCOPE_POLICY_FILE", value_name = "FILE")]
+    pub policy: Option<PathBuf>,
     #[command(flatten)]
     pub params: ParamsArgs,
+}
+
+/// Reads a policy file for a detector: every channel in dry-run. Errors
+/// exit 64 naming the file and the key.
+pub fn policy_file(path: &std::path::Path) -> Result<spamscope_act::Policies> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Exit::usage(format!("--policy {}: {e}", path.display())))?;
+    let mut p = spamscope_act::Policies::from_toml(&text)
+        .map_err(|e| Exit::usage(format!("--policy {}: {e}", path.display())))?;
+    p.defaults.dry_run = true;
+    for c in p.channels.values_mut() {
+        c.dry_run = true;
+    }
+    Ok(p)
 }
 
 /// `spamscope detector`.
@@ -82,6 +102,7 @@ pub fn run(args: DetectorArgs) -> Result<()> {
     let url = args.cluster.nats_url()?;
     args.cluster.require_shared_store()?;
     let params = args.params.layer()?;
+    let policy = args.policy.as_deref().map(policy_file).transpose()?;
     // The hand-over comes first, then the usual grace.
     let mut cluster = args.cluster.clone();
     cluster.shutdown_grace_s += args.handover_timeout_s;
@@ -109,6 +130,7 @@ pub fn run(args: DetectorArgs) -> Result<()> {
             stream_idle: Duration::from_secs(args.stream_idle_s),
             stream_forget: Duration::from_secs(args.stream_forget_s),
             max_streams: usize::try_from(args.max_streams_per_shard).unwrap_or(usize::MAX),
+            policy,
             ..Default::default()
         };
         let mut sup = role.supervisor();

@@ -67,6 +67,10 @@ pub struct ReplicaConfig {
     /// A shard holds at most this many streams in memory (beyond it, the
     /// least recently active that need no clock leave, however recent).
     pub max_streams: usize,
+    /// Channel policies run beside the detector: their suggestions and
+    /// actions are published with the detector's outputs. Every channel is
+    /// in dry-run here (nothing sends actions to a platform yet).
+    pub policy: Option<spamscope_act::Policies>,
 }
 
 impl Default for ReplicaConfig {
@@ -91,6 +95,7 @@ impl Default for ReplicaConfig {
             stream_idle: Duration::from_secs(600),
             stream_forget: Duration::from_secs(7 * 86_400),
             max_streams: 1_000,
+            policy: None,
         }
     }
 }

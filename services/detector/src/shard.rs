@@ -46,6 +46,10 @@ pub enum ShardCmd {
 
 struct State {
     detector: Detector,
+    /// The channel policies beside the detector, when configured. Their
+    /// state (recent messages, nukes, strikes) is not checkpointed: a shard
+    /// that moves starts it afresh.
+    engine: Option<spamscope_act::Engine>,
     last_seq: u64,
     /// Of the checkpoint loaded, then of the stream consumed.
     stream_created_ms: i64,
@@ -166,7 +170,10 @@ pub(crate) async fn run(
                     return;
                 }
                 Some(ShardCmd::Params(all)) => {
-                    let caused = apply_params(&mut st.detector, &all, shard);
+                    let mut caused = apply_params(&mut st.detector, &all, shard);
+                    if let Some(engine) = st.engine.as_mut() {
+                        policy_outputs(engine, &mut caused, 0, Vec::new());
+                    }
                     if let Err(e) = publish(&ctx, shard, &owner, &caused, None, &mut st).await {
                         warn!(shard, error = %e, "publish failed; will retry from the checkpoint");
                         return;
@@ -226,13 +233,21 @@ pub(crate) async fn run(
                         let max_behind = i64::try_from(ctx.cfg.max_behind.as_millis()).unwrap_or(i64::MAX);
                         let mut refused = Vec::new();
                         for ev in &events {
+                            let before = out.len();
                             let admitted = spamscope_chat::admit::admit(ev, wall, max_ahead).and_then(|()| {
                                 st.detector.handle_admitted(ev, &mut out, |clock| {
                                     spamscope_chat::admit::admit_behind(ev, clock, max_behind)
                                 })
                             });
-                            if let Err(why) = admitted {
-                                refused.push((ev, why));
+                            match admitted {
+                                Err(why) => refused.push((ev, why)),
+                                Ok(()) => {
+                                    if let Some(engine) = st.engine.as_mut() {
+                                        let mut acts = Vec::new();
+                                        engine.on_chat(ev, &mut acts);
+                                        policy_outputs(engine, &mut out, before, acts);
+                                    }
+                                }
                             }
                         }
                         let handled = (events.len() - refused.len()) as u64;
@@ -281,6 +296,9 @@ pub(crate) async fn run(
             _ = live.tick() => {
                 out.clear();
                 st.detector.advance_live(spamscope_runtime::now_ms(), &mut out);
+                if let Some(engine) = st.engine.as_mut() {
+                    policy_outputs(engine, &mut out, 0, Vec::new());
+                }
                 if !out.is_empty() {
                     // The state moved: the next timer checkpoints it.
                     st.since_checkpoint += 1;
@@ -476,6 +494,7 @@ async fn load(ctx: &Ctx, shard: u32) -> Result<State, String> {
     }
     Ok(State {
         detector,
+        engine: ctx.cfg.policy.clone().map(spamscope_act::Engine::new),
         last_seq,
         stream_created_ms,
         pending: 0,
@@ -484,6 +503,24 @@ async fn load(ctx: &Ctx, shard: u32) -> Result<State, String> {
         held_after_checkpoint: 0,
         acks: Vec::new(),
     })
+}
+
+/// Feeds the detector's outputs from `from` on to the policy engine (after
+/// what it said of the chat event, `acts`), and appends what it suggests
+/// and does to `out`.
+fn policy_outputs(
+    engine: &mut spamscope_act::Engine,
+    out: &mut Vec<DetectorOutput>,
+    from: usize,
+    mut acts: Vec<spamscope_act::Output>,
+) {
+    for o in &out[from..] {
+        engine.on_detector(o, &mut acts);
+    }
+    out.extend(
+        acts.iter()
+            .filter_map(spamscope_act::engine::to_detector_output),
+    );
 }
 
 /// The attributes of every per-shard metric.
@@ -565,6 +602,13 @@ async fn publish(
             }
             Some(detector_output::Kind::MessageScore(s)) => {
                 (s.platform, s.stream_id.as_str(), "score")
+            }
+            Some(detector_output::Kind::Action(a)) => (a.platform, a.stream_id.as_str(), "action"),
+            Some(detector_output::Kind::NukeSuggestion(n)) => {
+                (n.platform, n.stream_id.as_str(), "nuke_suggestion")
+            }
+            Some(detector_output::Kind::CommandResult(c)) => {
+                (c.platform, c.stream_id.as_str(), "command_result")
             }
             None => continue,
         };

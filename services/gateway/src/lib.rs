@@ -435,6 +435,13 @@ impl GatewayApi for Gateway {
                 detector_output::Kind::SpamEvent(e) => watch_channel_event::Kind::SpamEvent(e),
                 detector_output::Kind::Decision(d) => watch_channel_event::Kind::Decision(d),
                 detector_output::Kind::MessageScore(s) => watch_channel_event::Kind::Score(s),
+                detector_output::Kind::Action(a) => watch_channel_event::Kind::Action(a),
+                detector_output::Kind::NukeSuggestion(n) => {
+                    watch_channel_event::Kind::NukeSuggestion(n)
+                }
+                detector_output::Kind::CommandResult(c) => {
+                    watch_channel_event::Kind::CommandResult(c)
+                }
             };
             Some(Ok(WatchChannelEvent { kind: Some(kind) }))
         });

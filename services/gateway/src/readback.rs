@@ -51,6 +51,9 @@ fn output_ms(o: &DetectorOutput) -> Option<i64> {
         detector_output::Kind::SpamEvent(e) => Some(e.last_seen_ms),
         detector_output::Kind::Decision(d) => Some(d.at_ms),
         detector_output::Kind::MessageScore(s) => Some(s.ts_ms),
+        detector_output::Kind::Action(a) => Some(a.at_ms),
+        detector_output::Kind::NukeSuggestion(n) => Some(n.at_ms),
+        detector_output::Kind::CommandResult(c) => Some(c.at_ms),
     }
 }
 

@@ -29,8 +29,8 @@ use spamscope_detect::classes::class_name;
 use spamscope_detect::clusters::similarity;
 use spamscope_proto::StreamKey;
 use spamscope_proto::v1::{
-    ChatEvent, DetectorOutput, Platform, Roles, SpamEvent, SpamEventClass, chat_event::Kind,
-    detector_output,
+    ChatEvent, DetectorOutput, ModeratorCommand, Platform, Roles, SpamEvent, SpamEventClass,
+    chat_event::Kind, detector_output, moderator_command::Op,
 };
 
 use crate::action::{Action, ActionKind, Record, Status, Target};
@@ -70,11 +70,27 @@ pub struct NukeSuggestion {
     pub at_ms: i64,
     pub event_id: u64,
     pub class: &'static str,
+    #[serde(skip)]
+    pub class_id: SpamEventClass,
     pub users: u64,
     /// Copies a user must have sent to be acted on when it is accepted.
     pub min_copies: usize,
     pub text: String,
     pub by: String,
+}
+
+/// What became of a moderator's command.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CommandReply {
+    pub stream: String,
+    /// The command's event id.
+    pub command_id: String,
+    pub at_ms: i64,
+    /// Empty when it was done.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nuke: Option<NukeReport>,
 }
 
 /// What the engine says.
@@ -84,6 +100,7 @@ pub enum Output {
     Record(Box<Record>),
     NukeSuggested(NukeSuggestion),
     Moderator(ModeratorAction),
+    CommandResult(CommandReply),
 }
 
 /// What a moderator asked for cannot be done.
@@ -386,6 +403,10 @@ impl Engine {
             Some(Kind::MessageDeleted(d)) if !d.by_author => {
                 out.push(moderator("delete", &d.user_id, &d.user_login, None));
             }
+            Some(Kind::Command(c)) => {
+                let reply = self.command(ev, c, out);
+                out.push(Output::CommandResult(reply));
+            }
             Some(Kind::StreamEnded(_)) => {
                 // Nukes of an ended stream stop; the stream's memory goes.
                 for n in self.nukes.values_mut().filter(|n| n.stream == key) {
@@ -394,6 +415,84 @@ impl Engine {
                 self.streams.remove(&key);
             }
             _ => {}
+        }
+    }
+
+    /// Carries out a moderator's command (nuke, undo, accept) that came in
+    /// the stream's chat.
+    fn command(
+        &mut self,
+        ev: &ChatEvent,
+        c: &ModeratorCommand,
+        out: &mut Vec<Output>,
+    ) -> CommandReply {
+        let stream = ev.stream_key();
+        let by = if c.by.is_empty() {
+            "a moderator"
+        } else {
+            c.by.as_str()
+        };
+        let now = ev.ts_ms;
+        let done: Result<Option<NukeReport>, EngineError> = match &c.op {
+            Some(Op::Nuke(n)) => {
+                let req = NukeRequest {
+                    stream: stream.clone(),
+                    event_id: (n.spam_event_id != 0).then_some(n.spam_event_id),
+                    text: (!n.text.is_empty()).then(|| n.text.clone()),
+                    since_ms: (n.since_ms != 0).then_some(n.since_ms),
+                    grace: (n.grace_s != 0).then(|| Duration::from_secs(u64::from(n.grace_s))),
+                    step: None,
+                    by: by.to_owned(),
+                    dry_run: n.dry_run,
+                    min_copies: 0,
+                };
+                self.nuke(&req, now, out).map(Some)
+            }
+            // A command acts on its own stream's nukes and suggestions only.
+            Some(Op::Undo(u))
+                if self
+                    .nukes
+                    .get(&u.nuke_id)
+                    .is_some_and(|n| n.stream != stream) =>
+            {
+                Err(EngineError::NotFound(format!(
+                    "no nuke {} in {stream}",
+                    u.nuke_id
+                )))
+            }
+            Some(Op::Accept(a))
+                if self
+                    .suggestions
+                    .get(&a.record_id)
+                    .is_some_and(|r| r.stream != stream) =>
+            {
+                Err(EngineError::NotFound(format!(
+                    "no open suggestion {} in {stream}",
+                    a.record_id
+                )))
+            }
+            Some(Op::Undo(u)) => self.undo(u.nuke_id, by, now).map(|records| {
+                out.extend(records.into_iter().map(|r| Output::Record(Box::new(r))));
+                None
+            }),
+            Some(Op::Accept(a)) => self.accept(a.record_id, by, now).map(|r| {
+                out.push(Output::Record(Box::new(r)));
+                None
+            }),
+            None => Err(EngineError::Invalid(
+                "the command names no operation".into(),
+            )),
+        };
+        let (error, nuke) = match done {
+            Ok(n) => (String::new(), n),
+            Err(e) => (e.to_string(), None),
+        };
+        CommandReply {
+            stream,
+            command_id: ev.event_id.clone(),
+            at_ms: now,
+            error,
+            nuke,
         }
     }
 
@@ -573,6 +672,7 @@ impl Engine {
                     at_ms: e.last_seen_ms,
                     event_id: e.event_id,
                     class,
+                    class_id: e.class(),
                     users: e.unique_users,
                     min_copies: min_copies_for(e.class()),
                     text: e.text.clone(),
@@ -957,4 +1057,77 @@ pub fn min_copies_for(class: SpamEventClass) -> usize {
 /// A time for people (UTC, RFC 3339).
 fn time_text(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms).map_or_else(|_| ms.to_string(), |t| t.to_string())
+}
+
+/// The engine's outputs as detector outputs, to publish beside the
+/// detector's own (a moderator's action is in the chat already: none).
+pub fn to_detector_output(o: &Output) -> Option<DetectorOutput> {
+    use spamscope_proto::v1::{ActionRecord, CommandResult, NukeSuggestion as NukeProto};
+    let split = |stream: &str| -> (i32, String) {
+        match StreamKey::parse(stream) {
+            Ok(k) => (k.platform as i32, k.id),
+            Err(_) => (0, stream.to_owned()),
+        }
+    };
+    let kind = match o {
+        Output::Record(r) => {
+            let t = &r.action.target;
+            let detail = match &r.status {
+                Status::Done { answer } => answer.clone(),
+                Status::Failed { reason } | Status::Protected { reason } => reason.clone(),
+                _ => String::new(),
+            };
+            detector_output::Kind::Action(ActionRecord {
+                platform: t.platform,
+                stream_id: t.stream_id.clone(),
+                channel_id: t.channel_id.clone(),
+                record_id: r.id,
+                at_ms: r.at_ms,
+                action: r.action.kind.name().to_owned(),
+                timeout_s: match r.action.kind {
+                    ActionKind::Timeout { seconds } => seconds,
+                    _ => 0,
+                },
+                user_id: t.user_id.clone(),
+                user_login: t.user_login.clone(),
+                message_id: t.message_id.clone(),
+                status: r.status.name().to_owned(),
+                detail,
+                by: r.by.clone(),
+                evidence: r.evidence.clone(),
+                spam_event_id: r.event_id.unwrap_or(0),
+                nuke_id: r.nuke.unwrap_or(0),
+                undoes: r.undoes.unwrap_or(0),
+            })
+        }
+        Output::NukeSuggested(n) => {
+            let (platform, stream_id) = split(&n.stream);
+            detector_output::Kind::NukeSuggestion(NukeProto {
+                platform,
+                stream_id,
+                spam_event_id: n.event_id,
+                at_ms: n.at_ms,
+                class: n.class_id as i32,
+                users: n.users,
+                text: n.text.clone(),
+                by: n.by.clone(),
+            })
+        }
+        Output::CommandResult(c) => {
+            let (platform, stream_id) = split(&c.stream);
+            detector_output::Kind::CommandResult(CommandResult {
+                platform,
+                stream_id,
+                command_id: c.command_id.clone(),
+                at_ms: c.at_ms,
+                ok: c.error.is_empty(),
+                error: c.error.clone(),
+                nuke_id: c.nuke.as_ref().map_or(0, |n| n.nuke),
+                users: c.nuke.as_ref().map_or(0, |n| n.users as u64),
+                messages: c.nuke.as_ref().map_or(0, |n| n.messages as u64),
+            })
+        }
+        Output::Moderator(_) => return None,
+    };
+    Some(DetectorOutput { kind: Some(kind) })
 }

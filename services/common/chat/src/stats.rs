@@ -48,8 +48,8 @@ impl StatsBuilder {
     pub fn add(&mut self, ev: &ChatEvent) {
         let s = &mut self.stats;
         let Some(kind) = &ev.kind else { return };
-        if matches!(kind, Kind::StreamEnded(_)) {
-            // Synthetic end markers are not chat.
+        if matches!(kind, Kind::StreamEnded(_) | Kind::Command(_)) {
+            // Synthetic end markers and moderators' commands are not chat.
             return;
         }
         s.events += 1;
@@ -81,7 +81,7 @@ impl StatsBuilder {
             Kind::RoomState(_) => s.room_states += 1,
             Kind::Support(_) => s.supports += 1,
             Kind::UserNotice(_) => s.notices += 1,
-            Kind::StreamEnded(_) => {}
+            Kind::StreamEnded(_) | Kind::Command(_) => {}
         }
     }
 

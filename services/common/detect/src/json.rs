@@ -1,5 +1,7 @@
 //! Detector outputs as JSON objects, one per output, with a `"kind"` of
-//! `"spam_event"`, `"decision"` or `"message_score"`. The CLI prints them;
+//! `"spam_event"`, `"decision"`, `"message_score"`, or from a policy beside
+//! the detector `"action"`, `"nuke_suggestion"` and `"command_result"`. The
+//! CLI prints them;
 //! their keys are a documented interface (README).
 //!
 //! One description of each object ([`View`]) serves both forms: a
@@ -107,7 +109,74 @@ enum View<'a> {
     SpamEvent(SpamEventOut<'a>),
     Decision(DecisionOut<'a>),
     Score(ScoreOut<'a>),
+    Action(ActionOut<'a>),
+    NukeSuggestion(NukeSuggestionOut<'a>),
+    Command(CommandOut<'a>),
     Unknown(UnknownOut),
+}
+
+#[derive(Serialize)]
+struct ActionOut<'a> {
+    action: &'a str,
+    at_ms: i64,
+    by: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    detail: &'a str,
+    evidence: &'a str,
+    key: String,
+    kind: &'static str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    message_id: &'a str,
+    #[serde(skip_serializing_if = "is_zero")]
+    nuke_id: u64,
+    record_id: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    spam_event_id: u64,
+    status: &'a str,
+    stream: String,
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    timeout_s: u32,
+    #[serde(skip_serializing_if = "is_zero")]
+    undoes: u64,
+    user: &'a str,
+    user_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct NukeSuggestionOut<'a> {
+    at_ms: i64,
+    by: &'a str,
+    class: &'static str,
+    key: String,
+    kind: &'static str,
+    spam_event_id: u64,
+    stream: String,
+    text: &'a str,
+    users: u64,
+}
+
+#[derive(Serialize)]
+struct CommandOut<'a> {
+    at_ms: i64,
+    command_id: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    error: &'a str,
+    key: String,
+    kind: &'static str,
+    messages: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    nuke_id: u64,
+    ok: bool,
+    stream: String,
+    users: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
 }
 
 fn view(o: &DetectorOutput) -> View<'_> {
@@ -185,6 +254,48 @@ fn view(o: &DetectorOutput) -> View<'_> {
             ts_ms: s.ts_ms,
             user: &s.user_login,
         }),
+        Some(Kind::Action(a)) => View::Action(ActionOut {
+            action: &a.action,
+            at_ms: a.at_ms,
+            by: &a.by,
+            detail: &a.detail,
+            evidence: &a.evidence,
+            key,
+            kind: "action",
+            message_id: &a.message_id,
+            nuke_id: a.nuke_id,
+            record_id: a.record_id,
+            spam_event_id: a.spam_event_id,
+            status: &a.status,
+            stream: stream(a.platform, &a.stream_id),
+            timeout_s: a.timeout_s,
+            undoes: a.undoes,
+            user: &a.user_login,
+            user_id: &a.user_id,
+        }),
+        Some(Kind::NukeSuggestion(n)) => View::NukeSuggestion(NukeSuggestionOut {
+            at_ms: n.at_ms,
+            by: &n.by,
+            class: crate::classes::class_name(n.class()),
+            key,
+            kind: "nuke_suggestion",
+            spam_event_id: n.spam_event_id,
+            stream: stream(n.platform, &n.stream_id),
+            text: &n.text,
+            users: n.users,
+        }),
+        Some(Kind::CommandResult(c)) => View::Command(CommandOut {
+            at_ms: c.at_ms,
+            command_id: &c.command_id,
+            error: &c.error,
+            key,
+            kind: "command_result",
+            messages: c.messages,
+            nuke_id: c.nuke_id,
+            ok: c.ok,
+            stream: stream(c.platform, &c.stream_id),
+            users: c.users,
+        }),
         None => View::Unknown(UnknownOut {
             key,
             kind: "unknown",
@@ -235,6 +346,7 @@ mod tests {
                 Some(Kind::SpamEvent(_)) => "spam_event",
                 Some(Kind::Decision(_)) => "decision",
                 Some(Kind::MessageScore(_)) => "message_score",
+                Some(_) => "other",
                 None => "none",
             })
             .collect();

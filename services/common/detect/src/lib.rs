@@ -551,7 +551,9 @@ impl Detector {
 /// Idempotency key of an output, derived from its content so that every
 /// replica (and an in-process replay) computes the same key for the same
 /// output: `<stream>/event/<id>/<version>`, `<stream>/decision/<user>/<at
-/// ms>`, `<stream>/score/<message id>`.
+/// ms>`, `<stream>/score/<message id>`, `<stream>/action/<at ms>/<action>/<message
+/// or user>/<status>`, `<stream>/nuke-suggestion/<event id>`,
+/// `<stream>/command/<command id>`.
 pub fn output_key(o: &DetectorOutput) -> String {
     use spamscope_proto::v1::detector_output::Kind as O;
     let stream = |p: i32, id: &str| StreamKey::format(Platform::of(p), id);
@@ -580,6 +582,29 @@ pub fn output_key(o: &DetectorOutput) -> String {
             "{}/score/{}",
             stream(s.platform, &s.stream_id),
             s.message_id
+        ),
+        // Record ids restart with a replica: the key is the action itself.
+        Some(O::Action(a)) => format!(
+            "{}/action/{}/{}/{}/{}",
+            stream(a.platform, &a.stream_id),
+            a.at_ms,
+            a.action,
+            if a.message_id.is_empty() {
+                &a.user_id
+            } else {
+                &a.message_id
+            },
+            a.status
+        ),
+        Some(O::NukeSuggestion(n)) => format!(
+            "{}/nuke-suggestion/{}",
+            stream(n.platform, &n.stream_id),
+            n.spam_event_id
+        ),
+        Some(O::CommandResult(c)) => format!(
+            "{}/command/{}",
+            stream(c.platform, &c.stream_id),
+            c.command_id
         ),
         None => String::new(),
     }

@@ -258,6 +258,8 @@ impl StreamDetector {
                 }
             }
             Some(Kind::StreamEnded(_)) => self.finish(out),
+            // A moderator's command is for the policy engine beside it.
+            Some(Kind::Command(_)) => {}
             Some(Kind::ChatCleared(_) | Kind::UserNotice(_)) | None => {}
         }
     }

@@ -308,6 +308,14 @@ fn print_act(w: &mut impl Write, a: &spamscope_act::Output) -> std::io::Result<(
             n.users,
             n.by
         ),
+        Output::CommandResult(c) => writeln!(
+            w,
+            "{}  COMMAND     {:<24} {} {}",
+            clock(c.at_ms),
+            truncate(&c.stream, 24),
+            c.command_id,
+            if c.error.is_empty() { "done" } else { &c.error }
+        ),
         Output::Moderator(_) => Ok(()),
     }
 }
@@ -344,6 +352,7 @@ impl Summary {
             }
             Output::NukeSuggested(_) => self.nukes_suggested += 1,
             Output::Moderator(_) => self.moderator_actions += 1,
+            Output::CommandResult(_) => {}
         }
     }
 

@@ -39,6 +39,11 @@ pub struct StandaloneArgs {
     /// messages and users; the output stream holds about half as much).
     #[arg(long)]
     pub no_scores: bool,
+    /// Run a channel policy file beside the detector (as `detector
+    /// --policy`): its suggestions and dry-run actions are published with
+    /// the spam events.
+    #[arg(long, env = "SPAMSCOPE_POLICY_FILE", value_name = "FILE")]
+    pub policy: Option<PathBuf>,
     #[command(flatten)]
     pub params: ParamsArgs,
 }
@@ -51,6 +56,11 @@ pub fn run(mut args: StandaloneArgs) -> Result<()> {
     let per_file: Vec<Vec<spamscope_proto::v1::ChatEvent>> =
         files.into_iter().map(|f| replay::merge(vec![f])).collect();
     let params = args.params.layer()?;
+    let policy = args
+        .policy
+        .as_deref()
+        .map(spamscope_detector::cli::policy_file)
+        .transpose()?;
     // Its own nats-server's store and streams fit the disk it has.
     let local_store = match args.cluster.nats_url {
         Some(_) => None,
@@ -86,6 +96,7 @@ pub fn run(mut args: StandaloneArgs) -> Result<()> {
             handover_timeout: Duration::ZERO,
             emit_scores: !args.no_scores,
             params,
+            policy,
             ..Default::default()
         };
         let router_cfg = spamscope_router::RouterConfig {

@@ -1,0 +1,160 @@
+//! A channel policy beside the detector replicas, on a real nats-server: a
+//! moderator's nuke sent into the stream's chat is carried out in order with
+//! the chat, and its dry-run actions and result are published on SPAM with
+//! the spam events.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use spamscope_proto::v1::{
+    Author, ChatEvent, ChatMessage, DetectorOutput, ModeratorCommand, NukeCommand, Platform,
+    UndoNuke, chat_event, detector_output, moderator_command,
+};
+use spamscope_store::Store;
+use spamscope_testkit::{InProcessCluster, Nats, jetstream};
+
+const PASTA: &str =
+    "FREE VIEWERS AND FOLLOWERS at streamboost dot example, best prices on the whole internet";
+
+fn message(n: u32, login: &str, text: &str, ts: i64) -> ChatEvent {
+    ChatEvent {
+        platform: Platform::Twitch as i32,
+        stream_id: "wave".into(),
+        channel_id: "4242".into(),
+        event_id: format!("m{n}"),
+        ts_ms: ts,
+        kind: Some(chat_event::Kind::Message(ChatMessage {
+            author: Some(Author {
+                user_id: format!("id-{login}"),
+                login: login.into(),
+                ..Author::default()
+            }),
+            text: text.into(),
+            ..ChatMessage::default()
+        })),
+    }
+}
+
+fn command(id: &str, op: moderator_command::Op, ts: i64) -> ChatEvent {
+    ChatEvent {
+        platform: Platform::Twitch as i32,
+        stream_id: "wave".into(),
+        event_id: id.into(),
+        ts_ms: ts,
+        kind: Some(chat_event::Kind::Command(ModeratorCommand {
+            by: "alice".into(),
+            op: Some(op),
+        })),
+        ..ChatEvent::default()
+    }
+}
+
+async fn outputs(url: &str) -> Vec<DetectorOutput> {
+    jetstream::read_stream(url, "SPAM")
+        .await
+        .into_iter()
+        .map(|(_, _, p)| DetectorOutput::decode(p).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nuke_sent_into_the_chat_is_carried_out_in_order_and_published() {
+    let nats = Nats::start();
+    let store = Store::open(None, "").await.unwrap();
+    let mut c = InProcessCluster::new(&nats.url(), store, 4, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let policies = spamscope_act::Policies::from_toml(
+        // dry_run = false here is overridden: a detector never sends.
+        "[defaults]\ndry_run = false\nflagged_users = \"off\"\nladder = [\"timeout 10m\"]\n",
+    )
+    .unwrap();
+    let forced = {
+        let mut p = policies.clone();
+        p.defaults.dry_run = true;
+        p
+    };
+    let cfg = spamscope_detector::ReplicaConfig {
+        policy: Some(forced),
+        ..c.replica_config("d0")
+    };
+    c.add_replica(cfg).await.unwrap();
+    c.start_router(Duration::from_millis(200)).await.unwrap();
+    c.await_placed(Duration::from_secs(30)).await.unwrap();
+
+    let now = spamscope_runtime::now_ms();
+    let senders = ["bot_a", "bot_b", "bot_c", "bot_d", "bot_e", "bot_f"];
+    let mut n = 0;
+    for (i, u) in senders.iter().enumerate() {
+        n += 1;
+        c.publish(&message(n, u, PASTA, now + i as i64 * 200))
+            .await
+            .unwrap();
+        n += 1;
+        c.publish(&message(
+            n,
+            &format!("viewer{i}"),
+            "gg that was close",
+            now + i as i64 * 200 + 100,
+        ))
+        .await
+        .unwrap();
+    }
+    let nuke = moderator_command::Op::Nuke(NukeCommand {
+        text: PASTA.into(),
+        ..NukeCommand::default()
+    });
+    c.publish(&command("cmd-1", nuke, now + 2_000))
+        .await
+        .unwrap();
+    // Undo of a nuke that does not exist: refused, with the reason.
+    let undo = moderator_command::Op::Undo(UndoNuke { nuke_id: 99 });
+    c.publish(&command("cmd-2", undo, now + 2_100))
+        .await
+        .unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (results, actions) = loop {
+        let outs = outputs(&c.url).await;
+        let results: Vec<_> = outs
+            .iter()
+            .filter_map(|o| match &o.kind {
+                Some(detector_output::Kind::CommandResult(r)) => Some(r.clone()),
+                _ => None,
+            })
+            .collect();
+        let actions: Vec<_> = outs
+            .iter()
+            .filter_map(|o| match &o.kind {
+                Some(detector_output::Kind::Action(a)) => Some(a.clone()),
+                _ => None,
+            })
+            .collect();
+        if results.len() == 2 {
+            break (results, actions);
+        }
+        assert!(Instant::now() < deadline, "command results: {results:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let nuked = results.iter().find(|r| r.command_id == "cmd-1").unwrap();
+    assert!(nuked.ok, "{nuked:?}");
+    assert_eq!((nuked.users, nuked.messages), (6, 6), "{nuked:?}");
+    let undone = results.iter().find(|r| r.command_id == "cmd-2").unwrap();
+    assert!(
+        !undone.ok && undone.error.contains("no nuke 99"),
+        "{undone:?}"
+    );
+
+    let mut users: Vec<&str> = actions.iter().map(|a| a.user_login.as_str()).collect();
+    users.sort();
+    assert_eq!(users, senders, "only the senders of the copy");
+    for a in &actions {
+        assert_eq!(a.status, "dry_run", "a detector never sends: {a:?}");
+        assert_eq!((a.action.as_str(), a.timeout_s), ("timeout", 600));
+        assert_eq!(a.channel_id, "4242");
+        assert!(a.by.contains("alice"), "{a:?}");
+        assert_eq!(a.nuke_id, nuked.nuke_id);
+    }
+}
