@@ -25,6 +25,11 @@ pub struct GatewayArgs {
     /// SPAMSCOPE_ADMIN_TOKEN); without one, params are read-only.
     #[arg(long, value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// File of moderators' tokens, each acting on the channels it names
+    /// (TOML: `[name] token = "..." channels = ["twitch.x"]`; the README's
+    /// "Acting on spam"). The admin token acts on every channel.
+    #[arg(long, env = "SPAMSCOPE_MODERATOR_TOKENS_FILE", value_name = "FILE")]
+    pub moderator_tokens_file: Option<PathBuf>,
     /// Do not run the history writer in this process (with Scylla, run
     /// `spamscope history-writer` instead).
     #[arg(long)]
@@ -71,6 +76,18 @@ pub struct GatewayArgs {
 }
 
 impl GatewayArgs {
+    /// The moderators' tokens from `--moderator-tokens-file` (never
+    /// printed); errors exit 64 naming the key.
+    pub fn moderators(&self) -> Result<Vec<crate::moderate::ModeratorToken>> {
+        let Some(path) = &self.moderator_tokens_file else {
+            return Ok(Vec::new());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Exit::usage(format!("--moderator-tokens-file {}: {e}", path.display())))?;
+        crate::moderate::parse_moderator_tokens(&text)
+            .map_err(|e| Exit::usage(format!("--moderator-tokens-file {}: {e}", path.display())))
+    }
+
     /// The admin token from `--admin-token-file` or `SPAMSCOPE_ADMIN_TOKEN`
     /// (never printed).
     /// One rule for both: trimmed, at least 16 characters.
@@ -137,6 +154,7 @@ pub async fn start(
         shards,
         args.admin_token()?,
     )
+    .with_moderators(args.moderators()?)
     .with_watch_limits(crate::watch::WatchLimits {
         total: args.max_watchers,
         per_client: args.max_watchers_per_client,

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod conn;
 pub mod kept;
 pub mod live;
+pub mod moderate;
 mod readback;
 pub mod watch;
 
@@ -30,13 +31,13 @@ use spamscope_history::any::History;
 use spamscope_proto::StreamKey;
 use spamscope_proto::v1::gateway_server::{Gateway as GatewayApi, GatewayServer};
 use spamscope_proto::v1::{
-    ChannelChatRequest, ChannelChatResponse, ChannelHistoryRequest, ChannelHistoryResponse,
-    ClusterStatusRequest, ClusterStatusResponse, DetectorOutput, GetParamsRequest,
-    ListChannelsRequest, ListChannelsResponse, Params, RatePoint, SearchSpamRequest,
-    SearchSpamResponse, SetParamsRequest, ShardStatus, SpamEventDetailRequest,
-    SpamEventDetailResponse, SpamMatch, UserActivityRequest, UserActivityResponse,
-    UserHistoryRequest, UserHistoryResponse, WatchChannelEvent, WatchChannelRequest,
-    detector_output, watch_channel_event,
+    AcceptSuggestionRequest, ChannelChatRequest, ChannelChatResponse, ChannelHistoryRequest,
+    ChannelHistoryResponse, ClusterStatusRequest, ClusterStatusResponse, CommandResult,
+    DetectorOutput, GetParamsRequest, ListChannelsRequest, ListChannelsResponse, NukeRequest,
+    Params, RatePoint, SearchSpamRequest, SearchSpamResponse, SetParamsRequest, ShardStatus,
+    SpamEventDetailRequest, SpamEventDetailResponse, SpamMatch, UndoNukeRequest,
+    UserActivityRequest, UserActivityResponse, UserHistoryRequest, UserHistoryResponse,
+    WatchChannelEvent, WatchChannelRequest, detector_output, watch_channel_event,
 };
 use spamscope_runtime::now_ms;
 use spamscope_store::Store;
@@ -117,8 +118,11 @@ pub struct Gateway {
     pub history: History,
     pub live: Live,
     pub shards: u32,
-    /// Token that SetParams requires; None refuses every SetParams.
+    /// Token that SetParams requires; None refuses every SetParams. It
+    /// acts on every channel too.
     pub admin_token: Option<String>,
+    /// Moderators' tokens, each acting on its channels.
+    pub moderators: Arc<Vec<moderate::ModeratorToken>>,
     /// Cancelled when the server stops: open WatchChannel streams end then,
     /// so a browser tab left open does not hold the shutdown.
     stopping: CancellationToken,
@@ -145,11 +149,21 @@ impl Gateway {
             live: Live::default(),
             shards,
             admin_token,
+            moderators: Arc::default(),
             stopping: CancellationToken::new(),
             watchers: Arc::default(),
             watch_limits: watch::WatchLimits::default(),
             conn_limits: conn::ConnLimits::default(),
             conn_counters: Arc::default(),
+        }
+    }
+
+    /// With moderators' tokens.
+    #[must_use]
+    pub fn with_moderators(self, moderators: Vec<moderate::ModeratorToken>) -> Self {
+        Self {
+            moderators: Arc::new(moderators),
+            ..self
         }
     }
 
@@ -604,6 +618,48 @@ impl GatewayApi for Gateway {
             decisions: page.items,
             next_page_token: page.next.unwrap_or_default(),
         }))
+    }
+
+    async fn nuke(&self, req: Request<NukeRequest>) -> Result<Response<CommandResult>, Status> {
+        let (key, op) = moderate::check_nuke(req.get_ref())?;
+        let by = self.authorize_channel(&req, &key.to_string())?;
+        Ok(Response::new(self.command(&key, by, op).await?))
+    }
+
+    async fn undo_nuke(
+        &self,
+        req: Request<UndoNukeRequest>,
+    ) -> Result<Response<CommandResult>, Status> {
+        let key = StreamKey::parse(&req.get_ref().stream)
+            .map_err(|e| GatewayError::Invalid(format!("stream: {e}")))?;
+        let id = req.get_ref().nuke_id;
+        if id == 0 {
+            return Err(GatewayError::Invalid("nuke_id: name the nuke to undo".into()).into());
+        }
+        let by = self.authorize_channel(&req, &key.to_string())?;
+        let op = spamscope_proto::v1::moderator_command::Op::Undo(spamscope_proto::v1::UndoNuke {
+            nuke_id: id,
+        });
+        Ok(Response::new(self.command(&key, by, op).await?))
+    }
+
+    async fn accept_suggestion(
+        &self,
+        req: Request<AcceptSuggestionRequest>,
+    ) -> Result<Response<CommandResult>, Status> {
+        let key = StreamKey::parse(&req.get_ref().stream)
+            .map_err(|e| GatewayError::Invalid(format!("stream: {e}")))?;
+        let id = req.get_ref().record_id;
+        if id == 0 {
+            return Err(
+                GatewayError::Invalid("record_id: name the suggestion to accept".into()).into(),
+            );
+        }
+        let by = self.authorize_channel(&req, &key.to_string())?;
+        let op = spamscope_proto::v1::moderator_command::Op::Accept(
+            spamscope_proto::v1::AcceptSuggestion { record_id: id },
+        );
+        Ok(Response::new(self.command(&key, by, op).await?))
     }
 
     async fn get_params(&self, req: Request<GetParamsRequest>) -> Result<Response<Params>, Status> {

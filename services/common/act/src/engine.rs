@@ -747,9 +747,9 @@ impl Engine {
         let matched: Vec<Seen> = st
             .recent
             .iter()
-            .filter(|s| {
-                s.ts_ms >= since && s.ts_ms <= now_ms && similarity(&text, &s.text) >= threshold
-            })
+            // Everything remembered came before the nuke, whatever its
+            // time says: a platform's clock and the gateway's differ.
+            .filter(|s| s.ts_ms >= since && similarity(&text, &s.text) >= threshold)
             .cloned()
             .collect();
         if let Some(id) = event_id

@@ -510,3 +510,37 @@ fn a_user_the_moderators_already_hold_is_left_to_them_and_counted() {
     nuke(&mut e, T0 + 700_000, &mut out);
     assert_eq!(users_with(&out, "dry_run"), ["free", "held"]);
 }
+
+#[test]
+fn a_nuke_reaches_messages_stamped_after_it_by_a_faster_clock() {
+    // The platform stamps chat, the gateway stamps the command: a message
+    // handled before the nuke can carry a later time (found wiring the
+    // gateway: a nuke 300 ms "before" the copies reached one of five).
+    let mut e = Engine::new(Policies::default());
+    let mut out = Vec::new();
+    for i in 0..3 {
+        e.on_chat(
+            &msg(
+                &format!("m{i}"),
+                &format!("u{i}"),
+                PASTA,
+                T0 + 500 + i,
+                plain(),
+            ),
+            &mut out,
+        );
+    }
+    let r = e
+        .nuke(
+            &NukeRequest {
+                stream: "twitch.chan".into(),
+                text: Some(PASTA.into()),
+                by: "alice".into(),
+                ..NukeRequest::default()
+            },
+            T0,
+            &mut out,
+        )
+        .unwrap();
+    assert_eq!((r.users, r.messages), (3, 3), "{r:?}");
+}

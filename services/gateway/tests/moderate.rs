@@ -1,0 +1,207 @@
+//! Acting on spam through the gateway: its gRPC server on loopback, a
+//! router and a detector replica with a policy in process, on a real
+//! nats-server. Who may (admin, a moderator of the channel, nobody else),
+//! bad requests refused with the reason, and a nuke and its undo answered
+//! by the replica that owns the stream.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use spamscope_gateway::Gateway;
+use spamscope_gateway::moderate::parse_moderator_tokens;
+use spamscope_history::HistoryStore;
+use spamscope_history::any::History;
+use spamscope_proto::v1::gateway_client::GatewayClient;
+use spamscope_proto::v1::{
+    AcceptSuggestionRequest, Author, ChatEvent, ChatMessage, NukeRequest, Platform,
+    UndoNukeRequest, chat_event,
+};
+use spamscope_store::Store;
+use spamscope_testkit::{InProcessCluster, Nats, TempDir};
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+
+const ADMIN: &str = "admin-token-for-the-moderation-test";
+const ALICE: &str = "alice-moderates-the-wave-channel";
+const BOB: &str = "bob-moderates-another-channel-only";
+const PASTA: &str = "buy cheap viewers now at totally legit viewers dot example, instant delivery";
+
+fn message(n: u32, login: &str, ts: i64) -> ChatEvent {
+    ChatEvent {
+        platform: Platform::Twitch as i32,
+        stream_id: "wave".into(),
+        channel_id: "777".into(),
+        event_id: format!("m{n}"),
+        ts_ms: ts,
+        kind: Some(chat_event::Kind::Message(ChatMessage {
+            author: Some(Author {
+                user_id: format!("id-{login}"),
+                login: login.into(),
+                ..Author::default()
+            }),
+            text: PASTA.into(),
+            ..ChatMessage::default()
+        })),
+    }
+}
+
+fn authed<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moderators_nuke_and_undo_their_own_channels_only() {
+    let nats = Nats::start();
+    let store = Store::open(None, "").await.unwrap();
+    let shards = 4;
+    let mut c = InProcessCluster::new(&nats.url(), store.clone(), shards, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let policies = spamscope_act::Policies::from_toml(
+        "[defaults]\nflagged_users = \"off\"\nladder = [\"ban\"]\n",
+    )
+    .unwrap();
+    let cfg = spamscope_detector::ReplicaConfig {
+        policy: Some(policies),
+        ..c.replica_config("d0")
+    };
+    c.add_replica(cfg).await.unwrap();
+    c.start_router(Duration::from_millis(200)).await.unwrap();
+    c.await_placed(Duration::from_secs(30)).await.unwrap();
+
+    let dir = TempDir::new("gateway-moderate");
+    let history = History::Embedded(Arc::new(
+        HistoryStore::open(&dir.0.join("history.redb")).unwrap(),
+    ));
+    let moderators = parse_moderator_tokens(&format!(
+        "[alice]\ntoken = \"{ALICE}\"\nchannels = [\"twitch.wave\"]\n[bob]\ntoken = \"{BOB}\"\nchannels = [\"twitch.other\"]\n"
+    ))
+    .unwrap();
+    let gw = Gateway::new(c.bus.clone(), store, history, shards, Some(ADMIN.into()))
+        .with_moderators(moderators);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let health = spamscope_runtime::Health::default();
+    health.set_ready(true);
+    tokio::spawn(spamscope_gateway::serve(
+        listener,
+        gw,
+        None,
+        health,
+        stop.clone(),
+    ));
+    let mut client = GatewayClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+
+    let now = spamscope_runtime::now_ms();
+    for (i, u) in ["s1", "s2", "s3", "s4", "s5"].iter().enumerate() {
+        c.publish(&message(i as u32, u, now + i as i64 * 100))
+            .await
+            .unwrap();
+    }
+    c.wait_processed(5, Duration::from_secs(30)).await.unwrap();
+
+    let nuke = |stream: &str| NukeRequest {
+        stream: stream.into(),
+        text: PASTA.into(),
+        ..NukeRequest::default()
+    };
+    // Who may.
+    let e = client.nuke(nuke("twitch.wave")).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    let e = client
+        .nuke(authed(nuke("twitch.wave"), BOB))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(
+        e.message()
+            .contains("bob is not a moderator of twitch.wave"),
+        "{e:?}"
+    );
+    let e = client
+        .nuke(authed(nuke("twitch.wave"), "not-a-token-anyone-has"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    // Bad requests, with the reason.
+    for (req, says) in [
+        (nuke("wave"), "stream"),
+        (
+            NukeRequest {
+                spam_event_id: 3,
+                ..nuke("twitch.wave")
+            },
+            "not both",
+        ),
+        (
+            NukeRequest {
+                text: String::new(),
+                ..nuke("twitch.wave")
+            },
+            "name the spam event",
+        ),
+        (
+            NukeRequest {
+                grace_s: 7200,
+                ..nuke("twitch.wave")
+            },
+            "grace_s",
+        ),
+    ] {
+        let e = client.nuke(authed(req, ALICE)).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains(says), "{e:?}");
+    }
+
+    // Alice nukes her channel: the replica answers with what it reached.
+    let r = client
+        .nuke(authed(nuke("twitch.wave"), ALICE))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.ok, "{r:?}");
+    assert_eq!((r.users, r.messages), (5, 5), "{r:?}");
+    assert!(r.nuke_id > 0);
+    // The admin undoes it; a second undo is refused by the replica.
+    let undo = UndoNukeRequest {
+        stream: "twitch.wave".into(),
+        nuke_id: r.nuke_id,
+    };
+    let u = client
+        .undo_nuke(authed(undo.clone(), ADMIN))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(u.ok, "{u:?}");
+    let again = client
+        .undo_nuke(authed(undo, ALICE))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !again.ok && again.error.contains("already undone"),
+        "{again:?}"
+    );
+    // A suggestion that does not exist.
+    let a = client
+        .accept_suggestion(authed(
+            AcceptSuggestionRequest {
+                stream: "twitch.wave".into(),
+                record_id: 12345,
+            },
+            ALICE,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!a.ok && a.error.contains("no open suggestion"), "{a:?}");
+    stop.cancel();
+}
