@@ -10,12 +10,14 @@ import subprocess
 import sys
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/release/spamscope"
-ROLES = ["ingest", "router", "detector", "gateway", "history-writer", "standalone"]
+ROLES = ["ingest", "router", "detector", "gateway", "history-writer", "actor", "standalone"]
 
 # Read by the binary outside clap (secrets and process-wide settings).
 OTHER_ENV = [
     ("SPAMSCOPE_ADMIN_TOKEN", "gateway, standalone", "admin token that SetParams requires (at least 16 characters), instead of `--admin-token-file`"),
     ("SPAMSCOPE_TWITCH_TOKEN", "ingest", "OAuth token for `--twitch-login`, instead of `--twitch-token-file`"),
+    ("SPAMSCOPE_HELIX_TOKEN", "actor, standalone", "a Twitch moderator's user access token for sending actions, instead of `--helix-token-file`"),
+    ("SPAMSCOPE_YOUTUBE_TOKEN", "actor, standalone", "a YouTube OAuth access token for sending actions, instead of `--youtube-token-file`"),
     ("SPAMSCOPE_TWITCH_CLIENT_SECRET", "ingest", "Helix client secret for `--helix-top`, instead of `--twitch-client-secret-file`"),
     ("SPAMSCOPE_SCYLLA_PASSWORD", "gateway, history-writer, standalone", "password of `--scylla-user`, instead of `--scylla-password-file`"),
     ("SPAMSCOPE_NATS_SERVER", "standalone, bench", "the `nats-server` binary to start when no `--nats-url` is given (default: `nats-server` on the PATH)"),

@@ -454,6 +454,7 @@ fn configuration_reference_lists_every_flag_of_every_role() {
         "detector",
         "gateway",
         "history-writer",
+        "actor",
         "standalone",
     ] {
         let section = doc
@@ -1262,4 +1263,56 @@ fn a_policy_is_backtested_and_replayed_in_dry_run() {
     assert!(err.contains("bot_wave"), "{err}");
     let out = spamscope(&["eval", "--policy", policy]);
     assert_eq!(out.status.code(), Some(64), "no logs");
+}
+
+/// The actor refuses to start without usable credentials, naming what is
+/// missing and never a token; so do bad moderator token files and a
+/// `--policy-live` without credentials.
+#[test]
+fn actor_and_moderation_flags_exit_64_naming_what_is_wrong() {
+    const SECRET: &str = "helix-secret-never-shown-1234";
+    let actor = ["actor", "--nats-url", "nats://127.0.0.1:1"];
+    let (code, err) = role_stderr(&actor, &[]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("credentials of at least one platform"),
+        "{err}"
+    );
+    let (code, err) = role_stderr(&actor, &[("SPAMSCOPE_HELIX_TOKEN", SECRET)]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("--helix-client-id") && !err.contains(SECRET),
+        "{err}"
+    );
+    let tokens = tmp_file(
+        "moderators.toml",
+        format!("[alice]\ntoken = \"{SECRET}\"\nchannels = [\"irc.nowhere\"]\n").as_bytes(),
+    );
+    let gateway = [
+        "gateway",
+        "--nats-url",
+        "nats://127.0.0.1:1",
+        "--redis-url",
+        "redis://127.0.0.1:1",
+        "--moderator-tokens-file",
+        tokens.to_str().unwrap(),
+    ];
+    let (code, err) = role_stderr(&gateway, &[]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("alice.channels") && !err.contains(SECRET),
+        "{err}"
+    );
+    let policy = tmp_file("live-policy.toml", b"[defaults]\ndry_run = false\n");
+    let (code, err) = role_stderr(
+        &[
+            "standalone",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--policy-live",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("--policy-live needs"), "{err}");
 }

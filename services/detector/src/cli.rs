@@ -76,23 +76,30 @@ pub struct DetectorArgs {
     /// Run a channel policy file (TOML; the README's "Acting on spam")
     /// beside the detector: what it suggests and would do is published with
     /// the spam events (kinds action, nuke_suggestion, command_result).
-    /// Every channel is in dry-run: nothing is sent to a platform.
+    /// Every channel is in dry-run unless --policy-live.
     #[arg(long, env = "SPAMSCOPE_POLICY_FILE", value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// Let channels whose policy says `dry_run = false` act: their actions
+    /// are published as pending, for `spamscope actor` to send. Without
+    /// it every channel is in dry-run.
+    #[arg(long, requires = "policy")]
+    pub policy_live: bool,
     #[command(flatten)]
     pub params: ParamsArgs,
 }
 
-/// Reads a policy file for a detector: every channel in dry-run. Errors
-/// exit 64 naming the file and the key.
-pub fn policy_file(path: &std::path::Path) -> Result<spamscope_act::Policies> {
+/// Reads a policy file for a detector: every channel in dry-run unless
+/// `live`. Errors exit 64 naming the file and the key.
+pub fn policy_file(path: &std::path::Path, live: bool) -> Result<spamscope_act::Policies> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Exit::usage(format!("--policy {}: {e}", path.display())))?;
     let mut p = spamscope_act::Policies::from_toml(&text)
         .map_err(|e| Exit::usage(format!("--policy {}: {e}", path.display())))?;
-    p.defaults.dry_run = true;
-    for c in p.channels.values_mut() {
-        c.dry_run = true;
+    if !live {
+        p.defaults.dry_run = true;
+        for c in p.channels.values_mut() {
+            c.dry_run = true;
+        }
     }
     Ok(p)
 }
@@ -102,7 +109,11 @@ pub fn run(args: DetectorArgs) -> Result<()> {
     let url = args.cluster.nats_url()?;
     args.cluster.require_shared_store()?;
     let params = args.params.layer()?;
-    let policy = args.policy.as_deref().map(policy_file).transpose()?;
+    let policy = args
+        .policy
+        .as_deref()
+        .map(|p| policy_file(p, args.policy_live))
+        .transpose()?;
     // The hand-over comes first, then the usual grace.
     let mut cluster = args.cluster.clone();
     cluster.shutdown_grace_s += args.handover_timeout_s;

@@ -68,8 +68,8 @@ pub struct ReplicaConfig {
     /// least recently active that need no clock leave, however recent).
     pub max_streams: usize,
     /// Channel policies run beside the detector: their suggestions and
-    /// actions are published with the detector's outputs. Every channel is
-    /// in dry-run here (nothing sends actions to a platform yet).
+    /// actions are published with the detector's outputs (`pending` ones
+    /// for the actor to send, where a channel is not in dry-run).
     pub policy: Option<spamscope_act::Policies>,
 }
 

@@ -193,6 +193,7 @@ pub fn run(args: GatewayRoleArgs) -> Result<()> {
     args.gateway.history.check()?;
     args.cluster.require_shared_store()?;
     args.gateway.admin_token()?;
+    args.gateway.moderators()?;
     run_role("gateway", args.cluster.lifecycle(), |role| async move {
         let (bus, store) = connect(
             &args.cluster,

@@ -20,12 +20,13 @@ use clap::{ArgAction, Command};
 use crate::exit::Exit;
 
 /// The commands that read a config file.
-pub const ROLES: [&str; 6] = [
+pub const ROLES: [&str; 7] = [
     "ingest",
     "router",
     "detector",
     "gateway",
     "history-writer",
+    "actor",
     "standalone",
 ];
 

@@ -48,8 +48,11 @@ enum Command {
     Gateway(spamscope_gateway::cli::GatewayRoleArgs),
     /// History writer role alone (with a Scylla history store).
     HistoryWriter(spamscope_history_writer::cli::HistoryWriterArgs),
+    /// Actor role: send the actions channel policies decided to Twitch and
+    /// YouTube, and publish each answer.
+    Actor(spamscope_actor::cli::ActorArgs),
     /// Every role in one process (starts nats-server when no --nats-url).
-    Standalone(cmd::standalone::StandaloneArgs),
+    Standalone(Box<cmd::standalone::StandaloneArgs>),
     /// Look at and resize a running cluster (`ctl status`, `ctl scale`).
     Ctl(cmd::ctl::CtlArgs),
 }
@@ -83,7 +86,8 @@ fn main() {
         Command::Detector(args) => spamscope_detector::cli::run(args),
         Command::Gateway(args) => spamscope_gateway::cli::run(args),
         Command::HistoryWriter(args) => spamscope_history_writer::cli::run(args),
-        Command::Standalone(args) => cmd::standalone::run(args),
+        Command::Actor(args) => spamscope_actor::cli::run(args),
+        Command::Standalone(args) => cmd::standalone::run(*args),
         Command::Ctl(args) => cmd::ctl::run(args),
     };
     if let Err(e) = result {

@@ -126,3 +126,63 @@ pub struct Record {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub undoes: Option<u64>,
 }
+
+impl Record {
+    /// A record as published ([`spamscope_proto::v1::ActionRecord`]): its
+    /// stream key and the action; `None` for an action or status this
+    /// build does not know.
+    pub fn from_proto(a: &spamscope_proto::v1::ActionRecord) -> Option<Self> {
+        let kind = match a.action.as_str() {
+            "delete" => ActionKind::Delete,
+            "timeout" => ActionKind::Timeout {
+                seconds: a.timeout_s,
+            },
+            "ban" => ActionKind::Ban,
+            "unban" => ActionKind::Unban,
+            _ => return None,
+        };
+        let status = match a.status.as_str() {
+            "suggested" => Status::Suggested,
+            "dry_run" => Status::DryRun,
+            "pending" => Status::Pending,
+            "done" => Status::Done {
+                answer: a.detail.clone(),
+            },
+            "failed" => Status::Failed {
+                reason: a.detail.clone(),
+            },
+            "protected" => Status::Protected {
+                reason: a.detail.clone(),
+            },
+            _ => return None,
+        };
+        let nonzero = |v: u64| (v != 0).then_some(v);
+        Some(Self {
+            id: a.record_id,
+            at_ms: a.at_ms,
+            stream: spamscope_proto::StreamKey::format(Platform::of(a.platform), &a.stream_id),
+            action: Action {
+                kind,
+                target: Target {
+                    platform: a.platform,
+                    stream_id: a.stream_id.clone(),
+                    channel_id: a.channel_id.clone(),
+                    user_id: a.user_id.clone(),
+                    user_login: a.user_login.clone(),
+                    message_id: a.message_id.clone(),
+                },
+                reason: format!("spamscope: {}", a.evidence)
+                    .chars()
+                    .take(500)
+                    .collect(),
+                undo_handle: String::new(),
+            },
+            status,
+            by: a.by.clone(),
+            evidence: a.evidence.clone(),
+            event_id: nonzero(a.spam_event_id),
+            nuke: nonzero(a.nuke_id),
+            undoes: nonzero(a.undoes),
+        })
+    }
+}

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use spamscope_chat::replay::{self, Speed};
 use spamscope_detector::cli::ParamsArgs;
 use spamscope_gateway::cli::GatewayArgs;
+use spamscope_runtime::exit::Exit;
 use spamscope_runtime::local_nats::{self, LocalNats};
 use spamscope_runtime::{ClusterArgs, Health, connect, run_role};
 
@@ -44,6 +45,13 @@ pub struct StandaloneArgs {
     /// the spam events.
     #[arg(long, env = "SPAMSCOPE_POLICY_FILE", value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// Let channels whose policy says `dry_run = false` act: an actor in
+    /// this process sends their actions with the platform credentials
+    /// given (--helix-*, --youtube-*).
+    #[arg(long, requires = "policy")]
+    pub policy_live: bool,
+    #[command(flatten)]
+    pub platforms: spamscope_actor::cli::PlatformArgs,
     #[command(flatten)]
     pub params: ParamsArgs,
 }
@@ -59,8 +67,14 @@ pub fn run(mut args: StandaloneArgs) -> Result<()> {
     let policy = args
         .policy
         .as_deref()
-        .map(spamscope_detector::cli::policy_file)
+        .map(|p| spamscope_detector::cli::policy_file(p, args.policy_live))
         .transpose()?;
+    let moderators = args.platforms.moderators()?;
+    if args.policy_live && moderators.is_empty() {
+        return Err(Exit::usage(
+            "--policy-live needs the credentials of at least one platform (--helix-client-id, --helix-moderator-id and --helix-token-file, or --youtube-token-file)",
+        ));
+    }
     // Its own nats-server's store and streams fit the disk it has.
     let local_store = match args.cluster.nats_url {
         Some(_) => None,
@@ -116,6 +130,20 @@ pub fn run(mut args: StandaloneArgs) -> Result<()> {
         sup.critical("detector", async move {
             Ok(spamscope_detector::run(detector_cfg, b, s, h, c, st).await?)
         });
+        if !moderators.is_empty() {
+            let (b, st, h) = (bus.clone(), stop.clone(), Health::default());
+            sup.critical("actor", async move {
+                Ok(spamscope_actor::run(
+                    spamscope_actor::ActorConfig::default(),
+                    b,
+                    moderators,
+                    h,
+                    Arc::default(),
+                    st,
+                )
+                .await?)
+            });
+        }
         let (b, s, st) = (bus.clone(), store.clone(), stop.clone());
         sup.critical("router", async move {
             Ok(spamscope_router::run(router_cfg, b, s, Health::default(), st).await?)

@@ -1,0 +1,207 @@
+//! The whole path of an action, on a real nats-server: chat and a
+//! moderator's nuke into a detector replica with a live policy, the actor
+//! sending what it decided to a local server that answers as Twitch Helix
+//! does, the answers published back; then the undo lifting the bans. A
+//! channel in dry-run sends nothing. Nothing talks to a real platform.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use spamscope_act::helix::{Helix, HelixConfig};
+use spamscope_act::platform::Moderator;
+use spamscope_proto::v1::{
+    ActionRecord, Author, ChatEvent, ChatMessage, DetectorOutput, ModeratorCommand, NukeCommand,
+    Platform, UndoNuke, chat_event, detector_output, moderator_command,
+};
+use spamscope_store::Store;
+use spamscope_testkit::platforms::FakeHelix;
+use spamscope_testkit::{InProcessCluster, Nats, jetstream};
+use tokio_util::sync::CancellationToken;
+
+const TOKEN: &str = "helix-user-token-of-mod1";
+const PASTA: &str = "get 1000 followers for free at growfast dot example, limited offer today";
+
+fn message(stream: &str, n: u32, login: &str, ts: i64) -> ChatEvent {
+    ChatEvent {
+        platform: Platform::Twitch as i32,
+        stream_id: stream.into(),
+        channel_id: "4242".into(),
+        event_id: format!("{stream}-m{n}"),
+        ts_ms: ts,
+        kind: Some(chat_event::Kind::Message(ChatMessage {
+            author: Some(Author {
+                user_id: format!("id-{login}"),
+                login: login.into(),
+                ..Author::default()
+            }),
+            text: PASTA.into(),
+            ..ChatMessage::default()
+        })),
+    }
+}
+
+fn command(stream: &str, id: &str, op: moderator_command::Op, ts: i64) -> ChatEvent {
+    ChatEvent {
+        platform: Platform::Twitch as i32,
+        stream_id: stream.into(),
+        event_id: id.into(),
+        ts_ms: ts,
+        kind: Some(chat_event::Kind::Command(ModeratorCommand {
+            by: "alice".into(),
+            op: Some(op),
+        })),
+        ..ChatEvent::default()
+    }
+}
+
+async fn actions(url: &str) -> Vec<ActionRecord> {
+    jetstream::read_stream(url, "SPAM")
+        .await
+        .into_iter()
+        .filter_map(|(_, _, p)| match DetectorOutput::decode(p).unwrap().kind {
+            Some(detector_output::Kind::Action(a)) => Some(a),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn until(what: &str, mut ok: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ok().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn count(a: &[ActionRecord], action: &str, status: &str) -> usize {
+    a.iter()
+        .filter(|r| r.action == action && r.status == status)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_nuke_is_sent_answered_and_undone_and_a_dry_run_channel_sends_nothing() {
+    let nats = Nats::start();
+    let store = Store::open(None, "").await.unwrap();
+    let mut c = InProcessCluster::new(&nats.url(), store, 4, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let policies = spamscope_act::Policies::from_toml(
+        "[defaults]\nflagged_users = \"off\"\nladder = [\"timeout 5m\"]\n\
+         [channels.\"twitch.wave\"]\ndry_run = false\n",
+    )
+    .unwrap();
+    let cfg = spamscope_detector::ReplicaConfig {
+        policy: Some(policies),
+        ..c.replica_config("d0")
+    };
+    c.add_replica(cfg).await.unwrap();
+    c.start_router(Duration::from_millis(200)).await.unwrap();
+    c.await_placed(Duration::from_secs(30)).await.unwrap();
+
+    let helix = FakeHelix::start("app", TOKEN, "mod1", "4242", 100).await;
+    helix
+        .state
+        .lock()
+        .unwrap()
+        .unbannable
+        .insert("id-bot_c".into());
+    let client: Arc<dyn Moderator> = Arc::new(
+        Helix::new(HelixConfig {
+            base_url: helix.url.clone(),
+            client_id: "app".into(),
+            token: TOKEN.into(),
+            moderator_id: "mod1".into(),
+        })
+        .unwrap(),
+    );
+    let stop = CancellationToken::new();
+    let counters: Arc<spamscope_actor::ActorCounters> = Arc::default();
+    let health = spamscope_runtime::Health::default();
+    let actor = tokio::spawn(spamscope_actor::run(
+        spamscope_actor::ActorConfig::default(),
+        c.bus.clone(),
+        vec![client],
+        health.clone(),
+        Arc::clone(&counters),
+        stop.clone(),
+    ));
+    until("the actor's consumer", async || health.is_ready()).await;
+
+    let now = spamscope_runtime::now_ms();
+    let bots = ["bot_a", "bot_b", "bot_c", "bot_d"];
+    for stream in ["wave", "calm"] {
+        for (i, u) in bots.iter().enumerate() {
+            c.publish(&message(stream, i as u32, u, now + i as i64 * 100))
+                .await
+                .unwrap();
+        }
+        let nuke = moderator_command::Op::Nuke(NukeCommand {
+            text: PASTA.into(),
+            ..NukeCommand::default()
+        });
+        c.publish(&command(
+            stream,
+            &format!("{stream}-nuke"),
+            nuke,
+            now + 1_000,
+        ))
+        .await
+        .unwrap();
+    }
+
+    // Four timeouts decided in the live channel: three done by Twitch,
+    // one refused, each answer published.
+    until(
+        "the answers of the four timeouts, and the dry run",
+        async || {
+            let a = actions(&c.url).await;
+            count(&a, "timeout", "done") + count(&a, "timeout", "failed") == 4
+                && count(&a, "timeout", "dry_run") == 4
+        },
+    )
+    .await;
+    let a = actions(&c.url).await;
+    assert_eq!(count(&a, "timeout", "pending"), 4, "{a:#?}");
+    assert_eq!(count(&a, "timeout", "done"), 3);
+    let refused = a.iter().find(|r| r.status == "failed").expect("a refusal");
+    assert_eq!(refused.user_login, "bot_c");
+    assert!(refused.detail.contains("may not be banned"), "{refused:?}");
+    // The dry-run channel: reported, never sent.
+    let calm: Vec<&ActionRecord> = a.iter().filter(|r| r.stream_id == "calm").collect();
+    assert_eq!(calm.len(), 4);
+    assert!(calm.iter().all(|r| r.status == "dry_run"), "{calm:?}");
+    {
+        let st = helix.state.lock().unwrap();
+        let banned: Vec<&str> = st.bans.keys().map(|(_, u)| u.as_str()).collect();
+        assert_eq!(banned, ["id-bot_a", "id-bot_b", "id-bot_d"]);
+        let posts = st.calls.iter().filter(|c| c.method == "POST").count();
+        assert_eq!(posts, 4, "only the live channel's four timeouts were sent");
+    }
+
+    // The undo lifts the three timeouts at Twitch.
+    let nuke_id = a.iter().find(|r| r.stream_id == "wave").unwrap().nuke_id;
+    let undo = moderator_command::Op::Undo(UndoNuke { nuke_id });
+    c.publish(&command("wave", "wave-undo", undo, now + 5_000))
+        .await
+        .unwrap();
+    until("the unbans' answers", async || {
+        let a = actions(&c.url).await;
+        count(&a, "unban", "done") + count(&a, "unban", "failed") == 4
+    })
+    .await;
+    assert!(helix.state.lock().unwrap().bans.is_empty());
+    let a = actions(&c.url).await;
+    assert_eq!(count(&a, "unban", "done"), 3, "{a:#?}");
+    // bot_c was never timed out: Twitch says so.
+    assert!(a.iter().any(|r| r.action == "unban"
+        && r.status == "failed"
+        && r.user_login == "bot_c"
+        && r.detail.contains("not banned")));
+    assert_eq!(counters.done.load(std::sync::atomic::Ordering::Relaxed), 6);
+    stop.cancel();
+    actor.await.unwrap().unwrap();
+}
