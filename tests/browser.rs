@@ -19,11 +19,36 @@ use harness::*;
 use spamscope_proto::v1::ChannelHistoryRequest;
 
 const TOKEN: &str = "browser-admin-token-0123456789";
+/// The Twitch moderator the actor acts as, on the Helix stand-in.
+const HELIX_TOKEN: &str = "browser-helix-user-token";
+/// The room-id of #xqcow in the bundled log (and of #livechan, its copy).
+const XQCOW_ROOM: &str = "71092938";
 
-fn standalone(nats: &Nats, redis: &Redis, dir: &TempDir, addr: &str, name: &str) -> Proc {
+fn standalone(
+    nats: &Nats,
+    redis: &Redis,
+    dir: &TempDir,
+    addr: &str,
+    name: &str,
+    helix: &str,
+) -> Proc {
     let history = dir.0.join("history.redb").display().to_string();
     let token = dir.0.join("token");
     std::fs::write(&token, TOKEN).unwrap();
+    // The live channel acts (through the Helix stand-in); every other
+    // channel only reports.
+    let policy = dir.0.join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[channels.\"twitch.livechan\"]\ndry_run = false\nladder = [\"timeout 5m\"]\n",
+    )
+    .unwrap();
+    let helix_token = dir.0.join("helix-token");
+    std::fs::write(&helix_token, HELIX_TOKEN).unwrap();
+    let (policy, helix_token) = (
+        policy.display().to_string(),
+        helix_token.display().to_string(),
+    );
     let (xq, cc, ui, tf) = (
         repo("testdata/twitch/xqcow-2019-09-15.irc")
             .display()
@@ -53,6 +78,17 @@ fn standalone(nats: &Nats, redis: &Redis, dir: &TempDir, addr: &str, name: &str)
             &ui,
             "--admin-token-file",
             &tf,
+            "--policy",
+            &policy,
+            "--policy-live",
+            "--helix-client-id",
+            "browser-app",
+            "--helix-moderator-id",
+            "mod1",
+            "--helix-token-file",
+            &helix_token,
+            "--helix-url",
+            helix,
             "--speed",
             "0",
             "--replay",
@@ -139,7 +175,15 @@ async fn console_pages_in_a_real_browser() {
     let redis = Redis::start();
     let dir = TempDir::new("browser");
     let addr = format!("127.0.0.1:{}", free_port());
-    let mut sa = standalone(&nats, &redis, &dir, &addr, "standalone");
+    let helix = spamscope_testkit::platforms::FakeHelix::start(
+        "browser-app",
+        HELIX_TOKEN,
+        "mod1",
+        XQCOW_ROOM,
+        100,
+    )
+    .await;
+    let mut sa = standalone(&nats, &redis, &dir, &addr, "standalone", &helix.url);
     let (events, decisions) = totals(&addr, &sa, "twitch.xqcow").await;
     assert!(
         events > 100 && decisions > 20,
@@ -207,7 +251,7 @@ async fn console_pages_in_a_real_browser() {
                 writeln!(to_browser, "killed").unwrap();
             }
             "START SERVER" => {
-                sa = standalone(&nats, &redis, &dir, &addr, "standalone-again");
+                sa = standalone(&nats, &redis, &dir, &addr, "standalone-again", &helix.url);
                 writeln!(to_browser, "started").unwrap();
             }
             _ => {}
@@ -236,10 +280,25 @@ async fn console_pages_in_a_real_browser() {
         "unknown-channel",
         "server-down",
         "server-back",
+        "nuke",
     ] {
         assert!(
             shots.join(format!("{name}.png")).exists(),
             "no screenshot {name}\n{log}"
         );
     }
+    // The page's nuke reached the Helix stand-in as timeouts, and its undo
+    // lifted every one of them; the dry run before it sent nothing more.
+    let calls = helix.calls();
+    let bans = calls
+        .iter()
+        .filter(|c| c.method == "POST" && c.status == 200)
+        .count();
+    let unbans = calls
+        .iter()
+        .filter(|c| c.method == "DELETE" && c.status == 204)
+        .count();
+    assert!(bans >= 1, "no timeout reached Helix: {calls:?}\n{log}");
+    assert_eq!(unbans, bans, "the undo lifted every timeout: {calls:?}");
+    assert!(helix.state.lock().unwrap().bans.is_empty());
 }

@@ -6,7 +6,7 @@ import { ChatView, chatRow, streamOf, userLink } from "./chat";
 import { RateChart } from "./chart";
 import { follow, retrying } from "./conn";
 import type { ChatEvent } from "./gen/spamscope/v1/chat_pb";
-import { SpamEventClass, SpamEventState, type Decision, type SpamEvent } from "./gen/spamscope/v1/detect_pb";
+import { SpamEventClass, SpamEventState, type ActionRecord, type CommandResult, type Decision, type NukeSuggestion, type SpamEvent } from "./gen/spamscope/v1/detect_pb";
 import { current, setQuery } from "./route";
 import { button, errorBox, fromLocalInput, h, num, time, toLocalInput, visible } from "./ui";
 
@@ -59,6 +59,82 @@ export async function channelPage(app: HTMLElement, stream: string, signal: Abor
   const moreEvents = h("div", {});
   const flags = h("div", { id: "decisions" });
   const moreFlags = h("div", {});
+  // Acting on spam: nukes, their undo, suggestions and every action's
+  // record, live (the channel's detector runs a policy, --policy).
+  const dryRun = h("input", { type: "checkbox", id: "dry-run", checked: "" }) as HTMLInputElement;
+  const acts = h("div", { class: "scroll", id: "actions" });
+  const actsPanel = h("div", { class: "panel", id: "moderation" },
+    h("h2", {}, "Actions"),
+    h("label", { class: "meta", title: "Report what a nuke would do; send nothing" }, dryRun, " dry run"),
+    acts);
+  const token = (): string => {
+    const t = sessionStorage.getItem(ADMIN_TOKEN_KEY) || prompt("Admin or moderator token (kept for this tab only):") || "";
+    if (t) sessionStorage.setItem(ADMIN_TOKEN_KEY, t);
+    return t;
+  };
+  const forget = (err: unknown) => {
+    if (err instanceof ConnectError && [Code.Unauthenticated, Code.PermissionDenied].includes(err.code)) sessionStorage.removeItem(ADMIN_TOKEN_KEY);
+  };
+  const addAct = (row: HTMLElement) => {
+    acts.querySelector(".empty")?.remove();
+    acts.prepend(row);
+  };
+  const commandRow = (what: string, r: CommandResult, dry: boolean): HTMLElement => {
+    const row = h("div", { class: `nuke-result${r.ok ? "" : " refused"}`, "data-nuke": String(r.nukeId) },
+      r.ok ? `${what} #${r.nukeId}: ${r.users} users, ${r.messages} messages${dry ? " (dry run)" : ""}` : `${what} refused: ${r.error}`);
+    if (r.ok && r.nukeId > 0n && !dry) {
+      const undo = button("Undo", async () => {
+        const t = token();
+        if (!t) return;
+        undo.disabled = true;
+        try {
+          const u = await api.undoNuke({ stream, nukeId: r.nukeId }, { headers: { authorization: `Bearer ${t}` } });
+          addAct(commandRow("Undo of nuke", { ...u, nukeId: r.nukeId } as CommandResult, false));
+        } catch (err) { forget(err); undo.disabled = false; row.append(errorBox(err)); }
+      }, { class: "undo" });
+      row.append(" ", undo);
+    }
+    return row;
+  };
+  const nuke = async (eventId: bigint) => {
+    const t = token();
+    if (!t) return;
+    const dry = dryRun.checked;
+    try {
+      const r = await api.nuke({ stream, spamEventId: eventId, dryRun: dry }, { headers: { authorization: `Bearer ${t}` } });
+      addAct(commandRow(`Nuke of event #${eventId}`, r, dry));
+    } catch (err) { forget(err); addAct(h("div", { class: "nuke-result refused" }, errorBox(err))); }
+  };
+  // One row per action: the actor's answer replaces the pending row.
+  const rows = new Map<bigint, HTMLElement>();
+  const record = (a: ActionRecord) => {
+    const what = a.action === "timeout" ? `timeout ${a.timeoutS} s` : a.action;
+    const row = h("div", { class: `record status-${a.status}`, "data-status": a.status, "data-action": a.action, "data-record": String(a.recordId) },
+      h("span", { class: "meta" }, `${time(a.atMs)} `), h("b", {}, what), " ", userLink(a.userLogin, a.userId, stream), ` · ${a.status.replaceAll("_", " ")}`,
+      a.detail ? h("span", { class: "meta" }, ` (${a.detail})`) : "",
+      h("div", { class: "meta" }, `${a.by}: ${a.evidence}`));
+    if (a.status === "suggested") {
+      const ok = button("Accept", async () => {
+        const t = token();
+        if (!t) return;
+        ok.disabled = true;
+        try {
+          const r = await api.acceptSuggestion({ stream, recordId: a.recordId }, { headers: { authorization: `Bearer ${t}` } });
+          if (!r.ok) row.append(h("span", { class: "meta" }, ` ${r.error}`));
+        } catch (err) { forget(err); ok.disabled = false; row.append(errorBox(err)); }
+      }, { class: "accept" });
+      row.append(ok);
+    }
+    const old = rows.get(a.recordId);
+    rows.set(a.recordId, row);
+    if (old?.isConnected) old.replaceWith(row);
+    else addAct(row);
+  };
+  const suggestion = (n: NukeSuggestion) => {
+    addAct(h("div", { class: "suggestion" }, `${time(n.atMs)} suggested: nuke the ${CLASS_NAMES[n.class] ?? "spam"} #${n.spamEventId} (${n.users} users) `,
+      button("Nuke", () => void nuke(n.spamEventId), { class: "nuke" })));
+  };
+  acts.append(h("p", { class: "meta empty" }, "Nothing done or suggested since this page opened."));
   const eventsTitle = h("h2", {}, "Spam events, then crowd reactions");
   const flagsTitle = h("h2", {}, "Flagged users");
   let chatPanel: HTMLElement;
@@ -81,7 +157,7 @@ export async function channelPage(app: HTMLElement, stream: string, signal: Abor
     range,
     h("h2", {}, ranged ? "Spam messages per minute in this range" : "Spam messages per minute"), chart.el,
     h("div", { class: "cols" }, chatPanel, h("div", { class: "panel" }, eventsTitle, events, moreEvents)),
-    h("div", { class: "panel" }, flagsTitle, flags, moreFlags));
+    h("div", { class: "cols" }, h("div", { class: "panel" }, flagsTitle, flags, moreFlags), actsPanel));
   signal.addEventListener("abort", () => chart.destroy(), { once: true });
 
   const cards = new Map<bigint, HTMLElement>();
@@ -89,7 +165,7 @@ export async function channelPage(app: HTMLElement, stream: string, signal: Abor
   const muted = new Set<string>();
   const put = (e: SpamEvent, live: boolean) => {
     if (muted.has(e.text)) return;
-    const card = eventCard(e, stream, () => mute(e));
+    const card = eventCard(e, stream, () => mute(e), () => void nuke(e.eventId));
     const old = cards.get(e.eventId);
     if (old) old.replaceWith(card);
     else if (live) events.prepend(card);
@@ -190,6 +266,8 @@ export async function channelPage(app: HTMLElement, stream: string, signal: Abor
         case "spamEvent": put(w.kind.value, true); break;
         case "decision": putFlag(w.kind.value, true); break;
         case "score": chat.score(w.kind.value); break;
+        case "action": record(w.kind.value); break;
+        case "nukeSuggestion": suggestion(w.kind.value); break;
       }
     }, signal, backfill);
   } catch (e) {
@@ -197,7 +275,7 @@ export async function channelPage(app: HTMLElement, stream: string, signal: Abor
   }
 }
 
-function eventCard(e: SpamEvent, stream: string, mute: () => void): HTMLElement {
+function eventCard(e: SpamEvent, stream: string, mute: () => void, nuke: () => void): HTMLElement {
   const ended = e.state === SpamEventState.ENDED;
   const cls = CLASS_NAMES[e.class] ?? "unclassified";
   const why = e.classEvidence.map((t) => `${t.name.replaceAll("_", " ")} ${num(t.observed)} (threshold ${num(t.threshold)})`).join(", ");
@@ -207,7 +285,8 @@ function eventCard(e: SpamEvent, stream: string, mute: () => void): HTMLElement 
     h("div", { class: "text" }, h("span", { class: "class" }, cls), " ", open),
     h("div", { class: "meta" }, `${e.count} messages from ${e.uniqueUsers} users · ${time(e.firstSeenMs)} → ${time(e.lastSeenMs)} · ${ended ? "ended" : "active"}`),
     h("div", { class: "meta" }, why),
-    h("div", { class: "actions" }, button("Mute in this channel", mute, { class: "mute", title: "Add this text to the channel's allowed phrases (admin token)" })));
+    h("div", { class: "actions" }, button("Mute in this channel", mute, { class: "mute", title: "Add this text to the channel's allowed phrases (admin token)" }),
+      " ", button("Nuke", nuke, { class: "nuke", title: "Act on everyone who sent it, and on new copies for a while (admin or moderator token; see the Actions panel)" })));
   card.dataset.text = e.text;
   return card;
 }

@@ -87,6 +87,47 @@ await step("live-scroll-back", async () => {
   if (!atBottom) fail("resume did not go to the newest message");
 });
 
+await step("nuke", async () => {
+  // The live channel acts through a local stand-in for Twitch's API (its
+  // policy says dry_run = false, and standalone runs an actor).
+  await page.goto(`${base}/#/channel/${liveStream}`);
+  await page.locator("#spam-events .event").first().waitFor({ timeout: 60000 });
+  await page.evaluate((t) => sessionStorage.setItem("spamscope-admin-token", t), token);
+  // The event with the most users.
+  const id = await page.evaluate(() => {
+    let best = null, most = -1;
+    for (const c of document.querySelectorAll("#spam-events .event")) {
+      const m = /from (\d+) users/.exec(c.textContent);
+      if (m && Number(m[1]) > most) { most = Number(m[1]); best = c.dataset.event; }
+    }
+    return best;
+  });
+  const card = page.locator(`#spam-events .event[data-event="${id}"]`);
+  if (!(await page.locator("#dry-run").isChecked())) fail("dry run is not the default");
+  await card.locator("button.nuke").click();
+  const dry = page.locator("#actions .nuke-result").first();
+  await dry.waitFor({ timeout: 15000 });
+  const dryText = await dry.innerText();
+  if (!/: [1-9]\d* users, .*\(dry run\)/.test(dryText)) fail(`the dry run says "${dryText}"`);
+  if (await dry.locator("button.undo").count()) fail("a dry run offers an undo");
+  await page.locator('#actions .record[data-status="dry_run"]').first().waitFor({ timeout: 15000 });
+  // For real: the actor sends the timeouts and their answers come back.
+  await page.locator("#dry-run").uncheck();
+  await card.locator("button.nuke").click();
+  const live = page.locator("#actions .nuke-result:has(button.undo)").first();
+  await live.waitFor({ timeout: 15000 });
+  await page.locator('#actions .record[data-action="timeout"][data-status="done"]').first().waitFor({ timeout: 20000 });
+  await page.screenshot({ path: `${shots}/nuke-done.png`, fullPage: true });
+  // Undo: every timeout lifted, each answer shown.
+  await live.locator("button.undo").click();
+  await page.locator("#actions .nuke-result", { hasText: "Undo of nuke" }).first().waitFor({ timeout: 15000 });
+  await page.waitForFunction(() => {
+    const n = (sel) => document.querySelectorAll(`#actions .record${sel}`).length;
+    const done = n('[data-action="timeout"][data-status="done"]');
+    return done > 0 && n('[data-action="unban"][data-status="done"]') >= done;
+  }, null, { timeout: 20000 });
+  await page.locator("#dry-run").check();
+});
 await step("channel-page", async () => {
   await page.goto(`${base}/#/channel/twitch.xqcow`);
   await page.locator("#spam-events .event").first().waitFor({ timeout: 30000 });

@@ -38,6 +38,9 @@ use crate::policy::{MAX_GRACE, MAX_LOOKBACK, Mode, Policies, Policy, Step};
 
 /// Most recent messages kept per stream, whatever the look-back.
 pub const MAX_RECENT: usize = 50_000;
+/// How far a command's time may be from its stream's newest message
+/// before it takes that message's time instead.
+const COMMAND_CLOCK_SLACK_MS: i64 = 600_000;
 /// Most messages of one user deleted by one step.
 const MAX_DELETES_PER_USER: usize = 20;
 /// Suggestions kept for a moderator to accept; the oldest go first.
@@ -432,7 +435,18 @@ impl Engine {
         } else {
             c.by.as_str()
         };
-        let now = ev.ts_ms;
+        // The gateway dates a command by its clock; a stream replayed from
+        // an archive runs on the archive's. Far from the stream's newest
+        // message (ten minutes), the command takes that message's time.
+        let newest = self
+            .streams
+            .get(&stream)
+            .and_then(|st| st.recent.back())
+            .map(|s| s.ts_ms);
+        let now = match newest {
+            Some(t) if (ev.ts_ms - t).abs() > COMMAND_CLOCK_SLACK_MS => t,
+            _ => ev.ts_ms,
+        };
         let done: Result<Option<NukeReport>, EngineError> = match &c.op {
             Some(Op::Nuke(n)) => {
                 let req = NukeRequest {

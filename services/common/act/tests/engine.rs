@@ -544,3 +544,53 @@ fn a_nuke_reaches_messages_stamped_after_it_by_a_faster_clock() {
         .unwrap();
     assert_eq!((r.users, r.messages), (3, 3), "{r:?}");
 }
+
+#[test]
+fn a_command_on_a_replayed_archive_runs_on_the_archive_clock() {
+    use spamscope_proto::v1::{ModeratorCommand, NukeCommand, moderator_command::Op};
+    // Chat from years back (a replay), a command stamped today by the
+    // gateway: the nuke still reaches the copies and keeps its grace on
+    // the archive's clock (found in the browser test: it reached nobody).
+    let mut e = Engine::new(Policies::default());
+    let mut out = Vec::new();
+    for i in 0..3 {
+        e.on_chat(
+            &msg(&format!("m{i}"), &format!("u{i}"), PASTA, T0 + i, plain()),
+            &mut out,
+        );
+    }
+    let today = T0 + 5 * 365 * 86_400_000;
+    let cmd = ChatEvent {
+        platform: Platform::Twitch as i32,
+        stream_id: "chan".into(),
+        event_id: "cmd-1".into(),
+        ts_ms: today,
+        kind: Some(chat_event::Kind::Command(ModeratorCommand {
+            by: "alice".into(),
+            op: Some(Op::Nuke(NukeCommand {
+                text: PASTA.into(),
+                ..NukeCommand::default()
+            })),
+        })),
+        ..ChatEvent::default()
+    };
+    e.on_chat(&cmd, &mut out);
+    let reply = out
+        .iter()
+        .find_map(|o| match o {
+            Output::CommandResult(c) => Some(c.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(reply.error.is_empty(), "{reply:?}");
+    let nuke = reply.nuke.unwrap();
+    assert_eq!(nuke.users, 3);
+    assert_eq!(
+        nuke.until_ms,
+        T0 + 2 + 60_000,
+        "grace on the archive's clock"
+    );
+    out.clear();
+    e.on_chat(&msg("late", "u9", PASTA, T0 + 30_000, plain()), &mut out);
+    assert_eq!(users_with(&out, "dry_run"), ["u9"]);
+}

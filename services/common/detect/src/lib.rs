@@ -302,6 +302,16 @@ impl Detector {
         admit: impl FnOnce(Option<i64>) -> Result<(), E>,
     ) -> Result<(), E> {
         self.fill_key(ev);
+        if matches!(ev.kind, Some(Kind::Command(_))) {
+            // A moderator's command is for the policy engine beside the
+            // detector: stamped by the gateway's clock, it must not move a
+            // stream's event time (a replayed archive's is years back).
+            let clock = self
+                .streams
+                .get(self.key_buf.as_str())
+                .and_then(|s| s.d.watermark_ms());
+            return admit(clock);
+        }
         let ended = matches!(ev.kind, Some(Kind::StreamEnded(_)));
         match self.streams.get_mut(self.key_buf.as_str()) {
             Some(s) => {

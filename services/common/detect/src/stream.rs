@@ -184,6 +184,10 @@ impl StreamDetector {
 
     /// Handles one event of this stream.
     pub fn handle(&mut self, ev: &ChatEvent, out: &mut Vec<DetectorOutput>) {
+        if matches!(ev.kind, Some(Kind::Command(_))) {
+            // For the policy engine; its time is not the chat's.
+            return;
+        }
         self.counters.events += 1;
         if self.channel_id.is_empty() && !ev.channel_id.is_empty() {
             self.channel_id.clone_from(&ev.channel_id);
@@ -258,7 +262,6 @@ impl StreamDetector {
                 }
             }
             Some(Kind::StreamEnded(_)) => self.finish(out),
-            // A moderator's command is for the policy engine beside it.
             Some(Kind::Command(_)) => {}
             Some(Kind::ChatCleared(_) | Kind::UserNotice(_)) | None => {}
         }
