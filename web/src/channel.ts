@@ -79,17 +79,19 @@ export async function channelPage(app: HTMLElement, stream: string, signal: Abor
     acts.querySelector(".empty")?.remove();
     acts.prepend(row);
   };
-  const commandRow = (what: string, r: CommandResult, dry: boolean): HTMLElement => {
-    const row = h("div", { class: `nuke-result${r.ok ? "" : " refused"}`, "data-nuke": String(r.nukeId) },
-      r.ok ? `${what} #${r.nukeId}: ${r.users} users, ${r.messages} messages${dry ? " (dry run)" : ""}` : `${what} refused: ${r.error}`);
-    if (r.ok && r.nukeId > 0n && !dry) {
+  const commandRow = (what: string, r: CommandResult, dry: boolean, undoable = true): HTMLElement => {
+    const said = !r.ok ? `${what} refused: ${r.error}`
+      : undoable ? `${what} #${r.nukeId}: ${r.users} users, ${r.messages} messages${dry ? " (dry run)" : ""}`
+      : `${what} #${r.nukeId}: every timeout and ban it made is being lifted`;
+    const row = h("div", { class: `nuke-result${r.ok ? "" : " refused"}`, "data-nuke": String(r.nukeId) }, said);
+    if (r.ok && r.nukeId > 0n && !dry && undoable) {
       const undo = button("Undo", async () => {
         const t = token();
         if (!t) return;
         undo.disabled = true;
         try {
           const u = await api.undoNuke({ stream, nukeId: r.nukeId }, { headers: { authorization: `Bearer ${t}` } });
-          addAct(commandRow("Undo of nuke", { ...u, nukeId: r.nukeId } as CommandResult, false));
+          addAct(commandRow("Undo of nuke", { ...u, nukeId: r.nukeId } as CommandResult, false, false));
         } catch (err) { forget(err); undo.disabled = false; row.append(errorBox(err)); }
       }, { class: "undo" });
       row.append(" ", undo);
