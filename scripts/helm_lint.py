@@ -350,6 +350,9 @@ def main() -> int:
     must_refuse({"nats": {"url": "nats://nats:4222", "streamReplicas": 7}}, "streamReplicas")
     must_refuse({"secrets": {"adminToken": "short"}}, "adminToken")
     must_refuse({"bogus": 1}, "bogus")
+    must_refuse({"actor": {"enabled": True}}, "actor.enabled")
+    must_refuse({"actor": {"enabled": True, "helix": {"clientId": "x"}}}, "actor.helix.moderatorId")
+    must_refuse({"actor": {"replicas": 2}}, "replicas")
     must_refuse({"detector": {"streamForgetSeconds": 3600}}, "streamForgetSeconds")
     must_refuse({"gateway": {"watchBuffer": 1}}, "watchBuffer")
     must_refuse(
