@@ -93,6 +93,13 @@ pub struct ActorArgs {
     pub cluster: ClusterArgs,
     #[command(flatten)]
     pub platforms: PlatformArgs,
+    /// A pending action decided longer ago than this many seconds is not
+    /// sent but answered as failed (the actor was down, or far behind)
+    /// (10 to 86400).
+    #[arg(long, env = "SPAMSCOPE_MAX_ACTION_AGE_S",
+          default_value_t = crate::ActorConfig::default().max_age.as_secs(),
+          value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    pub max_action_age_s: u64,
 }
 
 /// `spamscope actor`.
@@ -117,7 +124,10 @@ pub fn run(args: ActorArgs) -> Result<()> {
         let (stop, health) = (sup.shutdown().clone(), role.health.clone());
         sup.critical("actor", async move {
             Ok(crate::run(
-                crate::ActorConfig::default(),
+                crate::ActorConfig {
+                    max_age: std::time::Duration::from_secs(args.max_action_age_s),
+                    ..Default::default()
+                },
                 bus,
                 moderators,
                 health,

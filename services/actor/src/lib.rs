@@ -50,6 +50,10 @@ pub struct ActorConfig {
     /// Idle heartbeat asked of the server: two missed and the consumer is
     /// opened again.
     pub idle_heartbeat: Duration,
+    /// A pending action decided (published) longer ago than this is not
+    /// sent but answered as failed: a timeout an hour late (the actor was
+    /// down) is not what a moderator wants.
+    pub max_age: Duration,
 }
 
 impl Default for ActorConfig {
@@ -57,6 +61,7 @@ impl Default for ActorConfig {
         Self {
             max_ack_pending: 1_000,
             idle_heartbeat: Duration::from_secs(5),
+            max_age: Duration::from_secs(300),
         }
     }
 }
@@ -181,10 +186,26 @@ pub async fn run(
         {
             record.action.undo_handle.clone_from(h);
         }
-        let refs: Vec<&dyn Moderator> = moderators.iter().map(|m| m.as_ref()).collect();
-        let mut one = [record];
-        execute(&refs, &mut one).await;
-        let [record] = one;
+        let age_ms = m.info().ok().map_or(0, |i| {
+            let published = i.published.unix_timestamp_nanos() / 1_000_000;
+            i128::from(spamscope_runtime::now_ms()) - published
+        });
+        let record = if age_ms >= cfg.max_age.as_millis() as i128 {
+            record.status = Status::Failed {
+                reason: format!(
+                    "not sent: decided {} s ago, longer than the actor's limit of {} s (was it down?)",
+                    age_ms / 1000,
+                    cfg.max_age.as_secs()
+                ),
+            };
+            record
+        } else {
+            let refs: Vec<&dyn Moderator> = moderators.iter().map(|m| m.as_ref()).collect();
+            let mut one = [record];
+            execute(&refs, &mut one).await;
+            let [record] = one;
+            record
+        };
         match &record.status {
             Status::Done { .. } => {
                 counters.done.fetch_add(1, Ordering::Relaxed);

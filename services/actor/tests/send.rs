@@ -205,3 +205,74 @@ async fn a_live_nuke_is_sent_answered_and_undone_and_a_dry_run_channel_sends_not
     stop.cancel();
     actor.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_older_than_the_limit_is_answered_not_sent() {
+    let nats = Nats::start();
+    let store = Store::open(None, "").await.unwrap();
+    let c = InProcessCluster::new(&nats.url(), store, 4, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let helix = FakeHelix::start("app", TOKEN, "mod1", "4242", 100).await;
+    let client: Arc<dyn Moderator> = Arc::new(
+        Helix::new(HelixConfig {
+            base_url: helix.url.clone(),
+            client_id: "app".into(),
+            token: TOKEN.into(),
+            moderator_id: "mod1".into(),
+        })
+        .unwrap(),
+    );
+    let stop = CancellationToken::new();
+    let health = spamscope_runtime::Health::default();
+    let cfg = spamscope_actor::ActorConfig {
+        // Everything is too old.
+        max_age: Duration::ZERO,
+        ..Default::default()
+    };
+    let actor = tokio::spawn(spamscope_actor::run(
+        cfg,
+        c.bus.clone(),
+        vec![client],
+        health.clone(),
+        Arc::default(),
+        stop.clone(),
+    ));
+    until("the actor's consumer", async || health.is_ready()).await;
+    let pending = DetectorOutput {
+        kind: Some(detector_output::Kind::Action(ActionRecord {
+            platform: Platform::Twitch as i32,
+            stream_id: "wave".into(),
+            channel_id: "4242".into(),
+            record_id: 1,
+            at_ms: spamscope_runtime::now_ms(),
+            action: "ban".into(),
+            user_id: "id-x".into(),
+            user_login: "x".into(),
+            status: "pending".into(),
+            by: "test".into(),
+            evidence: "test".into(),
+            ..ActionRecord::default()
+        })),
+    };
+    let shard = spamscope_routing::shard_of("twitch.wave", 4);
+    c.bus
+        .publish(
+            spamscope_bus::subjects::spam(shard, "twitch", "wave"),
+            "old-one",
+            async_nats::HeaderMap::new(),
+            pending.encode_to_vec().into(),
+        )
+        .await
+        .unwrap();
+    until("the answer", async || {
+        actions(&c.url).await.iter().any(|a| a.status == "failed")
+    })
+    .await;
+    let a = actions(&c.url).await;
+    let failed = a.iter().find(|r| r.status == "failed").unwrap();
+    assert!(failed.detail.contains("not sent: decided"), "{failed:?}");
+    assert!(helix.calls().is_empty(), "nothing reached Helix");
+    stop.cancel();
+    actor.await.unwrap().unwrap();
+}
