@@ -1255,6 +1255,30 @@ fn a_policy_is_backtested_and_replayed_in_dry_run() {
     // 57 timeouts and 1 ban in the log (replay --stats), plus deletions.
     assert!(moderators >= 58, "{moderators}");
 
+    // Other sensitivities: which matched the moderators best.
+    let out = spamscope(&[
+        "eval", "--json", "--policy", policy, xqcow, "--curve", "0.5,4",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let curve = r["curve"].as_array().unwrap();
+    assert_eq!(curve.len(), 2);
+    // A higher sensitivity acts on at least as many users.
+    assert!(
+        curve[1]["users"].as_u64() >= curve[0]["users"].as_u64(),
+        "{r}"
+    );
+    assert!(
+        [0.5, 4.0].contains(&r["best_sensitivity"].as_f64().unwrap()),
+        "{r}"
+    );
+    let out = spamscope(&["eval", "--policy", policy, xqcow, "--curve", "0"]);
+    assert_eq!(out.status.code(), Some(64));
+
     // A bad policy file exits 64 and names the key.
     let bad = tmp_file("bad-policy.toml", b"[defaults]\nbot_wave = \"always\"\n");
     let out = spamscope(&["eval", "--policy", bad.to_str().unwrap(), xqcow]);

@@ -43,13 +43,11 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub labels: Option<PathBuf>,
     /// Also measure at these sensitivities (comma-separated, e.g.
-    /// `0.5,1,2`): flags per 1,000 chatters against recall.
-    #[arg(
-        long,
-        value_name = "S,S,...",
-        value_delimiter = ',',
-        requires = "moderation"
-    )]
+    /// `0.5,1,2`): flags per 1,000 chatters against recall (with
+    /// --moderation), or the policy's agreement with the moderators and
+    /// the share of moderated users it covers, and which sensitivity
+    /// matched them best (with --policy).
+    #[arg(long, value_name = "S,S,...", value_delimiter = ',')]
     pub curve: Vec<f64>,
     /// Keep the triggers fed by moderator actions on (by default they are
     /// off, so the detector is scored on what it finds by itself).
@@ -80,6 +78,14 @@ pub fn run(args: Args) -> Result<()> {
     };
     if args.labels.is_some() && args.moderation.is_empty() && args.policy.is_none() {
         return Err(Exit::usage("--labels needs --moderation or --policy"));
+    }
+    if !args.curve.is_empty() && args.moderation.is_empty() && args.policy.is_none() {
+        return Err(Exit::usage("--curve needs --moderation or --policy"));
+    }
+    if let Some(s) = args.curve.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+        return Err(Exit::usage(format!(
+            "--curve: {s} is not a sensitivity (a number above 0)"
+        )));
     }
     if let Some(policy) = &args.policy {
         return backtest(&args, policy, model);
@@ -416,15 +422,80 @@ fn backtest(args: &Args, policy_file: &std::path::Path, model: ScoreModel) -> Re
         }
         recordings.push((name, events, truth));
     }
-    let r = spamscope_act::backtest::run(&recordings, &policies, layer, Arc::new(model))
+    let model = Arc::new(model);
+    let r = spamscope_act::backtest::run(&recordings, &policies, layer.clone(), Arc::clone(&model))
         .map_err(|e| Exit::usage(e.to_string()))?;
+    // The same policy at other sensitivities: which matched the
+    // moderators best (F1 of agreement and coverage, every suggestion
+    // accepted).
+    let mut curve = Vec::new();
+    for s in &args.curve {
+        let mut l = layer.clone();
+        if let Value::Object(o) = &mut l {
+            o.insert("sensitivity".into(), json!(s));
+        }
+        let c = spamscope_act::backtest::run(&recordings, &policies, l, Arc::clone(&model))
+            .map_err(|e| Exit::usage(e.to_string()))?;
+        let a = &c.if_accepted;
+        let f1 = if a.agreement + a.moderated_covered > 0.0 {
+            2.0 * a.agreement * a.moderated_covered / (a.agreement + a.moderated_covered)
+        } else {
+            0.0
+        };
+        curve.push(json!({
+            "sensitivity": s,
+            "users": a.users,
+            "users_per_1000_chatters": a.users_per_1000_chatters,
+            "agreement": a.agreement,
+            "moderated_covered": a.moderated_covered,
+            "f1": f1,
+        }));
+    }
+    let best = curve
+        .iter()
+        .max_by(|a, b| {
+            a["f1"]
+                .as_f64()
+                .unwrap_or(0.0)
+                .total_cmp(&b["f1"].as_f64().unwrap_or(0.0))
+        })
+        .map(|c| c["sensitivity"].clone());
     let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer(&mut out, &r)?;
+        let mut v = serde_json::to_value(&r)?;
+        if let Value::Object(o) = &mut v
+            && !curve.is_empty()
+        {
+            o.insert("curve".into(), Value::Array(curve));
+            o.insert("best_sensitivity".into(), best.unwrap_or(Value::Null));
+        }
+        serde_json::to_writer(&mut out, &v)?;
         writeln!(out)?;
         return Ok(());
     }
     print_backtest(&mut out, &r)?;
+    if !curve.is_empty() {
+        writeln!(
+            out,
+            "sensitivity  users/1000  agreement  moderated covered     F1  (every suggestion accepted)"
+        )?;
+        for c in &curve {
+            writeln!(
+                out,
+                "{:>11}  {:>10.1}  {:>9.3}  {:>17.3}  {:>5.3}{}",
+                c["sensitivity"].as_f64().unwrap_or(0.0),
+                c["users_per_1000_chatters"].as_f64().unwrap_or(0.0),
+                c["agreement"].as_f64().unwrap_or(0.0),
+                c["moderated_covered"].as_f64().unwrap_or(0.0),
+                c["f1"].as_f64().unwrap_or(0.0),
+                if Some(&c["sensitivity"]) == best.as_ref() {
+                    "  <- matched the moderators best"
+                } else {
+                    ""
+                }
+            )?;
+        }
+    }
     Ok(())
 }
 
