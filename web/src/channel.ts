@@ -75,6 +75,8 @@ export async function channelPage(app: HTMLElement, stream: string, signal: Abor
   const forget = (err: unknown) => {
     if (err instanceof ConnectError && [Code.Unauthenticated, Code.PermissionDenied].includes(err.code)) sessionStorage.removeItem(ADMIN_TOKEN_KEY);
   };
+  // One row per action: the actor's answer replaces the pending row.
+  const rows = new Map<bigint, HTMLElement>();
   const addAct = (row: HTMLElement) => {
     acts.querySelector(".empty")?.remove();
     acts.prepend(row);
@@ -107,8 +109,6 @@ export async function channelPage(app: HTMLElement, stream: string, signal: Abor
       addAct(commandRow(`Nuke of event #${eventId}`, r, dry));
     } catch (err) { forget(err); addAct(h("div", { class: "nuke-result refused" }, errorBox(err))); }
   };
-  // One row per action: the actor's answer replaces the pending row.
-  const rows = new Map<bigint, HTMLElement>();
   const record = (a: ActionRecord) => {
     const what = a.action === "timeout" ? `timeout ${a.timeoutS} s` : a.action;
     const row = h("div", { class: `record status-${a.status}`, "data-status": a.status, "data-action": a.action, "data-record": String(a.recordId) },
@@ -136,7 +136,20 @@ export async function channelPage(app: HTMLElement, stream: string, signal: Abor
     addAct(h("div", { class: "suggestion" }, `${time(n.atMs)} suggested: nuke the ${CLASS_NAMES[n.class] ?? "spam"} #${n.spamEventId} (${n.users} users) `,
       button("Nuke", () => void nuke(n.spamEventId), { class: "nuke" })));
   };
-  acts.append(h("p", { class: "meta empty" }, "Nothing done or suggested since this page opened."));
+  acts.append(h("p", { class: "meta empty" }, "Nothing done or suggested yet."));
+  // The trail so far (what SPAM keeps), oldest first so the newest ends on top.
+  void (async () => {
+    try {
+      const t = await retrying(() => api.channelActions({ stream, limit: 100 }, { signal }), signal);
+      const rowsBefore = new Map(rows);
+      rows.clear();
+      [...t.nukeSuggestions].reverse().forEach(suggestion);
+      [...t.actions].reverse().forEach((a) => { if (!rowsBefore.has(a.recordId)) record(a); });
+      for (const [id, row] of rowsBefore) rows.set(id, row);
+    } catch (e) {
+      actsPanel.append(errorBox(e));
+    }
+  })();
   const eventsTitle = h("h2", {}, "Spam events, then crowd reactions");
   const flagsTitle = h("h2", {}, "Flagged users");
   let chatPanel: HTMLElement;

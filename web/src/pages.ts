@@ -89,11 +89,17 @@ async function activity(user: string, stream: string, signal: AbortSignal): Prom
   const box = h("section", { class: "panel activity", "data-stream": stream }, h("h2", {}, "In ", h("a", { href: `#/channel/${encodeURIComponent(stream)}` }, stream)), h("p", { class: "meta" }, "Reading the kept chat…"));
   try {
     const a = await retrying(() => api.userActivity({ user, stream, limit: 200 }, { signal }), signal);
+    const acted = await retrying(() => api.channelActions({ stream, user, limit: 100 }, { signal }), signal);
     const rows = (evs: typeof a.messages) => evs.map((e) => chatRow(e)).filter((r): r is HTMLElement => r !== null);
     box.replaceChildren(box.firstChild!,
       h("p", { class: "meta" }, a.complete ? "All the chat and outputs spamscope keeps of this stream were read." : "Only the newest 300,000 stored messages were read."),
       h("h3", {}, `Moderator actions (${a.moderation.length})`),
       a.moderation.length ? h("div", { class: "user-actions" }, ...rows(a.moderation)) : h("p", { class: "meta" }, "None kept."),
+      h("h3", {}, `spamscope's actions (${acted.actions.length})`),
+      acted.actions.length ? h("ul", { class: "user-spamscope-actions" }, ...acted.actions.map((x) => h("li", {},
+        h("b", {}, x.action === "timeout" ? `timeout ${x.timeoutS} s` : x.action), ` · ${x.status.replaceAll("_", " ")}`,
+        x.detail ? h("span", { class: "meta" }, ` (${x.detail})`) : "",
+        h("span", { class: "meta" }, ` ${time(x.atMs)} · ${x.by}: ${x.evidence}`)))) : h("p", { class: "meta" }, "None kept."),
       h("h3", {}, `Spam events they took part in (${a.spamEvents.length})`),
       a.spamEvents.length ? h("ul", { class: "user-events" }, ...a.spamEvents.map((e) => h("li", {},
         h("span", { class: `class${e.spam ? "" : " crowd"}` }, CLASS_NAMES[e.class] ?? "unclassified"), " ",

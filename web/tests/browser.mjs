@@ -126,7 +126,10 @@ await step("nuke", async () => {
     const done = n('[data-action="timeout"][data-status="done"]');
     return done > 0 && n('[data-action="unban"][data-status="done"]') >= done;
   }, null, { timeout: 20000 });
-  await page.locator("#dry-run").check();
+  // The trail is kept: a page opened later reads it back.
+  await page.reload();
+  await page.locator('#actions .record[data-action="unban"][data-status="done"]').first().waitFor({ timeout: 20000 });
+  if (!(await page.locator("#dry-run").isChecked())) fail("dry run is not the default after a reload");
 });
 await step("channel-page", async () => {
   await page.goto(`${base}/#/channel/twitch.xqcow`);

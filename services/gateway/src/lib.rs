@@ -31,13 +31,14 @@ use spamscope_history::any::History;
 use spamscope_proto::StreamKey;
 use spamscope_proto::v1::gateway_server::{Gateway as GatewayApi, GatewayServer};
 use spamscope_proto::v1::{
-    AcceptSuggestionRequest, ChannelChatRequest, ChannelChatResponse, ChannelHistoryRequest,
-    ChannelHistoryResponse, ClusterStatusRequest, ClusterStatusResponse, CommandResult,
-    DetectorOutput, GetParamsRequest, ListChannelsRequest, ListChannelsResponse, NukeRequest,
-    Params, RatePoint, SearchSpamRequest, SearchSpamResponse, SetParamsRequest, ShardStatus,
-    SpamEventDetailRequest, SpamEventDetailResponse, SpamMatch, UndoNukeRequest,
-    UserActivityRequest, UserActivityResponse, UserHistoryRequest, UserHistoryResponse,
-    WatchChannelEvent, WatchChannelRequest, detector_output, watch_channel_event,
+    AcceptSuggestionRequest, ChannelActionsRequest, ChannelActionsResponse, ChannelChatRequest,
+    ChannelChatResponse, ChannelHistoryRequest, ChannelHistoryResponse, ClusterStatusRequest,
+    ClusterStatusResponse, CommandResult, DetectorOutput, GetParamsRequest, ListChannelsRequest,
+    ListChannelsResponse, NukeRequest, Params, RatePoint, SearchSpamRequest, SearchSpamResponse,
+    SetParamsRequest, ShardStatus, SpamEventDetailRequest, SpamEventDetailResponse, SpamMatch,
+    UndoNukeRequest, UserActivityRequest, UserActivityResponse, UserHistoryRequest,
+    UserHistoryResponse, WatchChannelEvent, WatchChannelRequest, detector_output,
+    watch_channel_event,
 };
 use spamscope_runtime::now_ms;
 use spamscope_store::Store;
@@ -660,6 +661,22 @@ impl GatewayApi for Gateway {
             spamscope_proto::v1::AcceptSuggestion { record_id: id },
         );
         Ok(Response::new(self.command(&key, by, op).await?))
+    }
+
+    async fn channel_actions(
+        &self,
+        req: Request<ChannelActionsRequest>,
+    ) -> Result<Response<ChannelActionsResponse>, Status> {
+        let r = req.into_inner();
+        let key = parse_stream(&r.stream)?;
+        let limit = bounded("limit", r.limit, 100, 1000)?;
+        if r.user.chars().count() > 100 {
+            return Err(GatewayError::Invalid("user: at most 100 characters".into()).into());
+        }
+        self.require_known(&key).await?;
+        Ok(Response::new(
+            self.actions_of(&key, r.user.trim(), limit).await?,
+        ))
     }
 
     async fn get_params(&self, req: Request<GetParamsRequest>) -> Result<Response<Params>, Status> {

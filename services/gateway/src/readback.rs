@@ -17,8 +17,9 @@ use prost::Message;
 use spamscope_bus::subjects;
 use spamscope_proto::StreamKey;
 use spamscope_proto::v1::{
-    ChannelChatResponse, ChatEvent, DetectorOutput, EventUser, MessageScore, SpamEvent,
-    SpamEventDetailResponse, TimelinePoint, UserActivityResponse, chat_event, detector_output,
+    ActionRecord, ChannelActionsResponse, ChannelChatResponse, ChatEvent, DetectorOutput,
+    EventUser, MessageScore, NukeSuggestion, SpamEvent, SpamEventDetailResponse, TimelinePoint,
+    UserActivityResponse, chat_event, detector_output,
 };
 
 use crate::kept::{self, Kept, ScanEnd};
@@ -58,6 +59,57 @@ fn output_ms(o: &DetectorOutput) -> Option<i64> {
 }
 
 impl Gateway {
+    /// The actions of `key` (of `user` when given), newest first, each
+    /// with its latest status, and its suggested nukes.
+    pub async fn actions_of(
+        &self,
+        key: &StreamKey,
+        user: &str,
+        limit: usize,
+    ) -> Result<ChannelActionsResponse, GatewayError> {
+        let mut spam = self.spam_stream().await?;
+        let (first, last) = kept::bounds(&mut spam).await.map_err(unavailable)?;
+        let subject = subjects::spam_stream(key.platform.key(), &key.id);
+        let user = user.to_lowercase();
+        let mine = |a: &ActionRecord| {
+            user.is_empty() || a.user_login.to_lowercase() == user || a.user_id == user
+        };
+        // Newest first: the first update of a record seen is its latest.
+        let mut seen: HashSet<(u64, i64, String)> = HashSet::new();
+        let mut actions: Vec<ActionRecord> = Vec::new();
+        let mut suggested: BTreeMap<u64, NukeSuggestion> = BTreeMap::new();
+        let scan = kept::scan_back(&spam, first, &subject, last + 1, MAX_VISIT, |m| {
+            match DetectorOutput::decode(m.payload).ok().and_then(|o| o.kind) {
+                Some(detector_output::Kind::Action(a)) if mine(&a) => {
+                    let id = (a.record_id, a.at_ms, a.action.clone());
+                    if seen.len() < MAX_PENDING && seen.insert(id) {
+                        actions.push(a);
+                    }
+                }
+                Some(detector_output::Kind::NukeSuggestion(n))
+                    if user.is_empty() && suggested.len() < limit =>
+                {
+                    suggested.entry(n.spam_event_id).or_insert(n);
+                }
+                _ => {}
+            }
+            if actions.len() >= limit {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .await
+        .map_err(unavailable)?;
+        let mut nuke_suggestions: Vec<NukeSuggestion> = suggested.into_values().collect();
+        nuke_suggestions.sort_by_key(|n| std::cmp::Reverse(n.at_ms));
+        Ok(ChannelActionsResponse {
+            actions,
+            nuke_suggestions,
+            complete: scan == ScanEnd::Start,
+        })
+    }
+
     async fn spam_stream(&self) -> Result<Stream, GatewayError> {
         self.bus
             .js

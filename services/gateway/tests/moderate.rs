@@ -15,8 +15,8 @@ use spamscope_history::HistoryStore;
 use spamscope_history::any::History;
 use spamscope_proto::v1::gateway_client::GatewayClient;
 use spamscope_proto::v1::{
-    AcceptSuggestionRequest, Author, ChatEvent, ChatMessage, NukeRequest, Platform,
-    UndoNukeRequest, chat_event,
+    AcceptSuggestionRequest, Author, ChannelActionsRequest, ChatEvent, ChatMessage, NukeRequest,
+    Platform, UndoNukeRequest, chat_event,
 };
 use spamscope_store::Store;
 use spamscope_testkit::{InProcessCluster, Nats, TempDir};
@@ -203,5 +203,53 @@ async fn moderators_nuke_and_undo_their_own_channels_only() {
         .unwrap()
         .into_inner();
     assert!(!a.ok && a.error.contains("no open suggestion"), "{a:?}");
+
+    // The audit trail: the five bans the nuke reported (a dry-run
+    // channel) and the five unbans of its undo, newest first; one user's.
+    let trail = |user: &str| ChannelActionsRequest {
+        stream: "twitch.wave".into(),
+        user: user.into(),
+        limit: 0,
+    };
+    let all = client
+        .channel_actions(trail(""))
+        .await
+        .unwrap()
+        .into_inner();
+    let kinds: Vec<(&str, &str)> = all
+        .actions
+        .iter()
+        .map(|a| (a.action.as_str(), a.status.as_str()))
+        .collect();
+    assert_eq!(kinds.len(), 10, "{kinds:?}");
+    assert!(
+        kinds[..5].iter().all(|k| *k == ("unban", "dry_run")),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds[5..].iter().all(|k| *k == ("ban", "dry_run")),
+        "{kinds:?}"
+    );
+    assert!(
+        all.actions
+            .iter()
+            .all(|a| a.by.contains("alice") || a.by.contains("admin"))
+    );
+    assert!(all.complete);
+    let s1 = client
+        .channel_actions(trail("S1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s1.actions.len(), 2, "{:?}", s1.actions);
+    assert!(s1.actions.iter().all(|a| a.user_login == "s1"));
+    let e = client
+        .channel_actions(ChannelActionsRequest {
+            limit: 5000,
+            ..trail("")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     stop.cancel();
 }
