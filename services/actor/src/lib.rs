@@ -26,13 +26,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message;
 use spamscope_act::platform::{Moderator, execute};
 use spamscope_act::{ActionKind, Output, Record, Status};
-use spamscope_bus::{Bus, subjects};
+use spamscope_bus::Bus;
 use spamscope_proto::v1::{DetectorOutput, detector_output};
 use spamscope_runtime::Health;
 use tokio_util::sync::CancellationToken;
@@ -82,35 +82,16 @@ pub enum ActorError {
 }
 
 async fn open(bus: &Bus, cfg: &ActorConfig) -> Result<pull::Stream, ActorError> {
-    let err = |e: &dyn std::fmt::Display| ActorError::JetStream(e.to_string());
-    let stream = bus
-        .js
-        .get_stream(subjects::SPAM_STREAM)
-        .await
-        .map_err(|e| err(&e))?;
-    let consumer = stream
-        .get_or_create_consumer(
-            CONSUMER,
-            pull::Config {
-                durable_name: Some(CONSUMER.into()),
-                ack_policy: AckPolicy::Explicit,
-                // Only what is decided from now on: a new actor must not
-                // send a week of old actions.
-                deliver_policy: DeliverPolicy::New,
-                max_ack_pending: cfg.max_ack_pending,
-                ack_wait: Duration::from_secs(60),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| err(&e))?;
-    consumer
-        .stream()
-        .heartbeat(cfg.idle_heartbeat)
-        .expires(cfg.idle_heartbeat * 4)
-        .messages()
-        .await
-        .map_err(|e| err(&e))
+    // Only what is decided from now on: a new actor must not send a
+    // week of old actions.
+    bus.spam_consumer(
+        CONSUMER,
+        DeliverPolicy::New,
+        cfg.max_ack_pending,
+        cfg.idle_heartbeat,
+    )
+    .await
+    .map_err(|e| ActorError::JetStream(e.to_string()))
 }
 
 /// Runs until `shutdown`, sending through `moderators` (one per platform

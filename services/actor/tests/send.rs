@@ -13,48 +13,23 @@ use prost::Message;
 use spamscope_act::helix::{Helix, HelixConfig};
 use spamscope_act::platform::Moderator;
 use spamscope_proto::v1::{
-    ActionRecord, Author, ChatEvent, ChatMessage, DetectorOutput, ModeratorCommand, NukeCommand,
-    Platform, UndoNuke, chat_event, detector_output, moderator_command,
+    ActionRecord, ChatEvent, DetectorOutput, NukeCommand, Platform, UndoNuke, detector_output,
+    moderator_command,
 };
 use spamscope_store::Store;
 use spamscope_testkit::platforms::FakeHelix;
-use spamscope_testkit::{InProcessCluster, Nats, jetstream};
+use spamscope_testkit::{InProcessCluster, Nats, jetstream, twitch_command, twitch_text};
 use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "helix-user-token-of-mod1";
 const PASTA: &str = "get 1000 followers for free at growfast dot example, limited offer today";
 
 fn message(stream: &str, n: u32, login: &str, ts: i64) -> ChatEvent {
-    ChatEvent {
-        platform: Platform::Twitch as i32,
-        stream_id: stream.into(),
-        channel_id: "4242".into(),
-        event_id: format!("{stream}-m{n}"),
-        ts_ms: ts,
-        kind: Some(chat_event::Kind::Message(ChatMessage {
-            author: Some(Author {
-                user_id: format!("id-{login}"),
-                login: login.into(),
-                ..Author::default()
-            }),
-            text: PASTA.into(),
-            ..ChatMessage::default()
-        })),
-    }
+    twitch_text(stream, "4242", &format!("{stream}-m{n}"), login, PASTA, ts)
 }
 
 fn command(stream: &str, id: &str, op: moderator_command::Op, ts: i64) -> ChatEvent {
-    ChatEvent {
-        platform: Platform::Twitch as i32,
-        stream_id: stream.into(),
-        event_id: id.into(),
-        ts_ms: ts,
-        kind: Some(chat_event::Kind::Command(ModeratorCommand {
-            by: "alice".into(),
-            op: Some(op),
-        })),
-        ..ChatEvent::default()
-    }
+    twitch_command(stream, id, "alice", op, ts)
 }
 
 async fn actions(url: &str) -> Vec<ActionRecord> {

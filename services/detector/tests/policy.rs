@@ -9,46 +9,20 @@ use std::time::{Duration, Instant};
 
 use prost::Message;
 use spamscope_proto::v1::{
-    Author, ChatEvent, ChatMessage, DetectorOutput, ModeratorCommand, NukeCommand, Platform,
-    UndoNuke, chat_event, detector_output, moderator_command,
+    ChatEvent, DetectorOutput, NukeCommand, UndoNuke, detector_output, moderator_command,
 };
 use spamscope_store::Store;
-use spamscope_testkit::{InProcessCluster, Nats, jetstream};
+use spamscope_testkit::{InProcessCluster, Nats, jetstream, twitch_command, twitch_text};
 
 const PASTA: &str =
     "FREE VIEWERS AND FOLLOWERS at streamboost dot example, best prices on the whole internet";
 
 fn message(n: u32, login: &str, text: &str, ts: i64) -> ChatEvent {
-    ChatEvent {
-        platform: Platform::Twitch as i32,
-        stream_id: "wave".into(),
-        channel_id: "4242".into(),
-        event_id: format!("m{n}"),
-        ts_ms: ts,
-        kind: Some(chat_event::Kind::Message(ChatMessage {
-            author: Some(Author {
-                user_id: format!("id-{login}"),
-                login: login.into(),
-                ..Author::default()
-            }),
-            text: text.into(),
-            ..ChatMessage::default()
-        })),
-    }
+    twitch_text("wave", "4242", &format!("m{n}"), login, text, ts)
 }
 
 fn command(id: &str, op: moderator_command::Op, ts: i64) -> ChatEvent {
-    ChatEvent {
-        platform: Platform::Twitch as i32,
-        stream_id: "wave".into(),
-        event_id: id.into(),
-        ts_ms: ts,
-        kind: Some(chat_event::Kind::Command(ModeratorCommand {
-            by: "alice".into(),
-            op: Some(op),
-        })),
-        ..ChatEvent::default()
-    }
+    twitch_command("wave", id, "alice", op, ts)
 }
 
 async fn outputs(url: &str) -> Vec<DetectorOutput> {

@@ -15,11 +15,10 @@ use spamscope_history::HistoryStore;
 use spamscope_history::any::History;
 use spamscope_proto::v1::gateway_client::GatewayClient;
 use spamscope_proto::v1::{
-    AcceptSuggestionRequest, Author, ChannelActionsRequest, ChatEvent, ChatMessage, NukeRequest,
-    Platform, UndoNukeRequest, chat_event,
+    AcceptSuggestionRequest, ChannelActionsRequest, ChatEvent, NukeRequest, UndoNukeRequest,
 };
 use spamscope_store::Store;
-use spamscope_testkit::{InProcessCluster, Nats, TempDir};
+use spamscope_testkit::{InProcessCluster, Nats, TempDir, twitch_text};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
@@ -29,22 +28,7 @@ const BOB: &str = "bob-moderates-another-channel-only";
 const PASTA: &str = "buy cheap viewers now at totally legit viewers dot example, instant delivery";
 
 fn message(n: u32, login: &str, ts: i64) -> ChatEvent {
-    ChatEvent {
-        platform: Platform::Twitch as i32,
-        stream_id: "wave".into(),
-        channel_id: "777".into(),
-        event_id: format!("m{n}"),
-        ts_ms: ts,
-        kind: Some(chat_event::Kind::Message(ChatMessage {
-            author: Some(Author {
-                user_id: format!("id-{login}"),
-                login: login.into(),
-                ..Author::default()
-            }),
-            text: PASTA.into(),
-            ..ChatMessage::default()
-        })),
-    }
+    twitch_text("wave", "777", &format!("m{n}"), login, PASTA, ts)
 }
 
 fn authed<T>(msg: T, token: &str) -> tonic::Request<T> {

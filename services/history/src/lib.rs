@@ -16,10 +16,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use futures::StreamExt;
 use prost::Message;
-use spamscope_bus::{Bus, subjects};
+use spamscope_bus::Bus;
 use spamscope_history::any::History;
 use spamscope_proto::v1::{DetectorOutput, detector_output};
 use spamscope_runtime::{Health, now_ms};
@@ -66,33 +66,14 @@ pub struct WriterCounters {
 /// The durable consumer's messages, creating the consumer where it is
 /// gone.
 async fn open(bus: &Bus, cfg: &WriterConfig) -> Result<pull::Stream, WriterError> {
-    let js_err = |e: &dyn std::fmt::Display| WriterError::JetStream(e.to_string());
-    let stream = bus
-        .js
-        .get_stream(subjects::SPAM_STREAM)
-        .await
-        .map_err(|e| js_err(&e))?;
-    let consumer = stream
-        .get_or_create_consumer(
-            CONSUMER,
-            pull::Config {
-                durable_name: Some(CONSUMER.into()),
-                ack_policy: AckPolicy::Explicit,
-                deliver_policy: DeliverPolicy::All,
-                max_ack_pending: cfg.max_ack_pending,
-                ack_wait: Duration::from_secs(60),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| js_err(&e))?;
-    consumer
-        .stream()
-        .heartbeat(cfg.idle_heartbeat)
-        .expires(cfg.idle_heartbeat * 4)
-        .messages()
-        .await
-        .map_err(|e| js_err(&e))
+    bus.spam_consumer(
+        CONSUMER,
+        DeliverPolicy::All,
+        cfg.max_ack_pending,
+        cfg.idle_heartbeat,
+    )
+    .await
+    .map_err(|e| WriterError::JetStream(e.to_string()))
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -77,6 +77,59 @@ pub fn twitch_message(stream: &str, n: u32) -> spamscope_proto::v1::ChatEvent {
     }
 }
 
+/// A Twitch chat message: `text` from `login` (user id `id-<login>`) in
+/// channel `stream` (room id `channel_id`), with event id `id`, at `ts_ms`.
+pub fn twitch_text(
+    stream: &str,
+    channel_id: &str,
+    id: &str,
+    login: &str,
+    text: &str,
+    ts_ms: i64,
+) -> spamscope_proto::v1::ChatEvent {
+    use spamscope_proto::v1::{Author, ChatEvent, ChatMessage, Platform, chat_event};
+    ChatEvent {
+        platform: Platform::Twitch as i32,
+        stream_id: stream.into(),
+        channel_id: channel_id.into(),
+        event_id: id.into(),
+        ts_ms,
+        kind: Some(chat_event::Kind::Message(ChatMessage {
+            author: Some(Author {
+                user_id: format!("id-{login}"),
+                login: login.into(),
+                display_name: login.into(),
+                roles: None,
+            }),
+            text: text.into(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// A moderator's command to spamscope in Twitch channel `stream`, as the
+/// gateway sends it: event id `id`, from `by`, at `ts_ms`.
+pub fn twitch_command(
+    stream: &str,
+    id: &str,
+    by: &str,
+    op: spamscope_proto::v1::moderator_command::Op,
+    ts_ms: i64,
+) -> spamscope_proto::v1::ChatEvent {
+    use spamscope_proto::v1::{ChatEvent, ModeratorCommand, Platform, chat_event};
+    ChatEvent {
+        platform: Platform::Twitch as i32,
+        stream_id: stream.into(),
+        event_id: id.into(),
+        ts_ms,
+        kind: Some(chat_event::Kind::Command(ModeratorCommand {
+            by: by.into(),
+            op: Some(op),
+        })),
+        ..ChatEvent::default()
+    }
+}
+
 /// A stream id (`<prefix>-<k>`) of `platform` whose key hashes to
 /// `shard` of `shards`.
 pub fn stream_on_shard(

@@ -13,7 +13,7 @@
 //! (`Authorization: Bearer`) and the app's `Client-Id`. Twitch announces
 //! its rate limit in `Ratelimit-Remaining` and `Ratelimit-Reset` (Unix
 //! seconds): requests wait while none are left, and a 429 is retried after
-//! the reset, up to [`MAX_TRIES`] times.
+//! the reset, up to [`MAX_TRIES`](crate::platform::MAX_TRIES) times.
 //!
 //! The requests are written here rather than through `twitch_api`: that
 //! crate reads its base URL once per process from the environment and does
@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use spamscope_proto::v1::Platform;
 
 use crate::action::{Action, ActionKind};
-use crate::platform::{MAX_TRIES, Moderator, RateGate, SendError, Sent, excerpt, header_u64};
+use crate::platform::{Moderator, RateGate, SendError, Sent, request};
 
 /// Twitch's API address.
 pub const HELIX_URL: &str = "https://api.twitch.tv/helix";
@@ -90,48 +90,23 @@ impl Helix {
             query,
         )
         .map_err(|e| SendError::Unusable(e.to_string()))?;
-        for try_no in 1..=MAX_TRIES {
-            self.gate.wait().await;
-            let mut req = self
-                .http
-                .request(method.clone(), url.clone())
-                .bearer_auth(&self.cfg.token)
-                .header("Client-Id", &self.cfg.client_id);
-            if let Some(b) = &body {
-                req = req.json(b);
-            }
-            let resp = req
-                .send()
-                .await
-                .map_err(|e| SendError::Transport(e.without_url().to_string()))?;
-            let h = resp.headers();
-            self.gate.update(
-                header_u64(h, "ratelimit-remaining"),
-                header_u64(h, "ratelimit-reset"),
-            );
-            let status = resp.status();
-            if status == StatusCode::TOO_MANY_REQUESTS {
-                tokio::time::sleep(self.gate.backoff(try_no)).await;
-                continue;
-            }
-            let text = resp.text().await.unwrap_or_default();
-            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            if status.is_success() {
-                return Ok((status, v));
-            }
-            let message = v["message"]
-                .as_str()
-                .map_or_else(|| excerpt(&text), str::to_owned);
-            return Err(match status {
-                StatusCode::UNAUTHORIZED => SendError::Unauthorized(message),
-                StatusCode::FORBIDDEN => SendError::Forbidden(message),
-                s => SendError::Rejected {
-                    status: s.as_u16(),
-                    message,
-                },
-            });
-        }
-        Err(SendError::RateLimited(MAX_TRIES))
+        request(
+            &self.gate,
+            || {
+                let req = self
+                    .http
+                    .request(method.clone(), url.clone())
+                    .bearer_auth(&self.cfg.token)
+                    .header("Client-Id", &self.cfg.client_id);
+                match &body {
+                    Some(b) => req.json(b),
+                    None => req,
+                }
+            },
+            |status, _| status == StatusCode::TOO_MANY_REQUESTS,
+            |v| v["message"].as_str().map(str::to_owned),
+        )
+        .await
     }
 }
 

@@ -138,6 +138,52 @@ impl RateGate {
     }
 }
 
+/// Sends the request `build` makes until the platform answers something
+/// other than a rate limit (`limited`), at most [`MAX_TRIES`] times, waiting
+/// on `gate` before each try and after each refusal. A success is its
+/// status and JSON body; a failure is a [`SendError`] whose message
+/// `message` reads from the body (or its start when it says nothing).
+pub(crate) async fn request(
+    gate: &RateGate,
+    build: impl Fn() -> reqwest::RequestBuilder,
+    limited: impl Fn(reqwest::StatusCode, &serde_json::Value) -> bool,
+    message: impl Fn(&serde_json::Value) -> Option<String>,
+) -> Result<(reqwest::StatusCode, serde_json::Value), SendError> {
+    use reqwest::StatusCode;
+    for try_no in 1..=MAX_TRIES {
+        gate.wait().await;
+        let resp = build()
+            .send()
+            .await
+            .map_err(|e| SendError::Transport(e.without_url().to_string()))?;
+        let h = resp.headers();
+        gate.update(
+            header_u64(h, "ratelimit-remaining"),
+            header_u64(h, "ratelimit-reset"),
+        );
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        if status.is_success() {
+            return Ok((status, v));
+        }
+        if limited(status, &v) {
+            tokio::time::sleep(gate.backoff(try_no)).await;
+            continue;
+        }
+        let message = message(&v).unwrap_or_else(|| excerpt(&text));
+        return Err(match status {
+            StatusCode::UNAUTHORIZED => SendError::Unauthorized(message),
+            StatusCode::FORBIDDEN => SendError::Forbidden(message),
+            s => SendError::Rejected {
+                status: s.as_u16(),
+                message,
+            },
+        });
+    }
+    Err(SendError::RateLimited(MAX_TRIES))
+}
+
 /// A header as a number.
 pub(crate) fn header_u64(h: &reqwest::header::HeaderMap, name: &str) -> Option<u64> {
     h.get(name)?.to_str().ok()?.trim().parse().ok()

@@ -13,7 +13,7 @@
 //! moderator (scope `youtube.force-ssl`). The API says it is rate limiting
 //! with 429 or with a 403 whose reason is `rateLimitExceeded` or
 //! `userRateLimitExceeded`; both are retried with doubling waits, up to
-//! [`MAX_TRIES`] times.
+//! [`MAX_TRIES`](crate::platform::MAX_TRIES) times.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use spamscope_proto::v1::Platform;
 
 use crate::action::{Action, ActionKind};
-use crate::platform::{MAX_TRIES, Moderator, RateGate, SendError, Sent, excerpt};
+use crate::platform::{Moderator, RateGate, SendError, Sent, request};
 
 /// The Data API's address.
 pub const YOUTUBE_URL: &str = "https://www.googleapis.com/youtube/v3";
@@ -84,50 +84,43 @@ impl Youtube {
             query,
         )
         .map_err(|e| SendError::Unusable(e.to_string()))?;
-        for try_no in 1..=MAX_TRIES {
-            let mut req = self
-                .http
-                .request(method.clone(), url.clone())
-                .bearer_auth(&self.cfg.token);
-            if let Some(b) = &body {
-                req = req.json(b);
-            }
-            let resp = req
-                .send()
-                .await
-                .map_err(|e| SendError::Transport(e.without_url().to_string()))?;
-            let status = resp.status();
-            let text = resp.text().await.unwrap_or_default();
-            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            if status.is_success() {
-                return Ok((status, v));
-            }
-            let reason = v["error"]["errors"][0]["reason"].as_str().unwrap_or("");
-            if status == StatusCode::TOO_MANY_REQUESTS
-                || (status == StatusCode::FORBIDDEN
-                    && matches!(reason, "rateLimitExceeded" | "userRateLimitExceeded"))
-            {
-                tokio::time::sleep(self.gate.backoff(try_no)).await;
-                continue;
-            }
-            let message = v["error"]["message"]
+        let reason = |v: &Value| {
+            v["error"]["errors"][0]["reason"]
                 .as_str()
-                .map_or_else(|| excerpt(&text), str::to_owned);
-            let message = if reason.is_empty() {
-                message
-            } else {
-                format!("{message} ({reason})")
-            };
-            return Err(match status {
-                StatusCode::UNAUTHORIZED => SendError::Unauthorized(message),
-                StatusCode::FORBIDDEN => SendError::Forbidden(message),
-                s => SendError::Rejected {
-                    status: s.as_u16(),
-                    message,
-                },
-            });
-        }
-        Err(SendError::RateLimited(MAX_TRIES))
+                .unwrap_or("")
+                .to_owned()
+        };
+        request(
+            &self.gate,
+            || {
+                let req = self
+                    .http
+                    .request(method.clone(), url.clone())
+                    .bearer_auth(&self.cfg.token);
+                match &body {
+                    Some(b) => req.json(b),
+                    None => req,
+                }
+            },
+            |status, v| {
+                status == StatusCode::TOO_MANY_REQUESTS
+                    || (status == StatusCode::FORBIDDEN
+                        && matches!(
+                            reason(v).as_str(),
+                            "rateLimitExceeded" | "userRateLimitExceeded"
+                        ))
+            },
+            |v| {
+                let message = v["error"]["message"].as_str()?;
+                let why = reason(v);
+                Some(if why.is_empty() {
+                    message.to_owned()
+                } else {
+                    format!("{message} ({why})")
+                })
+            },
+        )
+        .await
     }
 
     /// The live chat of a video, asked once.

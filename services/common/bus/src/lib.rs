@@ -561,6 +561,49 @@ impl Bus {
 
     /// Publishes to JetStream with a message id and waits for the ack.
     /// Returns false when JetStream reported the message as a duplicate.
+    /// The messages of the durable pull consumer `name` of the SPAM stream
+    /// (explicit acks, created where it is gone, delivering from `deliver`
+    /// when new), pulled with an idle `heartbeat`: two missed ones end the
+    /// stream with an error, and the caller opens it again.
+    pub async fn spam_consumer(
+        &self,
+        name: &str,
+        deliver: jetstream::consumer::DeliverPolicy,
+        max_ack_pending: i64,
+        heartbeat: Duration,
+    ) -> Result<jetstream::consumer::pull::Stream, BusError> {
+        let err = |e: &dyn std::fmt::Display| BusError::Stream {
+            stream: subjects::SPAM_STREAM.to_owned(),
+            reason: e.to_string(),
+        };
+        let stream = self
+            .js
+            .get_stream(subjects::SPAM_STREAM)
+            .await
+            .map_err(|e| err(&e))?;
+        let consumer = stream
+            .get_or_create_consumer(
+                name,
+                jetstream::consumer::pull::Config {
+                    durable_name: Some(name.into()),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    deliver_policy: deliver,
+                    max_ack_pending,
+                    ack_wait: Duration::from_secs(60),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| err(&e))?;
+        consumer
+            .stream()
+            .heartbeat(heartbeat)
+            .expires(heartbeat * 4)
+            .messages()
+            .await
+            .map_err(|e| err(&e))
+    }
+
     pub async fn publish(
         &self,
         subject: String,
