@@ -4,27 +4,37 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::context::GetStreamErrorKind;
 use futures::StreamExt;
 use serde_json::Value;
 
 use crate::{Proc, tail};
 
+/// How long a read waits for the next message, or for one JetStream
+/// request, before it asks again.
+const IDLE: Duration = Duration::from_secs(10);
+
+/// How long a read keeps asking again before it gives up (and the test
+/// fails saying why).
+const GIVE_UP: Duration = Duration::from_secs(60);
+
 /// Every message on a JetStream stream, from the start: (subject, headers,
 /// payload). A JetStream cluster electing leaders answers "temporarily
 /// unavailable" or breaks a consumer for a few seconds: the reader asks
 /// again from the sequence it reached (an error used to end the read
-/// early, and a drill then counted the unread chat as lost).
+/// early, and a drill then counted the unread chat as lost). An ordered
+/// consumer whose server was paused can wait for good without an error
+/// (it recreates itself forever): a read that gets nothing for [`IDLE`]
+/// asks again too (a CI run hung an hour in such a read).
 pub async fn read_stream(
     url: &str,
     stream: &str,
 ) -> Vec<(String, Option<async_nats::HeaderMap>, bytes::Bytes)> {
     use async_nats::jetstream::consumer::DeliverPolicy;
     use async_nats::jetstream::consumer::pull::OrderedConfig;
-    let client = async_nats::connect(url.split(',').collect::<Vec<_>>())
-        .await
-        .unwrap();
-    let js = async_nats::jetstream::new(client);
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let js = jetstream(url).await;
+    let deadline = Instant::now() + GIVE_UP;
     let mut out = Vec::new();
     let mut last = None;
     let mut next = 1u64;
@@ -53,10 +63,18 @@ pub async fn read_stream(
             let msgs = c.messages().await.map_err(|e| e.to_string())?;
             Ok(Some((last, msgs)))
         };
+        let attempt = async {
+            tokio::time::timeout(IDLE, attempt)
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer in {IDLE:?}")))
+        };
         let error = match attempt.await {
             Ok(None) => return out,
             Ok(Some((last, mut msgs))) => loop {
-                match msgs.next().await {
+                let Ok(next_msg) = tokio::time::timeout(IDLE, msgs.next()).await else {
+                    break format!("no message in {IDLE:?}");
+                };
+                match next_msg {
                     Some(Ok(m)) => {
                         let seq = m.info().unwrap().stream_sequence;
                         out.push((m.subject.to_string(), m.headers.clone(), m.payload.clone()));
@@ -149,15 +167,51 @@ pub async fn await_outputs(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
-/// Messages in a JetStream stream now.
+/// A JetStream context on `url` (one server or a comma-separated list),
+/// connected within [`GIVE_UP`].
+async fn jetstream(url: &str) -> async_nats::jetstream::Context {
+    let deadline = Instant::now() + GIVE_UP;
+    loop {
+        let connect = async_nats::connect(url.split(',').collect::<Vec<_>>());
+        let error = match tokio::time::timeout(IDLE, connect).await {
+            Ok(Ok(client)) => return async_nats::jetstream::new(client),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer in {IDLE:?}"),
+        };
+        assert!(Instant::now() < deadline, "NATS at {url}: {error}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Messages in a JetStream stream now (0 before it is created). A server
+/// that does not answer is asked again for [`GIVE_UP`].
 pub async fn stream_len(url: &str, stream: &str) -> u64 {
-    let client = async_nats::connect(url.split(',').collect::<Vec<_>>())
-        .await
-        .unwrap();
-    let js = async_nats::jetstream::new(client);
-    match js.get_stream(stream).await {
-        Ok(mut s) => s.info().await.unwrap().state.messages,
-        Err(_) => 0, // not created yet
+    let js = jetstream(url).await;
+    let deadline = Instant::now() + GIVE_UP;
+    loop {
+        let ask = async {
+            match js.get_stream(stream).await {
+                Ok(mut s) => s
+                    .info()
+                    .await
+                    .map(|i| i.state.messages)
+                    .map_err(|e| e.to_string()),
+                Err(e)
+                    if matches!(e.kind(), GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
+                {
+                    Ok(0)
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let error = match tokio::time::timeout(IDLE, ask).await {
+            Ok(Ok(n)) => return n,
+            Ok(Err(e)) => e,
+            Err(_) => format!("no answer in {IDLE:?}"),
+        };
+        assert!(Instant::now() < deadline, "{stream}: {error}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -214,18 +268,25 @@ pub async fn chat_len(url: &str) -> u64 {
 }
 
 async fn chat_streams(url: &str) -> Vec<String> {
-    let client = async_nats::connect(url.split(',').collect::<Vec<_>>())
-        .await
-        .unwrap();
-    let js = async_nats::jetstream::new(client);
-    let mut names: Vec<String> = js
-        .stream_names()
-        .filter_map(|n| async move { n.ok() })
-        .filter(|n| std::future::ready(n.starts_with(spamscope_bus::subjects::CHAT_STREAM_PREFIX)))
-        .collect()
-        .await;
-    names.sort();
-    names
+    use futures::TryStreamExt;
+    let js = jetstream(url).await;
+    let deadline = Instant::now() + GIVE_UP;
+    loop {
+        // A page that fails is asked again: skipping it would count its
+        // streams' chat as lost.
+        let list = js.stream_names().try_collect::<Vec<String>>();
+        let error = match tokio::time::timeout(IDLE, list).await {
+            Ok(Ok(mut names)) => {
+                names.retain(|n| n.starts_with(spamscope_bus::subjects::CHAT_STREAM_PREFIX));
+                names.sort();
+                return names;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer in {IDLE:?}"),
+        };
+        assert!(Instant::now() < deadline, "stream names at {url}: {error}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// A gRPC client of the gateway at `addr`, once it answers (30 s at most;
