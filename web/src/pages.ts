@@ -3,6 +3,7 @@ import { api, ADMIN_TOKEN_KEY } from "./api";
 import { CLASS_NAMES, decisionRow } from "./channel";
 import { chatRow, streamOf } from "./chat";
 import { poll, retrying } from "./conn";
+import type { ActionRecord } from "./gen/spamscope/v1/detect_pb";
 import type { ChannelSummary } from "./gen/spamscope/v1/gateway_pb";
 import { current, setQuery } from "./route";
 import { button, errorBox, h, time, visible } from "./ui";
@@ -89,17 +90,11 @@ async function activity(user: string, stream: string, signal: AbortSignal): Prom
   const box = h("section", { class: "panel activity", "data-stream": stream }, h("h2", {}, "In ", h("a", { href: `#/channel/${encodeURIComponent(stream)}` }, stream)), h("p", { class: "meta" }, "Reading the kept chat…"));
   try {
     const a = await retrying(() => api.userActivity({ user, stream, limit: 200 }, { signal }), signal);
-    const acted = await retrying(() => api.channelActions({ stream, user, limit: 100 }, { signal }), signal);
     const rows = (evs: typeof a.messages) => evs.map((e) => chatRow(e)).filter((r): r is HTMLElement => r !== null);
     box.replaceChildren(box.firstChild!,
       h("p", { class: "meta" }, a.complete ? "All the chat and outputs spamscope keeps of this stream were read." : "Only the newest 300,000 stored messages were read."),
       h("h3", {}, `Moderator actions (${a.moderation.length})`),
       a.moderation.length ? h("div", { class: "user-actions" }, ...rows(a.moderation)) : h("p", { class: "meta" }, "None kept."),
-      h("h3", {}, `spamscope's actions (${acted.actions.length})`),
-      acted.actions.length ? h("ul", { class: "user-spamscope-actions" }, ...acted.actions.map((x) => h("li", {},
-        h("b", {}, x.action === "timeout" ? `timeout ${x.timeoutS} s` : x.action), ` · ${x.status.replaceAll("_", " ")}`,
-        x.detail ? h("span", { class: "meta" }, ` (${x.detail})`) : "",
-        h("span", { class: "meta" }, ` ${time(x.atMs)} · ${x.by}: ${x.evidence}`)))) : h("p", { class: "meta" }, "None kept."),
       h("h3", {}, `Spam events they took part in (${a.spamEvents.length})`),
       a.spamEvents.length ? h("ul", { class: "user-events" }, ...a.spamEvents.map((e) => h("li", {},
         h("span", { class: `class${e.spam ? "" : " crowd"}` }, CLASS_NAMES[e.class] ?? "unclassified"), " ",
@@ -113,14 +108,32 @@ async function activity(user: string, stream: string, signal: AbortSignal): Prom
   return box;
 }
 
+/** One of spamscope's actions about a user, with its stream. */
+function actionRow(x: ActionRecord): HTMLElement {
+  const stream = streamOf(x);
+  return h("li", { class: "record", "data-status": x.status, "data-action": x.action },
+    h("b", {}, x.action === "timeout" ? `timeout ${x.timeoutS} s` : x.action), ` · ${x.status.replaceAll("_", " ")}`,
+    x.detail ? h("span", { class: "meta" }, ` (${x.detail})`) : "",
+    " in ", h("a", { href: `#/channel/${encodeURIComponent(stream)}` }, stream),
+    h("span", { class: "meta" }, ` ${time(x.atMs)} · ${x.by}: ${x.evidence}`));
+}
+
 export async function userPage(app: HTMLElement, user: string, signal: AbortSignal) {
   const list = h("div", { id: "user-flags" });
   const more = h("div", {});
+  const acts = h("ul", { id: "user-actions" });
+  const moreActs = h("div", {});
   const streams = h("div", { id: "user-streams" });
   const title = h("h1", {}, user);
   app.replaceChildren(title,
-    h("p", { class: "meta" }, "Flags across every stream, newest first, each with its evidence; then what the user did in the streams they were flagged or seen in. Look a user up by login or by id (Twitch user id, YouTube channel id)."),
-    h("h2", {}, "Flags"), list, more, streams);
+    h("p", { class: "meta" }, "Flags across every stream, newest first, each with its evidence; what spamscope did or suggested about the user; then what the user did in the streams they were flagged or seen in. Look a user up by login or by id (Twitch user id, YouTube channel id)."),
+    h("h2", {}, "Flags"), list, more, h("h2", {}, "spamscope's actions"), acts, moreActs, streams);
+  const loadActs = async (token: string) => {
+    const p = await retrying(() => api.userHistory({ user, pageSize: 50, actionsPageToken: token }, { signal }), signal);
+    acts.append(...p.actions.map(actionRow));
+    moreActs.replaceChildren();
+    if (p.nextActionsPageToken) moreActs.append(button("Load more", () => void loadActs(p.nextActionsPageToken), { class: "more" }));
+  };
   const seen = new Set<string>();
   const from = current().query.get("stream");
   const show = (stream: string) => {
@@ -134,6 +147,11 @@ export async function userPage(app: HTMLElement, user: string, signal: AbortSign
   const load = async (token: string) => {
     const p = await retrying(() => api.userHistory({ user, pageSize: 50, pageToken: token }, { signal }), signal);
     p.decisions.forEach((d) => list.append(decisionRow(d, true)));
+    if (!token) {
+      acts.append(...p.actions.map(actionRow));
+      if (p.nextActionsPageToken) moreActs.append(button("Load more", () => void loadActs(p.nextActionsPageToken), { class: "more" }));
+      if (!p.actions.length) acts.append(h("li", { class: "empty" }, "None in the history it keeps."));
+    }
     // A YouTube channel id: say the name it goes by.
     const name = p.decisions[0]?.userLogin;
     if (!token && name && name.toLowerCase() !== user.toLowerCase()) title.textContent = `${name} (${user})`;

@@ -193,6 +193,10 @@ await step("user-page", async () => {
   await there.locator(".user-messages .msg").first().waitFor({ timeout: 20000 });
   const heading = await there.locator("h3").first().innerText();
   if (!/^Moderator actions \(\d+\)$/.test(heading)) fail(`actions heading: ${heading}`);
+  // A flagged user's suggested action, from the history store, with its
+  // stream.
+  const acted = page.locator('#user-actions .record[data-status="suggested"] a[href="#/channel/twitch.xqcow"]');
+  await acted.first().waitFor({ timeout: 20000 });
 });
 
 await step("mute", async () => {

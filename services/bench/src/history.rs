@@ -103,6 +103,7 @@ async fn measure(
             .write(
                 e.map(<[SpamEvent]>::to_vec).unwrap_or_default(),
                 dec.map(<[Decision]>::to_vec).unwrap_or_default(),
+                Vec::new(),
             )
             .await?;
     }

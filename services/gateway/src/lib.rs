@@ -610,14 +610,41 @@ impl GatewayApi for Gateway {
             return Err(GatewayError::Invalid("user must be 1 to 200 characters".into()).into());
         }
         let size = page_size(r.page_size, 50)?;
-        let page = self
-            .history
+        let h = &self.history;
+        // An actions page alone; else a page of decisions, with the first
+        // page of actions when it is the first.
+        let actions_token = token(&r.actions_page_token).map(str::to_owned);
+        if actions_token.is_some() || r.page_token.is_empty() {
+            let actions = h
+                .user_actions(user.clone(), size, actions_token.clone())
+                .await
+                .map_err(GatewayError::from)?;
+            if actions_token.is_some() {
+                return Ok(Response::new(UserHistoryResponse {
+                    actions: actions.items,
+                    next_actions_page_token: actions.next.unwrap_or_default(),
+                    ..Default::default()
+                }));
+            }
+            let page = h
+                .user_decisions(user, size, None)
+                .await
+                .map_err(GatewayError::from)?;
+            return Ok(Response::new(UserHistoryResponse {
+                decisions: page.items,
+                next_page_token: page.next.unwrap_or_default(),
+                actions: actions.items,
+                next_actions_page_token: actions.next.unwrap_or_default(),
+            }));
+        }
+        let page = h
             .user_decisions(user, size, token(&r.page_token).map(str::to_owned))
             .await
             .map_err(GatewayError::from)?;
         Ok(Response::new(UserHistoryResponse {
             decisions: page.items,
             next_page_token: page.next.unwrap_or_default(),
+            ..Default::default()
         }))
     }
 
@@ -675,7 +702,13 @@ impl GatewayApi for Gateway {
         }
         self.require_known(&key).await?;
         Ok(Response::new(
-            self.actions_of(&key, r.user.trim(), limit).await?,
+            self.actions_of(
+                &key,
+                r.user.trim(),
+                limit,
+                token(&r.page_token).map(str::to_owned),
+            )
+            .await?,
         ))
     }
 

@@ -17,8 +17,8 @@ use prost::Message;
 use spamscope_bus::subjects;
 use spamscope_proto::StreamKey;
 use spamscope_proto::v1::{
-    ActionRecord, ChannelActionsResponse, ChannelChatResponse, ChatEvent, DetectorOutput,
-    EventUser, MessageScore, NukeSuggestion, SpamEvent, SpamEventDetailResponse, TimelinePoint,
+    ChannelActionsResponse, ChannelChatResponse, ChatEvent, DetectorOutput, EventUser,
+    MessageScore, NukeSuggestion, SpamEvent, SpamEventDetailResponse, TimelinePoint,
     UserActivityResponse, chat_event, detector_output,
 };
 
@@ -27,6 +27,8 @@ use crate::{Gateway, GatewayError};
 
 /// Stored messages one call reads at most, in all.
 const MAX_VISIT: usize = 300_000;
+/// A stream's latest outputs looked through for its suggested nukes.
+const SUGGESTIONS_VISIT: usize = 20_000;
 /// Scores looked through for one chat page, per event asked for.
 const SCORES_PER_EVENT: usize = 16;
 /// Timeline bucket of an event, in milliseconds.
@@ -59,41 +61,52 @@ fn output_ms(o: &DetectorOutput) -> Option<i64> {
 }
 
 impl Gateway {
-    /// The actions of `key` (of `user` when given), newest first, each
-    /// with its latest status, and its suggested nukes.
+    /// The audit trail of `key` (of `user` when given) from the history
+    /// store, newest first, each record at its latest status; with the
+    /// first page of everyone's trail, the stream's recent suggested nukes.
     pub async fn actions_of(
         &self,
         key: &StreamKey,
         user: &str,
         limit: usize,
+        page_token: Option<String>,
     ) -> Result<ChannelActionsResponse, GatewayError> {
+        let user = (!user.is_empty()).then(|| user.to_owned());
+        let nuke_suggestions = if user.is_none() && page_token.is_none() {
+            self.suggestions_of(key, limit).await?
+        } else {
+            Vec::new()
+        };
+        let page = self
+            .history
+            .channel_actions(key.to_string(), user, limit, page_token)
+            .await?;
+        Ok(ChannelActionsResponse {
+            complete: page.next.is_none(),
+            next_page_token: page.next.unwrap_or_default(),
+            actions: page.items,
+            nuke_suggestions,
+        })
+    }
+
+    /// The stream's suggested nukes among its latest outputs on SPAM
+    /// ([`SUGGESTIONS_VISIT`] at most), newest first, one per spam event.
+    async fn suggestions_of(
+        &self,
+        key: &StreamKey,
+        limit: usize,
+    ) -> Result<Vec<NukeSuggestion>, GatewayError> {
         let mut spam = self.spam_stream().await?;
         let (first, last) = kept::bounds(&mut spam).await.map_err(unavailable)?;
         let subject = subjects::spam_stream(key.platform.key(), &key.id);
-        let user = user.to_lowercase();
-        let mine = |a: &ActionRecord| {
-            user.is_empty() || a.user_login.to_lowercase() == user || a.user_id == user
-        };
-        // Newest first: the first update of a record seen is its latest.
-        let mut seen: HashSet<(u64, i64, String)> = HashSet::new();
-        let mut actions: Vec<ActionRecord> = Vec::new();
         let mut suggested: BTreeMap<u64, NukeSuggestion> = BTreeMap::new();
-        let scan = kept::scan_back(&spam, first, &subject, last + 1, MAX_VISIT, |m| {
-            match DetectorOutput::decode(m.payload).ok().and_then(|o| o.kind) {
-                Some(detector_output::Kind::Action(a)) if mine(&a) => {
-                    let id = (a.record_id, a.at_ms, a.action.clone());
-                    if seen.len() < MAX_PENDING && seen.insert(id) {
-                        actions.push(a);
-                    }
-                }
-                Some(detector_output::Kind::NukeSuggestion(n))
-                    if user.is_empty() && suggested.len() < limit =>
-                {
-                    suggested.entry(n.spam_event_id).or_insert(n);
-                }
-                _ => {}
+        kept::scan_back(&spam, first, &subject, last + 1, SUGGESTIONS_VISIT, |m| {
+            if let Some(detector_output::Kind::NukeSuggestion(n)) =
+                DetectorOutput::decode(m.payload).ok().and_then(|o| o.kind)
+            {
+                suggested.entry(n.spam_event_id).or_insert(n);
             }
-            if actions.len() >= limit {
+            if suggested.len() >= limit {
                 ControlFlow::Break(())
             } else {
                 ControlFlow::Continue(())
@@ -101,13 +114,9 @@ impl Gateway {
         })
         .await
         .map_err(unavailable)?;
-        let mut nuke_suggestions: Vec<NukeSuggestion> = suggested.into_values().collect();
-        nuke_suggestions.sort_by_key(|n| std::cmp::Reverse(n.at_ms));
-        Ok(ChannelActionsResponse {
-            actions,
-            nuke_suggestions,
-            complete: scan == ScanEnd::Start,
-        })
+        let mut out: Vec<NukeSuggestion> = suggested.into_values().collect();
+        out.sort_by_key(|n| std::cmp::Reverse(n.at_ms));
+        Ok(out)
     }
 
     async fn spam_stream(&self) -> Result<Stream, GatewayError> {

@@ -66,11 +66,20 @@ async fn moderators_nuke_and_undo_their_own_channels_only() {
         "[alice]\ntoken = \"{ALICE}\"\nchannels = [\"twitch.wave\"]\n[bob]\ntoken = \"{BOB}\"\nchannels = [\"twitch.other\"]\n"
     ))
     .unwrap();
+    // The history writer keeps the audit trail the gateway reads back.
+    let stop = CancellationToken::new();
+    tokio::spawn(spamscope_history_writer::run(
+        spamscope_history_writer::WriterConfig::default(),
+        c.bus.clone(),
+        history.clone(),
+        spamscope_runtime::Health::default(),
+        Arc::default(),
+        stop.clone(),
+    ));
     let gw = Gateway::new(c.bus.clone(), store, history, shards, Some(ADMIN.into()))
         .with_moderators(moderators);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
     let health = spamscope_runtime::Health::default();
     health.set_ready(true);
     tokio::spawn(spamscope_gateway::serve(
@@ -188,18 +197,26 @@ async fn moderators_nuke_and_undo_their_own_channels_only() {
         .into_inner();
     assert!(!a.ok && a.error.contains("no open suggestion"), "{a:?}");
 
-    // The audit trail: the five bans the nuke reported (a dry-run
-    // channel) and the five unbans of its undo, newest first; one user's.
+    // The audit trail, from the history store: the five bans the nuke
+    // reported (a dry-run channel) and the five unbans of its undo, newest
+    // first; one user's, in this channel and everywhere.
     let trail = |user: &str| ChannelActionsRequest {
         stream: "twitch.wave".into(),
         user: user.into(),
-        limit: 0,
+        ..ChannelActionsRequest::default()
     };
-    let all = client
-        .channel_actions(trail(""))
-        .await
-        .unwrap()
-        .into_inner();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let all = loop {
+        let all = client
+            .channel_actions(trail(""))
+            .await
+            .unwrap()
+            .into_inner();
+        if all.actions.len() >= 10 || std::time::Instant::now() > deadline {
+            break all;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let kinds: Vec<(&str, &str)> = all
         .actions
         .iter()
@@ -227,6 +244,35 @@ async fn moderators_nuke_and_undo_their_own_channels_only() {
         .into_inner();
     assert_eq!(s1.actions.len(), 2, "{:?}", s1.actions);
     assert!(s1.actions.iter().all(|a| a.user_login == "s1"));
+    let everywhere = client
+        .user_history(spamscope_proto::v1::UserHistoryRequest {
+            user: "s1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(everywhere.actions, s1.actions);
+    // Pages of two, following the tokens, give the whole trail in order.
+    let mut paged = Vec::new();
+    let mut token = String::new();
+    loop {
+        let p = client
+            .channel_actions(ChannelActionsRequest {
+                limit: 2,
+                page_token: token.clone(),
+                ..trail("")
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        paged.extend(p.actions);
+        if p.complete {
+            break;
+        }
+        token = p.next_page_token;
+    }
+    assert_eq!(paged, all.actions);
     let e = client
         .channel_actions(ChannelActionsRequest {
             limit: 5000,

@@ -1,5 +1,6 @@
 //! The history writer role: a durable pull consumer (`history-writer`) of
-//! the SPAM stream. Messages are taken in batches (up to `batch` or
+//! the SPAM stream: spam events, decisions and action records (the audit
+//! trail) go to the history store. Messages are taken in batches (up to `batch` or
 //! `max_wait`), written to the history store in one transaction, and only
 //! then acknowledged: a crash re-delivers the batch, and the idempotent
 //! writes make that harmless. At most `max_ack_pending` messages are in
@@ -155,11 +156,13 @@ pub async fn run(
             .collect();
         let mut events = Vec::new();
         let mut decisions = Vec::new();
+        let mut actions = Vec::new();
         for m in &batch {
             match DetectorOutput::decode(m.payload.clone()) {
                 Ok(o) => match o.kind {
                     Some(detector_output::Kind::SpamEvent(e)) => events.push(e),
                     Some(detector_output::Kind::Decision(d)) => decisions.push(d),
+                    Some(detector_output::Kind::Action(a)) => actions.push(a),
                     _ => {}
                 },
                 Err(e) => {
@@ -175,13 +178,14 @@ pub async fn run(
                 }
             }
         }
-        let n = events.len() + decisions.len();
+        let n = events.len() + decisions.len() + actions.len();
         let batch_newest = events
             .iter()
             .map(|e| e.last_seen_ms)
             .chain(decisions.iter().map(|d| d.at_ms))
+            .chain(actions.iter().map(|a| a.at_ms))
             .max();
-        let written = store.write(events, decisions).await;
+        let written = store.write(events, decisions, actions).await;
         spans.iter().for_each(spamscope_telemetry::end);
         match written {
             Ok(()) => {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use spamscope_proto::v1::{Decision, SpamEvent};
+use spamscope_proto::v1::{ActionRecord, Decision, SpamEvent};
 
 use crate::scylla_store::ScyllaHistory;
 use crate::{HistoryError, HistoryStore, Page, SpamMatch};
@@ -28,10 +28,48 @@ impl History {
         &self,
         events: Vec<SpamEvent>,
         decisions: Vec<Decision>,
+        actions: Vec<ActionRecord>,
     ) -> Result<(), HistoryError> {
         match self {
-            History::Embedded(h) => blocking!(h, |s| s.write(&events, &decisions)),
-            History::Scylla(s) => s.write(&events, &decisions).await,
+            History::Embedded(h) => blocking!(h, |s| s.write(&events, &decisions, &actions)),
+            History::Scylla(s) => s.write(&events, &decisions, &actions).await,
+        }
+    }
+
+    /// Actions in a stream, newest first; with `user`, only theirs.
+    pub async fn channel_actions(
+        &self,
+        stream: String,
+        user: Option<String>,
+        size: usize,
+        cursor: Option<String>,
+    ) -> Result<Page<ActionRecord>, HistoryError> {
+        match self {
+            History::Embedded(h) => blocking!(h, |s| s.channel_actions(
+                &stream,
+                user.as_deref(),
+                size,
+                cursor.as_deref()
+            )),
+            History::Scylla(s) => {
+                s.channel_actions(&stream, user.as_deref(), size, cursor.as_deref())
+                    .await
+            }
+        }
+    }
+
+    /// Actions about a user in every stream, newest first.
+    pub async fn user_actions(
+        &self,
+        user: String,
+        size: usize,
+        cursor: Option<String>,
+    ) -> Result<Page<ActionRecord>, HistoryError> {
+        match self {
+            History::Embedded(h) => {
+                blocking!(h, |s| s.user_actions(&user, size, cursor.as_deref()))
+            }
+            History::Scylla(s) => s.user_actions(&user, size, cursor.as_deref()).await,
         }
     }
 

@@ -5,11 +5,12 @@ use std::path::Path;
 use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use spamscope_detect::clusters::Signer;
-use spamscope_proto::v1::{Decision, SpamEvent};
+use spamscope_proto::v1::{ActionRecord, Decision, SpamEvent};
 
 use crate::search::{band_keys, signatures, similarity};
 use crate::types::{decode_cursor, encode_cursor, stream_key};
 use crate::{HistoryError, Page, SpamMatch};
+use crate::{action_key, action_rank};
 
 /// `stream \0 event_id` → SpamEvent (latest version).
 const EVENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("events");
@@ -36,6 +37,11 @@ const RATE: TableDefinition<&str, u64> = TableDefinition::new("spam_rate");
 const SIGNATURES: TableDefinition<&str, &[u8]> = TableDefinition::new("signatures");
 /// `band \0 band hash \0 fingerprint` → ().
 const BANDS_T: TableDefinition<&str, ()> = TableDefinition::new("lsh_bands");
+/// `stream \0 inverted at \0 record id` → ActionRecord (its latest status).
+const ACTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("actions");
+/// `user \0 inverted at \0 stream \0 record id` → (): the user as
+/// decisions are indexed ([`crate::types::indexed_user`]).
+const ACT_BY_USER: TableDefinition<&str, ()> = TableDefinition::new("actions_by_user");
 
 pub struct HistoryStore {
     db: Database,
@@ -74,6 +80,8 @@ impl HistoryStore {
             txn.open_table(RATE)?;
             txn.open_table(SIGNATURES)?;
             txn.open_table(BANDS_T)?;
+            txn.open_table(ACTIONS)?;
+            txn.open_table(ACT_BY_USER)?;
         }
         txn.commit()?;
         Ok(Self {
@@ -84,7 +92,12 @@ impl HistoryStore {
 
     /// Writes a batch in one transaction. Idempotent: replaying the same
     /// outputs changes nothing.
-    pub fn write(&self, events: &[SpamEvent], decisions: &[Decision]) -> Result<(), HistoryError> {
+    pub fn write(
+        &self,
+        events: &[SpamEvent],
+        decisions: &[Decision],
+        actions: &[ActionRecord],
+    ) -> Result<(), HistoryError> {
         let txn = self.db.begin_write()?;
         {
             let mut ev_t = txn.open_table(EVENTS)?;
@@ -183,9 +196,99 @@ impl HistoryStore {
                 du_t.insert(format!("{user}\0{}\0{stream}", inv(d.at_ms)).as_str(), ())?;
                 ds_t.insert(format!("{stream}\0{}\0{user}", inv(d.at_ms)).as_str(), ())?;
             }
+            let mut a_t = txn.open_table(ACTIONS)?;
+            let mut au_t = txn.open_table(ACT_BY_USER)?;
+            for a in actions {
+                let stream = stream_key(a.platform, &a.stream_id);
+                let (user, alias, id) = action_key(a);
+                let key = format!("{stream}\0{}\0{id}", inv(a.at_ms));
+                let kept_rank = match a_t.get(key.as_str())? {
+                    Some(v) => Some(action_rank(&ActionRecord::decode(v.value())?.status)),
+                    None => None,
+                };
+                if kept_rank.is_some_and(|r| r > action_rank(&a.status)) {
+                    continue;
+                }
+                if let Some((alias, user)) = alias {
+                    ul_t.insert(alias.as_str(), user.as_str())?;
+                }
+                a_t.insert(key.as_str(), a.encode_to_vec().as_slice())?;
+                if !user.is_empty() {
+                    au_t.insert(
+                        format!("{user}\0{}\0{stream}\0{id}", inv(a.at_ms)).as_str(),
+                        (),
+                    )?;
+                }
+            }
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// Actions in a stream, newest first (each at its latest status);
+    /// with `user` (a login or id, any case), only theirs.
+    pub fn channel_actions(
+        &self,
+        stream: &str,
+        user: Option<&str>,
+        page_size: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<ActionRecord>, HistoryError> {
+        let txn = self.db.begin_read()?;
+        let a = txn.open_table(ACTIONS)?;
+        let Some(user) = user else {
+            let prefix = format!("{stream}\0");
+            return scan(&a, &prefix, None, cursor, page_size, |k| get_action(&a, k));
+        };
+        let idx = txn.open_table(ACT_BY_USER)?;
+        let prefix = format!("{}\0", self.resolve_user(&txn, &idx, user)?);
+        scan(&idx, &prefix, None, cursor, page_size, |k| {
+            match k.split('\0').collect::<Vec<_>>()[..] {
+                [_, at, s, id] if s == stream => get_action(&a, &format!("{s}\0{at}\0{id}")),
+                _ => Ok(None),
+            }
+        })
+    }
+
+    /// Actions about a user (login or id, any case) in every stream,
+    /// newest first.
+    pub fn user_actions(
+        &self,
+        user: &str,
+        page_size: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<ActionRecord>, HistoryError> {
+        let txn = self.db.begin_read()?;
+        let a = txn.open_table(ACTIONS)?;
+        let idx = txn.open_table(ACT_BY_USER)?;
+        let prefix = format!("{}\0", self.resolve_user(&txn, &idx, user)?);
+        scan(&idx, &prefix, None, cursor, page_size, |k| {
+            match k.split('\0').collect::<Vec<_>>()[..] {
+                [_, at, s, id] => get_action(&a, &format!("{s}\0{at}\0{id}")),
+                _ => Ok(None),
+            }
+        })
+    }
+
+    /// The user `user` is indexed under in `idx`: itself, or the user its
+    /// other name (a Twitch id, a YouTube display name) stands for.
+    fn resolve_user(
+        &self,
+        txn: &redb::ReadTransaction,
+        idx: &redb::ReadOnlyTable<&'static str, ()>,
+        user: &str,
+    ) -> Result<String, HistoryError> {
+        let user = user.to_lowercase();
+        let prefix = format!("{user}\0");
+        let indexed = idx
+            .range(prefix.as_str()..)?
+            .next()
+            .transpose()?
+            .is_some_and(|(k, _)| k.value().starts_with(&prefix));
+        if !indexed && let Some(login) = txn.open_table(USER_LOGINS)?.get(user.as_str())? {
+            return Ok(login.value().to_owned());
+        }
+        Ok(user)
     }
 
     /// Where and when the spam with this fingerprint was seen, newest first.
@@ -270,18 +373,8 @@ impl HistoryStore {
         let txn = self.db.begin_read()?;
         let d = txn.open_table(DECISIONS)?;
         let idx = txn.open_table(DEC_BY_USER)?;
-        let mut user = user.to_lowercase();
-        let mut prefix = format!("{user}\0");
         // Not a user decisions are indexed under: perhaps another name.
-        let as_login = idx
-            .range(prefix.as_str()..)?
-            .next()
-            .transpose()?
-            .is_some_and(|(k, _)| k.value().starts_with(&prefix));
-        if !as_login && let Some(login) = txn.open_table(USER_LOGINS)?.get(user.as_str())? {
-            user = login.value().to_owned();
-            prefix = format!("{user}\0");
-        }
+        let prefix = format!("{}\0", self.resolve_user(&txn, &idx, user)?);
         scan(&idx, &prefix, None, cursor, page_size, |k| {
             let parts: Vec<&str> = k.split('\0').collect();
             match parts[..] {
@@ -460,6 +553,25 @@ impl HistoryStore {
                 ds_t.remove(format!("{stream}\0{}\0{user}", inv(d.at_ms)).as_str())?;
                 removed += 1;
             }
+            let mut a_t = txn.open_table(ACTIONS)?;
+            let mut au_t = txn.open_table(ACT_BY_USER)?;
+            let old: Vec<(String, ActionRecord)> = a_t
+                .iter()?
+                .filter_map(Result::ok)
+                .filter_map(|(k, v)| {
+                    ActionRecord::decode(v.value())
+                        .ok()
+                        .map(|a| (k.value().to_owned(), a))
+                })
+                .filter(|(_, a)| a.at_ms < cutoff_ms)
+                .collect();
+            for (k, a) in old {
+                let stream = stream_key(a.platform, &a.stream_id);
+                let (user, _, id) = action_key(&a);
+                a_t.remove(k.as_str())?;
+                au_t.remove(format!("{user}\0{}\0{stream}\0{id}", inv(a.at_ms)).as_str())?;
+                removed += 1;
+            }
             let mut rate_t = txn.open_table(RATE)?;
             let old: Vec<String> = rate_t
                 .iter()?
@@ -510,10 +622,20 @@ fn get_decision(
     })
 }
 
+fn get_action(
+    t: &redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<ActionRecord>, HistoryError> {
+    Ok(match t.get(key)? {
+        Some(v) => Some(ActionRecord::decode(v.value())?),
+        None => None,
+    })
+}
+
 /// Pages through the keys of `idx` under `prefix` (optionally within
 /// `range`), after the key in `cursor`, mapping each key to an item.
-fn scan<T>(
-    idx: &redb::ReadOnlyTable<&'static str, ()>,
+fn scan<T, V: redb::Value + 'static>(
+    idx: &redb::ReadOnlyTable<&'static str, V>,
     prefix: &str,
     range: Option<(String, String)>,
     cursor: Option<&str>,

@@ -18,8 +18,13 @@
 //! - Paging with opaque cursors; records older than the TTL are dropped by
 //!   [`HistoryStore::expire`].
 //!
+//! - The audit trail of actions (suggested or taken, with their status,
+//!   the rule, nuke or moderator behind them and the evidence): per stream,
+//!   per user in a stream, and per user across streams, newest first.
+//!
 //! Writes are idempotent: a spam event is kept at its highest version, a
-//! decision once per (stream, user).
+//! decision once per (stream, user), an action at its latest status (a
+//! platform's answer is never replaced by an earlier status).
 
 //!
 //! Modules: `types` (pages, matches, errors, cursors), `search` (the
@@ -35,4 +40,4 @@ mod types;
 pub use embedded::HistoryStore;
 pub(crate) use search::{band_keys, signatures, similarity};
 pub use types::{HistoryError, Page, SpamMatch};
-pub(crate) use types::{decode_cursor, encode_cursor, stream_key};
+pub(crate) use types::{action_key, action_rank, decode_cursor, encode_cursor, stream_key};

@@ -19,7 +19,12 @@
 //!   spam-class events (not crowd reactions),
 //!   each event version, summed per minute on read (idempotent, no counters);
 //! - `signatures (fingerprint)` and `lsh_bands ((band), fingerprint)`: the
-//!   fuzzy-search index, as in the embedded store.
+//!   fuzzy-search index, as in the embedded store;
+//! - the audit trail, one table per query, each row holding the record at
+//!   its latest status: `actions ((stream), at DESC, id)`,
+//!   `actions_by_user ((user), at DESC, stream, id)` and
+//!   `actions_by_stream_user ((stream, user), at DESC, id)` (the user as
+//!   decisions are indexed; `id` is the record id and the action).
 //!
 //! Point reads and writes are prepared once. Time-range reads are built
 //! per request with their integer bounds inlined (never user text: the
@@ -42,7 +47,7 @@ use scylla::statement::Consistency;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::unprepared::Statement;
 use spamscope_detect::clusters::Signer;
-use spamscope_proto::v1::{Decision, SpamEvent};
+use spamscope_proto::v1::{ActionRecord, Decision, SpamEvent};
 
 use crate::{HistoryError, Page, SpamMatch, band_keys, signatures, similarity, stream_key};
 use prost::Message;
@@ -109,6 +114,13 @@ const SPAM_RATE: RangeQuery = RangeQuery {
 };
 
 struct Prepared {
+    get_action_rank: PreparedStatement,
+    put_action: PreparedStatement,
+    put_act_user: PreparedStatement,
+    put_act_stream_user: PreparedStatement,
+    channel_actions: PreparedStatement,
+    channel_user_actions: PreparedStatement,
+    user_actions: PreparedStatement,
     get_event: PreparedStatement,
     put_event: PreparedStatement,
     del_by_fp: PreparedStatement,
@@ -307,6 +319,15 @@ impl ScyllaHistory {
             format!(
                 "CREATE TABLE IF NOT EXISTS {ks}.lsh_bands (band text, fingerprint text, PRIMARY KEY ((band), fingerprint))"
             ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {ks}.actions (stream text, at bigint, id text, status_rank int, body blob, PRIMARY KEY ((stream), at, id)) WITH CLUSTERING ORDER BY (at DESC, id ASC)"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {ks}.actions_by_user (user text, at bigint, stream text, id text, body blob, PRIMARY KEY ((user), at, stream, id)) WITH CLUSTERING ORDER BY (at DESC, stream ASC, id ASC)"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {ks}.actions_by_stream_user (stream text, user text, at bigint, id text, body blob, PRIMARY KEY ((stream, user), at, id)) WITH CLUSTERING ORDER BY (at DESC, id ASC)"
+            ),
         ];
         for stmt in &ddl {
             session
@@ -343,6 +364,13 @@ impl ScyllaHistory {
             user_decisions: prep(format!("SELECT stream, at FROM {ks}.decisions_by_user WHERE user = ?")).await?,
             put_user_login: prep(format!("INSERT INTO {ks}.user_logins (user_id, user) VALUES (?, ?){ttl}")).await?,
             get_user_login: prep(format!("SELECT user FROM {ks}.user_logins WHERE user_id = ?")).await?,
+            get_action_rank: prep(format!("SELECT status_rank FROM {ks}.actions WHERE stream = ? AND at = ? AND id = ?")).await?,
+            put_action: prep(format!("INSERT INTO {ks}.actions (stream, at, id, status_rank, body) VALUES (?, ?, ?, ?, ?){ttl}")).await?,
+            put_act_user: prep(format!("INSERT INTO {ks}.actions_by_user (user, at, stream, id, body) VALUES (?, ?, ?, ?, ?){ttl}")).await?,
+            put_act_stream_user: prep(format!("INSERT INTO {ks}.actions_by_stream_user (stream, user, at, id, body) VALUES (?, ?, ?, ?, ?){ttl}")).await?,
+            channel_actions: prep(format!("SELECT body FROM {ks}.actions WHERE stream = ?")).await?,
+            channel_user_actions: prep(format!("SELECT body FROM {ks}.actions_by_stream_user WHERE stream = ? AND user = ?")).await?,
+            user_actions: prep(format!("SELECT body FROM {ks}.actions_by_user WHERE user = ?")).await?,
         };
         Ok(Self {
             session,
@@ -374,6 +402,7 @@ impl ScyllaHistory {
         &self,
         events: &[SpamEvent],
         decisions: &[Decision],
+        actions: &[ActionRecord],
     ) -> Result<(), HistoryError> {
         for e in events {
             let stream = stream_key(e.platform, &e.stream_id);
@@ -484,7 +513,136 @@ impl ScyllaHistory {
                 .await
                 .map_err(err)?;
         }
+        for a in actions {
+            self.write_action(a).await?;
+        }
         Ok(())
+    }
+
+    /// One action record, unless the kept one is further along
+    /// ([`crate::action_rank`]).
+    async fn write_action(&self, a: &ActionRecord) -> Result<(), HistoryError> {
+        let stream = stream_key(a.platform, &a.stream_id);
+        let (user, alias, id) = crate::action_key(a);
+        let rank = crate::action_rank(&a.status);
+        let kept = self
+            .session
+            .execute_unpaged(&self.st.get_action_rank, (&stream, a.at_ms, &id))
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        if first_column::<i32>(&kept)?
+            .first()
+            .is_some_and(|k| *k > rank)
+        {
+            return Ok(());
+        }
+        if let Some((alias, user)) = alias {
+            self.session
+                .execute_unpaged(&self.st.put_user_login, (&alias, &user))
+                .await
+                .map_err(err)?;
+        }
+        let body = a.encode_to_vec();
+        self.session
+            .execute_unpaged(&self.st.put_action, (&stream, a.at_ms, &id, rank, &body))
+            .await
+            .map_err(err)?;
+        if !user.is_empty() {
+            self.session
+                .execute_unpaged(&self.st.put_act_user, (&user, a.at_ms, &stream, &id, &body))
+                .await
+                .map_err(err)?;
+            self.session
+                .execute_unpaged(
+                    &self.st.put_act_stream_user,
+                    (&stream, &user, a.at_ms, &id, &body),
+                )
+                .await
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// Actions in a stream, newest first; with `user`, only theirs.
+    pub async fn channel_actions(
+        &self,
+        stream: &str,
+        user: Option<&str>,
+        page_size: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<ActionRecord>, HistoryError> {
+        match user {
+            None => {
+                self.actions_page(&self.st.channel_actions, (stream,), page_size, cursor)
+                    .await
+            }
+            Some(user) => {
+                let user = self.resolve_user(user).await?;
+                self.actions_page(
+                    &self.st.channel_user_actions,
+                    (stream, user.as_str()),
+                    page_size,
+                    cursor,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Actions about a user in every stream, newest first.
+    pub async fn user_actions(
+        &self,
+        user: &str,
+        page_size: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<ActionRecord>, HistoryError> {
+        let user = self.resolve_user(user).await?;
+        self.actions_page(&self.st.user_actions, (user.as_str(),), page_size, cursor)
+            .await
+    }
+
+    /// The user actions are indexed under: `user`, or the user another
+    /// name of theirs (a Twitch id, a YouTube display name) stands for.
+    async fn resolve_user(&self, user: &str) -> Result<String, HistoryError> {
+        let user = user.to_lowercase();
+        let login = self
+            .session
+            .execute_unpaged(&self.st.get_user_login, (&user,))
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        Ok(first_column::<String>(&login)?
+            .into_iter()
+            .next()
+            .unwrap_or(user))
+    }
+
+    async fn actions_page(
+        &self,
+        st: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+        page_size: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<ActionRecord>, HistoryError> {
+        let mut st = st.clone();
+        st.set_page_size(page_size.max(1) as i32);
+        let (res, paging) = self
+            .session
+            .execute_single_page(&st, values, cursor_state(cursor)?)
+            .await
+            .map_err(err)?;
+        let rows = res.into_rows_result().map_err(err)?;
+        let items = first_column::<Vec<u8>>(&rows)?
+            .iter()
+            .map(|b| ActionRecord::decode(b.as_slice()).map_err(HistoryError::from))
+            .collect::<Result<_, _>>()?;
+        Ok(Page {
+            items,
+            next: next_cursor(paging),
+        })
     }
 
     /// The decision about `user` in `stream` at `at`, from its table or

@@ -2,7 +2,7 @@
 
 use base64::Engine;
 use spamscope_proto::StreamKey;
-use spamscope_proto::v1::{Decision, Platform, SpamEvent};
+use spamscope_proto::v1::{ActionRecord, Decision, Platform, SpamEvent};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
@@ -68,8 +68,14 @@ pub(crate) fn decode_cursor(c: &str) -> Result<String, HistoryError> {
 ///
 /// The alias is `(alias, indexed user)` when it differs from the key.
 pub fn decision_user(d: &Decision) -> (String, Option<(String, String)>) {
-    let (login, id) = (d.user_login.to_lowercase(), d.user_id.to_lowercase());
-    let by_id = Platform::of(d.platform) == Platform::Youtube && !id.is_empty();
+    indexed_user(d.platform, &d.user_login, &d.user_id)
+}
+
+/// [`decision_user`] of a platform, login and user id: actions are
+/// indexed under the same user as decisions, so one name finds both.
+pub fn indexed_user(platform: i32, login: &str, id: &str) -> (String, Option<(String, String)>) {
+    let (login, id) = (login.to_lowercase(), id.to_lowercase());
+    let by_id = Platform::of(platform) == Platform::Youtube && !id.is_empty();
     let (user, alias) = if by_id || login.is_empty() {
         (id, login)
     } else {
@@ -77,4 +83,23 @@ pub fn decision_user(d: &Decision) -> (String, Option<(String, String)>) {
     };
     let alias = (!alias.is_empty() && alias != user).then(|| (alias, user.clone()));
     (user, alias)
+}
+
+/// Where an action record is kept: (indexed user, the record's id within
+/// its stream and time). A record is one action of one rule, nuke or
+/// moderator; its later updates (pending, then done or failed) carry the
+/// same id.
+pub(crate) fn action_key(a: &ActionRecord) -> (String, Option<(String, String)>, String) {
+    let (user, alias) = indexed_user(a.platform, &a.user_login, &a.user_id);
+    (user, alias, format!("{:020}.{}", a.record_id, a.action))
+}
+
+/// An update of a record replaces the kept one unless the kept one is
+/// further along: a platform's answer (done, failed) is final, and a
+/// redelivered `pending` written after it must not undo it.
+pub(crate) fn action_rank(status: &str) -> i32 {
+    match status {
+        "done" | "failed" => 1,
+        _ => 0,
+    }
 }

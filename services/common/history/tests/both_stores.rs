@@ -10,7 +10,7 @@ use std::sync::Arc;
 use spamscope_history::HistoryStore;
 use spamscope_history::any::History;
 use spamscope_history::scylla_store::{ScyllaConfig, ScyllaHistory};
-use spamscope_proto::v1::{Decision, Platform, SpamEvent, Trigger};
+use spamscope_proto::v1::{ActionRecord, Decision, Platform, SpamEvent, Trigger};
 
 fn event(
     stream: &str,
@@ -69,6 +69,119 @@ fn decision(stream: &str, user: &str, at: i64) -> Decision {
     }
 }
 
+fn action(stream: &str, id: u64, at: i64, what: &str, login: &str, status: &str) -> ActionRecord {
+    ActionRecord {
+        platform: Platform::Twitch as i32,
+        stream_id: stream.into(),
+        channel_id: "9001".into(),
+        record_id: id,
+        at_ms: at,
+        action: what.into(),
+        timeout_s: if what == "timeout" { 600 } else { 0 },
+        user_id: format!("{}", login.len() * 111),
+        user_login: login.into(),
+        message_id: String::new(),
+        status: status.into(),
+        detail: String::new(),
+        by: "policy:flagged_users".into(),
+        evidence: "Ünïcode evidence: 9 copies in 30 s".into(),
+        spam_event_id: 4,
+        nuke_id: 0,
+        undoes: 0,
+    }
+}
+
+/// The audit trail: every record at its latest status, per stream, per
+/// user in a stream (by login or id, any case) and per user everywhere;
+/// `semantics` also checks the order, paging and TTL.
+async fn actions_suite(h: &History, semantics: bool) {
+    let pending = action("chan1", 1, 1_000, "timeout", "alice", "pending");
+    let mut done = pending.clone();
+    done.status = "done".into();
+    done.detail = "timed out until 12:10".into();
+    let bob = action("chan1", 2, 2_000, "timeout", "bob", "suggested");
+    let elsewhere = action("chan2", 1, 3_000, "ban", "alice", "dry_run");
+    let delete = action("chan1", 3, 4_000, "delete", "Alice", "protected");
+    let mut undo = action("chan1", 1, 5_000, "unban", "alice", "done");
+    undo.undoes = 1;
+    let all = vec![
+        pending.clone(),
+        bob.clone(),
+        elsewhere.clone(),
+        done.clone(),
+        delete.clone(),
+        undo.clone(),
+    ];
+    h.write(vec![], vec![], all.clone()).await.unwrap();
+    // Delivered again, and the `pending` update once more after `done`:
+    // nothing doubles, and the platform's answer stays.
+    h.write(vec![], vec![], all).await.unwrap();
+    h.write(vec![], vec![], vec![pending.clone()])
+        .await
+        .unwrap();
+
+    // Newest first where the store orders; as a set otherwise.
+    let order = |mut v: Vec<ActionRecord>| {
+        if !semantics {
+            v.sort_by_key(|a| std::cmp::Reverse(a.at_ms));
+        }
+        v
+    };
+    let chan1 = |user: Option<&str>| {
+        h.channel_actions("twitch.chan1".into(), user.map(Into::into), 10, None)
+    };
+    assert_eq!(
+        order(chan1(None).await.unwrap().items),
+        vec![undo.clone(), delete.clone(), bob.clone(), done.clone()]
+    );
+    let alice_here = vec![undo.clone(), delete.clone(), done.clone()];
+    assert_eq!(order(chan1(Some("ALICE")).await.unwrap().items), alice_here);
+    assert_eq!(
+        order(chan1(Some("555")).await.unwrap().items),
+        alice_here,
+        "by the user id too"
+    );
+    assert!(chan1(Some("nobody")).await.unwrap().items.is_empty());
+    let everywhere = h.user_actions("Alice".into(), 10, None).await.unwrap();
+    assert_eq!(
+        order(everywhere.items),
+        vec![
+            undo.clone(),
+            delete.clone(),
+            elsewhere.clone(),
+            done.clone()
+        ]
+    );
+    assert!(everywhere.next.is_none());
+
+    if semantics {
+        let p1 = h
+            .channel_actions("twitch.chan1".into(), None, 3, None)
+            .await
+            .unwrap();
+        let p2 = h
+            .channel_actions("twitch.chan1".into(), None, 3, p1.next.clone())
+            .await
+            .unwrap();
+        assert_eq!(p1.items.len(), 3);
+        assert_eq!(p2.items, vec![done.clone()]);
+        assert!(p2.next.is_none());
+        h.expire(2_500).await.unwrap();
+        assert_eq!(
+            chan1(None).await.unwrap().items,
+            vec![undo.clone(), delete.clone()],
+            "records older than the TTL are dropped"
+        );
+        assert_eq!(
+            h.user_actions("alice".into(), 10, None)
+                .await
+                .unwrap()
+                .items,
+            vec![undo, delete, elsewhere]
+        );
+    }
+}
+
 const CHEESE: &str = "\u{200b}\u{200b}SPAM🧀THIS🧀CHEESE🧀FOR🧀GOOD🧀LUCK";
 
 /// The suite: everything is written, read back and compared; `semantics`
@@ -91,11 +204,15 @@ async fn suite(h: &History, semantics: bool) {
         decision("vid-a", "Azena", 1_607_054_610_000),
         decision("vid-b", "azena", 1_607_054_710_000),
     ];
-    h.write(events.clone(), decisions.clone()).await.unwrap();
+    h.write(events.clone(), decisions.clone(), vec![])
+        .await
+        .unwrap();
     // Idempotent; a newer version replaces, an older one is ignored.
-    h.write(events.clone(), decisions.clone()).await.unwrap();
+    h.write(events.clone(), decisions.clone(), vec![])
+        .await
+        .unwrap();
     let newer = event("vid-a", 1, 3, "fpcheese", CHEESE, 25, 1_607_054_800_000);
-    h.write(vec![newer.clone()], vec![]).await.unwrap();
+    h.write(vec![newer.clone()], vec![], vec![]).await.unwrap();
     h.write(
         vec![event(
             "vid-a",
@@ -106,6 +223,7 @@ async fn suite(h: &History, semantics: bool) {
             15,
             1_607_054_750_000,
         )],
+        vec![],
         vec![],
     )
     .await
@@ -159,7 +277,7 @@ async fn suite(h: &History, semantics: bool) {
     // found by its channel id; the name finds the one that had it last.
     let mut other = decision("vid-a", "AZENA", 1_607_054_620_000);
     other.user_id = "UC-someone-else".into();
-    h.write(vec![], vec![other.clone()]).await.unwrap();
+    h.write(vec![], vec![other.clone()], vec![]).await.unwrap();
     let both = h
         .channel_decisions("youtube.vid-a".into(), 0, i64::MAX, 10, None)
         .await
@@ -177,8 +295,8 @@ async fn suite(h: &History, semantics: bool) {
     // user, then saw new evidence): both decisions are kept, each once
     // however often it is delivered.
     let again = decision("vid-a", "Azena", 1_607_054_900_000);
-    h.write(vec![], vec![again.clone()]).await.unwrap();
-    h.write(vec![], vec![again.clone(), decisions[0].clone()])
+    h.write(vec![], vec![again.clone()], vec![]).await.unwrap();
+    h.write(vec![], vec![again.clone(), decisions[0].clone()], vec![])
         .await
         .unwrap();
     let mut twice = by("uc-azena").await.unwrap().items;
@@ -248,6 +366,7 @@ async fn embedded_store() {
     let _ = std::fs::remove_file(&path);
     let h = History::Embedded(Arc::new(HistoryStore::open(&path).unwrap()));
     suite(&h, true).await;
+    actions_suite(&h, true).await;
     let _ = std::fs::remove_file(&path);
 }
 
@@ -273,7 +392,10 @@ async fn scylla_store_against_an_in_process_cql_server() {
                         let h = History::Scylla(Arc::new(s));
                         // A panic inside the server's scope would hang it: run
                         // the suite and report.
-                        let f = tokio::task::spawn(async move { suite(&h, false).await });
+                        let f = tokio::task::spawn(async move {
+                            suite(&h, false).await;
+                            actions_suite(&h, false).await;
+                        });
                         f.await.map_err(|e| format!("suite failed: {e}"))
                     }
                     Err(e) => Err(e.to_string()),

@@ -70,8 +70,8 @@ fn sightings_newest_first_paged_and_idempotent() {
             1_000_000 + i as i64 * 60_000,
         ));
     }
-    h.write(&evs, &[]).unwrap();
-    h.write(&evs, &[]).unwrap(); // the same batch again changes nothing
+    h.write(&evs, &[], &[]).unwrap();
+    h.write(&evs, &[], &[]).unwrap(); // the same batch again changes nothing
     let p1 = h.sightings("fp1", 2, None).unwrap();
     assert_eq!(
         p1.items
@@ -104,10 +104,12 @@ fn sightings_newest_first_paged_and_idempotent() {
     h.write(
         &[event("a", 1, 3, "fp1", "buy followers", 9, 9_000_000)],
         &[],
+        &[],
     )
     .unwrap();
     h.write(
         &[event("a", 1, 2, "fp1", "buy followers", 7, 8_000_000)],
+        &[],
         &[],
     )
     .unwrap();
@@ -144,6 +146,7 @@ fn channel_and_user_history_in_time_ranges() {
             decision("y", "bob", 250_000),
             decision("x", "eve", 260_000),
         ],
+        &[],
     )
     .unwrap();
     let ev = h
@@ -198,7 +201,7 @@ fn a_pasted_variant_finds_the_copypasta_of_the_real_log() {
         .collect();
     let path = tmp("search");
     let h = HistoryStore::open(&path).unwrap();
-    h.write(&spam, &[]).unwrap();
+    h.write(&spam, &[], &[]).unwrap();
     // Other emotes, zero-width characters, other case, a typo.
     for query in [
         "\u{200b}spam 🧀 this 🧀 cheese 🧀 for 🧀 good 🧀 luck",
@@ -292,10 +295,10 @@ fn decisions_of_a_file_that_kept_one_per_user_are_still_read() {
             .items
     };
     assert_eq!(all(), vec![old.clone()]);
-    h.write(&[], std::slice::from_ref(&old)).unwrap();
+    h.write(&[], std::slice::from_ref(&old), &[]).unwrap();
     assert_eq!(all(), vec![old.clone()], "delivered again: not doubled");
     let later = decision("old", "someone", 2_000_000);
-    h.write(&[], std::slice::from_ref(&later)).unwrap();
+    h.write(&[], std::slice::from_ref(&later), &[]).unwrap();
     assert_eq!(all(), vec![later.clone(), old.clone()]);
     assert_eq!(
         h.user_decisions("someone", 10, None).unwrap().items,
