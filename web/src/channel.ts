@@ -137,6 +137,7 @@ export async function channelPage(app: HTMLElement, stream: string, signal: Abor
       button("Nuke", () => void nuke(n.spamEventId), { class: "nuke" })));
   };
   acts.append(h("p", { class: "meta empty" }, "Nothing done or suggested yet."));
+  actsPanel.append(backtestBox(stream, token, forget));
   // The trail so far (what SPAM keeps), oldest first so the newest ends on top.
   void (async () => {
     try {
@@ -288,6 +289,58 @@ export async function channelPage(app: HTMLElement, stream: string, signal: Abor
   } catch (e) {
     chatPanel.append(errorBox(e));
   }
+}
+
+interface BacktestSummary { actions: number; users: number; users_per_1000_chatters: number; users_moderated: number; agreement: number; moderated_covered: number }
+interface BacktestRule { mode: string; users: number; users_moderated: number; agreement: number; lead_time_median_s: number | null; actions: Record<string, number> }
+interface BacktestCurvePoint { sensitivity: number; users_per_1000_chatters: number; agreement: number; moderated_covered: number; f1: number }
+interface BacktestReportJson {
+  chatters: number; moderated_users: number; auto: BacktestSummary; if_accepted: BacktestSummary;
+  rules: Record<string, BacktestRule>; curve?: BacktestCurvePoint[]; best_sensitivity?: number | null;
+}
+
+/** Backtest: a policy (the cluster's, or one pasted here) over the
+ * channel's kept chat of the last hours, beside what its moderators did. */
+function backtestBox(stream: string, token: () => string, forget: (e: unknown) => void): HTMLElement {
+  const hours = h("input", { type: "number", id: "backtest-hours", min: "1", max: "24", value: "1" }) as HTMLInputElement;
+  const sens = h("input", { type: "text", id: "backtest-sensitivities", value: "0.5, 1, 2, 4", size: "14" }) as HTMLInputElement;
+  const policy = h("textarea", { id: "backtest-policy", rows: "3", placeholder: "policy TOML; empty: the cluster's policy" }) as HTMLTextAreaElement;
+  const out = h("div", { id: "backtest-result" });
+  const pct = (x: number) => `${(x * 100).toFixed(1)} %`;
+  const run = async () => {
+    const t = token();
+    if (!t) return;
+    const sensitivities = sens.value.split(/[\s,]+/).filter(Boolean).map(Number);
+    go.disabled = true;
+    out.replaceChildren(h("p", { class: "meta" }, "Running the policy over the kept chat…"));
+    try {
+      const r = await api.backtest({ stream, hours: Number(hours.value) || 1, sensitivities, policyToml: policy.value },
+        { headers: { authorization: `Bearer ${t}` } });
+      const j = JSON.parse(r.reportJson) as BacktestReportJson;
+      const line = (name: string, x: BacktestSummary) => h("tr", {}, h("td", {}, name), h("td", {}, String(x.users)),
+        h("td", {}, x.users_per_1000_chatters.toFixed(1)), h("td", {}, String(x.users_moderated)), h("td", {}, pct(x.agreement)), h("td", {}, pct(x.moderated_covered)));
+      out.replaceChildren(
+        h("p", { class: "meta" }, `${r.events} chat events from ${time(r.fromMs)} to ${time(r.toMs)}${r.complete ? "" : " (the kept chat began later than asked)"}; ${j.chatters} chatters, ${j.moderated_users} moderated by the channel's moderators. Every channel in dry-run: nothing was sent.`),
+        h("table", { class: "backtest-summary" },
+          h("tr", {}, h("th", {}, ""), h("th", {}, "users acted on"), h("th", {}, "per 1,000 chatters"), h("th", {}, "moderated too"), h("th", {}, "agreement"), h("th", {}, "of the moderated")),
+          line("on its own", j.auto), line("every suggestion accepted", j.if_accepted)),
+        h("table", { class: "backtest-rules" },
+          h("tr", {}, h("th", {}, "rule"), h("th", {}, "mode"), h("th", {}, "users"), h("th", {}, "moderated too"), h("th", {}, "median lead")),
+          ...Object.entries(j.rules).map(([name, x]) => h("tr", {}, h("td", {}, name.replaceAll("_", " ")), h("td", {}, x.mode), h("td", {}, String(x.users)),
+            h("td", {}, String(x.users_moderated)), h("td", {}, x.lead_time_median_s === null ? "-" : `${x.lead_time_median_s.toFixed(0)} s`)))),
+        ...(j.curve?.length ? [h("table", { class: "backtest-curve" },
+          h("tr", {}, h("th", {}, "sensitivity"), h("th", {}, "per 1,000 chatters"), h("th", {}, "agreement"), h("th", {}, "of the moderated"), h("th", {}, "F1")),
+          ...j.curve.map((c) => h("tr", { class: c.sensitivity === j.best_sensitivity ? "best" : "" }, h("td", {}, String(c.sensitivity)),
+            h("td", {}, c.users_per_1000_chatters.toFixed(1)), h("td", {}, pct(c.agreement)), h("td", {}, pct(c.moderated_covered)),
+            h("td", {}, c.f1.toFixed(3) + (c.sensitivity === j.best_sensitivity ? " ← matched the moderators best" : "")))))] : []));
+    } catch (err) { forget(err); out.replaceChildren(errorBox(err)); }
+    go.disabled = false;
+  };
+  const go = button("Run", () => void run(), { class: "run-backtest" });
+  return h("details", { id: "backtest" }, h("summary", {}, "Backtest a policy on this channel's kept chat"),
+    h("label", { class: "meta" }, "last ", hours, " hours"), " ",
+    h("label", { class: "meta", title: "Other sensitivities to compare, comma-separated" }, "sensitivities ", sens),
+    policy, go, out);
 }
 
 function eventCard(e: SpamEvent, stream: string, mute: () => void, nuke: () => void): HTMLElement {

@@ -153,6 +153,20 @@ await step("channel-page", async () => {
   if (state === "live") fail("a 2019 log shown as live");
 });
 
+await step("backtest", async () => {
+  // The cluster's policy over the kept #xqcow chat, at four sensitivities.
+  await page.locator("#backtest summary").click();
+  await page.locator("#backtest button.run-backtest").click();
+  await page.locator("#backtest .backtest-summary").waitFor({ timeout: 60000 });
+  const said = await page.locator("#backtest-result p.meta").first().innerText();
+  const m = /^(\d+) chat events .*; (\d+) chatters, (\d+) moderated/.exec(said);
+  if (!m || Number(m[1]) < 1000 || Number(m[2]) < 100 || Number(m[3]) < 1) fail(`the backtest says "${said}"`);
+  const points = await page.locator("#backtest .backtest-curve tr:not(:first-child)").count();
+  if (points !== 4) fail(`${points} sensitivities shown, 4 asked`);
+  if ((await page.locator("#backtest .backtest-curve tr.best").count()) !== 1) fail("no best sensitivity marked");
+  await page.locator("#backtest").screenshot({ path: `${shots}/backtest-panel.png` });
+});
+
 await step("paging", async () => {
   // Every spam event and every flag by paging, as many as the API holds.
   for (let i = 0; i < 20 && await page.locator("#spam-events + div button.more").count(); i++) {
@@ -193,8 +207,12 @@ await step("user-page", async () => {
   await there.locator(".user-messages .msg").first().waitFor({ timeout: 20000 });
   const heading = await there.locator("h3").first().innerText();
   if (!/^Moderator actions \(\d+\)$/.test(heading)) fail(`actions heading: ${heading}`);
-  // A flagged user's suggested action, from the history store, with its
-  // stream.
+  // A user spamscope suggested acting on (the channel's Actions panel):
+  // their page lists it, from the history store, with its stream.
+  await page.goto(`${base}/#/channel/twitch.xqcow`);
+  const suggested = page.locator('#actions .record[data-status="suggested"] a').first();
+  await suggested.waitFor({ timeout: 20000 });
+  await suggested.click();
   const acted = page.locator('#user-actions .record[data-status="suggested"] a[href="#/channel/twitch.xqcow"]');
   await acted.first().waitFor({ timeout: 20000 });
 });

@@ -91,17 +91,9 @@ pub struct DetectorArgs {
 /// Reads a policy file for a detector: every channel in dry-run unless
 /// `live`. Errors exit 64 naming the file and the key.
 pub fn policy_file(path: &std::path::Path, live: bool) -> Result<spamscope_act::Policies> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Exit::usage(format!("--policy {}: {e}", path.display())))?;
-    let mut p = spamscope_act::Policies::from_toml(&text)
-        .map_err(|e| Exit::usage(format!("--policy {}: {e}", path.display())))?;
-    if !live {
-        p.defaults.dry_run = true;
-        for c in p.channels.values_mut() {
-            c.dry_run = true;
-        }
-    }
-    Ok(p)
+    let p =
+        spamscope_act::Policies::read(path).map_err(|e| Exit::usage(format!("--policy {e}")))?;
+    Ok(if live { p } else { p.all_dry_run() })
 }
 
 /// `spamscope detector`.

@@ -117,6 +117,24 @@ pub struct GatewayRoleArgs {
     pub cluster: ClusterArgs,
     #[command(flatten)]
     pub gateway: GatewayArgs,
+    /// The detectors' channel policy file: what the console's Backtest
+    /// runs when it brings no policy of its own (without it, the
+    /// defaults).
+    #[arg(long, env = "SPAMSCOPE_POLICY_FILE", value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+}
+
+impl GatewayRoleArgs {
+    /// The `--policy` file (every channel in dry-run: a backtest never
+    /// acts); the defaults without one. Errors exit 64 naming the key.
+    pub fn policies(&self) -> Result<spamscope_act::Policies> {
+        Ok(match &self.policy {
+            Some(p) => spamscope_act::Policies::read(p)
+                .map_err(|e| Exit::usage(format!("--policy {e}")))?
+                .all_dry_run(),
+            None => spamscope_act::Policies::default(),
+        })
+    }
 }
 
 /// Starts the history writer (unless `--no-writer`) and the gateway on
@@ -129,6 +147,7 @@ pub async fn start(
     store: &Store,
     health: &Health,
     sup: &mut Supervisor,
+    policies: spamscope_act::Policies,
 ) -> Result<SocketAddr> {
     let history = args.history.open().await?;
     let listener = TcpListener::bind(args.listen)
@@ -155,6 +174,7 @@ pub async fn start(
         args.admin_token()?,
     )
     .with_moderators(args.moderators()?)
+    .with_policies(policies)
     .with_watch_limits(crate::watch::WatchLimits {
         total: args.max_watchers,
         per_client: args.max_watchers_per_client,
@@ -194,6 +214,7 @@ pub fn run(args: GatewayRoleArgs) -> Result<()> {
     args.cluster.require_shared_store()?;
     args.gateway.admin_token()?;
     args.gateway.moderators()?;
+    let policies = args.policies()?;
     run_role("gateway", args.cluster.lifecycle(), |role| async move {
         let (bus, store) = connect(
             &args.cluster,
@@ -212,6 +233,7 @@ pub fn run(args: GatewayRoleArgs) -> Result<()> {
             &store,
             &role.health,
             &mut sup,
+            policies,
         )
         .await?;
         role.health.set_ready(true);

@@ -11,6 +11,7 @@
 //! Every error is a `tonic::Status` with a message, made in one place
 //! ([`GatewayError`]); requests, pages and queries are bounded.
 
+pub mod backtest;
 pub mod cli;
 pub mod conn;
 pub mod kept;
@@ -31,14 +32,14 @@ use spamscope_history::any::History;
 use spamscope_proto::StreamKey;
 use spamscope_proto::v1::gateway_server::{Gateway as GatewayApi, GatewayServer};
 use spamscope_proto::v1::{
-    AcceptSuggestionRequest, ChannelActionsRequest, ChannelActionsResponse, ChannelChatRequest,
-    ChannelChatResponse, ChannelHistoryRequest, ChannelHistoryResponse, ClusterStatusRequest,
-    ClusterStatusResponse, CommandResult, DetectorOutput, GetParamsRequest, ListChannelsRequest,
-    ListChannelsResponse, NukeRequest, Params, RatePoint, SearchSpamRequest, SearchSpamResponse,
-    SetParamsRequest, ShardStatus, SpamEventDetailRequest, SpamEventDetailResponse, SpamMatch,
-    UndoNukeRequest, UserActivityRequest, UserActivityResponse, UserHistoryRequest,
-    UserHistoryResponse, WatchChannelEvent, WatchChannelRequest, detector_output,
-    watch_channel_event,
+    AcceptSuggestionRequest, BacktestRequest, BacktestResponse, ChannelActionsRequest,
+    ChannelActionsResponse, ChannelChatRequest, ChannelChatResponse, ChannelHistoryRequest,
+    ChannelHistoryResponse, ClusterStatusRequest, ClusterStatusResponse, CommandResult,
+    DetectorOutput, GetParamsRequest, ListChannelsRequest, ListChannelsResponse, NukeRequest,
+    Params, RatePoint, SearchSpamRequest, SearchSpamResponse, SetParamsRequest, ShardStatus,
+    SpamEventDetailRequest, SpamEventDetailResponse, SpamMatch, UndoNukeRequest,
+    UserActivityRequest, UserActivityResponse, UserHistoryRequest, UserHistoryResponse,
+    WatchChannelEvent, WatchChannelRequest, detector_output, watch_channel_event,
 };
 use spamscope_runtime::now_ms;
 use spamscope_store::Store;
@@ -79,6 +80,8 @@ pub enum GatewayError {
     NotFound(String),
     #[error("{0}")]
     Internal(String),
+    #[error("{0}")]
+    Exhausted(String),
 }
 
 impl From<GatewayError> for Status {
@@ -91,6 +94,7 @@ impl From<GatewayError> for Status {
             GatewayError::FailedPrecondition(m) => Status::failed_precondition(m),
             GatewayError::NotFound(m) => Status::not_found(m),
             GatewayError::Internal(m) => Status::internal(m),
+            GatewayError::Exhausted(m) => Status::resource_exhausted(m),
         }
     }
 }
@@ -133,6 +137,10 @@ pub struct Gateway {
     /// Limits on connections, and what they turned away.
     pub conn_limits: conn::ConnLimits,
     pub conn_counters: Arc<conn::ConnCounters>,
+    /// The policies `Backtest` runs when the request brings none.
+    pub policies: Arc<spamscope_act::Policies>,
+    /// One backtest at a time: each is a detector run over hours of chat.
+    backtests: Arc<tokio::sync::Semaphore>,
 }
 
 impl Gateway {
@@ -156,6 +164,18 @@ impl Gateway {
             watch_limits: watch::WatchLimits::default(),
             conn_limits: conn::ConnLimits::default(),
             conn_counters: Arc::default(),
+            policies: Arc::default(),
+            backtests: Arc::new(tokio::sync::Semaphore::new(1)),
+        }
+    }
+
+    /// With the policies a `Backtest` without its own runs (the
+    /// detectors' file).
+    #[must_use]
+    pub fn with_policies(self, policies: spamscope_act::Policies) -> Self {
+        Self {
+            policies: Arc::new(policies),
+            ..self
         }
     }
 
@@ -709,6 +729,18 @@ impl GatewayApi for Gateway {
                 token(&r.page_token).map(str::to_owned),
             )
             .await?,
+        ))
+    }
+
+    async fn backtest(
+        &self,
+        req: Request<BacktestRequest>,
+    ) -> Result<Response<BacktestResponse>, Status> {
+        let key = parse_stream(&req.get_ref().stream)?;
+        self.authorize_channel(&req, &key.to_string())?;
+        self.require_known(&key).await?;
+        Ok(Response::new(
+            Gateway::backtest(self, &key, req.get_ref()).await?,
         ))
     }
 

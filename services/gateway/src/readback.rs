@@ -127,7 +127,10 @@ impl Gateway {
             .map_err(|e| unavailable(format!("JetStream: {e}")))
     }
 
-    async fn chat_stream(&self, key: &StreamKey) -> Result<(Stream, String), GatewayError> {
+    pub(crate) async fn chat_stream(
+        &self,
+        key: &StreamKey,
+    ) -> Result<(Stream, String), GatewayError> {
         let shard = spamscope_routing::shard_of(&key.to_string(), self.shards);
         let stream = self
             .bus
@@ -139,7 +142,10 @@ impl Gateway {
     }
 
     /// The sequence after the last chat of `subject`; None when none is kept.
-    async fn chat_end(stream: &Stream, subject: &str) -> Result<Option<u64>, GatewayError> {
+    pub(crate) async fn chat_end(
+        stream: &Stream,
+        subject: &str,
+    ) -> Result<Option<u64>, GatewayError> {
         match stream.get_last_raw_message_by_subject(subject).await {
             Ok(m) => Ok(Some(m.sequence + 1)),
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),

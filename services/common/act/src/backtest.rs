@@ -126,11 +126,7 @@ pub fn run(
     params: serde_json::Value,
     model: Arc<ScoreModel>,
 ) -> Result<BacktestReport, ParamsError> {
-    let mut dry = policies.clone();
-    dry.defaults.dry_run = true;
-    for p in dry.channels.values_mut() {
-        p.dry_run = true;
-    }
+    let dry = policies.clone().all_dry_run();
     let mut report = BacktestReport {
         recordings: recordings.len(),
         ..BacktestReport::default()
@@ -234,6 +230,81 @@ pub fn run(
         );
     }
     Ok(report)
+}
+
+/// The policy at one other sensitivity, every suggestion accepted.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CurvePoint {
+    pub sensitivity: f64,
+    pub users: usize,
+    pub users_per_1000_chatters: f64,
+    pub agreement: f64,
+    pub moderated_covered: f64,
+    /// The harmonic mean of agreement and coverage: how well it matched
+    /// the moderators, both in whom it acted on and whom it missed.
+    pub f1: f64,
+}
+
+/// [`run`] again at each of `sensitivities` (the detector param).
+pub fn curve(
+    recordings: &[(String, Vec<ChatEvent>, Truth)],
+    policies: &Policies,
+    params: &serde_json::Value,
+    model: &Arc<ScoreModel>,
+    sensitivities: &[f64],
+) -> Result<Vec<CurvePoint>, ParamsError> {
+    let mut out = Vec::with_capacity(sensitivities.len());
+    for s in sensitivities {
+        let mut layer = params.clone();
+        match &mut layer {
+            serde_json::Value::Object(o) => {
+                o.insert("sensitivity".into(), serde_json::json!(s));
+            }
+            _ => layer = serde_json::json!({ "sensitivity": s }),
+        }
+        let r = run(recordings, policies, layer, Arc::clone(model))?;
+        let a = &r.if_accepted;
+        let f1 = if a.agreement + a.moderated_covered > 0.0 {
+            2.0 * a.agreement * a.moderated_covered / (a.agreement + a.moderated_covered)
+        } else {
+            0.0
+        };
+        out.push(CurvePoint {
+            sensitivity: *s,
+            users: a.users,
+            users_per_1000_chatters: a.users_per_1000_chatters,
+            agreement: a.agreement,
+            moderated_covered: a.moderated_covered,
+            f1,
+        });
+    }
+    Ok(out)
+}
+
+/// The sensitivity of `curve` that matched the moderators best (highest
+/// F1; the last of equals).
+pub fn best(curve: &[CurvePoint]) -> Option<f64> {
+    curve
+        .iter()
+        .max_by(|a, b| a.f1.total_cmp(&b.f1))
+        .map(|c| c.sensitivity)
+}
+
+/// The report as JSON, with the curve and its best sensitivity when one
+/// was asked for (what `spamscope eval --policy --json` prints and the
+/// gateway's `Backtest` answers).
+pub fn report_json(r: &BacktestReport, curve: &[CurvePoint]) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).unwrap_or(serde_json::Value::Null);
+    if let serde_json::Value::Object(o) = &mut v
+        && !curve.is_empty()
+    {
+        o.insert(
+            "curve".into(),
+            serde_json::to_value(curve).unwrap_or_default(),
+        );
+        o.insert("best_sensitivity".into(), serde_json::json!(best(curve)));
+    }
+    v
 }
 
 fn ratio(a: usize, b: usize) -> f64 {

@@ -306,6 +306,23 @@ pub struct Policies {
 }
 
 impl Policies {
+    /// Every channel in dry-run: a replay, a backtest or a cluster without
+    /// `--policy-live` reports what it would do and never acts.
+    pub fn all_dry_run(mut self) -> Self {
+        self.defaults.dry_run = true;
+        for c in self.channels.values_mut() {
+            c.dry_run = true;
+        }
+        self
+    }
+
+    /// Reads and parses a policy file; errors name the file (and the key).
+    pub fn read(path: &std::path::Path) -> Result<Self, PolicyError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| PolicyError(format!("{}: {e}", path.display())))?;
+        Self::from_toml(&text).map_err(|e| PolicyError(format!("{}: {}", path.display(), e.0)))
+    }
+
     /// Parses a policy file (TOML).
     pub fn from_toml(text: &str) -> Result<Self, PolicyError> {
         // toml's message quotes the line, so it names the key.

@@ -387,24 +387,8 @@ fn print_moderation(r: &eval::ModerationReport, labelled: bool, curve: &[Value])
     }
 }
 
-/// A policy file; with `dry` every channel in dry-run (a replay or a
-/// backtest never acts). Errors exit 64 and name the file and the key.
-pub fn read_policy(path: &std::path::Path, dry: bool) -> Result<spamscope_act::Policies> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Exit::usage(format!("--policy {}: {e}", path.display())))?;
-    let mut p = spamscope_act::Policies::from_toml(&text)
-        .map_err(|e| Exit::usage(format!("--policy {}: {e}", path.display())))?;
-    if dry {
-        p.defaults.dry_run = true;
-        for c in p.channels.values_mut() {
-            c.dry_run = true;
-        }
-    }
-    Ok(p)
-}
-
 fn backtest(args: &Args, policy_file: &std::path::Path, model: ScoreModel) -> Result<()> {
-    let policies = read_policy(policy_file, true)?;
+    let policies = spamscope_detector::cli::policy_file(policy_file, false)?;
     let logs: Vec<&PathBuf> = args.logs.iter().chain(&args.moderation).collect();
     if logs.is_empty() {
         return Err(Exit::usage(
@@ -428,48 +412,12 @@ fn backtest(args: &Args, policy_file: &std::path::Path, model: ScoreModel) -> Re
     // The same policy at other sensitivities: which matched the
     // moderators best (F1 of agreement and coverage, every suggestion
     // accepted).
-    let mut curve = Vec::new();
-    for s in &args.curve {
-        let mut l = layer.clone();
-        if let Value::Object(o) = &mut l {
-            o.insert("sensitivity".into(), json!(s));
-        }
-        let c = spamscope_act::backtest::run(&recordings, &policies, l, Arc::clone(&model))
-            .map_err(|e| Exit::usage(e.to_string()))?;
-        let a = &c.if_accepted;
-        let f1 = if a.agreement + a.moderated_covered > 0.0 {
-            2.0 * a.agreement * a.moderated_covered / (a.agreement + a.moderated_covered)
-        } else {
-            0.0
-        };
-        curve.push(json!({
-            "sensitivity": s,
-            "users": a.users,
-            "users_per_1000_chatters": a.users_per_1000_chatters,
-            "agreement": a.agreement,
-            "moderated_covered": a.moderated_covered,
-            "f1": f1,
-        }));
-    }
-    let best = curve
-        .iter()
-        .max_by(|a, b| {
-            a["f1"]
-                .as_f64()
-                .unwrap_or(0.0)
-                .total_cmp(&b["f1"].as_f64().unwrap_or(0.0))
-        })
-        .map(|c| c["sensitivity"].clone());
+    let curve = spamscope_act::backtest::curve(&recordings, &policies, &layer, &model, &args.curve)
+        .map_err(|e| Exit::usage(e.to_string()))?;
+    let best = spamscope_act::backtest::best(&curve);
     let mut out = std::io::stdout().lock();
     if args.json {
-        let mut v = serde_json::to_value(&r)?;
-        if let Value::Object(o) = &mut v
-            && !curve.is_empty()
-        {
-            o.insert("curve".into(), Value::Array(curve));
-            o.insert("best_sensitivity".into(), best.unwrap_or(Value::Null));
-        }
-        serde_json::to_writer(&mut out, &v)?;
+        serde_json::to_writer(&mut out, &spamscope_act::backtest::report_json(&r, &curve))?;
         writeln!(out)?;
         return Ok(());
     }
@@ -483,12 +431,12 @@ fn backtest(args: &Args, policy_file: &std::path::Path, model: ScoreModel) -> Re
             writeln!(
                 out,
                 "{:>11}  {:>10.1}  {:>9.3}  {:>17.3}  {:>5.3}{}",
-                c["sensitivity"].as_f64().unwrap_or(0.0),
-                c["users_per_1000_chatters"].as_f64().unwrap_or(0.0),
-                c["agreement"].as_f64().unwrap_or(0.0),
-                c["moderated_covered"].as_f64().unwrap_or(0.0),
-                c["f1"].as_f64().unwrap_or(0.0),
-                if Some(&c["sensitivity"]) == best.as_ref() {
+                c.sensitivity,
+                c.users_per_1000_chatters,
+                c.agreement,
+                c.moderated_covered,
+                c.f1,
+                if Some(c.sensitivity) == best {
                     "  <- matched the moderators best"
                 } else {
                     ""

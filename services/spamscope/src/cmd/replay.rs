@@ -80,9 +80,9 @@ pub fn run(args: Args) -> Result<()> {
         return print_stats_of(counts, args.json);
     }
     let mut engine = match &args.policy {
-        Some(p) => Some(spamscope_act::Engine::new(crate::cmd::eval::read_policy(
-            p, true,
-        )?)),
+        Some(p) => Some(spamscope_act::Engine::new(
+            spamscope_detector::cli::policy_file(p, false)?,
+        )),
         None => None,
     };
     let mut acts: Vec<spamscope_act::Output> = Vec::new();

@@ -69,6 +69,8 @@ pub fn run(mut args: StandaloneArgs) -> Result<()> {
         .as_deref()
         .map(|p| spamscope_detector::cli::policy_file(p, args.policy_live))
         .transpose()?;
+    // The console's Backtest runs it too, in dry-run.
+    let backtest_policy = policy.clone().unwrap_or_default().all_dry_run();
     let moderators = args.platforms.moderators()?;
     if args.policy_live && moderators.is_empty() {
         return Err(Exit::usage(
@@ -163,6 +165,7 @@ pub fn run(mut args: StandaloneArgs) -> Result<()> {
                 &store,
                 &role.health,
                 &mut sup,
+                backtest_policy,
             )
             .await?;
             eprintln!(
