@@ -10,6 +10,7 @@
 //!   core, outputs to `spam.<shard>...` with their idempotency key as
 //!   `Nats-Msg-Id`, periodic checkpoints fenced by owner epoch.
 
+mod policies;
 mod shard;
 
 pub mod cli;

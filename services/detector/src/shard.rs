@@ -47,8 +47,8 @@ pub enum ShardCmd {
 struct State {
     detector: Detector,
     /// The channel policies beside the detector, when configured. Their
-    /// state (recent messages, nukes, strikes) is not checkpointed: a shard
-    /// that moves starts it afresh.
+    /// state (nukes, strikes, suggestions) is in the checkpoint; the recent
+    /// messages are read again from the chat when the shard opens.
     engine: Option<spamscope_act::Engine>,
     last_seq: u64,
     /// Of the checkpoint loaded, then of the stream consumed.
@@ -401,6 +401,7 @@ async fn load(ctx: &Ctx, shard: u32) -> Result<State, String> {
         .map_err(|e| e.to_string())?;
     let mut last_seq = 0;
     let mut stream_created_ms = 0;
+    let mut saved_policies = None;
     if let Some(bytes) = ctx
         .store
         .load_checkpoint(shard)
@@ -467,6 +468,7 @@ async fn load(ctx: &Ctx, shard: u32) -> Result<State, String> {
         }
         last_seq = snap.last_sequence;
         stream_created_ms = snap.stream_created_ms;
+        saved_policies = snap.policies;
         // State saved by a release that kept no write times is forgotten
         // counting from now.
         match ctx
@@ -492,9 +494,10 @@ async fn load(ctx: &Ctx, shard: u32) -> Result<State, String> {
         }
         Err(e) => warn!(shard, error = %e, "cannot read params; using the defaults"),
     }
+    let engine = crate::policies::open(ctx, shard, saved_policies.as_ref(), last_seq).await;
     Ok(State {
         detector,
-        engine: ctx.cfg.policy.clone().map(spamscope_act::Engine::new),
+        engine,
         last_seq,
         stream_created_ms,
         pending: 0,
@@ -685,6 +688,7 @@ async fn checkpoint(ctx: &Ctx, shard: u32, owner: &Owner, st: &mut State) -> Res
         written_at_ms: wall,
         stream_created_ms: st.stream_created_ms,
         ticking: changes.ticking.clone(),
+        policies: st.engine.as_ref().map(spamscope_act::Engine::snapshot),
     };
     let position = snap.encode_to_vec();
     let changed: Vec<(String, Vec<u8>)> = changes

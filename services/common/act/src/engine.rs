@@ -36,6 +36,9 @@ use spamscope_proto::v1::{
 use crate::action::{Action, ActionKind, Record, Status, Target};
 use crate::policy::{MAX_GRACE, MAX_LOOKBACK, Mode, Policies, Policy, Step};
 
+mod snapshot;
+pub use snapshot::SNAPSHOT_VERSION;
+
 /// Most recent messages kept per stream, whatever the look-back.
 pub const MAX_RECENT: usize = 50_000;
 /// How far a command's time may be from its stream's newest message
@@ -342,10 +345,24 @@ impl Engine {
 
     /// Feeds one chat event (in time order).
     pub fn on_chat(&mut self, ev: &ChatEvent, out: &mut Vec<Output>) {
+        self.chat(ev, out, true);
+    }
+
+    /// [`Engine::on_chat`]; without `act`, only what it remembers of the
+    /// chat (recent messages, protected users, moderators' holds): no nuke
+    /// acts on the message, no command runs.
+    fn chat(&mut self, ev: &ChatEvent, out: &mut Vec<Output>, act: bool) {
         let key = ev.stream_key();
-        let policy = self.policies.of(&key).clone();
         let now = ev.ts_ms;
-        let st = self.stream(&key, ev.platform, &ev.stream_id);
+        let policy = self.policies.of(&key);
+        let st = self
+            .streams
+            .entry(key.clone())
+            .or_insert_with(|| StreamState {
+                platform: ev.platform,
+                stream_id: ev.stream_id.clone(),
+                ..StreamState::default()
+            });
         if !ev.channel_id.is_empty() && st.channel_id != ev.channel_id {
             st.channel_id.clone_from(&ev.channel_id);
         }
@@ -372,7 +389,7 @@ impl Engine {
                 };
                 let user = user_of(&seen.login, &seen.user_id);
                 let channel = (ev.platform() == Platform::Twitch).then_some(ev.stream_id.as_str());
-                if let Some(why) = protection(&policy, &seen.login, seen.roles.as_ref(), channel)
+                if let Some(why) = protection(policy, &seen.login, seen.roles.as_ref(), channel)
                     && (st.protected.len() < MAX_PROTECTED || st.protected.contains_key(&user))
                 {
                     st.protected.insert(user, why);
@@ -386,8 +403,12 @@ impl Engine {
                 {
                     st.recent.pop_front();
                 }
-                st.recent.push_back(seen.clone());
-                self.grace_check(&key, &seen, out);
+                if act {
+                    st.recent.push_back(seen.clone());
+                    self.grace_check(&key, &seen, out);
+                } else {
+                    st.recent.push_back(seen);
+                }
             }
             Some(Kind::UserTimedOut(t)) => {
                 let until = now.saturating_add(i64::from(t.duration_s) * 1000);
@@ -406,7 +427,7 @@ impl Engine {
             Some(Kind::MessageDeleted(d)) if !d.by_author => {
                 out.push(moderator("delete", &d.user_id, &d.user_login, None));
             }
-            Some(Kind::Command(c)) => {
+            Some(Kind::Command(c)) if act => {
                 let reply = self.command(ev, c, out);
                 out.push(Output::CommandResult(reply));
             }

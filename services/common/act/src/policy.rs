@@ -316,6 +316,15 @@ impl Policies {
         self
     }
 
+    /// The longest look-back of any channel: how much chat before a
+    /// checkpoint a new owner reads again ([`crate::Engine::remember`]).
+    pub fn longest_lookback(&self) -> Duration {
+        self.channels
+            .values()
+            .map(|p| p.lookback)
+            .fold(self.defaults.lookback, Duration::max)
+    }
+
     /// Reads and parses a policy file; errors name the file (and the key).
     pub fn read(path: &std::path::Path) -> Result<Self, PolicyError> {
         let text = std::fs::read_to_string(path)
