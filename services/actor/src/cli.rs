@@ -112,7 +112,7 @@ pub fn run(args: ActorArgs) -> Result<()> {
         ));
     }
     run_role("actor", args.cluster.lifecycle(), |role| async move {
-        let (bus, _store) = connect(
+        let (bus, store) = connect(
             &args.cluster,
             &url,
             "spamscope-actor",
@@ -129,6 +129,7 @@ pub fn run(args: ActorArgs) -> Result<()> {
                     ..Default::default()
                 },
                 bus,
+                store,
                 moderators,
                 health,
                 Arc::default(),

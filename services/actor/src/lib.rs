@@ -14,13 +14,12 @@
 //! Sending is at least once: a crash between sending and acknowledging
 //! sends that record again after the consumer's ack wait (Twitch answers a
 //! second ban with "already banned", reported as failed). YouTube lifts a
-//! ban by the id its insert answered, which the actor remembers per
-//! (stream, user) while it runs; a restarted actor cannot lift a YouTube
-//! ban it made before (the unban fails, saying so).
+//! ban by the id its insert answered, which the actor keeps per (stream,
+//! user) in the state store (Redis; [`UNDO_HANDLE_TTL`]), so a restarted
+//! or another actor lifts it too.
 
 pub mod cli;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -35,13 +34,14 @@ use spamscope_act::{ActionKind, Output, Record, Status};
 use spamscope_bus::Bus;
 use spamscope_proto::v1::{DetectorOutput, detector_output};
 use spamscope_runtime::Health;
+use spamscope_store::Store;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub const CONSUMER: &str = "actor";
 
-/// YouTube ban ids remembered for undo, at most.
-const MAX_HANDLES: usize = 100_000;
+/// How long a YouTube ban's id is kept for an undo.
+pub const UNDO_HANDLE_TTL: Duration = Duration::from_secs(30 * 86_400);
 
 #[derive(Debug, Clone)]
 pub struct ActorConfig {
@@ -99,6 +99,7 @@ async fn open(bus: &Bus, cfg: &ActorConfig) -> Result<pull::Stream, ActorError> 
 pub async fn run(
     cfg: ActorConfig,
     bus: Bus,
+    store: Store,
     moderators: Vec<Arc<dyn Moderator>>,
     health: Health,
     counters: Arc<ActorCounters>,
@@ -110,8 +111,6 @@ pub async fn run(
     let platforms: Vec<&str> = moderators.iter().map(|m| m.platform().key()).collect();
     info!(platforms = ?platforms, "actor sending pending actions");
     health.set_ready(true);
-    // (stream, user id) → the YouTube ban an undo lifts.
-    let mut handles: HashMap<(String, String), String> = HashMap::new();
     loop {
         let m = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -161,11 +160,14 @@ pub async fn run(
             }
             continue;
         };
-        let who = (record.stream.clone(), record.action.target.user_id.clone());
-        if record.action.kind == ActionKind::Unban
-            && let Some(h) = handles.get(&who)
-        {
-            record.action.undo_handle.clone_from(h);
+        // (stream, user id) → the YouTube ban an undo lifts.
+        let who = format!("{}/{}", record.stream, record.action.target.user_id);
+        if record.action.kind == ActionKind::Unban {
+            match store.undo_handle(&who).await {
+                Ok(Some(h)) => record.action.undo_handle = h,
+                Ok(None) => {}
+                Err(e) => warn!(error = %e, "cannot read the undo handle; the unban may fail"),
+            }
         }
         let age_ms = m.info().ok().map_or(0, |i| {
             let published = i.published.unix_timestamp_nanos() / 1_000_000;
@@ -190,17 +192,17 @@ pub async fn run(
         match &record.status {
             Status::Done { .. } => {
                 counters.done.fetch_add(1, Ordering::Relaxed);
-                match record.action.kind {
-                    ActionKind::Unban => {
-                        handles.remove(&who);
-                    }
+                let kept = match record.action.kind {
+                    ActionKind::Unban => store.forget_undo_handle(&who).await,
                     _ if !record.action.undo_handle.is_empty() => {
-                        if handles.len() >= MAX_HANDLES {
-                            handles.clear();
-                        }
-                        handles.insert(who, record.action.undo_handle.clone());
+                        store
+                            .save_undo_handle(&who, &record.action.undo_handle, UNDO_HANDLE_TTL)
+                            .await
                     }
-                    _ => {}
+                    _ => Ok(()),
+                };
+                if let Err(e) = kept {
+                    warn!(error = %e, "cannot keep the undo handle; an undo of this action may fail");
                 }
             }
             _ => {

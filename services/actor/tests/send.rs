@@ -99,6 +99,7 @@ async fn a_live_nuke_is_sent_answered_and_undone_and_a_dry_run_channel_sends_not
     let actor = tokio::spawn(spamscope_actor::run(
         spamscope_actor::ActorConfig::default(),
         c.bus.clone(),
+        Store::open(None, "").await.unwrap(),
         vec![client],
         health.clone(),
         Arc::clone(&counters),
@@ -208,6 +209,7 @@ async fn an_action_older_than_the_limit_is_answered_not_sent() {
     let actor = tokio::spawn(spamscope_actor::run(
         cfg,
         c.bus.clone(),
+        Store::open(None, "").await.unwrap(),
         vec![client],
         health.clone(),
         Arc::default(),
@@ -250,4 +252,130 @@ async fn an_action_older_than_the_limit_is_answered_not_sent() {
     assert!(helix.calls().is_empty(), "nothing reached Helix");
     stop.cancel();
     actor.await.unwrap().unwrap();
+}
+
+/// A pending action on a YouTube stream, published as a detector would.
+async fn publish_pending(c: &InProcessCluster, id: u64, action: &str, undoes: u64) {
+    let pending = DetectorOutput {
+        kind: Some(detector_output::Kind::Action(ActionRecord {
+            platform: Platform::Youtube as i32,
+            stream_id: "video1".into(),
+            channel_id: "UC-channel".into(),
+            record_id: id,
+            at_ms: spamscope_runtime::now_ms(),
+            action: action.into(),
+            timeout_s: 0,
+            user_id: "UC-spammer".into(),
+            user_login: "Spammer".into(),
+            status: "pending".into(),
+            by: "nuke:1 by alice".into(),
+            evidence: "test".into(),
+            nuke_id: 1,
+            undoes,
+            ..ActionRecord::default()
+        })),
+    };
+    let shard = spamscope_routing::shard_of("youtube.video1", 4);
+    c.bus
+        .publish(
+            spamscope_bus::subjects::spam(shard, "youtube", "video1"),
+            &format!("yt-{id}-{action}"),
+            async_nats::HeaderMap::new(),
+            pending.encode_to_vec().into(),
+        )
+        .await
+        .unwrap();
+}
+
+/// A YouTube ban is lifted by the id its insert answered: the actor keeps
+/// it in the state store (a real redis-server), so an actor started again
+/// lifts a ban the one before it made. One with a store that forgot it
+/// says why it cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_youtube_ban_is_lifted_by_an_actor_started_again() {
+    const YT: &str = "youtube-oauth-token-of-the-channel";
+    let nats = Nats::start();
+    let redis = spamscope_testkit::Redis::start();
+    let c = InProcessCluster::new(
+        &nats.url(),
+        Store::open(None, "").await.unwrap(),
+        4,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let fake = spamscope_testkit::platforms::FakeYoutube::start(YT, "video1", "chat-1").await;
+    let client = || -> Arc<dyn Moderator> {
+        Arc::new(
+            spamscope_act::youtube::Youtube::new(spamscope_act::youtube::YoutubeConfig {
+                base_url: fake.url.clone(),
+                token: YT.into(),
+            })
+            .unwrap(),
+        )
+    };
+    let start = async |store: Store| {
+        let stop = CancellationToken::new();
+        let health = spamscope_runtime::Health::default();
+        let task = tokio::spawn(spamscope_actor::run(
+            spamscope_actor::ActorConfig::default(),
+            c.bus.clone(),
+            store,
+            vec![client()],
+            health.clone(),
+            Arc::default(),
+            stop.clone(),
+        ));
+        until("the actor's consumer", async || health.is_ready()).await;
+        (stop, task)
+    };
+    let answered = async |id: u64, action: &str| {
+        until("the answer", async || {
+            actions(&c.url)
+                .await
+                .iter()
+                .any(|a| a.record_id == id && a.action == action && a.status != "pending")
+        })
+        .await;
+        actions(&c.url)
+            .await
+            .into_iter()
+            .find(|a| a.record_id == id && a.action == action && a.status != "pending")
+            .unwrap()
+    };
+
+    let (stop, task) = start(Store::open(Some(&redis.url()), "spamscope:").await.unwrap()).await;
+    publish_pending(&c, 1, "ban", 0).await;
+    let banned = answered(1, "ban").await;
+    assert_eq!(banned.status, "done", "{banned:?}");
+    let ban_ids: Vec<String> = fake.state.lock().unwrap().bans.keys().cloned().collect();
+    assert_eq!(ban_ids.len(), 1, "one ban at YouTube");
+    stop.cancel();
+    task.await.unwrap().unwrap();
+
+    // Started again (a new connection to the same redis-server): the undo
+    // lifts that ban by its id.
+    let (stop, task) = start(Store::open(Some(&redis.url()), "spamscope:").await.unwrap()).await;
+    publish_pending(&c, 2, "unban", 1).await;
+    let lifted = answered(2, "unban").await;
+    assert_eq!(lifted.status, "done", "{lifted:?}");
+    assert!(
+        fake.state.lock().unwrap().bans.is_empty(),
+        "the ban is lifted"
+    );
+    stop.cancel();
+    task.await.unwrap().unwrap();
+
+    // A store that does not hold the id: the unban fails, saying why.
+    let (stop, task) = start(Store::open(Some(&redis.url()), "spamscope:").await.unwrap()).await;
+    publish_pending(&c, 3, "ban", 0).await;
+    assert_eq!(answered(3, "ban").await.status, "done");
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    let (stop, task) = start(Store::open(None, "").await.unwrap()).await;
+    publish_pending(&c, 4, "unban", 3).await;
+    let failed = answered(4, "unban").await;
+    assert_eq!(failed.status, "failed", "{failed:?}");
+    stop.cancel();
+    task.await.unwrap().unwrap();
 }

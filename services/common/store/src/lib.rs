@@ -114,7 +114,12 @@ pub struct MemoryState {
     streams: HashMap<u32, SavedStreams>,
     params: BTreeMap<String, String>,
     progress: BTreeMap<u32, Progress>,
+    undo_handles: HashMap<String, (String, Instant)>,
 }
+
+/// Undo handles kept in the embedded store, at most (the oldest expire
+/// first when it is full).
+const MAX_MEMORY_HANDLES: usize = 100_000;
 
 /// The saved stream states of one shard in the embedded store, with the
 /// order in which they were last written.
@@ -817,6 +822,65 @@ impl Store {
                     .collect())
             }
         }
+    }
+
+    /// Keeps what a platform answered that undoing an action needs (a
+    /// YouTube ban's id) under `key`, for `ttl`.
+    pub async fn save_undo_handle(
+        &self,
+        key: &str,
+        handle: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                let mut m = Self::mem(m);
+                let now = Instant::now();
+                if m.undo_handles.len() >= MAX_MEMORY_HANDLES {
+                    m.undo_handles.retain(|_, (_, until)| *until > now);
+                }
+                if m.undo_handles.len() < MAX_MEMORY_HANDLES {
+                    m.undo_handles
+                        .insert(key.to_owned(), (handle.to_owned(), now + ttl));
+                }
+            }
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let _: () = c
+                    .set_ex(r.key(&format!("undo:{key}")), handle, ttl.as_secs().max(1))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The undo handle under `key`, unless it expired.
+    pub async fn undo_handle(&self, key: &str) -> Result<Option<String>, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(Self::mem(m)
+                .undo_handles
+                .get(key)
+                .filter(|(_, until)| *until > Instant::now())
+                .map(|(h, _)| h.clone())),
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                Ok(c.get(r.key(&format!("undo:{key}"))).await?)
+            }
+        }
+    }
+
+    /// Forgets the undo handle under `key` (the action was undone).
+    pub async fn forget_undo_handle(&self, key: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                Self::mem(m).undo_handles.remove(key);
+            }
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let _: () = c.del(r.key(&format!("undo:{key}"))).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Round trip to the store (readiness).

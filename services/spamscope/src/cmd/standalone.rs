@@ -133,11 +133,12 @@ pub fn run(mut args: StandaloneArgs) -> Result<()> {
             Ok(spamscope_detector::run(detector_cfg, b, s, h, c, st).await?)
         });
         if !moderators.is_empty() {
-            let (b, st, h) = (bus.clone(), stop.clone(), Health::default());
+            let (b, s, st, h) = (bus.clone(), store.clone(), stop.clone(), Health::default());
             sup.critical("actor", async move {
                 Ok(spamscope_actor::run(
                     spamscope_actor::ActorConfig::default(),
                     b,
+                    s,
                     moderators,
                     h,
                     Arc::default(),
