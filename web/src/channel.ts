@@ -137,20 +137,33 @@ export async function channelPage(app: HTMLElement, stream: string, signal: Abor
       button("Nuke", () => void nuke(n.spamEventId), { class: "nuke" })));
   };
   acts.append(h("p", { class: "meta empty" }, "Nothing done or suggested yet."));
-  actsPanel.append(backtestBox(stream, token, forget));
-  // The trail so far (what SPAM keeps), oldest first so the newest ends on top.
-  void (async () => {
+  actsPanel.append(policyBox(stream, token, forget), backtestBox(stream, token, forget));
+  // The trail so far (from the history store), oldest first so the newest
+  // ends on top. A record already shown is replaced only by a later status
+  // (the history writer is a moment behind the live stream).
+  const RANK: Record<string, number> = { done: 2, failed: 2 };
+  const rank = (status: string | undefined) => RANK[status ?? ""] ?? 1;
+  let suggestionsShown = false;
+  const loadTrail = async () => {
     try {
       const t = await retrying(() => api.channelActions({ stream, limit: 100 }, { signal }), signal);
-      const rowsBefore = new Map(rows);
-      rows.clear();
-      [...t.nukeSuggestions].reverse().forEach(suggestion);
-      [...t.actions].reverse().forEach((a) => { if (!rowsBefore.has(a.recordId)) record(a); });
-      for (const [id, row] of rowsBefore) rows.set(id, row);
+      if (!suggestionsShown) {
+        suggestionsShown = true;
+        [...t.nukeSuggestions].reverse().forEach(suggestion);
+      }
+      [...t.actions].reverse().forEach((a) => {
+        const shown = rows.get(a.recordId);
+        if (!shown || rank(a.status) > rank(shown.dataset.status)) record(a);
+      });
     } catch (e) {
-      actsPanel.append(errorBox(e));
+      if (!signal.aborted) actsPanel.append(errorBox(e));
     }
-  })();
+  };
+  // Read again once the live stream is open: what was decided between
+  // the first read and the subscription shows too.
+  void loadTrail();
+  const trailAgain = setTimeout(() => void loadTrail(), 3000);
+  signal.addEventListener("abort", () => clearTimeout(trailAgain), { once: true });
   const eventsTitle = h("h2", {}, "Spam events, then crowd reactions");
   const flagsTitle = h("h2", {}, "Flagged users");
   let chatPanel: HTMLElement;
@@ -285,10 +298,40 @@ export async function channelPage(app: HTMLElement, stream: string, signal: Abor
         case "action": record(w.kind.value); break;
         case "nukeSuggestion": suggestion(w.kind.value); break;
       }
-    }, signal, backfill);
+    }, signal, async () => { await backfill(); void loadTrail(); });
   } catch (e) {
     chatPanel.append(errorBox(e));
   }
+}
+
+/** The channel's policy: the layer set at run time over the cluster's
+ * file (editable with a token), and the policy in effect. */
+function policyBox(stream: string, token: () => string, forget: (e: unknown) => void): HTMLElement {
+  const layer = h("textarea", { id: "policy-layer", rows: "4", placeholder: "keys of the channel's policy, e.g. copypasta = \"suggest\"; empty: the cluster's policy" }) as HTMLTextAreaElement;
+  const effective = h("pre", { id: "policy-effective", class: "meta" });
+  const said = h("div", {});
+  const show = (p: { storedToml: string; effectiveToml: string }) => {
+    layer.value = p.storedToml;
+    effective.textContent = p.effectiveToml;
+  };
+  const save = button("Save", async () => {
+    const t = token();
+    if (!t) return;
+    save.disabled = true;
+    try {
+      show(await api.setChannelPolicy({ stream, policyToml: layer.value }, { headers: { authorization: `Bearer ${t}` } }));
+      said.replaceChildren(h("p", { class: "meta saved" }, "Saved: the detectors run it from their next message."));
+    } catch (err) { forget(err); said.replaceChildren(errorBox(err)); }
+    save.disabled = false;
+  }, { class: "save-policy" });
+  const box = h("details", { id: "policy" }, h("summary", {}, "Policy of this channel"),
+    h("p", { class: "meta" }, "Set here, over the cluster's policy file. dry_run = false acts only where the detectors run with --policy-live."),
+    layer, save, said, h("p", { class: "meta" }, "In effect:"), effective);
+  box.addEventListener("toggle", () => {
+    if (!(box as HTMLDetailsElement).open) return;
+    void api.getChannelPolicy({ stream }).then(show, (err) => said.replaceChildren(errorBox(err)));
+  });
+  return box;
 }
 
 interface BacktestSummary { actions: number; users: number; users_per_1000_chatters: number; users_moderated: number; agreement: number; moderated_covered: number }

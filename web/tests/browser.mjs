@@ -149,8 +149,28 @@ await step("channel-page", async () => {
   // The kept chat is backfilled, with timestamps, and the stream's state.
   await page.waitForFunction(() => document.querySelectorAll("#chat .msg").length >= 100, null, { timeout: 15000 });
   if (!(await page.locator("#chat .msg .ts").first().innerText()).match(/^\d\d:\d\d:\d\d$/)) fail("no timestamps");
+  // The audit trail read back when the page opens (the flagged users'
+  // suggestions of the default policy).
+  await page.locator('#actions .record[data-status="suggested"]').first().waitFor({ timeout: 15000 });
   const state = await page.locator("#stream-state").innerText();
   if (state === "live") fail("a 2019 log shown as live");
+});
+
+await step("policy", async () => {
+  // The channel's policy set at run time: copypasta nukes suggested on
+  // #xqcow, then the layer removed.
+  await page.locator("#policy summary").click();
+  await page.locator("#policy-effective").filter({ hasText: "copypasta" }).waitFor({ timeout: 15000 });
+  await page.locator("#policy-layer").fill('copypasta = "suggest"');
+  await page.locator("#policy button.save-policy").click();
+  await page.locator("#policy .saved").waitFor({ timeout: 15000 });
+  const effective = await page.locator("#policy-effective").innerText();
+  if (!effective.includes('copypasta = "suggest"')) fail(`in effect: ${effective}`);
+  await page.screenshot({ path: `${shots}/policy-set.png`, fullPage: true });
+  await page.locator("#policy-layer").fill("");
+  await page.locator("#policy button.save-policy").click();
+  await page.waitForFunction(() => document.querySelector("#policy-effective").textContent.includes('copypasta = "off"'), null, { timeout: 15000 });
+  await page.locator("#policy summary").click();
 });
 
 await step("backtest", async () => {

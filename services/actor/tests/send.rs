@@ -71,6 +71,7 @@ async fn a_live_nuke_is_sent_answered_and_undone_and_a_dry_run_channel_sends_not
     .unwrap();
     let cfg = spamscope_detector::ReplicaConfig {
         policy: Some(policies),
+        policy_live: true,
         ..c.replica_config("d0")
     };
     c.add_replica(cfg).await.unwrap();

@@ -134,6 +134,7 @@ pub fn run(args: DetectorArgs) -> Result<()> {
             stream_forget: Duration::from_secs(args.stream_forget_s),
             max_streams: usize::try_from(args.max_streams_per_shard).unwrap_or(usize::MAX),
             policy,
+            policy_live: args.policy_live,
             ..Default::default()
         };
         let mut sup = role.supervisor();

@@ -72,6 +72,10 @@ pub struct ReplicaConfig {
     /// actions are published with the detector's outputs (`pending` ones
     /// for the actor to send, where a channel is not in dry-run).
     pub policy: Option<spamscope_act::Policies>,
+    /// Whether channels may act (`--policy-live`): without it every
+    /// channel is in dry-run, whatever its policy (from the file or set at
+    /// run time) says.
+    pub policy_live: bool,
 }
 
 impl Default for ReplicaConfig {
@@ -97,6 +101,7 @@ impl Default for ReplicaConfig {
             stream_forget: Duration::from_secs(7 * 86_400),
             max_streams: 1_000,
             policy: None,
+            policy_live: false,
         }
     }
 }
@@ -185,6 +190,11 @@ pub async fn run(
         .subscribe(subjects::CTL_PARAMS)
         .await
         .map_err(|e| ReplicaError::Nats(e.to_string()))?;
+    let mut policy_changes = bus
+        .client
+        .subscribe(subjects::CTL_POLICIES)
+        .await
+        .map_err(|e| ReplicaError::Nats(e.to_string()))?;
     // The heartbeat is a lease on the replica id: a process restarted in
     // place waits out its predecessor's last heartbeat; a second live
     // process with the same id is refused.
@@ -248,6 +258,14 @@ pub async fn run(
                         info!(scopes = all.len(), "detector params applied");
                     }
                     Err(e) => warn!(error = %e, "cannot read params"),
+                }
+            }
+            Some(m) = policy_changes.next() => {
+                if let Some(p) = policies::effective(&ctx).await {
+                    for r in ctx.running.lock().await.values() {
+                        let _ = r.cmds.send(ShardCmd::Policies(p.clone())).await;
+                    }
+                    info!(stream = %String::from_utf8_lossy(&m.payload), "channel policies applied");
                 }
             }
         }

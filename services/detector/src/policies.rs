@@ -32,7 +32,7 @@ pub(crate) async fn open(
     saved: Option<&PolicySnapshot>,
     last_seq: u64,
 ) -> Option<Engine> {
-    let policies = ctx.cfg.policy.clone()?;
+    let policies = effective(ctx).await?;
     let mut engine = Engine::new(policies.clone());
     if let Some(s) = saved
         && let Err(e) = engine.restore(s)
@@ -58,6 +58,33 @@ pub(crate) async fn open(
         }
     }
     Some(engine)
+}
+
+/// The policies the shards run: the file's, with the channel layers set
+/// at run time (the gateway's `SetChannelPolicy`) over them; every channel
+/// in dry-run unless `--policy-live`. None without a policy file. A stored
+/// layer that does not apply (it was checked when set) leaves the file's.
+pub(crate) async fn effective(ctx: &Ctx) -> Option<spamscope_act::Policies> {
+    let file = ctx.cfg.policy.as_ref()?;
+    let stored = match ctx.store.all_policies().await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "cannot read the channel policies set at run time; using the file's");
+            Default::default()
+        }
+    };
+    let p = match file.with_stored(&stored) {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(error = %e, "a channel policy set at run time does not apply; using the file's");
+            file.clone()
+        }
+    };
+    Some(if ctx.cfg.policy_live {
+        p
+    } else {
+        p.all_dry_run()
+    })
 }
 
 /// Feeds the chat stored up to `last_seq`, from the longest look-back

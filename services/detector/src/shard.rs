@@ -42,6 +42,8 @@ pub enum ShardCmd {
     Stop,
     /// Apply these params overrides (scope → JSON object).
     Params(std::collections::BTreeMap<String, String>),
+    /// Run these channel policies from the next event on.
+    Policies(spamscope_act::Policies),
 }
 
 struct State {
@@ -177,6 +179,11 @@ pub(crate) async fn run(
                     if let Err(e) = publish(&ctx, shard, &owner, &caused, None, &mut st).await {
                         warn!(shard, error = %e, "publish failed; will retry from the checkpoint");
                         return;
+                    }
+                }
+                Some(ShardCmd::Policies(p)) => {
+                    if let Some(engine) = st.engine.as_mut() {
+                        engine.set_policies(p);
                     }
                 }
                 Some(ShardCmd::Stop) | None => return,

@@ -81,7 +81,7 @@ impl Gateway {
         key: &StreamKey,
         r: &BacktestRequest,
     ) -> Result<BacktestResponse, GatewayError> {
-        let asked = check(r, &self.policies)?;
+        let asked = check(r, &self.current_policies().await?.0)?;
         let _one = self.backtests.clone().try_acquire_owned().map_err(|_| {
             GatewayError::Exhausted(
                 "another backtest is running on this gateway; try again when it ends".into(),

@@ -117,21 +117,20 @@ pub struct GatewayRoleArgs {
     pub cluster: ClusterArgs,
     #[command(flatten)]
     pub gateway: GatewayArgs,
-    /// The detectors' channel policy file: what the console's Backtest
-    /// runs when it brings no policy of its own (without it, the
-    /// defaults).
+    /// The detectors' channel policy file: the channel policies the
+    /// console shows and sets layers over, and what its Backtest runs
+    /// when it brings no policy of its own (without it, the defaults).
     #[arg(long, env = "SPAMSCOPE_POLICY_FILE", value_name = "FILE")]
     pub policy: Option<PathBuf>,
 }
 
 impl GatewayRoleArgs {
-    /// The `--policy` file (every channel in dry-run: a backtest never
-    /// acts); the defaults without one. Errors exit 64 naming the key.
+    /// The `--policy` file; the defaults without one. Errors exit 64
+    /// naming the key.
     pub fn policies(&self) -> Result<spamscope_act::Policies> {
         Ok(match &self.policy {
             Some(p) => spamscope_act::Policies::read(p)
-                .map_err(|e| Exit::usage(format!("--policy {e}")))?
-                .all_dry_run(),
+                .map_err(|e| Exit::usage(format!("--policy {e}")))?,
             None => spamscope_act::Policies::default(),
         })
     }

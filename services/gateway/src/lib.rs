@@ -17,6 +17,7 @@ pub mod conn;
 pub mod kept;
 pub mod live;
 pub mod moderate;
+pub mod policies;
 mod readback;
 pub mod watch;
 
@@ -34,12 +35,13 @@ use spamscope_proto::v1::gateway_server::{Gateway as GatewayApi, GatewayServer};
 use spamscope_proto::v1::{
     AcceptSuggestionRequest, BacktestRequest, BacktestResponse, ChannelActionsRequest,
     ChannelActionsResponse, ChannelChatRequest, ChannelChatResponse, ChannelHistoryRequest,
-    ChannelHistoryResponse, ClusterStatusRequest, ClusterStatusResponse, CommandResult,
-    DetectorOutput, GetParamsRequest, ListChannelsRequest, ListChannelsResponse, NukeRequest,
-    Params, RatePoint, SearchSpamRequest, SearchSpamResponse, SetParamsRequest, ShardStatus,
-    SpamEventDetailRequest, SpamEventDetailResponse, SpamMatch, UndoNukeRequest,
-    UserActivityRequest, UserActivityResponse, UserHistoryRequest, UserHistoryResponse,
-    WatchChannelEvent, WatchChannelRequest, detector_output, watch_channel_event,
+    ChannelHistoryResponse, ChannelPolicy, ClusterStatusRequest, ClusterStatusResponse,
+    CommandResult, DetectorOutput, GetChannelPolicyRequest, GetParamsRequest, ListChannelsRequest,
+    ListChannelsResponse, NukeRequest, Params, RatePoint, SearchSpamRequest, SearchSpamResponse,
+    SetChannelPolicyRequest, SetParamsRequest, ShardStatus, SpamEventDetailRequest,
+    SpamEventDetailResponse, SpamMatch, UndoNukeRequest, UserActivityRequest, UserActivityResponse,
+    UserHistoryRequest, UserHistoryResponse, WatchChannelEvent, WatchChannelRequest,
+    detector_output, watch_channel_event,
 };
 use spamscope_runtime::now_ms;
 use spamscope_store::Store;
@@ -742,6 +744,25 @@ impl GatewayApi for Gateway {
         Ok(Response::new(
             Gateway::backtest(self, &key, req.get_ref()).await?,
         ))
+    }
+
+    async fn get_channel_policy(
+        &self,
+        req: Request<GetChannelPolicyRequest>,
+    ) -> Result<Response<ChannelPolicy>, Status> {
+        let key = parse_stream(&req.get_ref().stream)?;
+        Ok(Response::new(self.channel_policy(&key).await?))
+    }
+
+    async fn set_channel_policy(
+        &self,
+        req: Request<SetChannelPolicyRequest>,
+    ) -> Result<Response<ChannelPolicy>, Status> {
+        let key = parse_stream(&req.get_ref().stream)?;
+        let by = self.authorize_channel(&req, &key.to_string())?;
+        let set = Gateway::set_channel_policy(self, &key, &req.get_ref().policy_toml).await?;
+        tracing::info!(stream = %key, by = %by, "channel policy set");
+        Ok(Response::new(set))
     }
 
     async fn get_params(&self, req: Request<GetParamsRequest>) -> Result<Response<Params>, Status> {

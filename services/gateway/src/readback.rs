@@ -27,8 +27,10 @@ use crate::{Gateway, GatewayError};
 
 /// Stored messages one call reads at most, in all.
 const MAX_VISIT: usize = 300_000;
-/// A stream's latest outputs looked through for its suggested nukes.
+/// A stream's latest outputs looked through for its suggested nukes, and
+/// for how long at most.
 const SUGGESTIONS_VISIT: usize = 20_000;
+const SUGGESTIONS_TIME: std::time::Duration = std::time::Duration::from_millis(500);
 /// Scores looked through for one chat page, per event asked for.
 const SCORES_PER_EVENT: usize = 16;
 /// Timeline bucket of an event, in milliseconds.
@@ -72,15 +74,18 @@ impl Gateway {
         page_token: Option<String>,
     ) -> Result<ChannelActionsResponse, GatewayError> {
         let user = (!user.is_empty()).then(|| user.to_owned());
-        let nuke_suggestions = if user.is_none() && page_token.is_none() {
-            self.suggestions_of(key, limit).await?
-        } else {
-            Vec::new()
+        let suggestions = async {
+            if user.is_none() && page_token.is_none() {
+                self.suggestions_of(key, limit).await
+            } else {
+                Ok(Vec::new())
+            }
         };
-        let page = self
-            .history
-            .channel_actions(key.to_string(), user, limit, page_token)
-            .await?;
+        let page =
+            self.history
+                .channel_actions(key.to_string(), user.clone(), limit, page_token.clone());
+        let (nuke_suggestions, page) = tokio::join!(suggestions, page);
+        let (nuke_suggestions, page) = (nuke_suggestions?, page?);
         Ok(ChannelActionsResponse {
             complete: page.next.is_none(),
             next_page_token: page.next.unwrap_or_default(),
@@ -100,7 +105,9 @@ impl Gateway {
         let (first, last) = kept::bounds(&mut spam).await.map_err(unavailable)?;
         let subject = subjects::spam_stream(key.platform.key(), &key.id);
         let mut suggested: BTreeMap<u64, NukeSuggestion> = BTreeMap::new();
-        kept::scan_back(&spam, first, &subject, last + 1, SUGGESTIONS_VISIT, |m| {
+        // A stream with few outputs among many reads slowly backwards:
+        // the newest suggestions found in the time allowed are enough.
+        let scan = kept::scan_back(&spam, first, &subject, last + 1, SUGGESTIONS_VISIT, |m| {
             if let Some(detector_output::Kind::NukeSuggestion(n)) =
                 DetectorOutput::decode(m.payload).ok().and_then(|o| o.kind)
             {
@@ -111,9 +118,10 @@ impl Gateway {
             } else {
                 ControlFlow::Continue(())
             }
-        })
-        .await
-        .map_err(unavailable)?;
+        });
+        if let Ok(r) = tokio::time::timeout(SUGGESTIONS_TIME, scan).await {
+            r.map_err(unavailable)?;
+        }
         let mut out: Vec<NukeSuggestion> = suggested.into_values().collect();
         out.sort_by_key(|n| std::cmp::Reverse(n.at_ms));
         Ok(out)

@@ -15,7 +15,8 @@ use spamscope_history::HistoryStore;
 use spamscope_history::any::History;
 use spamscope_proto::v1::gateway_client::GatewayClient;
 use spamscope_proto::v1::{
-    AcceptSuggestionRequest, ChannelActionsRequest, ChatEvent, NukeRequest, UndoNukeRequest,
+    AcceptSuggestionRequest, ChannelActionsRequest, ChatEvent, GetChannelPolicyRequest,
+    NukeRequest, SetChannelPolicyRequest, UndoNukeRequest,
 };
 use spamscope_store::Store;
 use spamscope_testkit::{InProcessCluster, Nats, TempDir, twitch_text};
@@ -46,12 +47,12 @@ async fn moderators_nuke_and_undo_their_own_channels_only() {
     let mut c = InProcessCluster::new(&nats.url(), store.clone(), shards, Duration::from_secs(60))
         .await
         .unwrap();
-    let policies = spamscope_act::Policies::from_toml(
+    let file_policies = spamscope_act::Policies::from_toml(
         "[defaults]\nflagged_users = \"off\"\nladder = [\"ban\"]\n",
     )
     .unwrap();
     let cfg = spamscope_detector::ReplicaConfig {
-        policy: Some(policies),
+        policy: Some(file_policies.clone()),
         ..c.replica_config("d0")
     };
     c.add_replica(cfg).await.unwrap();
@@ -77,7 +78,8 @@ async fn moderators_nuke_and_undo_their_own_channels_only() {
         stop.clone(),
     ));
     let gw = Gateway::new(c.bus.clone(), store, history, shards, Some(ADMIN.into()))
-        .with_moderators(moderators);
+        .with_moderators(moderators)
+        .with_policies(file_policies.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let health = spamscope_runtime::Health::default();
@@ -281,5 +283,98 @@ async fn moderators_nuke_and_undo_their_own_channels_only() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+
+    // A channel policy set at run time: Alice gives her channel a ladder
+    // of 5-minute timeouts over the file's bans; the replica's next nuke
+    // takes it. Bob may not; a bad layer is refused naming the key.
+    let layer = |stream: &str, toml: &str| SetChannelPolicyRequest {
+        stream: stream.into(),
+        policy_toml: toml.into(),
+    };
+    let e = client
+        .set_channel_policy(authed(
+            layer("twitch.wave", "ladder = [\"timeout 5m\"]"),
+            BOB,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let e = client
+        .set_channel_policy(authed(layer("twitch.wave", "flood = \"sometimes\""), ALICE))
+        .await
+        .unwrap_err();
+    assert!(
+        e.code() == Code::InvalidArgument && e.message().contains("flood"),
+        "{e:?}"
+    );
+    let before = client
+        .get_channel_policy(GetChannelPolicyRequest {
+            stream: "twitch.wave".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(before.stored_toml.is_empty());
+    assert!(
+        before.effective_toml.contains("ladder = [\"ban\"]"),
+        "{before:?}"
+    );
+    let set = client
+        .set_channel_policy(authed(
+            layer("twitch.wave", "ladder = [\"timeout 5m\"]"),
+            ALICE,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        set.effective_toml.contains("ladder = [\"timeout 300s\"]"),
+        "{set:?}"
+    );
+    // The replica applies it from its next event: nuke until it shows.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = client
+            .nuke(authed(nuke("twitch.wave"), ALICE))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.ok, "{r:?}");
+        let steps: Vec<(String, u32)> = {
+            let mut got = Vec::new();
+            while std::time::Instant::now() < deadline {
+                got = client
+                    .channel_actions(trail(""))
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .actions
+                    .into_iter()
+                    .filter(|a| a.nuke_id == r.nuke_id)
+                    .map(|a| (a.action, a.timeout_s))
+                    .collect();
+                if got.len() == 5 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            got
+        };
+        if steps.iter().all(|s| *s == ("timeout".to_owned(), 300)) && steps.len() == 5 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the channel policy was not applied: {steps:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Removed, the file's policy is back.
+    let unset = client
+        .set_channel_policy(authed(layer("twitch.wave", ""), ADMIN))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(unset.stored_toml.is_empty() && unset.effective_toml.contains("\"ban\""));
     stop.cancel();
 }

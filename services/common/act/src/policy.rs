@@ -353,11 +353,102 @@ impl Policies {
     pub fn of(&self, stream: &str) -> &Policy {
         self.channels.get(stream).unwrap_or(&self.defaults)
     }
+
+    /// These policies with channel layers set at run time over them:
+    /// `stored` maps a stream key to a layer's TOML (the keys of one
+    /// `[channels."..."]` table; empty: none), each applied over that
+    /// channel's policy here (or the defaults). Errors name the stream
+    /// and the key.
+    pub fn with_stored(&self, stored: &BTreeMap<String, String>) -> Result<Self, PolicyError> {
+        let mut out = self.clone();
+        for (name, text) in stored {
+            if text.trim().is_empty() {
+                continue;
+            }
+            let key = StreamKey::parse(name)
+                .map_err(|e| PolicyError(format!("channel {name:?}: {e}")))?
+                .to_string();
+            let layer: Layer =
+                toml::from_str(text).map_err(|e| PolicyError(format!("{key}: {e}")))?;
+            let mut p = self.of(&key).clone();
+            layer.apply(&mut p, &key)?;
+            out.channels.insert(key, p);
+        }
+        Ok(out)
+    }
+}
+
+impl Policy {
+    /// The policy as a complete layer (the keys of a `[channels."..."]`
+    /// table), every key given.
+    pub fn to_toml(&self) -> String {
+        let dur = |d: Duration| format!("\"{}s\"", d.as_secs());
+        let list = |v: Vec<String>| {
+            let quoted: Vec<String> = v.iter().map(|s| format!("{s:?}")).collect();
+            format!("[{}]", quoted.join(", "))
+        };
+        [
+            format!("dry_run = {}", self.dry_run),
+            format!("flagged_users = \"{}\"", self.flagged_users.name()),
+            format!("copypasta = \"{}\"", self.copypasta.name()),
+            format!("bot_wave = \"{}\"", self.bot_wave.name()),
+            format!("link_promo = \"{}\"", self.link_promo.name()),
+            format!("flood = \"{}\"", self.flood.name()),
+            format!("min_event_users = {}", self.min_event_users),
+            format!(
+                "ladder = {}",
+                list(self.ladder.iter().map(ToString::to_string).collect())
+            ),
+            format!("strike_memory = {}", dur(self.strike_memory)),
+            format!("grace = {}", dur(self.grace)),
+            format!("lookback = {}", dur(self.lookback)),
+            format!("protect_vips = {}", self.protect_vips),
+            format!("allow = {}", list(self.allow.clone())),
+        ]
+        .join("\n")
+            + "\n"
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+
+    #[test]
+    fn a_stored_layer_applies_over_the_file_and_round_trips_as_toml() {
+        let file = Policies::from_toml(
+            "[defaults]\ncopypasta = \"suggest\"\n[channels.\"twitch.a\"]\nflood = \"auto\"\ngrace = \"2m\"\n",
+        )
+        .unwrap();
+        let stored: BTreeMap<String, String> = [
+            (
+                "twitch.a".to_owned(),
+                "dry_run = false\nladder = [\"ban\"]\n".to_owned(),
+            ),
+            ("twitch.B".to_owned(), "bot_wave = \"off\"\n".to_owned()),
+            ("twitch.c".to_owned(), String::new()),
+        ]
+        .into();
+        let p = file.with_stored(&stored).unwrap();
+        let a = p.of("twitch.a");
+        // The file's channel layer stays under the stored one.
+        assert_eq!((a.flood, a.grace), (Mode::Auto, Duration::from_secs(120)));
+        assert_eq!((a.dry_run, a.ladder.clone()), (false, vec![Step::Ban]));
+        // A stored layer of a channel the file does not name sits on the
+        // defaults; the stream key is normalised (Twitch logins).
+        let b = p.of("twitch.b");
+        assert_eq!((b.copypasta, b.bot_wave), (Mode::Suggest, Mode::Off));
+        assert_eq!(p.of("twitch.c"), &p.defaults);
+        // A policy written out as TOML reads back the same.
+        let again =
+            Policies::from_toml(&format!("[channels.\"twitch.a\"]\n{}", a.to_toml())).unwrap();
+        assert_eq!(again.of("twitch.a"), a);
+        // A bad layer names the channel and the key.
+        let bad: BTreeMap<String, String> =
+            [("twitch.a".to_owned(), "flood = \"sometimes\"\n".to_owned())].into();
+        let e = file.with_stored(&bad).unwrap_err().to_string();
+        assert!(e.contains("twitch.a") && e.contains("flood"), "{e}");
+    }
     use super::*;
 
     #[test]

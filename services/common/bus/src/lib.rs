@@ -98,6 +98,10 @@ pub mod subjects {
     /// Announces that detector params changed (the payload is the scope).
     pub const CTL_PARAMS: &str = "ctl.params";
 
+    /// Announces that a channel's policy layer changed (the payload is the
+    /// stream key).
+    pub const CTL_POLICIES: &str = "ctl.policies";
+
     /// Dead letters from one origin (`chat`, `spam`, ...).
     pub fn dlq(origin: &str) -> String {
         format!("dlq.{}", token(origin))

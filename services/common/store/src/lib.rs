@@ -113,6 +113,7 @@ pub struct MemoryState {
     checkpoints: HashMap<u32, Vec<u8>>,
     streams: HashMap<u32, SavedStreams>,
     params: BTreeMap<String, String>,
+    policies: BTreeMap<String, String>,
     progress: BTreeMap<u32, Progress>,
     undo_handles: HashMap<String, (String, Instant)>,
 }
@@ -777,6 +778,41 @@ impl Store {
             Store::Redis(r) => {
                 let mut c = r.conn.clone();
                 let _: () = c.hset(r.key("params"), scope, json).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Channel policy layers set at run time, by stream key (TOML).
+    pub async fn all_policies(&self) -> Result<BTreeMap<String, String>, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(Self::mem(m).policies.clone()),
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let raw: HashMap<String, String> = c.hgetall(r.key("policies")).await?;
+                Ok(raw.into_iter().collect())
+            }
+        }
+    }
+
+    /// Sets a channel's policy layer; an empty one removes it.
+    pub async fn set_policy(&self, stream: &str, toml: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                let mut m = Self::mem(m);
+                if toml.trim().is_empty() {
+                    m.policies.remove(stream);
+                } else {
+                    m.policies.insert(stream.to_owned(), toml.to_owned());
+                }
+            }
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let _: () = if toml.trim().is_empty() {
+                    c.hdel(r.key("policies"), stream).await?
+                } else {
+                    c.hset(r.key("policies"), stream, toml).await?
+                };
             }
         }
         Ok(())

@@ -69,8 +69,8 @@ pub fn run(mut args: StandaloneArgs) -> Result<()> {
         .as_deref()
         .map(|p| spamscope_detector::cli::policy_file(p, args.policy_live))
         .transpose()?;
-    // The console's Backtest runs it too, in dry-run.
-    let backtest_policy = policy.clone().unwrap_or_default().all_dry_run();
+    // The console shows it, sets channel layers over it and backtests it.
+    let gateway_policy = policy.clone().unwrap_or_default();
     let moderators = args.platforms.moderators()?;
     if args.policy_live && moderators.is_empty() {
         return Err(Exit::usage(
@@ -113,6 +113,7 @@ pub fn run(mut args: StandaloneArgs) -> Result<()> {
             emit_scores: !args.no_scores,
             params,
             policy,
+            policy_live: args.policy_live,
             ..Default::default()
         };
         let router_cfg = spamscope_router::RouterConfig {
@@ -166,7 +167,7 @@ pub fn run(mut args: StandaloneArgs) -> Result<()> {
                 &store,
                 &role.health,
                 &mut sup,
-                backtest_policy,
+                gateway_policy,
             )
             .await?;
             eprintln!(
