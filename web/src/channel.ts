@@ -111,7 +111,8 @@ export async function channelPage(app: HTMLElement, stream: string, signal: Abor
   };
   const record = (a: ActionRecord) => {
     const what = a.action === "timeout" ? `timeout ${a.timeoutS} s` : a.action;
-    const row = h("div", { class: `record status-${a.status}`, "data-status": a.status, "data-action": a.action, "data-record": String(a.recordId) },
+    const by = a.by === "moderator" ? "moderator" : "spamscope";
+    const row = h("div", { class: `record status-${a.status} by-${by}`, "data-status": a.status, "data-action": a.action, "data-by": by, "data-record": String(a.recordId) },
       h("span", { class: "meta" }, `${time(a.atMs)} `), h("b", {}, what), " ", userLink(a.userLogin, a.userId, stream), ` · ${a.status.replaceAll("_", " ")}`,
       a.detail ? h("span", { class: "meta" }, ` (${a.detail})`) : "",
       h("div", { class: "meta" }, `${a.by}: ${a.evidence}`));

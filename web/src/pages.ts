@@ -111,7 +111,7 @@ async function activity(user: string, stream: string, signal: AbortSignal): Prom
 /** One of spamscope's actions about a user, with its stream. */
 function actionRow(x: ActionRecord): HTMLElement {
   const stream = streamOf(x);
-  return h("li", { class: "record", "data-status": x.status, "data-action": x.action },
+  return h("li", { class: "record", "data-status": x.status, "data-action": x.action, "data-by": x.by === "moderator" ? "moderator" : "spamscope" },
     h("b", {}, x.action === "timeout" ? `timeout ${x.timeoutS} s` : x.action), ` · ${x.status.replaceAll("_", " ")}`,
     x.detail ? h("span", { class: "meta" }, ` (${x.detail})`) : "",
     " in ", h("a", { href: `#/channel/${encodeURIComponent(stream)}` }, stream),

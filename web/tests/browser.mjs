@@ -116,19 +116,19 @@ await step("nuke", async () => {
   await card.locator("button.nuke").click();
   const live = page.locator("#actions .nuke-result:has(button.undo)").first();
   await live.waitFor({ timeout: 15000 });
-  await page.locator('#actions .record[data-action="timeout"][data-status="done"]').first().waitFor({ timeout: 20000 });
+  await page.locator('#actions .record[data-by="spamscope"][data-action="timeout"][data-status="done"]').first().waitFor({ timeout: 20000 });
   await page.screenshot({ path: `${shots}/nuke-done.png`, fullPage: true });
   // Undo: every timeout lifted, each answer shown.
   await live.locator("button.undo").click();
   await page.locator("#actions .nuke-result", { hasText: "Undo of nuke" }).first().waitFor({ timeout: 15000 });
   await page.waitForFunction(() => {
-    const n = (sel) => document.querySelectorAll(`#actions .record${sel}`).length;
+    const n = (sel) => document.querySelectorAll(`#actions .record[data-by="spamscope"]${sel}`).length;
     const done = n('[data-action="timeout"][data-status="done"]');
     return done > 0 && n('[data-action="unban"][data-status="done"]') >= done;
   }, null, { timeout: 20000 });
   // The trail is kept: a page opened later reads it back.
   await page.reload();
-  await page.locator('#actions .record[data-action="unban"][data-status="done"]').first().waitFor({ timeout: 20000 });
+  await page.locator('#actions .record[data-by="spamscope"][data-action="unban"][data-status="done"]').first().waitFor({ timeout: 20000 });
   if (!(await page.locator("#dry-run").isChecked())) fail("dry run is not the default after a reload");
 });
 await step("channel-page", async () => {
@@ -152,6 +152,8 @@ await step("channel-page", async () => {
   // The audit trail read back when the page opens (the flagged users'
   // suggestions of the default policy).
   await page.locator('#actions .record[data-status="suggested"]').first().waitFor({ timeout: 15000 });
+  // And what the moderators did themselves, beside it.
+  await page.locator('#actions .record[data-by="moderator"][data-status="done"]').first().waitFor({ timeout: 15000 });
   const state = await page.locator("#stream-state").innerText();
   if (state === "live") fail("a 2019 log shown as live");
 });

@@ -56,10 +56,17 @@ const MAX_STRUCK: usize = 100_000;
 /// Nukes remembered (for undo); the oldest go first.
 const MAX_NUKES: usize = 10_000;
 
-/// A moderator's own action seen in the chat.
+/// A moderator's own action seen in the chat. It is published as an
+/// action record (status `done`, by `moderator`) beside spamscope's own,
+/// so the audit trail holds what the moderators did too.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModeratorAction {
+    /// Its record id (0 where nothing is published: a backtest's warm-up).
+    pub id: u64,
     pub stream: String,
+    /// Twitch broadcaster id or YouTube channel id, when known.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub channel_id: String,
     pub at_ms: i64,
     /// `timeout`, `ban` or `delete`.
     pub action: &'static str,
@@ -354,6 +361,14 @@ impl Engine {
     fn chat(&mut self, ev: &ChatEvent, out: &mut Vec<Output>, act: bool) {
         let key = ev.stream_key();
         let now = ev.ts_ms;
+        // A moderator's action becomes a record (not when only remembered:
+        // its record was published the first time).
+        let moderated = match &ev.kind {
+            Some(Kind::UserTimedOut(_) | Kind::UserBanned(_)) => true,
+            Some(Kind::MessageDeleted(d)) => !d.by_author,
+            _ => false,
+        };
+        let record_id = if act && moderated { self.id() } else { 0 };
         let policy = self.policies.of(&key);
         let st = self
             .streams
@@ -366,9 +381,16 @@ impl Engine {
         if !ev.channel_id.is_empty() && st.channel_id != ev.channel_id {
             st.channel_id.clone_from(&ev.channel_id);
         }
+        let channel_id = if moderated {
+            st.channel_id.clone()
+        } else {
+            String::new()
+        };
         let moderator = |action, user_id: &str, login: &str, duration_s| {
             Output::Moderator(ModeratorAction {
+                id: record_id,
                 stream: key.clone(),
+                channel_id: channel_id.clone(),
                 at_ms: now,
                 action,
                 user_id: user_id.to_owned(),
@@ -1160,6 +1182,33 @@ pub fn to_detector_output(o: &Output) -> Option<DetectorOutput> {
                 nuke_id: c.nuke.as_ref().map_or(0, |n| n.nuke),
                 users: c.nuke.as_ref().map_or(0, |n| n.users as u64),
                 messages: c.nuke.as_ref().map_or(0, |n| n.messages as u64),
+            })
+        }
+        Output::Moderator(m) if m.id != 0 => {
+            let (platform, stream_id) = split(&m.stream);
+            let what = match (m.action, m.duration_s) {
+                ("timeout", Some(s)) => format!("timed out for {s} s"),
+                ("ban", _) => "banned".to_owned(),
+                _ => "had a message deleted".to_owned(),
+            };
+            detector_output::Kind::Action(ActionRecord {
+                platform,
+                stream_id,
+                channel_id: m.channel_id.clone(),
+                record_id: m.id,
+                at_ms: m.at_ms,
+                action: m.action.to_owned(),
+                timeout_s: m.duration_s.unwrap_or(0),
+                user_id: m.user_id.clone(),
+                user_login: m.user_login.clone(),
+                message_id: String::new(),
+                status: "done".to_owned(),
+                detail: "seen in the chat".to_owned(),
+                by: "moderator".to_owned(),
+                evidence: format!("{} {what} by a moderator", m.user_login),
+                spam_event_id: 0,
+                nuke_id: 0,
+                undoes: 0,
             })
         }
         Output::Moderator(_) => return None,

@@ -594,3 +594,44 @@ fn a_command_on_a_replayed_archive_runs_on_the_archive_clock() {
     e.on_chat(&msg("late", "u9", PASTA, T0 + 30_000, plain()), &mut out);
     assert_eq!(users_with(&out, "dry_run"), ["u9"]);
 }
+
+/// The moderators' own actions on the real #xqcow log come out as records
+/// of the audit trail (status done, by the moderator), one per timeout or
+/// ban in the raw log, counted from its CLEARCHAT lines; spamscope's own
+/// actions are never mistaken for them.
+#[test]
+fn the_moderators_actions_are_records_of_the_trail() {
+    let path = spamscope_testkit::xqcow();
+    let raw = std::fs::read_to_string(&path).unwrap();
+    let cleared = raw
+        .lines()
+        .filter(|l| l.contains(" CLEARCHAT #") && l.contains("target-user-id="))
+        .count();
+    let deleted = raw.lines().filter(|l| l.contains(" CLEARMSG #")).count();
+    let events =
+        spamscope_chat::replay::merge(spamscope_chat::replay::read_files(&[path]).unwrap());
+    let mut e = Engine::new(policies("[defaults]\nflagged_users = \"off\"\n"));
+    let mut out = Vec::new();
+    for ev in &events {
+        e.on_chat(ev, &mut out);
+    }
+    let records: Vec<spamscope_proto::v1::ActionRecord> = out
+        .iter()
+        .filter_map(spamscope_act::engine::to_detector_output)
+        .filter_map(|o| match o.kind {
+            Some(detector_output::Kind::Action(a)) => Some(a),
+            _ => None,
+        })
+        .collect();
+    let by_moderators = records.iter().filter(|a| a.by == "moderator").count();
+    assert_eq!(by_moderators, cleared + deleted);
+    assert!(cleared > 10, "{cleared} timeouts and bans in the log");
+    assert!(records.iter().all(|a| a.by == "moderator"
+        && a.status == "done"
+        && a.record_id > 0
+        && a.stream_id == "xqcow"
+        && !a.user_login.is_empty()));
+    let mut ids: Vec<u64> = records.iter().map(|a| a.record_id).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), records.len(), "one record id each");
+}

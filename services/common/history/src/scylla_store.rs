@@ -607,17 +607,20 @@ impl ScyllaHistory {
     /// name of theirs (a Twitch id, a YouTube display name) stands for.
     async fn resolve_user(&self, user: &str) -> Result<String, HistoryError> {
         let user = user.to_lowercase();
-        let login = self
+        Ok(self.user_of_alias(&user).await?.unwrap_or(user))
+    }
+
+    /// The user another name (lower case: a Twitch id, a YouTube display
+    /// name) stands for, if it is one.
+    async fn user_of_alias(&self, name: &str) -> Result<Option<String>, HistoryError> {
+        let rows = self
             .session
-            .execute_unpaged(&self.st.get_user_login, (&user,))
+            .execute_unpaged(&self.st.get_user_login, (name,))
             .await
             .map_err(err)?
             .into_rows_result()
             .map_err(err)?;
-        Ok(first_column::<String>(&login)?
-            .into_iter()
-            .next()
-            .unwrap_or(user))
+        Ok(first_column::<String>(&rows)?.into_iter().next())
     }
 
     async fn actions_page(
@@ -792,14 +795,7 @@ impl ScyllaHistory {
             .map_err(err)?;
         // Not a user decisions are indexed under: perhaps another name.
         if res.is_rows() && res.clone().into_rows_result().map_err(err)?.rows_num() == 0 {
-            let login = self
-                .session
-                .execute_unpaged(&self.st.get_user_login, (&user,))
-                .await
-                .map_err(err)?
-                .into_rows_result()
-                .map_err(err)?;
-            if let Some(login) = first_column::<String>(&login)?.into_iter().next() {
+            if let Some(login) = self.user_of_alias(&user).await? {
                 user = login;
                 (res, paging) = self
                     .session
