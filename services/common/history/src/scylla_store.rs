@@ -794,15 +794,16 @@ impl ScyllaHistory {
             .await
             .map_err(err)?;
         // Not a user decisions are indexed under: perhaps another name.
-        if res.is_rows() && res.clone().into_rows_result().map_err(err)?.rows_num() == 0 {
-            if let Some(login) = self.user_of_alias(&user).await? {
-                user = login;
-                (res, paging) = self
-                    .session
-                    .execute_single_page(&st, (&user,), cursor_state(cursor)?)
-                    .await
-                    .map_err(err)?;
-            }
+        if res.is_rows()
+            && res.clone().into_rows_result().map_err(err)?.rows_num() == 0
+            && let Some(login) = self.user_of_alias(&user).await?
+        {
+            user = login;
+            (res, paging) = self
+                .session
+                .execute_single_page(&st, (&user,), cursor_state(cursor)?)
+                .await
+                .map_err(err)?;
         }
         let rows = res.into_rows_result().map_err(err)?;
         let streams: Vec<(String, i64)> = two_columns(&rows)?;
