@@ -112,10 +112,23 @@ export async function channelPage(app: HTMLElement, stream: string, signal: Abor
   const record = (a: ActionRecord) => {
     const what = a.action === "timeout" ? `timeout ${a.timeoutS} s` : a.action;
     const by = a.by === "moderator" ? "moderator" : "spamscope";
-    const row = h("div", { class: `record status-${a.status} by-${by}`, "data-status": a.status, "data-action": a.action, "data-by": by, "data-record": String(a.recordId) },
+    const row = h("div", { class: `record status-${a.status} by-${by}`, "data-status": a.status, "data-action": a.action, "data-by": by, "data-record": String(a.recordId), "data-undoes": String(a.undoes) },
       h("span", { class: "meta" }, `${time(a.atMs)} `), h("b", {}, what), " ", userLink(a.userLogin, a.userId, stream), ` · ${a.status.replaceAll("_", " ")}`,
       a.detail ? h("span", { class: "meta" }, ` (${a.detail})`) : "",
       h("div", { class: "meta" }, `${a.by}: ${a.evidence}`));
+    // One timeout or ban spamscope made can be taken back on its own.
+    if (by === "spamscope" && (a.action === "timeout" || a.action === "ban") && ["pending", "done", "dry_run"].includes(a.status)) {
+      const back = button("Undo", async () => {
+        const t = token();
+        if (!t) return;
+        back.disabled = true;
+        try {
+          const r = await api.undoAction({ stream, recordId: a.recordId }, { headers: { authorization: `Bearer ${t}` } });
+          if (!r.ok) { row.append(h("span", { class: "meta" }, ` ${r.error}`)); back.disabled = false; }
+        } catch (err) { forget(err); back.disabled = false; row.append(errorBox(err)); }
+      }, { class: "undo-one", title: "Lift this timeout or ban" });
+      row.append(back);
+    }
     if (a.status === "suggested") {
       const ok = button("Accept", async () => {
         const t = token();

@@ -118,6 +118,11 @@ await step("nuke", async () => {
   await live.waitFor({ timeout: 15000 });
   await page.locator('#actions .record[data-by="spamscope"][data-action="timeout"][data-status="done"]').first().waitFor({ timeout: 20000 });
   await page.screenshot({ path: `${shots}/nuke-done.png`, fullPage: true });
+  // One timeout lifted on its own: its unban names it, and is sent.
+  const one = page.locator('#actions .record[data-by="spamscope"][data-action="timeout"][data-status="done"]').first();
+  const oneId = await one.getAttribute("data-record");
+  await one.locator("button.undo-one").click();
+  await page.locator(`#actions .record[data-by="spamscope"][data-action="unban"][data-status="done"][data-undoes="${oneId}"]`).waitFor({ timeout: 20000 });
   // Undo: every timeout lifted, each answer shown.
   await live.locator("button.undo").click();
   await page.locator("#actions .nuke-result", { hasText: "Undo of nuke" }).first().waitFor({ timeout: 15000 });

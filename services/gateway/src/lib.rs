@@ -39,9 +39,9 @@ use spamscope_proto::v1::{
     CommandResult, DetectorOutput, GetChannelPolicyRequest, GetParamsRequest, ListChannelsRequest,
     ListChannelsResponse, NukeRequest, Params, RatePoint, SearchSpamRequest, SearchSpamResponse,
     SetChannelPolicyRequest, SetParamsRequest, ShardStatus, SpamEventDetailRequest,
-    SpamEventDetailResponse, SpamMatch, UndoNukeRequest, UserActivityRequest, UserActivityResponse,
-    UserHistoryRequest, UserHistoryResponse, WatchChannelEvent, WatchChannelRequest,
-    detector_output, watch_channel_event,
+    SpamEventDetailResponse, SpamMatch, UndoActionRequest, UndoNukeRequest, UserActivityRequest,
+    UserActivityResponse, UserHistoryRequest, UserHistoryResponse, WatchChannelEvent,
+    WatchChannelRequest, detector_output, watch_channel_event,
 };
 use spamscope_runtime::now_ms;
 use spamscope_store::Store;
@@ -708,6 +708,25 @@ impl GatewayApi for Gateway {
         let by = self.authorize_channel(&req, &key.to_string())?;
         let op = spamscope_proto::v1::moderator_command::Op::Accept(
             spamscope_proto::v1::AcceptSuggestion { record_id: id },
+        );
+        Ok(Response::new(self.command(&key, by, op).await?))
+    }
+
+    async fn undo_action(
+        &self,
+        req: Request<UndoActionRequest>,
+    ) -> Result<Response<CommandResult>, Status> {
+        let key = StreamKey::parse(&req.get_ref().stream)
+            .map_err(|e| GatewayError::Invalid(format!("stream: {e}")))?;
+        let id = req.get_ref().record_id;
+        if id == 0 {
+            return Err(
+                GatewayError::Invalid("record_id: name the timeout or ban to undo".into()).into(),
+            );
+        }
+        let by = self.authorize_channel(&req, &key.to_string())?;
+        let op = spamscope_proto::v1::moderator_command::Op::UndoAction(
+            spamscope_proto::v1::UndoAction { record_id: id },
         );
         Ok(Response::new(self.command(&key, by, op).await?))
     }

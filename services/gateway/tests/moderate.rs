@@ -16,7 +16,7 @@ use spamscope_history::any::History;
 use spamscope_proto::v1::gateway_client::GatewayClient;
 use spamscope_proto::v1::{
     AcceptSuggestionRequest, ChannelActionsRequest, ChatEvent, GetChannelPolicyRequest,
-    NukeRequest, SetChannelPolicyRequest, UndoNukeRequest,
+    NukeRequest, SetChannelPolicyRequest, UndoActionRequest, UndoNukeRequest,
 };
 use spamscope_store::Store;
 use spamscope_testkit::{InProcessCluster, Nats, TempDir, twitch_text};
@@ -333,7 +333,7 @@ async fn moderators_nuke_and_undo_their_own_channels_only() {
     );
     // The replica applies it from its next event: nuke until it shows.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    let last_nuke = loop {
         let r = client
             .nuke(authed(nuke("twitch.wave"), ALICE))
             .await
@@ -361,14 +361,70 @@ async fn moderators_nuke_and_undo_their_own_channels_only() {
             got
         };
         if steps.iter().all(|s| *s == ("timeout".to_owned(), 300)) && steps.len() == 5 {
-            break;
+            break r.nuke_id;
         }
         assert!(
             std::time::Instant::now() < deadline,
             "the channel policy was not applied: {steps:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    };
+    // Alice lifts one of those timeouts on its own: an unban naming it,
+    // by her. Bob may not; a record id is needed.
+    let one = client
+        .channel_actions(trail(""))
+        .await
+        .unwrap()
+        .into_inner()
+        .actions
+        .into_iter()
+        .find(|a| a.nuke_id == last_nuke && a.action == "timeout")
+        .unwrap();
+    let undo_one = |id: u64| UndoActionRequest {
+        stream: "twitch.wave".into(),
+        record_id: id,
+    };
+    let e = client
+        .undo_action(authed(undo_one(one.record_id), BOB))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let e = client
+        .undo_action(authed(undo_one(0), ALICE))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let u = client
+        .undo_action(authed(undo_one(one.record_id), ALICE))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(u.ok, "{u:?}");
+    let again = client
+        .undo_action(authed(undo_one(one.record_id), ALICE))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.ok && again.error.contains("to undo"), "{again:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let lifted = loop {
+        let t = client
+            .channel_actions(trail(&one.user_login))
+            .await
+            .unwrap()
+            .into_inner();
+        if let Some(a) = t.actions.into_iter().find(|a| a.undoes == one.record_id) {
+            break a;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no unban of record {}",
+            one.record_id
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(lifted.action, "unban");
+    assert!(lifted.by.contains("alice"), "{lifted:?}");
     // Removed, the file's policy is back.
     let unset = client
         .set_channel_policy(authed(layer("twitch.wave", ""), ADMIN))

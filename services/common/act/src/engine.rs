@@ -55,6 +55,9 @@ const MAX_PROTECTED: usize = 10_000;
 const MAX_STRUCK: usize = 100_000;
 /// Nukes remembered (for undo); the oldest go first.
 const MAX_NUKES: usize = 10_000;
+/// Timeouts and bans remembered for an undo one by one; the oldest go
+/// first.
+const MAX_ACTED: usize = 100_000;
 
 /// A moderator's own action seen in the chat. It is published as an
 /// action record (status `done`, by `moderator`) beside spamscope's own,
@@ -269,6 +272,9 @@ pub struct Engine {
     streams: HashMap<String, StreamState>,
     nukes: BTreeMap<u64, Nuke>,
     suggestions: BTreeMap<u64, Record>,
+    /// Timeouts and bans sent or reported (dry run), by record id, that a
+    /// moderator may undo one by one ([`Engine::undo_action`]).
+    acted: BTreeMap<u64, Record>,
     next_id: u64,
 }
 
@@ -315,6 +321,7 @@ impl Engine {
             streams: HashMap::new(),
             nukes: BTreeMap::new(),
             suggestions: BTreeMap::new(),
+            acted: BTreeMap::new(),
             next_id: 1,
             counts: Counts::default(),
         }
@@ -533,6 +540,10 @@ impl Engine {
                 None
             }),
             Some(Op::Accept(a)) => self.accept(a.record_id, by, now).map(|r| {
+                out.push(Output::Record(Box::new(r)));
+                None
+            }),
+            Some(Op::UndoAction(u)) => self.undo_action(&stream, u.record_id, by, now).map(|r| {
                 out.push(Output::Record(Box::new(r)));
                 None
             }),
@@ -1007,8 +1018,73 @@ impl Engine {
                     n.undoable.insert(r.id, (r.action.clone(), true));
                 }
             }
+            if counts {
+                self.remember_acted(&r);
+            }
             out.push(Output::Record(Box::new(r)));
         }
+    }
+
+    /// Keeps a timeout or ban for an undo of its own.
+    fn remember_acted(&mut self, r: &Record) {
+        if !r.action.kind.undoable() {
+            return;
+        }
+        if self.acted.len() >= MAX_ACTED {
+            self.acted.pop_first();
+        }
+        self.acted.insert(r.id, r.clone());
+    }
+
+    /// A moderator lifts one timeout or ban spamscope made in `stream`:
+    /// the unban record (reported only where the action was, or the
+    /// channel is, in dry-run). A nuke's undo no longer lifts it.
+    pub fn undo_action(
+        &mut self,
+        stream: &str,
+        record_id: u64,
+        by: &str,
+        now_ms: i64,
+    ) -> Result<Record, EngineError> {
+        let acted = self
+            .acted
+            .get(&record_id)
+            .filter(|r| r.stream == stream)
+            .ok_or_else(|| {
+                EngineError::NotFound(format!("no timeout or ban {record_id} of {stream} to undo"))
+            })?
+            .clone();
+        self.acted.remove(&record_id);
+        if let Some(n) = acted.nuke.and_then(|n| self.nukes.get_mut(&n))
+            && let Some((_, live)) = n.undoable.get_mut(&record_id)
+        {
+            *live = false;
+        }
+        let dry_run = acted.status == Status::DryRun || self.policies.of(stream).dry_run;
+        Ok(Record {
+            id: self.id(),
+            at_ms: now_ms,
+            stream: stream.to_owned(),
+            action: Action {
+                kind: ActionKind::Unban,
+                reason: format!("spamscope: undo of action {record_id}"),
+                ..acted.action
+            },
+            status: if dry_run {
+                Status::DryRun
+            } else {
+                Status::Pending
+            },
+            by: format!("undo by {by}"),
+            evidence: format!(
+                "{} taken back: {}",
+                acted.action.kind.name(),
+                acted.evidence
+            ),
+            event_id: acted.event_id,
+            nuke: acted.nuke,
+            undoes: Some(record_id),
+        })
     }
 
     /// A moderator accepts a suggested action: it is sent (or reported,
@@ -1031,6 +1107,7 @@ impl Engine {
         if let Some(st) = self.streams.get_mut(&r.stream) {
             st.strikes.entry(user).or_default().push_back(now_ms);
         }
+        self.remember_acted(&r);
         Ok(r)
     }
 

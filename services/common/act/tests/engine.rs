@@ -635,3 +635,69 @@ fn the_moderators_actions_are_records_of_the_trail() {
     ids.dedup();
     assert_eq!(ids.len(), records.len(), "one record id each");
 }
+
+/// A moderator lifts one timeout spamscope made: one unban, by them, that
+/// names the record it takes back; the nuke's undo then leaves that user
+/// alone; nothing else is undone one by one (an unknown record, another
+/// stream's, a deletion, the same record twice).
+#[test]
+fn one_timeout_is_undone_on_its_own() {
+    let p = policies("[channels.\"twitch.chan\"]\ndry_run = false\nladder = [\"timeout 10m\"]\n");
+    let mut e = Engine::new(p);
+    let mut out = Vec::new();
+    for (i, u) in ["spam1", "spam2", "spam3"].iter().enumerate() {
+        e.on_chat(
+            &msg(&format!("m{i}"), u, PASTA, T0 + i as i64 * 1000, plain()),
+            &mut out,
+        );
+    }
+    let req = NukeRequest {
+        stream: "twitch.chan".into(),
+        text: Some(PASTA.into()),
+        by: "alice".into(),
+        ..NukeRequest::default()
+    };
+    let report = e.nuke(&req, T0 + 5_000, &mut out).unwrap();
+    let timeouts: Vec<Record> = records(&out).into_iter().cloned().collect();
+    assert_eq!(timeouts.len(), 3, "{timeouts:?}");
+    let first = &timeouts[0];
+
+    let lifted = e
+        .undo_action("twitch.chan", first.id, "bob", T0 + 6_000)
+        .unwrap();
+    assert_eq!(lifted.action.kind, ActionKind::Unban);
+    assert_eq!(lifted.undoes, Some(first.id));
+    assert_eq!(lifted.status, Status::Pending);
+    assert_eq!(
+        lifted.action.target.user_login,
+        first.action.target.user_login
+    );
+    assert!(lifted.by.contains("bob"), "{}", lifted.by);
+    assert!(lifted.id > report.nuke);
+    // Not twice, not from another stream, not a record that is no action.
+    assert!(
+        e.undo_action("twitch.chan", first.id, "bob", T0 + 6_500)
+            .is_err()
+    );
+    assert!(
+        e.undo_action("twitch.other", timeouts[1].id, "bob", T0 + 6_500)
+            .is_err()
+    );
+    assert!(
+        e.undo_action("twitch.chan", 999_999, "bob", T0 + 6_500)
+            .is_err()
+    );
+    // The nuke's undo lifts the other two only.
+    let rest = e.undo(report.nuke, "alice", T0 + 7_000).unwrap();
+    let mut users: Vec<&str> = rest
+        .iter()
+        .map(|r| r.action.target.user_login.as_str())
+        .collect();
+    users.sort();
+    let mut others: Vec<&str> = timeouts[1..]
+        .iter()
+        .map(|r| r.action.target.user_login.as_str())
+        .collect();
+    others.sort();
+    assert_eq!(users, others);
+}

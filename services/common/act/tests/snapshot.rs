@@ -46,22 +46,25 @@ fn log() -> Vec<(ChatEvent, Vec<DetectorOutput>)> {
         .collect()
 }
 
-/// Feeds `part` of the log; at `manual` (an index) a moderator's nuke of
-/// `text` reaching back to `since_ms`, and an undo of nuke `undo`.
-fn feed(
-    e: &mut Engine,
-    part: &[(ChatEvent, Vec<DetectorOutput>)],
-    manual: Option<(usize, &str, i64, u64)>,
-) -> Vec<Output> {
+/// What a moderator does at an index of the log: a nuke of a text reaching
+/// back to a time, an undo of a nuke, and an undo of one action.
+type Manual<'a> = Option<(usize, &'a str, i64, u64, u64)>;
+
+/// Feeds `part` of the log, with what a moderator does at `manual`.
+fn feed(e: &mut Engine, part: &[(ChatEvent, Vec<DetectorOutput>)], manual: Manual) -> Vec<Output> {
     let mut out = Vec::new();
     for (i, (ev, said)) in part.iter().enumerate() {
         e.on_chat(ev, &mut out);
         for o in said {
             e.on_detector(o, &mut out);
         }
-        if let Some((at, text, since_ms, undo)) = manual
+        if let Some((at, text, since_ms, undo, undo_one)) = manual
             && at == i
         {
+            let one = e
+                .undo_action("twitch.xqcow", undo_one, "bob", ev.ts_ms)
+                .unwrap();
+            out.push(Output::Record(Box::new(one)));
             let req = NukeRequest {
                 stream: "twitch.xqcow".into(),
                 text: Some(text.into()),
@@ -116,7 +119,19 @@ fn a_restored_engine_carries_on_as_the_one_that_never_stopped() {
         .rev()
         .find_map(|(ev, _)| said_before(ev))
         .unwrap();
-    let manual = Some((10, text.as_str(), log[0].0.ts_ms, nuke_before));
+    // One timeout or ban from before the hand-over (the last: the nuke's
+    // undo still has others to lift).
+    let one_before = done
+        .iter()
+        .rev()
+        .find_map(|o| match o {
+            Output::Record(r) if r.action.kind.undoable() && r.status.name() == "pending" => {
+                Some(r.id)
+            }
+            _ => None,
+        })
+        .expect("a timeout or ban before the hand-over");
+    let manual = Some((10, text.as_str(), log[0].0.ts_ms, nuke_before, one_before));
 
     // The engine that never stopped.
     let mut never = Engine::new(policies.clone());

@@ -1,7 +1,8 @@
 //! The engine's state in a shard checkpoint ([`PolicySnapshot`]), so that
 //! a new owner of the shard continues it: strikes, users held by
 //! moderators, spam events seen, nukes (grace windows, what an undo takes
-//! back), open suggestions and the next record id. The recent messages
+//! back), open suggestions, the timeouts and bans an undo of one lifts,
+//! and the next record id. The recent messages
 //! are left out; [`Engine::remember`] rebuilds them from the chat before
 //! the checkpoint.
 
@@ -122,6 +123,16 @@ impl Engine {
             streams,
             nukes,
             suggestions: self.suggestions.values().filter_map(to_proto).collect(),
+            acted: self
+                .acted
+                .values()
+                .filter_map(|r| {
+                    to_proto(r).map(|mut a| {
+                        a.detail.clone_from(&r.action.undo_handle);
+                        a
+                    })
+                })
+                .collect(),
         }
     }
 
@@ -215,9 +226,18 @@ impl Engine {
             })?;
             suggestions.insert(r.id, r);
         }
+        let mut acted = std::collections::BTreeMap::new();
+        for a in &s.acted {
+            let mut r = Record::from_proto(a)
+                .ok_or_else(|| format!("action {}: not a record this build reads", a.record_id))?;
+            // The status says dry run or not; the detail held the handle.
+            r.action.undo_handle.clone_from(&a.detail);
+            acted.insert(r.id, r);
+        }
         self.streams = streams;
         self.nukes = nukes;
         self.suggestions = suggestions;
+        self.acted = acted;
         self.next_id = self.next_id.max(s.next_id);
         Ok(())
     }
