@@ -20,6 +20,11 @@
 //! channel is in dry-run), `suggested` or `protected`. Whoever sends them
 //! reports the platform's answer back with [`Engine::settle`], which an
 //! undo needs (a YouTube ban's id).
+//!
+//! Parts: this file (chat, detector outputs, nukes, the ladder);
+//! `commands` (what moderators ask for: nuke, undo, accept, undo of one
+//! action); `snapshot` (the state a shard's checkpoint keeps, and the chat
+//! before it read again); `publish` ([`to_detector_output`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
@@ -29,14 +34,17 @@ use spamscope_detect::classes::class_name;
 use spamscope_detect::clusters::similarity;
 use spamscope_proto::StreamKey;
 use spamscope_proto::v1::{
-    ChatEvent, DetectorOutput, ModeratorCommand, Platform, Roles, SpamEvent, SpamEventClass,
-    chat_event::Kind, detector_output, moderator_command::Op,
+    ChatEvent, DetectorOutput, Platform, Roles, SpamEvent, SpamEventClass, chat_event::Kind,
+    detector_output,
 };
 
 use crate::action::{Action, ActionKind, Record, Status, Target};
 use crate::policy::{MAX_GRACE, MAX_LOOKBACK, Mode, Policies, Policy, Step};
 
+mod commands;
+mod publish;
 mod snapshot;
+pub use publish::to_detector_output;
 pub use snapshot::SNAPSHOT_VERSION;
 
 /// Most recent messages kept per stream, whatever the look-back.
@@ -468,99 +476,6 @@ impl Engine {
                 self.streams.remove(&key);
             }
             _ => {}
-        }
-    }
-
-    /// Carries out a moderator's command (nuke, undo, accept) that came in
-    /// the stream's chat.
-    fn command(
-        &mut self,
-        ev: &ChatEvent,
-        c: &ModeratorCommand,
-        out: &mut Vec<Output>,
-    ) -> CommandReply {
-        let stream = ev.stream_key();
-        let by = if c.by.is_empty() {
-            "a moderator"
-        } else {
-            c.by.as_str()
-        };
-        // The gateway dates a command by its clock; a stream replayed from
-        // an archive runs on the archive's. Far from the stream's newest
-        // message (ten minutes), the command takes that message's time.
-        let newest = self
-            .streams
-            .get(&stream)
-            .and_then(|st| st.recent.back())
-            .map(|s| s.ts_ms);
-        let now = match newest {
-            Some(t) if (ev.ts_ms - t).abs() > COMMAND_CLOCK_SLACK_MS => t,
-            _ => ev.ts_ms,
-        };
-        let done: Result<Option<NukeReport>, EngineError> = match &c.op {
-            Some(Op::Nuke(n)) => {
-                let req = NukeRequest {
-                    stream: stream.clone(),
-                    event_id: (n.spam_event_id != 0).then_some(n.spam_event_id),
-                    text: (!n.text.is_empty()).then(|| n.text.clone()),
-                    since_ms: (n.since_ms != 0).then_some(n.since_ms),
-                    grace: (n.grace_s != 0).then(|| Duration::from_secs(u64::from(n.grace_s))),
-                    step: None,
-                    by: by.to_owned(),
-                    dry_run: n.dry_run,
-                    min_copies: 0,
-                };
-                self.nuke(&req, now, out).map(Some)
-            }
-            // A command acts on its own stream's nukes and suggestions only.
-            Some(Op::Undo(u))
-                if self
-                    .nukes
-                    .get(&u.nuke_id)
-                    .is_some_and(|n| n.stream != stream) =>
-            {
-                Err(EngineError::NotFound(format!(
-                    "no nuke {} in {stream}",
-                    u.nuke_id
-                )))
-            }
-            Some(Op::Accept(a))
-                if self
-                    .suggestions
-                    .get(&a.record_id)
-                    .is_some_and(|r| r.stream != stream) =>
-            {
-                Err(EngineError::NotFound(format!(
-                    "no open suggestion {} in {stream}",
-                    a.record_id
-                )))
-            }
-            Some(Op::Undo(u)) => self.undo(u.nuke_id, by, now).map(|records| {
-                out.extend(records.into_iter().map(|r| Output::Record(Box::new(r))));
-                None
-            }),
-            Some(Op::Accept(a)) => self.accept(a.record_id, by, now).map(|r| {
-                out.push(Output::Record(Box::new(r)));
-                None
-            }),
-            Some(Op::UndoAction(u)) => self.undo_action(&stream, u.record_id, by, now).map(|r| {
-                out.push(Output::Record(Box::new(r)));
-                None
-            }),
-            None => Err(EngineError::Invalid(
-                "the command names no operation".into(),
-            )),
-        };
-        let (error, nuke) = match done {
-            Ok(n) => (String::new(), n),
-            Err(e) => (e.to_string(), None),
-        };
-        CommandReply {
-            stream,
-            command_id: ev.event_id.clone(),
-            at_ms: now,
-            error,
-            nuke,
         }
     }
 
@@ -1035,151 +950,6 @@ impl Engine {
         }
         self.acted.insert(r.id, r.clone());
     }
-
-    /// A moderator lifts one timeout or ban spamscope made in `stream`:
-    /// the unban record (reported only where the action was, or the
-    /// channel is, in dry-run). A nuke's undo no longer lifts it.
-    pub fn undo_action(
-        &mut self,
-        stream: &str,
-        record_id: u64,
-        by: &str,
-        now_ms: i64,
-    ) -> Result<Record, EngineError> {
-        let acted = self
-            .acted
-            .get(&record_id)
-            .filter(|r| r.stream == stream)
-            .ok_or_else(|| {
-                EngineError::NotFound(format!("no timeout or ban {record_id} of {stream} to undo"))
-            })?
-            .clone();
-        self.acted.remove(&record_id);
-        if let Some(n) = acted.nuke.and_then(|n| self.nukes.get_mut(&n))
-            && let Some((_, live)) = n.undoable.get_mut(&record_id)
-        {
-            *live = false;
-        }
-        let dry_run = acted.status == Status::DryRun || self.policies.of(stream).dry_run;
-        Ok(Record {
-            id: self.id(),
-            at_ms: now_ms,
-            stream: stream.to_owned(),
-            action: Action {
-                kind: ActionKind::Unban,
-                reason: format!("spamscope: undo of action {record_id}"),
-                ..acted.action
-            },
-            status: if dry_run {
-                Status::DryRun
-            } else {
-                Status::Pending
-            },
-            by: format!("undo by {by}"),
-            evidence: format!(
-                "{} taken back: {}",
-                acted.action.kind.name(),
-                acted.evidence
-            ),
-            event_id: acted.event_id,
-            nuke: acted.nuke,
-            undoes: Some(record_id),
-        })
-    }
-
-    /// A moderator accepts a suggested action: it is sent (or reported,
-    /// in a dry-run channel) now.
-    pub fn accept(&mut self, record_id: u64, by: &str, now_ms: i64) -> Result<Record, EngineError> {
-        let mut r = self
-            .suggestions
-            .remove(&record_id)
-            .ok_or_else(|| EngineError::NotFound(format!("no open suggestion {record_id}")))?;
-        let dry_run = self.policies.of(&r.stream).dry_run;
-        r.id = self.id();
-        r.at_ms = now_ms;
-        r.by = format!("{} accepted by {by}", r.by);
-        r.status = if dry_run {
-            Status::DryRun
-        } else {
-            Status::Pending
-        };
-        let user = user_of(&r.action.target.user_login, &r.action.target.user_id);
-        if let Some(st) = self.streams.get_mut(&r.stream) {
-            st.strikes.entry(user).or_default().push_back(now_ms);
-        }
-        self.remember_acted(&r);
-        Ok(r)
-    }
-
-    /// The platform's answer for a record sent: an undo needs it.
-    pub fn settle(&mut self, r: &Record) {
-        let Some(n) = r.nuke.and_then(|n| self.nukes.get_mut(&n)) else {
-            return;
-        };
-        if let Some((a, live)) = n.undoable.get_mut(&r.id) {
-            match &r.status {
-                Status::Done { .. } => a.undo_handle.clone_from(&r.action.undo_handle),
-                Status::Failed { .. } => *live = false,
-                _ => {}
-            }
-        }
-    }
-
-    /// Takes a nuke back: its grace window ends and every timeout and ban
-    /// it made is lifted (deletions cannot be undone). Returns the unban
-    /// records.
-    pub fn undo(
-        &mut self,
-        nuke_id: u64,
-        by: &str,
-        now_ms: i64,
-    ) -> Result<Vec<Record>, EngineError> {
-        let n = self
-            .nukes
-            .get_mut(&nuke_id)
-            .ok_or_else(|| EngineError::NotFound(format!("no nuke {nuke_id}")))?;
-        if n.undone {
-            return Err(EngineError::Invalid(format!(
-                "nuke {nuke_id} is already undone"
-            )));
-        }
-        n.undone = true;
-        n.until_ms = n.until_ms.min(now_ms);
-        let dry_run = n.dry_run;
-        let stream = n.stream.clone();
-        let event_id = n.event_id;
-        let lift: Vec<(u64, Action)> = n
-            .undoable
-            .iter()
-            .filter(|(_, (_, live))| *live)
-            .map(|(id, (a, _))| (*id, a.clone()))
-            .collect();
-        let mut records = Vec::new();
-        for (undoes, a) in lift {
-            let id = self.id();
-            records.push(Record {
-                id,
-                at_ms: now_ms,
-                stream: stream.clone(),
-                action: Action {
-                    kind: ActionKind::Unban,
-                    reason: format!("spamscope: undo of nuke {nuke_id}"),
-                    ..a
-                },
-                status: if dry_run {
-                    Status::DryRun
-                } else {
-                    Status::Pending
-                },
-                by: format!("undo of nuke:{nuke_id} by {by}"),
-                evidence: format!("nuke {nuke_id} taken back"),
-                event_id,
-                nuke: Some(nuke_id),
-                undoes: Some(undoes),
-            });
-        }
-        Ok(records)
-    }
 }
 
 /// Copies a user must have sent before a nuke of an event of this class
@@ -1191,104 +961,4 @@ pub fn min_copies_for(class: SpamEventClass) -> usize {
 /// A time for people (UTC, RFC 3339).
 fn time_text(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms).map_or_else(|_| ms.to_string(), |t| t.to_string())
-}
-
-/// The engine's outputs as detector outputs, to publish beside the
-/// detector's own (a moderator's action is in the chat already: none).
-pub fn to_detector_output(o: &Output) -> Option<DetectorOutput> {
-    use spamscope_proto::v1::{ActionRecord, CommandResult, NukeSuggestion as NukeProto};
-    let split = |stream: &str| -> (i32, String) {
-        match StreamKey::parse(stream) {
-            Ok(k) => (k.platform as i32, k.id),
-            Err(_) => (0, stream.to_owned()),
-        }
-    };
-    let kind = match o {
-        Output::Record(r) => {
-            let t = &r.action.target;
-            let detail = match &r.status {
-                Status::Done { answer } => answer.clone(),
-                Status::Failed { reason } | Status::Protected { reason } => reason.clone(),
-                _ => String::new(),
-            };
-            detector_output::Kind::Action(ActionRecord {
-                platform: t.platform,
-                stream_id: t.stream_id.clone(),
-                channel_id: t.channel_id.clone(),
-                record_id: r.id,
-                at_ms: r.at_ms,
-                action: r.action.kind.name().to_owned(),
-                timeout_s: match r.action.kind {
-                    ActionKind::Timeout { seconds } => seconds,
-                    _ => 0,
-                },
-                user_id: t.user_id.clone(),
-                user_login: t.user_login.clone(),
-                message_id: t.message_id.clone(),
-                status: r.status.name().to_owned(),
-                detail,
-                by: r.by.clone(),
-                evidence: r.evidence.clone(),
-                spam_event_id: r.event_id.unwrap_or(0),
-                nuke_id: r.nuke.unwrap_or(0),
-                undoes: r.undoes.unwrap_or(0),
-            })
-        }
-        Output::NukeSuggested(n) => {
-            let (platform, stream_id) = split(&n.stream);
-            detector_output::Kind::NukeSuggestion(NukeProto {
-                platform,
-                stream_id,
-                spam_event_id: n.event_id,
-                at_ms: n.at_ms,
-                class: n.class_id as i32,
-                users: n.users,
-                text: n.text.clone(),
-                by: n.by.clone(),
-            })
-        }
-        Output::CommandResult(c) => {
-            let (platform, stream_id) = split(&c.stream);
-            detector_output::Kind::CommandResult(CommandResult {
-                platform,
-                stream_id,
-                command_id: c.command_id.clone(),
-                at_ms: c.at_ms,
-                ok: c.error.is_empty(),
-                error: c.error.clone(),
-                nuke_id: c.nuke.as_ref().map_or(0, |n| n.nuke),
-                users: c.nuke.as_ref().map_or(0, |n| n.users as u64),
-                messages: c.nuke.as_ref().map_or(0, |n| n.messages as u64),
-            })
-        }
-        Output::Moderator(m) if m.id != 0 => {
-            let (platform, stream_id) = split(&m.stream);
-            let what = match (m.action, m.duration_s) {
-                ("timeout", Some(s)) => format!("timed out for {s} s"),
-                ("ban", _) => "banned".to_owned(),
-                _ => "had a message deleted".to_owned(),
-            };
-            detector_output::Kind::Action(ActionRecord {
-                platform,
-                stream_id,
-                channel_id: m.channel_id.clone(),
-                record_id: m.id,
-                at_ms: m.at_ms,
-                action: m.action.to_owned(),
-                timeout_s: m.duration_s.unwrap_or(0),
-                user_id: m.user_id.clone(),
-                user_login: m.user_login.clone(),
-                message_id: String::new(),
-                status: "done".to_owned(),
-                detail: "seen in the chat".to_owned(),
-                by: "moderator".to_owned(),
-                evidence: format!("{} {what} by a moderator", m.user_login),
-                spam_event_id: 0,
-                nuke_id: 0,
-                undoes: 0,
-            })
-        }
-        Output::Moderator(_) => return None,
-    };
-    Some(DetectorOutput { kind: Some(kind) })
 }
