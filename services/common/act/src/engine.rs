@@ -63,6 +63,9 @@ const MAX_PROTECTED: usize = 10_000;
 const MAX_STRUCK: usize = 100_000;
 /// Nukes remembered (for undo); the oldest go first.
 const MAX_NUKES: usize = 10_000;
+/// Spam events remembered per stream (whether each was suggested or
+/// nuked already); the oldest go first.
+const MAX_EVENTS_SEEN: usize = 10_000;
 /// Timeouts and bans remembered for an undo one by one; the oldest go
 /// first.
 const MAX_ACTED: usize = 100_000;
@@ -208,8 +211,10 @@ struct StreamState {
     /// User → times of spamscope's actions on them (strikes).
     strikes: HashMap<String, VecDeque<i64>>,
     events: HashMap<u64, EventSeen>,
-    /// Users already suggested or acted on for their flag.
-    flag_handled: HashSet<String>,
+    /// User → the time of the last flag answered (suggested or acted
+    /// on): a flag delivered again is not answered twice, a new flag (the
+    /// detector forgot the user, then flagged them again) is.
+    flag_handled: HashMap<String, i64>,
     /// User → until when a moderator's own timeout or ban holds them
     /// (`i64::MAX` for a ban): spamscope leaves them alone meanwhile.
     held: HashMap<String, i64>,
@@ -549,9 +554,20 @@ impl Engine {
                 let policy = self.policies.of(&key).clone();
                 let user = user_of(&d.user_login, &d.user_id);
                 let st = self.stream(&key, d.platform, &d.stream_id);
-                if policy.flagged_users == Mode::Off || !st.flag_handled.insert(user.clone()) {
+                if policy.flagged_users == Mode::Off
+                    || st.flag_handled.get(&user).is_some_and(|at| *at >= d.at_ms)
+                {
                     return;
                 }
+                if st.flag_handled.len() >= MAX_STRUCK && !st.flag_handled.contains_key(&user) {
+                    // Flags answered longer ago than the strike memory no
+                    // longer matter for a repeat.
+                    let forget = d
+                        .at_ms
+                        .saturating_sub(policy.strike_memory.as_millis() as i64);
+                    st.flag_handled.retain(|_, at| *at >= forget);
+                }
+                st.flag_handled.insert(user.clone(), d.at_ms);
                 // Their latest message: one suggestion per flag, and the
                 // next rung, a timeout, clears the rest on the platform.
                 let mut theirs: Vec<Seen> = st
@@ -629,6 +645,18 @@ impl Engine {
         let key = StreamKey::format(Platform::of(e.platform), &e.stream_id);
         let policy = self.policies.of(&key).clone();
         let st = self.stream(&key, e.platform, &e.stream_id);
+        // A channel that never ends (Twitch) sees events without end: the
+        // oldest are forgotten past a bound (their updates are long over).
+        if st.events.len() >= MAX_EVENTS_SEEN
+            && !st.events.contains_key(&e.event_id)
+            && let Some(oldest) = st
+                .events
+                .iter()
+                .min_by_key(|(_, s)| s.first_seen_ms)
+                .map(|(id, _)| *id)
+        {
+            st.events.remove(&oldest);
+        }
         let seen = st.events.entry(e.event_id).or_insert_with(|| EventSeen {
             class: e.class,
             text: e.text.clone(),

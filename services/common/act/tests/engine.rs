@@ -389,6 +389,18 @@ fn policy_modes_decide_between_nothing_a_suggestion_and_an_action() {
         e.accept(r[0].id, "carol", T0 + 1000).is_err(),
         "accepted once"
     );
+    // Flagged again later (the detector forgot them, then saw more): a
+    // new suggestion, one rung up the ladder (the accepted delete counts).
+    out.clear();
+    let mut again = flag.clone();
+    if let Some(detector_output::Kind::Decision(d)) = &mut again.kind {
+        d.at_ms = T0 + 600_000;
+    }
+    e.on_detector(&again, &mut out);
+    e.on_detector(&again, &mut out);
+    let r = records(&out);
+    assert_eq!(r.len(), 1, "the new flag suggested once: {out:?}");
+    assert_eq!(r[0].action.kind, ActionKind::Timeout { seconds: 60 });
 }
 
 #[test]

@@ -47,7 +47,14 @@ impl Engine {
                         at_ms: at.iter().copied().collect(),
                     })
                     .collect(),
-                flag_handled: st.flag_handled.iter().cloned().collect(),
+                flag_handled: st
+                    .flag_handled
+                    .iter()
+                    .map(|(user, at)| HeldUser {
+                        user: user.clone(),
+                        until_ms: *at,
+                    })
+                    .collect(),
                 held: st
                     .held
                     .iter()
@@ -157,7 +164,11 @@ impl Engine {
                     .iter()
                     .map(|u| (u.user.clone(), u.at_ms.iter().copied().collect()))
                     .collect(),
-                flag_handled: p.flag_handled.iter().cloned().collect(),
+                flag_handled: p
+                    .flag_handled
+                    .iter()
+                    .map(|h| (h.user.clone(), h.until_ms))
+                    .collect(),
                 held: p
                     .held
                     .iter()
