@@ -14,6 +14,7 @@ run: build ui
 	@scripts/install-deps.sh run
 	@echo "spamscope: open http://$(LISTEN)/ (Ctrl-C to stop)"
 	$(SPAMSCOPE) standalone --listen $(LISTEN) --speed 2 --history-path target/spamscope-history.redb \
+		--policy docs/policy.example.toml \
 		--replay testdata/twitch/xqcow-2019-09-15.irc --replay testdata/youtube/chilledcow-2020-11.chat-downloader.json
 
 ## replay: the detector alone over the bundled chat, printed as a table

@@ -63,6 +63,9 @@ const MAX_PROTECTED: usize = 10_000;
 const MAX_STRUCK: usize = 100_000;
 /// Nukes remembered (for undo); the oldest go first.
 const MAX_NUKES: usize = 10_000;
+/// A moderator's timeout that ends within this long of the one holding
+/// the user repeats it (no record of its own).
+const REPEAT_SLACK_MS: i64 = 2_000;
 /// Spam events remembered per stream (whether each was suggested or
 /// nuked already); the oldest go first.
 const MAX_EVENTS_SEEN: usize = 10_000;
@@ -271,8 +274,13 @@ fn hold(st: &mut StreamState, user: String, until: i64, now: i64) {
             return;
         }
     }
+    // A new timeout replaces the one before, longer or shorter (a
+    // moderator shortening a timeout lifts it), as on Twitch; a ban holds
+    // until it is lifted.
     let e = st.held.entry(user).or_insert(until);
-    *e = (*e).max(until);
+    if *e != i64::MAX {
+        *e = until;
+    }
 }
 
 /// See the module documentation.
@@ -382,9 +390,23 @@ impl Engine {
         let key = ev.stream_key();
         let now = ev.ts_ms;
         // A moderator's action becomes a record (not when only remembered:
-        // its record was published the first time).
+        // its record was published the first time), unless it repeats one
+        // that holds the user already (two moderators, or a moderator and
+        // a bot, timing out the same user within a second: Twitch sends
+        // both).
+        let held_until = |login: &str, id: &str| {
+            self.streams
+                .get(&key)
+                .and_then(|st| st.held.get(&user_of(login, id)))
+                .copied()
+        };
         let moderated = match &ev.kind {
-            Some(Kind::UserTimedOut(_) | Kind::UserBanned(_)) => true,
+            Some(Kind::UserTimedOut(t)) => {
+                let until = now.saturating_add(i64::from(t.duration_s) * 1000);
+                held_until(&t.user_login, &t.user_id)
+                    .is_none_or(|h| h.abs_diff(until) > REPEAT_SLACK_MS as u64)
+            }
+            Some(Kind::UserBanned(b)) => held_until(&b.user_login, &b.user_id) != Some(i64::MAX),
             Some(Kind::MessageDeleted(d)) => !d.by_author,
             _ => false,
         };

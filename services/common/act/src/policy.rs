@@ -415,6 +415,17 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     #[test]
+    fn the_example_file_holds_the_defaults() {
+        let p = Policies::from_toml(include_str!("../../../../docs/policy.example.toml")).unwrap();
+        let want = Policy {
+            allow: vec!["nightbot".into(), "streamelements".into()],
+            ..Policy::default()
+        };
+        assert_eq!(p.defaults, want);
+        assert!(p.channels.is_empty());
+    }
+
+    #[test]
     fn a_stored_layer_applies_over_the_file_and_round_trips_as_toml() {
         let file = Policies::from_toml(
             "[defaults]\ncopypasta = \"suggest\"\n[channels.\"twitch.a\"]\nflood = \"auto\"\ngrace = \"2m\"\n",

@@ -609,16 +609,35 @@ fn a_command_on_a_replayed_archive_runs_on_the_archive_clock() {
 
 /// The moderators' own actions on the real #xqcow log come out as records
 /// of the audit trail (status done, by the moderator), one per timeout or
-/// ban in the raw log, counted from its CLEARCHAT lines; spamscope's own
+/// ban in the raw log, counted from its CLEARCHAT lines; Twitch's repeats
+/// (the same user timed out again for as long within two seconds, as two
+/// moderators or a moderator and a bot do) are one; spamscope's own
 /// actions are never mistaken for them.
 #[test]
 fn the_moderators_actions_are_records_of_the_trail() {
     let path = spamscope_testkit::xqcow();
     let raw = std::fs::read_to_string(&path).unwrap();
-    let cleared = raw
+    let tag = |l: &str, k: &str| {
+        l.split(';')
+            .find_map(|kv| kv.trim_start_matches('@').strip_prefix(&format!("{k}=")))
+            .map(|v| v.split(' ').next().unwrap_or(v).to_owned())
+    };
+    let mut last: std::collections::HashMap<String, (i64, Option<String>)> = Default::default();
+    let mut cleared = 0;
+    let mut repeats = 0;
+    for l in raw
         .lines()
         .filter(|l| l.contains(" CLEARCHAT #") && l.contains("target-user-id="))
-        .count();
+    {
+        let who = l.rsplit_once(" :").unwrap().1.trim().to_lowercase();
+        let ts: i64 = tag(l, "tmi-sent-ts").unwrap().parse().unwrap();
+        let dur = tag(l, "ban-duration");
+        match last.insert(who, (ts, dur.clone())) {
+            Some((before, d)) if ts - before <= 2_000 && d == dur => repeats += 1,
+            _ => cleared += 1,
+        }
+    }
+    assert!(repeats > 0, "the log has Twitch's repeats");
     let deleted = raw.lines().filter(|l| l.contains(" CLEARMSG #")).count();
     let events =
         spamscope_chat::replay::merge(spamscope_chat::replay::read_files(&[path]).unwrap());
