@@ -32,6 +32,7 @@ use spamscope_detect::DetectorParams;
 use spamscope_history::any::History;
 use spamscope_proto::StreamKey;
 use spamscope_proto::v1::gateway_server::{Gateway as GatewayApi, GatewayServer};
+use spamscope_proto::v1::moderator_command::Op;
 use spamscope_proto::v1::{
     AcceptSuggestionRequest, BacktestRequest, BacktestResponse, ChannelActionsRequest,
     ChannelActionsResponse, ChannelChatRequest, ChannelChatResponse, ChannelHistoryRequest,
@@ -680,55 +681,36 @@ impl GatewayApi for Gateway {
         &self,
         req: Request<UndoNukeRequest>,
     ) -> Result<Response<CommandResult>, Status> {
-        let key = StreamKey::parse(&req.get_ref().stream)
-            .map_err(|e| GatewayError::Invalid(format!("stream: {e}")))?;
-        let id = req.get_ref().nuke_id;
-        if id == 0 {
-            return Err(GatewayError::Invalid("nuke_id: name the nuke to undo".into()).into());
-        }
-        let by = self.authorize_channel(&req, &key.to_string())?;
-        let op = spamscope_proto::v1::moderator_command::Op::Undo(spamscope_proto::v1::UndoNuke {
-            nuke_id: id,
-        });
-        Ok(Response::new(self.command(&key, by, op).await?))
+        let (stream, id) = (req.get_ref().stream.clone(), req.get_ref().nuke_id);
+        let op = |nuke_id| Op::Undo(spamscope_proto::v1::UndoNuke { nuke_id });
+        let named = ("nuke_id", "the nuke to undo");
+        Ok(Response::new(
+            self.command_on(&req, &stream, id, named, op).await?,
+        ))
     }
 
     async fn accept_suggestion(
         &self,
         req: Request<AcceptSuggestionRequest>,
     ) -> Result<Response<CommandResult>, Status> {
-        let key = StreamKey::parse(&req.get_ref().stream)
-            .map_err(|e| GatewayError::Invalid(format!("stream: {e}")))?;
-        let id = req.get_ref().record_id;
-        if id == 0 {
-            return Err(
-                GatewayError::Invalid("record_id: name the suggestion to accept".into()).into(),
-            );
-        }
-        let by = self.authorize_channel(&req, &key.to_string())?;
-        let op = spamscope_proto::v1::moderator_command::Op::Accept(
-            spamscope_proto::v1::AcceptSuggestion { record_id: id },
-        );
-        Ok(Response::new(self.command(&key, by, op).await?))
+        let (stream, id) = (req.get_ref().stream.clone(), req.get_ref().record_id);
+        let op = |record_id| Op::Accept(spamscope_proto::v1::AcceptSuggestion { record_id });
+        let named = ("record_id", "the suggestion to accept");
+        Ok(Response::new(
+            self.command_on(&req, &stream, id, named, op).await?,
+        ))
     }
 
     async fn undo_action(
         &self,
         req: Request<UndoActionRequest>,
     ) -> Result<Response<CommandResult>, Status> {
-        let key = StreamKey::parse(&req.get_ref().stream)
-            .map_err(|e| GatewayError::Invalid(format!("stream: {e}")))?;
-        let id = req.get_ref().record_id;
-        if id == 0 {
-            return Err(
-                GatewayError::Invalid("record_id: name the timeout or ban to undo".into()).into(),
-            );
-        }
-        let by = self.authorize_channel(&req, &key.to_string())?;
-        let op = spamscope_proto::v1::moderator_command::Op::UndoAction(
-            spamscope_proto::v1::UndoAction { record_id: id },
-        );
-        Ok(Response::new(self.command(&key, by, op).await?))
+        let (stream, id) = (req.get_ref().stream.clone(), req.get_ref().record_id);
+        let op = |record_id| Op::UndoAction(spamscope_proto::v1::UndoAction { record_id });
+        let named = ("record_id", "the timeout or ban to undo");
+        Ok(Response::new(
+            self.command_on(&req, &stream, id, named, op).await?,
+        ))
     }
 
     async fn channel_actions(

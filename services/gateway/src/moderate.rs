@@ -156,6 +156,29 @@ impl Gateway {
 
     /// Sends `op` by `by` into `key`'s chat and waits for its replica's
     /// answer.
+    /// A command that names one nuke or record (`id`, the request's field
+    /// `named.0`, which is `named.1`): the stream and the id checked, the
+    /// caller authorized, then carried out as [`Gateway::command`].
+    pub(crate) async fn command_on<T>(
+        &self,
+        req: &Request<T>,
+        stream: &str,
+        id: u64,
+        named: (&str, &str),
+        op: impl FnOnce(u64) -> Op,
+    ) -> Result<CommandResult, GatewayError> {
+        let key =
+            StreamKey::parse(stream).map_err(|e| GatewayError::Invalid(format!("stream: {e}")))?;
+        if id == 0 {
+            return Err(GatewayError::Invalid(format!(
+                "{}: name {}",
+                named.0, named.1
+            )));
+        }
+        let by = self.authorize_channel(req, &key.to_string())?;
+        self.command(&key, by, op(id)).await
+    }
+
     pub(crate) async fn command(
         &self,
         key: &StreamKey,
