@@ -240,14 +240,7 @@ impl HistoryStore {
             let prefix = format!("{stream}\0");
             return scan(&a, &prefix, None, cursor, page_size, |k| get_action(&a, k));
         };
-        let idx = txn.open_table(ACT_BY_USER)?;
-        let prefix = format!("{}\0", self.resolve_user(&txn, &idx, user)?);
-        scan(&idx, &prefix, None, cursor, page_size, |k| {
-            match k.split('\0').collect::<Vec<_>>()[..] {
-                [_, at, s, id] if s == stream => get_action(&a, &format!("{s}\0{at}\0{id}")),
-                _ => Ok(None),
-            }
-        })
+        self.actions_of(&txn, &a, user, Some(stream), page_size, cursor)
     }
 
     /// Actions about a user (login or id, any case) in every stream,
@@ -260,11 +253,26 @@ impl HistoryStore {
     ) -> Result<Page<ActionRecord>, HistoryError> {
         let txn = self.db.begin_read()?;
         let a = txn.open_table(ACTIONS)?;
+        self.actions_of(&txn, &a, user, None, page_size, cursor)
+    }
+
+    /// A user's actions through their index, in `stream` only when given.
+    fn actions_of(
+        &self,
+        txn: &redb::ReadTransaction,
+        a: &redb::ReadOnlyTable<&'static str, &'static [u8]>,
+        user: &str,
+        stream: Option<&str>,
+        page_size: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<ActionRecord>, HistoryError> {
         let idx = txn.open_table(ACT_BY_USER)?;
-        let prefix = format!("{}\0", self.resolve_user(&txn, &idx, user)?);
+        let prefix = format!("{}\0", self.resolve_user(txn, &idx, user)?);
         scan(&idx, &prefix, None, cursor, page_size, |k| {
             match k.split('\0').collect::<Vec<_>>()[..] {
-                [_, at, s, id] => get_action(&a, &format!("{s}\0{at}\0{id}")),
+                [_, at, s, id] if stream.is_none_or(|want| want == s) => {
+                    get_action(a, &format!("{s}\0{at}\0{id}"))
+                }
                 _ => Ok(None),
             }
         })
