@@ -108,10 +108,11 @@ async function activity(user: string, stream: string, signal: AbortSignal): Prom
   return box;
 }
 
-/** One of spamscope's actions about a user, with its stream. */
+/** One action about a user (spamscope's, or a moderator's seen in the chat), with its stream. */
 function actionRow(x: ActionRecord): HTMLElement {
   const stream = streamOf(x);
   return h("li", { class: "record", "data-status": x.status, "data-action": x.action, "data-by": x.by === "moderator" ? "moderator" : "spamscope" },
+    x.by === "moderator" ? "moderator · " : "",
     h("b", {}, x.action === "timeout" ? `timeout ${x.timeoutS} s` : x.action), ` · ${x.status.replaceAll("_", " ")}`,
     x.detail ? h("span", { class: "meta" }, ` (${x.detail})`) : "",
     " in ", h("a", { href: `#/channel/${encodeURIComponent(stream)}` }, stream),
@@ -126,8 +127,8 @@ export async function userPage(app: HTMLElement, user: string, signal: AbortSign
   const streams = h("div", { id: "user-streams" });
   const title = h("h1", {}, user);
   app.replaceChildren(title,
-    h("p", { class: "meta" }, "Flags across every stream, newest first, each with its evidence; what spamscope did or suggested about the user; then what the user did in the streams they were flagged or seen in. Look a user up by login or by id (Twitch user id, YouTube channel id)."),
-    h("h2", {}, "Flags"), list, more, h("h2", {}, "spamscope's actions"), acts, moreActs, streams);
+    h("p", { class: "meta" }, "Flags across every stream, newest first, each with its evidence; what spamscope suggested or did about the user, and what the moderators did (marked moderator); then what the user did in the streams they were flagged or seen in. Look a user up by login or by id (Twitch user id, YouTube channel id)."),
+    h("h2", {}, "Flags"), list, more, h("h2", {}, "Actions"), acts, moreActs, streams);
   const loadActs = async (token: string) => {
     const p = await retrying(() => api.userHistory({ user, pageSize: 50, actionsPageToken: token }, { signal }), signal);
     acts.append(...p.actions.map(actionRow));
