@@ -8,8 +8,9 @@
 //! the number of repetitions do not split a copypasta:
 //! 1. exact: the 64-bit hash of the key is looked up;
 //! 2. near: otherwise its MinHash signature (character 3-grams of the key,
-//!    gaoya's seeded `MinHasher32`) is queried in a banded LSH index (gaoya
-//!    `MinHashIndex`) and the most similar group above the threshold wins
+//!    gaoya's seeded `MinHasher32`) is looked up in a banded LSH index
+//!    ([`Bands`]: the groups that share every slot of at least one band are
+//!    the candidates) and the most similar group above the threshold wins
 //!    (ties: the oldest group, so the choice is the same on every replica);
 //! 3. a word more or less: a short message (up to four words) whose word or
 //!    word pair is a group's key, or whose key is a word (pair) of a short
@@ -27,7 +28,8 @@ use std::collections::BTreeSet;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use gaoya::minhash::{MinHashIndex, MinHasher, MinHasher32, SmallVecContainer};
+use gaoya::minhash::{MinHasher, MinHasher32};
+use smallvec::SmallVec;
 use spamscope_proto::v1::{SpamEventClass, SpamEventState, Trigger};
 
 use crate::classes::Measures;
@@ -118,9 +120,74 @@ pub fn similarity(a: &str, b: &str) -> f64 {
     if fa.key_hash == fb.key_hash && fa.key == fb.key {
         return 1.0;
     }
-    let (sa, sb) = (fa.derived.signature(&fa.key), fb.derived.signature(&fb.key));
-    let equal = sa.iter().zip(sb).filter(|(x, y)| x == y).count();
-    equal as f64 / sa.len().max(1) as f64
+    signature_similarity(
+        fa.derived.signature(&fa.key),
+        fb.derived.signature(&fb.key),
+    )
+}
+
+/// The share of equal slots of two signatures (the estimated Jaccard
+/// similarity of what they sign).
+fn signature_similarity(a: &[u32], b: &[u32]) -> f64 {
+    let equal = a.iter().zip(b).filter(|(x, y)| x == y).count();
+    equal as f64 / a.len().max(b.len()).max(1) as f64
+}
+
+/// Banded LSH: a signature's [`BANDS`] runs of [`ROWS`] slots are its
+/// bands, and the groups whose signature has the same slots in a band are
+/// in that band's bucket. Groups that share a bucket with a query are its
+/// candidates (a Jaccard similarity of 0.5 shares one with probability
+/// 1 - (1 - 0.5^3)^8 = 0.66, one of 0.8 with 0.99).
+///
+/// One map for every band, keyed by the band's number and its slots
+/// exactly (no hash of the slots stands in for them). A bucket holds one
+/// or two groups almost always: inline, no allocation.
+#[derive(Default)]
+struct Bands {
+    buckets: FxHashMap<[u32; ROWS + 1], SmallVec<[u64; 2]>>,
+}
+
+impl Bands {
+    /// The bucket keys of a signature; none for a signature of another
+    /// length (never from [`Signer`]).
+    fn keys(sig: &[u32]) -> impl Iterator<Item = [u32; ROWS + 1]> + '_ {
+        let ok = sig.len() == NUM_HASHES;
+        sig.chunks_exact(ROWS)
+            .take(if ok { BANDS } else { 0 })
+            .zip(0u32..)
+            .map(|(slots, band)| {
+                let mut key = [band; ROWS + 1];
+                key[1..].copy_from_slice(slots);
+                key
+            })
+    }
+
+    fn insert(&mut self, id: u64, sig: &[u32]) {
+        for key in Self::keys(sig) {
+            let bucket = self.buckets.entry(key).or_default();
+            if !bucket.contains(&id) {
+                bucket.push(id);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: u64, sig: &[u32]) {
+        for key in Self::keys(sig) {
+            if let Some(bucket) = self.buckets.get_mut(&key) {
+                bucket.retain(|g| *g != id);
+                if bucket.is_empty() {
+                    self.buckets.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Every group in a bucket of `sig` (a group once per band it shares).
+    fn candidates<'a>(&'a self, sig: &'a [u32]) -> impl Iterator<Item = &'a u64> + 'a {
+        Self::keys(sig)
+            .filter_map(|key| self.buckets.get(&key))
+            .flatten()
+    }
 }
 
 impl Signer {
@@ -304,10 +371,8 @@ pub struct Clusters {
     pub clusters: FxHashMap<u64, Cluster>,
     exact: FxHashMap<u64, u64>,
     partial: FxHashMap<u64, u64>,
-    /// Band buckets hold one or two groups almost always: an inline small
-    /// vector each instead of a hash set per bucket (an allocation per
-    /// insert and per drop).
-    index: MinHashIndex<u32, u64, SmallVecContainer<u64, 2>>,
+    /// The groups' signatures by band.
+    index: Bands,
     /// Ids of the groups that became spam events (few): a tick visits
     /// these, not every group.
     promoted: BTreeSet<u64>,
@@ -329,9 +394,7 @@ impl Default for Clusters {
             clusters: FxHashMap::default(),
             exact: FxHashMap::default(),
             partial: FxHashMap::default(),
-            // Small start: most streams are quiet, and the default
-            // constructor reserves room for thousands of entries per band.
-            index: MinHashIndex::new_with_capacity(BANDS, ROWS, 0.0, 16, 0.0),
+            index: Bands::default(),
             promoted: BTreeSet::new(),
             next_id: 1,
         }
@@ -476,7 +539,13 @@ impl Clusters {
 
     fn nearest(&self, sig: &Signature, threshold: f64) -> Option<u64> {
         let mut best: Option<(f64, u64)> = None;
-        for (id, sim) in self.index.query_owned_return_similarity(sig) {
+        // A group in several of the query's bands is weighed once per
+        // band: the same similarity each time, so the same winner.
+        for &id in self.index.candidates(sig) {
+            let Some(c) = self.clusters.get(&id) else {
+                continue;
+            };
+            let sim = signature_similarity(&c.signature, sig);
             if sim < threshold {
                 continue;
             }
@@ -491,7 +560,7 @@ impl Clusters {
     fn create(&mut self, sig: Signature, m: &Message<'_>, pieces: &[(u64, usize)]) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        self.index.insert(id, sig.clone());
+        self.index.insert(id, &sig);
         let len = m.letters as usize;
         let mut partials = Vec::new();
         for &(h, plen) in pieces {
@@ -541,7 +610,7 @@ impl Clusters {
         for k in &c.partials {
             self.partial.entry(*k).or_insert(c.id);
         }
-        self.index.insert(c.id, c.signature.clone());
+        self.index.insert(c.id, &c.signature);
         if c.promoted {
             self.promoted.insert(c.id);
         }
@@ -668,7 +737,7 @@ impl Clusters {
                     self.partial.remove(k);
                 }
             }
-            self.index.remove(&id);
+            self.index.remove(id, &c.signature);
         }
     }
 
