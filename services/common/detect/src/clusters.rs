@@ -57,7 +57,9 @@ pub const MAX_PIECE_WORDS: usize = 4;
 pub const MAX_GROUP_USERS: usize = 4096;
 const SAMPLE_USERS: usize = 5;
 
-pub type Signature = Vec<u32>;
+/// A MinHash signature, shared: the text cache and every group of that
+/// text hold the same one.
+pub type Signature = std::sync::Arc<[u32]>;
 
 /// MinHash signatures of normalised text.
 pub struct Signer {
@@ -98,7 +100,7 @@ pub struct Derived {
 
 impl Derived {
     pub(crate) fn signature(&self, key: &str) -> &Signature {
-        self.signature.get_or_init(|| SIGNER.sign(key))
+        self.signature.get_or_init(|| SIGNER.sign(key).into())
     }
 
     pub(crate) fn pieces(&self, normalized: &str) -> &[(u64, usize)] {
@@ -120,10 +122,7 @@ pub fn similarity(a: &str, b: &str) -> f64 {
     if fa.key_hash == fb.key_hash && fa.key == fb.key {
         return 1.0;
     }
-    signature_similarity(
-        fa.derived.signature(&fa.key),
-        fb.derived.signature(&fb.key),
-    )
+    signature_similarity(fa.derived.signature(&fa.key), fb.derived.signature(&fb.key))
 }
 
 /// The share of equal slots of two signatures (the estimated Jaccard
@@ -192,7 +191,7 @@ impl Bands {
 
 impl Signer {
     /// Signature of a similarity key.
-    pub fn sign(&self, key: &str) -> Signature {
+    pub fn sign(&self, key: &str) -> Vec<u32> {
         let chars: Vec<char> = key.chars().collect();
         if chars.len() < 3 {
             return self.hasher.create_signature(std::iter::once(&chars[..]));
@@ -218,7 +217,7 @@ pub struct Cluster {
     pub id: u64,
     pub signature: Signature,
     pub variants: Vec<Variant>,
-    pub users: FxHashSet<u64>,
+    pub users: Members,
     pub users_overflow: u64,
     pub count: u64,
     pub first_seen_ms: i64,
@@ -235,8 +234,8 @@ pub struct Cluster {
     pub sample_users: Vec<String>,
     /// Key hashes registered for exact lookup, and word (pair) hashes
     /// registered for the word-more-or-less match.
-    pub keys: Vec<u64>,
-    pub partials: Vec<u64>,
+    pub keys: SmallVec<[u64; 2]>,
+    pub partials: SmallVec<[u64; 2]>,
     /// Members who were first-time or new chatters when they joined.
     pub new_users: u64,
     /// Messages carrying a link (not on the allow list), and the first
@@ -252,6 +251,88 @@ pub struct Cluster {
     pub spam_recent: crate::norms::Decayed,
     /// Why the class (recomputed with it, not snapshotted).
     pub class_evidence: Vec<Trigger>,
+}
+
+/// The distinct users of a group. Most groups are one message of one
+/// user: the first few are kept inline (no allocation), a set is made
+/// when there are more.
+#[derive(Debug, Clone)]
+pub enum Members {
+    Few(SmallVec<[u64; FEW_MEMBERS]>),
+    Many(FxHashSet<u64>),
+}
+
+/// Members kept inline.
+const FEW_MEMBERS: usize = 4;
+
+impl Default for Members {
+    fn default() -> Self {
+        Members::Few(SmallVec::new())
+    }
+}
+
+impl Members {
+    pub fn len(&self) -> usize {
+        match self {
+            Members::Few(v) => v.len(),
+            Members::Many(s) => s.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn contains(&self, user: &u64) -> bool {
+        match self {
+            Members::Few(v) => v.contains(user),
+            Members::Many(s) => s.contains(user),
+        }
+    }
+
+    /// Adds `user`; false when it was there.
+    pub fn insert(&mut self, user: u64) -> bool {
+        match self {
+            Members::Few(v) if v.contains(&user) => false,
+            Members::Few(v) if v.len() < FEW_MEMBERS => {
+                v.push(user);
+                true
+            }
+            Members::Few(v) => {
+                let mut set: FxHashSet<u64> = v.iter().copied().collect();
+                set.insert(user);
+                *self = Members::Many(set);
+                true
+            }
+            Members::Many(s) => s.insert(user),
+        }
+    }
+
+    /// In no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &u64> {
+        let (few, many) = match self {
+            Members::Few(v) => (Some(v.iter()), None),
+            Members::Many(s) => (None, Some(s.iter())),
+        };
+        few.into_iter().flatten().chain(many.into_iter().flatten())
+    }
+}
+
+impl FromIterator<u64> for Members {
+    fn from_iter<I: IntoIterator<Item = u64>>(iter: I) -> Self {
+        let mut m = Members::default();
+        for u in iter {
+            m.insert(u);
+        }
+        m
+    }
+}
+
+/// The same users, however they are held.
+impl PartialEq for Members {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().all(|u| other.contains(u))
+    }
 }
 
 impl Cluster {
@@ -562,7 +643,7 @@ impl Clusters {
         self.next_id += 1;
         self.index.insert(id, &sig);
         let len = m.letters as usize;
-        let mut partials = Vec::new();
+        let mut partials = SmallVec::new();
         for &(h, plen) in pieces {
             if plen >= MIN_PIECE_LETTERS && plen * 2 >= len && !partials.contains(&h) {
                 self.partial.entry(h).or_insert(id);
@@ -575,7 +656,7 @@ impl Clusters {
                 id,
                 signature: sig,
                 variants: Vec::new(),
-                users: FxHashSet::default(),
+                users: Members::default(),
                 users_overflow: 0,
                 count: 0,
                 first_seen_ms: i64::MAX,
@@ -587,7 +668,7 @@ impl Clusters {
                 fingerprint: String::new(),
                 text: String::new(),
                 sample_users: Vec::new(),
-                keys: Vec::new(),
+                keys: SmallVec::new(),
                 partials,
                 new_users: 0,
                 link_messages: 0,
@@ -855,6 +936,32 @@ mod tests {
             )
         );
         assert_eq!(ev.class, SpamEventClass::Copypasta);
+    }
+
+    #[test]
+    fn members_count_each_user_once_inline_or_in_a_set() {
+        let mut m = Members::default();
+        for u in [7, 3, 7, 9, 3] {
+            m.insert(u);
+        }
+        assert!(matches!(m, Members::Few(_)));
+        assert_eq!(m.len(), 3);
+        // Past the inline ones: a set, the same users.
+        for u in [1, 2, 9, 4, 5, 1] {
+            m.insert(u);
+        }
+        assert!(matches!(m, Members::Many(_)));
+        assert_eq!(m.len(), 7);
+        assert!(!m.insert(4) && m.contains(&4) && !m.contains(&6));
+        let mut all: Vec<u64> = m.iter().copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, [1, 2, 3, 4, 5, 7, 9]);
+        // Equal by who is in them, not by how they are held or ordered.
+        let few: Members = [9, 3, 7].into_iter().collect();
+        let mut set = FxHashSet::default();
+        set.extend([3, 7, 9]);
+        assert_eq!(few, Members::Many(set));
+        assert_ne!(few, [3, 7].into_iter().collect::<Members>());
     }
 
     #[test]

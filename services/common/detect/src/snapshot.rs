@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use prost::Message;
@@ -85,7 +85,7 @@ impl StreamDetector {
                 members.sort_unstable();
                 ClusterSnapshot {
                     id: c.id,
-                    signature: c.signature.clone(),
+                    signature: c.signature.to_vec(),
                     variants: c
                         .variants
                         .iter()
@@ -109,8 +109,8 @@ impl StreamDetector {
                     text: c.text.clone(),
                     sample_users: c.sample_users.clone(),
                     users_overflow: c.users_overflow,
-                    keys: c.keys.clone(),
-                    partials: c.partials.clone(),
+                    keys: c.keys.to_vec(),
+                    partials: c.partials.to_vec(),
                     new_users: c.new_users,
                     link_messages: c.link_messages,
                     link_domain: c.link_domain.clone(),
@@ -254,7 +254,7 @@ impl StreamDetector {
         for c in s.clusters {
             clusters.restore(Cluster {
                 id: c.id,
-                signature: c.signature,
+                signature: c.signature.into(),
                 variants: c
                     .variants
                     .into_iter()
@@ -266,7 +266,7 @@ impl StreamDetector {
                         count: v.count,
                     })
                     .collect(),
-                users: c.users.into_iter().collect::<FxHashSet<u64>>(),
+                users: c.users.into_iter().collect(),
                 users_overflow: c.users_overflow,
                 count: c.count,
                 first_seen_ms: c.first_seen_ms,
@@ -278,8 +278,8 @@ impl StreamDetector {
                 fingerprint: c.fingerprint,
                 text: c.text,
                 sample_users: c.sample_users,
-                keys: c.keys,
-                partials: c.partials,
+                keys: c.keys.into(),
+                partials: c.partials.into(),
                 new_users: c.new_users,
                 link_messages: c.link_messages,
                 link_domain: c.link_domain,

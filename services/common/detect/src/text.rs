@@ -218,7 +218,7 @@ mod tests {
         let t = "WATCH SADIST on youtube";
         let f = facts(t);
         let signer = crate::clusters::Signer::default();
-        assert_eq!(f.derived.signature(&f.key), &signer.sign(&f.key));
+        assert_eq!(&f.derived.signature(&f.key)[..], &signer.sign(&f.key)[..]);
         assert_eq!(
             f.derived.pieces(&f.normalized),
             &spamscope_chat::normalize::word_key_hashes(
