@@ -249,8 +249,6 @@ pub struct Cluster {
     pub class: SpamEventClass,
     /// Its messages counted as spam, decaying like the channel norms.
     pub spam_recent: crate::norms::Decayed,
-    /// Why the class (recomputed with it, not snapshotted).
-    pub class_evidence: Vec<Trigger>,
 }
 
 /// The distinct users of a group. Most groups are one message of one
@@ -376,25 +374,33 @@ impl Cluster {
         }
     }
 
-    /// Text, letters and class follow the group as it grows.
-    pub fn refresh(&mut self, p: &DetectorParams) {
-        if let Some((text, letters)) = self.dominant().map(|d| (d.text.clone(), d.letters)) {
-            self.text = text;
-            self.letters = letters;
+    /// Text, letters and class follow the group as it grows; returns why
+    /// the class (built for the update that shows it, not kept).
+    pub fn refresh(&mut self, p: &DetectorParams) -> Vec<Trigger> {
+        if let Some(i) = self.dominant_index() {
+            let d = &self.variants[i];
+            if self.text != d.text {
+                self.text.clone_from(&d.text);
+            }
+            self.letters = d.letters;
         }
         let (class, evidence) =
             crate::classes::classify(&self.measures(), self.allowed, &self.link_domain, p);
         self.class = class;
-        self.class_evidence = evidence;
+        evidence
     }
 
     pub fn dominant(&self) -> Option<&Variant> {
+        self.dominant_index().map(|i| &self.variants[i])
+    }
+
+    fn dominant_index(&self) -> Option<usize> {
         // Most frequent; ties go to the first seen (lowest index).
         self.variants
             .iter()
             .enumerate()
             .max_by(|(ia, a), (ib, b)| a.count.cmp(&b.count).then(ib.cmp(ia)))
-            .map(|(_, v)| v)
+            .map(|(i, _)| i)
     }
 }
 
@@ -449,7 +455,9 @@ pub struct Assignment {
 /// All groups of one stream.
 pub struct Clusters {
     /// By id (iterate in id order where order shows: see the snapshot).
-    pub clusters: FxHashMap<u64, Cluster>,
+    /// Boxed: a group is a few hundred bytes, and the map moves its
+    /// entries each time it grows.
+    pub clusters: FxHashMap<u64, Box<Cluster>>,
     exact: FxHashMap<u64, u64>,
     partial: FxHashMap<u64, u64>,
     /// The groups' signatures by band.
@@ -652,7 +660,7 @@ impl Clusters {
         }
         self.clusters.insert(
             id,
-            Cluster {
+            Box::new(Cluster {
                 id,
                 signature: sig,
                 variants: Vec::new(),
@@ -677,8 +685,7 @@ impl Clusters {
                 allowed: false,
                 class: SpamEventClass::Unspecified,
                 spam_recent: crate::norms::Decayed::default(),
-                class_evidence: Vec::new(),
-            },
+            }),
         );
         id
     }
@@ -695,15 +702,15 @@ impl Clusters {
         if c.promoted {
             self.promoted.insert(c.id);
         }
-        self.clusters.insert(c.id, c);
+        self.clusters.insert(c.id, Box::new(c));
     }
 
     pub fn get(&self, id: u64) -> Option<&Cluster> {
-        self.clusters.get(&id)
+        self.clusters.get(&id).map(|c| &**c)
     }
 
     pub fn get_mut(&mut self, id: u64) -> Option<&mut Cluster> {
-        self.clusters.get_mut(&id)
+        self.clusters.get_mut(&id).map(|c| &mut **c)
     }
 
     /// Ends quiet spam events and returns the groups to emit (in id order);
@@ -769,12 +776,17 @@ impl Clusters {
     }
 
     /// Marks an update of group `id` emitted (its text follows its most
-    /// frequent variant, its class what it has become); returns it.
-    pub fn mark_emitted(&mut self, id: u64, p: &DetectorParams) -> Option<&Cluster> {
+    /// frequent variant, its class what it has become); returns it and
+    /// the evidence of its class.
+    pub fn mark_emitted(
+        &mut self,
+        id: u64,
+        p: &DetectorParams,
+    ) -> Option<(&Cluster, Vec<Trigger>)> {
         let c = self.clusters.get_mut(&id)?;
         c.version += 1;
         c.dirty = false;
-        c.refresh(p);
+        let evidence = c.refresh(p);
         if c.fingerprint.is_empty()
             && let Some(d) = c.dominant()
         {
@@ -782,7 +794,7 @@ impl Clusters {
             // shown with, so that text and fingerprint agree everywhere.
             c.fingerprint = format!("{:016x}", d.key_hash);
         }
-        Some(c)
+        Some((c, evidence))
     }
 
     /// Ends every spam event (the stream closed); returns them in id order.
@@ -924,7 +936,7 @@ mod tests {
             stop.cluster, id,
             "a different message about cheese is not the copypasta"
         );
-        let ev = c.mark_emitted(id, &p).unwrap().clone();
+        let ev = c.mark_emitted(id, &p).unwrap().0.clone();
         assert_eq!(ev.count, 5);
         assert_eq!(ev.unique_users(), 5);
         assert!(ev.promoted);
@@ -989,11 +1001,11 @@ mod tests {
         for (i, t) in texts.iter().enumerate() {
             id = put(&mut c, &p, t, i as u64, i as i64).cluster;
         }
-        let fp = c.mark_emitted(id, &p).unwrap().fingerprint.clone();
+        let fp = c.mark_emitted(id, &p).unwrap().0.fingerprint.clone();
         for i in 0..20 {
             put(&mut c, &p, "❤❤TECHNO SUPPORT❤❤", 100 + i, 100 + i as i64);
         }
-        let e = c.mark_emitted(id, &p).unwrap();
+        let e = c.mark_emitted(id, &p).unwrap().0;
         assert_eq!(e.text, "❤❤TECHNO SUPPORT❤❤");
         assert_eq!(
             e.fingerprint, fp,
@@ -1035,7 +1047,7 @@ mod tests {
                 )
                 .cluster;
         }
-        let g = c.mark_emitted(id, &p).unwrap();
+        let g = c.mark_emitted(id, &p).unwrap().0;
         assert!(g.variants.len() <= MAX_VARIANTS);
         assert_eq!(g.text, "FREE COINS HERE");
     }

@@ -232,6 +232,13 @@ impl Detector {
         if let Some(p) = self.compiled.get(&cache_key) {
             return Ok(Arc::clone(p));
         }
+        if cache_key.is_empty() && self.defaults.is_null() && self.cluster.is_null() {
+            // No layer at all: the process's one compilation of the
+            // built-in params (a new detector need not compile them again).
+            let p = CompiledParams::defaults();
+            self.compiled.insert(cache_key, Arc::clone(&p));
+            return Ok(p);
+        }
         let null = Value::Null;
         let layers = [
             &self.defaults,

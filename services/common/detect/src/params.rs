@@ -538,9 +538,15 @@ impl CompiledParams {
         }))
     }
 
+    /// The built-in params, compiled once per process (two regex sets and
+    /// a JSON round trip: about as much work as a few thousand messages).
     pub fn defaults() -> Arc<Self> {
-        #[allow(clippy::expect_used)] // the defaults are validated by a unit test
-        Self::new(DetectorParams::default()).expect("default params are valid")
+        static DEFAULTS: std::sync::LazyLock<Arc<CompiledParams>> =
+            std::sync::LazyLock::new(|| {
+                #[allow(clippy::expect_used)] // the defaults are validated by a unit test
+                CompiledParams::new(DetectorParams::default()).expect("default params are valid")
+            });
+        Arc::clone(&DEFAULTS)
     }
 }
 

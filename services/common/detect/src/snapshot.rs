@@ -76,7 +76,7 @@ impl StreamDetector {
             })
             .collect();
         users.sort_unstable_by_key(|u| u.key);
-        let mut in_order: Vec<&Cluster> = self.clusters.clusters.values().collect();
+        let mut in_order: Vec<&Cluster> = self.clusters.clusters.values().map(|c| &**c).collect();
         in_order.sort_unstable_by_key(|c| c.id);
         let clusters = in_order
             .into_iter()
@@ -290,7 +290,6 @@ impl StreamDetector {
                     value: c.spam_recent,
                     at_ms: c.spam_recent_at_ms,
                 },
-                class_evidence: Vec::new(),
             });
         }
         clusters.next_id = s.next_cluster_id;

@@ -742,7 +742,7 @@ impl StreamDetector {
     }
 
     fn emit_event(&mut self, id: u64, out: &mut Vec<DetectorOutput>) {
-        let Some(c) = self.clusters.mark_emitted(id, &self.params.params) else {
+        let Some((c, class_evidence)) = self.clusters.mark_emitted(id, &self.params.params) else {
             return;
         };
         out.push(DetectorOutput {
@@ -761,7 +761,7 @@ impl StreamDetector {
                 sample_users: c.sample_users.clone(),
                 class: c.class as i32,
                 spam: is_spam(c.class),
-                class_evidence: c.class_evidence.clone(),
+                class_evidence,
             })),
         });
     }
