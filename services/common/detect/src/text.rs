@@ -5,8 +5,10 @@
 //! a text do not depend on who sent it, where, or the params.
 //!
 //! The cache is per thread (a detector's stream loop runs on one) and
-//! bounded: two generations of at most [`GENERATION`] texts, each at most
-//! [`MAX_CACHED_BYTES`] long; when the newer one fills, the older is
+//! bounded: two generations of at most [`GENERATION`] texts and
+//! [`GENERATION_BYTES`] of text (the text, its normal form and its key),
+//! each text at most [`MAX_CACHED_BYTES`] long; when the newer one fills
+//! (either bound), the older is
 //! dropped, and a text found in the older moves to the newer. A longer
 //! text is worked out each time. Memoising pure functions: the outputs are
 //! the same with or without it.
@@ -30,8 +32,13 @@ use crate::stable::stable_hash;
 
 /// Texts per generation.
 pub const GENERATION: usize = 4096;
-/// Longest text kept (bytes): a cache entry holds about three copies.
-pub const MAX_CACHED_BYTES: usize = 1024;
+/// Longest text kept (bytes). Longer than any chat message (Twitch's 500
+/// characters are at most 2,000 bytes): braille and emoji walls of a
+/// few kilobytes are cached too, and they cost the most to work out.
+pub const MAX_CACHED_BYTES: usize = 8 * 1024;
+/// Bytes of text per generation (a cache entry holds about three copies
+/// of its text): two generations are at most about 2 MiB per thread.
+pub const GENERATION_BYTES: usize = 1024 * 1024;
 
 /// What a text says by itself.
 #[derive(Debug)]
@@ -129,6 +136,8 @@ impl TextFacts {
 struct Cache {
     newer: FxHashMap<Box<str>, Rc<TextFacts>>,
     older: FxHashMap<Box<str>, Rc<TextFacts>>,
+    /// Bytes of the newer generation ([`entry_bytes`]).
+    newer_bytes: usize,
     hits: u64,
     misses: u64,
 }
@@ -160,12 +169,20 @@ pub fn facts(text: &str) -> Rc<TextFacts> {
                 (Box::from(text), Rc::new(TextFacts::of(text)))
             }
         };
-        if c.newer.len() >= GENERATION {
+        let bytes = entry_bytes(&key, &f);
+        if c.newer.len() >= GENERATION || c.newer_bytes + bytes > GENERATION_BYTES {
             c.older = std::mem::take(&mut c.newer);
+            c.newer_bytes = 0;
         }
+        c.newer_bytes += bytes;
         c.newer.insert(key, Rc::clone(&f));
         f
     })
+}
+
+/// What an entry counts against [`GENERATION_BYTES`].
+fn entry_bytes(text: &str, f: &TextFacts) -> usize {
+    text.len() + f.normalized.len() + f.key.len()
 }
 
 /// This thread's cache hits and misses so far (for benchmarks).
@@ -179,6 +196,31 @@ pub fn cache_counts() -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn walls_are_cached_within_the_byte_bound() {
+        // Braille walls of 3 bytes a character, about 1.5 KB each: cached
+        // (a second look is a hit), and many distinct ones rotate the
+        // generations by bytes long before their count would.
+        let wall = |i: usize| format!("{i} {}", "\u{28ff}\u{2800}".repeat(250));
+        let (h0, _) = cache_counts();
+        facts(&wall(0));
+        facts(&wall(0));
+        assert_eq!(cache_counts().0, h0 + 1, "a wall is kept");
+        for i in 0..2 * GENERATION_BYTES / 1500 {
+            facts(&wall(i));
+        }
+        CACHE.with(|c| {
+            let c = c.borrow();
+            assert!(c.newer_bytes <= GENERATION_BYTES, "{}", c.newer_bytes);
+            assert!(c.newer.len() < GENERATION / 4, "{}", c.newer.len());
+        });
+        // Past the longest kept: worked out each time, still right.
+        let huge = "a".repeat(MAX_CACHED_BYTES + 1);
+        let (h1, m1) = cache_counts();
+        assert_eq!(facts(&huge).key, TextFacts::of(&huge).key);
+        assert_eq!(cache_counts(), (h1, m1));
+    }
 
     #[test]
     fn cached_facts_equal_fresh_ones_and_the_cache_stays_bounded() {
@@ -211,6 +253,14 @@ mod tests {
         CACHE.with(|c| {
             let c = c.borrow();
             assert!(c.newer.len() <= GENERATION && c.older.len() <= GENERATION);
+            assert!(c.newer_bytes <= GENERATION_BYTES);
+            assert_eq!(
+                c.newer_bytes,
+                c.newer
+                    .iter()
+                    .map(|(k, f)| entry_bytes(k, f))
+                    .sum::<usize>()
+            );
         });
         let (hits, misses) = cache_counts();
         assert!(hits > 0 && misses > 0, "{hits} {misses}");
