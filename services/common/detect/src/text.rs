@@ -37,7 +37,8 @@ pub const GENERATION: usize = 4096;
 /// few kilobytes are cached too, and they cost the most to work out.
 pub const MAX_CACHED_BYTES: usize = 8 * 1024;
 /// Bytes of text per generation (a cache entry holds about three copies
-/// of its text): two generations are at most about 2 MiB per thread.
+/// of its text, all counted): two generations hold at most about 2 MiB of
+/// text per thread, besides each entry's fixed part.
 pub const GENERATION_BYTES: usize = 1024 * 1024;
 
 /// What a text says by itself.
