@@ -1068,5 +1068,41 @@ mod tests {
         c.mark_emitted(1, &p);
         c.tick(400_000, 60_000, 300_000, 100, true);
         assert!(c.is_empty());
+        // Forgotten groups leave nothing in the indexes: a near copy of
+        // the old text starts a group of its own.
+        assert!(c.index.buckets.is_empty() && c.exact.is_empty() && c.partial.is_empty());
+        let again = put(&mut c, &p, "buy followers now!!", 9, 400_001);
+        assert_eq!(again.cluster, 3);
+        assert_eq!(c.index.buckets.len(), BANDS);
+    }
+
+    #[test]
+    fn band_index_finds_groups_that_share_a_band_and_forgets_them() {
+        let mut b = Bands::default();
+        let sig: Vec<u32> = (0..NUM_HASHES as u32).collect();
+        let mut near = sig.clone();
+        // Every band but the last differs: still a candidate, once.
+        for slot in near.iter_mut().take(NUM_HASHES - ROWS) {
+            *slot += 1000;
+        }
+        let far: Vec<u32> = sig.iter().map(|s| s + 1000).collect();
+        b.insert(7, &sig);
+        b.insert(7, &sig);
+        assert_eq!(b.candidates(&sig).count(), BANDS, "one entry per band");
+        assert_eq!(b.candidates(&near).copied().collect::<Vec<_>>(), [7]);
+        assert_eq!(b.candidates(&far).count(), 0);
+        // The same slots in another band are another bucket.
+        let mut shifted = far.clone();
+        shifted[..ROWS].copy_from_slice(&sig[ROWS..2 * ROWS]);
+        assert_eq!(b.candidates(&shifted).count(), 0);
+        b.insert(8, &near);
+        assert_eq!(b.candidates(&sig).filter(|&&g| g == 8).count(), 1);
+        b.remove(7, &sig);
+        assert_eq!(b.candidates(&sig).copied().collect::<Vec<_>>(), [8]);
+        b.remove(8, &near);
+        assert!(b.buckets.is_empty());
+        // A signature of another length has no bands.
+        b.insert(9, &sig[..5]);
+        assert!(b.buckets.is_empty());
     }
 }
