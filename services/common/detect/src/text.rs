@@ -32,12 +32,17 @@ use crate::stable::stable_hash;
 
 /// Texts per generation.
 pub const GENERATION: usize = 4096;
-/// Longest text kept (bytes). Longer than any chat message (Twitch's 500
-/// characters are at most 2,000 bytes): braille and emoji walls of a
-/// few kilobytes are cached too, and they cost the most to work out.
+/// Longest text kept with the others (bytes): a cache entry holds about
+/// three copies of its text.
+pub const MAX_SHORT_BYTES: usize = 1024;
+/// Longest text kept at all (bytes). Longer than any chat message
+/// (Twitch's 500 characters are at most 2,000 bytes): braille and emoji
+/// walls of a few kilobytes are the costliest texts to work out. They are
+/// kept apart, in generations bounded by bytes, so that a chat full of
+/// distinct walls does not push the common short texts out.
 pub const MAX_CACHED_BYTES: usize = 8 * 1024;
-/// Bytes of text per generation (a cache entry holds about three copies
-/// of its text, all counted): two generations hold at most about 2 MiB of
+/// Bytes of text per generation of long texts (the text, its normal form
+/// and its key, all counted): two generations hold at most about 2 MiB of
 /// text per thread, besides each entry's fixed part.
 pub const GENERATION_BYTES: usize = 1024 * 1024;
 
@@ -135,12 +140,43 @@ impl TextFacts {
 
 #[derive(Default)]
 struct Cache {
+    /// Texts of at most [`MAX_SHORT_BYTES`], bounded by count.
+    short: Generations,
+    /// Longer texts, bounded by bytes.
+    long: Generations,
+    hits: u64,
+    misses: u64,
+}
+
+/// Two generations: the newer takes every text used; when it is full, the
+/// older is dropped and the newer becomes it.
+#[derive(Default)]
+struct Generations {
     newer: FxHashMap<Box<str>, Rc<TextFacts>>,
     older: FxHashMap<Box<str>, Rc<TextFacts>>,
     /// Bytes of the newer generation ([`entry_bytes`]).
     newer_bytes: usize,
-    hits: u64,
-    misses: u64,
+}
+
+impl Generations {
+    /// The facts of `text` and whether they were kept here.
+    fn get(&mut self, text: &str, max_len: usize, max_bytes: usize) -> (Rc<TextFacts>, bool) {
+        if let Some(f) = self.newer.get(text) {
+            return (Rc::clone(f), true);
+        }
+        let (key, f, hit) = match self.older.remove_entry(text) {
+            Some((k, f)) => (k, f, true),
+            None => (Box::from(text), Rc::new(TextFacts::of(text)), false),
+        };
+        let bytes = entry_bytes(&key, &f);
+        if self.newer.len() >= max_len || self.newer_bytes + bytes > max_bytes {
+            self.older = std::mem::take(&mut self.newer);
+            self.newer_bytes = 0;
+        }
+        self.newer_bytes += bytes;
+        self.newer.insert(key, Rc::clone(&f));
+        (f, hit)
+    }
 }
 
 thread_local! {
@@ -153,30 +189,17 @@ pub fn facts(text: &str) -> Rc<TextFacts> {
         return Rc::new(TextFacts::of(text));
     }
     CACHE.with(|cache| {
-        let mut c = cache.borrow_mut();
-        if let Some(f) = c.newer.get(text) {
-            let f = Rc::clone(f);
-            c.hits += 1;
-            return f;
-        }
-        let found = c.older.remove_entry(text);
-        let (key, f) = match found {
-            Some(kv) => {
-                c.hits += 1;
-                kv
-            }
-            None => {
-                c.misses += 1;
-                (Box::from(text), Rc::new(TextFacts::of(text)))
-            }
+        let c = &mut *cache.borrow_mut();
+        let (f, hit) = if text.len() <= MAX_SHORT_BYTES {
+            c.short.get(text, GENERATION, usize::MAX)
+        } else {
+            c.long.get(text, GENERATION, GENERATION_BYTES)
         };
-        let bytes = entry_bytes(&key, &f);
-        if c.newer.len() >= GENERATION || c.newer_bytes + bytes > GENERATION_BYTES {
-            c.older = std::mem::take(&mut c.newer);
-            c.newer_bytes = 0;
+        if hit {
+            c.hits += 1;
+        } else {
+            c.misses += 1;
         }
-        c.newer_bytes += bytes;
-        c.newer.insert(key, Rc::clone(&f));
         f
     })
 }
@@ -204,6 +227,7 @@ mod tests {
         // (a second look is a hit), and many distinct ones rotate the
         // generations by bytes long before their count would.
         let wall = |i: usize| format!("{i} {}", "\u{28ff}\u{2800}".repeat(250));
+        facts("short and common");
         let (h0, _) = cache_counts();
         facts(&wall(0));
         facts(&wall(0));
@@ -213,8 +237,18 @@ mod tests {
         }
         CACHE.with(|c| {
             let c = c.borrow();
-            assert!(c.newer_bytes <= GENERATION_BYTES, "{}", c.newer_bytes);
-            assert!(c.newer.len() < GENERATION / 4, "{}", c.newer.len());
+            assert!(
+                c.long.newer_bytes <= GENERATION_BYTES,
+                "{}",
+                c.long.newer_bytes
+            );
+            assert!(
+                c.long.newer.len() < GENERATION / 4,
+                "{}",
+                c.long.newer.len()
+            );
+            // The walls pushed out no short text.
+            assert!(c.short.newer.contains_key("short and common"));
         });
         // Past the longest kept: worked out each time, still right.
         let huge = "a".repeat(MAX_CACHED_BYTES + 1);
@@ -253,11 +287,11 @@ mod tests {
         }
         CACHE.with(|c| {
             let c = c.borrow();
-            assert!(c.newer.len() <= GENERATION && c.older.len() <= GENERATION);
-            assert!(c.newer_bytes <= GENERATION_BYTES);
+            assert!(c.short.newer.len() <= GENERATION && c.short.older.len() <= GENERATION);
             assert_eq!(
-                c.newer_bytes,
-                c.newer
+                c.short.newer_bytes,
+                c.short
+                    .newer
                     .iter()
                     .map(|(k, f)| entry_bytes(k, f))
                     .sum::<usize>()
