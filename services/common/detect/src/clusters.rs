@@ -24,7 +24,8 @@
 //! list still finds the heavy hitters); its fingerprint is the hash of that
 //! variant's key at the event's first update and never changes after.
 
-use std::collections::BTreeSet;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -216,7 +217,9 @@ pub struct Variant {
 pub struct Cluster {
     pub id: u64,
     pub signature: Signature,
-    pub variants: Vec<Variant>,
+    /// Most groups are one message: its variant and its author are
+    /// inline, not allocated.
+    pub variants: SmallVec<[Variant; 1]>,
     pub users: Members,
     pub users_overflow: u64,
     pub count: u64,
@@ -231,7 +234,7 @@ pub struct Cluster {
     pub dirty: bool,
     pub fingerprint: String,
     pub text: String,
-    pub sample_users: Vec<String>,
+    pub sample_users: SmallVec<[String; 1]>,
     /// Key hashes registered for exact lookup, and word (pair) hashes
     /// registered for the word-more-or-less match.
     pub keys: SmallVec<[u64; 2]>,
@@ -465,6 +468,12 @@ pub struct Clusters {
     /// Ids of the groups that became spam events (few): a tick visits
     /// these, not every group.
     promoted: BTreeSet<u64>,
+    /// The other groups by the time they were last seen when queued,
+    /// soonest idle first, so that forgetting idle groups visits only
+    /// those that may be idle. A group has one entry; when it is popped
+    /// and the group was seen since, it is queued again at that time. An
+    /// entry of a group already gone is skipped.
+    idle_queue: BinaryHeap<Reverse<(i64, u64)>>,
     pub next_id: u64,
 }
 
@@ -485,6 +494,7 @@ impl Default for Clusters {
             partial: FxHashMap::default(),
             index: Bands::default(),
             promoted: BTreeSet::new(),
+            idle_queue: BinaryHeap::new(),
             next_id: 1,
         }
     }
@@ -650,6 +660,7 @@ impl Clusters {
         let id = self.next_id;
         self.next_id += 1;
         self.index.insert(id, &sig);
+        self.idle_queue.push(Reverse((m.ts_ms, id)));
         let len = m.letters as usize;
         let mut partials = SmallVec::new();
         for &(h, plen) in pieces {
@@ -663,7 +674,7 @@ impl Clusters {
             Box::new(Cluster {
                 id,
                 signature: sig,
-                variants: Vec::new(),
+                variants: SmallVec::new(),
                 users: Members::default(),
                 users_overflow: 0,
                 count: 0,
@@ -675,7 +686,7 @@ impl Clusters {
                 dirty: false,
                 fingerprint: String::new(),
                 text: String::new(),
-                sample_users: Vec::new(),
+                sample_users: SmallVec::new(),
                 keys: SmallVec::new(),
                 partials,
                 new_users: 0,
@@ -701,6 +712,8 @@ impl Clusters {
         self.index.insert(c.id, &c.signature);
         if c.promoted {
             self.promoted.insert(c.id);
+        } else if !self.clusters.contains_key(&c.id) {
+            self.idle_queue.push(Reverse((c.last_seen_ms, c.id)));
         }
         self.clusters.insert(c.id, Box::new(c));
     }
@@ -747,12 +760,33 @@ impl Clusters {
                 && !c.has_pending_update()
                 && now_ms.saturating_sub(c.last_seen_ms) >= idle
         };
+        // Spam events from their (short) list, the other groups from the
+        // queue: only those last seen an idle time ago are visited.
         let mut forget: Vec<u64> = self
-            .clusters
-            .values()
+            .promoted
+            .iter()
+            .filter_map(|id| self.clusters.get(id))
             .filter(|c| idle_now(c))
             .map(|c| c.id)
             .collect();
+        while let Some(&Reverse((seen, id))) = self.idle_queue.peek() {
+            if now_ms.saturating_sub(seen) < idle {
+                break;
+            }
+            self.idle_queue.pop();
+            let Some(c) = self.clusters.get(&id) else {
+                continue;
+            };
+            if c.promoted {
+                // On the spam events' list from now on.
+                continue;
+            }
+            if idle_now(c) {
+                forget.push(id);
+            } else {
+                self.idle_queue.push(Reverse((c.last_seen_ms, id)));
+            }
+        }
         let over = self
             .clusters
             .len()
@@ -771,6 +805,13 @@ impl Clusters {
         }
         for id in forget {
             self.remove(id);
+        }
+        // Groups forgotten for the bound leave entries behind until their
+        // time comes; the queue is cleared of them before it doubles.
+        if self.idle_queue.len() > 2 * self.clusters.len() + 1024 {
+            let clusters = &self.clusters;
+            self.idle_queue
+                .retain(|Reverse((_, id))| clusters.contains_key(id));
         }
         emit
     }
@@ -1074,6 +1115,55 @@ mod tests {
         let again = put(&mut c, &p, "buy followers now!!", 9, 400_001);
         assert_eq!(again.cluster, 3);
         assert_eq!(c.index.buckets.len(), BANDS);
+    }
+
+    #[test]
+    fn idle_groups_are_forgotten_on_time_and_the_queue_stays_bounded() {
+        let p = DetectorParams::default();
+        let idle: u64 = 300_000;
+        let at = |ms: u64| ms as i64;
+        let mut c = Clusters::default();
+        let a = put(&mut c, &p, "first group of words", 1, 0).cluster;
+        let b = put(&mut c, &p, "another thing entirely", 2, 0).cluster;
+        // `a` is seen again after it was queued: it is idle later.
+        put(&mut c, &p, "first group of words", 3, 200_000);
+        c.tick(at(idle - 1), 60_000, idle, 100, true);
+        assert!(c.get(a).is_some() && c.get(b).is_some(), "not idle yet");
+        c.tick(at(idle), 60_000, idle, 100, true);
+        assert!(c.get(a).is_some(), "seen 100 s ago");
+        assert!(c.get(b).is_none(), "idle for exactly the idle time");
+        c.tick(at(200_000 + idle - 1), 60_000, idle, 100, true);
+        assert!(c.get(a).is_some());
+        c.tick(at(200_000 + idle), 60_000, idle, 100, true);
+        assert!(c.is_empty());
+        assert!(c.idle_queue.is_empty());
+
+        // Under the group cap, groups are forgotten before their idle
+        // time; what they left in the queue is cleared as it grows.
+        let max = 50;
+        for i in 0..5_000u64 {
+            let ts = i as i64;
+            // Unlike each other: every message is a group of its own.
+            let text = format!(
+                "{:016x}{:016x}",
+                stable_hash(&i.to_string()),
+                stable_hash(&format!("x{i}"))
+            );
+            put(&mut c, &p, &text, i, ts);
+            c.tick(ts, 60_000, idle, max, false);
+            assert!(c.len() <= max as usize);
+            assert!(
+                c.idle_queue.len() <= 2 * c.len() + 1025,
+                "{}",
+                c.idle_queue.len()
+            );
+        }
+        assert_eq!(c.len(), max as usize);
+        assert_eq!(c.next_id, 3 + 5_000, "a group per message");
+        // The survivors are the newest, and each is still forgotten when
+        // it goes idle.
+        c.tick(at(4_999 + idle), 60_000, idle, max, true);
+        assert!(c.is_empty());
     }
 
     #[test]

@@ -9,6 +9,8 @@
 
 use std::borrow::Cow;
 
+use smallvec::SmallVec;
+
 use spamscope_proto::v1::{Roles, Trigger};
 
 use crate::params::DetectorParams;
@@ -167,7 +169,9 @@ pub struct UserState {
     /// when params change).
     pub trusted: bool,
     pub flagged: bool,
-    pub recent: Vec<(u64, u32)>,
+    /// Most chatters are in one group: that one is inline (a `SmallVec`
+    /// of one is the size of a `Vec`), more are on the heap.
+    pub recent: SmallVec<[(u64, u32); 1]>,
     /// Suspicion as of `suspicion_at_ms` (it decays from there).
     pub suspicion: f32,
     pub suspicion_at_ms: i64,
@@ -228,8 +232,9 @@ impl UserState {
 
     /// Fills the user id and the login where they are empty.
     pub fn fill_names(&mut self, user_id: &str, login: &str) {
-        let id_missing = self.user_id().is_empty() && !user_id.is_empty();
-        let login_missing = self.login().is_empty() && !login.is_empty();
+        // From the lengths alone: the names are not read on every message.
+        let id_missing = self.id_len == 0 && !user_id.is_empty();
+        let login_missing = self.names.len() <= self.id_len as usize && !login.is_empty();
         if id_missing || login_missing {
             let id = if id_missing { user_id } else { self.user_id() };
             let name = if login_missing { login } else { self.login() };
@@ -380,11 +385,6 @@ impl UserState {
             {
                 self.recent.remove(i);
             }
-        }
-        // Most chatters are in one group: room for one first (a growing
-        // vector starts at four, 48 bytes more for each of them).
-        if self.recent.capacity() == 0 {
-            self.recent.reserve_exact(1);
         }
         self.recent.push((cluster, 1));
         1
