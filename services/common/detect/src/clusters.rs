@@ -29,6 +29,7 @@ use std::collections::{BTreeSet, BinaryHeap};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
+use compact_str::CompactString;
 use gaoya::minhash::{MinHasher, MinHasher32};
 use smallvec::SmallVec;
 use spamscope_proto::v1::{SpamEventClass, SpamEventState, Trigger};
@@ -208,7 +209,8 @@ pub struct Variant {
     /// Hash of the similarity key.
     pub key_hash: u64,
     pub letters: u32,
-    pub text: String,
+    /// Inline up to 24 bytes (most chat messages).
+    pub text: CompactString,
     pub count: u64,
 }
 
@@ -234,7 +236,7 @@ pub struct Cluster {
     pub dirty: bool,
     pub fingerprint: String,
     pub text: String,
-    pub sample_users: SmallVec<[String; 1]>,
+    pub sample_users: SmallVec<[CompactString; 1]>,
     /// Key hashes registered for exact lookup, and word (pair) hashes
     /// registered for the word-more-or-less match.
     pub keys: SmallVec<[u64; 2]>,
@@ -383,7 +385,8 @@ impl Cluster {
         if let Some(i) = self.dominant_index() {
             let d = &self.variants[i];
             if self.text != d.text {
-                self.text.clone_from(&d.text);
+                self.text.clear();
+                self.text.push_str(&d.text);
             }
             self.letters = d.letters;
         }
@@ -420,7 +423,7 @@ fn count_variant(c: &mut Cluster, m: &Message<'_>) {
         hash: m.norm_hash,
         key_hash: m.key_hash,
         letters: m.letters,
-        text: m.text.to_owned(),
+        text: CompactString::from(m.text),
         count: 1,
     };
     if c.variants.len() < MAX_VARIANTS {
@@ -591,7 +594,7 @@ impl Clusters {
                 c.new_users += 1;
             }
             if c.sample_users.len() < SAMPLE_USERS {
-                c.sample_users.push(m.login.to_owned());
+                c.sample_users.push(CompactString::from(m.login));
             }
         }
         if let Some(domain) = m.link_domain {

@@ -91,7 +91,7 @@ impl StreamDetector {
                         .iter()
                         .map(|v| VariantSnapshot {
                             hash: v.hash,
-                            text: v.text.clone(),
+                            text: v.text.to_string(),
                             count: v.count,
                             key_hash: v.key_hash,
                             letters: v.letters,
@@ -107,7 +107,7 @@ impl StreamDetector {
                     dirty: c.dirty,
                     fingerprint: c.fingerprint.clone(),
                     text: c.text.clone(),
-                    sample_users: c.sample_users.to_vec(),
+                    sample_users: c.sample_users.iter().map(|u| u.to_string()).collect(),
                     users_overflow: c.users_overflow,
                     keys: c.keys.to_vec(),
                     partials: c.partials.to_vec(),
@@ -262,7 +262,7 @@ impl StreamDetector {
                         hash: v.hash,
                         key_hash: v.key_hash,
                         letters: v.letters,
-                        text: v.text,
+                        text: v.text.into(),
                         count: v.count,
                     })
                     .collect(),
@@ -277,7 +277,11 @@ impl StreamDetector {
                 dirty: c.dirty,
                 fingerprint: c.fingerprint,
                 text: c.text,
-                sample_users: c.sample_users.into(),
+                sample_users: c
+                    .sample_users
+                    .into_iter()
+                    .map(compact_str::CompactString::from)
+                    .collect(),
                 keys: c.keys.into(),
                 partials: c.partials.into(),
                 new_users: c.new_users,

@@ -758,7 +758,7 @@ impl StreamDetector {
                 last_seen_ms: c.last_seen_ms,
                 state: c.state as i32,
                 version: c.version,
-                sample_users: c.sample_users.to_vec(),
+                sample_users: c.sample_users.iter().map(|u| u.to_string()).collect(),
                 class: c.class as i32,
                 spam: is_spam(c.class),
                 class_evidence,

@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 
+use compact_str::CompactString;
 use smallvec::SmallVec;
 
 use spamscope_proto::v1::{Roles, Trigger};
@@ -148,9 +149,11 @@ pub struct Observation {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UserState {
-    /// The user id, then the login, in one allocation (a user's state is
-    /// kept small: a busy stream tracks a hundred thousand).
-    pub(crate) names: Box<str>,
+    /// The user id, then the login, in one string (a user's state is
+    /// kept small: a busy stream tracks a hundred thousand). Up to 24
+    /// bytes (a Twitch id and login, most of the time) it is inline: no
+    /// allocation for most users.
+    pub(crate) names: CompactString,
     /// Bytes of `names` that are the user id.
     pub(crate) id_len: u32,
     pub messages: u32,
@@ -191,11 +194,16 @@ pub struct UserState {
 }
 
 /// A user id and a login as [`UserState`] keeps them.
-pub(crate) fn pack_names(user_id: &str, login: &str) -> (Box<str>, u32) {
+pub(crate) fn pack_names(user_id: &str, login: &str) -> (CompactString, u32) {
     match u32::try_from(user_id.len()) {
-        Ok(n) => ([user_id, login].concat().into_boxed_str(), n),
+        Ok(n) => {
+            let mut names = CompactString::with_capacity(user_id.len() + login.len());
+            names.push_str(user_id);
+            names.push_str(login);
+            (names, n)
+        }
         // Never from chat (ids are at most 256 bytes).
-        Err(_) => (Box::from(login), 0),
+        Err(_) => (CompactString::from(login), 0),
     }
 }
 
