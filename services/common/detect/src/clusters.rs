@@ -140,54 +140,79 @@ fn signature_similarity(a: &[u32], b: &[u32]) -> f64 {
 /// candidates (a Jaccard similarity of 0.5 shares one with probability
 /// 1 - (1 - 0.5^3)^8 = 0.66, one of 0.8 with 0.99).
 ///
-/// One map for every band, keyed by the band's number and its slots
-/// exactly (no hash of the slots stands in for them). A bucket holds one
-/// or two groups almost always: inline, no allocation.
+/// One flat table for every band: an entry is a bucket's key (a 64-bit
+/// mix of the band's number and its slots) and one group, 16 bytes; a
+/// bucket of several groups is several entries under the same key. Every
+/// new group adds [`BANDS`] entries, so their size is most of the index's
+/// memory: a map from the band's slots to a list of groups took three
+/// times as much. Two different buckets whose keys collide (odds of
+/// 2^-64 a pair) only add a candidate, and candidates are weighed on their
+/// whole signature.
 #[derive(Default)]
 struct Bands {
-    buckets: FxHashMap<[u32; ROWS + 1], SmallVec<[u64; 2]>>,
+    entries: hashbrown::HashTable<(u64, u64)>,
+}
+
+/// A bijective 64-bit mixer (the splitmix64 finaliser).
+fn mix64(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 impl Bands {
     /// The bucket keys of a signature; none for a signature of another
     /// length (never from [`Signer`]).
-    fn keys(sig: &[u32]) -> impl Iterator<Item = [u32; ROWS + 1]> + '_ {
+    fn keys(sig: &[u32]) -> impl Iterator<Item = u64> + '_ {
         let ok = sig.len() == NUM_HASHES;
         sig.chunks_exact(ROWS)
             .take(if ok { BANDS } else { 0 })
-            .zip(0u32..)
+            .zip(0u64..)
             .map(|(slots, band)| {
-                let mut key = [band; ROWS + 1];
-                key[1..].copy_from_slice(slots);
-                key
+                let low = u64::from(slots[0]) | u64::from(slots[1]) << 32;
+                let high = u64::from(slots[2]) | band << 32;
+                mix64(low ^ mix64(high))
             })
     }
 
+    /// Indexes group `id`, once however often it is put back.
     fn insert(&mut self, id: u64, sig: &[u32]) {
         for key in Self::keys(sig) {
-            let bucket = self.buckets.entry(key).or_default();
-            if !bucket.contains(&id) {
-                bucket.push(id);
+            if self.entries.find(key, |&e| e == (key, id)).is_none() {
+                self.entries.insert_unique(key, (key, id), |&(k, _)| k);
             }
+        }
+    }
+
+    /// Indexes a group that was never indexed (a new id).
+    fn insert_new(&mut self, id: u64, sig: &[u32]) {
+        for key in Self::keys(sig) {
+            self.entries.insert_unique(key, (key, id), |&(k, _)| k);
         }
     }
 
     fn remove(&mut self, id: u64, sig: &[u32]) {
         for key in Self::keys(sig) {
-            if let Some(bucket) = self.buckets.get_mut(&key) {
-                bucket.retain(|g| *g != id);
-                if bucket.is_empty() {
-                    self.buckets.remove(&key);
-                }
+            if let Ok(entry) = self.entries.find_entry(key, |&e| e == (key, id)) {
+                entry.remove();
             }
         }
     }
 
     /// Every group in a bucket of `sig` (a group once per band it shares).
-    fn candidates<'a>(&'a self, sig: &'a [u32]) -> impl Iterator<Item = &'a u64> + 'a {
-        Self::keys(sig)
-            .filter_map(|key| self.buckets.get(&key))
-            .flatten()
+    fn candidates<'a>(&'a self, sig: &'a [u32]) -> impl Iterator<Item = u64> + 'a {
+        Self::keys(sig).flat_map(move |key| {
+            self.entries
+                .iter_hash(key)
+                .filter(move |&&(k, _)| k == key)
+                .map(|&(_, id)| id)
+        })
+    }
+
+    /// Entries (a group once per band).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
     }
 }
 
@@ -643,7 +668,7 @@ impl Clusters {
         let mut best: Option<(f64, u64)> = None;
         // A group in several of the query's bands is weighed once per
         // band: the same similarity each time, so the same winner.
-        for &id in self.index.candidates(sig) {
+        for id in self.index.candidates(sig) {
             let Some(c) = self.clusters.get(&id) else {
                 continue;
             };
@@ -662,7 +687,7 @@ impl Clusters {
     fn create(&mut self, sig: Signature, m: &Message<'_>, pieces: &[(u64, usize)]) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        self.index.insert(id, &sig);
+        self.index.insert_new(id, &sig);
         self.idle_queue.push(Reverse((m.ts_ms, id)));
         let len = m.letters as usize;
         let mut partials = SmallVec::new();
@@ -1114,10 +1139,10 @@ mod tests {
         assert!(c.is_empty());
         // Forgotten groups leave nothing in the indexes: a near copy of
         // the old text starts a group of its own.
-        assert!(c.index.buckets.is_empty() && c.exact.is_empty() && c.partial.is_empty());
+        assert!(c.index.len() == 0 && c.exact.is_empty() && c.partial.is_empty());
         let again = put(&mut c, &p, "buy followers now!!", 9, 400_001);
         assert_eq!(again.cluster, 3);
-        assert_eq!(c.index.buckets.len(), BANDS);
+        assert_eq!(c.index.len(), BANDS);
     }
 
     #[test]
@@ -1182,20 +1207,30 @@ mod tests {
         b.insert(7, &sig);
         b.insert(7, &sig);
         assert_eq!(b.candidates(&sig).count(), BANDS, "one entry per band");
-        assert_eq!(b.candidates(&near).copied().collect::<Vec<_>>(), [7]);
+        assert_eq!(b.candidates(&near).collect::<Vec<_>>(), [7]);
         assert_eq!(b.candidates(&far).count(), 0);
         // The same slots in another band are another bucket.
         let mut shifted = far.clone();
         shifted[..ROWS].copy_from_slice(&sig[ROWS..2 * ROWS]);
         assert_eq!(b.candidates(&shifted).count(), 0);
         b.insert(8, &near);
-        assert_eq!(b.candidates(&sig).filter(|&&g| g == 8).count(), 1);
+        assert_eq!(b.candidates(&sig).filter(|&g| g == 8).count(), 1);
         b.remove(7, &sig);
-        assert_eq!(b.candidates(&sig).copied().collect::<Vec<_>>(), [8]);
+        assert_eq!(b.candidates(&sig).collect::<Vec<_>>(), [8]);
+        // Groups of one bucket are each found (a bucket is several
+        // entries under one key).
+        b.insert_new(9, &near);
+        let mut both: Vec<u64> = b.candidates(&near).collect();
+        both.sort_unstable();
+        assert_eq!(
+            both,
+            [8; BANDS].into_iter().chain([9; BANDS]).collect::<Vec<_>>()
+        );
+        b.remove(9, &near);
         b.remove(8, &near);
-        assert!(b.buckets.is_empty());
+        assert_eq!(b.len(), 0);
         // A signature of another length has no bands.
         b.insert(9, &sig[..5]);
-        assert!(b.buckets.is_empty());
+        assert_eq!(b.len(), 0);
     }
 }
