@@ -368,6 +368,15 @@ impl Cluster {
         self.users.len() as u64 + self.users_overflow
     }
 
+    /// The sample of its users' logins, as outputs and snapshots carry
+    /// them.
+    pub fn sample_logins(&self) -> Vec<String> {
+        self.sample_users
+            .iter()
+            .map(|u| u.as_str().to_owned())
+            .collect()
+    }
+
     pub fn is_active_event(&self) -> bool {
         self.promoted && self.state == SpamEventState::Active
     }

@@ -107,7 +107,7 @@ impl StreamDetector {
                     dirty: c.dirty,
                     fingerprint: c.fingerprint.clone(),
                     text: c.text.clone(),
-                    sample_users: c.sample_users.iter().map(|u| u.to_string()).collect(),
+                    sample_users: c.sample_logins(),
                     users_overflow: c.users_overflow,
                     keys: c.keys.to_vec(),
                     partials: c.partials.to_vec(),

@@ -584,7 +584,7 @@ impl StreamDetector {
                     detail: Cow::Borrowed(""),
                 });
             }
-            for o in seen.into_iter() {
+            for o in seen.drain() {
                 u.observe(o, ts, p);
             }
         }
@@ -758,7 +758,7 @@ impl StreamDetector {
                 last_seen_ms: c.last_seen_ms,
                 state: c.state as i32,
                 version: c.version,
-                sample_users: c.sample_users.iter().map(|u| u.to_string()).collect(),
+                sample_users: c.sample_logins(),
                 class: c.class as i32,
                 spam: is_spam(c.class),
                 class_evidence,
@@ -792,9 +792,19 @@ impl StreamDetector {
 
 /// Whether a login is one of the params' trusted users.
 fn is_trusted(params: &CompiledParams, login: &str) -> bool {
-    !params.trusted.is_empty()
-        && !login.is_empty()
-        && params.trusted.contains(&stable_hash(&login.to_lowercase()))
+    if params.trusted.is_empty() || login.is_empty() {
+        return false;
+    }
+    // Twitch logins are lower-case ASCII already: no copy for them.
+    let hash = if login
+        .bytes()
+        .all(|b| b.is_ascii() && !b.is_ascii_uppercase())
+    {
+        stable_hash(login)
+    } else {
+        stable_hash(&login.to_lowercase())
+    };
+    params.trusted.contains(&hash)
 }
 
 /// Evidence a message in an active event of this class adds to its author:
@@ -824,7 +834,30 @@ impl Seen {
         }
     }
 
-    fn into_iter(self) -> impl Iterator<Item = Observation> {
-        self.items.into_iter().flatten()
+    /// The observations in the order pushed (taken out in place: the
+    /// array is not moved).
+    fn drain(&mut self) -> impl Iterator<Item = Observation> + '_ {
+        self.items[..self.len].iter_mut().filter_map(Option::take)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::DetectorParams;
+
+    #[test]
+    fn trusted_logins_match_in_any_case() {
+        let p = CompiledParams::new(DetectorParams {
+            trusted_users: vec!["Nightbot".into(), "ünïbot".into()],
+            ..DetectorParams::default()
+        })
+        .unwrap();
+        for login in ["nightbot", "NightBot", "NIGHTBOT", "ünïbot", "ÜNÏBOT"] {
+            assert!(is_trusted(&p, login), "{login}");
+        }
+        for login in ["", "nightbot2", "night bot", "unibot"] {
+            assert!(!is_trusted(&p, login), "{login}");
+        }
     }
 }
