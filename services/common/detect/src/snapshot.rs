@@ -91,7 +91,7 @@ impl StreamDetector {
                         .iter()
                         .map(|v| VariantSnapshot {
                             hash: v.hash,
-                            text: v.text.to_string(),
+                            text: v.text.as_str().to_owned(),
                             count: v.count,
                             key_hash: v.key_hash,
                             letters: v.letters,
