@@ -171,7 +171,9 @@ impl Bands {
             .map(|(slots, band)| {
                 let low = u64::from(slots[0]) | u64::from(slots[1]) << 32;
                 let high = u64::from(slots[2]) | band << 32;
-                mix64(low ^ mix64(high))
+                // An odd multiplier is a bijection: two buckets of the same
+                // `high` never share a key, and the mixer spreads the rest.
+                mix64(low.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ high)
             })
     }
 
@@ -896,8 +898,10 @@ impl Clusters {
     }
 
     fn remove(&mut self, id: u64) {
-        self.promoted.remove(&id);
         if let Some(c) = self.clusters.remove(&id) {
+            if c.promoted {
+                self.promoted.remove(&id);
+            }
             for k in &c.keys {
                 if self.exact.get(k) == Some(&id) {
                     self.exact.remove(k);

@@ -185,6 +185,10 @@ impl StreamDetector {
         d.watermark_ms = s.watermark_ms;
         d.next_tick_ms = s.next_tick_ms;
         d.slow_mode_s = s.slow_mode_s;
+        d.gap_total = s
+            .gap_histogram
+            .iter()
+            .fold(0u32, |t, &n| t.saturating_add(n));
         d.gap_histogram = s.gap_histogram;
         d.counters = StreamCounters {
             events: s.events_seen,
@@ -298,6 +302,7 @@ impl StreamDetector {
         }
         clusters.next_id = s.next_cluster_id;
         d.clusters = clusters;
+        d.requeue_users();
         d.message_ids = s
             .message_ids
             .into_iter()

@@ -6,10 +6,13 @@
 //! any speed. Events may arrive out of order; nothing assumes they don't.
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 use spamscope_chat::links;
 use spamscope_chat::normalize::normalize;
 use spamscope_proto::v1::{
@@ -20,7 +23,7 @@ use spamscope_proto::v1::{
 use crate::classes::{class_name, class_weight, is_spam};
 use crate::clusters::{Clusters, Message};
 use crate::norms::{ChannelNorms, rarity};
-use crate::params::CompiledParams;
+use crate::params::{CompiledParams, DetectorParams};
 use crate::score::{ScoreModel, combine};
 use crate::stable::{round3, stable_hash};
 use crate::user::{EvidenceKind, Observation, UserState, pack_roles};
@@ -58,6 +61,14 @@ pub struct StreamDetector {
     pub(crate) watermark_ms: i64,
     pub(crate) next_tick_ms: i64,
     pub(crate) users: FxHashMap<u64, UserState>,
+    /// Every tracked user by the time they were last seen when queued,
+    /// soonest idle first, so that the sweep visits only users who may be
+    /// idle, not every user each minute (a busy stream tracks thousands:
+    /// a full visit was a quarter of the loop's cache misses). A user has
+    /// an entry at a time no later than their `last_seen_ms`; when it is
+    /// popped and they were seen since, they are queued again at that
+    /// time. An entry of a user already gone is skipped.
+    pub(crate) user_queue: BinaryHeap<Reverse<(i64, u64)>>,
     pub(crate) clusters: Clusters,
     /// Recent message ids (hashed) and their authors, oldest first.
     pub(crate) message_ids: VecDeque<(u64, u64)>,
@@ -68,6 +79,8 @@ pub struct StreamDetector {
     /// change); `None` until one arrives.
     pub(crate) slow_mode_s: Option<u32>,
     pub(crate) gap_histogram: Vec<u32>,
+    /// Sum of `gap_histogram`.
+    pub(crate) gap_total: u32,
     pub(crate) counters: StreamCounters,
     /// What is normal in this channel right now.
     pub(crate) norms: ChannelNorms,
@@ -101,11 +114,13 @@ impl StreamDetector {
             watermark_ms: i64::MIN,
             next_tick_ms: i64::MIN,
             users: FxHashMap::default(),
+            user_queue: BinaryHeap::new(),
             clusters: Clusters::default(),
             message_ids: VecDeque::new(),
             message_index: None,
             slow_mode_s: None,
             gap_histogram: vec![0; GAP_BUCKETS],
+            gap_total: 0,
             counters: StreamCounters::default(),
             norms: ChannelNorms::default(),
         }
@@ -152,34 +167,10 @@ impl StreamDetector {
         (self.watermark_ms != i64::MIN).then_some(self.watermark_ms)
     }
 
-    /// Slow mode in effect: announced, else inferred from the chat.
+    /// Slow mode in effect (seconds): announced, else inferred from the
+    /// chat; and whether it was inferred.
     pub fn slow_mode(&self) -> (u32, bool) {
-        match self.slow_mode_s {
-            Some(s) => (s, false),
-            None => (self.inferred_slow_mode_s(), true),
-        }
-    }
-
-    fn inferred_slow_mode_s(&self) -> u32 {
-        let total: u32 = self.gap_histogram.iter().sum();
-        if total < MIN_GAP_SAMPLES {
-            return 0;
-        }
-        let allowed = (f64::from(total) * SLOW_MODE_QUANTILE).floor() as u32;
-        let mut below = 0;
-        for (secs, n) in self.gap_histogram.iter().enumerate() {
-            below += n;
-            if below > allowed {
-                return if secs >= 2 { secs as u32 } else { 0 };
-            }
-        }
-        0
-    }
-
-    fn delay_threshold_ms(&self) -> f64 {
-        let p = &self.params.params;
-        let (slow, _) = self.slow_mode();
-        (p.min_avg_delay_ms as f64).max(f64::from(slow) * 1000.0 * p.slow_mode_factor)
+        slow_mode(self.slow_mode_s, &self.gap_histogram, self.gap_total)
     }
 
     /// Handles one event of this stream.
@@ -253,10 +244,13 @@ impl StreamDetector {
                     && (!a.user_id.is_empty() || !a.login.is_empty())
                 {
                     let key = user_key(self.platform, &a.user_id, &a.login);
-                    let u = self
-                        .users
-                        .entry(key)
-                        .or_insert_with(|| UserState::new(&a.user_id, &a.login));
+                    let (u, _) = tracked_user(
+                        &mut self.users,
+                        &mut self.user_queue,
+                        key,
+                        (&a.user_id, &a.login),
+                        ts,
+                    );
                     u.supporter = true;
                     u.last_seen_ms = u.last_seen_ms.max(ts);
                 }
@@ -277,10 +271,13 @@ impl StreamDetector {
     ) {
         let key = user_key(self.platform, user_id, login);
         let p = Arc::clone(&self.params);
-        let u = self
-            .users
-            .entry(key)
-            .or_insert_with(|| UserState::new(user_id, login));
+        let (u, _) = tracked_user(
+            &mut self.users,
+            &mut self.user_queue,
+            key,
+            (user_id, login),
+            ts,
+        );
         u.last_seen_ms = u.last_seen_ms.max(ts);
         if p.params.moderator_actions {
             u.observe(
@@ -343,11 +340,13 @@ impl StreamDetector {
             }
         }
 
-        let is_new = !self.users.contains_key(&key);
-        let u = self
-            .users
-            .entry(key)
-            .or_insert_with(|| UserState::new(&author.user_id, &author.login));
+        let (u, is_new) = tracked_user(
+            &mut self.users,
+            &mut self.user_queue,
+            key,
+            (&author.user_id, &author.login),
+            ts,
+        );
         u.fill_names(&author.user_id, &author.login);
         if is_new {
             u.trusted = is_trusted(&params, u.login());
@@ -364,6 +363,7 @@ impl StreamDetector {
             let secs = (ts.saturating_sub(u.prev_ts_ms) / 1000) as usize;
             if let Some(slot) = self.gap_histogram.get_mut(secs) {
                 *slot += 1;
+                self.gap_total = self.gap_total.saturating_add(1);
             }
         }
         let new_user = first_time || u.messages == 0;
@@ -395,11 +395,8 @@ impl StreamDetector {
         // What this message says about its author, weighed against what is
         // normal in the channel right now.
         // At most one observation of each kind per message: on the stack.
-        let mut seen = Seen::default();
-        let own = self
-            .users
-            .get_mut(&key)
-            .map_or(1, |u| u.note_cluster(a.cluster));
+        let mut seen = Seen::new();
+        let own = u.note_cluster(a.cluster);
         // 1 when the user is alone in the group, 1/n with n - 1 others: a
         // crowd saying the same is chat. Not for a spam-class event, whose
         // crowd is the spam.
@@ -434,24 +431,19 @@ impl StreamDetector {
         // The user's own marks do not count: how unusual a behaviour is
         // is measured on the other chatters.
         self.norms.decay_to(ts, p.norm_half_life_ms);
-        let own_marks = self
-            .users
-            .get(&key)
-            .map_or([0.0; 4], |u| u.norm_weights(ts, p.norm_half_life_ms));
+        let [own_walls, own_repeats, own_spam_marks] = u.norm_weights(ts, p.norm_half_life_ms);
         let (wall_share, repeat_share, spam_share) = (
-            self.norms.share_without(self.norms.walls, own_marks[1]),
-            self.norms.share_without(self.norms.repeats, own_marks[2]),
+            self.norms.share_without(self.norms.walls, own_walls),
+            self.norms.share_without(self.norms.repeats, own_repeats),
             self.norms
-                .share_without(self.norms.spam, own_spam.max(own_marks[3])),
+                .share_without(self.norms.spam, own_spam.max(own_spam_marks)),
         );
         let repeat_share = if in_spam { spam_share } else { repeat_share };
-        let counts = self.users.get_mut(&key).map_or([false; 4], |u| {
-            u.norm_counts(
-                ts,
-                [true, wall || long_message, repeat, in_spam],
-                p.norm_half_life_ms,
-            )
-        });
+        let counts = u.norm_counts(
+            ts,
+            [true, wall || long_message, repeat, in_spam],
+            p.norm_half_life_ms,
+        );
         if counts[3]
             && let Some(c) = self.clusters.get_mut(a.cluster)
         {
@@ -560,21 +552,14 @@ impl StreamDetector {
         }
         // Slow mode reads the gap histogram: only for users with enough
         // messages to judge their pace.
-        let enough = self
-            .users
-            .get(&key)
-            .is_some_and(|u| u.messages >= p.min_messages_for_delay.max(2));
-        let (delay_threshold, slow) = if enough && p.fast_weight > 0.0 {
-            (self.delay_threshold_ms(), self.slow_mode().0)
-        } else {
-            (0.0, 0)
-        };
-        if let Some(u) = self.users.get_mut(&key) {
-            if enough
-                && p.fast_weight > 0.0
-                && let Some(avg) = u.avg_delay_ms()
-                && avg < delay_threshold
-            {
+        let enough = u.messages >= p.min_messages_for_delay.max(2);
+        if enough
+            && p.fast_weight > 0.0
+            && let Some(avg) = u.avg_delay_ms()
+        {
+            let (slow, _) = slow_mode(self.slow_mode_s, &self.gap_histogram, self.gap_total);
+            let delay_threshold = delay_threshold_ms(p, slow);
+            if avg < delay_threshold {
                 seen.push(Observation {
                     kind: EvidenceKind::FastMessages,
                     weight: p.fast_weight * rarity(repeat_share, p.norm_base_share),
@@ -584,9 +569,9 @@ impl StreamDetector {
                     detail: Cow::Borrowed(""),
                 });
             }
-            for o in seen.drain() {
-                u.observe(o, ts, p);
-            }
+        }
+        for o in seen.drain(..) {
+            u.observe(o, ts, p);
         }
         if a.promoted_now && event_weight > 0.0 {
             // Everyone who already posted in the group now has messages in
@@ -724,8 +709,22 @@ impl StreamDetector {
         let p = &self.params.params;
         let idle = i64::try_from(p.user_idle_ms).unwrap_or(i64::MAX);
         if sweep {
-            self.users
-                .retain(|_, u| now_ms.saturating_sub(u.last_seen_ms) < idle);
+            // Those last seen an idle time ago are exactly those whose
+            // entry is at least that old (an entry is never later than
+            // the user's last sight).
+            while let Some(&Reverse((seen, key))) = self.user_queue.peek() {
+                if now_ms.saturating_sub(seen) < idle {
+                    break;
+                }
+                self.user_queue.pop();
+                match self.users.get(&key) {
+                    None => {}
+                    Some(u) if now_ms.saturating_sub(u.last_seen_ms) >= idle => {
+                        self.users.remove(&key);
+                    }
+                    Some(u) => self.user_queue.push(Reverse((u.last_seen_ms, key))),
+                }
+            }
         }
         let over = self.users.len().saturating_sub(p.max_users as usize);
         if over > 0 {
@@ -739,6 +738,21 @@ impl StreamDetector {
                 self.users.remove(&k);
             }
         }
+        // Users forgotten for the bound leave entries behind (and one who
+        // comes back has two); the queue is rebuilt before it doubles.
+        if self.user_queue.len() > 2 * self.users.len() + 1024 {
+            self.requeue_users();
+        }
+    }
+
+    /// Queues every tracked user at their last sight (after a restore, or
+    /// to clear the queue of users gone).
+    pub(crate) fn requeue_users(&mut self) {
+        self.user_queue = self
+            .users
+            .iter()
+            .map(|(k, u)| Reverse((u.last_seen_ms, *k)))
+            .collect();
     }
 
     fn emit_event(&mut self, id: u64, out: &mut Vec<DetectorOutput>) {
@@ -790,6 +804,53 @@ impl StreamDetector {
     }
 }
 
+/// Slow mode: `announced`, else inferred from the histogram of gaps
+/// between a user's messages (`total` of them): the shortest gap, in whole
+/// seconds, that all but a small share of gaps reach. And whether it was
+/// inferred.
+fn slow_mode(announced: Option<u32>, gaps: &[u32], total: u32) -> (u32, bool) {
+    if let Some(s) = announced {
+        return (s, false);
+    }
+    if total < MIN_GAP_SAMPLES {
+        return (0, true);
+    }
+    let allowed = (f64::from(total) * SLOW_MODE_QUANTILE).floor() as u32;
+    let mut below = 0u32;
+    for (secs, n) in gaps.iter().enumerate() {
+        below = below.saturating_add(*n);
+        if below > allowed {
+            return (if secs >= 2 { secs as u32 } else { 0 }, true);
+        }
+    }
+    (0, true)
+}
+
+/// The average delay below which a user's messages are fast, with slow
+/// mode at `slow` seconds.
+fn delay_threshold_ms(p: &DetectorParams, slow: u32) -> f64 {
+    (p.min_avg_delay_ms as f64).max(f64::from(slow) * 1000.0 * p.slow_mode_factor)
+}
+
+/// The state of user `key` (`names`: id and login), tracked from now
+/// (`ts_ms`) when new; and whether it is new.
+fn tracked_user<'a>(
+    users: &'a mut FxHashMap<u64, UserState>,
+    queue: &mut BinaryHeap<Reverse<(i64, u64)>>,
+    key: u64,
+    names: (&str, &str),
+    ts_ms: i64,
+) -> (&'a mut UserState, bool) {
+    match users.entry(key) {
+        Entry::Occupied(e) => (e.into_mut(), false),
+        Entry::Vacant(e) => {
+            // Queued no later than the caller's `last_seen_ms = ts_ms`.
+            queue.push(Reverse((ts_ms, key)));
+            (e.insert(UserState::new(names.0, names.1)), true)
+        }
+    }
+}
+
 /// Whether a login is one of the params' trusted users.
 fn is_trusted(params: &CompiledParams, login: &str) -> bool {
     if params.trusted.is_empty() || login.is_empty() {
@@ -818,33 +879,63 @@ fn spam_event_evidence(class: SpamEventClass, weight: f64) -> f64 {
     }
 }
 
-/// The observations of one message, at most one of each kind (on the
-/// stack: no allocation per message).
-#[derive(Default)]
-struct Seen {
-    items: [Option<Observation>; 10],
-    len: usize,
-}
-
-impl Seen {
-    fn push(&mut self, o: Observation) {
-        if let Some(slot) = self.items.get_mut(self.len) {
-            *slot = Some(o);
-            self.len += 1;
-        }
-    }
-
-    /// The observations in the order pushed (taken out in place: the
-    /// array is not moved).
-    fn drain(&mut self) -> impl Iterator<Item = Observation> + '_ {
-        self.items[..self.len].iter_mut().filter_map(Option::take)
-    }
-}
+/// The observations of one message, at most one of each kind: on the
+/// stack (no allocation per message, and nothing to clear or drop beyond
+/// those pushed).
+type Seen = SmallVec<[Observation; 8]>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::params::DetectorParams;
+
+    /// Users forgotten for `max_users` leave their queue entries behind;
+    /// the queue still stays within twice the users (plus slack), and
+    /// every tracked user keeps an entry no later than their last sight.
+    #[test]
+    fn the_user_queue_stays_bounded_and_covers_every_user() {
+        let p = CompiledParams::new(DetectorParams {
+            max_users: 100,
+            ..DetectorParams::default()
+        })
+        .unwrap();
+        let model = Arc::new(ScoreModel::bundled());
+        let mut d = StreamDetector::new(Platform::Twitch, "c", p, model);
+        let mut out = Vec::new();
+        let mut longest = 0;
+        for i in 0..20_000i64 {
+            // 3,000 chatters in turn: each comes back after being pushed
+            // out by the bound.
+            let login = format!("user{}", i % 3_000);
+            let ev = ChatEvent {
+                platform: Platform::Twitch as i32,
+                stream_id: "c".into(),
+                event_id: format!("m{i}"),
+                ts_ms: i * 50,
+                kind: Some(Kind::Message(ChatMessage {
+                    author: Some(Author {
+                        login: login.clone(),
+                        ..Author::default()
+                    }),
+                    text: format!("text {i}"),
+                    ..ChatMessage::default()
+                })),
+                ..ChatEvent::default()
+            };
+            d.handle(&ev, &mut out);
+            out.clear();
+            longest = longest.max(d.user_queue.len());
+            assert!(d.user_queue.len() <= 2 * d.users.len() + 1024 + 200);
+        }
+        assert!(longest > 1_000, "the bound never left entries: {longest}");
+        for (k, u) in &d.users {
+            assert!(
+                d.user_queue
+                    .iter()
+                    .any(|Reverse((at, key))| key == k && *at <= u.last_seen_ms)
+            );
+        }
+    }
 
     #[test]
     fn trusted_logins_match_in_any_case() {

@@ -31,20 +31,18 @@ pub mod role {
 
 /// Packs roles into one word: flags in the low byte, member months above.
 pub fn pack_roles(r: &Roles) -> u32 {
-    let mut bits = 0;
-    for (on, bit) in [
+    // Each flag times its bit: no branch per role (once per message).
+    let flags = [
         (r.broadcaster, role::BROADCASTER),
         (r.moderator, role::MODERATOR),
         (r.vip, role::VIP),
         (r.member, role::MEMBER),
         (r.verified, role::VERIFIED),
         (r.staff, role::STAFF),
-    ] {
-        if on {
-            bits |= bit;
-        }
-    }
-    bits | (r.member_months.min(0x00FF_FFFF) << role::MONTHS_SHIFT)
+    ]
+    .iter()
+    .fold(0, |bits, &(on, bit)| bits | (u32::from(on) * bit));
+    flags | (r.member_months.min(0x00FF_FFFF) << role::MONTHS_SHIFT)
 }
 
 /// Recent groups of similar messages a user posted in, with counts.
@@ -363,10 +361,13 @@ impl UserState {
         out
     }
 
-    /// What this user's own marks weigh in the channel norms at `ts_ms`
-    /// (each decays from when it was counted).
-    pub fn norm_weights(&self, ts_ms: i64, half_life_ms: u64) -> [f64; 4] {
-        self.norm_marks.map(|mark| {
+    /// What this user's own marks as a waller, a repeater and a spam-event
+    /// member weigh in the channel norms at `ts_ms` (each decays from when
+    /// it was counted). Not the chatter mark: no share leaves it out, and
+    /// nearly every user has one to decay.
+    pub fn norm_weights(&self, ts_ms: i64, half_life_ms: u64) -> [f64; 3] {
+        [1, 2, 3].map(|i| {
+            let mark = self.norm_marks[i];
             if mark == i64::MIN {
                 0.0
             } else {

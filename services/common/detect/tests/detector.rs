@@ -805,6 +805,40 @@ fn state_is_bounded() {
     assert!(d.tracked_groups() <= 50 + 100, "{}", d.tracked_groups());
 }
 
+/// Idle users are forgotten at the first sweep (each minute of event time)
+/// at least `user_idle_ms` after they were last seen, and only they: a user
+/// seen again since first tracked stays until idle in turn.
+#[test]
+fn idle_users_are_forgotten_on_time_and_only_they() {
+    let mut d = stream_detector(json!({"user_idle_ms": 120_000}));
+    let mut out = Vec::new();
+    let tracked = |d: &StreamDetector| -> Vec<&str> {
+        ["a", "b", "c"]
+            .into_iter()
+            .filter(|l| d.user(&format!("id-{l}"), l).is_some())
+            .collect()
+    };
+    d.handle(&msg("c", "a", 0, "hello there"), &mut out);
+    d.handle(&msg("c", "b", 1_000, "hello there friend"), &mut out);
+    d.handle(&msg("c", "c", 2_000, "what a game"), &mut out);
+    d.handle(&msg("c", "b", 100_000, "so good"), &mut out);
+    d.handle(&msg("c", "c", 110_000, "what a play"), &mut out);
+    assert_eq!(tracked(&d), ["a", "b", "c"]);
+    // Sweep at 130 s: a was last seen 130 s ago; b 30 s, c 20 s.
+    d.advance_to(130_000, &mut out);
+    assert_eq!(tracked(&d), ["b", "c"]);
+    // Sweep at 220 s: b 120 s (gone), c 110 s.
+    d.advance_to(225_000, &mut out);
+    assert_eq!(tracked(&d), ["c"]);
+    // The tick at 230 s is in the same minute: no sweep.
+    d.advance_to(235_000, &mut out);
+    assert_eq!(tracked(&d), ["c"]);
+    // Sweep at 240 s: c 130 s.
+    d.advance_to(241_000, &mut out);
+    assert!(tracked(&d).is_empty());
+    assert_eq!(d.tracked_users(), 0);
+}
+
 #[test]
 fn ticks_follow_event_time_at_one_second() {
     let mut d = stream_detector(json!({"tick_ms": 1000, "spam_quiet_ms": 5000}));
