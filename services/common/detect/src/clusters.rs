@@ -24,8 +24,7 @@
 //! list still finds the heavy hitters); its fingerprint is the hash of that
 //! variant's key at the event's first update and never changes after.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::BTreeSet;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -35,6 +34,7 @@ use smallvec::SmallVec;
 use spamscope_proto::v1::{SpamEventClass, SpamEventState, Trigger};
 
 use crate::classes::Measures;
+use crate::idle::IdleQueue;
 use crate::params::DetectorParams;
 use spamscope_chat::normalize::word_key_hashes;
 
@@ -507,12 +507,11 @@ pub struct Clusters {
     /// Ids of the groups that became spam events (few): a tick visits
     /// these, not every group.
     promoted: BTreeSet<u64>,
-    /// The other groups by the time they were last seen when queued,
-    /// soonest idle first, so that forgetting idle groups visits only
-    /// those that may be idle. A group has one entry; when it is popped
-    /// and the group was seen since, it is queued again at that time. An
-    /// entry of a group already gone is skipped.
-    idle_queue: BinaryHeap<Reverse<(i64, u64)>>,
+    /// The other groups by the time they were last seen when queued, so
+    /// that forgetting idle groups visits only those that may be idle. A
+    /// group is queued once; when taken and seen since, it is queued
+    /// again at that time. A group already gone is skipped.
+    idle_queue: IdleQueue,
     pub next_id: u64,
 }
 
@@ -533,7 +532,7 @@ impl Default for Clusters {
             partial: FxHashMap::default(),
             index: Bands::default(),
             promoted: BTreeSet::new(),
-            idle_queue: BinaryHeap::new(),
+            idle_queue: IdleQueue::default(),
             next_id: 1,
         }
     }
@@ -699,7 +698,7 @@ impl Clusters {
         let id = self.next_id;
         self.next_id += 1;
         self.index.insert_new(id, &sig);
-        self.idle_queue.push(Reverse((m.ts_ms, id)));
+        self.idle_queue.push(m.ts_ms, id);
         let len = m.letters as usize;
         let mut partials = SmallVec::new();
         for &(h, plen) in pieces {
@@ -752,7 +751,7 @@ impl Clusters {
         if c.promoted {
             self.promoted.insert(c.id);
         } else if !self.clusters.contains_key(&c.id) {
-            self.idle_queue.push(Reverse((c.last_seen_ms, c.id)));
+            self.idle_queue.push(c.last_seen_ms, c.id);
         }
         self.clusters.insert(c.id, Box::new(c));
     }
@@ -808,11 +807,7 @@ impl Clusters {
             .filter(|c| idle_now(c))
             .map(|c| c.id)
             .collect();
-        while let Some(&Reverse((seen, id))) = self.idle_queue.peek() {
-            if now_ms.saturating_sub(seen) < idle {
-                break;
-            }
-            self.idle_queue.pop();
+        for id in self.idle_queue.take_due(now_ms.saturating_sub(idle)) {
             let Some(c) = self.clusters.get(&id) else {
                 continue;
             };
@@ -823,7 +818,7 @@ impl Clusters {
             if idle_now(c) {
                 forget.push(id);
             } else {
-                self.idle_queue.push(Reverse((c.last_seen_ms, id)));
+                self.idle_queue.push(c.last_seen_ms, id);
             }
         }
         let over = self
@@ -849,8 +844,7 @@ impl Clusters {
         // time comes; the queue is cleared of them before it doubles.
         if self.idle_queue.len() > 2 * self.clusters.len() + 1024 {
             let clusters = &self.clusters;
-            self.idle_queue
-                .retain(|Reverse((_, id))| clusters.contains_key(id));
+            self.idle_queue.retain(|id| clusters.contains_key(&id));
         }
         emit
     }

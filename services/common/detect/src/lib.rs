@@ -26,6 +26,7 @@
 pub mod classes;
 pub mod clusters;
 pub mod eval;
+mod idle;
 pub mod json;
 pub mod norms;
 pub mod params;

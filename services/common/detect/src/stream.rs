@@ -6,9 +6,8 @@
 //! any speed. Events may arrive out of order; nothing assumes they don't.
 
 use std::borrow::Cow;
-use std::cmp::Reverse;
+use std::collections::VecDeque;
 use std::collections::hash_map::Entry;
-use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
@@ -22,6 +21,7 @@ use spamscope_proto::v1::{
 
 use crate::classes::{class_name, class_weight, is_spam};
 use crate::clusters::{Clusters, Message};
+use crate::idle::IdleQueue;
 use crate::norms::{ChannelNorms, rarity};
 use crate::params::{CompiledParams, DetectorParams};
 use crate::score::{ScoreModel, combine};
@@ -62,13 +62,12 @@ pub struct StreamDetector {
     pub(crate) next_tick_ms: i64,
     pub(crate) users: FxHashMap<u64, UserState>,
     /// Every tracked user by the time they were last seen when queued,
-    /// soonest idle first, so that the sweep visits only users who may be
-    /// idle, not every user each minute (a busy stream tracks thousands:
-    /// a full visit was a quarter of the loop's cache misses). A user has
-    /// an entry at a time no later than their `last_seen_ms`; when it is
-    /// popped and they were seen since, they are queued again at that
-    /// time. An entry of a user already gone is skipped.
-    pub(crate) user_queue: BinaryHeap<Reverse<(i64, u64)>>,
+    /// so that the sweep visits only users who may be idle, not every
+    /// user each minute (a busy stream tracks thousands: a full visit was
+    /// a quarter of the loop's cache misses). A user is queued at a time
+    /// no later than their `last_seen_ms`; when taken and seen since, they
+    /// are queued again at that time. A user already gone is skipped.
+    pub(crate) user_queue: IdleQueue,
     pub(crate) clusters: Clusters,
     /// Recent message ids (hashed) and their authors, oldest first.
     pub(crate) message_ids: VecDeque<(u64, u64)>,
@@ -114,7 +113,7 @@ impl StreamDetector {
             watermark_ms: i64::MIN,
             next_tick_ms: i64::MIN,
             users: FxHashMap::default(),
-            user_queue: BinaryHeap::new(),
+            user_queue: IdleQueue::default(),
             clusters: Clusters::default(),
             message_ids: VecDeque::new(),
             message_index: None,
@@ -712,17 +711,13 @@ impl StreamDetector {
             // Those last seen an idle time ago are exactly those whose
             // entry is at least that old (an entry is never later than
             // the user's last sight).
-            while let Some(&Reverse((seen, key))) = self.user_queue.peek() {
-                if now_ms.saturating_sub(seen) < idle {
-                    break;
-                }
-                self.user_queue.pop();
+            for key in self.user_queue.take_due(now_ms.saturating_sub(idle)) {
                 match self.users.get(&key) {
                     None => {}
                     Some(u) if now_ms.saturating_sub(u.last_seen_ms) >= idle => {
                         self.users.remove(&key);
                     }
-                    Some(u) => self.user_queue.push(Reverse((u.last_seen_ms, key))),
+                    Some(u) => self.user_queue.push(u.last_seen_ms, key),
                 }
             }
         }
@@ -751,7 +746,7 @@ impl StreamDetector {
         self.user_queue = self
             .users
             .iter()
-            .map(|(k, u)| Reverse((u.last_seen_ms, *k)))
+            .map(|(k, u)| (u.last_seen_ms, *k))
             .collect();
     }
 
@@ -836,7 +831,7 @@ fn delay_threshold_ms(p: &DetectorParams, slow: u32) -> f64 {
 /// (`ts_ms`) when new; and whether it is new.
 fn tracked_user<'a>(
     users: &'a mut FxHashMap<u64, UserState>,
-    queue: &mut BinaryHeap<Reverse<(i64, u64)>>,
+    queue: &mut IdleQueue,
     key: u64,
     names: (&str, &str),
     ts_ms: i64,
@@ -845,7 +840,7 @@ fn tracked_user<'a>(
         Entry::Occupied(e) => (e.into_mut(), false),
         Entry::Vacant(e) => {
             // Queued no later than the caller's `last_seen_ms = ts_ms`.
-            queue.push(Reverse((ts_ms, key)));
+            queue.push(ts_ms, key);
             (e.insert(UserState::new(names.0, names.1)), true)
         }
     }
@@ -932,7 +927,7 @@ mod tests {
             assert!(
                 d.user_queue
                     .iter()
-                    .any(|Reverse((at, key))| key == k && *at <= u.last_seen_ms)
+                    .any(|(at, key)| key == *k && at <= u.last_seen_ms)
             );
         }
     }
