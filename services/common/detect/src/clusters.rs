@@ -338,6 +338,21 @@ impl Members {
         }
     }
 
+    /// Adds `user`, known not to be a member (no second look).
+    fn insert_absent(&mut self, user: u64) {
+        match self {
+            Members::Few(v) if v.len() < FEW_MEMBERS => v.push(user),
+            Members::Few(v) => {
+                let mut set: FxHashSet<u64> = v.iter().copied().collect();
+                set.insert(user);
+                *self = Members::Many(set);
+            }
+            Members::Many(s) => {
+                s.insert(user);
+            }
+        }
+    }
+
     /// In no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &u64> {
         let (few, many) = match self {
@@ -621,7 +636,7 @@ impl Clusters {
         c.last_seen_ms = c.last_seen_ms.max(m.ts_ms);
         if !c.users.contains(&m.user) {
             if c.users.len() < MAX_GROUP_USERS {
-                c.users.insert(m.user);
+                c.users.insert_absent(m.user);
             } else {
                 c.users_overflow += 1;
             }

@@ -625,12 +625,15 @@ impl StreamDetector {
             return;
         };
         self.norms.decay_to(at_ms, p.norm_half_life_ms);
+        if u.flagged || u.exempt(p) {
+            return;
+        }
         let threshold = if u.has_evidence_outside_budget() {
             p.flag_threshold()
         } else {
             p.flag_threshold() * self.norms.flag_budget_factor(p.flag_budget_per_1000)
         };
-        if u.flagged || u.exempt(p) || !u.should_flag(at_ms, threshold, p) {
+        if !u.should_flag(at_ms, threshold, p) {
             return;
         }
         let (slow, inferred) = self.slow_mode();
