@@ -711,9 +711,10 @@ impl StreamDetector {
         let p = &self.params.params;
         let idle = i64::try_from(p.user_idle_ms).unwrap_or(i64::MAX);
         if sweep {
-            // Those last seen an idle time ago are exactly those whose
-            // entry is at least that old (an entry is never later than
-            // the user's last sight).
+            // A user last seen an idle time ago has an entry at least
+            // that old (an entry is never later than the user's last
+            // sight), so the due entries hold every such user; the others
+            // among them are queued again.
             for key in self.user_queue.take_due(now_ms.saturating_sub(idle)) {
                 match self.users.get(&key) {
                     None => {}
