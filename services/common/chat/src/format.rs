@@ -506,7 +506,11 @@ fn stream_array(
     let mut buf = Vec::new();
     let mut n = 0usize;
     let mut broke: Option<(usize, &str)> = None;
-    let mut handle = |n: usize, v: Value, format: &mut Option<Format>, out: &mut ParsedFile| {
+    let mut handle = |n: usize,
+                      v: Value,
+                      format: &mut Option<Format>,
+                      state: &mut ItemState,
+                      out: &mut ParsedFile| {
         if format.is_none() {
             *format = item_format(&v).or_else(|| {
                 v.as_str()
@@ -522,13 +526,13 @@ fn stream_array(
                     out.format = Some(f);
                     out.fill_untimed = f == Format::RecentMessages;
                     for (pn, pv) in pending.drain(..) {
-                        parse_one(&pv, pn, f, ctx, vod, &mut state, out);
+                        parse_one(&pv, pn, f, ctx, vod, state, out);
                     }
                 }
             }
         }
         if let Some(f) = *format {
-            parse_one(&v, n, f, ctx, vod, &mut state, out);
+            parse_one(&v, n, f, ctx, vod, state, out);
         }
     };
     match skip_ws(r, &mut pos)? {
@@ -538,15 +542,24 @@ fn stream_array(
             n += 1;
             let start = pos;
             match read_value(r, &mut buf, &mut pos, MAX_ITEM_BYTES)? {
-                ValueRead::Whole => match serde_json::from_slice::<Value>(&buf) {
-                    Ok(v) => handle(n, v, &mut format, &mut out),
-                    Err(e) => out.malformed.push(Malformed {
-                        line: n,
-                        reason: format!(
-                            "invalid JSON at byte {}: {e}",
-                            start + byte_offset(&buf, &e)
-                        ),
-                    }),
+                // chat-downloader's items are read straight into their
+                // fields, without a JSON tree; an item that reading refuses
+                // (a key twice, not an object) takes the general way.
+                ValueRead::Whole => match format
+                    .filter(|f| *f == Format::ChatDownloader)
+                    .and_then(|_| chat_downloader::Item::from_slice(&buf))
+                {
+                    Some(item) => parse_chat_downloader(&item, n, ctx, &mut state, &mut out),
+                    None => match serde_json::from_slice::<Value>(&buf) {
+                        Ok(v) => handle(n, v, &mut format, &mut state, &mut out),
+                        Err(e) => out.malformed.push(Malformed {
+                            line: n,
+                            reason: format!(
+                                "invalid JSON at byte {}: {e}",
+                                start + byte_offset(&buf, &e)
+                            ),
+                        }),
+                    },
                 },
                 ValueRead::TooBig => out.malformed.push(Malformed {
                     line: n,
@@ -1130,48 +1143,79 @@ fn parse_one(
         }
         return;
     }
-    let r = match format {
-        Format::ChatDownloader => {
-            if chat_downloader::is_legacy_twitch(v) {
-                out.note(
-                    "Twitch VOD items of chat-downloader's first releases hold no wall-clock \
-                     time: their times are offsets into the video (from 1970-01-01)",
-                );
-            }
-            chat_downloader::parse_item(v, ctx, state.last_ts)
-        }
-        Format::InnertubeActions => youtube::parse_action(v, ctx, state.last_ts),
-        Format::InnertubeRenderer => youtube::parse_item(v, ctx),
-        Format::TwitchVod => twitch_vod::parse_comment(v, vod),
-        Format::IrcLines | Format::RecentMessages => match v.as_str() {
-            Some(line) => twitch::parse_line(line).map(|ev| {
-                ev.map(|mut ev| {
-                    state.untimed.apply(&mut ev);
-                    ev
-                })
+    match format {
+        Format::ChatDownloader => match chat_downloader::Item::from_value(v) {
+            Ok(item) => parse_chat_downloader(&item, n, ctx, state, out),
+            Err(e) => out.malformed.push(Malformed {
+                line: n,
+                reason: e.reason,
             }),
-            None => Err(ParseError::new("expected a string holding an IRC line")),
         },
-    };
-    let kind = || match format {
-        Format::ChatDownloader => {
-            let k = chat_downloader::kind_name(v);
-            let known = chat_downloader::is_known_kind(&k);
-            (k, known)
-        }
-        Format::InnertubeActions | Format::InnertubeRenderer => youtube::action_kind(v),
-        Format::TwitchVod => ("comment".to_owned(), true),
+        Format::InnertubeActions => record(
+            youtube::parse_action(v, ctx, state.last_ts),
+            n,
+            || youtube::action_kind(v),
+            state,
+            out,
+        ),
+        Format::InnertubeRenderer => record(
+            youtube::parse_item(v, ctx),
+            n,
+            || youtube::action_kind(v),
+            state,
+            out,
+        ),
+        Format::TwitchVod => record(
+            twitch_vod::parse_comment(v, vod),
+            n,
+            || ("comment".to_owned(), true),
+            state,
+            out,
+        ),
         Format::IrcLines | Format::RecentMessages => {
-            let command = v
-                .as_str()
-                .and_then(|l| irc::IrcLine::parse(l).ok())
-                .map(|l| l.command.to_owned())
-                .unwrap_or_default();
-            let known = twitch::is_known_command(&command);
-            (command, known)
+            let r = match v.as_str() {
+                Some(line) => twitch::parse_line(line).map(|ev| {
+                    ev.map(|mut ev| {
+                        state.untimed.apply(&mut ev);
+                        ev
+                    })
+                }),
+                None => Err(ParseError::new("expected a string holding an IRC line")),
+            };
+            let kind = || {
+                let command = v
+                    .as_str()
+                    .and_then(|l| irc::IrcLine::parse(l).ok())
+                    .map(|l| l.command.to_owned())
+                    .unwrap_or_default();
+                let known = twitch::is_known_command(&command);
+                (command, known)
+            };
+            record(r, n, kind, state, out);
         }
+    }
+}
+
+/// Parses chat-downloader item `n` into `out`.
+fn parse_chat_downloader(
+    item: &chat_downloader::Item,
+    n: usize,
+    ctx: &StreamContext,
+    state: &mut ItemState,
+    out: &mut ParsedFile,
+) {
+    if item.is_legacy_twitch() {
+        out.note(
+            "Twitch VOD items of chat-downloader's first releases hold no wall-clock time: \
+             their times are offsets into the video (from 1970-01-01)",
+        );
+    }
+    let kind = || {
+        let k = item.kind_name();
+        let known = chat_downloader::is_known_kind(&k);
+        (k, known)
     };
-    record(r, n, kind, state, out);
+    record(item.parse(ctx, state.last_ts), n, kind, state, out);
 }
 
 fn record(
