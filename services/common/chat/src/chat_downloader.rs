@@ -562,6 +562,25 @@ impl<'a> Item<'a> {
         Item::deserialize(v).map_err(|e| ParseError::new(format!("unreadable item: {e}")))
     }
 
+    /// Whether the item is surely one of chat-downloader's, as
+    /// [`looks_like_item`] tells on a JSON value: it names its kind, or
+    /// (first releases) holds a message with an author and a time. An item
+    /// whose `message` is not text may be a Twitch VOD comment; it is left
+    /// to the general way.
+    pub fn is_chat_downloader(&self) -> bool {
+        if matches!(self.message, Scalar::Other) {
+            return false;
+        }
+        if self.message_type.is_present() || self.action_type.is_present() {
+            return true;
+        }
+        self.message.as_str().is_some()
+            && (!matches!(self.author, AuthorField::Absent)
+                || self.author_id.is_present()
+                || self.author_name.is_present())
+            && (self.timestamp.is_present() || self.time_in_seconds.is_present())
+    }
+
     fn nested_author(&self) -> Option<&NestedAuthor<'a>> {
         match &self.author {
             AuthorField::Nested(a) => Some(a),
@@ -1265,6 +1284,9 @@ mod tests {
             );
             prop_assert_eq!(from_bytes.kind_name(), kind_name(&v));
             prop_assert_eq!(from_bytes.is_legacy_twitch(), is_legacy_twitch(&v));
+            if from_bytes.is_chat_downloader() {
+                prop_assert!(looks_like_item(&v) && !crate::twitch_vod::looks_like_comment(&v));
+            }
         }
     }
 

@@ -1013,6 +1013,16 @@ impl JsonLines {
         if raw.iter().all(u8::is_ascii_whitespace) {
             return;
         }
+        // In a file of chat-downloader items, an item is read straight
+        // into its fields; anything else takes the general way.
+        if self.out.format == Some(Format::ChatDownloader)
+            && let Some(item) =
+                chat_downloader::Item::from_slice(raw).filter(|i| i.is_chat_downloader())
+        {
+            self.values += 1;
+            parse_chat_downloader(&item, n, ctx, &mut self.state, &mut self.out);
+            return;
+        }
         match serde_json::from_slice::<Value>(raw) {
             Ok(v) => self.value(n, v, ctx),
             Err(e) => self.out.malformed.push(Malformed {
@@ -1396,5 +1406,37 @@ mod tests {
         assert_eq!(f.events.len(), 1);
         assert_eq!(f.malformed.len(), 1);
         assert_eq!(f.events[0].stream_id, "vid");
+    }
+
+    /// The items a direct reading of chat-downloader's fields refuses (a
+    /// key given twice, an item that is no object) read as a JSON value
+    /// reads them, in an array and in JSON lines alike.
+    #[test]
+    fn chat_downloader_items_read_directly_or_the_general_way_alike() {
+        let items = [
+            r#"{"message_type":"text_message","id":"a","timestamp":1000,"author":"x","author_id":"U","message":"one"}"#,
+            r#"{"message_type":"text_message","id":"b","timestamp":2000,"author":"x","author_id":"U","message":"dropped","message":"two"}"#,
+            r#""text_message""#,
+            r#"{"message_type":"text_message","id":"c","timestamp":3000,"author":{"id":"U","name":"x"},"message":"th\u00e9ree \"quoted\""}"#,
+        ];
+        let array = format!("[\n{}\n]", items.join(",\n"));
+        let lines = items.join("\n");
+        for bytes in [array.as_bytes(), lines.as_bytes()] {
+            let f = parse_bytes(bytes, &ctx()).unwrap();
+            assert_eq!(f.format, Some(Format::ChatDownloader));
+            let texts: Vec<&str> = f
+                .events
+                .iter()
+                .filter_map(|e| match &e.kind {
+                    Some(spamscope_proto::v1::chat_event::Kind::Message(m)) => {
+                        Some(m.text.as_str())
+                    }
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(texts, ["one", "two", "th\u{e9}ree \"quoted\""]);
+            assert_eq!(f.malformed.len(), 1, "{:?}", f.malformed);
+            assert_eq!(f.malformed[0].line, 3);
+        }
     }
 }
