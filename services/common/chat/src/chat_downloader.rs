@@ -355,7 +355,6 @@ enum Badges<'a> {
 impl<'de: 'a, 'a> Shape<'de> for Badges<'a> {
     fn scalar(s: Scalar<'de>) -> Self {
         match s {
-            Scalar::Absent => Badges::Absent,
             Scalar::Str(t) => Badges::Titles(t),
             _ => Badges::Other,
         }
@@ -961,16 +960,6 @@ impl<'a> Item<'a> {
     }
 }
 
-/// The item's kind as the file names it: see [`Item::kind_name`].
-pub fn kind_name(item: &Value) -> String {
-    Item::from_value(item).map_or_else(|_| "message".to_owned(), |i| i.kind_name())
-}
-
-/// First-release Twitch VOD items: `author_type` and no message type.
-pub fn is_legacy_twitch(item: &Value) -> bool {
-    Item::from_value(item).is_ok_and(|i| i.is_legacy_twitch())
-}
-
 /// Parses one item (a JSON value). `ts_fallback_ms` stands in for a missing
 /// time (the time of the item before).
 pub fn parse_item(
@@ -1145,15 +1134,16 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
-        assert_eq!(kind_name(&ticker), "add_live_chat_ticker_item");
-        assert!(is_known_kind(&kind_name(&ticker)));
+        let kind = |v: &Value| Item::from_value(v).unwrap().kind_name();
+        assert_eq!(kind(&ticker), "add_live_chat_ticker_item");
+        assert!(is_known_kind(&kind(&ticker)));
         let new = json!({"action_type": "add_chat_item", "message_type": "hologram_message"});
         assert!(
             parse_item(&new, &StreamContext::default(), 0)
                 .unwrap()
                 .is_none()
         );
-        assert_eq!(kind_name(&new), "hologram_message");
+        assert_eq!(kind(&new), "hologram_message");
         assert!(!is_known_kind("hologram_message"));
     }
 
@@ -1282,8 +1272,8 @@ mod tests {
                 format!("{:?}", from_bytes.parse(&ctx, 5)),
                 format!("{:?}", from_value.parse(&ctx, 5))
             );
-            prop_assert_eq!(from_bytes.kind_name(), kind_name(&v));
-            prop_assert_eq!(from_bytes.is_legacy_twitch(), is_legacy_twitch(&v));
+            prop_assert_eq!(from_bytes.kind_name(), from_value.kind_name());
+            prop_assert_eq!(from_bytes.is_legacy_twitch(), from_value.is_legacy_twitch());
             if from_bytes.is_chat_downloader() {
                 prop_assert!(looks_like_item(&v) && !crate::twitch_vod::looks_like_comment(&v));
             }

@@ -322,20 +322,11 @@ impl Members {
 
     /// Adds `user`; false when it was there.
     pub fn insert(&mut self, user: u64) -> bool {
-        match self {
-            Members::Few(v) if v.contains(&user) => false,
-            Members::Few(v) if v.len() < FEW_MEMBERS => {
-                v.push(user);
-                true
-            }
-            Members::Few(v) => {
-                let mut set: FxHashSet<u64> = v.iter().copied().collect();
-                set.insert(user);
-                *self = Members::Many(set);
-                true
-            }
-            Members::Many(s) => s.insert(user),
+        if self.contains(&user) {
+            return false;
         }
+        self.insert_absent(user);
+        true
     }
 
     /// Adds `user`, known not to be a member (no second look).
